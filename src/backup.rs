@@ -1,0 +1,532 @@
+//! The write path (DESIGN §6): capture databases, walk the selection in parallel, reuse
+//! unchanged files from the parent snapshot without reading them, chunk/dedup/compress
+//! changed ones, write trees bottom-up, then commit the snapshot record.
+//!
+//! Errors on single files (unreadable, vanished) are collected in the summary and never
+//! abort the snapshot; repository errors do.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+
+use crate::chunker::Chunker;
+use crate::compress::is_precompressed;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, SnapshotId};
+use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
+use crate::pack::ChunkKind;
+use crate::packer::ChunkSink;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::{validate_name, Component, Snapshot, SnapshotRecord, Summary};
+use crate::tree::{ChunkRef, Entry, Node, Tree};
+
+/// Files modified this close to the scan start are re-read next time: a write in the same
+/// timestamp tick after our read would leave size and mtime unchanged.
+pub const TIMESTAMP_GRANULARITY_NS: i64 = 2_000_000_000;
+/// Attempts to read a file that keeps changing before it is stored as last read.
+const READ_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub source: SourceOptions,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub record: SnapshotRecord,
+    pub parent: Option<SnapshotId>,
+}
+
+impl BackupOutcome {
+    pub fn is_partial(&self) -> bool {
+        !self.record.summary.errors.is_empty()
+    }
+}
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    sink: ChunkSink<'a>,
+    chunker: Chunker,
+    db_chunker: Chunker,
+    source: &'a Source,
+    captured: HashMap<PathBuf, tempfile::TempPath>,
+    trust_before_ns: i64,
+    progress: &'a dyn Progress,
+    files: AtomicU64,
+    dirs: AtomicU64,
+    logical: AtomicU64,
+    bytes_read: AtomicU64,
+    db_bytes: AtomicU64,
+    files_read: AtomicU64,
+    files_reused: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    changed: Mutex<Vec<String>>,
+}
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+fn ctime_ns(m: &Metadata) -> i64 {
+    m.ctime() * 1_000_000_000 + m.ctime_nsec()
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time_ns = now_ns();
+    let (snapshots, _) = repo.snapshots()?;
+    if let Some(name) = &opts.name {
+        validate_name(name)?;
+        if snapshots
+            .iter()
+            .any(|s| s.record.name.as_deref() == Some(name))
+        {
+            return Err(Error::DuplicateName(name.clone()));
+        }
+    }
+    let source = jellyfin::detect(&opts.source)?;
+    let parent: Option<&Snapshot> = snapshots
+        .iter()
+        .rev()
+        .find(|s| s.record.roots == source.selection.roots);
+
+    progress.phase("capturing databases", None);
+    let mut captured = HashMap::new();
+    let mut version = None;
+    for item in source
+        .selection
+        .items
+        .iter()
+        .filter(|i| i.component == Component::Database)
+    {
+        let Some(root) = source.selection.root_path(&item.root) else {
+            continue;
+        };
+        let path = Path::new(root).join(&item.rel);
+        let tmp = capture::capture(&path, &repo.tmp_dir())?;
+        if path.file_name().is_some_and(|n| n == "jellyfin.db") {
+            version = jellyfin::version::from_database(&tmp);
+        }
+        captured.insert(path, tmp);
+    }
+    let version = version.or_else(|| jellyfin::version::from_migrations_xml(&source.config_dir));
+
+    let ctx = Ctx {
+        repo,
+        sink: ChunkSink::new(repo),
+        chunker: repo.chunker(),
+        db_chunker: repo.db_chunker(),
+        source: &source,
+        captured,
+        trust_before_ns: time_ns - TIMESTAMP_GRANULARITY_NS,
+        progress,
+        files: AtomicU64::new(0),
+        dirs: AtomicU64::new(0),
+        logical: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+        db_bytes: AtomicU64::new(0),
+        files_read: AtomicU64::new(0),
+        files_reused: AtomicU64::new(0),
+        errors: Mutex::new(Vec::new()),
+        changed: Mutex::new(Vec::new()),
+    };
+
+    progress.phase("backing up", None);
+    let parent_root = match parent {
+        Some(p) => Some(repo.load_tree(&p.record.tree)?),
+        None => None,
+    };
+    let mut root_entries = Vec::new();
+    for root in &source.selection.roots {
+        let path = PathBuf::from(&root.path);
+        let meta = fs::symlink_metadata(&path).at(&path)?;
+        let parent_sub = match parent_root
+            .as_ref()
+            .and_then(|t| t.find(root.label.as_bytes()))
+        {
+            Some(Entry {
+                node: Node::Dir { tree },
+                ..
+            }) => Some(repo.load_tree(tree)?),
+            _ => None,
+        };
+        let tree = walk_dir(&ctx, &root.label, &path, b"", parent_sub.as_ref())?;
+        root_entries.push(entry_from_meta(
+            root.label.as_bytes().to_vec(),
+            &meta,
+            Node::Dir { tree },
+        ));
+    }
+    root_entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let root_tree = ctx.sink.put(
+        ChunkKind::Tree,
+        &Tree {
+            entries: root_entries,
+        }
+        .encode(),
+        true,
+    )?;
+
+    let Ctx {
+        sink,
+        files,
+        dirs,
+        logical,
+        bytes_read,
+        db_bytes,
+        files_read,
+        files_reused,
+        errors,
+        changed,
+        ..
+    } = ctx;
+    let stats = (
+        sink.stats.new_chunks.load(Ordering::Relaxed),
+        sink.stats.new_raw_bytes.load(Ordering::Relaxed),
+        sink.stats.new_stored_bytes.load(Ordering::Relaxed),
+    );
+    progress.phase("syncing packs and index", None);
+    sink.finish()?;
+
+    let summary = Summary {
+        files: files.into_inner(),
+        dirs: dirs.into_inner(),
+        logical_bytes: logical.into_inner(),
+        bytes_read: bytes_read.into_inner(),
+        db_bytes: db_bytes.into_inner(),
+        files_read: files_read.into_inner(),
+        files_reused: files_reused.into_inner(),
+        new_chunks: stats.0,
+        new_raw_bytes: stats.1,
+        new_stored_bytes: stats.2,
+        duration_ms: started.elapsed().as_millis() as u64,
+        errors: errors.into_inner().unwrap_or_default(),
+        changed_during_backup: changed.into_inner().unwrap_or_default(),
+    };
+    let record = SnapshotRecord {
+        name: opts.name.clone(),
+        tags: opts.tags.clone(),
+        time_ns,
+        host: hostname(),
+        layout: source.layout.to_string(),
+        data_dir: source.data_dir.to_string_lossy().into_owned(),
+        roots: source.selection.roots.clone(),
+        items: source.selection.items.clone(),
+        components: source.components.iter().copied().collect(),
+        jellyfin_version: version,
+        tree: root_tree,
+        parent: parent.map(|p| p.id),
+        summary,
+        jellysnap_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    progress.phase("committing snapshot", None);
+    let id = repo.commit_snapshot(&record)?;
+    progress.finish();
+    Ok(BackupOutcome {
+        id,
+        record,
+        parent: parent.map(|p| p.id),
+    })
+}
+
+fn entry_from_meta(name: Vec<u8>, m: &Metadata, node: Node) -> Entry {
+    Entry {
+        name,
+        node,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        ctime_ns: ctime_ns(m),
+        inode: m.ino(),
+    }
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        r.extend_from_slice(rel);
+        r.push(b'/');
+    }
+    r.extend_from_slice(name);
+    r
+}
+
+impl Ctx<'_> {
+    fn report(&self, path: &Path, what: &str) {
+        let msg = format!("{}: {what}", path.display());
+        self.progress.warn(&msg);
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(msg);
+        }
+    }
+}
+
+/// Walk one directory and return the id of its tree chunk.
+fn walk_dir(
+    ctx: &Ctx,
+    root: &str,
+    dir: &Path,
+    rel: &[u8],
+    parent: Option<&Tree>,
+) -> Result<ChunkId> {
+    use std::os::unix::ffi::OsStrExt;
+    ctx.dirs.fetch_add(1, Ordering::Relaxed);
+    let mut children = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            for ent in rd {
+                match ent {
+                    Ok(e) => children.push(e.file_name()),
+                    Err(e) => ctx.report(dir, &format!("cannot list directory: {e}")),
+                }
+            }
+        }
+        Err(e) => ctx.report(dir, &format!("cannot list directory: {e}")),
+    }
+    children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let entries: Vec<Result<Option<Entry>>> = children
+        .par_iter()
+        .map(|name| {
+            let name = name.as_bytes();
+            let child_rel = join_rel(rel, name);
+            let class = ctx.source.selection.classify(root, &child_rel);
+            if class == Class::Skip {
+                return Ok(None);
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    ctx.report(&path, &format!("vanished or unreadable: {e}"));
+                    return Ok(None);
+                }
+            };
+            let prev = parent.and_then(|t| t.find(name));
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let prev_tree = match prev {
+                    Some(Entry {
+                        node: Node::Dir { tree },
+                        ..
+                    }) => Some(ctx.repo.load_tree(tree)?),
+                    _ => None,
+                };
+                let tree = walk_dir(ctx, root, &path, &child_rel, prev_tree.as_ref())?;
+                return Ok(Some(entry_from_meta(
+                    name.to_vec(),
+                    &meta,
+                    Node::Dir { tree },
+                )));
+            }
+            let Class::Include(component) = class else {
+                return Ok(None);
+            };
+            if ft.is_symlink() {
+                return match fs::read_link(&path) {
+                    Ok(t) => {
+                        ctx.files.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(entry_from_meta(
+                            name.to_vec(),
+                            &meta,
+                            Node::Symlink {
+                                target: t.as_os_str().as_bytes().to_vec(),
+                            },
+                        )))
+                    }
+                    Err(e) => {
+                        ctx.report(&path, &format!("cannot read symlink: {e}"));
+                        Ok(None)
+                    }
+                };
+            }
+            if !ft.is_file() {
+                return Ok(None); // sockets, fifos and devices are not Jellyfin state
+            }
+            let node = if component == Component::Database && ctx.captured.contains_key(&path) {
+                database_node(ctx, &path)?
+            } else {
+                match file_node(ctx, &path, &meta, prev)? {
+                    Some(n) => n,
+                    None => return Ok(None),
+                }
+            };
+            ctx.files.fetch_add(1, Ordering::Relaxed);
+            ctx.logical.fetch_add(
+                match &node {
+                    Node::File { size, .. } => *size,
+                    _ => 0,
+                },
+                Ordering::Relaxed,
+            );
+            Ok(Some(entry_from_meta(name.to_vec(), &meta, node)))
+        })
+        .collect();
+    let mut tree = Tree::default();
+    for e in entries {
+        if let Some(e) = e? {
+            tree.entries.push(e);
+        }
+    }
+    ctx.sink.put(ChunkKind::Tree, &tree.encode(), true)
+}
+
+fn database_node(ctx: &Ctx, path: &Path) -> Result<Node> {
+    let Some(tmp) = ctx.captured.get(path) else {
+        return Err(Error::DatabaseCapture {
+            path: path.to_path_buf(),
+            detail: "capture missing".into(),
+        });
+    };
+    let tmp_path: &Path = tmp;
+    let mut f = File::open(tmp_path).at(tmp_path)?;
+    let (chunks, n) = chunk_file(ctx, &ctx.db_chunker, &mut f, tmp_path, true)?;
+    ctx.db_bytes.fetch_add(n, Ordering::Relaxed);
+    Ok(Node::File {
+        size: n,
+        chunks,
+        trusted: false,
+        database: true,
+    })
+}
+
+fn chunk_file(
+    ctx: &Ctx,
+    chunker: &Chunker,
+    f: &mut File,
+    path: &Path,
+    compressible_default: bool,
+) -> Result<(Vec<ChunkRef>, u64)> {
+    READ_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let mut chunks = Vec::new();
+        let mut compressible = None;
+        let read = chunker.chunk_reader(f, &mut buf, |data| {
+            let c = *compressible
+                .get_or_insert_with(|| compressible_default && !is_precompressed(data));
+            let id = ctx.sink.put(ChunkKind::Data, data, c)?;
+            chunks.push(ChunkRef {
+                id,
+                len: data.len() as u32,
+            });
+            ctx.progress.advance(data.len() as u64);
+            Ok::<(), Error>(())
+        })?;
+        let n = read.at(path)?;
+        Ok((chunks, n))
+    })
+}
+
+/// A regular file: reused from the parent snapshot when unchanged, else read and chunked.
+/// `None` when it could not be read (reported).
+fn file_node(
+    ctx: &Ctx,
+    path: &Path,
+    meta: &Metadata,
+    prev: Option<&Entry>,
+) -> Result<Option<Node>> {
+    if let Some(Entry {
+        node:
+            Node::File {
+                size,
+                chunks,
+                trusted: true,
+                database: false,
+            },
+        mtime_ns: pm,
+        ctime_ns: pc,
+        inode,
+        ..
+    }) = prev
+    {
+        if *size == meta.size()
+            && *pm == mtime_ns(meta)
+            && *pc == ctime_ns(meta)
+            && *inode == meta.ino()
+        {
+            ctx.files_reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(Node::File {
+                size: *size,
+                chunks: chunks.clone(),
+                trusted: true,
+                database: false,
+            }));
+        }
+    }
+    for attempt in 1..=READ_ATTEMPTS {
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                ctx.report(path, &format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
+        let before = f.metadata().at(path)?;
+        let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, path, true) {
+            Ok(r) => r,
+            Err(Error::Io { source, .. }) => {
+                ctx.report(path, &format!("read failed: {source}"));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        ctx.bytes_read.fetch_add(n, Ordering::Relaxed);
+        let after = f.metadata().at(path)?;
+        let stable = before.size() == after.size()
+            && mtime_ns(&before) == mtime_ns(&after)
+            && ctime_ns(&before) == ctime_ns(&after)
+            && after.size() == n;
+        if stable || attempt == READ_ATTEMPTS {
+            if !stable {
+                if let Ok(mut c) = ctx.changed.lock() {
+                    c.push(path.display().to_string());
+                }
+                ctx.progress.warn(&format!(
+                    "{}: changed while being read; stored as last read",
+                    path.display()
+                ));
+            }
+            ctx.files_read.fetch_add(1, Ordering::Relaxed);
+            let trusted = stable && mtime_ns(&after) < ctx.trust_before_ns;
+            return Ok(Some(Node::File {
+                size: n,
+                chunks,
+                trusted,
+                database: false,
+            }));
+        }
+    }
+    Ok(None)
+}

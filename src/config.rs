@@ -1,0 +1,144 @@
+//! The repository `config` file: magic, format version, repository id and the parameters
+//! that are part of the format (chunker cut points, pack size, compression level).
+//!
+//! Layout: 8 bytes magic `JSNPREPO`, u32 little-endian format version, then a JSON body.
+//! An unknown version is refused with [`Error::UnsupportedVersion`]; the body is only
+//! parsed once the version is known.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{Error, IoContext, Result};
+
+pub const CONFIG_MAGIC: &[u8; 8] = b"JSNPREPO";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Random id of this repository (hex), fixed at `init`.
+    pub repo_id: String,
+    /// Content-defined chunking of ordinary files.
+    pub chunker: ChunkerParams,
+    /// Chunking of captured SQLite databases (smaller chunks: databases change in pages).
+    pub db_chunker: ChunkerParams,
+    /// A pack is sealed once it holds at least this many bytes.
+    pub pack_target_bytes: u64,
+    /// zstd level for compressible chunks.
+    pub zstd_level: i32,
+}
+
+impl RepoConfig {
+    pub fn new_default() -> Self {
+        let mut seed = [0u8; 16];
+        getrandom(&mut seed);
+        RepoConfig {
+            repo_id: crate::id::hex(&seed),
+            chunker: ChunkerParams {
+                min: 64 * 1024,
+                avg: 256 * 1024,
+                max: 1024 * 1024,
+            },
+            db_chunker: ChunkerParams {
+                min: 8 * 1024,
+                avg: 16 * 1024,
+                max: 64 * 1024,
+            },
+            pack_target_bytes: 16 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(CONFIG_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // Serializing a plain struct of strings and integers cannot fail.
+        out.extend_from_slice(
+            serde_json::to_string_pretty(self)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        out.push(b'\n');
+        out
+    }
+
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
+        let corrupt = |detail: String| {
+            Error::corrupt("repository config", path.display().to_string(), detail)
+        };
+        let (magic, rest) = bytes
+            .split_at_checked(8)
+            .ok_or_else(|| corrupt("file is shorter than its header".into()))?;
+        if magic != CONFIG_MAGIC {
+            return Err(corrupt("bad magic".into()));
+        }
+        let (ver, body) = rest
+            .split_at_checked(4)
+            .ok_or_else(|| corrupt("file is shorter than its header".into()))?;
+        let version = u32::from_le_bytes([ver[0], ver[1], ver[2], ver[3]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let cfg: RepoConfig = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        cfg.chunker.validate().map_err(corrupt)?;
+        cfg.db_chunker.validate().map_err(corrupt)?;
+        if !(1..=22).contains(&cfg.zstd_level) || cfg.pack_target_bytes == 0 {
+            return Err(corrupt(
+                "zstd_level or pack_target_bytes out of range".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).at(path)?;
+        Self::decode(&bytes, path)
+    }
+}
+
+/// Fill `buf` with random bytes from the OS.
+pub fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(buf).is_ok() {
+            return;
+        }
+    }
+    // Fallback: time and pid mixed through blake3 (ids only need to be unique, not secret).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let mut out = h.finalize_xof();
+    out.fill(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let cfg = RepoConfig::new_default();
+        let bytes = cfg.encode();
+        assert_eq!(RepoConfig::decode(&bytes, Path::new("c")).unwrap(), cfg);
+        let mut future = bytes.clone();
+        future[8] = 9;
+        assert!(matches!(
+            RepoConfig::decode(&future, Path::new("c")),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
+        assert!(matches!(
+            RepoConfig::decode(b"JSNP", Path::new("c")),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

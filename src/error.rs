@@ -1,0 +1,138 @@
+//! Typed engine errors. Every variant names the thing involved (repository, snapshot,
+//! pack, chunk, path) and says what to do next; the CLI maps each kind to an exit code.
+
+use std::path::PathBuf;
+
+use crate::id::{ChunkId, PackId};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0} is not a jellysnap repository (no `config` file); create one with `jellysnap init` or check --repo / JELLYSNAP_REPO")]
+    NotARepository(PathBuf),
+
+    #[error("repository {path} has format version {found}, this jellysnap reads version {supported}; use a jellysnap release that supports it")]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("{path} already holds a repository; use it as it is, or pick another --repo")]
+    AlreadyInitialized { path: PathBuf },
+
+    #[error(
+        "corrupt {what} at {location}: {detail}; run `jellysnap check` to see what is affected"
+    )]
+    Corrupt {
+        what: &'static str,
+        location: String,
+        detail: String,
+    },
+
+    #[error(
+        "chunk {chunk} is not in the index; the repository may be damaged: run `jellysnap check`"
+    )]
+    ChunkMissing { chunk: ChunkId },
+
+    #[error("pack {pack} is missing or unreadable ({detail}); run `jellysnap check`")]
+    PackMissing { pack: PackId, detail: String },
+
+    #[error("no snapshot matches `{0}`; list them with `jellysnap snapshots`")]
+    SnapshotNotFound(String),
+
+    #[error("`{query}` matches several snapshots ({candidates}); give more characters of the id or use the name")]
+    SnapshotAmbiguous { query: String, candidates: String },
+
+    #[error("a snapshot named `{0}` already exists; choose another --name or forget the old one")]
+    DuplicateName(String),
+
+    #[error("invalid snapshot name `{0}`: use 1-100 characters from letters, digits, `.`, `_`, `-`, `+`, and do not start with `-` or use `latest`")]
+    InvalidName(String),
+
+    #[error("path `{path}` does not exist in snapshot {snapshot}; see `jellysnap ls {snapshot}`")]
+    PathNotInSnapshot { snapshot: String, path: String },
+
+    #[error("data dir {0} does not exist; pass the Jellyfin data dir with --data-dir (e.g. /var/lib/jellyfin, or /config in Docker)")]
+    SourceMissing(PathBuf),
+
+    #[error("{path} is not a Jellyfin data dir: {detail}")]
+    NotJellyfin { path: PathBuf, detail: String },
+
+    #[error("restore target {0} is not empty; restore into an empty or new directory, or use --in-place to roll back the live server")]
+    TargetNotEmpty(PathBuf),
+
+    #[error("repository {path} is locked by another jellysnap process ({detail}); wait for it to finish and retry")]
+    Locked { path: PathBuf, detail: String },
+
+    #[error("Jellyfin appears to be running: {detail}; stop the server first (e.g. `systemctl stop jellyfin` or `docker stop jellyfin`) or pass --force")]
+    ServerRunning { detail: String },
+
+    #[error("database capture of {path} failed: {detail}")]
+    DatabaseCapture { path: PathBuf, detail: String },
+
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    #[error("repository index at {path}: {detail}")]
+    Index { path: PathBuf, detail: String },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(
+        what: &'static str,
+        location: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            what,
+            location: location.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The process exit code the CLI uses for this error (documented in the README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } | Error::Index { .. } | Error::DatabaseCapture { .. } => 1,
+            Error::InvalidOption(_) | Error::InvalidName(_) => 2,
+            Error::NotARepository(_) | Error::AlreadyInitialized { .. } => 10,
+            Error::UnsupportedVersion { .. } => 11,
+            Error::SnapshotNotFound(_)
+            | Error::SnapshotAmbiguous { .. }
+            | Error::PathNotInSnapshot { .. } => 12,
+            Error::DuplicateName(_) => 13,
+            Error::SourceMissing(_) | Error::NotJellyfin { .. } => 14,
+            Error::TargetNotEmpty(_) => 15,
+            Error::Locked { .. } => 16,
+            Error::ServerRunning { .. } => 17,
+            Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => 18,
+        }
+    }
+}
+
+/// Attach a path to an `io::Result`.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,267 @@
+//! The chunk index: chunk id -> where the chunk lives. Derived data (DESIGN §4): it can
+//! always be rebuilt from pack trailers, and it never names a pack before that pack is
+//! durable, because entries are inserted only after the pack writer's fsync.
+//!
+//! RocksDB behind the narrow [`ChunkIndex`] trait, with an in-memory implementation for
+//! tests. Value layout (50 bytes): pack id[32], offset u64le, stored_len u32le,
+//! raw_len u32le, kind u8, compression u8.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+use crate::pack::{ChunkKind, PackEntry};
+
+/// Bump when the value layout or key scheme changes: a mismatch rebuilds the index.
+pub const INDEX_SCHEMA: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"m:schema";
+const CHUNK_PREFIX: u8 = b'c';
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub pack: PackId,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: ChunkKind,
+    pub compression: Compression,
+}
+
+impl IndexEntry {
+    pub fn from_pack_entry(pack: PackId, e: &PackEntry) -> Self {
+        IndexEntry {
+            pack,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            kind: e.kind,
+            compression: e.compression,
+        }
+    }
+
+    fn encode(&self) -> [u8; 50] {
+        let mut v = [0u8; 50];
+        v[..32].copy_from_slice(&self.pack.0);
+        v[32..40].copy_from_slice(&self.offset.to_le_bytes());
+        v[40..44].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[44..48].copy_from_slice(&self.raw_len.to_le_bytes());
+        v[48] = self.kind as u8;
+        v[49] = self.compression as u8;
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Self> {
+        let v: &[u8; 50] = v.try_into().ok()?;
+        Some(IndexEntry {
+            pack: PackId(v[..32].try_into().ok()?),
+            offset: u64::from_le_bytes(v[32..40].try_into().ok()?),
+            stored_len: u32::from_le_bytes(v[40..44].try_into().ok()?),
+            raw_len: u32::from_le_bytes(v[44..48].try_into().ok()?),
+            kind: ChunkKind::from_u8(v[48])?,
+            compression: Compression::from_u8(v[49])?,
+        })
+    }
+}
+
+/// Durability contract: `insert` returns only after the entries are durable (synced).
+pub trait ChunkIndex: Send + Sync {
+    fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>>;
+    fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()>;
+    fn len_estimate(&self) -> u64;
+}
+
+/// In-memory index for tests.
+#[derive(Default)]
+pub struct MemIndex(RwLock<HashMap<ChunkId, IndexEntry>>);
+
+impl ChunkIndex for MemIndex {
+    fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>> {
+        Ok(self.0.read().map_err(|_| poisoned())?.get(id).copied())
+    }
+    fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()> {
+        let mut m = self.0.write().map_err(|_| poisoned())?;
+        m.extend(entries.iter().copied());
+        Ok(())
+    }
+    fn len_estimate(&self) -> u64 {
+        self.0.read().map(|m| m.len() as u64).unwrap_or(0)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Index {
+        path: PathBuf::from("<memory>"),
+        detail: "index lock poisoned".into(),
+    }
+}
+
+/// RocksDB-backed index in `<repo>/index/`.
+pub struct RocksIndex {
+    db: rocksdb::DB,
+    path: PathBuf,
+}
+
+impl RocksIndex {
+    fn options() -> rocksdb::Options {
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        // Values are 50-byte locations of already-compressed chunks.
+        o.set_compression_type(rocksdb::DBCompressionType::None);
+        o.set_keep_log_file_num(2);
+        o.set_max_open_files(256);
+        o
+    }
+
+    fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+        Error::Index {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{e}; if this persists, delete the index directory (it is rebuilt from the packs)"
+            ),
+        }
+    }
+
+    /// Open for writing. Returns the index and whether it has the current schema (a fresh
+    /// or mismatched index must be filled by a rebuild before use).
+    pub fn open(path: &Path) -> Result<(Self, bool)> {
+        let db = rocksdb::DB::open(&Self::options(), path).map_err(|e| Self::err(path, e))?;
+        let idx = RocksIndex {
+            db,
+            path: path.to_path_buf(),
+        };
+        let current = idx.schema()? == Some(INDEX_SCHEMA);
+        Ok((idx, current))
+    }
+
+    /// Open without taking RocksDB's writer lock (for restore, ls, while a backup runs).
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>> {
+        if !path.join("CURRENT").exists() {
+            return Ok(None);
+        }
+        let db = rocksdb::DB::open_for_read_only(&Self::options(), path, false)
+            .map_err(|e| Self::err(path, e))?;
+        let idx = RocksIndex {
+            db,
+            path: path.to_path_buf(),
+        };
+        Ok((idx.schema()? == Some(INDEX_SCHEMA)).then_some(idx))
+    }
+
+    fn schema(&self) -> Result<Option<u32>> {
+        let v = self
+            .db
+            .get(SCHEMA_KEY)
+            .map_err(|e| Self::err(&self.path, e))?;
+        Ok(v.and_then(|v| Some(u32::from_le_bytes(v.as_slice().try_into().ok()?))))
+    }
+
+    /// Drop every entry (before a rebuild).
+    pub fn clear(&self) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range(&[0u8][..], &[0xffu8; 40][..]);
+        self.write(batch)
+    }
+
+    /// Mark the index as complete for the current schema (after a rebuild).
+    pub fn mark_current(&self) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(SCHEMA_KEY, INDEX_SCHEMA.to_le_bytes());
+        self.write(batch)
+    }
+
+    fn write(&self, batch: rocksdb::WriteBatch) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| Self::err(&self.path, e))
+    }
+}
+
+fn chunk_key(id: &ChunkId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = CHUNK_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+impl ChunkIndex for RocksIndex {
+    fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>> {
+        let v = self
+            .db
+            .get_pinned(chunk_key(id))
+            .map_err(|e| Self::err(&self.path, e))?;
+        match v {
+            None => Ok(None),
+            Some(v) => IndexEntry::decode(&v).map(Some).ok_or_else(|| {
+                Error::corrupt(
+                    "index entry",
+                    format!("chunk {id}"),
+                    "bad value; run `jellysnap repair index`",
+                )
+            }),
+        }
+    }
+
+    fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (id, e) in entries {
+            batch.put(chunk_key(id), e.encode());
+        }
+        self.write(batch)
+    }
+
+    fn len_estimate(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> IndexEntry {
+        IndexEntry {
+            pack: PackId([n; 32]),
+            offset: n as u64 * 100,
+            stored_len: 7,
+            raw_len: 9,
+            kind: ChunkKind::Tree,
+            compression: Compression::Zstd,
+        }
+    }
+
+    #[test]
+    fn value_round_trip() {
+        let e = entry(3);
+        assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
+        assert_eq!(IndexEntry::decode(&[0u8; 49]), None);
+    }
+
+    #[test]
+    fn rocks_insert_get_and_reopen_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        {
+            let (idx, current) = RocksIndex::open(&p).unwrap();
+            assert!(!current);
+            idx.insert(&[(ChunkId([1; 32]), entry(1))]).unwrap();
+            idx.mark_current().unwrap();
+            assert_eq!(idx.get(&ChunkId([1; 32])).unwrap(), Some(entry(1)));
+            assert_eq!(idx.get(&ChunkId([2; 32])).unwrap(), None);
+            let ro = RocksIndex::open_read_only(&p).unwrap().unwrap();
+            assert_eq!(ro.get(&ChunkId([1; 32])).unwrap(), Some(entry(1)));
+        }
+        let (idx, current) = RocksIndex::open(&p).unwrap();
+        assert!(current);
+        idx.clear().unwrap();
+        assert_eq!(idx.get(&ChunkId([1; 32])).unwrap(), None);
+    }
+}

@@ -1,0 +1,411 @@
+//! Where a Jellyfin server keeps its state (DESIGN §2): detect the install layout from a
+//! data dir, resolve the config and metadata dirs, and turn the selected components into
+//! roots and items (the [`Selection`]) that backup walks and restore scopes its deletes to.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::snapshot::{Component, Item, Root};
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub data_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub metadata_dir: Option<PathBuf>,
+    /// Optional components wanted; config and database are always added.
+    pub components: BTreeSet<Component>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub layout: &'static str,
+    pub data_dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub metadata_dir: PathBuf,
+    pub components: BTreeSet<Component>,
+    pub selection: Selection,
+}
+
+/// Roots and items of a snapshot; decides for each path whether it is part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub roots: Vec<Root>,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Part of the snapshot, through an item of this component.
+    Include(Component),
+    /// A directory on the way to an item: recorded, but only selected children inside.
+    Descend,
+    Skip,
+}
+
+/// Never state, wherever they appear: live-database side files and leftovers.
+pub fn excluded_name(name: &[u8]) -> bool {
+    let ends = |s: &[u8]| name.ends_with(s);
+    if ends(b"-wal") || ends(b"-shm") || ends(b"-journal") || name == b"library.db.old" {
+        return true;
+    }
+    // `*.bakN` leftovers of database migrations.
+    if let Some(pos) = name.windows(4).rposition(|w| w == b".bak") {
+        let tail = &name[pos + 4..];
+        return tail.iter().all(u8::is_ascii_digit);
+    }
+    false
+}
+
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.iter().position(|&c| c == b'*') {
+        None => pattern == name,
+        Some(i) => {
+            let (pre, post) = (&pattern[..i], &pattern[i + 1..]);
+            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
+        }
+    }
+}
+
+/// `rel` equals `base` or lies beneath it (byte-wise, `/`-separated).
+fn under(rel: &[u8], base: &[u8]) -> bool {
+    base.is_empty() || rel == base || (rel.starts_with(base) && rel.get(base.len()) == Some(&b'/'))
+}
+
+fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+impl Item {
+    fn is_glob(&self) -> bool {
+        self.rel.contains('*')
+    }
+
+    /// Does this item select `rel` (a path relative to its root)?
+    pub fn covers(&self, rel: &[u8]) -> bool {
+        let covered = if self.is_glob() {
+            let (pdir, pname) = split_last(self.rel.as_bytes());
+            let (dir, name) = split_last(rel);
+            dir == pdir && glob_match(pname, name)
+        } else {
+            under(rel, self.rel.as_bytes())
+        };
+        covered && !self.excludes.iter().any(|x| under(rel, x.as_bytes()))
+    }
+
+    /// Is `rel` a directory on the way to this item?
+    fn leads_to(&self, rel: &[u8]) -> bool {
+        if self.is_glob() {
+            // The glob's directory itself is on the way to its files.
+            return rel.is_empty() || under(split_last(self.rel.as_bytes()).0, rel);
+        }
+        let target = self.rel.as_bytes();
+        rel.is_empty() || (target.len() > rel.len() && under(target, rel))
+    }
+}
+
+impl Selection {
+    pub fn classify(&self, root: &str, rel: &[u8]) -> Class {
+        let (_, name) = split_last(rel);
+        if !rel.is_empty() && excluded_name(name) {
+            return Class::Skip;
+        }
+        let items = self.items.iter().filter(|i| i.root == root);
+        let mut descend = false;
+        for item in items {
+            if item.covers(rel) {
+                return Class::Include(item.component);
+            }
+            descend |= item.leads_to(rel);
+        }
+        if descend {
+            Class::Descend
+        } else {
+            Class::Skip
+        }
+    }
+
+    /// The same selection restricted to `components` (plus the mandatory ones).
+    pub fn restricted(&self, components: &BTreeSet<Component>) -> Selection {
+        Selection {
+            roots: self.roots.clone(),
+            items: self
+                .items
+                .iter()
+                .filter(|i| i.component.is_mandatory() || components.contains(&i.component))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn root_path(&self, label: &str) -> Option<&str> {
+        self.roots
+            .iter()
+            .find(|r| r.label == label)
+            .map(|r| r.path.as_str())
+    }
+}
+
+/// Read a simple `<Tag>value</Tag>` from system.xml.
+fn xml_tag(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    let v = xml[start..end].trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+pub fn detect(opts: &SourceOptions) -> Result<Source> {
+    let data_dir = &opts.data_dir;
+    if !data_dir.is_dir() {
+        return Err(Error::SourceMissing(data_dir.clone()));
+    }
+    let data_dir = canonical(data_dir);
+    let has_db =
+        |d: &Path| d.join("data/jellyfin.db").is_file() || d.join("data/library.db").is_file();
+    if !has_db(&data_dir) {
+        let hint = if has_db(&data_dir.join("data")) {
+            format!(
+                "it looks like the linuxserver.io /config dir: pass --data-dir {}",
+                data_dir.join("data").display()
+            )
+        } else if has_db(&data_dir.join("config")) {
+            format!("pass --data-dir {}", data_dir.join("config").display())
+        } else {
+            "no data/jellyfin.db or data/library.db inside; pass the directory that holds data/, metadata/ and plugins/ (Debian: /var/lib/jellyfin, official Docker: /config, linuxserver.io: /config/data)".to_string()
+        };
+        return Err(Error::NotJellyfin {
+            path: data_dir,
+            detail: hint,
+        });
+    }
+
+    let (layout, config_dir) = match &opts.config_dir {
+        Some(c) => {
+            if !c.is_dir() {
+                return Err(Error::NotJellyfin {
+                    path: c.clone(),
+                    detail: "--config-dir does not exist".into(),
+                });
+            }
+            ("custom", canonical(c))
+        }
+        None => detect_config_dir(&data_dir)?,
+    };
+    let system_xml = std::fs::read_to_string(config_dir.join("system.xml")).unwrap_or_default();
+    let metadata_dir = match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
+        (Some(m), _) => canonical(m),
+        (None, Some(m)) if Path::new(&m).is_dir() => canonical(Path::new(&m)),
+        _ => data_dir.join("metadata"),
+    };
+    let cache_dir = xml_tag(&system_xml, "CachePath").map(|c| canonical(Path::new(&c)));
+
+    let mut components: BTreeSet<Component> = opts.components.clone();
+    components.insert(Component::Config);
+    components.insert(Component::Database);
+
+    // Roots: the outermost of the data, config and (if selected) metadata dirs.
+    let mut bases = vec![("data", data_dir.clone()), ("config", config_dir.clone())];
+    if components.contains(&Component::Metadata) {
+        bases.push(("metadata", metadata_dir.clone()));
+    }
+    bases.sort_by_key(|(_, p)| p.components().count());
+    let mut roots: Vec<(String, PathBuf)> = Vec::new();
+    for (label, p) in bases {
+        if !roots.iter().any(|(_, r)| p.starts_with(r)) {
+            roots.push((label.to_string(), p));
+        }
+    }
+    let rel_of = |p: &Path| -> Option<(String, String)> {
+        roots.iter().find(|(_, r)| p.starts_with(r)).map(|(l, r)| {
+            let rel = p
+                .strip_prefix(r)
+                .unwrap_or(Path::new(""))
+                .to_string_lossy()
+                .into_owned();
+            (l.clone(), rel)
+        })
+    };
+
+    let mut items = Vec::new();
+    let mut add = |p: PathBuf, component: Component, excludes: Vec<PathBuf>| {
+        if let Some((root, rel)) = rel_of(&p) {
+            let excludes = excludes
+                .iter()
+                .filter(|x| x.starts_with(&p) && **x != p)
+                .filter_map(|x| rel_of(x).map(|(_, r)| r))
+                .collect();
+            items.push(Item {
+                root,
+                rel,
+                component,
+                excludes,
+            });
+        }
+    };
+    let d = |s: &str| data_dir.join(s);
+    let mut config_excludes = vec![data_dir.clone(), metadata_dir.clone()];
+    config_excludes.extend(cache_dir.clone());
+    for x in ["cache", "log", "logs", "transcodes"] {
+        config_excludes.push(config_dir.join(x));
+    }
+    add(config_dir.clone(), Component::Config, config_excludes);
+    for f in ["data/jellyfin.db", "data/library.db"] {
+        if d(f).is_file() {
+            add(d(f), Component::Database, vec![]);
+        }
+    }
+    for p in [
+        "root",
+        "plugins",
+        "data/collections",
+        "data/playlists",
+        "data/ScheduledTasks",
+        "data/device.txt",
+        "data/livetv/*.json",
+        "splashscreen.png",
+        "data/splashscreen.png",
+        ".jellyfin-*",
+        "data/.jellyfin-*",
+    ] {
+        add(d(p), Component::Config, vec![]);
+    }
+    if components.contains(&Component::Metadata) {
+        add(
+            metadata_dir.clone(),
+            Component::Metadata,
+            cache_dir.iter().cloned().collect(),
+        );
+    }
+    if components.contains(&Component::Subtitles) {
+        add(d("data/subtitles"), Component::Subtitles, vec![]);
+        add(d("data/attachments"), Component::Subtitles, vec![]);
+    }
+    if components.contains(&Component::Trickplay) {
+        add(d("data/trickplay"), Component::Trickplay, vec![]);
+    }
+    // Items inside another item's tree take precedence: check them first.
+    items.sort_by_key(|i| std::cmp::Reverse(i.rel.len()));
+
+    let selection = Selection {
+        roots: roots
+            .into_iter()
+            .map(|(label, p)| Root {
+                label,
+                path: p.to_string_lossy().into_owned(),
+            })
+            .collect(),
+        items,
+    };
+    Ok(Source {
+        layout,
+        data_dir,
+        config_dir,
+        metadata_dir,
+        components,
+        selection,
+    })
+}
+
+fn detect_config_dir(data_dir: &Path) -> Result<(&'static str, PathBuf)> {
+    if data_dir.join("config/system.xml").is_file() {
+        return Ok(("docker", data_dir.join("config")));
+    }
+    if let Some(parent) = data_dir.parent() {
+        if data_dir.file_name().is_some_and(|n| n == "data") && parent.join("system.xml").is_file()
+        {
+            return Ok(("linuxserver", parent.to_path_buf()));
+        }
+    }
+    if data_dir.ends_with("var/lib/jellyfin") {
+        if let Some(prefix) = data_dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+        {
+            let etc = prefix.join("etc/jellyfin");
+            if etc.join("system.xml").is_file() {
+                return Ok(("debian", etc));
+            }
+        }
+    }
+    Err(Error::NotJellyfin {
+        path: data_dir.to_path_buf(),
+        detail: "found the database but no system.xml (looked in config/, the parent dir and /etc/jellyfin); pass --config-dir".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(rel: &str, c: Component, ex: &[&str]) -> Item {
+        Item {
+            root: "data".into(),
+            rel: rel.into(),
+            component: c,
+            excludes: ex.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn classify_items_globs_and_excludes() {
+        let sel = Selection {
+            roots: vec![Root {
+                label: "data".into(),
+                path: "/x".into(),
+            }],
+            items: vec![
+                item("data/trickplay", Component::Trickplay, &[]),
+                item("data/livetv/*.json", Component::Config, &[]),
+                item("data/jellyfin.db", Component::Database, &[]),
+                item("", Component::Config, &["data", "cache"]),
+            ],
+        };
+        let c = |p: &str| sel.classify("data", p.as_bytes());
+        assert_eq!(
+            c("data/trickplay/ab/x.jpg"),
+            Class::Include(Component::Trickplay)
+        );
+        assert_eq!(c("data/jellyfin.db"), Class::Include(Component::Database));
+        assert_eq!(c("data/jellyfin.db-wal"), Class::Skip);
+        assert_eq!(c("data/livetv/a.json"), Class::Include(Component::Config));
+        assert_eq!(c("data/livetv/recordings"), Class::Skip);
+        assert_eq!(c("data/livetv"), Class::Descend);
+        assert_eq!(c("data"), Class::Descend);
+        assert_eq!(c("data/backups"), Class::Skip);
+        assert_eq!(c("cache/x"), Class::Skip);
+        assert_eq!(c("system.xml"), Class::Include(Component::Config));
+        assert_eq!(c("data/trickplayer"), Class::Skip);
+    }
+
+    #[test]
+    fn leftovers_are_excluded() {
+        for n in [
+            "jellyfin.db-wal",
+            "jellyfin.db-shm",
+            "library.db.old",
+            "jellyfin.db.bak3",
+            "x.bak",
+        ] {
+            assert!(excluded_name(n.as_bytes()), "{n}");
+        }
+        for n in ["jellyfin.db", "backup.xml", "bakery"] {
+            assert!(!excluded_name(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn xml_tags() {
+        let x = "<ServerConfiguration><MetadataPath>/srv/meta</MetadataPath><CachePath /></ServerConfiguration>";
+        assert_eq!(xml_tag(x, "MetadataPath").as_deref(), Some("/srv/meta"));
+        assert_eq!(xml_tag(x, "CachePath"), None);
+    }
+}

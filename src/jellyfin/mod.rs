@@ -1,0 +1,9 @@
+//! Everything jellysnap knows about Jellyfin: layouts, components, database capture,
+//! server version and whether a server is running.
+
+pub mod capture;
+pub mod layout;
+pub mod running;
+pub mod version;
+
+pub use layout::{detect, Class, Selection, Source, SourceOptions};

@@ -1,0 +1,28 @@
+//! jellysnap: incremental, deduplicated, verifiable snapshots of a Jellyfin server.
+//!
+//! The engine. It never prints; progress reaches the caller through [`progress::Progress`]
+//! and results come back as plain types. See docs/FORMAT.md for every byte on disk and
+//! DESIGN.md for the invariants.
+
+pub mod backup;
+pub mod browse;
+pub mod chunker;
+pub mod compress;
+pub mod config;
+pub mod durable;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod jellyfin;
+pub mod lock;
+pub mod pack;
+pub mod packer;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+mod sys;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use repo::{Access, Repository};

@@ -1,0 +1,439 @@
+//! Pack file format (docs/FORMAT.md §Packs). Pure encode/decode, no I/O.
+//!
+//! ```text
+//! pack    = header record* trailer footer
+//! header  = "JSNPPACK" u32le(version=1)                                  12 bytes
+//! record  = rechdr payload
+//! rechdr  = "JSCK" id[32] kind u8 compression u8 0u16 raw_len u32le
+//!           stored_len u32le check u32le                               52 bytes
+//!           (check = first 4 bytes of blake3 of the 48 bytes before it)
+//! trailer = entry*count
+//! entry   = id[32] kind u8 compression u8 0u16 offset u64le raw_len u32le
+//!           stored_len u32le 0u32                                        56 bytes
+//! footer  = count u32le 0u32 blake3(trailer)[..16] "JSNPEND\0"           32 bytes
+//! ```
+//!
+//! The trailer lets the index be rebuilt by reading only the end of each pack; the
+//! self-describing record headers let a pack with a damaged trailer be recovered by a
+//! forward scan. Decoders never panic on bad bytes.
+
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
+
+use crate::compress::Compression;
+use crate::id::ChunkId;
+
+pub const PACK_MAGIC: &[u8; 8] = b"JSNPPACK";
+pub const PACK_VERSION: u32 = 1;
+pub const PACK_HEADER_LEN: usize = 12;
+pub const RECORD_MAGIC: &[u8; 4] = b"JSCK";
+pub const RECORD_HEADER_LEN: usize = 52;
+pub const ENTRY_LEN: usize = 56;
+pub const FOOTER_LEN: usize = 32;
+pub const FOOTER_MAGIC: &[u8; 8] = b"JSNPEND\0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChunkKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl ChunkKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(ChunkKind::Data),
+            1 => Some(ChunkKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One record of a pack, as listed in its trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub kind: ChunkKind,
+    pub compression: Compression,
+    /// Offset of the record header in the pack.
+    pub offset: u64,
+    pub raw_len: u32,
+    pub stored_len: u32,
+}
+
+impl PackEntry {
+    /// Bytes the record occupies (header + payload).
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + self.stored_len as u64
+    }
+}
+
+pub fn encode_record_header(e: &PackEntry) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    let mut w = Writer(&mut h[..], 0);
+    w.put(RECORD_MAGIC);
+    w.put(&e.id.0);
+    w.put(&[e.kind as u8, e.compression as u8, 0, 0]);
+    w.put(&e.raw_len.to_le_bytes());
+    w.put(&e.stored_len.to_le_bytes());
+    let check = header_check(w.0.get(..48).unwrap_or_default());
+    w.put(&check);
+    h
+}
+
+fn header_check(bytes: &[u8]) -> [u8; 4] {
+    let h = blake3::hash(bytes);
+    let b = h.as_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// Parse a record header found at `offset`. Returns the entry it describes.
+pub fn decode_record_header(bytes: &[u8], offset: u64) -> Result<PackEntry, String> {
+    let h = bytes
+        .get(..RECORD_HEADER_LEN)
+        .ok_or_else(|| format!("record header at offset {offset} is truncated"))?;
+    let mut r = Reader(h, 0);
+    if r.take(4)? != RECORD_MAGIC {
+        return Err(format!("no record magic at offset {offset}"));
+    }
+    let id = ChunkId(r.array()?);
+    let kind = r.u8()?;
+    let comp = r.u8()?;
+    r.take(2)?;
+    let raw_len = r.u32()?;
+    let stored_len = r.u32()?;
+    let check: [u8; 4] = r.array()?;
+    if check != header_check(h.get(..48).unwrap_or_default()) {
+        return Err(format!(
+            "record header checksum mismatch at offset {offset}"
+        ));
+    }
+    Ok(PackEntry {
+        id,
+        kind: ChunkKind::from_u8(kind)
+            .ok_or_else(|| format!("unknown chunk kind {kind} at offset {offset}"))?,
+        compression: Compression::from_u8(comp)
+            .ok_or_else(|| format!("unknown compression {comp} at offset {offset}"))?,
+        offset,
+        raw_len,
+        stored_len,
+    })
+}
+
+/// Builds a pack in memory.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: ChunkKind,
+        compression: Compression,
+        raw_len: u32,
+        payload: &[u8],
+    ) -> PackEntry {
+        let e = PackEntry {
+            id,
+            kind,
+            compression,
+            offset: self.buf.len() as u64,
+            raw_len,
+            stored_len: payload.len() as u32,
+        };
+        self.buf.extend_from_slice(&encode_record_header(&e));
+        self.buf.extend_from_slice(payload);
+        self.entries.push(e);
+        e
+    }
+
+    /// Append the trailer and footer; returns the pack bytes and its entries.
+    pub fn finish(mut self) -> (Vec<u8>, Vec<PackEntry>) {
+        let start = self.buf.len();
+        for e in &self.entries {
+            self.buf.extend_from_slice(&e.id.0);
+            self.buf
+                .extend_from_slice(&[e.kind as u8, e.compression as u8, 0, 0]);
+            self.buf.extend_from_slice(&e.offset.to_le_bytes());
+            self.buf.extend_from_slice(&e.raw_len.to_le_bytes());
+            self.buf.extend_from_slice(&e.stored_len.to_le_bytes());
+            self.buf.extend_from_slice(&[0u8; 4]);
+        }
+        let sum = blake3::hash(self.buf.get(start..).unwrap_or_default());
+        self.buf
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0u8; 4]);
+        self.buf
+            .extend_from_slice(sum.as_bytes().get(..16).unwrap_or_default());
+        self.buf.extend_from_slice(FOOTER_MAGIC);
+        (self.buf, self.entries)
+    }
+}
+
+/// How many bytes from the end of a pack of length `pack_len` hold its trailer and footer,
+/// given the footer's 32 bytes.
+pub fn trailer_len_from_footer(footer: &[u8], pack_len: u64) -> Result<u64, String> {
+    let mut r = Reader(footer, 0);
+    let count = r.u32()? as u64;
+    r.take(4)?;
+    r.take(16)?;
+    if r.take(8)? != FOOTER_MAGIC {
+        return Err("footer magic missing".into());
+    }
+    let len = count * ENTRY_LEN as u64 + FOOTER_LEN as u64;
+    if len + PACK_HEADER_LEN as u64 > pack_len {
+        return Err(format!(
+            "trailer claims {count} entries, more than the pack can hold"
+        ));
+    }
+    Ok(len)
+}
+
+/// Decode the trailer+footer (the last `trailer_len_from_footer` bytes of a pack).
+pub fn decode_trailer(tail: &[u8], pack_len: u64) -> Result<Vec<PackEntry>, String> {
+    let split = tail
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or("trailer shorter than its footer")?;
+    let (entries_bytes, footer) = tail.split_at(split);
+    let mut fr = Reader(footer, 0);
+    let count = fr.u32()? as usize;
+    fr.take(4)?;
+    let sum = fr.take(16)?;
+    if fr.take(8)? != FOOTER_MAGIC {
+        return Err("footer magic missing".into());
+    }
+    if entries_bytes.len() != count * ENTRY_LEN {
+        return Err("trailer length does not match its entry count".into());
+    }
+    if blake3::hash(entries_bytes).as_bytes().get(..16) != Some(sum) {
+        return Err("trailer checksum mismatch".into());
+    }
+    let records_end = pack_len - tail.len() as u64;
+    let mut out = Vec::with_capacity(count);
+    let mut r = Reader(entries_bytes, 0);
+    let mut expect_offset = PACK_HEADER_LEN as u64;
+    for i in 0..count {
+        let id = ChunkId(r.array()?);
+        let kind = r.u8()?;
+        let comp = r.u8()?;
+        r.take(2)?;
+        let offset = r.u64()?;
+        let raw_len = r.u32()?;
+        let stored_len = r.u32()?;
+        r.take(4)?;
+        let e = PackEntry {
+            id,
+            kind: ChunkKind::from_u8(kind)
+                .ok_or_else(|| format!("entry {i}: unknown kind {kind}"))?,
+            compression: Compression::from_u8(comp)
+                .ok_or_else(|| format!("entry {i}: unknown compression {comp}"))?,
+            offset,
+            raw_len,
+            stored_len,
+        };
+        if offset != expect_offset || offset + e.record_len() > records_end {
+            return Err(format!("entry {i}: offset {offset} is out of place"));
+        }
+        expect_offset = offset + e.record_len();
+        out.push(e);
+    }
+    if expect_offset != records_end {
+        return Err("records do not end where the trailer starts".into());
+    }
+    Ok(out)
+}
+
+/// Recover the entries of a pack from its record headers (used when the trailer is
+/// damaged). Stops at the first record that does not parse or whose payload does not hash
+/// to its id; returns what was recovered and whether the scan reached a clean end.
+pub fn scan_records(pack: &[u8]) -> (Vec<PackEntry>, bool) {
+    let mut out = Vec::new();
+    if pack.get(..8) != Some(PACK_MAGIC.as_slice()) {
+        return (out, false);
+    }
+    let mut pos = PACK_HEADER_LEN;
+    let mut payload = Vec::new();
+    loop {
+        let Some(rest) = pack.get(pos..) else {
+            return (out, false);
+        };
+        if rest.is_empty() {
+            return (out, true);
+        }
+        let Ok(e) = decode_record_header(rest, pos as u64) else {
+            // The trailer starts where record headers stop; that is a clean end if the
+            // remaining bytes are exactly a trailer for what was found.
+            let clean = rest.len() == out.len() * ENTRY_LEN + FOOTER_LEN;
+            return (out, clean);
+        };
+        let Some(body) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + e.stored_len as usize)
+        else {
+            return (out, false);
+        };
+        if verify_payload(&e, body, &mut payload).is_err() {
+            return (out, false);
+        }
+        out.push(e);
+        pos += RECORD_HEADER_LEN + e.stored_len as usize;
+    }
+}
+
+/// Decompress (if needed) and verify a record's payload against its id. On success the
+/// chunk's raw bytes are in `out` (or, for uncompressed records, equal `payload`).
+pub fn verify_payload(e: &PackEntry, payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let raw: &[u8] = match e.compression {
+        Compression::None => payload,
+        Compression::Zstd => {
+            crate::compress::decompress(payload, e.raw_len as usize, out)
+                .map_err(|err| format!("chunk {} does not decompress: {err}", e.id))?;
+            out
+        }
+    };
+    if raw.len() != e.raw_len as usize {
+        return Err(format!(
+            "chunk {} has {} bytes, expected {}",
+            e.id,
+            raw.len(),
+            e.raw_len
+        ));
+    }
+    if ChunkId::of(raw) != e.id {
+        return Err(format!("chunk {} does not hash to its id", e.id));
+    }
+    Ok(())
+}
+
+struct Writer<'a>(&'a mut [u8], usize);
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        if let Some(dst) = self.0.get_mut(self.1..self.1 + b.len()) {
+            dst.copy_from_slice(b);
+        }
+        self.1 += b.len();
+    }
+}
+
+struct Reader<'a>(&'a [u8], usize);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .0
+            .get(self.1..self.1 + n)
+            .ok_or("unexpected end of data")?;
+        self.1 += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let s = self.take(N)?;
+        s.try_into()
+            .map_err(|_| "unexpected end of data".to_string())
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(chunks: &[Vec<u8>]) -> (Vec<u8>, Vec<PackEntry>) {
+        let mut b = PackBuilder::new();
+        for c in chunks {
+            b.add(
+                ChunkId::of(c),
+                ChunkKind::Data,
+                Compression::None,
+                c.len() as u32,
+                c,
+            );
+        }
+        b.finish()
+    }
+
+    fn read_trailer(pack: &[u8]) -> Result<Vec<PackEntry>, String> {
+        let footer = &pack[pack.len() - FOOTER_LEN..];
+        let tl = trailer_len_from_footer(footer, pack.len() as u64)? as usize;
+        decode_trailer(&pack[pack.len() - tl..], pack.len() as u64)
+    }
+
+    proptest! {
+        #[test]
+        fn trailer_and_scan_agree(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12)) {
+            let (pack, entries) = build(&chunks);
+            prop_assert_eq!(read_trailer(&pack).unwrap(), entries.clone());
+            let (scanned, clean) = scan_records(&pack);
+            prop_assert!(clean);
+            prop_assert_eq!(scanned, entries);
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = scan_records(&bytes);
+            let _ = decode_record_header(&bytes, 0);
+            if bytes.len() >= FOOTER_LEN {
+                let _ = trailer_len_from_footer(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64);
+                let _ = decode_trailer(&bytes, bytes.len() as u64 + 100);
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_trailer_is_detected_and_records_recovered() {
+        let chunks = vec![b"alpha".repeat(30), b"beta".repeat(50)];
+        let (mut pack, entries) = build(&chunks);
+        let n = pack.len();
+        pack[n - 40] ^= 0xff; // inside the trailer entries
+        assert!(read_trailer(&pack).is_err());
+        let (scanned, _) = scan_records(&pack);
+        assert_eq!(scanned, entries);
+    }
+
+    #[test]
+    fn flipped_payload_byte_fails_verification() {
+        let chunks = vec![b"gamma".repeat(30)];
+        let (mut pack, entries) = build(&chunks);
+        let off = entries[0].offset as usize + RECORD_HEADER_LEN + 3;
+        pack[off] ^= 1;
+        let body = &pack[off - 3..off - 3 + entries[0].stored_len as usize];
+        assert!(verify_payload(&entries[0], body, &mut Vec::new()).is_err());
+        let (scanned, clean) = scan_records(&pack);
+        assert!(scanned.is_empty() && !clean);
+    }
+}

@@ -1,0 +1,19 @@
+//! Progress reporting, injected by the caller. The engine never prints: it reports
+//! phases, byte counts and warnings through this trait, and the CLI renders them.
+
+pub trait Progress: Sync {
+    /// A new phase begins; `total_bytes` when known.
+    fn phase(&self, _name: &str, _total_bytes: Option<u64>) {}
+    /// Bytes processed in the current phase.
+    fn advance(&self, _bytes: u64) {}
+    /// A per-item problem that does not stop the run (unreadable file, ...).
+    fn warn(&self, _message: &str) {}
+    /// Detail for verbose output.
+    fn info(&self, _message: &str) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}

@@ -1,0 +1,394 @@
+//! The repository on disk (DESIGN §4): config, packs, snapshot records, the RocksDB
+//! index and locks. Opening a repository takes the locks its access mode needs; reads
+//! verify every chunk against its id (DESIGN §5.5).
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::chunker::Chunker;
+use crate::config::RepoConfig;
+use crate::durable;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
+use crate::lock::{self, LockGuard, LockMode};
+use crate::pack::{self, PackEntry, FOOTER_LEN, RECORD_HEADER_LEN};
+use crate::snapshot::{Snapshot, SnapshotRecord};
+use crate::tree::Tree;
+
+/// What a command needs from the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read snapshots and chunks (restore, ls, diff): shared repository lock, index opened
+    /// read-only so it can run beside a backup.
+    Read,
+    /// Add packs and snapshots (backup): shared repository lock plus the writer lock.
+    Write,
+    /// Delete snapshots or packs (forget, gc): exclusive repository lock plus the writer lock.
+    Exclusive,
+}
+
+pub struct Repository {
+    path: PathBuf,
+    config: RepoConfig,
+    index: Arc<dyn ChunkIndex>,
+    /// Set when opening had to rebuild the index from the packs.
+    pub index_rebuilt: Option<RebuildReport>,
+    _locks: Vec<LockGuard>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RebuildReport {
+    pub packs: u64,
+    pub chunks: u64,
+    /// Packs whose trailer was damaged and whose records were recovered by a scan.
+    pub recovered_by_scan: Vec<String>,
+}
+
+const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
+
+impl Repository {
+    /// Create a new, empty repository at `path` (which must be absent or empty).
+    pub fn init(path: &Path) -> Result<RepoConfig> {
+        if path.join("config").exists() {
+            return Err(Error::AlreadyInitialized {
+                path: path.to_path_buf(),
+            });
+        }
+        if path.exists() && fs::read_dir(path).at(path)?.next().is_some() {
+            return Err(Error::InvalidOption(format!(
+                "{} exists and is not empty; a new repository needs an empty or new directory",
+                path.display()
+            )));
+        }
+        durable::create_dir_durable(path)?;
+        for d in ["packs", "snapshots", "index", "locks", "tmp"] {
+            durable::create_dir_durable(&path.join(d))?;
+        }
+        let cfg = RepoConfig::new_default();
+        // The config is written last: its presence marks a complete repository.
+        durable::write_atomic(&path.join("config"), &cfg.encode())?;
+        Ok(cfg)
+    }
+
+    pub fn exists(path: &Path) -> bool {
+        path.join("config").is_file()
+    }
+
+    pub fn open(path: &Path, access: Access) -> Result<Self> {
+        if !Self::exists(path) {
+            return Err(Error::NotARepository(path.to_path_buf()));
+        }
+        let config = RepoConfig::load(&path.join("config"))?;
+        let locks_dir = path.join("locks");
+        durable::create_dir_durable(&locks_dir)?;
+        let mut locks = Vec::new();
+        let repo_mode = if access == Access::Exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
+        locks.push(lock::lock(
+            &locks_dir.join("repo"),
+            repo_mode,
+            Duration::ZERO,
+        )?);
+        let index_path = path.join("index");
+        let mut index_rebuilt = None;
+        let index: Arc<dyn ChunkIndex> = match access {
+            Access::Write | Access::Exclusive => {
+                locks.push(lock::lock(
+                    &locks_dir.join("writer"),
+                    LockMode::Exclusive,
+                    LOCK_WAIT_WRITER,
+                )?);
+                let (idx, current) = RocksIndex::open(&index_path)?;
+                if !current {
+                    index_rebuilt = Some(rebuild_into(path, &idx)?);
+                }
+                Arc::new(idx)
+            }
+            Access::Read => match RocksIndex::open_read_only(&index_path)? {
+                Some(idx) => Arc::new(idx),
+                None => {
+                    // Missing or outdated index: rebuild it under the writer lock, then use it.
+                    let _w = lock::lock(
+                        &locks_dir.join("writer"),
+                        LockMode::Exclusive,
+                        LOCK_WAIT_WRITER,
+                    )?;
+                    let (idx, current) = RocksIndex::open(&index_path)?;
+                    if !current {
+                        index_rebuilt = Some(rebuild_into(path, &idx)?);
+                    }
+                    Arc::new(idx)
+                }
+            },
+        };
+        Ok(Repository {
+            path: path.to_path_buf(),
+            config,
+            index,
+            index_rebuilt,
+            _locks: locks,
+        })
+    }
+
+    /// A repository whose index lives in memory (tests of the engine's I/O seams).
+    pub fn open_with_mem_index(path: &Path) -> Result<Self> {
+        let config = RepoConfig::load(&path.join("config"))?;
+        let idx = MemIndex::default();
+        let mut entries = Vec::new();
+        for pack in list_packs(path)? {
+            let (es, _) = read_pack_entries(path, &pack)?;
+            entries.extend(
+                es.iter()
+                    .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e))),
+            );
+        }
+        idx.insert(&entries)?;
+        Ok(Repository {
+            path: path.to_path_buf(),
+            config,
+            index: Arc::new(idx),
+            index_rebuilt: None,
+            _locks: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn index(&self) -> &dyn ChunkIndex {
+        self.index.as_ref()
+    }
+
+    pub fn index_arc(&self) -> Arc<dyn ChunkIndex> {
+        self.index.clone()
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker)
+    }
+
+    pub fn db_chunker(&self) -> Chunker {
+        Chunker::new(self.config.db_chunker)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.path.join("tmp")
+    }
+
+    pub fn pack_path(&self, id: &PackId) -> PathBuf {
+        pack_path(&self.path, id)
+    }
+
+    /// Read a chunk into `out`, verified against its id. `scratch` is reused storage.
+    pub fn read_chunk(&self, id: &ChunkId, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<()> {
+        let e = self
+            .index
+            .get(id)?
+            .ok_or(Error::ChunkMissing { chunk: *id })?;
+        let p = self.pack_path(&e.pack);
+        let f = File::open(&p).map_err(|err| Error::PackMissing {
+            pack: e.pack,
+            detail: err.to_string(),
+        })?;
+        let len = RECORD_HEADER_LEN + e.stored_len as usize;
+        scratch.clear();
+        scratch.resize(len, 0);
+        f.read_exact_at(scratch, e.offset).map_err(|err| {
+            Error::corrupt(
+                "pack",
+                format!("pack {} offset {}", e.pack, e.offset),
+                format!("chunk {id}: {err}"),
+            )
+        })?;
+        let loc = || format!("pack {} offset {}", e.pack, e.offset);
+        let hdr = pack::decode_record_header(scratch, e.offset)
+            .map_err(|d| Error::corrupt("pack", loc(), d))?;
+        if hdr.id != *id || hdr.stored_len != e.stored_len || hdr.compression != e.compression {
+            return Err(Error::corrupt(
+                "pack",
+                loc(),
+                format!("record does not hold chunk {id}"),
+            ));
+        }
+        let payload = scratch.get(RECORD_HEADER_LEN..).unwrap_or_default();
+        pack::verify_payload(&hdr, payload, out).map_err(|d| Error::corrupt("chunk", loc(), d))?;
+        if hdr.compression == crate::compress::Compression::None {
+            out.clear();
+            out.extend_from_slice(payload);
+        }
+        Ok(())
+    }
+
+    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        self.read_chunk(id, &mut out, &mut scratch)?;
+        Tree::decode(&out, id)
+    }
+
+    /// All snapshot records, oldest first, plus errors for records that failed to load.
+    pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
+        let dir = self.path.join("snapshots");
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for ent in fs::read_dir(&dir).at(&dir)? {
+            let ent = ent.at(&dir)?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let Some(id) = SnapshotId::from_hex(&name) else {
+                continue; // temp files of an interrupted write
+            };
+            match fs::read(ent.path())
+                .at(ent.path())
+                .and_then(|b| SnapshotRecord::decode(&b, &id))
+            {
+                Ok(record) => out.push(Snapshot { id, record }),
+                Err(e) => bad.push(e),
+            }
+        }
+        out.sort_by(|a, b| (a.record.time_ns, a.id).cmp(&(b.record.time_ns, b.id)));
+        Ok((out, bad))
+    }
+
+    /// Resolve `latest`, a name, or a unique id prefix.
+    pub fn resolve(&self, query: &str) -> Result<Snapshot> {
+        let (snaps, _) = self.snapshots()?;
+        resolve_in(snaps, query)
+    }
+
+    /// Write a snapshot record: the commit point. Everything it references must already be
+    /// durable (packs synced, index entries synced).
+    pub fn commit_snapshot(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
+        if let Some(name) = &record.name {
+            let (snaps, _) = self.snapshots()?;
+            if snaps.iter().any(|s| s.record.name.as_deref() == Some(name)) {
+                return Err(Error::DuplicateName(name.clone()));
+            }
+        }
+        let bytes = record.encode();
+        let id = SnapshotId::of(&bytes);
+        durable::write_atomic(&self.path.join("snapshots").join(id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+}
+
+pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
+    if query == "latest" {
+        return snaps
+            .into_iter()
+            .last()
+            .ok_or_else(|| Error::SnapshotNotFound(query.into()));
+    }
+    if let Some(s) = snaps
+        .iter()
+        .find(|s| s.record.name.as_deref() == Some(query))
+    {
+        return Ok(s.clone());
+    }
+    let q = query.to_ascii_lowercase();
+    if q.len() >= 4 && q.chars().all(|c| c.is_ascii_hexdigit()) {
+        let mut hits: Vec<&Snapshot> = snaps
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&q))
+            .collect();
+        match hits.len() {
+            0 => {}
+            1 => return Ok(hits.remove(0).clone()),
+            _ => {
+                return Err(Error::SnapshotAmbiguous {
+                    query: query.into(),
+                    candidates: hits
+                        .iter()
+                        .map(|s| s.id.short())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    }
+    Err(Error::SnapshotNotFound(query.into()))
+}
+
+pub fn pack_path(repo: &Path, id: &PackId) -> PathBuf {
+    let hex = id.to_hex();
+    repo.join("packs").join(&hex[..2]).join(hex)
+}
+
+/// Every pack file in the repository (temp files of interrupted writes are skipped).
+pub fn list_packs(repo: &Path) -> Result<Vec<PackId>> {
+    let dir = repo.join("packs");
+    let mut out = Vec::new();
+    for sub in fs::read_dir(&dir).at(&dir)? {
+        let sub = sub.at(&dir)?;
+        if !sub.file_type().at(sub.path())?.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(sub.path()).at(sub.path())? {
+            let f = f.at(sub.path())?;
+            if let Some(id) = PackId::from_hex(&f.file_name().to_string_lossy()) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The entries of a pack: from its trailer, or by scanning its records when the trailer
+/// is damaged. Returns the entries and whether a scan was needed.
+pub fn read_pack_entries(repo: &Path, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
+    let p = pack_path(repo, id);
+    let f = File::open(&p).at(&p)?;
+    let len = f.metadata().at(&p)?.len();
+    let from_trailer = || -> std::result::Result<Vec<PackEntry>, String> {
+        if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
+            return Err("shorter than a pack".into());
+        }
+        let mut footer = [0u8; FOOTER_LEN];
+        f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
+            .map_err(|e| e.to_string())?;
+        let tl = pack::trailer_len_from_footer(&footer, len)?;
+        let mut tail = vec![0u8; tl as usize];
+        f.read_exact_at(&mut tail, len - tl)
+            .map_err(|e| e.to_string())?;
+        pack::decode_trailer(&tail, len)
+    };
+    match from_trailer() {
+        Ok(es) => Ok((es, false)),
+        Err(_) => {
+            let bytes = fs::read(&p).at(&p)?;
+            let (es, _) = pack::scan_records(&bytes);
+            Ok((es, true))
+        }
+    }
+}
+
+fn rebuild_into(repo: &Path, idx: &RocksIndex) -> Result<RebuildReport> {
+    idx.clear()?;
+    let mut report = RebuildReport::default();
+    for pack in list_packs(repo)? {
+        let (entries, scanned) = read_pack_entries(repo, &pack)?;
+        if scanned {
+            report.recovered_by_scan.push(pack.to_hex());
+        }
+        let batch: Vec<(ChunkId, IndexEntry)> = entries
+            .iter()
+            .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
+            .collect();
+        idx.insert(&batch)?;
+        report.packs += 1;
+        report.chunks += batch.len() as u64;
+    }
+    idx.mark_current()?;
+    Ok(report)
+}

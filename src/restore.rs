@@ -1,0 +1,610 @@
+//! Restore (DESIGN §7): plan first, then execute. The plan lists what is written, kept
+//! and deleted; `--dry-run` prints it and stops.
+//!
+//! Files are written to a temp name in their directory and renamed over the final name,
+//! so a reader never sees half a file. Deletions happen only inside the items of the
+//! restored components (never outside them). Next to every restored database the stale
+//! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
+//! synced with one syncfs per root at the end.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::ChunkId;
+use crate::jellyfin::{running, Class, Selection};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::{Component, Snapshot};
+use crate::tree::{ChunkRef, Entry, Node, Tree};
+
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// A new or empty directory.
+    Target(PathBuf),
+    /// Every root back where it was captured.
+    InPlace,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub destination: Destination,
+    /// Optional components to restore (mandatory ones are always added); `None` = all
+    /// components of the snapshot.
+    pub components: Option<BTreeSet<Component>>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RootMapping {
+    pub label: String,
+    pub from: String,
+    pub to: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Mkdir { path: PathBuf },
+    Write { path: PathBuf, size: u64 },
+    Symlink { path: PathBuf },
+    Keep { path: PathBuf },
+    Delete { path: PathBuf },
+    RemoveSideFile { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub snapshot: String,
+    pub roots: Vec<RootMapping>,
+    pub components: Vec<Component>,
+    pub actions: Vec<Action>,
+    pub write_files: u64,
+    pub write_bytes: u64,
+    pub keep_files: u64,
+    pub delete_paths: u64,
+    #[serde(skip)]
+    work: Vec<Work>,
+}
+
+#[derive(Debug, Clone)]
+enum Work {
+    Mkdir(PathBuf),
+    Write {
+        path: PathBuf,
+        entry: Entry,
+    },
+    Symlink {
+        path: PathBuf,
+        target: Vec<u8>,
+        entry: Entry,
+    },
+    Delete(PathBuf),
+    RemoveSide(PathBuf),
+    /// Set a directory's mode, owner and mtime after its contents are in place.
+    DirMeta {
+        path: PathBuf,
+        entry: Entry,
+    },
+    /// Fix mode/owner/mtime of a kept file that differs only in metadata.
+    FileMeta {
+        path: PathBuf,
+        entry: Entry,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub files_kept: u64,
+    pub deleted: u64,
+    /// Files that could not be restored (damaged chunks, I/O errors), with the reason.
+    pub errors: Vec<String>,
+}
+
+pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result<RestorePlan> {
+    let rec = &snap.record;
+    let components: BTreeSet<Component> = match &opts.components {
+        None => rec.components.iter().copied().collect(),
+        Some(want) => {
+            if let Some(missing) = want.iter().find(|c| !rec.has_component(**c)) {
+                return Err(Error::InvalidOption(format!(
+                    "snapshot {} does not contain the {} component (it has: {})",
+                    snap.id.short(),
+                    missing.name(),
+                    rec.components
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )));
+            }
+            want.iter()
+                .copied()
+                .chain([Component::Config, Component::Database])
+                .collect()
+        }
+    };
+    let selection = Selection {
+        roots: rec.roots.clone(),
+        items: rec.items.clone(),
+    }
+    .restricted(&components);
+    let roots: Vec<RootMapping> = rec
+        .roots
+        .iter()
+        .map(|r| RootMapping {
+            label: r.label.clone(),
+            from: r.path.clone(),
+            to: match &opts.destination {
+                Destination::InPlace => PathBuf::from(&r.path),
+                Destination::Target(t) if rec.roots.len() == 1 => t.clone(),
+                Destination::Target(t) => t.join(&r.label),
+            },
+        })
+        .collect();
+
+    match &opts.destination {
+        Destination::Target(t) => {
+            if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
+                return Err(Error::TargetNotEmpty(t.clone()));
+            }
+        }
+        Destination::InPlace => {
+            let data = Path::new(&rec.data_dir).join("data");
+            let users = running::users_of(&data);
+            if !users.is_empty() && !opts.force {
+                let u = &users[0];
+                return Err(Error::ServerRunning {
+                    detail: format!("process {} ({}) has {} open", u.pid, u.command, u.file),
+                });
+            }
+        }
+    }
+
+    let root_tree = repo.load_tree(&rec.tree)?;
+    let mut p = Planner {
+        repo,
+        selection: &selection,
+        work: Vec::new(),
+        db_chunker: repo.db_chunker(),
+    };
+    for m in &roots {
+        let Some(Entry {
+            node: Node::Dir { tree },
+            ..
+        }) = root_tree.find(m.label.as_bytes()).cloned()
+        else {
+            return Err(Error::corrupt(
+                "snapshot",
+                snap.id.to_hex(),
+                format!("root {} missing from its tree", m.label),
+            ));
+        };
+        let root_entry = root_tree.find(m.label.as_bytes()).cloned();
+        if !m.to.is_dir() {
+            p.work.push(Work::Mkdir(m.to.clone()));
+        }
+        let t = repo.load_tree(&tree)?;
+        p.dir(&m.label, &t, &m.to, b"")?;
+        if let Some(e) = root_entry {
+            p.work.push(Work::DirMeta {
+                path: m.to.clone(),
+                entry: e,
+            });
+        }
+    }
+    let mut plan = RestorePlan {
+        snapshot: snap.id.to_hex(),
+        roots,
+        components: components.into_iter().collect(),
+        actions: Vec::new(),
+        write_files: 0,
+        write_bytes: 0,
+        keep_files: 0,
+        delete_paths: 0,
+        work: Vec::new(),
+    };
+    for w in &p.work {
+        let a = match w {
+            Work::Mkdir(path) => Action::Mkdir { path: path.clone() },
+            Work::Write { path, entry } => {
+                plan.write_files += 1;
+                plan.write_bytes += entry.size();
+                Action::Write {
+                    path: path.clone(),
+                    size: entry.size(),
+                }
+            }
+            Work::Symlink { path, .. } => {
+                plan.write_files += 1;
+                Action::Symlink { path: path.clone() }
+            }
+            Work::Delete(path) => {
+                plan.delete_paths += 1;
+                Action::Delete { path: path.clone() }
+            }
+            Work::RemoveSide(path) => {
+                plan.delete_paths += 1;
+                Action::RemoveSideFile { path: path.clone() }
+            }
+            Work::FileMeta { path, .. } => {
+                plan.keep_files += 1;
+                Action::Keep { path: path.clone() }
+            }
+            Work::DirMeta { .. } => continue,
+        };
+        plan.actions.push(a);
+    }
+    plan.work = p.work;
+    Ok(plan)
+}
+
+struct Planner<'a> {
+    repo: &'a Repository,
+    selection: &'a Selection,
+    work: Vec<Work>,
+    db_chunker: crate::chunker::Chunker,
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut r = rel.to_vec();
+    if !r.is_empty() {
+        r.push(b'/');
+    }
+    r.extend_from_slice(name);
+    r
+}
+
+impl Planner<'_> {
+    fn dir(&mut self, root: &str, tree: &Tree, dest: &Path, rel: &[u8]) -> Result<()> {
+        let existing: BTreeSet<Vec<u8>> = match fs::read_dir(dest) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        for e in &tree.entries {
+            let child_rel = join_rel(rel, &e.name);
+            if self.selection.classify(root, &child_rel) == Class::Skip {
+                continue;
+            }
+            let path = dest.join(std::ffi::OsStr::from_bytes(&e.name));
+            let cur = fs::symlink_metadata(&path).ok();
+            match &e.node {
+                Node::Dir { tree } => {
+                    match &cur {
+                        Some(m) if m.is_dir() => {}
+                        Some(_) => {
+                            self.work.push(Work::Delete(path.clone()));
+                            self.work.push(Work::Mkdir(path.clone()));
+                        }
+                        None => self.work.push(Work::Mkdir(path.clone())),
+                    }
+                    let sub = self.repo.load_tree(tree)?;
+                    self.dir(root, &sub, &path, &child_rel)?;
+                    self.work.push(Work::DirMeta {
+                        path,
+                        entry: e.clone(),
+                    });
+                }
+                Node::File {
+                    size,
+                    chunks,
+                    database,
+                    ..
+                } => {
+                    let same = match &cur {
+                        Some(m) if m.is_file() && m.size() == *size => {
+                            if *database {
+                                same_content(&path, chunks, &self.db_chunker)
+                            } else {
+                                m.mtime() * 1_000_000_000 + m.mtime_nsec() == e.mtime_ns
+                            }
+                        }
+                        _ => false,
+                    };
+                    if let Some(m) = &cur {
+                        if m.is_dir() {
+                            self.work.push(Work::Delete(path.clone()));
+                        }
+                    }
+                    if same {
+                        self.work.push(Work::FileMeta {
+                            path: path.clone(),
+                            entry: e.clone(),
+                        });
+                    } else {
+                        self.work.push(Work::Write {
+                            path: path.clone(),
+                            entry: e.clone(),
+                        });
+                    }
+                    if *database {
+                        for suffix in ["-wal", "-shm", "-journal"] {
+                            let mut side = path.clone().into_os_string();
+                            side.push(suffix);
+                            let side = PathBuf::from(side);
+                            if fs::symlink_metadata(&side).is_ok() {
+                                self.work.push(Work::RemoveSide(side));
+                            }
+                        }
+                    }
+                }
+                Node::Symlink { target } => {
+                    let same = cur.as_ref().is_some_and(|m| m.file_type().is_symlink())
+                        && fs::read_link(&path)
+                            .map(|t| t.as_os_str().as_bytes() == target.as_slice())
+                            .unwrap_or(false);
+                    if !same {
+                        if let Some(m) = &cur {
+                            if m.is_dir() {
+                                self.work.push(Work::Delete(path.clone()));
+                            }
+                        }
+                        self.work.push(Work::Symlink {
+                            path,
+                            target: target.clone(),
+                            entry: e.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        // Extra files inside the restored items go; everything else stays.
+        for name in existing {
+            if tree.find(&name).is_some() {
+                continue;
+            }
+            self.extra(
+                root,
+                &dest.join(std::ffi::OsStr::from_bytes(&name)),
+                &join_rel(rel, &name),
+            );
+        }
+        Ok(())
+    }
+
+    fn extra(&mut self, root: &str, path: &Path, rel: &[u8]) {
+        match self.selection.classify(root, rel) {
+            Class::Skip => {}
+            class => {
+                let is_dir = fs::symlink_metadata(path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
+                if is_dir {
+                    if let Ok(rd) = fs::read_dir(path) {
+                        let mut names: Vec<Vec<u8>> = rd
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().as_bytes().to_vec())
+                            .collect();
+                        names.sort();
+                        for n in names {
+                            self.extra(
+                                root,
+                                &path.join(std::ffi::OsStr::from_bytes(&n)),
+                                &join_rel(rel, &n),
+                            );
+                        }
+                    }
+                    if matches!(class, Class::Include(_)) {
+                        self.work.push(Work::Delete(path.to_path_buf()));
+                    }
+                } else if matches!(class, Class::Include(_)) {
+                    self.work.push(Work::Delete(path.to_path_buf()));
+                }
+            }
+        }
+    }
+}
+
+/// Does the file at `path` hold exactly these chunks? (Databases are compared by content:
+/// a live database can change in its WAL without touching the main file's mtime.)
+fn same_content(path: &Path, chunks: &[ChunkRef], chunker: &crate::chunker::Chunker) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut buf = Vec::new();
+    let mut i = 0usize;
+    let mut ok = true;
+    let r = chunker.chunk_reader(&mut f, &mut buf, |data| {
+        if chunks.get(i).map(|c| c.id) != Some(ChunkId::of(data)) {
+            ok = false;
+        }
+        i += 1;
+        Ok::<(), ()>(())
+    });
+    ok && i == chunks.len() && matches!(r, Ok(Ok(_)))
+}
+
+pub fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    progress.phase("restoring", Some(plan.write_bytes));
+    let is_root = crate::sys::is_root();
+    let errors = Mutex::new(Vec::new());
+    let written = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    let mut report = RestoreReport::default();
+    // Deletions and directories first (in plan order: parents before children for mkdir,
+    // children before parents for delete), then files in parallel, then directory metadata.
+    for w in &plan.work {
+        match w {
+            Work::Delete(p) => {
+                let r = match fs::symlink_metadata(p) {
+                    Ok(m) if m.is_dir() => fs::remove_dir(p).or_else(|_| fs::remove_dir_all(p)),
+                    Ok(_) => fs::remove_file(p),
+                    Err(_) => Ok(()),
+                };
+                r.at(p)?;
+                report.deleted += 1;
+            }
+            Work::Mkdir(p) => fs::create_dir_all(p).at(p)?,
+            _ => {}
+        }
+    }
+    let files: Vec<&Work> = plan
+        .work
+        .iter()
+        .filter(|w| matches!(w, Work::Write { .. } | Work::Symlink { .. }))
+        .collect();
+    files.par_iter().try_for_each(|w| -> Result<()> {
+        let r = match w {
+            Work::Write { path, entry } => {
+                write_file(repo, path, entry, is_root, progress).map(|n| {
+                    bytes.fetch_add(n, Ordering::Relaxed);
+                })
+            }
+            Work::Symlink {
+                path,
+                target,
+                entry,
+            } => write_symlink(path, target, entry, is_root),
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => {
+                written.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // Damaged data or a failing file: restore everything else, name this one.
+            Err(
+                e @ (Error::Corrupt { .. }
+                | Error::ChunkMissing { .. }
+                | Error::PackMissing { .. }
+                | Error::Io { .. }),
+            ) => {
+                let path = match w {
+                    Work::Write { path, .. } | Work::Symlink { path, .. } => {
+                        path.display().to_string()
+                    }
+                    _ => String::new(),
+                };
+                let msg = format!("{path}: {e}");
+                progress.warn(&msg);
+                if let Ok(mut v) = errors.lock() {
+                    v.push(msg);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    })?;
+    for w in &plan.work {
+        match w {
+            Work::RemoveSide(p) => {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(p, e)),
+                }
+                report.deleted += 1;
+            }
+            Work::FileMeta { path, entry } => {
+                set_meta(path, entry, is_root).at(path)?;
+                report.files_kept += 1;
+            }
+            _ => {}
+        }
+    }
+    // Directory metadata deepest-first (the plan lists a directory after its contents).
+    for w in &plan.work {
+        if let Work::DirMeta { path, entry } = w {
+            set_meta(path, entry, is_root).at(path)?;
+        }
+    }
+    for m in &plan.roots {
+        if let Ok(f) = File::open(&m.to) {
+            crate::sys::syncfs(&f).at(&m.to)?;
+        }
+    }
+    report.files_written = written.into_inner();
+    report.bytes_written = bytes.into_inner();
+    report.errors = errors.into_inner().unwrap_or_default();
+    progress.finish();
+    Ok(report)
+}
+
+fn write_file(
+    repo: &Repository,
+    path: &Path,
+    entry: &Entry,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let Node::File { chunks, .. } = &entry.node else {
+        return Ok(0);
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".jellysnap-restore-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    let mut n = 0u64;
+    for c in chunks {
+        repo.read_chunk(&c.id, &mut buf, &mut scratch)?;
+        tmp.write_all(&buf).at(path)?;
+        n += buf.len() as u64;
+        progress.advance(buf.len() as u64);
+    }
+    tmp.as_file().flush().at(path)?;
+    let tmp_path = tmp.into_temp_path();
+    set_meta(&tmp_path, entry, is_root).at(path)?;
+    tmp_path
+        .persist(path)
+        .map_err(|e| Error::io(path, e.error))?;
+    Ok(n)
+}
+
+fn write_symlink(path: &Path, target: &[u8], entry: &Entry, is_root: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".jellysnap-link-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp).at(&tmp)?;
+    if is_root {
+        std::os::unix::fs::lchown(&tmp, Some(entry.uid), Some(entry.gid)).at(&tmp)?;
+    }
+    let t = filetime::FileTime::from_unix_time(
+        entry.mtime_ns.div_euclid(1_000_000_000),
+        entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_symlink_file_times(&tmp, t, t).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)
+}
+
+fn set_meta(path: &Path, entry: &Entry, is_root: bool) -> std::io::Result<()> {
+    if is_root {
+        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))?;
+    let t = filetime::FileTime::from_unix_time(
+        entry.mtime_ns.div_euclid(1_000_000_000),
+        entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_times(path, t, t)
+}
+
+/// Read a whole file (used by tests and verification helpers).
+pub fn read_all(path: &Path) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    OpenOptions::new()
+        .read(true)
+        .open(path)
+        .and_then(|mut f| f.read_to_end(&mut v))
+        .at(path)?;
+    Ok(v)
+}

@@ -1,0 +1,232 @@
+//! Snapshot records (DESIGN §4): one small immutable file per snapshot in
+//! `<repo>/snapshots/<id>`, where the id is the blake3 of the file's bytes. Writing it
+//! is the commit point of a backup.
+//!
+//! Encoding: magic `JSNPSNAP`, u32le version (1), then a JSON body. JSON keeps records
+//! readable with ordinary tools and lets later versions add optional fields.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, SnapshotId};
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"JSNPSNAP";
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    /// The small config state (DESIGN §2); always included.
+    Config,
+    /// jellyfin.db / library.db, captured with SQLite's online backup API; always included.
+    Database,
+    Metadata,
+    Subtitles,
+    Trickplay,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] = [
+        Component::Config,
+        Component::Database,
+        Component::Metadata,
+        Component::Subtitles,
+        Component::Trickplay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Config => "config",
+            Component::Database => "database",
+            Component::Metadata => "metadata",
+            Component::Subtitles => "subtitles",
+            Component::Trickplay => "trickplay",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Components that every snapshot and every restore include.
+    pub fn is_mandatory(self) -> bool {
+        matches!(self, Component::Config | Component::Database)
+    }
+}
+
+/// A top-level directory captured by a snapshot (the data dir, or a config/metadata dir
+/// outside it). Its tree is the entry named `label` in the snapshot's root tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    pub label: String,
+    pub path: String,
+}
+
+/// One selected path inside a root: a file, a directory tree, or a glob over one
+/// directory's file names (`*` in the last component). Restore deletes extra files only
+/// inside the items of the components it restores, minus their excludes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub root: String,
+    /// `/`-separated path relative to the root; empty for the root itself.
+    pub rel: String,
+    pub component: Component,
+    /// Subtrees (relative to the root) excluded from this item.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    /// Sum of the sizes of all files in the snapshot.
+    pub logical_bytes: u64,
+    /// File content read from the source (database capture excluded).
+    pub bytes_read: u64,
+    /// Bytes of captured databases.
+    pub db_bytes: u64,
+    pub files_read: u64,
+    pub files_reused: u64,
+    pub new_chunks: u64,
+    /// Raw and stored (after compression) sizes of the chunks this snapshot added.
+    pub new_raw_bytes: u64,
+    pub new_stored_bytes: u64,
+    pub duration_ms: u64,
+    /// Paths that could not be read (the snapshot is partial).
+    pub errors: Vec<String>,
+    /// Paths that kept changing while read; their last read is in the snapshot.
+    #[serde(default)]
+    pub changed_during_backup: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// Unix time in nanoseconds at which the scan started.
+    pub time_ns: i64,
+    pub host: String,
+    /// Detected install layout (debian, docker, linuxserver, custom).
+    pub layout: String,
+    pub data_dir: String,
+    pub roots: Vec<Root>,
+    pub items: Vec<Item>,
+    pub components: Vec<Component>,
+    pub jellyfin_version: Option<String>,
+    pub tree: ChunkId,
+    pub parent: Option<SnapshotId>,
+    pub summary: Summary,
+    pub jellysnap_version: String,
+}
+
+impl SnapshotRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(serde_json::to_string(self).unwrap_or_default().as_bytes());
+        out
+    }
+
+    /// Decode and verify a record read from the file named `id`.
+    pub fn decode(bytes: &[u8], id: &SnapshotId) -> Result<Self> {
+        let bad = |d: String| Error::corrupt("snapshot record", format!("snapshots/{id}"), d);
+        if SnapshotId::of(bytes) != *id {
+            return Err(bad("contents do not hash to the file name".into()));
+        }
+        if bytes.get(..8) != Some(SNAPSHOT_MAGIC.as_slice()) {
+            return Err(bad("bad magic".into()));
+        }
+        let ver = bytes
+            .get(8..12)
+            .and_then(|v| v.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| bad("truncated".into()))?;
+        if ver != SNAPSHOT_VERSION {
+            return Err(bad(format!(
+                "unknown record version {ver}; use a newer jellysnap"
+            )));
+        }
+        serde_json::from_slice(bytes.get(12..).unwrap_or_default()).map_err(|e| bad(e.to_string()))
+    }
+
+    pub fn has_component(&self, c: Component) -> bool {
+        self.components.contains(&c)
+    }
+}
+
+/// A snapshot as listed: its id and record.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub record: SnapshotRecord,
+}
+
+/// Names are short, unambiguous identifiers usable on a command line.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name != "latest"
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> SnapshotRecord {
+        SnapshotRecord {
+            name: Some("before-10.11.3".into()),
+            tags: vec!["nightly".into()],
+            time_ns: 1_764_000_000_000_000_000,
+            host: "media".into(),
+            layout: "debian".into(),
+            data_dir: "/var/lib/jellyfin".into(),
+            roots: vec![Root {
+                label: "data".into(),
+                path: "/var/lib/jellyfin".into(),
+            }],
+            items: vec![Item {
+                root: "data".into(),
+                rel: "data/jellyfin.db".into(),
+                component: Component::Database,
+                excludes: vec![],
+            }],
+            components: Component::ALL.to_vec(),
+            jellyfin_version: Some("10.11.3".into()),
+            tree: ChunkId::of(b"t"),
+            parent: None,
+            summary: Summary::default(),
+            jellysnap_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let r = sample();
+        let bytes = r.encode();
+        let id = SnapshotId::of(&bytes);
+        assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert!(SnapshotRecord::decode(&bad, &id).is_err());
+        assert!(SnapshotRecord::decode(&bad, &SnapshotId::of(&bad)).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("before-10.11.3").is_ok());
+        for bad in ["", "latest", "-x", "a b", "a/b"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}
