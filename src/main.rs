@@ -1,1 +1,7 @@
-fn main() {}
+//! The jellysnap binary: parse, run, print the error chain, map it to an exit code.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::run());
+}

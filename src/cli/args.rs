@@ -1,0 +1,137 @@
+//! Command-line arguments (clap) and their conversion into validated engine options, in
+//! one place: the engine never sees raw strings.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use jellysnap::snapshot::Component;
+
+#[derive(Debug, Parser)]
+#[command(name = "jellysnap", version, about = "Incremental, deduplicated snapshots of a Jellyfin server, and exact restores", long_about = None)]
+pub struct Cli {
+    /// Repository path [default: $JELLYSNAP_REPO, else ~/.local/share/jellysnap/repo]
+    #[arg(long, global = true, env = "JELLYSNAP_REPO", value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Print results as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (per-file warnings are always printed)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository
+    Init,
+    /// Take a snapshot of a Jellyfin server (safe while it runs)
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots,
+    /// List files in a snapshot (PATH starts with a root label, e.g. data/data)
+    Ls {
+        /// Snapshot name, id prefix or `latest`
+        snapshot: String,
+        path: Option<String>,
+        /// List subdirectories too
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Show what changed between two snapshots
+    Diff { from: String, to: String },
+    /// Restore a snapshot into a directory, or in place over the live server
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Jellyfin data dir (Debian: /var/lib/jellyfin, Docker: /config, linuxserver.io: /config/data)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Config dir holding system.xml [default: detected from the layout]
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Metadata dir [default: system.xml's MetadataPath, else DATA_DIR/metadata]
+    #[arg(long, value_name = "DIR")]
+    pub metadata_dir: Option<PathBuf>,
+    /// Components to include: database,metadata,subtitles,trickplay [default: all];
+    /// database and the config state are always included
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub components: Option<Vec<String>>,
+    /// A unique name for this snapshot, e.g. before-10.11.3
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot name, id prefix or `latest`
+    pub snapshot: String,
+    /// Restore into this new or empty directory
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "in_place",
+        required_unless_present = "in_place"
+    )]
+    pub target: Option<PathBuf>,
+    /// Restore over the live data (roll back an upgrade); stop Jellyfin first
+    #[arg(long)]
+    pub in_place: bool,
+    /// Components to restore [default: all in the snapshot]
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub components: Option<Vec<String>>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore in place even though a process holds the data dir open
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Parse a component list; `database` and `config` may be named but are always included.
+pub fn parse_components(
+    list: &Option<Vec<String>>,
+) -> Result<Option<BTreeSet<Component>>, jellysnap::Error> {
+    let Some(list) = list else { return Ok(None) };
+    let mut out = BTreeSet::new();
+    for raw in list {
+        let s = raw.trim();
+        if s.is_empty() {
+            continue;
+        }
+        if s == "all" {
+            out.extend(Component::ALL);
+            continue;
+        }
+        let c = Component::parse(s).ok_or_else(|| {
+            jellysnap::Error::InvalidOption(format!(
+                "unknown component `{s}`; choose from database, metadata, subtitles, trickplay (config is always included)"
+            ))
+        })?;
+        out.insert(c);
+    }
+    out.insert(Component::Config);
+    out.insert(Component::Database);
+    Ok(Some(out))
+}
+
+pub fn default_repo() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("jellysnap/repo");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/jellysnap/repo")
+}
