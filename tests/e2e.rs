@@ -1,0 +1,832 @@
+//! End-to-end tests through the built binary on Jellyfin-shaped data dirs.
+
+#[path = "common/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fixture::{FixtureSpec, Layout};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jellysnap");
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    repo: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        Env {
+            repo: root.join("repo"),
+            root,
+            _tmp: tmp,
+        }
+    }
+
+    fn fixture(&self, spec: &FixtureSpec) -> fixture::Fixture {
+        fixture::generate(&self.root.join("src"), spec).unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(&self.repo)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Run with `--json`, expect `code`, return parsed stdout.
+    fn json(&self, args: &[&str], code: i32) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\nstdout: {}\nstderr: {}",
+            s(&out.stdout),
+            s(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn backup(&self, fx: &fixture::Fixture, extra: &[&str]) -> Value {
+        let data = fx.data_dir.to_str().unwrap().to_string();
+        let mut args = vec!["backup", "--data-dir", &data];
+        args.extend_from_slice(extra);
+        self.json(&args, 0)
+    }
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn summary(v: &Value) -> &Value {
+    &v["snapshot"]["summary"]
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Rows of every table, in a canonical order, for comparing databases by content.
+fn db_content(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok", "{}", path.display());
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let mut stmt = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let mut s = String::new();
+                for i in 0..n {
+                    s.push_str(&format!("{:?}|", r.get_ref(i).unwrap()));
+                }
+                Ok(s)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        rows.sort();
+        out.insert(t, rows);
+    }
+    out
+}
+
+/// Every path under `dir` (relative) with kind, content hash, mode and mtime. Databases
+/// are described by their rows instead of their bytes.
+fn describe(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    for p in fixture::walk_sorted(dir).unwrap() {
+        let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+        if skip.iter().any(|s| rel.starts_with(s)) {
+            continue;
+        }
+        let m = fs::symlink_metadata(&p).unwrap();
+        let v = if m.is_dir() {
+            format!("dir {:o}", m.mode() & 0o7777)
+        } else if m.file_type().is_symlink() {
+            format!("symlink {}", fs::read_link(&p).unwrap().display())
+        } else if p
+            .file_name()
+            .is_some_and(|n| n == "jellyfin.db" || n == "library.db")
+        {
+            let rows = format!("{:?}", db_content(&p));
+            format!(
+                "db {} {:o}",
+                blake3::hash(rows.as_bytes()).to_hex(),
+                m.mode() & 0o7777
+            )
+        } else {
+            let b = fs::read(&p).unwrap();
+            format!(
+                "file {} {} {:o} {}",
+                b.len(),
+                blake3::hash(&b).to_hex(),
+                m.mode() & 0o7777,
+                m.mtime_nsec() + m.mtime() * 1_000_000_000
+            )
+        };
+        out.insert(rel, v);
+    }
+    out
+}
+
+/// Assert two descriptions are equal, printing only the differences.
+#[track_caller]
+fn assert_same(actual: &BTreeMap<PathBuf, String>, expected: &BTreeMap<PathBuf, String>) {
+    let mut diffs = Vec::new();
+    for (k, v) in expected {
+        match actual.get(k) {
+            None => diffs.push(format!("missing: {}", k.display())),
+            Some(a) if a != v => {
+                diffs.push(format!("differs: {}\n   got {a}\n  want {v}", k.display()))
+            }
+            _ => {}
+        }
+    }
+    for k in actual.keys().filter(|k| !expected.contains_key(*k)) {
+        diffs.push(format!("unexpected: {}", k.display()));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} difference(s):\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// What a snapshot of `fx` should contain, relative to the data dir: the fixture minus
+/// the paths Jellyfin never needs back.
+fn expected_state(fx: &fixture::Fixture) -> BTreeMap<PathBuf, String> {
+    let mut d = describe(
+        &fx.data_dir,
+        &[
+            "cache",
+            "log",
+            "transcodes",
+            "data/backups",
+            "data/SQLiteBackups",
+            "data/livetv/recordings",
+        ],
+    );
+    d.retain(|p, _| {
+        let s = p.to_string_lossy();
+        let leftover = s.ends_with("library.db.old")
+            || s.rsplit_once(".bak")
+                .is_some_and(|(_, n)| n.chars().all(|c| c.is_ascii_digit()));
+        !(s.ends_with("-wal") || s.ends_with("-shm") || leftover)
+    });
+    d
+}
+
+#[test]
+fn docker_layout_backup_and_exact_restore() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let b = env.backup(&fx, &["--name", "before-10.11.3", "--tag", "manual"]);
+    assert_eq!(b["snapshot"]["layout"], "docker");
+    assert_eq!(b["snapshot"]["jellyfin_version"], fixture::SERVER_VERSION);
+    assert_eq!(b["repository_created"], true);
+    assert!(u(&summary(&b)["files"]) > 20);
+    assert!(summary(&b)["errors"].as_array().unwrap().is_empty());
+
+    // Excluded state is not in the snapshot.
+    let ls = env.json(&["ls", "latest", "-r"], 0);
+    let paths: Vec<String> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.iter().any(|p| p == "data/data/jellyfin.db"));
+    assert!(paths.iter().any(|p| p.starts_with("data/data/trickplay/")));
+    assert!(paths
+        .iter()
+        .any(|p| p.starts_with("data/metadata/library/")));
+    assert!(paths.iter().any(|p| p == "data/config/system.xml"));
+    for bad in [
+        "data/cache",
+        "data/log",
+        "data/transcodes",
+        "data/data/backups",
+        "data/data/SQLiteBackups",
+    ] {
+        assert!(
+            !paths.iter().any(|p| p.starts_with(bad)),
+            "{bad} must not be backed up"
+        );
+    }
+    assert!(!paths
+        .iter()
+        .any(|p| p.ends_with("-wal") || p.ends_with("-shm")));
+
+    // Restore by name into a fresh directory reproduces the data dir exactly.
+    let target = env.root.join("restored");
+    let r = env.json(
+        &[
+            "restore",
+            "before-10.11.3",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(r["report"]["errors"].as_array().unwrap().len(), 0);
+    assert_same(&describe(&target, &[]), &expected_state(&fx));
+
+    let snaps = env.json(&["snapshots"], 0);
+    assert_eq!(snaps[0]["name"], "before-10.11.3");
+    assert_eq!(snaps[0]["tags"][0], "manual");
+    let text = s(&env.run(&["snapshots"]).stdout);
+    assert!(
+        text.contains("before-10.11.3") && text.contains(fixture::SERVER_VERSION),
+        "{text}"
+    );
+}
+
+#[test]
+fn debian_and_linuxserver_layouts() {
+    for (layout, name, roots) in [
+        (Layout::Debian, "debian", 2),
+        (Layout::LinuxServer, "linuxserver", 1),
+    ] {
+        let env = Env::new();
+        let fx = env.fixture(&FixtureSpec::small(layout));
+        let b = env.backup(&fx, &[]);
+        assert_eq!(b["snapshot"]["layout"], name);
+        assert_eq!(
+            b["snapshot"]["roots"].as_array().unwrap().len(),
+            roots,
+            "{name}"
+        );
+        let target = env.root.join("restored");
+        env.json(
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+            0,
+        );
+        match layout {
+            Layout::Debian => {
+                // Two roots: each in its own subdirectory of the target.
+                assert_same(&describe(&target.join("data"), &[]), &expected_state(&fx));
+                assert!(target.join("config/system.xml").is_file());
+            }
+            _ => {
+                // linuxserver.io: /config holds the data dir; cache and log stay out.
+                assert!(target.join("system.xml").is_file());
+                assert!(!target.join("cache").exists() && !target.join("log").exists());
+                assert_same(&describe(&target.join("data"), &[]), &expected_state(&fx));
+            }
+        }
+    }
+}
+
+#[test]
+fn components_and_metadata_dir_flags() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    // Move metadata out of the data dir, as system.xml's MetadataPath allows.
+    let meta = env.root.join("srv-metadata");
+    fs::rename(&fx.metadata_dir, &meta).unwrap();
+    let b = env.backup(
+        &fx,
+        &[
+            "--metadata-dir",
+            meta.to_str().unwrap(),
+            "--components",
+            "database,trickplay",
+        ],
+    );
+    let comps: Vec<&str> = b["snapshot"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(comps, ["config", "database", "trickplay"]);
+    assert_eq!(
+        b["snapshot"]["roots"].as_array().unwrap().len(),
+        1,
+        "metadata not selected: no metadata root"
+    );
+    let b = env.backup(&fx, &["--metadata-dir", meta.to_str().unwrap()]);
+    assert_eq!(b["snapshot"]["roots"].as_array().unwrap().len(), 2);
+    let target = env.root.join("restored");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        s(&out.stdout).contains("metadata"),
+        "prints where each root went"
+    );
+    assert_eq!(
+        fixture::tree_digest(&target.join("metadata"), &[]).unwrap(),
+        fixture::tree_digest(&meta, &[]).unwrap()
+    );
+    // Unknown component: usage error, nothing created.
+    let out = env.run(&[
+        "backup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+        "--components",
+        "posters",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(s(&out.stderr).contains("unknown component `posters`"));
+}
+
+#[test]
+fn incremental_backups_read_only_what_changed() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let first = env.backup(&fx, &[]);
+    assert!(u(&summary(&first)["bytes_read"]) > 0);
+
+    // Nothing changed: no file content read, only tiny trees (and the DB) can be new.
+    let second = env.backup(&fx, &[]);
+    let s2 = summary(&second);
+    assert_eq!(u(&s2["bytes_read"]), 0, "{s2}");
+    assert_eq!(u(&s2["files_read"]), 0);
+    assert_eq!(
+        u(&s2["new_stored_bytes"]),
+        0,
+        "unchanged data and an unchanged database add nothing: {s2}"
+    );
+    assert_eq!(second["parent"], first["id"]);
+
+    // A day of changes: only changed files are read, and the stored bytes stay well
+    // below the logical size.
+    let report = fixture::day_of_changes_report(&fx, 7).unwrap();
+    assert!(report.files_modified + report.files_added > 0);
+    let third = env.backup(&fx, &[]);
+    let s3 = summary(&third);
+    let changed = (report.files_modified + report.files_added) as u64;
+    assert!(
+        u(&s3["files_read"]) >= changed.min(1) && u(&s3["files_read"]) <= changed + 2,
+        "{s3} vs {report:?}"
+    );
+    assert!(
+        u(&s3["new_raw_bytes"]) < u(&s3["logical_bytes"]) / 2,
+        "{s3}"
+    );
+    let d = env.json(&["diff", first["id"].as_str().unwrap(), "latest"], 0);
+    assert!(!d["changes"].as_array().unwrap().is_empty());
+
+    let target = env.root.join("restored");
+    env.json(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        0,
+    );
+    assert_same(&describe(&target, &[]), &expected_state(&fx));
+}
+
+#[test]
+fn recently_modified_file_is_not_trusted() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    // Modified "now": within the timestamp granularity of the next scan.
+    fs::write(
+        fx.config_dir.join("network.xml"),
+        "<NetworkConfiguration/>\n",
+    )
+    .unwrap();
+    env.backup(&fx, &[]);
+    let second = env.backup(&fx, &[]);
+    assert_eq!(
+        u(&summary(&second)["files_read"]),
+        1,
+        "{}",
+        summary(&second)
+    );
+}
+
+#[test]
+fn dedup_and_compression() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let b1 = env.backup(&fx, &["--components", "trickplay"]);
+    // Copy the whole trickplay tree elsewhere in the data: no new data chunks.
+    let src = fx.data_dir.join("data/trickplay");
+    let dst = fx.data_dir.join("metadata/library/copy");
+    fs::create_dir_all(&dst).unwrap();
+    let mut copied = 0u64;
+    for p in fixture::walk_sorted(&src).unwrap() {
+        if p.is_file() {
+            let to = dst.join(
+                p.strip_prefix(&src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('/', "_"),
+            );
+            copied += fs::copy(&p, to).unwrap();
+        }
+    }
+    let b2 = env.backup(&fx, &[]);
+    let s2 = summary(&b2);
+    assert!(copied > 0);
+    // The metadata component is new in b2 but every copied byte dedupes.
+    let meta_bytes: u64 = fixture::walk_sorted(&fx.data_dir.join("metadata"))
+        .unwrap()
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(
+        u(&s2["new_raw_bytes"]) < meta_bytes - copied + 64 * 1024,
+        "{s2}"
+    );
+    // JPEG sheets are stored raw (no useless compression), text is compressed.
+    let s1 = summary(&b1);
+    assert!(u(&s1["new_stored_bytes"]) <= u(&s1["new_raw_bytes"]));
+    let env2 = Env::new();
+    let fx2 = env2.fixture(&FixtureSpec::small(Layout::Docker));
+    fs::write(
+        fx2.config_dir.join("big.xml"),
+        "<Item><Name>Movie</Name></Item>\n".repeat(20000),
+    )
+    .unwrap();
+    let b = env2.backup(&fx2, &[]);
+    assert!(
+        u(&summary(&b)["new_stored_bytes"]) < u(&summary(&b)["new_raw_bytes"]) / 2,
+        "{}",
+        summary(&b)
+    );
+}
+
+#[test]
+fn in_place_restore_rolls_back_and_touches_only_component_trees() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let b = env.backup(&fx, &["--name", "before-upgrade"]);
+    let before = expected_state(&fx);
+
+    // "Upgrade": a day of changes, an extra trickplay file, a migrated database with a
+    // stale WAL, and files outside the snapshot's trees that must survive.
+    fixture::day_of_changes(&fx, 3).unwrap();
+    let db = fx.data_dir.join("data/jellyfin.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE Upgrade (x); INSERT INTO Upgrade VALUES (1);")
+            .unwrap();
+    }
+    let extra = fx.data_dir.join("data/trickplay/zz-extra.jpg");
+    fs::write(&extra, b"\xff\xd8\xffextra").unwrap();
+    let wal = fx.data_dir.join("data/jellyfin.db-wal");
+    fs::write(&wal, b"stale wal").unwrap();
+    let outside = fx.data_dir.join("data/backups/keep-me.zip");
+    fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    fs::write(&outside, b"user file").unwrap();
+    let log = fx.data_dir.join("log/log_20260101.log");
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
+    fs::write(&log, b"log").unwrap();
+
+    // Dry run: prints the plan, changes nothing.
+    let changed_state = fixture::tree_digest(&fx.data_dir, &[]).unwrap();
+    let out = env.run(&["restore", "before-upgrade", "--in-place", "--dry-run"]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("zz-extra.jpg") && text.contains("dry run"),
+        "{text}"
+    );
+    assert!(text.contains("jellyfin.db-wal"), "{text}");
+    assert_eq!(
+        fixture::tree_digest(&fx.data_dir, &[]).unwrap(),
+        changed_state,
+        "dry run changed nothing"
+    );
+
+    let r = env.json(&["restore", b["id"].as_str().unwrap(), "--in-place"], 0);
+    assert!(
+        u(&r["report"]["files_kept"]) > 0,
+        "unchanged files are not rewritten: {r}"
+    );
+    assert!(!extra.exists() && !wal.exists());
+    assert!(
+        outside.exists() && log.exists(),
+        "nothing outside the component trees is touched"
+    );
+    assert_same(&expected_state(&fx), &before);
+
+    // A second in-place restore has nothing left to write.
+    let r = env.json(&["restore", "before-upgrade", "--in-place"], 0);
+    assert_eq!(u(&r["report"]["files_written"]), 0, "{r}");
+}
+
+#[test]
+fn in_place_restore_refuses_while_server_runs() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    env.backup(&fx, &[]);
+    let db = fx.data_dir.join("data/jellyfin.db");
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<'{}'; exec sleep 60", db.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = env.run(&["restore", "latest", "--in-place"]);
+    let forced = env.run(&["restore", "latest", "--in-place", "--force"]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(out.status.code(), Some(17), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("Jellyfin appears to be running"));
+    assert!(forced.status.success(), "{}", s(&forced.stderr));
+}
+
+#[test]
+fn database_captured_consistently_while_written() {
+    let env = Env::new();
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.db_rows = 3000;
+    let fx = env.fixture(&spec);
+    let db = fx.data_dir.join("data/jellyfin.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE Activity (Id INTEGER PRIMARY KEY, Payload BLOB);",
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                c.execute(
+                    "INSERT INTO Activity (Id, Payload) VALUES (?1, randomblob(2000))",
+                    [i],
+                )
+                .unwrap();
+                committed.store(i, std::sync::atomic::Ordering::SeqCst);
+            }
+            i
+        })
+    };
+    while committed.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = committed.load(std::sync::atomic::Ordering::SeqCst);
+    let b = env.backup(&fx, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = writer.join().unwrap();
+    drop(c);
+    assert!(total > before, "the writer kept writing during the backup");
+    assert!(summary(&b)["errors"].as_array().unwrap().is_empty());
+    let target = env.root.join("restored");
+    env.json(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        0,
+    );
+    let restored = target.join("data/jellyfin.db");
+    let rc = rusqlite::Connection::open(&restored).unwrap();
+    let ok: String = rc
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let (n, max): (i64, i64) = rc
+        .query_row("SELECT count(*), max(Id) FROM Activity", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(
+        n >= before && n == max,
+        "every row committed before the backup is there ({n} rows, {before} before)"
+    );
+    let items: i64 = rc
+        .query_row("SELECT count(*) FROM BaseItems", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(items, 3000);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_exit_codes() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let code = |out: &Output| out.status.code();
+
+    // Not a repository.
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), Some(10));
+    assert!(
+        s(&out.stderr).contains("not a jellysnap repository"),
+        "{}",
+        s(&out.stderr)
+    );
+    // Missing data dir / not a Jellyfin dir: no repository gets created.
+    let out = env.run(&[
+        "backup",
+        "--data-dir",
+        env.root.join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(14));
+    let out = env.run(&["backup", "--data-dir", env.root.to_str().unwrap()]);
+    assert_eq!(code(&out), Some(14));
+    assert!(s(&out.stderr).contains("not a Jellyfin data dir"));
+    assert!(!env.repo.exists());
+
+    env.backup(&fx, &["--name", "one"]);
+    // Duplicate name.
+    let out = env.run(&[
+        "backup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+        "--name",
+        "one",
+    ]);
+    assert_eq!(code(&out), Some(13), "{}", s(&out.stderr));
+    // Unknown snapshot.
+    let out = env.run(&[
+        "restore",
+        "nosuch",
+        "--target",
+        env.root.join("t").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(12));
+    assert!(s(&out.stderr).contains("no snapshot matches `nosuch`"));
+    // Target not empty.
+    let t = env.root.join("full");
+    fs::create_dir_all(&t).unwrap();
+    fs::write(t.join("x"), b"x").unwrap();
+    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
+    assert_eq!(code(&out), Some(15));
+    // Malformed flags.
+    assert_eq!(code(&env.run(&["restore", "one"])), Some(2));
+    assert_eq!(code(&env.run(&["backup", "--bogus"])), Some(2));
+    let out = env.run(&[
+        "backup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+        "--name",
+        "has space",
+    ]);
+    assert_eq!(code(&out), Some(2));
+    // Unsupported repository version: refused, repository untouched.
+    let cfg = env.repo.join("config");
+    let orig = fs::read(&cfg).unwrap();
+    let mut future = orig.clone();
+    future[8] = 2;
+    fs::write(&cfg, &future).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), Some(11));
+    assert!(s(&out.stderr).contains("format version 2"));
+    fs::write(&cfg, &orig).unwrap();
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn unreadable_files_make_a_partial_snapshot() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let secret = fx.config_dir.join("encoding.xml");
+    assert!(secret.is_file());
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything: drop privileges so the file is really unreadable.
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let mut cmd = if is_root {
+        for p in [&env.root, &fx.root] {
+            for e in fixture::walk_sorted(p)
+                .unwrap()
+                .into_iter()
+                .chain([p.to_path_buf()])
+            {
+                if e != secret {
+                    let m = fs::symlink_metadata(&e).unwrap();
+                    if !m.file_type().is_symlink() {
+                        let mode = if m.is_dir() { 0o777 } else { 0o666 };
+                        fs::set_permissions(&e, fs::Permissions::from_mode(mode)).unwrap();
+                    }
+                }
+            }
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .arg("--repo")
+        .arg(&env.repo)
+        .args([
+            "--json",
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ])
+        .env("HOME", &env.root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains("encoding.xml"),
+        "{}",
+        s(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partial"], true);
+    assert_eq!(summary(&v)["errors"].as_array().unwrap().len(), 1);
+    // The rest is in the snapshot.
+    assert!(u(&summary(&v)["files"]) > 20);
+}
+
+#[test]
+fn sigkill_during_backup_loses_nothing() {
+    let env = Env::new();
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.items = 40;
+    spec.sheet_bytes = 400 * 1024;
+    spec.trickplay_sheets_per_item = 8;
+    let fx = env.fixture(&spec);
+    env.backup(&fx, &["--components", "database", "--name", "small"]);
+    let target = env.root.join("expected");
+    env.json(
+        &["restore", "small", "--target", target.to_str().unwrap()],
+        0,
+    );
+    let expected = describe(&target, &[]);
+
+    for delay_ms in [50u64, 150, 400] {
+        let mut child = Command::new(BIN)
+            .arg("--repo")
+            .arg(&env.repo)
+            .args(["backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        let t = env.root.join(format!("after-kill-{delay_ms}"));
+        env.json(&["restore", "small", "--target", t.to_str().unwrap()], 0);
+        assert_same(&describe(&t, &[]), &expected);
+    }
+    // The next backup succeeds and restores exactly.
+    env.backup(&fx, &[]);
+    let t = env.root.join("final");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+}
+
+#[test]
+fn index_is_rebuilt_when_missing() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    env.backup(&fx, &[]);
+    fs::remove_dir_all(env.repo.join("index")).unwrap();
+    let t = env.root.join("restored");
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains("rebuilt it from"),
+        "{}",
+        s(&out.stderr)
+    );
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    // And backups dedupe against the rebuilt index.
+    let b = env.backup(&fx, &[]);
+    assert_eq!(u(&summary(&b)["new_stored_bytes"]), 0);
+}
+
+#[test]
+fn init_refuses_existing_repository() {
+    let env = Env::new();
+    assert!(env.run(&["init"]).status.success());
+    let out = env.run(&["init"]);
+    assert_eq!(out.status.code(), Some(10));
+    assert!(s(&out.stderr).contains("already holds a repository"));
+}
