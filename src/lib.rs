@@ -4,6 +4,8 @@
 //! and results come back as plain types. See docs/FORMAT.md for every byte on disk and
 //! DESIGN.md for the invariants.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod backup;
 pub mod browse;
 pub mod chunker;

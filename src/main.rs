@@ -1,5 +1,7 @@
 //! The jellysnap binary: parse, run, print the error chain, map it to an exit code.
 
+#![warn(clippy::unwrap_used)]
+
 mod cli;
 
 fn main() {

@@ -256,7 +256,7 @@ impl Repository {
                 Err(e) => bad.push(e),
             }
         }
-        out.sort_by(|a, b| (a.record.time_ns, a.id).cmp(&(b.record.time_ns, b.id)));
+        out.sort_by_key(|s| (s.record.time_ns, s.id));
         Ok((out, bad))
     }
 
