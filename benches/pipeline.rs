@@ -25,7 +25,18 @@ fn jpeg_like() -> Vec<u8> {
 }
 
 fn text_like() -> Vec<u8> {
-    let words = ["<Item>", "<Name>", "Movie", "</Name>", "Overview", "the", "a", "river", "night", "</Item>\n"];
+    let words = [
+        "<Item>",
+        "<Name>",
+        "Movie",
+        "</Name>",
+        "Overview",
+        "the",
+        "a",
+        "river",
+        "night",
+        "</Item>\n",
+    ];
     let mut v = Vec::with_capacity(LEN);
     let mut i = 7usize;
     while v.len() < LEN {
@@ -38,12 +49,18 @@ fn text_like() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let chunker = Chunker::new(ChunkerParams { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 });
+    let chunker = Chunker::new(ChunkerParams {
+        min: 64 * 1024,
+        avg: 256 * 1024,
+        max: 1024 * 1024,
+    });
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(LEN as u64));
     g.sample_size(10);
     for (name, data) in [("jpeg", jpeg_like()), ("text", text_like())] {
-        g.bench_with_input(BenchmarkId::new("chunk", name), &data, |b, d| b.iter(|| chunker.cuts(d).len()));
+        g.bench_with_input(BenchmarkId::new("chunk", name), &data, |b, d| {
+            b.iter(|| chunker.cuts(d).len())
+        });
         g.bench_with_input(BenchmarkId::new("chunk+hash", name), &data, |b, d| {
             b.iter(|| {
                 let mut pos = 0;
@@ -55,25 +72,31 @@ fn bench(c: &mut Criterion) {
                 n
             })
         });
-        g.bench_with_input(BenchmarkId::new("chunk+hash+compress", name), &data, |b, d| {
-            let mut out = Vec::new();
-            b.iter(|| {
-                let compressible = !is_precompressed(d);
-                let mut pos = 0;
-                let mut stored = 0usize;
-                for len in chunker.cuts(d) {
-                    let chunk = &d[pos..pos + len];
-                    let _ = ChunkId::of(chunk);
-                    stored += if compressible {
-                        maybe_compress(chunk, 3, &mut out).map(|_| out.len().max(1)).unwrap_or(len)
-                    } else {
-                        len
-                    };
-                    pos += len;
-                }
-                stored
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("chunk+hash+compress", name),
+            &data,
+            |b, d| {
+                let mut out = Vec::new();
+                b.iter(|| {
+                    let compressible = !is_precompressed(d);
+                    let mut pos = 0;
+                    let mut stored = 0usize;
+                    for len in chunker.cuts(d) {
+                        let chunk = &d[pos..pos + len];
+                        let _ = ChunkId::of(chunk);
+                        stored += if compressible {
+                            maybe_compress(chunk, 3, &mut out)
+                                .map(|_| out.len().max(1))
+                                .unwrap_or(len)
+                        } else {
+                            len
+                        };
+                        pos += len;
+                    }
+                    stored
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -99,7 +99,16 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Take a snapshot (runs in the I/O thread pool, see `parallel`).
 pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    crate::parallel::in_io_pool(|| backup_in_pool(repo, opts, progress))
+}
+
+fn backup_in_pool(
     repo: &Repository,
     opts: &BackupOptions,
     progress: &dyn Progress,

@@ -102,6 +102,17 @@ fn poisoned() -> Error {
 pub struct RocksIndex {
     db: rocksdb::DB,
     path: PathBuf,
+    writable: bool,
+}
+
+impl Drop for RocksIndex {
+    /// Flush the memtable so that the next open does not replay a long WAL (the writes
+    /// themselves are already durable through the synced WAL).
+    fn drop(&mut self) {
+        if self.writable {
+            let _ = self.db.flush();
+        }
+    }
 }
 
 impl RocksIndex {
@@ -131,6 +142,7 @@ impl RocksIndex {
         let idx = RocksIndex {
             db,
             path: path.to_path_buf(),
+            writable: true,
         };
         let current = idx.schema()? == Some(INDEX_SCHEMA);
         Ok((idx, current))
@@ -146,6 +158,7 @@ impl RocksIndex {
         let idx = RocksIndex {
             db,
             path: path.to_path_buf(),
+            writable: false,
         };
         Ok((idx.schema()? == Some(INDEX_SCHEMA)).then_some(idx))
     }

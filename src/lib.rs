@@ -19,6 +19,7 @@ pub mod jellyfin;
 pub mod lock;
 pub mod pack;
 pub mod packer;
+mod parallel;
 pub mod progress;
 pub mod repo;
 pub mod restore;

@@ -174,25 +174,28 @@ impl PackBuilder {
 
     /// Append the trailer and footer; returns the pack bytes and its entries.
     pub fn finish(mut self) -> (Vec<u8>, Vec<PackEntry>) {
-        let start = self.buf.len();
-        for e in &self.entries {
-            self.buf.extend_from_slice(&e.id.0);
-            self.buf
-                .extend_from_slice(&[e.kind as u8, e.compression as u8, 0, 0]);
-            self.buf.extend_from_slice(&e.offset.to_le_bytes());
-            self.buf.extend_from_slice(&e.raw_len.to_le_bytes());
-            self.buf.extend_from_slice(&e.stored_len.to_le_bytes());
-            self.buf.extend_from_slice(&[0u8; 4]);
-        }
-        let sum = blake3::hash(self.buf.get(start..).unwrap_or_default());
-        self.buf
-            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&[0u8; 4]);
-        self.buf
-            .extend_from_slice(sum.as_bytes().get(..16).unwrap_or_default());
-        self.buf.extend_from_slice(FOOTER_MAGIC);
+        self.buf.extend_from_slice(&encode_trailer(&self.entries));
         (self.buf, self.entries)
     }
+}
+
+/// The trailer and footer for `entries` (written after the last record).
+pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(entries.len() * ENTRY_LEN + FOOTER_LEN);
+    for e in entries {
+        t.extend_from_slice(&e.id.0);
+        t.extend_from_slice(&[e.kind as u8, e.compression as u8, 0, 0]);
+        t.extend_from_slice(&e.offset.to_le_bytes());
+        t.extend_from_slice(&e.raw_len.to_le_bytes());
+        t.extend_from_slice(&e.stored_len.to_le_bytes());
+        t.extend_from_slice(&[0u8; 4]);
+    }
+    let sum = blake3::hash(&t);
+    t.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    t.extend_from_slice(&[0u8; 4]);
+    t.extend_from_slice(sum.as_bytes().get(..16).unwrap_or_default());
+    t.extend_from_slice(FOOTER_MAGIC);
+    t
 }
 
 /// How many bytes from the end of a pack of length `pack_len` hold its trailer and footer,

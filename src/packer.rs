@@ -6,9 +6,13 @@
 //! entries inserted (synced). A tree pack is never sealed before the data pack in
 //! progress, so a durable tree never names a chunk that is not yet durable. The bounded
 //! channel and the recycled payload buffers keep memory flat whatever the data size.
+//! Records stream into a temp file under `<repo>/tmp/`; a sealed pack goes to a second
+//! thread that makes it durable and indexes it, in seal order, while the next one fills.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -16,10 +20,10 @@ use std::thread::JoinHandle;
 
 use crate::compress::{self, Compression};
 use crate::durable;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
 use crate::index::{ChunkIndex, IndexEntry};
-use crate::pack::{ChunkKind, PackBuilder};
+use crate::pack::{self, ChunkKind, PackEntry};
 use crate::repo::{pack_path, Repository};
 
 struct NewChunk {
@@ -52,13 +56,20 @@ impl<'r> ChunkSink<'r> {
         let index = repo.index_arc();
         let (tx, rx) = sync_channel::<NewChunk>(32);
         let pool = Arc::new(Mutex::new(Vec::new()));
+        let (sync_tx, sync_rx) = sync_channel::<SealedPack>(2);
+        let repo_path = repo.path().to_path_buf();
+        let syncer = std::thread::Builder::new()
+            .name("jellysnap-pack-syncer".into())
+            .spawn(move || sync_packs(repo_path, index, sync_rx))
+            .ok()
+            .map(|h| (sync_tx, h));
         let writer = PackWriter {
             repo_path: repo.path().to_path_buf(),
             target: repo.config().pack_target_bytes,
-            data: PackBuilder::new(),
-            tree: PackBuilder::new(),
-            index,
+            data: None,
+            tree: None,
             pool: pool.clone(),
+            syncer,
         };
         let handle = std::thread::Builder::new()
             .name("jellysnap-pack-writer".into())
@@ -161,31 +172,122 @@ impl<'r> ChunkSink<'r> {
 struct PackWriter {
     repo_path: PathBuf,
     target: u64,
-    data: PackBuilder,
-    tree: PackBuilder,
-    index: Arc<dyn ChunkIndex>,
+    data: Option<OpenPack>,
+    tree: Option<OpenPack>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Sealed packs on their way to disk, in seal order.
+    syncer: Option<(SyncSender<SealedPack>, JoinHandle<Result<()>>)>,
+}
+
+/// A pack being filled: records are streamed into a temp file under `<repo>/tmp/`.
+struct OpenPack {
+    file: std::io::BufWriter<File>,
+    tmp: tempfile::TempPath,
+    hasher: blake3::Hasher,
+    len: u64,
+    entries: Vec<PackEntry>,
+}
+
+struct SealedPack {
+    file: File,
+    tmp: tempfile::TempPath,
+    id: PackId,
+    entries: Vec<PackEntry>,
+}
+
+impl OpenPack {
+    fn create(tmp_dir: &Path) -> Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix("pack-")
+            .tempfile_in(tmp_dir)
+            .at(tmp_dir)?;
+        let (file, tmp) = tmp.into_parts();
+        let mut p = OpenPack {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            tmp,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        };
+        p.write(&pack::PACK_MAGIC[..])?;
+        p.write(&pack::PACK_VERSION.to_le_bytes())?;
+        Ok(p)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).at(&*self.tmp)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn add(&mut self, c: &NewChunk) -> Result<()> {
+        let e = PackEntry {
+            id: c.id,
+            kind: c.kind,
+            compression: c.compression,
+            offset: self.len,
+            raw_len: c.raw_len,
+            stored_len: c.payload.len() as u32,
+        };
+        self.write(&pack::encode_record_header(&e))?;
+        self.write(&c.payload)?;
+        self.entries.push(e);
+        Ok(())
+    }
+
+    fn seal(mut self) -> Result<SealedPack> {
+        let trailer = pack::encode_trailer(&self.entries);
+        self.write(&trailer)?;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&*self.tmp, e.into_error()))?;
+        Ok(SealedPack {
+            file,
+            tmp: self.tmp,
+            id: PackId(*self.hasher.finalize().as_bytes()),
+            entries: self.entries,
+        })
+    }
 }
 
 impl PackWriter {
     fn run(mut self, rx: Receiver<NewChunk>) -> Result<()> {
+        let r = self.fill(rx);
+        // Always drain the syncer, so that packs sealed before an error still land.
+        let synced = self.stop_syncer();
+        r.and(synced)
+    }
+
+    fn fill(&mut self, rx: Receiver<NewChunk>) -> Result<()> {
         for c in rx {
-            let builder = match c.kind {
+            let tmp_dir = self.repo_path.join("tmp");
+            let slot = match c.kind {
                 ChunkKind::Data => &mut self.data,
                 ChunkKind::Tree => &mut self.tree,
             };
-            builder.add(c.id, c.kind, c.compression, c.raw_len, &c.payload);
+            if slot.is_none() {
+                *slot = Some(OpenPack::create(&tmp_dir)?);
+            }
+            let full = match slot.as_mut() {
+                Some(p) => {
+                    p.add(&c)?;
+                    p.len >= self.target
+                }
+                None => false,
+            };
             if let Ok(mut p) = self.pool.lock() {
                 if p.len() < 64 {
                     p.push(c.payload);
                 }
             }
-            if self.data.len_bytes() >= self.target {
-                self.seal(ChunkKind::Data)?;
-            }
-            if self.tree.len_bytes() >= self.target {
-                self.seal(ChunkKind::Data)?;
-                self.seal(ChunkKind::Tree)?;
+            if full {
+                if c.kind == ChunkKind::Tree {
+                    // A tree pack never becomes durable before the data it references.
+                    self.seal(ChunkKind::Data)?;
+                }
+                self.seal(c.kind)?;
             }
         }
         self.seal(ChunkKind::Data)?;
@@ -193,24 +295,59 @@ impl PackWriter {
     }
 
     fn seal(&mut self, kind: ChunkKind) -> Result<()> {
-        let builder = match kind {
+        let slot = match kind {
             ChunkKind::Data => &mut self.data,
             ChunkKind::Tree => &mut self.tree,
         };
-        if builder.is_empty() {
-            return Ok(());
+        let Some(p) = slot.take() else { return Ok(()) };
+        let sealed = p.seal()?;
+        match &self.syncer {
+            Some((tx, _)) if tx.send(sealed).is_ok() => Ok(()),
+            // The syncer stopped on an error: stop_syncer reports it.
+            _ => self.stop_syncer(),
         }
-        let (bytes, entries) = std::mem::take(builder).finish();
-        let id = PackId::of(&bytes);
-        let path = pack_path(&self.repo_path, &id);
+    }
+
+    fn stop_syncer(&mut self) -> Result<()> {
+        match self.syncer.take() {
+            Some((tx, handle)) => {
+                drop(tx);
+                handle.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        "<pack syncer>",
+                        std::io::Error::other("pack syncer panicked"),
+                    ))
+                })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Makes sealed packs durable in seal order (DESIGN §5.2): fsync the temp file, rename it
+/// to `packs/<xx>/<id>`, fsync the directory, then insert and sync the index entries.
+/// Runs beside the writer so that one pack's fsync overlaps the next pack's writes.
+fn sync_packs(
+    repo_path: PathBuf,
+    index: Arc<dyn ChunkIndex>,
+    rx: Receiver<SealedPack>,
+) -> Result<()> {
+    for p in rx {
+        p.file.sync_all().at(&*p.tmp)?;
+        let path = pack_path(&repo_path, &p.id);
         if let Some(dir) = path.parent() {
             durable::create_dir_durable(dir)?;
         }
-        durable::write_atomic(&path, &bytes)?;
-        let batch: Vec<(ChunkId, IndexEntry)> = entries
+        p.tmp
+            .persist(&path)
+            .map_err(|e| Error::io(&path, e.error))?;
+        durable::sync_dir(path.parent().unwrap_or(&repo_path))?;
+        let batch: Vec<(ChunkId, IndexEntry)> = p
+            .entries
             .iter()
-            .map(|e| (e.id, IndexEntry::from_pack_entry(id, e)))
+            .map(|e| (e.id, IndexEntry::from_pack_entry(p.id, e)))
             .collect();
-        self.index.insert(&batch)
+        index.insert(&batch)?;
     }
+    Ok(())
 }

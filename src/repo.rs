@@ -197,11 +197,7 @@ impl Repository {
             .index
             .get(id)?
             .ok_or(Error::ChunkMissing { chunk: *id })?;
-        let p = self.pack_path(&e.pack);
-        let f = File::open(&p).map_err(|err| Error::PackMissing {
-            pack: e.pack,
-            detail: err.to_string(),
-        })?;
+        let f = self.open_pack(&e.pack)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
         scratch.clear();
         scratch.resize(len, 0);
@@ -229,6 +225,31 @@ impl Repository {
             out.extend_from_slice(payload);
         }
         Ok(())
+    }
+
+    /// Open a pack for reading; each thread keeps its most recent pack open, since reads
+    /// of one file or directory mostly hit the same pack.
+    fn open_pack(&self, id: &PackId) -> Result<Arc<File>> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(PathBuf, PackId, Arc<File>)>> = const { std::cell::RefCell::new(None) };
+        }
+        let cached = LAST.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|(repo, pack, _)| pack == id && repo == &self.path)
+                .map(|(_, _, f)| f.clone())
+        });
+        if let Some(f) = cached {
+            return Ok(f);
+        }
+        let f = Arc::new(
+            File::open(self.pack_path(id)).map_err(|err| Error::PackMissing {
+                pack: *id,
+                detail: err.to_string(),
+            })?,
+        );
+        LAST.with(|l| *l.borrow_mut() = Some((self.path.clone(), *id, f.clone())));
+        Ok(f)
     }
 
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree> {

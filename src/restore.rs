@@ -428,7 +428,16 @@ fn same_content(path: &Path, chunks: &[ChunkRef], chunker: &crate::chunker::Chun
     ok && i == chunks.len() && matches!(r, Ok(Ok(_)))
 }
 
+/// Carry out a plan (runs in the I/O thread pool, see `parallel`).
 pub fn execute(
+    repo: &Repository,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    crate::parallel::in_io_pool(|| execute_in_pool(repo, plan, progress))
+}
+
+fn execute_in_pool(
     repo: &Repository,
     plan: &RestorePlan,
     progress: &dyn Progress,
@@ -562,6 +571,7 @@ fn write_file(
         progress.advance(buf.len() as u64);
     }
     tmp.as_file().flush().at(path)?;
+    crate::sys::start_writeback(tmp.as_file());
     let tmp_path = tmp.into_temp_path();
     set_meta(&tmp_path, entry, is_root).at(path)?;
     tmp_path
