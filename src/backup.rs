@@ -60,7 +60,8 @@ struct Ctx<'a> {
     chunker: Chunker,
     db_chunker: Chunker,
     source: &'a Source,
-    captured: HashMap<PathBuf, tempfile::TempPath>,
+    captured: HashMap<PathBuf, Mutex<Capture>>,
+    version: Mutex<Option<String>>,
     trust_before_ns: i64,
     progress: &'a dyn Progress,
     files: AtomicU64,
@@ -72,6 +73,47 @@ struct Ctx<'a> {
     files_reused: AtomicU64,
     errors: Mutex<Vec<String>>,
     changed: Mutex<Vec<String>>,
+}
+
+enum Capture {
+    Running(std::thread::JoinHandle<Result<(tempfile::TempPath, Option<String>)>>),
+    Done(tempfile::TempPath),
+    Taken,
+}
+
+impl Ctx<'_> {
+    /// Wait for the capture of `path` (once), keeping its temp file until the end.
+    fn captured_db(&self, path: &Path) -> Result<PathBuf> {
+        let failed = |detail: String| Error::DatabaseCapture {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let slot = self
+            .captured
+            .get(path)
+            .ok_or_else(|| failed("capture missing".into()))?;
+        let mut state = slot
+            .lock()
+            .map_err(|_| failed("capture state poisoned".into()))?;
+        if let Capture::Running(_) = &*state {
+            let Capture::Running(h) = std::mem::replace(&mut *state, Capture::Taken) else {
+                return Err(failed("capture state lost".into()));
+            };
+            let (tmp, version) = h
+                .join()
+                .map_err(|_| failed("capture thread panicked".into()))??;
+            if version.is_some() {
+                if let Ok(mut v) = self.version.lock() {
+                    *v = version;
+                }
+            }
+            *state = Capture::Done(tmp);
+        }
+        match &*state {
+            Capture::Done(tmp) => Ok(tmp.to_path_buf()),
+            _ => Err(failed("capture failed earlier".into())),
+        }
+    }
 }
 
 thread_local! {
@@ -131,9 +173,9 @@ fn backup_in_pool(
         .rev()
         .find(|s| s.record.roots == source.selection.roots);
 
-    progress.phase("capturing databases", None);
+    // Databases are captured on their own threads while the walk runs; the walk waits
+    // for a capture only when it reaches that database.
     let mut captured = HashMap::new();
-    let mut version = None;
     for item in source
         .selection
         .items
@@ -144,13 +186,21 @@ fn backup_in_pool(
             continue;
         };
         let path = Path::new(root).join(&item.rel);
-        let tmp = capture::capture(&path, &repo.tmp_dir())?;
-        if path.file_name().is_some_and(|n| n == "jellyfin.db") {
-            version = jellyfin::version::from_database(&tmp);
-        }
-        captured.insert(path, tmp);
+        let (src, tmp_dir) = (path.clone(), repo.tmp_dir());
+        let handle = std::thread::Builder::new()
+            .name("jellysnap-db-capture".into())
+            .spawn(move || -> Result<(tempfile::TempPath, Option<String>)> {
+                let tmp = capture::capture(&src, &tmp_dir)?;
+                let version = if src.file_name().is_some_and(|n| n == "jellyfin.db") {
+                    jellyfin::version::from_database(&tmp)
+                } else {
+                    None
+                };
+                Ok((tmp, version))
+            })
+            .at(&path)?;
+        captured.insert(path, Mutex::new(Capture::Running(handle)));
     }
-    let version = version.or_else(|| jellyfin::version::from_migrations_xml(&source.config_dir));
 
     let ctx = Ctx {
         repo,
@@ -159,6 +209,7 @@ fn backup_in_pool(
         db_chunker: repo.db_chunker(),
         source: &source,
         captured,
+        version: Mutex::new(None),
         trust_before_ns: time_ns - TIMESTAMP_GRANULARITY_NS,
         progress,
         files: AtomicU64::new(0),
@@ -207,6 +258,18 @@ fn backup_in_pool(
         .encode(),
         true,
     )?;
+
+    // A database the walk did not reach (unreadable parent dir) still reports its error.
+    let db_paths: Vec<PathBuf> = ctx.captured.keys().cloned().collect();
+    for p in &db_paths {
+        ctx.captured_db(p)?;
+    }
+    let version = ctx
+        .version
+        .lock()
+        .ok()
+        .and_then(|mut v| v.take())
+        .or_else(|| jellyfin::version::from_migrations_xml(&source.config_dir));
 
     let Ctx {
         sink,
@@ -413,13 +476,8 @@ fn walk_dir(
 }
 
 fn database_node(ctx: &Ctx, path: &Path) -> Result<Node> {
-    let Some(tmp) = ctx.captured.get(path) else {
-        return Err(Error::DatabaseCapture {
-            path: path.to_path_buf(),
-            detail: "capture missing".into(),
-        });
-    };
-    let tmp_path: &Path = tmp;
+    let tmp = ctx.captured_db(path)?;
+    let tmp_path: &Path = &tmp;
     let mut f = File::open(tmp_path).at(tmp_path)?;
     let (chunks, n) = chunk_file(ctx, &ctx.db_chunker, &mut f, tmp_path, true)?;
     ctx.db_bytes.fetch_add(n, Ordering::Relaxed);

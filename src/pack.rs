@@ -119,18 +119,21 @@ pub fn decode_record_header(bytes: &[u8], offset: u64) -> Result<PackEntry, Stri
     })
 }
 
-/// Builds a pack in memory.
+/// Builds a pack in memory (tests; the backup streams packs to disk in `packer`).
+#[cfg(test)]
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
+#[cfg(test)]
 impl Default for PackBuilder {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(test)]
 impl PackBuilder {
     pub fn new() -> Self {
         let mut buf = Vec::with_capacity(1 << 20);

@@ -105,6 +105,7 @@ impl Repository {
                     LockMode::Exclusive,
                     LOCK_WAIT_WRITER,
                 )?);
+                clean_tmp(&path.join("tmp"));
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
                     index_rebuilt = Some(rebuild_into(path, &idx)?);
@@ -300,6 +301,20 @@ impl Repository {
         let id = SnapshotId::of(&bytes);
         durable::write_atomic(&self.path.join("snapshots").join(id.to_hex()), &bytes)?;
         Ok(id)
+    }
+}
+
+/// Remove scratch files left by a process that died while writing (only the holder of the
+/// writer lock creates them, so none of them belongs to a live process).
+fn clean_tmp(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("pack-") || name.starts_with("db-capture-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 //! synced with one syncfs per root at the end.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -606,15 +606,4 @@ fn set_meta(path: &Path, entry: &Entry, is_root: bool) -> std::io::Result<()> {
         entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
     filetime::set_file_times(path, t, t)
-}
-
-/// Read a whole file (used by tests and verification helpers).
-pub fn read_all(path: &Path) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    OpenOptions::new()
-        .read(true)
-        .open(path)
-        .and_then(|mut f| f.read_to_end(&mut v))
-        .at(path)?;
-    Ok(v)
 }

@@ -373,11 +373,11 @@ fn incremental_backups_read_only_what_changed() {
     let s2 = summary(&second);
     assert_eq!(u(&s2["bytes_read"]), 0, "{s2}");
     assert_eq!(u(&s2["files_read"]), 0);
-    assert_eq!(
-        u(&s2["new_stored_bytes"]),
-        0,
-        "unchanged data and an unchanged database add nothing: {s2}"
-    );
+    // Unchanged files and an unchanged database add no data chunks; at most a few tree
+    // chunks (the read-only capture may create empty -wal/-shm files next to a stopped
+    // server's database, which changes the data/ directory's mtime).
+    assert!(u(&s2["new_stored_bytes"]) < 16 * 1024, "{s2}");
+    assert!(u(&s2["new_chunks"]) <= 4, "{s2}");
     assert_eq!(second["parent"], first["id"]);
 
     // A day of changes: only changed files are read, and the stored bytes stay well
@@ -819,7 +819,12 @@ fn index_is_rebuilt_when_missing() {
     assert_same(&describe(&t, &[]), &expected_state(&fx));
     // And backups dedupe against the rebuilt index.
     let b = env.backup(&fx, &[]);
-    assert_eq!(u(&summary(&b)["new_stored_bytes"]), 0);
+    assert!(
+        u(&summary(&b)["new_stored_bytes"]) < 16 * 1024,
+        "{}",
+        summary(&b)
+    );
+    assert_eq!(u(&summary(&b)["bytes_read"]), 0);
 }
 
 #[test]
