@@ -192,25 +192,28 @@ impl Repository {
         pack_path(&self.path, id)
     }
 
-    /// Read a chunk into `out`, verified against its id. `scratch` is reused storage.
-    pub fn read_chunk(&self, id: &ChunkId, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<()> {
+    /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
+    /// (stored raw) or `out` (decompressed); both buffers are reused across calls.
+    pub fn read_chunk<'b>(
+        &self,
+        id: &ChunkId,
+        out: &'b mut Vec<u8>,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
         let e = self
             .index
             .get(id)?
             .ok_or(Error::ChunkMissing { chunk: *id })?;
         let f = self.open_pack(&e.pack)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
-        scratch.clear();
-        scratch.resize(len, 0);
-        f.read_exact_at(scratch, e.offset).map_err(|err| {
-            Error::corrupt(
-                "pack",
-                format!("pack {} offset {}", e.pack, e.offset),
-                format!("chunk {id}: {err}"),
-            )
-        })?;
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
         let loc = || format!("pack {} offset {}", e.pack, e.offset);
-        let hdr = pack::decode_record_header(scratch, e.offset)
+        let record = scratch.get_mut(..len).unwrap_or_default();
+        f.read_exact_at(record, e.offset)
+            .map_err(|err| Error::corrupt("pack", loc(), format!("chunk {id}: {err}")))?;
+        let hdr = pack::decode_record_header(record, e.offset)
             .map_err(|d| Error::corrupt("pack", loc(), d))?;
         if hdr.id != *id || hdr.stored_len != e.stored_len || hdr.compression != e.compression {
             return Err(Error::corrupt(
@@ -219,13 +222,12 @@ impl Repository {
                 format!("record does not hold chunk {id}"),
             ));
         }
-        let payload = scratch.get(RECORD_HEADER_LEN..).unwrap_or_default();
+        let payload = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
         pack::verify_payload(&hdr, payload, out).map_err(|d| Error::corrupt("chunk", loc(), d))?;
-        if hdr.compression == crate::compress::Compression::None {
-            out.clear();
-            out.extend_from_slice(payload);
-        }
-        Ok(())
+        Ok(match hdr.compression {
+            crate::compress::Compression::None => payload,
+            crate::compress::Compression::Zstd => out.as_slice(),
+        })
     }
 
     /// Open a pack for reading; each thread keeps its most recent pack open, since reads
@@ -255,8 +257,8 @@ impl Repository {
 
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree> {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
-        self.read_chunk(id, &mut out, &mut scratch)?;
-        Tree::decode(&out, id)
+        let bytes = self.read_chunk(id, &mut out, &mut scratch)?;
+        Tree::decode(bytes, id)
     }
 
     /// All snapshot records, oldest first, plus errors for records that failed to load.

@@ -562,14 +562,20 @@ fn write_file(
         .prefix(".jellysnap-restore-")
         .tempfile_in(dir)
         .at(dir)?;
-    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
-    let mut n = 0u64;
-    for c in chunks {
-        repo.read_chunk(&c.id, &mut buf, &mut scratch)?;
-        tmp.write_all(&buf).at(path)?;
-        n += buf.len() as u64;
-        progress.advance(buf.len() as u64);
+    thread_local! {
+        static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
+    let n = BUFS.with(|cell| -> Result<u64> {
+        let (buf, scratch) = &mut *cell.borrow_mut();
+        let mut n = 0u64;
+        for c in chunks {
+            let bytes = repo.read_chunk(&c.id, buf, scratch)?;
+            tmp.write_all(bytes).at(path)?;
+            n += bytes.len() as u64;
+            progress.advance(bytes.len() as u64);
+        }
+        Ok(n)
+    })?;
     tmp.as_file().flush().at(path)?;
     crate::sys::start_writeback(tmp.as_file());
     let tmp_path = tmp.into_temp_path();

@@ -835,3 +835,84 @@ fn init_refuses_existing_repository() {
     assert_eq!(out.status.code(), Some(10));
     assert!(s(&out.stderr).contains("already holds a repository"));
 }
+
+#[test]
+fn file_changing_while_read_is_reported() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let busy = fx.data_dir.join("metadata/library/busy.nfo");
+    fs::write(&busy, "<movie>\n".repeat(4 << 20)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().append(true).open(&busy).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"<actor>x</actor>\n").unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let b = env.backup(&fx, &[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let changed = summary(&b)["changed_during_backup"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        changed
+            .iter()
+            .any(|p| p.as_str().unwrap().ends_with("busy.nfo")),
+        "{}",
+        summary(&b)
+    );
+    // What was stored is a prefix of what the file became, and the next backup re-reads it.
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    let got = fs::read(t.join("metadata/library/busy.nfo")).unwrap();
+    assert!(fs::read(&busy).unwrap().starts_with(&got));
+    let b2 = env.backup(&fx, &[]);
+    assert!(u(&summary(&b2)["files_read"]) >= 1);
+}
+
+#[test]
+fn pre_10_11_install_with_library_db() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Debian));
+    // 10.10 and earlier: library.db next to jellyfin.db, no Jellyfin rows in
+    // __EFMigrationsHistory; the version comes from migrations.xml.
+    let data = fx.data_dir.join("data");
+    {
+        let c = rusqlite::Connection::open(data.join("library.db")).unwrap();
+        c.execute_batch("CREATE TABLE TypedBaseItems (guid BLOB PRIMARY KEY, data TEXT); INSERT INTO TypedBaseItems VALUES (x'01', 'movie');")
+            .unwrap();
+        let j = rusqlite::Connection::open(data.join("jellyfin.db")).unwrap();
+        j.execute(
+            "DELETE FROM __EFMigrationsHistory WHERE ProductVersion LIKE '10.%'",
+            [],
+        )
+        .unwrap();
+    }
+    fs::write(
+        fx.config_dir.join("migrations.xml"),
+        "<MigrationOptions><Applied><ValueTupleOfGuidString><Item1>a</Item1><Item2>CreateUserLoggingConfigFile</Item2></ValueTupleOfGuidString></Applied></MigrationOptions>",
+    )
+    .unwrap();
+    let b = env.backup(&fx, &[]);
+    assert!(
+        b["snapshot"]["jellyfin_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("pre-10.11"),
+        "{}",
+        b["snapshot"]
+    );
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_eq!(
+        db_content(&t.join("data/data/library.db")),
+        db_content(&data.join("library.db"))
+    );
+}
