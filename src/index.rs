@@ -70,6 +70,8 @@ impl IndexEntry {
 pub trait ChunkIndex: Send + Sync {
     fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>>;
     fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()>;
+    /// Remove entries; returns after the removal is durable.
+    fn remove(&self, ids: &[ChunkId]) -> Result<()>;
     fn len_estimate(&self) -> u64;
 }
 
@@ -84,6 +86,13 @@ impl ChunkIndex for MemIndex {
     fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()> {
         let mut m = self.0.write().map_err(|_| poisoned())?;
         m.extend(entries.iter().copied());
+        Ok(())
+    }
+    fn remove(&self, ids: &[ChunkId]) -> Result<()> {
+        let mut m = self.0.write().map_err(|_| poisoned())?;
+        for id in ids {
+            m.remove(id);
+        }
         Ok(())
     }
     fn len_estimate(&self) -> u64 {
@@ -223,6 +232,14 @@ impl ChunkIndex for RocksIndex {
         let mut batch = rocksdb::WriteBatch::default();
         for (id, e) in entries {
             batch.put(chunk_key(id), e.encode());
+        }
+        self.write(batch)
+    }
+
+    fn remove(&self, ids: &[ChunkId]) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for id in ids {
+            batch.delete(chunk_key(id));
         }
         self.write(batch)
     }

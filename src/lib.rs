@@ -8,11 +8,15 @@
 
 pub mod backup;
 pub mod browse;
+pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod config;
+mod crashpoint;
 pub mod durable;
 pub mod error;
+pub mod forget;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod jellyfin;
@@ -21,9 +25,11 @@ pub mod pack;
 pub mod packer;
 mod parallel;
 pub mod progress;
+pub mod reach;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
 mod sys;
 pub mod tree;
 

@@ -125,20 +125,59 @@ impl<'r> ChunkSink<'r> {
             raw_len: data.len() as u32,
             payload: buf,
         };
+        self.send(msg)?;
+        Ok(id)
+    }
+
+    /// Store an already-encoded record again (gc repacking a live chunk): no dedup check,
+    /// no recompression. The index entry moves to the new pack once it is durable.
+    pub fn put_stored(
+        &self,
+        id: ChunkId,
+        kind: ChunkKind,
+        compression: Compression,
+        raw_len: u32,
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut buf = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.stats.new_chunks.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .new_raw_bytes
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.stats
+            .new_stored_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.send(NewChunk {
+            id,
+            kind,
+            compression,
+            raw_len,
+            payload: buf,
+        })
+    }
+
+    fn send(&self, msg: NewChunk) -> Result<()> {
         let sent = match self.tx.lock() {
             Ok(tx) => tx.as_ref().map(|tx| tx.send(msg).is_ok()).unwrap_or(false),
             Err(_) => false,
         };
-        if !sent {
-            // The writer stopped: its own error explains why.
-            return Err(self.finish_inner().err().unwrap_or_else(|| {
-                Error::io(
-                    "<pack writer>",
-                    std::io::Error::other("pack writer stopped"),
-                )
-            }));
+        if sent {
+            return Ok(());
         }
-        Ok(id)
+        // The writer stopped: its own error explains why.
+        Err(self.finish_inner().err().unwrap_or_else(|| {
+            Error::io(
+                "<pack writer>",
+                std::io::Error::other("pack writer stopped"),
+            )
+        }))
     }
 
     fn lock_pending(&self) -> Result<std::sync::MutexGuard<'_, HashSet<ChunkId>>> {

@@ -160,6 +160,30 @@ impl Repository {
         })
     }
 
+    /// Rebuild the index from scratch from the packs (`jellysnap repair index`): takes
+    /// the exclusive locks, deletes `index/` and reads every pack's trailer (or scans its
+    /// records when the trailer is damaged).
+    pub fn repair_index(path: &Path) -> Result<RebuildReport> {
+        if !Self::exists(path) {
+            return Err(Error::NotARepository(path.to_path_buf()));
+        }
+        RepoConfig::load(&path.join("config"))?;
+        let locks_dir = path.join("locks");
+        durable::create_dir_durable(&locks_dir)?;
+        let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
+        let _writer = lock::lock(
+            &locks_dir.join("writer"),
+            LockMode::Exclusive,
+            Duration::ZERO,
+        )?;
+        let index_path = path.join("index");
+        if index_path.exists() {
+            fs::remove_dir_all(&index_path).at(&index_path)?;
+        }
+        let (idx, _) = RocksIndex::open(&index_path)?;
+        rebuild_into(path, &idx)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -180,6 +180,18 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn record_at(time_ns: i64, name: Option<&str>) -> SnapshotRecord {
+        let mut r = super::tests::sample();
+        r.time_ns = time_ns;
+        r.name = name.map(str::to_string);
+        r
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -916,3 +916,382 @@ fn pre_10_11_install_with_library_db() {
         db_content(&data.join("library.db"))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// forget, gc, check, repair, stats
+
+/// A repository with three snapshots of a changing server; returns the fixture.
+fn three_snapshots(env: &Env) -> fixture::Fixture {
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.items = 30;
+    let fx = env.fixture(&spec);
+    env.backup(&fx, &["--name", "before-10.11.3"]);
+    fixture::day_of_changes(&fx, 11).unwrap();
+    env.backup(&fx, &[]);
+    fixture::day_of_changes(&fx, 12).unwrap();
+    env.backup(&fx, &[]);
+    fx
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    fixture::walk_sorted(p)
+        .unwrap()
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| p.metadata().unwrap().len())
+        .sum()
+}
+
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    fixture::walk_sorted(&repo.join("packs"))
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+#[test]
+fn forget_by_policy_keeps_named_and_explains() {
+    let env = Env::new();
+    three_snapshots(&env);
+    // An empty policy is refused.
+    let out = env.run(&["forget"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        s(&out.stderr).contains("empty policy"),
+        "{}",
+        s(&out.stderr)
+    );
+    // Dry run: each snapshot with its decision and rule; nothing removed.
+    let d = env.json(&["forget", "--keep-last", "1", "--dry-run"], 0);
+    let dec = d["decisions"].as_array().unwrap();
+    assert_eq!(dec.len(), 3);
+    assert_eq!(dec[0]["keep"], true);
+    assert_eq!(dec[0]["reasons"][0], "last 1");
+    assert_eq!(dec[1]["keep"], false);
+    assert_eq!(dec[2]["keep"], true, "named snapshots survive policies");
+    assert_eq!(dec[2]["reasons"][0], "named");
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 3);
+    let text = s(&env.run(&["forget", "--keep-last", "1", "--dry-run"]).stdout);
+    assert!(
+        text.contains("remove") && text.contains("matches no keep rule"),
+        "{text}"
+    );
+    // For real, then with --include-named.
+    env.json(&["forget", "--keep-daily", "1"], 0);
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 2);
+    env.json(&["forget", "--keep-last", "1", "--include-named"], 0);
+    let left = env.json(&["snapshots"], 0);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert!(left[0]["name"].is_null());
+    // By name.
+    let out = env.run(&["forget", "nosuch"]);
+    assert_eq!(out.status.code(), Some(12));
+    env.json(&["forget", "latest"], 0);
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn gc_reclaims_space_and_keeps_the_rest_exact() {
+    let env = Env::new();
+    let fx = three_snapshots(&env);
+    let before = dir_bytes(&env.repo.join("packs"));
+    let exclusive = env.json(&["stats", "before-10.11.3"], 0);
+    assert!(
+        u(&exclusive["snapshots"][0]["exclusive_bytes"]) > 0,
+        "{exclusive}"
+    );
+    env.json(&["forget", "--keep-last", "1", "--include-named"], 0);
+
+    // Dry run: reports, changes nothing.
+    let packs_before = pack_files(&env.repo);
+    let plan = env.json(&["gc", "--dry-run"], 0);
+    assert!(u(&plan["plan"]["bytes_freed"]) > 0, "{plan}");
+    assert_eq!(pack_files(&env.repo), packs_before);
+
+    let g = env.json(&["gc"], 0);
+    assert!(u(&g["report"]["bytes_freed"]) > 0);
+    let after = dir_bytes(&env.repo.join("packs"));
+    assert!(after < before);
+    // No more than 10% larger than a fresh repository holding only that snapshot.
+    let fresh = Env::new();
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(&fresh.repo)
+        .args(["-q", "backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fresh_bytes = dir_bytes(&fresh.repo.join("packs"));
+    assert!(
+        after * 10 <= fresh_bytes * 11,
+        "after gc {after} vs fresh {fresh_bytes}"
+    );
+
+    env.json(&["check", "--read-data"], 0);
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    // A second gc has nothing left to do.
+    let g = env.json(&["gc"], 0);
+    assert_eq!(u(&g["plan"]["bytes_freed"]), 0, "{g}");
+}
+
+#[test]
+fn gc_killed_at_each_step_loses_nothing_and_is_finished_next_time() {
+    for point in [
+        "gc-after-repack",
+        "gc-after-unindex",
+        "gc-after-first-delete",
+    ] {
+        let env = Env::new();
+        let fx = three_snapshots(&env);
+        env.json(&["forget", "--keep-last", "2", "--include-named"], 0);
+        let t0 = env.root.join("expected");
+        env.json(&["restore", "latest", "--target", t0.to_str().unwrap()], 0);
+        let expected = describe(&t0, &[]);
+
+        let out = Command::new(BIN)
+            .arg("--repo")
+            .arg(&env.repo)
+            .args(["gc", "--max-unused", "0"])
+            .env("JELLYSNAP_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the crash point was reached"
+        );
+        // Every remaining snapshot is whole, the data verifies, and the next gc finishes.
+        env.json(&["check", "--read-data"], 0);
+        for snap in env.json(&["snapshots"], 0).as_array().unwrap() {
+            let t = env
+                .root
+                .join(format!("r-{}", &snap["id"].as_str().unwrap()[..8]));
+            env.json(
+                &[
+                    "restore",
+                    snap["id"].as_str().unwrap(),
+                    "--target",
+                    t.to_str().unwrap(),
+                ],
+                0,
+            );
+        }
+        let t = env.root.join(format!(
+            "r-{}",
+            &env.json(&["snapshots"], 0)[1]["id"].as_str().unwrap()[..8]
+        ));
+        assert_same(&describe(&t, &[]), &expected);
+        let g = env.json(&["gc"], 0);
+        assert_eq!(g["plan"]["resumes_interrupted"], true, "{point}: {g}");
+        env.json(&["check", "--read-data"], 0);
+        assert!(!env.repo.join("gc-in-progress").exists());
+        // And backups still work afterwards.
+        env.backup(&fx, &[]);
+    }
+}
+
+#[test]
+fn gc_and_backup_exclude_each_other() {
+    let env = Env::new();
+    let fx = three_snapshots(&env);
+    // Someone (a running gc) holds the exclusive repository lock.
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(env.repo.join("locks/repo"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = env.run(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(16), "{}", s(&out.stderr));
+    assert!(s(&out.stderr).contains("locked by another jellysnap process"));
+    let out = env.run(&["gc"]);
+    assert_eq!(out.status.code(), Some(16));
+    drop(lock);
+    env.json(&["check"], 0);
+}
+
+/// The first pack holding data chunks of trickplay sheets (the largest chunks).
+fn a_data_pack(env: &Env) -> PathBuf {
+    pack_files(&env.repo)
+        .into_iter()
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap()
+}
+
+#[test]
+fn check_reports_flipped_byte_with_affected_files() {
+    let env = Env::new();
+    three_snapshots(&env);
+    env.json(&["check", "--read-data"], 0);
+    let pack = a_data_pack(&env);
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[200] ^= 0x55; // inside the first record's payload
+    fs::write(&pack, &bytes).unwrap();
+    // Structure alone cannot see a flipped payload byte; --read-data does.
+    let r = env.json(&["check", "--read-data"], 18);
+    let probs = r["problems"].as_array().unwrap();
+    assert_eq!(probs.len(), 1, "{r}");
+    assert_eq!(probs[0]["kind"], "chunk");
+    let pack_id = pack.file_name().unwrap().to_str().unwrap();
+    assert_eq!(probs[0]["pack"], pack_id);
+    assert_eq!(probs[0]["chunks"].as_array().unwrap().len(), 1);
+    let affected = r["affected"].as_array().unwrap();
+    assert!(!affected.is_empty());
+    assert!(affected[0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p.as_str().unwrap().starts_with("data/")));
+    let out = env.run(&["check", "--read-data"]);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains(pack_id) && err.contains("is affected"),
+        "{err}"
+    );
+    // Restore of an affected snapshot names the damaged file and restores everything else.
+    let snap = affected[0]["snapshot"].as_str().unwrap();
+    let damaged: Vec<String> = affected[0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let t = env.root.join("restored");
+    let out = env.run(&["restore", snap, "--target", t.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let err = s(&out.stderr);
+    assert!(err.contains("could not be restored"), "{err}");
+    let first = damaged[0].strip_prefix("data/").unwrap();
+    assert!(err.contains(first), "{err} should name {first}");
+    assert!(
+        !t.join(first).exists(),
+        "a damaged file is not left half-written"
+    );
+    assert!(
+        t.join("config/system.xml").is_file(),
+        "everything else is restored"
+    );
+}
+
+#[test]
+fn check_reports_truncated_and_missing_packs_and_bad_records() {
+    let env = Env::new();
+    three_snapshots(&env);
+    let packs = pack_files(&env.repo);
+    let big = a_data_pack(&env);
+    // Truncated pack: structure check already fails, naming the pack.
+    let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.set_len(big.metadata().unwrap().len() / 2).unwrap();
+    drop(f);
+    let r = env.json(&["check"], 18);
+    let big_id = big.file_name().unwrap().to_str().unwrap();
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pack"] == big_id && p["kind"] == "pack"),
+        "{r}"
+    );
+    assert!(!r["affected"].as_array().unwrap().is_empty());
+    // Missing pack.
+    let other = packs.iter().find(|p| **p != big).unwrap();
+    fs::remove_file(other).unwrap();
+    let r = env.json(&["check"], 18);
+    let other_id = other.file_name().unwrap().to_str().unwrap();
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pack"] == other_id && p["detail"] == "pack file is missing"),
+        "{r}"
+    );
+    // Corrupt snapshot record.
+    let rec = fixture::walk_sorted(&env.repo.join("snapshots")).unwrap()[0].clone();
+    let mut b = fs::read(&rec).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 1;
+    fs::write(&rec, &b).unwrap();
+    let r = env.json(&["check"], 18);
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "snapshot"),
+        "{r}"
+    );
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(18));
+    assert!(
+        s(&out.stderr).contains("corrupt snapshot record"),
+        "{}",
+        s(&out.stderr)
+    );
+    // gc refuses to run on a repository where it cannot tell what is live.
+    let out = env.run(&["gc"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn repair_index_rebuilds_and_recovers_damaged_trailers() {
+    let env = Env::new();
+    let fx = three_snapshots(&env);
+    let pack = a_data_pack(&env);
+    let mut b = fs::read(&pack).unwrap();
+    let n = b.len();
+    b[n - 10] ^= 0xff; // footer magic
+    fs::write(&pack, &b).unwrap();
+    let r = env.json(&["check"], 18);
+    assert!(
+        r["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("trailer damaged"),
+        "{r}"
+    );
+    fs::remove_dir_all(env.repo.join("index")).unwrap();
+    let r = env.json(&["repair", "index"], 0);
+    assert_eq!(
+        r["recovered_by_scan"][0],
+        pack.file_name().unwrap().to_str().unwrap()
+    );
+    assert!(u(&r["chunks"]) > 0);
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    // Deleting the index: the next command rebuilds it and says so.
+    fs::remove_dir_all(env.repo.join("index")).unwrap();
+    let out = env.run(&["stats"]);
+    assert!(out.status.success());
+    assert!(s(&out.stderr).contains("rebuilt it from"));
+}
+
+#[test]
+fn stats_reports_repository_and_exclusive_sizes() {
+    let env = Env::new();
+    three_snapshots(&env);
+    let st = env.json(&["stats", "before-10.11.3", "latest"], 0);
+    let repo = &st["repository"];
+    assert_eq!(u(&repo["snapshots"]), 3);
+    assert!(u(&repo["logical_bytes"]) > u(&repo["stored_bytes"]));
+    assert!(repo["dedup_ratio"].as_f64().unwrap() > 2.0);
+    assert!(u(&repo["packs"]) >= 2 && u(&repo["chunks"]) > 10);
+    let excl = u(&st["snapshots"][0]["exclusive_bytes"]);
+    assert!(excl > 0 && excl < u(&repo["stored_bytes"]));
+    // Forgetting that snapshot alone frees about what stats predicted.
+    env.json(&["forget", "before-10.11.3"], 0);
+    let g = env.json(&["gc", "--max-unused", "0"], 0);
+    let freed = u(&g["plan"]["bytes_freed"]);
+    assert!(
+        freed >= excl * 9 / 10 && freed <= excl * 11 / 10 + 4096,
+        "freed {freed}, predicted {excl}"
+    );
+    let text = s(&env.run(&["stats", "latest"]).stdout);
+    assert!(
+        text.contains("dedup ratio") && text.contains("forgetting it alone frees"),
+        "{text}"
+    );
+}

@@ -48,6 +48,75 @@ pub enum Command {
     Diff { from: String, to: String },
     /// Restore a snapshot into a directory, or in place over the live server
     Restore(RestoreArgs),
+    /// Remove snapshots by name/id or by a retention policy (then run `gc`)
+    Forget(ForgetArgs),
+    /// Reclaim space: delete packs nothing references, repack mostly-dead ones
+    Gc {
+        /// Print what would be freed and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Repack a pack when more than PCT percent of it is unused
+        #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
+        max_unused: f64,
+    },
+    /// Verify the repository (structure; with --read-data also every chunk's content)
+    Check {
+        /// Read, decompress and hash every chunk
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read only PCT percent of the packs; repeated runs cover them all
+        #[arg(long, value_name = "PCT")]
+        read_data_subset: Option<f64>,
+    },
+    /// Repair the repository
+    Repair {
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
+    /// Repository statistics, and what forgetting each given snapshot would free
+    Stats {
+        /// Snapshots to report exclusive sizes for
+        snapshots: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairWhat {
+    /// Rebuild the chunk index from the packs
+    Index,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (name, id prefix or `latest`)
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep everything within DURATION of the newest snapshot (e.g. 36h, 14d, 2w, 6m, 1y)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Let the policy remove named snapshots too (by default they are always kept)
+    #[arg(long)]
+    pub include_named: bool,
+    /// Show what would be kept and removed, and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

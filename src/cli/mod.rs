@@ -2,6 +2,7 @@
 //! The only part of jellysnap that talks to the terminal.
 
 mod args;
+mod maintenance;
 mod progress;
 mod render;
 
@@ -17,26 +18,26 @@ use jellysnap::restore::{self, Destination, RestoreOptions};
 use jellysnap::snapshot::{Component, Snapshot};
 use jellysnap::{Access, Error, Repository};
 
-use args::{Cli, Command};
+use args::{Cli, Command, RepairWhat};
 use progress::TermProgress;
 
 /// Exit code of a backup that completed but could not read some files, or a restore that
 /// could not restore some files.
 pub const EXIT_PARTIAL: i32 = 3;
 
-struct Out {
-    json: bool,
-    quiet: bool,
+pub(crate) struct Out {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
 }
 
 impl Out {
-    fn text(&self, s: &str) {
+    pub(crate) fn text(&self, s: &str) {
         if !self.json && !self.quiet {
             let mut o = std::io::stdout().lock();
             let _ = writeln!(o, "{s}");
         }
     }
-    fn json(&self, v: serde_json::Value) {
+    pub(crate) fn json(&self, v: serde_json::Value) {
         if self.json {
             let mut o = std::io::stdout().lock();
             let _ = writeln!(
@@ -221,6 +222,50 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
             }
             Ok(0)
         }
+        Command::Forget(a) => maintenance::forget(&repo_path, a, out),
+        Command::Gc {
+            dry_run,
+            max_unused,
+        } => maintenance::gc(&repo_path, *dry_run, *max_unused, out, &progress),
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => {
+            let mode = match (read_data, read_data_subset) {
+                (true, _) => jellysnap::check::ReadData::All,
+                (false, Some(p)) if *p > 0.0 && *p <= 100.0 => {
+                    jellysnap::check::ReadData::Subset(*p)
+                }
+                (false, Some(p)) => {
+                    return Err(Error::InvalidOption(format!(
+                        "--read-data-subset {p} must be in (0, 100]"
+                    )))
+                }
+                (false, None) => jellysnap::check::ReadData::None,
+            };
+            maintenance::check(&repo_path, mode, out, &progress)
+        }
+        Command::Repair {
+            what: RepairWhat::Index,
+        } => {
+            let r = Repository::repair_index(&repo_path)?;
+            out.json(json!(r));
+            out.text(&format!(
+                "rebuilt the index from {} pack(s): {} chunk(s){}",
+                r.packs,
+                r.chunks,
+                if r.recovered_by_scan.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; recovered by scanning damaged trailers: {}",
+                        r.recovered_by_scan.join(", ")
+                    )
+                }
+            ));
+            Ok(0)
+        }
+        Command::Stats { snapshots } => maintenance::stats(&repo_path, snapshots, out),
         Command::Restore(a) => {
             let repo = Repository::open(&repo_path, Access::Read)?;
             report_rebuild(&repo, out);
@@ -267,13 +312,13 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn progress_warn(out: &Out, msg: &str) {
+pub(crate) fn progress_warn(out: &Out, msg: &str) {
     if !out.quiet {
         eprintln!("warning: {msg}");
     }
 }
 
-fn report_rebuild(repo: &Repository, out: &Out) {
+pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
     if let Some(r) = &repo.index_rebuilt {
         if r.packs > 0 {
             progress_warn(

@@ -1,0 +1,308 @@
+//! Verification (issue: check). Structure: every snapshot record decodes, every tree is
+//! readable, every referenced chunk is indexed in a pack that exists and is long enough,
+//! and pack trailers agree with the index. With `read_data`, every chunk of the chosen
+//! packs is read, decompressed and hashed. Damage is reported by pack and chunk, and
+//! traced back to the snapshots and files it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::id::{ChunkId, PackId};
+use crate::pack::{self, PackEntry};
+use crate::progress::Progress;
+use crate::reach;
+use crate::repo::{list_packs, pack_path, read_pack_entries, Repository};
+use crate::tree::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// A share of the packs, in percent; successive runs move on to the next share so
+    /// that repeated runs cover the whole repository.
+    Subset(f64),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// What is damaged: "snapshot", "tree", "index", "pack", "chunk".
+    pub kind: String,
+    pub pack: Option<String>,
+    pub chunks: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Affected {
+    pub snapshot: String,
+    pub name: Option<String>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub data_chunks: u64,
+    pub packs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// Which slice of the packs `--read-data-subset` read this time ("2/5").
+    pub subset: Option<String>,
+    pub problems: Vec<Problem>,
+    pub affected: Vec<Affected>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn check(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut bad: HashSet<ChunkId> = HashSet::new();
+    let problem =
+        |kind: &str, pack: Option<&PackId>, chunks: Vec<ChunkId>, detail: String| Problem {
+            kind: kind.into(),
+            pack: pack.map(|p| p.to_hex()),
+            chunks: chunks.iter().map(|c| c.to_hex()).collect(),
+            detail,
+        };
+
+    progress.phase("checking snapshots and trees", None);
+    let (snaps, bad_records) = repo.snapshots()?;
+    for e in bad_records {
+        report
+            .problems
+            .push(problem("snapshot", None, vec![], e.to_string()));
+    }
+    report.snapshots = snaps.len() as u64;
+    let mut r = reach::Reach::default();
+    let mut failed_trees = Vec::new();
+    for s in &snaps {
+        walk_tolerant(repo, &s.record.tree, &mut r, &mut failed_trees);
+    }
+    report.trees = r.trees.len() as u64;
+    report.data_chunks = r.data.len() as u64;
+
+    progress.phase("checking packs and index", None);
+    let packs = list_packs(repo.path())?;
+    report.packs = packs.len() as u64;
+    let mut sizes: HashMap<PackId, u64> = HashMap::new();
+    let mut trailers: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for id in &packs {
+        let path = pack_path(repo.path(), id);
+        sizes.insert(*id, fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
+        match read_pack_entries(repo.path(), id) {
+            Ok((entries, scanned)) => {
+                if scanned {
+                    report.problems.push(problem(
+                        "pack",
+                        Some(id),
+                        vec![],
+                        format!(
+                            "trailer damaged; {} record(s) recoverable by scanning (run `jellysnap repair index`, then `jellysnap check --read-data`)",
+                            entries.len()
+                        ),
+                    ));
+                }
+                trailers.insert(*id, entries);
+            }
+            Err(e) => report
+                .problems
+                .push(problem("pack", Some(id), vec![], e.to_string())),
+        }
+    }
+    // Every referenced chunk: indexed, in an existing pack that is long enough, at an
+    // offset its pack's trailer agrees with.
+    let mut by_pack: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
+    let failed: HashMap<ChunkId, String> = failed_trees.into_iter().collect();
+    for id in r.trees.iter().chain(r.data.iter()) {
+        match repo.index().get(id)? {
+            None => {
+                bad.insert(*id);
+                by_pack.entry(PackId([0; 32])).or_default().push(*id);
+            }
+            Some(ix) => {
+                let ok = sizes.get(&ix.pack).is_some_and(|len| {
+                    ix.offset + pack::RECORD_HEADER_LEN as u64 + ix.stored_len as u64 <= *len
+                }) && trailers
+                    .get(&ix.pack)
+                    .is_none_or(|es| es.iter().any(|e| e.id == *id && e.offset == ix.offset));
+                if !ok {
+                    bad.insert(*id);
+                    by_pack.entry(ix.pack).or_default().push(*id);
+                } else if let Some(err) = failed.get(id) {
+                    // Located fine, but the tree itself does not verify or decode.
+                    bad.insert(*id);
+                    report
+                        .problems
+                        .push(problem("tree", Some(&ix.pack), vec![*id], err.clone()));
+                }
+            }
+        }
+    }
+    for (pack, chunks) in by_pack {
+        let (p, detail) = if pack == PackId([0; 32]) {
+            (
+                None,
+                "referenced but not in the index (run `jellysnap repair index`)".to_string(),
+            )
+        } else if !sizes.contains_key(&pack) {
+            (Some(pack), "pack file is missing".to_string())
+        } else {
+            (
+                Some(pack),
+                format!(
+                    "pack is truncated or does not hold these chunks (size {})",
+                    sizes[&pack]
+                ),
+            )
+        };
+        report.problems.push(problem(
+            if p.is_some() { "pack" } else { "index" },
+            p.as_ref(),
+            chunks,
+            detail,
+        ));
+    }
+
+    if read_data != ReadData::None {
+        let chosen = choose_packs(repo, &packs, read_data, &mut report);
+        let total: u64 = chosen
+            .iter()
+            .map(|p| sizes.get(p).copied().unwrap_or(0))
+            .sum();
+        progress.phase("reading data", Some(total));
+        for id in chosen {
+            let Some(entries) = trailers.get(&id) else {
+                continue;
+            };
+            let path = pack_path(repo.path(), &id);
+            let Ok(f) = fs::File::open(&path) else {
+                continue;
+            };
+            let mut damaged = Vec::new();
+            let (mut buf, mut out) = (Vec::new(), Vec::new());
+            for e in entries {
+                buf.resize(e.record_len() as usize, 0);
+                let ok = f.read_exact_at(&mut buf, e.offset).is_ok()
+                    && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h.id == e.id)
+                    && pack::verify_payload(
+                        e,
+                        buf.get(pack::RECORD_HEADER_LEN..).unwrap_or_default(),
+                        &mut out,
+                    )
+                    .is_ok();
+                if !ok {
+                    damaged.push(e.id);
+                }
+                report.bytes_read += e.record_len();
+                progress.advance(e.record_len());
+            }
+            report.packs_read += 1;
+            if !damaged.is_empty() {
+                bad.extend(damaged.iter().copied());
+                report.problems.push(problem(
+                    "chunk",
+                    Some(&id),
+                    damaged,
+                    "content does not match its id (damaged on disk)".into(),
+                ));
+            }
+        }
+    }
+
+    if !bad.is_empty() {
+        for s in &snaps {
+            let paths = reach::paths_using(repo, s, &bad);
+            if !paths.is_empty() {
+                report.affected.push(Affected {
+                    snapshot: s.id.to_hex(),
+                    name: s.record.name.clone(),
+                    paths,
+                });
+            }
+        }
+    }
+    progress.finish();
+    Ok(report)
+}
+
+/// Like `reach::visit`, but an unreadable tree is recorded (with why) instead of ending
+/// the walk.
+fn walk_tolerant(
+    repo: &Repository,
+    tree: &ChunkId,
+    r: &mut reach::Reach,
+    failed: &mut Vec<(ChunkId, String)>,
+) {
+    if !r.trees.insert(*tree) {
+        return;
+    }
+    match repo.load_tree(tree) {
+        Ok(t) => {
+            for e in &t.entries {
+                match &e.node {
+                    Node::File { chunks, .. } => r.data.extend(chunks.iter().map(|c| c.id)),
+                    Node::Dir { tree } => walk_tolerant(repo, tree, r, failed),
+                    Node::Symlink { .. } => {}
+                }
+            }
+        }
+        Err(e) => failed.push((*tree, e.to_string())),
+    }
+}
+
+/// The packs `--read-data(-subset)` reads. Subsets rotate through `n = ceil(100 / pct)`
+/// slices (by pack id), remembering the next slice in the user's cache dir.
+fn choose_packs(
+    repo: &Repository,
+    packs: &[PackId],
+    read: ReadData,
+    report: &mut CheckReport,
+) -> Vec<PackId> {
+    let ReadData::Subset(pct) = read else {
+        return packs.to_vec();
+    };
+    let n = (100.0 / pct.clamp(0.01, 100.0)).ceil().max(1.0) as u64;
+    let state = state_file(&repo.config().repo_id);
+    let slice = fs::read_to_string(&state)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        % n;
+    if let Some(dir) = state.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = fs::write(&state, format!("{}\n", (slice + 1) % n));
+    report.subset = Some(format!("{}/{}", slice + 1, n));
+    packs
+        .iter()
+        .filter(|p| u64::from_le_bytes(p.0[..8].try_into().unwrap_or([0; 8])) % n == slice)
+        .copied()
+        .collect()
+}
+
+fn state_file(repo_id: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join(".cache")
+        });
+    base.join("jellysnap").join(format!("check-{repo_id}"))
+}

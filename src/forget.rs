@@ -1,0 +1,256 @@
+//! Retention (DESIGN §8): which snapshots a policy keeps, with the rule that decided, and
+//! removing the others' records. Buckets are calendar-aligned in UTC: hours, days, ISO
+//! weeks (Monday to Sunday), months, years. A rule keeps the newest snapshot of each of
+//! its most recent N buckets that hold one. Named snapshots are kept by any policy unless
+//! `include_named`.
+
+use serde::Serialize;
+
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+    /// Keep everything newer than this many seconds before the newest snapshot.
+    pub within_secs: Option<u64>,
+    pub include_named: bool,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within_secs.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub name: Option<String>,
+    pub time_ns: i64,
+    pub keep: bool,
+    /// The rules that keep it ("last", "daily 2", "named", "within"), or why it goes.
+    pub reasons: Vec<String>,
+}
+
+/// Parse `30d`, `12h`, `2w`, `1y6m` style durations into seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::InvalidOption(format!(
+            "invalid duration `{s}`: use e.g. 36h, 14d, 2w, 6m, 1y, 1y6m"
+        ))
+    };
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            'm' => 30 * 86_400,
+            'y' => 365 * 86_400,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn days(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000_000).div_euclid(86_400)
+}
+
+/// (year, month) of a day count since 1970-01-01.
+fn year_month(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m)
+}
+
+/// Snapshots newest first, each with its decision.
+pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
+    let mut order: Vec<&Snapshot> = snaps.iter().collect();
+    order.sort_by_key(|s| std::cmp::Reverse((s.record.time_ns, s.id)));
+    let mut out: Vec<Decision> = order
+        .iter()
+        .map(|s| Decision {
+            id: s.id.to_hex(),
+            name: s.record.name.clone(),
+            time_ns: s.record.time_ns,
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+    type Bucket = fn(i64) -> i64;
+    let rules: [(&str, u32, Bucket); 5] = [
+        ("hourly", policy.hourly, |ns| {
+            ns.div_euclid(3_600_000_000_000)
+        }),
+        ("daily", policy.daily, days),
+        // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
+        ("weekly", policy.weekly, |ns| (days(ns) + 3).div_euclid(7)),
+        ("monthly", policy.monthly, |ns| {
+            let (y, m) = year_month(days(ns));
+            y * 12 + m as i64
+        }),
+        ("yearly", policy.yearly, |ns| year_month(days(ns)).0),
+    ];
+    for (i, d) in out.iter_mut().enumerate() {
+        if (i as u32) < policy.last {
+            d.reasons.push(format!("last {}", i + 1));
+        }
+    }
+    for (label, n, bucket) in rules {
+        let mut last_bucket = None;
+        let mut kept = 0;
+        for d in out.iter_mut() {
+            if kept >= n {
+                break;
+            }
+            let b = bucket(d.time_ns);
+            if last_bucket != Some(b) {
+                last_bucket = Some(b);
+                kept += 1;
+                d.reasons.push(format!("{label} {kept}"));
+            }
+        }
+    }
+    if let (Some(w), Some(newest)) = (policy.within_secs, out.first().map(|d| d.time_ns)) {
+        let cutoff = newest - (w as i64).saturating_mul(1_000_000_000);
+        for d in out.iter_mut().filter(|d| d.time_ns >= cutoff) {
+            d.reasons.push("within".into());
+        }
+    }
+    for d in out.iter_mut() {
+        if d.name.is_some() && !policy.include_named {
+            d.reasons.push("named".into());
+        }
+        d.keep = !d.reasons.is_empty();
+        if !d.keep {
+            d.reasons.push("matches no keep rule".into());
+        }
+    }
+    out
+}
+
+/// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
+pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
+    let dir = repo.path().join("snapshots");
+    let mut n = 0;
+    for id in ids {
+        let p = dir.join(id);
+        if p.exists() {
+            durable::remove_durable(&p)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SnapshotId;
+    use crate::snapshot::tests_support::record_at;
+
+    const H: i64 = 3_600_000_000_000;
+
+    fn snaps(times: &[i64]) -> Vec<Snapshot> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Snapshot {
+                id: SnapshotId([i as u8; 32]),
+                record: record_at(*t, None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn daily_buckets_are_calendar_aligned() {
+        // 2026-01-01 00:00 UTC, then every 6 hours for 3 days.
+        let base = 1_767_225_600 * 1_000_000_000i64;
+        let s = snaps(&(0..12).map(|i| base + i * 6 * H).collect::<Vec<_>>());
+        let d = decide(
+            &s,
+            &Policy {
+                daily: 2,
+                ..Policy::default()
+            },
+        );
+        let kept: Vec<i64> = d
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| (d.time_ns - base) / H)
+            .collect();
+        // Newest of day 3 (66h) and newest of day 2 (42h).
+        assert_eq!(kept, vec![66, 42]);
+    }
+
+    #[test]
+    fn last_within_weekly_and_named() {
+        let base = 1_767_225_600 * 1_000_000_000i64; // a Thursday
+        let mut s = snaps(&[base, base + 24 * H, base + 4 * 24 * H, base + 11 * 24 * H]);
+        s[0].record.name = Some("before-10.11.3".into());
+        let d = decide(
+            &s,
+            &Policy {
+                last: 1,
+                weekly: 2,
+                ..Policy::default()
+            },
+        );
+        let keep: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        // newest (last 1 + weekly 1), Mon of week 2 (weekly 2), Fri week 1 (dropped), named oldest.
+        assert_eq!(keep, vec![true, true, false, true]);
+        assert!(d[3].reasons.contains(&"named".to_string()));
+        let d = decide(
+            &s,
+            &Policy {
+                within_secs: Some(8 * 86_400),
+                include_named: true,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            vec![true, true, false, false]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("36h").unwrap(), 36 * 3600);
+        assert_eq!(parse_duration("1y6m").unwrap(), 365 * 86_400 + 180 * 86_400);
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

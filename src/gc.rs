@@ -1,0 +1,283 @@
+//! Garbage collection (DESIGN §8, §5.3): plan, then sweep.
+//!
+//! Plan: mark every chunk reachable from the snapshots, then read each pack's trailer
+//! (metadata only) and sort packs into keep / repack / delete. A chunk counts as live in
+//! a pack only where the index says it lives: copies left by interrupted backups are dead.
+//!
+//! Sweep, under the exclusive lock: (1) copy the live chunks of packs to repack into new
+//! packs, durable and indexed; (2) remove (synced) the index entries that still point at
+//! the packs to delete; (3) delete those pack files and sync their directories. A crash
+//! anywhere leaves every snapshot's chunks reachable through the index: a chunk is only
+//! unindexed after its new copy is durable and indexed, and a file is only deleted after
+//! nothing in the index points at it. The `gc-in-progress` marker records that a sweep
+//! started; the next gc reports it and, recomputing from the snapshots, finishes the job.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::crashpoint;
+use crate::durable;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId};
+use crate::pack::PackEntry;
+use crate::packer::ChunkSink;
+use crate::progress::Progress;
+use crate::reach;
+use crate::repo::{list_packs, pack_path, read_pack_entries, Repository};
+
+pub const DEFAULT_MAX_UNUSED_PCT: f64 = 5.0;
+const MARKER: &str = "gc-in-progress";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackPlan {
+    pub pack: String,
+    pub size: u64,
+    pub live_chunks: u64,
+    pub live_bytes: u64,
+    pub dead_chunks: u64,
+    pub dead_bytes: u64,
+    #[serde(skip)]
+    id: Option<PackId>,
+    #[serde(skip)]
+    live: Vec<PackEntry>,
+    #[serde(skip)]
+    all: Vec<PackEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GcPlan {
+    pub snapshots: u64,
+    pub live_chunks: u64,
+    pub packs: u64,
+    pub repository_bytes: u64,
+    pub delete: Vec<PackPlan>,
+    pub repack: Vec<PackPlan>,
+    /// Bytes the sweep frees (deleted packs, and the dead part of repacked ones).
+    pub bytes_freed: u64,
+    /// Live bytes copied by repacking.
+    pub bytes_repacked: u64,
+    /// A previous gc was interrupted; this one finishes its work.
+    pub resumes_interrupted: bool,
+    pub max_unused_pct: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    pub chunks_repacked: u64,
+    pub bytes_freed: u64,
+    pub scratch_files_removed: u64,
+}
+
+pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> Result<GcPlan> {
+    if !(0.0..=100.0).contains(&max_unused_pct) {
+        return Err(Error::InvalidOption(format!(
+            "--max-unused {max_unused_pct} must be between 0 and 100"
+        )));
+    }
+    let (snaps, bad) = repo.snapshots()?;
+    if let Some(e) = bad.into_iter().next() {
+        return Err(Error::InvalidOption(format!(
+            "gc needs every snapshot record readable to know what is live: {e}; forget or repair that snapshot first"
+        )));
+    }
+    progress.phase("marking live chunks", None);
+    let live = reach::mark(repo, &snaps)?;
+    progress.phase("reading pack trailers", None);
+    let packs = list_packs(repo.path())?;
+    let mut plan = GcPlan {
+        snapshots: snaps.len() as u64,
+        live_chunks: (live.trees.len() + live.data.len()) as u64,
+        packs: packs.len() as u64,
+        repository_bytes: 0,
+        delete: Vec::new(),
+        repack: Vec::new(),
+        bytes_freed: 0,
+        bytes_repacked: 0,
+        resumes_interrupted: repo.path().join(MARKER).exists(),
+        max_unused_pct,
+    };
+    for id in packs {
+        let path = pack_path(repo.path(), &id);
+        let size = fs::metadata(&path).at(&path)?.len();
+        plan.repository_bytes += size;
+        let (entries, _) = read_pack_entries(repo.path(), &id)?;
+        let mut p = PackPlan {
+            pack: id.to_hex(),
+            size,
+            live_chunks: 0,
+            live_bytes: 0,
+            dead_chunks: 0,
+            dead_bytes: 0,
+            id: Some(id),
+            live: Vec::new(),
+            all: entries.clone(),
+        };
+        for e in entries {
+            let here = live.contains(&e.id)
+                && match repo.index().get(&e.id)? {
+                    Some(ix) => ix.pack == id && ix.offset == e.offset,
+                    // Live but unindexed (an index lost its entry): keep this copy.
+                    None => true,
+                };
+            if here {
+                p.live_chunks += 1;
+                p.live_bytes += e.record_len();
+                p.live.push(e);
+            } else {
+                p.dead_chunks += 1;
+                p.dead_bytes += e.record_len();
+            }
+        }
+        if p.live_chunks == 0 {
+            plan.bytes_freed += size;
+            plan.delete.push(p);
+        } else if p.dead_bytes as f64 > size as f64 * max_unused_pct / 100.0 {
+            plan.bytes_freed += p.dead_bytes;
+            plan.bytes_repacked += p.live_bytes;
+            plan.repack.push(p);
+        }
+    }
+    Ok(plan)
+}
+
+pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Result<GcReport> {
+    let marker = repo.path().join(MARKER);
+    durable::write_atomic(&marker, b"gc sweep started; the next gc finishes it\n")?;
+    let mut report = GcReport::default();
+
+    // 1. Live chunks of packs to repack: into new packs, durable and indexed.
+    if !plan.repack.is_empty() {
+        progress.phase("repacking", Some(plan.bytes_repacked));
+        let sink = ChunkSink::new(repo);
+        let mut buf = Vec::new();
+        for p in &plan.repack {
+            let Some(id) = p.id else { continue };
+            let path = pack_path(repo.path(), &id);
+            let f = fs::File::open(&path).at(&path)?;
+            for e in &p.live {
+                let payload = read_verified(&f, &path, e, &mut buf)?;
+                sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)?;
+                progress.advance(e.record_len());
+            }
+            report.packs_repacked += 1;
+        }
+        report.chunks_repacked = sink
+            .stats
+            .new_chunks
+            .load(std::sync::atomic::Ordering::Relaxed);
+        sink.finish()?;
+    }
+    crashpoint::hit("gc-after-repack");
+
+    // 2. Unindex what still points at the packs that go (synced before any delete).
+    progress.phase("deleting packs", None);
+    let doomed: Vec<&PackPlan> = plan.delete.iter().chain(plan.repack.iter()).collect();
+    for p in &doomed {
+        let Some(id) = p.id else { continue };
+        let mut stale = Vec::new();
+        for e in &p.all {
+            if let Some(ix) = repo.index().get(&e.id)? {
+                if ix.pack == id {
+                    stale.push(e.id);
+                }
+            }
+        }
+        repo.index().remove(&stale)?;
+    }
+    crashpoint::hit("gc-after-unindex");
+
+    // 3. Delete the files.
+    for (i, p) in doomed.iter().enumerate() {
+        let Some(id) = p.id else { continue };
+        let path = pack_path(repo.path(), &id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        durable::sync_dir(path.parent().unwrap_or(repo.path()))?;
+        if plan.delete.iter().any(|d| d.id == Some(id)) {
+            report.packs_deleted += 1;
+        }
+        if i == 0 {
+            crashpoint::hit("gc-after-first-delete");
+        }
+    }
+    report.bytes_freed = plan.bytes_freed;
+    report.scratch_files_removed = remove_scratch(repo.path());
+    durable::remove_durable(&marker)?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Read one record of an open pack and verify it before it is copied anywhere.
+fn read_verified<'b>(
+    f: &fs::File,
+    path: &Path,
+    e: &PackEntry,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    use std::os::unix::fs::FileExt;
+    let len = e.record_len() as usize;
+    buf.resize(len, 0);
+    f.read_exact_at(buf, e.offset).at(path)?;
+    let loc = || format!("pack {} offset {}", path.display(), e.offset);
+    let hdr = crate::pack::decode_record_header(buf, e.offset)
+        .map_err(|d| Error::corrupt("pack", loc(), d))?;
+    if hdr.id != e.id {
+        return Err(Error::corrupt(
+            "pack",
+            loc(),
+            "record does not match the trailer",
+        ));
+    }
+    let payload = buf
+        .get(crate::pack::RECORD_HEADER_LEN..)
+        .unwrap_or_default();
+    crate::pack::verify_payload(&hdr, payload, &mut Vec::new())
+        .map_err(|d| Error::corrupt("chunk", loc(), d))?;
+    Ok(payload)
+}
+
+/// Temp files of interrupted atomic writes (`.tmp-*` beside packs and snapshot records).
+fn remove_scratch(repo: &Path) -> u64 {
+    let mut n = 0;
+    let mut dirs = vec![repo.join("snapshots"), repo.to_path_buf()];
+    if let Ok(rd) = fs::read_dir(repo.join("packs")) {
+        dirs.extend(rd.flatten().map(|e| e.path()));
+    }
+    for d in dirs {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && fs::remove_file(e.path()).is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Chunks only a given snapshot references: what forgetting it alone would free.
+pub fn exclusive_chunks(
+    repo: &Repository,
+    target: &crate::snapshot::Snapshot,
+) -> Result<HashSet<ChunkId>> {
+    let (snaps, _) = repo.snapshots()?;
+    let others: Vec<_> = snaps.into_iter().filter(|s| s.id != target.id).collect();
+    let rest = reach::mark(repo, &others)?;
+    let mine = reach::mark(repo, std::slice::from_ref(target))?;
+    Ok(mine
+        .trees
+        .into_iter()
+        .chain(mine.data)
+        .filter(|c| !rest.contains(c))
+        .collect())
+}
