@@ -118,6 +118,7 @@ pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> 
             all: entries.clone(),
         };
         for e in entries {
+            // Only live chunks need an index lookup (is this the copy the index uses?).
             let here = live.contains(&e.id)
                 && match repo.index().get(&e.id)? {
                     Some(ix) => ix.pack == id && ix.offset == e.offset,
