@@ -61,6 +61,7 @@ struct Ctx<'a> {
     db_chunker: Chunker,
     source: &'a Source,
     captured: HashMap<PathBuf, Mutex<Capture>>,
+    repo_dir: PathBuf,
     version: Mutex<Option<String>>,
     trust_before_ns: i64,
     progress: &'a dyn Progress,
@@ -209,6 +210,10 @@ fn backup_in_pool(
         db_chunker: repo.db_chunker(),
         source: &source,
         captured,
+        repo_dir: repo
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|_| repo.path().to_path_buf()),
         version: Mutex::new(None),
         trust_before_ns: time_ns - TIMESTAMP_GRANULARITY_NS,
         progress,
@@ -406,8 +411,23 @@ fn walk_dir(
                     return Ok(None);
                 }
             };
+            // An item's own directory (or one on the way to it) may be a symlink to
+            // another disk, as admins do with metadata/: follow it.
+            let meta = if meta.file_type().is_symlink()
+                && ctx.source.selection.is_anchor(root, &child_rel)
+            {
+                match fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => m,
+                    _ => meta,
+                }
+            } else {
+                meta
+            };
             let prev = parent.and_then(|t| t.find(name));
             let ft = meta.file_type();
+            if ft.is_dir() && path == ctx.repo_dir {
+                return Ok(None); // never back up the repository into itself
+            }
             if ft.is_dir() {
                 let prev_tree = match prev {
                     Some(Entry {

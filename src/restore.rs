@@ -281,7 +281,18 @@ impl Planner<'_> {
                 continue;
             }
             let path = dest.join(std::ffi::OsStr::from_bytes(&e.name));
-            let cur = fs::symlink_metadata(&path).ok();
+            let mut cur = fs::symlink_metadata(&path).ok();
+            // A directory of the snapshot that is a symlink to a directory at the
+            // destination (metadata/ on another disk) is restored through the link.
+            if matches!(e.node, Node::Dir { .. })
+                && cur.as_ref().is_some_and(|m| m.file_type().is_symlink())
+            {
+                if let Ok(m) = fs::metadata(&path) {
+                    if m.is_dir() && self.selection.is_anchor(root, &child_rel) {
+                        cur = Some(m);
+                    }
+                }
+            }
             match &e.node {
                 Node::Dir { tree } => {
                     match &cur {

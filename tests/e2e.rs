@@ -1295,3 +1295,80 @@ fn stats_reports_repository_and_exclusive_sizes() {
         "{text}"
     );
 }
+
+#[test]
+fn symlinked_metadata_dir_is_followed_and_kept() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    // The admin moved metadata/ to another disk and left a symlink.
+    let elsewhere = env.root.join("big-disk/metadata");
+    fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    fs::rename(&fx.metadata_dir, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &fx.metadata_dir).unwrap();
+    let b = env.backup(&fx, &["--name", "linked"]);
+    let meta_files = fixture::walk_sorted(&elsewhere)
+        .unwrap()
+        .iter()
+        .filter(|p| p.is_file())
+        .count() as u64;
+    assert!(meta_files > 5);
+    let ls = env.json(&["ls", "linked", "-r", "data/metadata"], 0);
+    assert_eq!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "f")
+            .count() as u64,
+        meta_files,
+        "{}",
+        b["snapshot"]["summary"]
+    );
+    // Damage a file behind the link, then roll back in place: restored through the link.
+    let victim = fixture::walk_sorted(&elsewhere)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap();
+    let good = fs::read(&victim).unwrap();
+    fs::write(&victim, b"garbage").unwrap();
+    env.json(&["restore", "linked", "--in-place"], 0);
+    assert!(
+        fs::symlink_metadata(&fx.metadata_dir)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays a link"
+    );
+    assert_eq!(fs::read(&victim).unwrap(), good);
+}
+
+#[test]
+fn repository_inside_the_data_dir_is_not_backed_up() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let repo = fx.config_dir.join("jellysnap-repo");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--json",
+        "backup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let out = run(&["--json", "ls", "latest", "data/config"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !v.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().contains("jellysnap-repo")),
+        "{v}"
+    );
+}

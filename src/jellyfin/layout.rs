@@ -128,6 +128,15 @@ impl Selection {
         }
     }
 
+    /// Is `rel` an item's own path or a directory on the way to one? (Such a path is
+    /// followed when it is a symlink to a directory.)
+    pub fn is_anchor(&self, root: &str, rel: &[u8]) -> bool {
+        self.items
+            .iter()
+            .filter(|i| i.root == root)
+            .any(|i| (!i.is_glob() && i.rel.as_bytes() == rel) || i.leads_to(rel))
+    }
+
     /// The same selection restricted to `components` (plus the mandatory ones).
     pub fn restricted(&self, components: &BTreeSet<Component>) -> Selection {
         Selection {
