@@ -17,8 +17,16 @@ const PER_FILE: usize = 1000;
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -26,7 +34,12 @@ fn peak_rss_mb() -> f64 {
 fn file(name: String, chunks: Vec<ChunkRef>) -> Entry {
     Entry {
         name: name.into_bytes(),
-        node: Node::File { size: chunks.iter().map(|c| c.len as u64).sum(), chunks, trusted: true, database: false },
+        node: Node::File {
+            size: chunks.iter().map(|c| c.len as u64).sum(),
+            chunks,
+            trusted: true,
+            database: false,
+        },
         mode: 0o644,
         uid: 0,
         gid: 0,
@@ -37,11 +50,26 @@ fn file(name: String, chunks: Vec<ChunkRef>) -> Entry {
 }
 
 fn snapshot(sink: &ChunkSink, files: &[(String, Vec<ChunkRef>)]) -> ChunkId {
-    let dir = Tree { entries: files.iter().map(|(n, c)| file(n.clone(), c.clone())).collect() };
-    let sub = sink.put(ChunkKind::Tree, &dir.encode(), true).expect("tree");
+    let dir = Tree {
+        entries: files
+            .iter()
+            .map(|(n, c)| file(n.clone(), c.clone()))
+            .collect(),
+    };
+    let sub = sink
+        .put(ChunkKind::Tree, &dir.encode(), true)
+        .expect("tree");
     let mut root = file("data".into(), vec![]);
     root.node = Node::Dir { tree: sub };
-    sink.put(ChunkKind::Tree, &Tree { entries: vec![root] }.encode(), true).expect("root")
+    sink.put(
+        ChunkKind::Tree,
+        &Tree {
+            entries: vec![root],
+        }
+        .encode(),
+        true,
+    )
+    .expect("root")
 }
 
 fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
@@ -52,7 +80,10 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         host: "bench".into(),
         layout: "custom".into(),
         data_dir: "/bench".into(),
-        roots: vec![Root { label: "data".into(), path: "/bench".into() }],
+        roots: vec![Root {
+            label: "data".into(),
+            path: "/bench".into(),
+        }],
         items: vec![],
         components: vec![Component::Config, Component::Database],
         jellyfin_version: None,
@@ -64,7 +95,10 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
 }
 
 fn main() {
-    let n: usize = std::env::var("GC_SCALE_CHUNKS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("GC_SCALE_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("repo");
     Repository::init(&path).expect("init");
@@ -83,7 +117,10 @@ fn main() {
                 }
                 buf[..8].copy_from_slice(&i.to_le_bytes());
                 let id = sink.put(ChunkKind::Data, &buf, false).expect("put");
-                refs.push(ChunkRef { id, len: buf.len() as u32 });
+                refs.push(ChunkRef {
+                    id,
+                    len: buf.len() as u32,
+                });
             }
             files.push((format!("f{f:06}"), refs));
         }
@@ -99,7 +136,11 @@ fn main() {
     }
     let build = t0.elapsed();
     let rss_before = peak_rss_mb();
-    println!("gc_scale: {n} chunks, built in {:.1}s (peak RSS {:.0} MB while building)", build.as_secs_f64(), rss_before);
+    println!(
+        "gc_scale: {n} chunks, built in {:.1}s (peak RSS {:.0} MB while building)",
+        build.as_secs_f64(),
+        rss_before
+    );
     // gc runs as its own process (the real binary) so its peak memory is its own.
     let t1 = Instant::now();
     let out = std::process::Command::new("/usr/bin/time")
@@ -111,8 +152,17 @@ fn main() {
         .output()
         .expect("run /usr/bin/time jellysnap gc (apt-get install time)");
     let secs = t1.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let peak_kb: f64 = String::from_utf8_lossy(&out.stderr).trim().lines().last().and_then(|l| l.parse().ok()).unwrap_or(0.0);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak_kb: f64 = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .lines()
+        .last()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     println!(
         "gc_scale: gc {:.2}s; {} packs, {} deleted, {} repacked, freed {} MB; gc peak RSS {:.0} MB",
