@@ -328,6 +328,7 @@ fn backup_in_pool(
         summary,
         jellysnap_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    crate::crashpoint::hit("backup-before-commit");
     progress.phase("committing snapshot", None);
     let id = repo.commit_snapshot(&record)?;
     progress.finish();
