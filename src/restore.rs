@@ -48,18 +48,43 @@ pub struct RestoreOptions {
 pub struct RootMapping {
     pub label: String,
     pub from: String,
+    #[serde(serialize_with = "lossy")]
     pub to: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    Mkdir { path: PathBuf },
-    Write { path: PathBuf, size: u64 },
-    Symlink { path: PathBuf },
-    Keep { path: PathBuf },
-    Delete { path: PathBuf },
-    RemoveSideFile { path: PathBuf },
+    Mkdir {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    Write {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        size: u64,
+    },
+    Symlink {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    Keep {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    Delete {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    RemoveSideFile {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+}
+
+/// Paths need not be UTF-8; JSON output shows them lossily.
+fn lossy<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1349,3 +1349,80 @@ fn concurrent_commands_are_safe() {
         assert_same(&describe(&t, &[]), state);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile and unusual source trees
+
+#[test]
+fn unusual_files_round_trip() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let dir = fx.metadata_dir.join("library/odd");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.jpg")),
+        b"\xff\xd8\xffnon-utf8 name",
+    )
+    .unwrap();
+    fs::write(dir.join("n".repeat(255)), b"longest name").unwrap();
+    fs::write(dir.join("empty.nfo"), b"").unwrap();
+    std::os::unix::fs::symlink("empty.nfo", dir.join("link-to-empty")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", dir.join("dangling")).unwrap();
+    let sparse = fs::File::create(dir.join("sparse.bin")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    drop(sparse);
+    fs::set_permissions(dir.join("empty.nfo"), fs::Permissions::from_mode(0o600)).unwrap();
+    let b = env.backup(&fx, &[]);
+    assert!(
+        summary(&b)["errors"].as_array().unwrap().is_empty(),
+        "{}",
+        summary(&b)
+    );
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    // The 64 MiB of zeros cost one chunk.
+    assert!(
+        u(&summary(&b)["new_raw_bytes"]) < 16 << 20,
+        "{}",
+        summary(&b)
+    );
+}
+
+#[test]
+fn file_over_4_gib_round_trips() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let big = fx.data_dir.join("data/attachments/huge.bin");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    let f = fs::File::create(&big).unwrap();
+    let size = (4u64 << 30) + 12345;
+    f.set_len(size).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"tail marker", size - 11).unwrap();
+        f.write_all_at(b"head marker", 0).unwrap();
+    }
+    drop(f);
+    env.backup(&fx, &["--components", "subtitles"]);
+    let t = env.root.join("restored");
+    env.json(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--components",
+            "subtitles",
+        ],
+        0,
+    );
+    let hash = |p: &Path| {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(fs::File::open(p).unwrap()).unwrap();
+        (fs::metadata(p).unwrap().len(), h.finalize())
+    };
+    let restored = t.join("data/attachments/huge.bin");
+    assert_eq!(hash(&restored), hash(&big));
+}

@@ -89,7 +89,7 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 "created jellysnap repository at {}",
                 repo_path.display()
             ));
-            out.json(json!({ "repository": repo_path, "repo_id": cfg.repo_id }));
+            out.json(json!({ "repository": repo_path.to_string_lossy(), "repo_id": cfg.repo_id }));
             Ok(0)
         }
         Command::Backup(a) => {
@@ -348,7 +348,7 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
     };
     out.json(json!({
         "id": o.id.to_hex(),
-        "repository": repo_path,
+        "repository": repo_path.to_string_lossy(),
         "repository_created": created,
         "parent": o.parent.map(|p| p.to_hex()),
         "partial": o.is_partial(),
