@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod layout;
+pub mod logical;
 pub mod running;
 pub mod version;
 
