@@ -233,36 +233,43 @@ fn backup_in_pool(
         Some(p) => Some(repo.load_tree(&p.record.tree)?),
         None => None,
     };
-    let mut root_entries = Vec::new();
-    for root in &source.selection.roots {
-        let path = PathBuf::from(&root.path);
-        let meta = fs::symlink_metadata(&path).at(&path)?;
-        let parent_sub = match parent_root
-            .as_ref()
-            .and_then(|t| t.find(root.label.as_bytes()))
-        {
-            Some(Entry {
-                node: Node::Dir { tree },
-                ..
-            }) => Some(repo.load_tree(tree)?),
-            _ => None,
-        };
-        let tree = walk_dir(&ctx, &root.label, &path, b"", parent_sub.as_ref())?;
-        root_entries.push(entry_from_meta(
-            root.label.as_bytes().to_vec(),
-            &meta,
-            Node::Dir { tree },
-        ));
-    }
-    root_entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let root_tree = ctx.sink.put(
-        ChunkKind::Tree,
-        &Tree {
-            entries: root_entries,
+    let walked = (|| -> Result<ChunkId> {
+        let mut root_entries = Vec::new();
+        for root in &source.selection.roots {
+            let path = PathBuf::from(&root.path);
+            let meta = fs::symlink_metadata(&path).at(&path)?;
+            let parent_sub = match parent_root
+                .as_ref()
+                .and_then(|t| t.find(root.label.as_bytes()))
+            {
+                Some(Entry {
+                    node: Node::Dir { tree },
+                    ..
+                }) => Some(repo.load_tree(tree)?),
+                _ => None,
+            };
+            let tree = walk_dir(&ctx, &root.label, &path, b"", parent_sub.as_ref())?;
+            root_entries.push(entry_from_meta(
+                root.label.as_bytes().to_vec(),
+                &meta,
+                Node::Dir { tree },
+            ));
         }
-        .encode(),
-        true,
-    )?;
+        root_entries.sort_by(|a, b| a.name.cmp(&b.name));
+        ctx.sink.put(
+            ChunkKind::Tree,
+            &Tree {
+                entries: root_entries,
+            }
+            .encode(),
+            true,
+        )
+    })();
+    let root_tree = match walked {
+        Ok(t) => t,
+        // Workers see only "pack writer stopped"; report what stopped it.
+        Err(e) => return Err(ctx.sink.cause(e)),
+    };
 
     // A database the walk did not reach (unreadable parent dir) still reports its error.
     let db_paths: Vec<PathBuf> = ctx.captured.keys().cloned().collect();
@@ -500,7 +507,7 @@ fn database_node(ctx: &Ctx, path: &Path) -> Result<Node> {
     let tmp = ctx.captured_db(path)?;
     let tmp_path: &Path = &tmp;
     let mut f = File::open(tmp_path).at(tmp_path)?;
-    let (chunks, n) = chunk_file(ctx, &ctx.db_chunker, &mut f, tmp_path, true)?;
+    let (chunks, n) = chunk_file(ctx, &ctx.db_chunker, &mut f, true)?.at(tmp_path)?;
     ctx.db_bytes.fetch_add(n, Ordering::Relaxed);
     Ok(Node::File {
         size: n,
@@ -514,9 +521,10 @@ fn chunk_file(
     ctx: &Ctx,
     chunker: &Chunker,
     f: &mut File,
-    path: &Path,
     compressible_default: bool,
-) -> Result<(Vec<ChunkRef>, u64)> {
+) -> Result<std::io::Result<(Vec<ChunkRef>, u64)>> {
+    // Outer error: the repository failed (fatal). Inner error: the source could not be
+    // read (reported per file).
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         let mut chunks = Vec::new();
@@ -532,8 +540,7 @@ fn chunk_file(
             ctx.progress.advance(data.len() as u64);
             Ok::<(), Error>(())
         })?;
-        let n = read.at(path)?;
-        Ok((chunks, n))
+        Ok(read.map(|n| (chunks, n)))
     })
 }
 
@@ -582,13 +589,12 @@ fn file_node(
             }
         };
         let before = f.metadata().at(path)?;
-        let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, path, true) {
+        let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true)? {
             Ok(r) => r,
-            Err(Error::Io { source, .. }) => {
-                ctx.report(path, &format!("read failed: {source}"));
+            Err(e) => {
+                ctx.report(path, &format!("read failed: {e}"));
                 return Ok(None);
             }
-            Err(e) => return Err(e),
         };
         ctx.bytes_read.fetch_add(n, Ordering::Relaxed);
         let after = f.metadata().at(path)?;

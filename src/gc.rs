@@ -161,8 +161,10 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             let path = pack_path(repo.path(), &id);
             let f = fs::File::open(&path).at(&path)?;
             for e in &p.live {
-                let payload = read_verified(&f, &path, e, &mut buf)?;
-                sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)?;
+                let payload =
+                    read_verified(&f, &path, e, &mut buf).map_err(|err| sink.cause(err))?;
+                sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)
+                    .map_err(|err| sink.cause(err))?;
                 progress.advance(e.record_len());
             }
             report.packs_repacked += 1;

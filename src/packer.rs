@@ -26,6 +26,13 @@ use crate::index::{ChunkIndex, IndexEntry};
 use crate::pack::{self, ChunkKind, PackEntry};
 use crate::repo::{pack_path, Repository};
 
+/// The pseudo-path of errors that only say "the pack writer stopped".
+const WRITER: &str = "<pack writer>";
+
+fn writer_stopped() -> Error {
+    Error::io(WRITER, std::io::Error::other("pack writer stopped"))
+}
+
 struct NewChunk {
     id: ChunkId,
     kind: ChunkKind,
@@ -169,21 +176,26 @@ impl<'r> ChunkSink<'r> {
             Err(_) => false,
         };
         if sent {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(writer_stopped())
         }
-        // The writer stopped: its own error explains why.
-        Err(self.finish_inner().err().unwrap_or_else(|| {
-            Error::io(
-                "<pack writer>",
-                std::io::Error::other("pack writer stopped"),
-            )
-        }))
+    }
+
+    /// The error to report for a failed run: when the pack writer stopped, its own error
+    /// (a full disk, a failed fsync) rather than the "stopped" seen by the workers.
+    pub fn cause(&self, e: Error) -> Error {
+        let stopped = matches!(&e, Error::Io { path, .. } if path.as_os_str() == WRITER);
+        match self.finish_inner() {
+            Err(cause) if stopped => cause,
+            _ => e,
+        }
     }
 
     fn lock_pending(&self) -> Result<std::sync::MutexGuard<'_, HashSet<ChunkId>>> {
         self.pending
             .lock()
-            .map_err(|_| Error::io("<pack writer>", std::io::Error::other("dedup set poisoned")))
+            .map_err(|_| Error::io(WRITER, std::io::Error::other("dedup set poisoned")))
     }
 
     /// Seal the open packs and wait until they and their index entries are durable.

@@ -1426,3 +1426,117 @@ fn file_over_4_gib_round_trips() {
     let restored = t.join("data/attachments/huge.bin");
     assert_eq!(hash(&restored), hash(&big));
 }
+
+// ---------------------------------------------------------------------------------------
+// Faults: a full disk during backup
+
+/// A size-limited tmpfs (root only), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", s(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_during_backup_loses_nothing_and_recovers() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let Some(disk) = SmallDisk::mount(&env.root.join("disk"), "6m") else {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // 12 MB of incompressible metadata will not fit.
+    let mut rng = fixture::Rng::new(9);
+    let mut big = vec![0u8; 12 << 20];
+    rng.fill(&mut big);
+    fs::write(fx.metadata_dir.join("library/big-backdrop.jpg"), &big).unwrap();
+    let repo = disk.0.join("repo");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let data = fx.data_dir.to_str().unwrap();
+
+    let out = run(&[
+        "backup",
+        "--data-dir",
+        data,
+        "--components",
+        "database",
+        "--name",
+        "small",
+    ]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let t = env.root.join("expected");
+    assert!(run(&["restore", "small", "--target", t.to_str().unwrap()])
+        .status
+        .success());
+    let expected = describe(&t, &[]);
+
+    let out = run(&["backup", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(1), "{}", s(&out.stderr));
+    let err = s(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(repo.to_str().unwrap()),
+        "the error names the path: {err}"
+    );
+
+    // Once space is freed: the earlier snapshot is intact, the repository checks clean,
+    // and the next backup succeeds.
+    disk.grow("64m");
+    let out = run(&["--json", "snapshots"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let out = run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let t2 = env.root.join("after");
+    assert!(run(&["restore", "small", "--target", t2.to_str().unwrap()])
+        .status
+        .success());
+    assert_same(&describe(&t2, &[]), &expected);
+    let out = run(&["backup", "--data-dir", data]);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let t3 = env.root.join("full");
+    assert!(
+        run(&["restore", "latest", "--target", t3.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_same(&describe(&t3, &[]), &expected_state(&fx));
+    assert!(run(&["check", "--read-data"]).status.success());
+}
