@@ -9,7 +9,7 @@ use jellysnap::id::ChunkId;
 use jellysnap::pack::ChunkKind;
 use jellysnap::packer::ChunkSink;
 use jellysnap::snapshot::{Component, Root, SnapshotRecord, Summary};
-use jellysnap::tree::{ChunkRef, Entry, Node, Tree};
+use jellysnap::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 use jellysnap::{Access, Repository};
 
 const PER_FILE: usize = 1000;
@@ -37,8 +37,9 @@ fn file(name: String, chunks: Vec<ChunkRef>) -> Entry {
         node: Node::File {
             size: chunks.iter().map(|c| c.len as u64).sum(),
             chunks,
+            indirect: 0,
             trusted: true,
-            database: false,
+            database: DbCapture::None,
         },
         mode: 0o644,
         uid: 0,

@@ -17,7 +17,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 
 use crate::chunker::Chunker;
+use crate::chunklist;
 use crate::compress::is_precompressed;
+use crate::config::DbCaptureMode;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
@@ -26,7 +28,7 @@ use crate::packer::ChunkSink;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{validate_name, Component, Snapshot, SnapshotRecord, Summary};
-use crate::tree::{ChunkRef, Entry, Node, Tree};
+use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 
 /// Files modified this close to the scan start are re-read next time: a write in the same
 /// timestamp tick after our read would leave size and mtime unchanged.
@@ -59,6 +61,7 @@ struct Ctx<'a> {
     sink: ChunkSink<'a>,
     chunker: Chunker,
     db_chunker: Chunker,
+    db_physical_chunker: Chunker,
     source: &'a Source,
     captured: HashMap<PathBuf, Mutex<Capture>>,
     repo_dir: PathBuf,
@@ -74,17 +77,26 @@ struct Ctx<'a> {
     files_reused: AtomicU64,
     errors: Mutex<Vec<String>>,
     changed: Mutex<Vec<String>>,
+    db_physical: Mutex<Vec<String>>,
+}
+
+/// A finished database capture: a temp file holding a logical dump or a physical copy.
+struct CapturedDb {
+    file: tempfile::TempPath,
+    kind: DbCapture,
+    /// Why a logical capture fell back to the physical copy.
+    fallback: Option<String>,
 }
 
 enum Capture {
-    Running(std::thread::JoinHandle<Result<(tempfile::TempPath, Option<String>)>>),
-    Done(tempfile::TempPath),
+    Running(std::thread::JoinHandle<Result<(CapturedDb, Option<String>)>>),
+    Done(CapturedDb),
     Taken,
 }
 
 impl Ctx<'_> {
     /// Wait for the capture of `path` (once), keeping its temp file until the end.
-    fn captured_db(&self, path: &Path) -> Result<PathBuf> {
+    fn captured_db(&self, path: &Path) -> Result<(PathBuf, DbCapture)> {
         let failed = |detail: String| Error::DatabaseCapture {
             path: path.to_path_buf(),
             detail,
@@ -100,18 +112,25 @@ impl Ctx<'_> {
             let Capture::Running(h) = std::mem::replace(&mut *state, Capture::Taken) else {
                 return Err(failed("capture state lost".into()));
             };
-            let (tmp, version) = h
+            let (db, version) = h
                 .join()
                 .map_err(|_| failed("capture thread panicked".into()))??;
+            if let Some(why) = &db.fallback {
+                let msg = format!("{}: captured physically ({why})", path.display());
+                self.progress.warn(&msg);
+                if let Ok(mut v) = self.db_physical.lock() {
+                    v.push(msg);
+                }
+            }
             if version.is_some() {
                 if let Ok(mut v) = self.version.lock() {
                     *v = version;
                 }
             }
-            *state = Capture::Done(tmp);
+            *state = Capture::Done(db);
         }
         match &*state {
-            Capture::Done(tmp) => Ok(tmp.to_path_buf()),
+            Capture::Done(db) => Ok((db.file.to_path_buf(), db.kind)),
             _ => Err(failed("capture failed earlier".into())),
         }
     }
@@ -188,16 +207,35 @@ fn backup_in_pool(
         };
         let path = Path::new(root).join(&item.rel);
         let (src, tmp_dir) = (path.clone(), repo.tmp_dir());
+        let mode = repo.config().db_capture;
         let handle = std::thread::Builder::new()
             .name("jellysnap-db-capture".into())
-            .spawn(move || -> Result<(tempfile::TempPath, Option<String>)> {
-                let tmp = capture::capture(&src, &tmp_dir)?;
+            .spawn(move || -> Result<(CapturedDb, Option<String>)> {
+                // The backup API gives a consistent copy of the live database; the
+                // logical dump is then taken from that private copy, never the live file.
+                let copy = capture::capture(&src, &tmp_dir)?;
                 let version = if src.file_name().is_some_and(|n| n == "jellyfin.db") {
-                    jellyfin::version::from_database(&tmp)
+                    jellyfin::version::from_database(&copy)
                 } else {
                     None
                 };
-                Ok((tmp, version))
+                let dumped = match mode {
+                    DbCaptureMode::Physical => None,
+                    DbCaptureMode::Logical => Some(capture::dump_logical(&copy, &tmp_dir)?),
+                };
+                let db = match dumped {
+                    Some(Ok(dump)) => CapturedDb {
+                        file: dump,
+                        kind: DbCapture::Logical,
+                        fallback: None,
+                    },
+                    other => CapturedDb {
+                        file: copy,
+                        kind: DbCapture::Physical,
+                        fallback: other.and_then(|r| r.err()),
+                    },
+                };
+                Ok((db, version))
             })
             .at(&path)?;
         captured.insert(path, Mutex::new(Capture::Running(handle)));
@@ -208,6 +246,7 @@ fn backup_in_pool(
         sink: ChunkSink::new(repo),
         chunker: repo.chunker(),
         db_chunker: repo.db_chunker(),
+        db_physical_chunker: repo.db_physical_chunker(),
         source: &source,
         captured,
         repo_dir: repo
@@ -226,6 +265,7 @@ fn backup_in_pool(
         files_reused: AtomicU64::new(0),
         errors: Mutex::new(Vec::new()),
         changed: Mutex::new(Vec::new()),
+        db_physical: Mutex::new(Vec::new()),
     };
 
     progress.phase("backing up", None);
@@ -294,6 +334,7 @@ fn backup_in_pool(
         files_reused,
         errors,
         changed,
+        db_physical,
         ..
     } = ctx;
     let stats = (
@@ -318,6 +359,7 @@ fn backup_in_pool(
         duration_ms: started.elapsed().as_millis() as u64,
         errors: errors.into_inner().unwrap_or_default(),
         changed_during_backup: changed.into_inner().unwrap_or_default(),
+        db_physical: db_physical.into_inner().unwrap_or_default(),
     };
     let record = SnapshotRecord {
         name: opts.name.clone(),
@@ -504,17 +546,29 @@ fn walk_dir(
 }
 
 fn database_node(ctx: &Ctx, path: &Path) -> Result<Node> {
-    let tmp = ctx.captured_db(path)?;
+    let (tmp, kind) = ctx.captured_db(path)?;
     let tmp_path: &Path = &tmp;
     let mut f = File::open(tmp_path).at(tmp_path)?;
-    let (chunks, n) = chunk_file(ctx, &ctx.db_chunker, &mut f, true)?.at(tmp_path)?;
+    let chunker = match kind {
+        DbCapture::Logical => &ctx.db_chunker,
+        _ => &ctx.db_physical_chunker,
+    };
+    let (chunks, n) = chunk_file(ctx, chunker, &mut f, true)?.at(tmp_path)?;
     ctx.db_bytes.fetch_add(n, Ordering::Relaxed);
+    let (chunks, indirect) = store_chunk_list(ctx, chunks)?;
     Ok(Node::File {
         size: n,
         chunks,
+        indirect,
         trusted: false,
-        database: true,
+        database: kind,
     })
+}
+
+/// A long chunk list becomes list chunks (tree kind, so they are durable before the tree
+/// that references them: DESIGN §5.2).
+fn store_chunk_list(ctx: &Ctx, chunks: Vec<ChunkRef>) -> Result<(Vec<ChunkRef>, u8)> {
+    chunklist::build(chunks, |bytes| ctx.sink.put(ChunkKind::Tree, bytes, true))
 }
 
 fn chunk_file(
@@ -557,8 +611,9 @@ fn file_node(
             Node::File {
                 size,
                 chunks,
+                indirect,
                 trusted: true,
-                database: false,
+                database: DbCapture::None,
             },
         mtime_ns: pm,
         ctime_ns: pc,
@@ -575,8 +630,9 @@ fn file_node(
             return Ok(Some(Node::File {
                 size: *size,
                 chunks: chunks.clone(),
+                indirect: *indirect,
                 trusted: true,
-                database: false,
+                database: DbCapture::None,
             }));
         }
     }
@@ -614,11 +670,13 @@ fn file_node(
             }
             ctx.files_read.fetch_add(1, Ordering::Relaxed);
             let trusted = stable && mtime_ns(&after) < ctx.trust_before_ns;
+            let (chunks, indirect) = store_chunk_list(ctx, chunks)?;
             return Ok(Some(Node::File {
                 size: n,
                 chunks,
+                indirect,
                 trusted,
-                database: false,
+                database: DbCapture::None,
             }));
         }
     }

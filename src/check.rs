@@ -48,6 +48,8 @@ pub struct Affected {
 pub struct CheckReport {
     pub snapshots: u64,
     pub trees: u64,
+    /// List chunks of large files' indirect chunk lists.
+    pub list_chunks: u64,
     pub data_chunks: u64,
     pub packs: u64,
     pub packs_read: u64,
@@ -93,6 +95,7 @@ pub fn check(
         walk_tolerant(repo, &s.record.tree, &mut r, &mut failed_trees);
     }
     report.trees = r.trees.len() as u64;
+    report.list_chunks = r.lists.len() as u64;
     report.data_chunks = r.data.len() as u64;
 
     progress.phase("checking packs and index", None);
@@ -127,7 +130,7 @@ pub fn check(
     // offset its pack's trailer agrees with.
     let mut by_pack: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
     let failed: HashMap<ChunkId, String> = failed_trees.into_iter().collect();
-    for id in r.trees.iter().chain(r.data.iter()) {
+    for id in r.trees.iter().chain(r.lists.iter()).chain(r.data.iter()) {
         match repo.index().get(id)? {
             None => {
                 bad.insert(*id);
@@ -143,7 +146,7 @@ pub fn check(
                     bad.insert(*id);
                     by_pack.entry(ix.pack).or_default().push(*id);
                 } else if let Some(err) = failed.get(id) {
-                    // Located fine, but the tree itself does not verify or decode.
+                    // Located fine, but the tree (or list chunk) does not verify or decode.
                     bad.insert(*id);
                     report
                         .problems
@@ -239,8 +242,8 @@ pub fn check(
     Ok(report)
 }
 
-/// Like `reach::visit`, but an unreadable tree is recorded (with why) instead of ending
-/// the walk.
+/// Like `reach::visit`, but an unreadable tree or list chunk is recorded (with why)
+/// instead of ending the walk.
 fn walk_tolerant(
     repo: &Repository,
     tree: &ChunkId,
@@ -254,7 +257,11 @@ fn walk_tolerant(
         Ok(t) => {
             for e in &t.entries {
                 match &e.node {
-                    Node::File { chunks, .. } => r.data.extend(chunks.iter().map(|c| c.id)),
+                    Node::File { .. } => {
+                        let mut bad_lists = Vec::new();
+                        r.add_file(repo, &e.node, &mut bad_lists);
+                        failed.extend(bad_lists.into_iter().map(|(id, e)| (id, e.to_string())));
+                    }
                     Node::Dir { tree } => walk_tolerant(repo, tree, r, failed),
                     Node::Symlink { .. } => {}
                 }

@@ -15,14 +15,30 @@ use crate::error::{Error, IoContext, Result};
 pub const CONFIG_MAGIC: &[u8; 8] = b"JSNPREPO";
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The capture a backup tries first for each database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbCaptureMode {
+    /// A logical dump, falling back to a physical copy for databases the dump refuses.
+    Logical,
+    /// Always a physical copy (online backup API).
+    Physical,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoConfig {
     /// Random id of this repository (hex), fixed at `init`.
     pub repo_id: String,
     /// Content-defined chunking of ordinary files.
     pub chunker: ChunkerParams,
-    /// Chunking of captured SQLite databases (smaller chunks: databases change in pages).
+    /// Chunking of logical database dumps (small chunks: a changed row costs one chunk).
     pub db_chunker: ChunkerParams,
+    /// Chunking of physical database copies (the fallback capture).
+    pub db_physical_chunker: ChunkerParams,
+    /// How databases are captured by default.
+    pub db_capture: DbCaptureMode,
+    /// Version of the logical dump encoding backups write (`jellyfin::logical::VERSION`).
+    pub db_dump_version: u8,
     /// A pack is sealed once it holds at least this many bytes.
     pub pack_target_bytes: u64,
     /// zstd level for compressible chunks.
@@ -41,10 +57,17 @@ impl RepoConfig {
                 max: 1024 * 1024,
             },
             db_chunker: ChunkerParams {
+                min: 4 * 1024,
+                avg: 8 * 1024,
+                max: 32 * 1024,
+            },
+            db_physical_chunker: ChunkerParams {
                 min: 8 * 1024,
                 avg: 16 * 1024,
                 max: 64 * 1024,
             },
+            db_capture: DbCaptureMode::Logical,
+            db_dump_version: crate::jellyfin::logical::VERSION,
             pack_target_bytes: 16 * 1024 * 1024,
             zstd_level: 3,
         }
@@ -88,6 +111,14 @@ impl RepoConfig {
         let cfg: RepoConfig = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
         cfg.chunker.validate().map_err(corrupt)?;
         cfg.db_chunker.validate().map_err(corrupt)?;
+        cfg.db_physical_chunker.validate().map_err(corrupt)?;
+        if cfg.db_dump_version != crate::jellyfin::logical::VERSION {
+            return Err(corrupt(format!(
+                "db_dump_version {} is not supported (this jellysnap writes and reads {}); use a jellysnap release that supports it",
+                cfg.db_dump_version,
+                crate::jellyfin::logical::VERSION
+            )));
+        }
         if !(1..=22).contains(&cfg.zstd_level) || cfg.pack_target_bytes == 0 {
             return Err(corrupt(
                 "zstd_level or pack_target_bytes out of range".into(),
@@ -140,5 +171,22 @@ mod tests {
             RepoConfig::decode(b"JSNP", Path::new("c")),
             Err(Error::Corrupt { .. })
         ));
+        let text = String::from_utf8(bytes[12..].to_vec()).unwrap();
+        assert!(text.contains("\"db_capture\": \"logical\""), "{text}");
+        for (from, to) in [
+            ("\"db_dump_version\": 1", "\"db_dump_version\": 2"),
+            ("\"min\": 4096", "\"min\": 4095"),
+            ("\"db_capture\": \"logical\"", "\"db_capture\": \"bogus\""),
+        ] {
+            let mut bad = bytes[..12].to_vec();
+            bad.extend_from_slice(text.replace(from, to).as_bytes());
+            assert!(
+                matches!(
+                    RepoConfig::decode(&bad, Path::new("c")),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{from} -> {to}"
+            );
+        }
     }
 }

@@ -79,6 +79,9 @@ pub enum Error {
     #[error("database capture of {path} failed: {detail}")]
     DatabaseCapture { path: PathBuf, detail: String },
 
+    #[error("rebuilding database {path} from its logical dump failed: {detail}; the rest of the restore went on, run `jellysnap check --read-data`")]
+    DatabaseRebuild { path: PathBuf, detail: String },
+
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
@@ -109,7 +112,10 @@ impl Error {
     /// The process exit code the CLI uses for this error (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Io { .. } | Error::Index { .. } | Error::DatabaseCapture { .. } => 1,
+            Error::Io { .. }
+            | Error::Index { .. }
+            | Error::DatabaseCapture { .. }
+            | Error::DatabaseRebuild { .. } => 1,
             Error::InvalidOption(_) | Error::InvalidName(_) => 2,
             Error::NotARepository(_) | Error::AlreadyInitialized { .. } => 10,
             Error::UnsupportedVersion { .. } => 11,

@@ -91,7 +91,7 @@ pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> 
     let packs = list_packs(repo.path())?;
     let mut plan = GcPlan {
         snapshots: snaps.len() as u64,
-        live_chunks: (live.trees.len() + live.data.len()) as u64,
+        live_chunks: live.len() as u64,
         packs: packs.len() as u64,
         repository_bytes: 0,
         delete: Vec::new(),
@@ -277,10 +277,5 @@ pub fn exclusive_chunks(
     let others: Vec<_> = snaps.into_iter().filter(|s| s.id != target.id).collect();
     let rest = reach::mark(repo, &others)?;
     let mine = reach::mark(repo, std::slice::from_ref(target))?;
-    Ok(mine
-        .trees
-        .into_iter()
-        .chain(mine.data)
-        .filter(|c| !rest.contains(c))
-        .collect())
+    Ok(mine.all().filter(|c| !rest.contains(c)).collect())
 }

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod browse;
 pub mod check;
 pub mod chunker;
+pub mod chunklist;
 pub mod compress;
 pub mod config;
 mod crashpoint;

@@ -1,24 +1,66 @@
-//! Reachability: which trees and data chunks the snapshots reference. Identical subtrees
-//! are visited once, so the cost grows with the live metadata, not with the number of
-//! snapshots times their size.
+//! Reachability: which trees, list chunks and data chunks the snapshots reference.
+//! Identical subtrees and list chunks are visited once, so the cost grows with the live
+//! metadata, not with the number of snapshots times their size.
 
 use std::collections::HashSet;
 
+use crate::chunklist::ListVisitor;
 use crate::error::Result;
 use crate::id::ChunkId;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, Tree};
+use crate::tree::{ChunkRef, Node, Tree};
 
 #[derive(Debug, Default)]
 pub struct Reach {
     pub trees: HashSet<ChunkId>,
+    /// List chunks of indirect chunk lists (tree-kind chunks).
+    pub lists: HashSet<ChunkId>,
     pub data: HashSet<ChunkId>,
 }
 
 impl Reach {
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.trees.contains(id) || self.data.contains(id)
+        self.trees.contains(id) || self.lists.contains(id) || self.data.contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.trees.len() + self.lists.len() + self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every reachable chunk id.
+    pub fn all(self) -> impl Iterator<Item = ChunkId> {
+        self.trees.into_iter().chain(self.lists).chain(self.data)
+    }
+
+    /// Mark a file node's list chunks (skipping those already marked) and data chunks.
+    /// Unreadable list chunks go to `failed`.
+    pub fn add_file(
+        &mut self,
+        repo: &Repository,
+        node: &Node,
+        failed: &mut Vec<(ChunkId, crate::Error)>,
+    ) {
+        struct V<'a> {
+            r: &'a mut Reach,
+            failed: &'a mut Vec<(ChunkId, crate::Error)>,
+        }
+        impl ListVisitor for V<'_> {
+            fn list(&mut self, id: &ChunkId) -> bool {
+                self.r.lists.insert(*id)
+            }
+            fn data(&mut self, c: &ChunkRef) {
+                self.r.data.insert(c.id);
+            }
+            fn failed(&mut self, id: &ChunkId, err: crate::Error) {
+                self.failed.push((*id, err));
+            }
+        }
+        repo.walk_file_chunks(node, &mut V { r: self, failed });
     }
 }
 
@@ -40,7 +82,13 @@ pub fn visit(repo: &Repository, tree: &ChunkId, r: &mut Reach) -> Result<()> {
     let t = repo.load_tree(tree)?;
     for e in &t.entries {
         match &e.node {
-            Node::File { chunks, .. } => r.data.extend(chunks.iter().map(|c| c.id)),
+            Node::File { .. } => {
+                let mut failed = Vec::new();
+                r.add_file(repo, &e.node, &mut failed);
+                if let Some((_, err)) = failed.into_iter().next() {
+                    return Err(err);
+                }
+            }
             Node::Dir { tree } => visit(repo, tree, r)?,
             Node::Symlink { .. } => {}
         }
@@ -48,8 +96,9 @@ pub fn visit(repo: &Repository, tree: &ChunkId, r: &mut Reach) -> Result<()> {
     Ok(())
 }
 
-/// Every file path (with its root label) in a snapshot that uses one of `bad`, and every
-/// directory whose tree chunk is in `bad` or cannot be read.
+/// Every file path (with its root label) in a snapshot that uses one of `bad` (data or
+/// list chunk) or whose list chunks cannot be read, and every directory whose tree chunk
+/// is in `bad` or cannot be read.
 pub fn paths_using(repo: &Repository, snap: &Snapshot, bad: &HashSet<ChunkId>) -> Vec<String> {
     let mut out = Vec::new();
     walk_paths(repo, &snap.record.tree, "", bad, &mut out);
@@ -82,8 +131,26 @@ fn walk_paths(
             format!("{prefix}/{}", e.name_lossy())
         };
         match &e.node {
-            Node::File { chunks, .. } => {
-                if chunks.iter().any(|c| bad.contains(&c.id)) {
+            Node::File { .. } => {
+                struct V<'a> {
+                    bad: &'a HashSet<ChunkId>,
+                    hit: bool,
+                }
+                impl ListVisitor for V<'_> {
+                    fn list(&mut self, id: &ChunkId) -> bool {
+                        self.hit |= self.bad.contains(id);
+                        !self.hit
+                    }
+                    fn data(&mut self, c: &ChunkRef) {
+                        self.hit |= self.bad.contains(&c.id);
+                    }
+                    fn failed(&mut self, _: &ChunkId, _: crate::Error) {
+                        self.hit = true;
+                    }
+                }
+                let mut v = V { bad, hit: false };
+                repo.walk_file_chunks(&e.node, &mut v);
+                if v.hit {
                     out.push(p);
                 }
             }

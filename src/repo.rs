@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chunker::Chunker;
+use crate::chunklist;
 use crate::config::RepoConfig;
 use crate::durable;
 use crate::error::{Error, IoContext, Result};
@@ -17,7 +18,7 @@ use crate::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::pack::{self, PackEntry, FOOTER_LEN, RECORD_HEADER_LEN};
 use crate::snapshot::{Snapshot, SnapshotRecord};
-use crate::tree::Tree;
+use crate::tree::{ChunkRef, Node, Tree};
 
 /// What a command needs from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +207,43 @@ impl Repository {
 
     pub fn db_chunker(&self) -> Chunker {
         Chunker::new(self.config.db_chunker)
+    }
+
+    pub fn db_physical_chunker(&self) -> Chunker {
+        Chunker::new(self.config.db_physical_chunker)
+    }
+
+    /// The data chunks of a file node in file order, reading its list chunks when the
+    /// list is indirect (every list chunk verified against its id and its lengths).
+    /// Empty for directories and symlinks.
+    pub fn file_chunks(&self, node: &Node) -> Result<Vec<ChunkRef>> {
+        let Node::File {
+            chunks, indirect, ..
+        } = node
+        else {
+            return Ok(Vec::new());
+        };
+        if *indirect == 0 {
+            return Ok(chunks.clone());
+        }
+        chunklist::resolve(*indirect, chunks, &mut |id| self.read_chunk_vec(id))
+    }
+
+    /// Walk a file node's list chunks and data chunks (see [`chunklist::walk`]); a
+    /// damaged list chunk is reported to the visitor and the walk goes on.
+    pub fn walk_file_chunks(&self, node: &Node, v: &mut dyn chunklist::ListVisitor) {
+        if let Node::File {
+            chunks, indirect, ..
+        } = node
+        {
+            chunklist::walk(*indirect, chunks, &mut |id| self.read_chunk_vec(id), v);
+        }
+    }
+
+    /// A verified chunk as an owned buffer (small metadata chunks).
+    pub fn read_chunk_vec(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        Ok(self.read_chunk(id, &mut out, &mut scratch)?.to_vec())
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

@@ -6,10 +6,15 @@
 //! restored components (never outside them). Next to every restored database the stale
 //! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
 //! synced with one syncfs per root at the end.
+//!
+//! A database captured logically is rebuilt from its dump (streamed from the verified
+//! chunks into `logical::rebuild`) into a temp file beside the target, then renamed into
+//! place like any file. In place, a database counts as unchanged when its own logical
+//! dump chunks to the snapshot's chunk ids (physical copies: when its bytes do).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -19,13 +24,14 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::chunker::Chunker;
 use crate::error::{Error, IoContext, Result};
 use crate::id::ChunkId;
-use crate::jellyfin::{running, Class, Selection};
+use crate::jellyfin::{logical, running, Class, Selection};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{Component, Snapshot};
-use crate::tree::{ChunkRef, Entry, Node, Tree};
+use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -202,6 +208,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         repo,
         selection: &selection,
         work: Vec::new(),
+        db_physical_chunker: repo.db_physical_chunker(),
         db_chunker: repo.db_chunker(),
     };
     for m in &roots {
@@ -279,7 +286,8 @@ struct Planner<'a> {
     repo: &'a Repository,
     selection: &'a Selection,
     work: Vec<Work>,
-    db_chunker: crate::chunker::Chunker,
+    db_physical_chunker: Chunker,
+    db_chunker: Chunker,
 }
 
 fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -335,19 +343,24 @@ impl Planner<'_> {
                         entry: e.clone(),
                     });
                 }
-                Node::File {
-                    size,
-                    chunks,
-                    database,
-                    ..
-                } => {
-                    let same = match &cur {
-                        Some(m) if m.is_file() && m.size() == *size => {
-                            if *database {
-                                same_content(&path, chunks, &self.db_chunker)
-                            } else {
-                                m.mtime() * 1_000_000_000 + m.mtime_nsec() == e.mtime_ns
-                            }
+                Node::File { size, database, .. } => {
+                    // Databases are compared by content: a live database can change in
+                    // its WAL without touching the main file's mtime. Unreadable chunk
+                    // lists count as "differs"; writing the file then reports the damage.
+                    let chunks = || self.repo.file_chunks(&e.node).ok();
+                    let same = match (&cur, database) {
+                        (Some(m), DbCapture::None) if m.is_file() => {
+                            m.size() == *size
+                                && m.mtime() * 1_000_000_000 + m.mtime_nsec() == e.mtime_ns
+                        }
+                        (Some(m), DbCapture::Physical) if m.is_file() => {
+                            m.size() == *size
+                                && chunks().is_some_and(|c| {
+                                    same_content(&path, &c, &self.db_physical_chunker)
+                                })
+                        }
+                        (Some(m), DbCapture::Logical) if m.is_file() => {
+                            chunks().is_some_and(|c| same_logical(&path, &c, &self.db_chunker))
                         }
                         _ => false,
                     };
@@ -367,7 +380,7 @@ impl Planner<'_> {
                             entry: e.clone(),
                         });
                     }
-                    if *database {
+                    if database.is_database() {
                         for suffix in ["-wal", "-shm", "-journal"] {
                             let mut side = path.clone().into_os_string();
                             side.push(suffix);
@@ -445,23 +458,159 @@ impl Planner<'_> {
     }
 }
 
-/// Does the file at `path` hold exactly these chunks? (Databases are compared by content:
-/// a live database can change in its WAL without touching the main file's mtime.)
-fn same_content(path: &Path, chunks: &[ChunkRef], chunker: &crate::chunker::Chunker) -> bool {
+/// Does the file at `path` hold exactly these chunks?
+fn same_content(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
     let Ok(mut f) = File::open(path) else {
         return false;
     };
+    same_chunks(&mut f, chunks, chunker)
+}
+
+/// Does `r` chunk into exactly `chunks`? Stops reading at the first difference.
+fn same_chunks(r: &mut impl Read, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
     let mut buf = Vec::new();
     let mut i = 0usize;
-    let mut ok = true;
-    let r = chunker.chunk_reader(&mut f, &mut buf, |data| {
+    let res = chunker.chunk_reader(r, &mut buf, |data| {
         if chunks.get(i).map(|c| c.id) != Some(ChunkId::of(data)) {
-            ok = false;
+            return Err(());
         }
         i += 1;
-        Ok::<(), ()>(())
+        Ok(())
     });
-    ok && i == chunks.len() && matches!(r, Ok(Ok(_)))
+    i == chunks.len() && matches!(res, Ok(Ok(_)))
+}
+
+/// Does the database at `path` dump (logically) to exactly these chunks? Read-only: the
+/// server is stopped for an in-place restore. A database with a non-empty `-wal` or a
+/// `-journal` beside it differs by definition: restore removes those side files, so the
+/// main file alone would have to match.
+fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
+    for suffix in ["-wal", "-journal"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        if fs::symlink_metadata(&side).is_ok_and(|m| m.len() > 0 || suffix == "-journal") {
+            return false;
+        }
+    }
+    let Ok((mut reader, mut writer)) = std::io::pipe() else {
+        return false;
+    };
+    let db = path.to_path_buf();
+    // The dump streams through a pipe into the chunker: no copy of it is kept.
+    let dumper = std::thread::spawn(move || -> bool {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            return false;
+        };
+        logical::dump(&conn, &mut writer).is_ok()
+    });
+    let same = same_chunks(&mut reader, chunks, chunker);
+    drop(reader); // a dumper still writing gets EPIPE and stops
+    let dumped = dumper.join().unwrap_or(false);
+    same && dumped
+}
+
+/// The bytes of a file's chunks as one stream, each chunk verified by `read_chunk`. The
+/// first repository error is kept in `err` (the reader returns an I/O error to its
+/// caller, which cannot carry it).
+struct ChunkStream<'a> {
+    repo: &'a Repository,
+    chunks: std::slice::Iter<'a, ChunkRef>,
+    cur: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    err: Option<Error>,
+    progress: &'a dyn Progress,
+}
+
+impl Read for ChunkStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            let Some(c) = self.chunks.next() else {
+                return Ok(0);
+            };
+            match self
+                .repo
+                .read_chunk(&c.id, &mut self.out, &mut self.scratch)
+            {
+                Ok(bytes) => {
+                    self.cur.clear();
+                    self.cur.extend_from_slice(bytes);
+                    self.pos = 0;
+                    self.progress.advance(bytes.len() as u64);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.err = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Rebuild a logically captured database into a temp file next to `path`, then give it
+/// the entry's metadata and rename it over `path`. Returns the rebuilt file's size.
+fn write_rebuilt(
+    repo: &Repository,
+    path: &Path,
+    entry: &Entry,
+    chunks: &[ChunkRef],
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".jellysnap-restore-")
+        .tempfile_in(dir)
+        .at(dir)?
+        .into_temp_path();
+    // rebuild() creates the file itself; the reserved name is ours until the rename.
+    fs::remove_file(&tmp).at(&tmp)?;
+    let mut stream = ChunkStream {
+        repo,
+        chunks: chunks.iter(),
+        cur: Vec::new(),
+        pos: 0,
+        out: Vec::new(),
+        scratch: Vec::new(),
+        err: None,
+        progress,
+    };
+    let built = logical::rebuild(&mut stream, &tmp);
+    let cleanup = |t: &Path| {
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut side = t.as_os_str().to_os_string();
+            side.push(suffix);
+            let _ = fs::remove_file(side);
+        }
+    };
+    if let Err(e) = built {
+        cleanup(&tmp);
+        return Err(match (stream.err.take(), e) {
+            (Some(chunk_err), _) => chunk_err,
+            (None, logical::LogicalError::Io(io)) => Error::io(path, io),
+            (None, e) => Error::DatabaseRebuild {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
+        });
+    }
+    cleanup(&tmp);
+    let n = fs::metadata(&tmp).at(&tmp)?.len();
+    if let Ok(f) = File::open(&tmp) {
+        crate::sys::start_writeback(&f);
+    }
+    set_meta(&tmp, entry, is_root).at(path)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(n)
 }
 
 /// Carry out a plan (runs in the I/O thread pool, see `parallel`).
@@ -530,6 +679,7 @@ fn execute_in_pool(
                 e @ (Error::Corrupt { .. }
                 | Error::ChunkMissing { .. }
                 | Error::PackMissing { .. }
+                | Error::DatabaseRebuild { .. }
                 | Error::Io { .. }),
             ) => {
                 let path = match w {
@@ -590,9 +740,13 @@ fn write_file(
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let Node::File { chunks, .. } = &entry.node else {
+    let Node::File { database, .. } = &entry.node else {
         return Ok(0);
     };
+    let chunks = repo.file_chunks(&entry.node)?;
+    if *database == DbCapture::Logical {
+        return write_rebuilt(repo, path, entry, &chunks, is_root, progress);
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".jellysnap-restore-")
@@ -604,7 +758,7 @@ fn write_file(
     let n = BUFS.with(|cell| -> Result<u64> {
         let (buf, scratch) = &mut *cell.borrow_mut();
         let mut n = 0u64;
-        for c in chunks {
+        for c in &chunks {
             let bytes = repo.read_chunk(&c.id, buf, scratch)?;
             tmp.write_all(bytes).at(path)?;
             n += bytes.len() as u64;

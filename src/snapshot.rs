@@ -98,6 +98,10 @@ pub struct Summary {
     /// Paths that kept changing while read; their last read is in the snapshot.
     #[serde(default)]
     pub changed_during_backup: Vec<String>,
+    /// Databases captured as a physical copy because the logical dump refused them
+    /// (path and reason).
+    #[serde(default)]
+    pub db_physical: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,13 +40,19 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Node {
     File {
+        /// Sum of the chunk lengths: the bytes the chunks hold (for a logical database
+        /// capture, the dump's size, not the database file's).
         size: u64,
+        /// The data chunks in file order when `indirect` is 0; else refs to list chunks
+        /// `indirect` levels above the data chunks (see `chunklist`), each ref's `len`
+        /// being the file bytes it covers.
         chunks: Vec<ChunkRef>,
+        indirect: u8,
         /// False when the file's mtime was too close to the scan start to rule out a
         /// same-tick modification: the next backup reads it again.
         trusted: bool,
-        /// A captured SQLite database (content is an online-backup copy, not the file).
-        database: bool,
+        /// How a database's content was captured; `None` for ordinary files.
+        database: DbCapture,
     },
     Dir {
         tree: ChunkId,
@@ -54,6 +60,33 @@ pub enum Node {
     Symlink {
         target: Vec<u8>,
     },
+}
+
+/// What the chunks of a file hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DbCapture {
+    /// An ordinary file: the chunks are its bytes.
+    None,
+    /// A SQLite database copied with the online backup API: the chunks are the copy's
+    /// bytes (chunked with `db_physical_chunker`).
+    Physical,
+    /// A SQLite database as a logical dump (`jellyfin::logical`, chunked with
+    /// `db_chunker`); restore rebuilds the database from it.
+    Logical,
+}
+
+impl DbCapture {
+    pub fn is_database(self) -> bool {
+        self != DbCapture::None
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DbCapture::None => "none",
+            DbCapture::Physical => "physical",
+            DbCapture::Logical => "logical",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +169,20 @@ impl Tree {
             )));
         }
         for e in &tree.entries {
-            if let Node::File { size, chunks, .. } = &e.node {
+            if let Node::File {
+                size,
+                chunks,
+                indirect,
+                ..
+            } = &e.node
+            {
+                if *indirect > crate::chunklist::MAX_LEVELS || (*indirect > 0 && chunks.is_empty())
+                {
+                    return Err(bad(format!(
+                        "{}: bad chunk list indirection",
+                        e.name_lossy()
+                    )));
+                }
                 if chunks.iter().map(|c| c.len as u64).sum::<u64>() != *size {
                     return Err(bad(format!(
                         "{}: chunk lengths do not add up to the size",
@@ -174,8 +220,9 @@ mod tests {
                     id: ChunkId::of(name),
                     len: size,
                 }],
+                indirect: 0,
                 trusted: true,
-                database: false,
+                database: DbCapture::None,
             },
             mode: 0o644,
             uid: 1000,

@@ -60,6 +60,34 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
     Ok(tmp)
 }
 
+/// Write the logical dump (`logical::dump`) of a captured copy into a new temporary file
+/// in `tmp_dir`. The copy is private to us, so it is read without any concern for the live
+/// server. `Ok(Err(reason))` when the dump refuses the database (virtual tables, an
+/// unsupported encoding, or SQLite failing to read it logically): the caller keeps the
+/// physical copy instead.
+pub fn dump_logical(
+    copy: &Path,
+    tmp_dir: &Path,
+) -> Result<std::result::Result<tempfile::TempPath, String>> {
+    use crate::jellyfin::logical::{self, LogicalError};
+    let mut tmp = tempfile::Builder::new()
+        .prefix("db-capture-")
+        .tempfile_in(tmp_dir)
+        .at(tmp_dir)?;
+    let conn = match Connection::open_with_flags(
+        copy,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("cannot open the copy: {e}"))),
+    };
+    match logical::dump(&conn, tmp.as_file_mut()) {
+        Ok(_) => Ok(Ok(tmp.into_temp_path())),
+        Err(LogicalError::Io(e)) => Err(crate::error::Error::io(tmp.path(), e)),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
 /// Run `PRAGMA integrity_check` on a database file (a restored or captured copy).
 pub fn integrity_check(path: &Path) -> Result<String> {
     let conn =
