@@ -485,13 +485,16 @@ fn same_chunks(r: &mut impl Read, chunks: &[ChunkRef], chunker: &Chunker) -> boo
 /// `-journal` beside it differs by definition: restore removes those side files, so the
 /// main file alone would have to match.
 fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
-    for suffix in ["-wal", "-journal"] {
-        let mut side = path.as_os_str().to_os_string();
-        side.push(suffix);
-        if fs::symlink_metadata(&side).is_ok_and(|m| m.len() > 0 || suffix == "-journal") {
-            return false;
-        }
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let (wal, shm, journal) = (side("-wal"), side("-shm"), side("-journal"));
+    if fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0) || journal.exists() {
+        return false;
     }
+    let had = [wal.exists(), shm.exists()];
     let Ok((mut reader, mut writer)) = std::io::pipe() else {
         return false;
     };
@@ -509,6 +512,15 @@ fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
     let same = same_chunks(&mut reader, chunks, chunker);
     drop(reader); // a dumper still writing gets EPIPE and stops
     let dumped = dumper.join().unwrap_or(false);
+    // A read-only connection to a WAL database leaves an empty -wal and a -shm behind;
+    // remove the ones it created, so that looking (a dry run) changes nothing.
+    if fs::metadata(&wal).map_or(true, |m| m.len() == 0) {
+        for (p, existed) in [&wal, &shm].into_iter().zip(had) {
+            if !existed {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
     same && dumped
 }
 

@@ -284,8 +284,22 @@ fn in_place_restore_rebuilds_a_changed_database_once() {
     assert!(u(&r["report"]["files_written"]) >= 1, "{r}");
     assert_db_exact(&fx.db_path, &original);
 
-    // Unchanged now: decided by dumping it, so nothing is rewritten.
+    // Unchanged now: decided by dumping it, so nothing is rewritten, and looking leaves
+    // no side files behind (a dry run changes nothing).
     let ino = fs::metadata(&fx.db_path).unwrap().ino();
+    for suffix in ["-wal", "-shm"] {
+        // Left (empty) by this test's own read-only connections above.
+        let mut p = fx.db_path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = fs::remove_file(&p);
+    }
+    let out = env.run(&["restore", "latest", "--in-place", "--dry-run"]);
+    assert!(out.status.success());
+    for suffix in ["-wal", "-shm"] {
+        let mut p = fx.db_path.as_os_str().to_owned();
+        p.push(suffix);
+        assert!(!Path::new(&p).exists(), "dry run left {suffix}");
+    }
     let r = env.json(&["restore", "latest", "--in-place"], 0);
     assert_eq!(u(&r["report"]["files_written"]), 0, "{r}");
     assert_eq!(fs::metadata(&fx.db_path).unwrap().ino(), ino);
