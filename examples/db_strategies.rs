@@ -6,6 +6,9 @@
 //! ```text
 //! cargo run --release --example db_strategies -- [--size-mb 220] [--dir DIR] [--seed N]
 //!                                                 [--no-restic] [--keep]
+//! # tools for benches/db.sh:
+//! db_strategies --make-base PATH [--size-mb N] [--seed N]   # generate, VACUUM, a day of use
+//! db_strategies --apply day|vacuum|day-vacuum|ef-rebuild|ef-rebuild-column PATH [--seed N]
 //! ```
 //!
 //! The generated base database is cached in DIR (default /tmp/jellysnap-dbstrat) and
@@ -851,9 +854,17 @@ fn main() -> Result<()> {
     let mut seed = 20251125u64;
     let mut use_restic = true;
     let mut keep = false;
+    let mut make_base: Option<PathBuf> = None;
+    let mut apply: Option<(String, PathBuf)> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--make-base" => make_base = Some(args.next().context("--make-base PATH")?.into()),
+            "--apply" => {
+                let scenario = args.next().context("--apply SCENARIO PATH")?;
+                let path = args.next().context("--apply SCENARIO PATH")?;
+                apply = Some((scenario, path.into()));
+            }
             "--size-mb" => size_mb = args.next().context("--size-mb N")?.parse()?,
             "--dir" => dir = args.next().context("--dir DIR")?.into(),
             "--seed" => seed = args.next().context("--seed N")?.parse()?,
@@ -861,6 +872,22 @@ fn main() -> Result<()> {
             "--keep" => keep = true,
             other => bail!("unknown argument {other}"),
         }
+    }
+    if let Some(path) = make_base {
+        // The same base state as the measurements: generated, VACUUMed, a day of use.
+        generate(&path, size_mb, seed)?;
+        vacuum(&path)?;
+        return day_of_use(&path, seed ^ 1);
+    }
+    if let Some((scenario, path)) = apply {
+        return match scenario.as_str() {
+            "day" => day_of_use(&path, seed ^ 2),
+            "vacuum" => vacuum(&path),
+            "day-vacuum" => day_of_use(&path, seed ^ 2).and_then(|_| vacuum(&path)),
+            "ef-rebuild" => ef_rebuild(&path, false),
+            "ef-rebuild-column" => ef_rebuild(&path, true),
+            other => bail!("unknown scenario {other}"),
+        };
     }
     fs::create_dir_all(&dir)?;
     let tmp = dir.join("tmp");
