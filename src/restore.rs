@@ -364,10 +364,10 @@ impl Planner<'_> {
                         }
                         _ => false,
                     };
-                    if let Some(m) = &cur {
-                        if m.is_dir() {
-                            self.work.push(Work::Delete(path.clone()));
-                        }
+                    if cur.as_ref().is_some_and(|m| m.is_dir()) {
+                        // A directory where the snapshot has a file: empty it (within
+                        // scope), then remove it.
+                        self.extra(root, &path, &child_rel);
                     }
                     if same {
                         self.work.push(Work::FileMeta {
@@ -397,10 +397,8 @@ impl Planner<'_> {
                             .map(|t| t.as_os_str().as_bytes() == target.as_slice())
                             .unwrap_or(false);
                     if !same {
-                        if let Some(m) = &cur {
-                            if m.is_dir() {
-                                self.work.push(Work::Delete(path.clone()));
-                            }
+                        if cur.as_ref().is_some_and(|m| m.is_dir()) {
+                            self.extra(root, &path, &child_rel);
                         }
                         self.work.push(Work::Symlink {
                             path,
@@ -651,7 +649,12 @@ fn execute_in_pool(
         match w {
             Work::Delete(p) => {
                 let r = match fs::symlink_metadata(p) {
-                    Ok(m) if m.is_dir() => fs::remove_dir(p).or_else(|_| fs::remove_dir_all(p)),
+                    // Only empty directories go: what is left inside is outside the
+                    // restored components (an excluded cache, a stray -wal) and stays.
+                    Ok(m) if m.is_dir() => match fs::remove_dir(p) {
+                        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(()),
+                        r => r,
+                    },
                     Ok(_) => fs::remove_file(p),
                     Err(_) => Ok(()),
                 };

@@ -1540,3 +1540,22 @@ fn full_disk_during_backup_loses_nothing_and_recovers() {
     assert_same(&describe(&t3, &[]), &expected_state(&fx));
     assert!(run(&["check", "--read-data"]).status.success());
 }
+
+#[test]
+fn in_place_restore_replaces_a_directory_where_a_file_was() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    env.backup(&fx, &["--name", "before"]);
+    let before = expected_state(&fx);
+    let sheet = fixture::walk_sorted(&fx.data_dir.join("data/trickplay"))
+        .unwrap()
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap();
+    fs::remove_file(&sheet).unwrap();
+    fs::create_dir_all(sheet.join("nested")).unwrap();
+    fs::write(sheet.join("nested/x.jpg"), b"\xff\xd8\xffx").unwrap();
+    env.json(&["restore", "before", "--in-place"], 0);
+    assert!(sheet.is_file());
+    assert_same(&expected_state(&fx), &before);
+}

@@ -172,9 +172,10 @@ pub fn check(
     out.json(json!(r));
     if !out.json && !out.quiet {
         println!(
-            "checked {} snapshot(s), {} tree(s), {} data chunk(s), {} pack(s){}",
+            "checked {} snapshot(s), {} tree(s), {} chunk list(s), {} data chunk(s), {} pack(s){}",
             r.snapshots,
             r.trees,
+            r.list_chunks,
             r.data_chunks,
             r.packs,
             match (&r.subset, r.packs_read) {

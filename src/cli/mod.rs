@@ -388,6 +388,11 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
         s.duration_ms as f64 / 1000.0
     ));
     out.text(&t);
+    for d in &s.db_physical {
+        eprintln!(
+            "jellysnap: database captured as a physical copy (its logical dump was refused): {d}"
+        );
+    }
     if !s.changed_during_backup.is_empty() {
         eprintln!(
             "jellysnap: {} file(s) changed while being read; their last read was stored",
