@@ -113,6 +113,9 @@ JS_BACKUP=(--repo "$JS_REPO" backup --data-dir "$DATA")
 DROP_CACHES=no
 drop_caches() {
     sync
+    # Let the disk finish writing back what the previous step (or the generator) wrote,
+    # so that whichever tool runs first does not pay for it.
+    sleep "${SETTLE_SECS:-5}"
     if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then DROP_CACHES=yes; fi
 }
 
