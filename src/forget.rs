@@ -84,14 +84,8 @@ fn days(ns: i64) -> i64 {
 
 /// (year, month) of a day count since 1970-01-01.
 fn year_month(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m)
+    let (y, m, _) = crate::timefmt::civil_from_days(days);
+    (y, m)
 }
 
 /// Snapshots newest first, each with its decision.

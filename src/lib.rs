@@ -32,6 +32,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod stats;
 mod sys;
+pub mod timefmt;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -48,6 +48,15 @@ pub struct SinkStats {
     pub new_stored_bytes: AtomicU64,
 }
 
+impl SinkStats {
+    fn count(&self, raw: usize, stored: usize) {
+        self.new_chunks.fetch_add(1, Ordering::Relaxed);
+        self.new_raw_bytes.fetch_add(raw as u64, Ordering::Relaxed);
+        self.new_stored_bytes
+            .fetch_add(stored as u64, Ordering::Relaxed);
+    }
+}
+
 /// Shared by the backup's worker threads.
 pub struct ChunkSink<'r> {
     repo: &'r Repository,
@@ -118,13 +127,7 @@ impl<'r> ChunkSink<'r> {
             buf.clear();
             buf.extend_from_slice(data);
         }
-        self.stats.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .new_raw_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.stats
-            .new_stored_bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.stats.count(data.len(), buf.len());
         let msg = NewChunk {
             id,
             kind,
@@ -154,13 +157,7 @@ impl<'r> ChunkSink<'r> {
             .unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(payload);
-        self.stats.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .new_raw_bytes
-            .fetch_add(raw_len as u64, Ordering::Relaxed);
-        self.stats
-            .new_stored_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.stats.count(raw_len as usize, payload.len());
         self.send(NewChunk {
             id,
             kind,

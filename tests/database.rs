@@ -2,6 +2,8 @@
 //! capture and rebuild, dedup across VACUUM and a day of use, in-place restore decided by
 //! dump, the physical fallback for virtual tables, and list chunks surviving gc.
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/fixture.rs"]
 mod fixture;
 #[path = "common/verify.rs"]
@@ -10,59 +12,18 @@ mod verify;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use env::Env;
 use fixture::{FixtureSpec, Layout};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use verify::{assert_same, db_content, describe, expected_state};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jellysnap");
-
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        Env {
-            repo: root.join("repo"),
-            root,
-            _tmp: tmp,
-        }
-    }
-
     fn fixture(&self, db_rows: usize) -> fixture::Fixture {
         let mut spec = FixtureSpec::small(Layout::Docker);
         spec.db_rows = db_rows;
         fixture::generate(&self.root.join("src"), &spec).unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(&self.repo)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
     fn backup(&self, fx: &fixture::Fixture) -> Value {

@@ -1,5 +1,7 @@
 //! End-to-end tests through the built binary on Jellyfin-shaped data dirs.
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/fixture.rs"]
 mod fixture;
 #[path = "common/verify.rs"]
@@ -10,55 +12,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use env::{s, Env, BIN};
 use fixture::{FixtureSpec, Layout};
 use serde_json::Value;
 use verify::{assert_same, db_content, describe, expected_state};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jellysnap");
-
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        Env {
-            repo: root.join("repo"),
-            root,
-            _tmp: tmp,
-        }
-    }
-
     fn fixture(&self, spec: &FixtureSpec) -> fixture::Fixture {
         fixture::generate(&self.root.join("src"), spec).unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(&self.repo)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Run with `--json`, expect `code`, return parsed stdout.
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            s(&out.stdout),
-            s(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
     fn backup(&self, fx: &fixture::Fixture, extra: &[&str]) -> Value {
@@ -67,10 +28,6 @@ impl Env {
         args.extend_from_slice(extra);
         self.json(&args, 0)
     }
-}
-
-fn s(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn summary(v: &Value) -> &Value {
