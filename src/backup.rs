@@ -637,13 +637,14 @@ fn file_node(
         }
     }
     for attempt in 1..=READ_ATTEMPTS {
-        let mut f = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                ctx.report(path, &format!("cannot read: {e}"));
-                return Ok(None);
-            }
-        };
+        let mut f =
+            match crate::fault::check(crate::fault::Op::Read).and_then(|()| File::open(path)) {
+                Ok(f) => f,
+                Err(e) => {
+                    ctx.report(path, &format!("cannot read: {e}"));
+                    return Ok(None);
+                }
+            };
         let before = f.metadata().at(path)?;
         let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true)? {
             Ok(r) => r,

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
+use crate::fault::{self, Op};
 
 /// Write `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -19,8 +20,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .at(dir)?;
-    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().at(tmp.path().to_path_buf())?;
+    fault::check(Op::Write)
+        .and_then(|()| tmp.write_all(bytes))
+        .at(tmp.path().to_path_buf())?;
+    fault::check(Op::Fsync)
+        .and_then(|()| tmp.as_file().sync_all())
+        .at(tmp.path().to_path_buf())?;
     tmp.persist(path)
         .map_err(|e| crate::error::Error::io(path, e.error))?;
     sync_dir(dir)
@@ -28,7 +33,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsync a directory so that renames and unlinks inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+    fault::check(Op::Fsync)
+        .and_then(|()| File::open(dir))
+        .and_then(|f| f.sync_all())
+        .at(dir)
 }
 
 /// Create a directory (and parents) and make its entry durable in its parent.

@@ -16,6 +16,7 @@ pub mod config;
 mod crashpoint;
 pub mod durable;
 pub mod error;
+mod fault;
 pub mod forget;
 pub mod gc;
 pub mod id;

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use crate::compress::{self, Compression};
 use crate::durable;
 use crate::error::{Error, IoContext, Result};
+use crate::fault::{self, Op};
 use crate::id::{ChunkId, PackId};
 use crate::index::{ChunkIndex, IndexEntry};
 use crate::pack::{self, ChunkKind, PackEntry};
@@ -263,7 +264,9 @@ impl OpenPack {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file.write_all(bytes).at(&*self.tmp)?;
+        fault::check(Op::Write)
+            .and_then(|()| self.file.write_all(bytes))
+            .at(&*self.tmp)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -381,7 +384,9 @@ fn sync_packs(
     rx: Receiver<SealedPack>,
 ) -> Result<()> {
     for p in rx {
-        p.file.sync_all().at(&*p.tmp)?;
+        fault::check(Op::Fsync)
+            .and_then(|()| p.file.sync_all())
+            .at(&*p.tmp)?;
         let path = pack_path(&repo_path, &p.id);
         if let Some(dir) = path.parent() {
             durable::create_dir_durable(dir)?;

@@ -1,0 +1,96 @@
+//! Fault injection through the storage seams (`JELLYSNAP_FAULT`, see src/fault.rs): a
+//! repository write or fsync that fails with ENOSPC or EIO at the n-th operation, and a
+//! source file that cannot be read. Each gives a clear error, leaves the repository
+//! consistent (check passes, old snapshots restore exactly) and loses nothing.
+
+#[path = "common/env.rs"]
+mod env;
+#[path = "common/fixture.rs"]
+mod fixture;
+#[path = "common/verify.rs"]
+mod verify;
+
+use std::process::Command;
+
+use env::{s, Env, BIN};
+use fixture::{FixtureSpec, Layout};
+use serde_json::Value;
+use verify::{assert_same, describe, expected_state};
+
+fn backup_with_fault(env: &Env, data: &str, fault: &str) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--repo")
+        .arg(&env.repo)
+        .args(["--json", "backup", "--data-dir", data])
+        .env("JELLYSNAP_FAULT", fault)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn failed_writes_and_fsyncs_lose_nothing() {
+    let env = Env::new();
+    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let data = fx.data_dir.to_str().unwrap().to_string();
+    env.json(&["backup", "--data-dir", &data, "--name", "base"], 0);
+    let t = env.root.join("base");
+    env.json(&["restore", "base", "--target", t.to_str().unwrap()], 0);
+    let base = describe(&t, &[]);
+    fixture::day_of_changes(&fx, 1).unwrap();
+
+    let mut snapshots = 1;
+    let mut triggered = 0;
+    for (op, errno, message) in [
+        ("write", 28, "No space left on device"),
+        ("write", 5, "Input/output error"),
+        ("fsync", 5, "Input/output error"),
+    ] {
+        for n in [1, 2, 3, 5, 8, 13, 21, 34, 55] {
+            let out = backup_with_fault(&env, &data, &format!("{op}:{n}:{errno}"));
+            if out.status.success() {
+                // This backup did fewer than n such operations.
+                snapshots += 1;
+                continue;
+            }
+            triggered += 1;
+            let err = s(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{op}:{n}: {err}");
+            assert!(err.contains(message), "{op}:{n}: {err}");
+            assert!(
+                err.contains(env.repo.to_str().unwrap()),
+                "{op}:{n}: the error names the repository path: {err}"
+            );
+            let snaps = env.json(&["snapshots"], 0);
+            assert_eq!(
+                snaps.as_array().unwrap().len(),
+                snapshots,
+                "{op}:{n}: no partial snapshot was committed"
+            );
+            env.json(&["check", "--read-data"], 0);
+            let t = env.root.join(format!("r-{op}-{n}-{errno}"));
+            env.json(&["restore", "base", "--target", t.to_str().unwrap()], 0);
+            assert_same(&describe(&t, &[]), &base);
+        }
+    }
+    assert!(triggered >= 15, "only {triggered} faults were hit");
+    // The next backup without faults succeeds and restores exactly.
+    env.json(&["backup", "--data-dir", &data], 0);
+    let t = env.root.join("final");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.json(&["check", "--read-data"], 0);
+}
+
+#[test]
+fn source_read_error_gives_a_partial_snapshot() {
+    let env = Env::new();
+    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let out = backup_with_fault(&env, fx.data_dir.to_str().unwrap(), "read:3:5");
+    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = v["snapshot"]["summary"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    assert!(errors[0].as_str().unwrap().contains("Input/output error"));
+    assert!(s(&out.stderr).contains("could not be read"));
+    env.json(&["check", "--read-data"], 0);
+}
