@@ -224,3 +224,10 @@ echo "- repo size is \`du -sb\` after the step; restic's cache ($RESTIC_CACHE_DI
 if [[ "$KEEP" != 1 ]]; then
     rm -rf -- "$BENCH_DIR"/restore-*
 fi
+
+# --- database scenario (issue 5): a >= 200 MiB jellyfin.db through a day of use, a VACUUM,
+# both, and an EF-Core table rebuild; bytes added by each tool. DB_SCENARIO=0 skips it.
+if [[ "${DB_SCENARIO:-1}" == 1 ]]; then
+    echo
+    BENCH_DIR="$BENCH_DIR/db" SKIP_BUILD=1 RESTIC="$RESTIC" bash "$REPO_ROOT/benches/db.sh"
+fi
