@@ -1516,3 +1516,100 @@ fn in_place_restore_replaces_a_directory_where_a_file_was() {
     assert!(sheet.is_file());
     assert_same(&expected_state(&fx), &before);
 }
+
+#[test]
+fn backup_while_the_server_adds_and_deletes_files() {
+    let env = Env::new();
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.items = 40;
+    spec.trickplay_sheets_per_item = 6;
+    spec.sheet_bytes = 64 * 1024;
+    let fx = env.fixture(&spec);
+    let churn_dirs = [
+        fx.data_dir.join("data/trickplay/zz"),
+        fx.metadata_dir.join("library/zz"),
+    ];
+    for d in &churn_dirs {
+        fs::create_dir_all(d).unwrap();
+    }
+    let content = |i: u64| -> Vec<u8> {
+        let mut v = b"\xff\xd8\xff".to_vec();
+        v.extend(i.to_le_bytes().iter().cycle().take(20_000));
+        v
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, dirs) = (stop.clone(), churn_dirs.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                for d in &dirs {
+                    // Written whole and renamed in, as image savers do.
+                    let tmp = d.join(format!(".churn-{i}.tmp"));
+                    fs::write(&tmp, content(i)).unwrap();
+                    fs::rename(&tmp, d.join(format!("churn-{i}.jpg"))).unwrap();
+                    if i > 5 {
+                        let _ = fs::remove_file(d.join(format!("churn-{}.jpg", i - 5)));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let out = env.run(&[
+        "--json",
+        "backup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    // Files that vanish between listing and reading are reported (exit 3), nothing else.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        s(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for e in summary(&v)["errors"].as_array().unwrap() {
+        assert!(
+            e.as_str().unwrap().contains("churn-"),
+            "only churned files may be missing: {e}"
+        );
+    }
+    let t = env.root.join("restored");
+    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    // Every churned file in the snapshot is whole; everything else is exact.
+    let is_churn = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("churn-"))
+    };
+    let mut restored_churn = 0;
+    for p in fixture::walk_sorted(&t).unwrap() {
+        if is_churn(&p) {
+            assert!(
+                !p.to_string_lossy().ends_with(".tmp") || fs::read(&p).unwrap().len() <= 20_003
+            );
+            if p.to_string_lossy().ends_with(".tmp") {
+                continue;
+            }
+            let i: u64 = p.file_stem().unwrap().to_string_lossy()["churn-".len()..]
+                .parse()
+                .unwrap();
+            assert_eq!(fs::read(&p).unwrap(), content(i), "{}", p.display());
+            restored_churn += 1;
+        }
+    }
+    assert!(restored_churn > 0);
+    let mut got = describe(&t, &[]);
+    let mut want = expected_state(&fx);
+    got.retain(|p, _| !is_churn(p));
+    want.retain(|p, _| !is_churn(p));
+    for d in ["data/trickplay/zz", "metadata/library/zz"] {
+        got.remove(Path::new(d));
+        want.remove(Path::new(d));
+    }
+    assert_same(&got, &want);
+}
