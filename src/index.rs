@@ -139,7 +139,7 @@ impl RocksIndex {
         Error::Index {
             path: path.to_path_buf(),
             detail: format!(
-                "{e}; if this persists, delete the index directory (it is rebuilt from the packs)"
+                "{e}; the index is derived data: run `jellysnap repair index` to rebuild it from the packs"
             ),
         }
     }

@@ -1613,3 +1613,56 @@ fn backup_while_the_server_adds_and_deletes_files() {
     }
     assert_same(&got, &want);
 }
+
+#[test]
+fn damaged_config_and_index_are_detected() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    env.backup(&fx, &["--name", "one"]);
+    // A flipped byte in the config body: refused, naming the file; nothing changes.
+    let cfg = env.repo.join("config");
+    let orig = fs::read(&cfg).unwrap();
+    let mut bad = orig.clone();
+    let i = bad.iter().position(|&b| b == b'{').unwrap();
+    bad[i] = b'[';
+    fs::write(&cfg, &bad).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(18), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains("corrupt repository config"),
+        "{}",
+        s(&out.stderr)
+    );
+    let out = env.run(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(18));
+    fs::write(&cfg, &orig).unwrap();
+    // A truncated config (a torn write that never happens with atomic writes, or a disk
+    // error) is also refused.
+    fs::write(&cfg, &orig[..6]).unwrap();
+    assert_eq!(env.run(&["snapshots"]).status.code(), Some(18));
+    fs::write(&cfg, &orig).unwrap();
+
+    // Damaged index files: the command that meets them says how to rebuild; repair does.
+    for f in fixture::walk_sorted(&env.repo.join("index")).unwrap() {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("MANIFEST") || name.ends_with(".sst") {
+            let b = fs::read(&f).unwrap();
+            fs::write(&f, &b[..b.len() / 2]).unwrap();
+        }
+    }
+    let t = env.root.join("restored");
+    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
+    if !out.status.success() {
+        assert!(
+            s(&out.stderr).contains("repair index"),
+            "{}",
+            s(&out.stderr)
+        );
+        let _ = fs::remove_dir_all(&t);
+        env.json(&["repair", "index"], 0);
+        env.json(&["restore", "one", "--target", t.to_str().unwrap()], 0);
+    }
+    // Either way the restore is exact and the repository checks clean.
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.json(&["check", "--read-data"], 0);
+}
