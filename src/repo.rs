@@ -49,6 +49,9 @@ pub struct RebuildReport {
     pub recovered_by_scan: Vec<String>,
 }
 
+/// The directories `init` creates before it writes `config`.
+const SKELETON: [&str; 5] = ["packs", "snapshots", "index", "locks", "tmp"];
+
 const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
 
 impl Repository {
@@ -59,20 +62,45 @@ impl Repository {
                 path: path.to_path_buf(),
             });
         }
-        if path.exists() && fs::read_dir(path).at(path)?.next().is_some() {
+        if path.exists() && !Self::empty_or_interrupted_init(path)? {
             return Err(Error::InvalidOption(format!(
                 "{} exists and is not empty; a new repository needs an empty or new directory",
                 path.display()
             )));
         }
         durable::create_dir_durable(path)?;
-        for d in ["packs", "snapshots", "index", "locks", "tmp"] {
+        for d in SKELETON {
             durable::create_dir_durable(&path.join(d))?;
         }
         let cfg = RepoConfig::new_default();
+        crate::crashpoint::hit("init-before-config");
         // The config is written last: its presence marks a complete repository.
         durable::write_atomic(&path.join("config"), &cfg.encode())?;
         Ok(cfg)
+    }
+
+    /// True for an empty directory, or one holding only what an `init` that was
+    /// interrupted before writing `config` leaves (empty skeleton directories, temp files).
+    fn empty_or_interrupted_init(path: &Path) -> Result<bool> {
+        for e in fs::read_dir(path).at(path)? {
+            let e = e.at(path)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            if !SKELETON.contains(&name.as_str()) || !e.file_type().at(e.path())?.is_dir() {
+                return Ok(false);
+            }
+            // Only the index may hold files (RocksDB creates them on open); nothing that
+            // a repository's data lives in.
+            if name != "index"
+                && name != "locks"
+                && fs::read_dir(e.path()).at(e.path())?.next().is_some()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     pub fn exists(path: &Path) -> bool {

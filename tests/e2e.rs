@@ -1666,3 +1666,33 @@ fn damaged_config_and_index_are_detected() {
     assert_same(&describe(&t, &[]), &expected_state(&fx));
     env.json(&["check", "--read-data"], 0);
 }
+
+/// Regression (found by the crash campaign): a first backup killed while it created the
+/// repository left a directory that every later backup refused as "not empty".
+#[test]
+fn interrupted_repository_creation_is_finished_by_the_next_command() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(&env.repo)
+        .args(["backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+        .env("JELLYSNAP_CRASH_AT", "init-before-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(env.repo.join("packs").is_dir() && !env.repo.join("config").exists());
+    let b = env.backup(&fx, &[]);
+    assert_eq!(b["repository_created"], true);
+    // A directory with foreign content is still refused.
+    let other = env.root.join("not-a-repo");
+    fs::create_dir_all(other.join("packs")).unwrap();
+    fs::write(other.join("packs/x"), b"x").unwrap();
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(&other)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+}
