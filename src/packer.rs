@@ -112,12 +112,7 @@ impl<'r> ChunkSink<'r> {
         if !self.lock_pending()?.insert(id) {
             return Ok(id);
         }
-        let mut buf = self
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
+        let mut buf = self.buffer();
         let compression = if compressible {
             compress::maybe_compress(data, self.repo.config().zstd_level, &mut buf)
                 .map_err(|e| Error::io("<zstd>", e))?
@@ -150,12 +145,7 @@ impl<'r> ChunkSink<'r> {
         raw_len: u32,
         payload: &[u8],
     ) -> Result<()> {
-        let mut buf = self
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
+        let mut buf = self.buffer();
         buf.clear();
         buf.extend_from_slice(payload);
         self.stats.count(raw_len as usize, payload.len());
@@ -166,6 +156,15 @@ impl<'r> ChunkSink<'r> {
             raw_len,
             payload: buf,
         })
+    }
+
+    /// A payload buffer recycled by the writer (no allocation per chunk once warm).
+    fn buffer(&self) -> Vec<u8> {
+        self.pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default()
     }
 
     fn send(&self, msg: NewChunk) -> Result<()> {
