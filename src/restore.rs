@@ -793,7 +793,11 @@ fn write_file(
 
 fn write_symlink(path: &Path, target: &[u8], entry: &Entry, is_root: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".jellysnap-link-{}", std::process::id()));
+    // Links are written in parallel: each needs its own temp name (regression: two
+    // symlinks in one directory raced on a per-process name).
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".jellysnap-link-{}-{n}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp).at(&tmp)?;
     if is_root {

@@ -1701,3 +1701,23 @@ fn interrupted_repository_creation_is_finished_by_the_next_command() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
 }
+
+/// Regression (seen once in CI): symlinks of one directory are restored in parallel and
+/// raced on a shared temp name, so one of them failed to restore.
+#[test]
+fn many_symlinks_in_one_directory_restore() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let dir = fx.metadata_dir.join("library/links");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..200 {
+        std::os::unix::fs::symlink(format!("target-{i}"), dir.join(format!("link-{i:03}")))
+            .unwrap();
+    }
+    env.backup(&fx, &[]);
+    for round in 0..3 {
+        let t = env.root.join(format!("restored-{round}"));
+        env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+        assert_same(&describe(&t, &[]), &expected_state(&fx));
+    }
+}
