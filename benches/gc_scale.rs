@@ -92,6 +92,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         parent: None,
         summary: Summary::default(),
         jellysnap_version: "bench".into(),
+        databases: vec![],
     }
 }
 

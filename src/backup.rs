@@ -27,7 +27,9 @@ use crate::pack::ChunkKind;
 use crate::packer::ChunkSink;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{validate_name, Component, Snapshot, SnapshotRecord, Summary};
+use crate::snapshot::{
+    validate_name, Component, DatabaseRecord, Snapshot, SnapshotRecord, Summary,
+};
 use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 
 /// Files modified this close to the scan start are re-read next time: a write in the same
@@ -63,7 +65,7 @@ struct Ctx<'a> {
     db_chunker: Chunker,
     db_physical_chunker: Chunker,
     source: &'a Source,
-    captured: HashMap<PathBuf, Mutex<Capture>>,
+    captured: HashMap<PathBuf, DbSlot>,
     repo_dir: PathBuf,
     version: Mutex<Option<String>>,
     trust_before_ns: i64,
@@ -78,6 +80,14 @@ struct Ctx<'a> {
     errors: Mutex<Vec<String>>,
     changed: Mutex<Vec<String>>,
     db_physical: Mutex<Vec<String>>,
+    databases: Mutex<Vec<DatabaseRecord>>,
+}
+
+/// A database being captured, and where it sits in the selection.
+struct DbSlot {
+    root: String,
+    rel: String,
+    state: Mutex<Capture>,
 }
 
 /// A finished database capture: a temp file holding a logical dump or a physical copy.
@@ -86,6 +96,8 @@ struct CapturedDb {
     kind: DbCapture,
     /// Why a logical capture fell back to the physical copy.
     fallback: Option<String>,
+    /// The source's observation digest, which the rebuilt dump was shown to equal.
+    verified: Option<[u8; 32]>,
 }
 
 enum Capture {
@@ -106,6 +118,7 @@ impl Ctx<'_> {
             .get(path)
             .ok_or_else(|| failed("capture missing".into()))?;
         let mut state = slot
+            .state
             .lock()
             .map_err(|_| failed("capture state poisoned".into()))?;
         if let Capture::Running(_) = &*state {
@@ -118,10 +131,22 @@ impl Ctx<'_> {
             if let Some(why) = &db.fallback {
                 let msg = format!("{}: captured physically ({why})", path.display());
                 self.progress.warn(&msg);
-                if let Ok(mut v) = self.db_physical.lock() {
-                    v.push(msg);
-                }
+                self.db_physical
+                    .lock()
+                    .map_err(|_| failed("capture state poisoned".into()))?
+                    .push(msg);
             }
+            self.databases
+                .lock()
+                .map_err(|_| failed("capture state poisoned".into()))?
+                .push(DatabaseRecord {
+                    root: slot.root.clone(),
+                    rel: slot.rel.clone(),
+                    capture: db.kind,
+                    reason: db.fallback.clone(),
+                    verified: db.verified.map(|d| crate::id::hex(&d)),
+                    sqlite_version: capture::sqlite_version().to_string(),
+                });
             if version.is_some() {
                 if let Ok(mut v) = self.version.lock() {
                     *v = version;
@@ -219,26 +244,40 @@ fn backup_in_pool(
                 } else {
                     None
                 };
-                let dumped = match mode {
+                let refused = match mode {
                     DbCaptureMode::Physical => None,
-                    DbCaptureMode::Logical => Some(capture::dump_logical(&copy, &tmp_dir)?),
+                    // Stored only once proven: rebuilt in scratch space and compared
+                    // with the copy in everything an application can observe.
+                    DbCaptureMode::Logical => match capture::dump_and_prove(&copy, &tmp_dir)? {
+                        capture::Logical::Exact { dump, digest } => {
+                            let db = CapturedDb {
+                                file: dump,
+                                kind: DbCapture::Logical,
+                                fallback: None,
+                                verified: Some(digest),
+                            };
+                            return Ok((db, version));
+                        }
+                        capture::Logical::Refused(why) => Some(why),
+                    },
                 };
-                let db = match dumped {
-                    Some(Ok(dump)) => CapturedDb {
-                        file: dump,
-                        kind: DbCapture::Logical,
-                        fallback: None,
-                    },
-                    other => CapturedDb {
-                        file: copy,
-                        kind: DbCapture::Physical,
-                        fallback: other.and_then(|r| r.err()),
-                    },
+                let db = CapturedDb {
+                    file: copy,
+                    kind: DbCapture::Physical,
+                    fallback: refused,
+                    verified: None,
                 };
                 Ok((db, version))
             })
             .at(&path)?;
-        captured.insert(path, Mutex::new(Capture::Running(handle)));
+        captured.insert(
+            path,
+            DbSlot {
+                root: item.root.clone(),
+                rel: item.rel.clone(),
+                state: Mutex::new(Capture::Running(handle)),
+            },
+        );
     }
 
     let ctx = Ctx {
@@ -266,6 +305,7 @@ fn backup_in_pool(
         errors: Mutex::new(Vec::new()),
         changed: Mutex::new(Vec::new()),
         db_physical: Mutex::new(Vec::new()),
+        databases: Mutex::new(Vec::new()),
     };
 
     progress.phase("backing up", None);
@@ -335,6 +375,7 @@ fn backup_in_pool(
         errors,
         changed,
         db_physical,
+        databases,
         ..
     } = ctx;
     let stats = (
@@ -376,6 +417,14 @@ fn backup_in_pool(
         parent: parent.map(|p| p.id),
         summary,
         jellysnap_version: env!("CARGO_PKG_VERSION").to_string(),
+        databases: {
+            let mut d = databases.into_inner().map_err(|_| Error::DatabaseCapture {
+                path: source.data_dir.clone(),
+                detail: "capture state poisoned".into(),
+            })?;
+            d.sort_by(|a, b| (&a.root, &a.rel).cmp(&(&b.root, &b.rel)));
+            d
+        },
     };
     crate::crashpoint::hit("backup-before-commit");
     progress.phase("committing snapshot", None);

@@ -37,7 +37,9 @@ pub struct RepoConfig {
     pub db_physical_chunker: ChunkerParams,
     /// How databases are captured by default.
     pub db_capture: DbCaptureMode,
-    /// Version of the logical dump encoding backups write (`jellyfin::logical::VERSION`).
+    /// The logical dump encoding current when the repository was made. Each dump carries
+    /// its own version; backups write `jellyfin::logical::VERSION`, restores read
+    /// `OLDEST_VERSION..=VERSION`.
     pub db_dump_version: u8,
     /// A pack is sealed once it holds at least this many bytes.
     pub pack_target_bytes: u64,
@@ -112,11 +114,13 @@ impl RepoConfig {
         cfg.chunker.validate().map_err(corrupt)?;
         cfg.db_chunker.validate().map_err(corrupt)?;
         cfg.db_physical_chunker.validate().map_err(corrupt)?;
-        if cfg.db_dump_version != crate::jellyfin::logical::VERSION {
+        let dumps = crate::jellyfin::logical::OLDEST_VERSION..=crate::jellyfin::logical::VERSION;
+        if !dumps.contains(&cfg.db_dump_version) {
             return Err(corrupt(format!(
-                "db_dump_version {} is not supported (this jellysnap writes and reads {}); use a jellysnap release that supports it",
+                "db_dump_version {} is not supported (this jellysnap reads {} to {}); use a jellysnap release that supports it",
                 cfg.db_dump_version,
-                crate::jellyfin::logical::VERSION
+                dumps.start(),
+                dumps.end()
             )));
         }
         if !(1..=22).contains(&cfg.zstd_level) || cfg.pack_target_bytes == 0 {
@@ -174,7 +178,8 @@ mod tests {
         let text = String::from_utf8(bytes[12..].to_vec()).unwrap();
         assert!(text.contains("\"db_capture\": \"logical\""), "{text}");
         for (from, to) in [
-            ("\"db_dump_version\": 1", "\"db_dump_version\": 2"),
+            ("\"db_dump_version\": 2", "\"db_dump_version\": 3"),
+            ("\"db_dump_version\": 2", "\"db_dump_version\": 0"),
             ("\"min\": 4096", "\"min\": 4095"),
             ("\"db_capture\": \"logical\"", "\"db_capture\": \"bogus\""),
         ] {

@@ -79,11 +79,20 @@ pub enum Error {
     #[error("database capture of {path} failed: {detail}")]
     DatabaseCapture { path: PathBuf, detail: String },
 
-    #[error("rebuilding database {path} from its logical dump failed: {detail}; the rest of the restore went on, run `jellysnap check --read-data`")]
-    DatabaseRebuild { path: PathBuf, detail: String },
+    #[error("database {path} cannot be restored from snapshot {snapshot}: {detail}; nothing was changed (the database is restored before anything else is touched). `jellysnap check --read-data` lists every snapshot whose database cannot be restored; restore another snapshot, or leave the database out with --components")]
+    DatabaseRestore {
+        path: PathBuf,
+        snapshot: String,
+        detail: String,
+    },
 
     #[error("invalid option: {0}")]
     InvalidOption(String),
+
+    #[error(
+        "internal error: {0}; this is a bug in jellysnap, please report it (nothing was committed)"
+    )]
+    Internal(String),
 
     #[error("repository index at {path}: {detail}")]
     Index { path: PathBuf, detail: String },
@@ -95,6 +104,10 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Error::Internal(detail.into())
     }
 
     pub fn corrupt(
@@ -115,7 +128,7 @@ impl Error {
             Error::Io { .. }
             | Error::Index { .. }
             | Error::DatabaseCapture { .. }
-            | Error::DatabaseRebuild { .. } => 1,
+            | Error::Internal(_) => 1,
             Error::InvalidOption(_) | Error::InvalidName(_) => 2,
             Error::NotARepository(_) | Error::AlreadyInitialized { .. } => 10,
             Error::UnsupportedVersion { .. } => 11,
@@ -128,6 +141,7 @@ impl Error {
             Error::Locked { .. } => 16,
             Error::ServerRunning { .. } => 17,
             Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => 18,
+            Error::DatabaseRestore { .. } => 19,
         }
     }
 }

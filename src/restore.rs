@@ -7,10 +7,16 @@
 //! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
 //! synced with one syncfs per root at the end.
 //!
-//! A database captured logically is rebuilt from its dump (streamed from the verified
-//! chunks into `logical::rebuild`) into a temp file beside the target, then renamed into
-//! place like any file. In place, a database counts as unchanged when its own logical
-//! dump chunks to the snapshot's chunk ids (physical copies: when its bytes do).
+//! Databases are all-or-nothing and go first: each one is rebuilt from its logical dump
+//! (streamed from the verified chunks into `logical::rebuild`) or written from its
+//! physical copy into a temp file beside its destination, and a rebuilt one is observed
+//! and compared with the observation digest the backup proved (`jellyfin::observe`).
+//! Only when every database is ready does anything else in the destination change; if
+//! one cannot be restored, the temp files go and the restore fails with nothing touched.
+//! After the other files, each database is fsynced and renamed into place, and only then
+//! are the stale `-wal`/`-shm`/`-journal` of the replaced file removed. In place, a
+//! database counts as unchanged when its own logical dump chunks to the snapshot's chunk
+//! ids (physical copies: when its bytes do).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -27,10 +33,10 @@ use serde::Serialize;
 use crate::chunker::Chunker;
 use crate::error::{Error, IoContext, Result};
 use crate::id::ChunkId;
-use crate::jellyfin::{logical, running, Class, Selection};
+use crate::jellyfin::{capture, logical, running, Class, Selection};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{Component, Snapshot};
+use crate::snapshot::{Component, DatabaseRecord, Snapshot};
 use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 
 #[derive(Debug, Clone)]
@@ -86,6 +92,20 @@ pub enum Action {
         #[serde(serialize_with = "lossy")]
         path: PathBuf,
     },
+    /// A database, restored before anything else changes.
+    Database {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        size: u64,
+        capture: DbCapture,
+        /// Whether the backup proved the logical dump restores exactly (an observation
+        /// digest the rebuild is compared with); physical copies are exact by
+        /// construction.
+        verified_at_backup: bool,
+        /// The SQLite version that made the backup's proof (or the copy).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sqlite_version: Option<String>,
+    },
 }
 
 /// Paths need not be UTF-8; JSON output shows them lossily.
@@ -121,6 +141,12 @@ enum Work {
     },
     Delete(PathBuf),
     RemoveSide(PathBuf),
+    /// A database to write; `proof` is the observation digest (hex) the backup proved.
+    Database {
+        path: PathBuf,
+        entry: Entry,
+        proof: Option<String>,
+    },
     /// Set a directory's mode, owner and mtime after its contents are in place.
     DirMeta {
         path: PathBuf,
@@ -206,6 +232,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let root_tree = repo.load_tree(&rec.tree)?;
     let mut p = Planner {
         repo,
+        databases: &rec.databases,
         selection: &selection,
         work: Vec::new(),
         db_physical_chunker: repo.db_physical_chunker(),
@@ -274,6 +301,21 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                 plan.keep_files += 1;
                 Action::Keep { path: path.clone() }
             }
+            Work::Database { path, entry, proof } => {
+                plan.write_files += 1;
+                plan.write_bytes += entry.size();
+                let rec = p_record(&rec.databases, &plan.roots, path);
+                Action::Database {
+                    path: path.clone(),
+                    size: entry.size(),
+                    capture: match &entry.node {
+                        Node::File { database, .. } => *database,
+                        _ => DbCapture::None,
+                    },
+                    verified_at_backup: proof.is_some(),
+                    sqlite_version: rec.map(|r| r.sqlite_version.clone()),
+                }
+            }
             Work::DirMeta { .. } => continue,
         };
         plan.actions.push(a);
@@ -282,8 +324,22 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     Ok(plan)
 }
 
+/// The snapshot's record of the database restored to `path`.
+fn p_record<'a>(
+    databases: &'a [DatabaseRecord],
+    roots: &[RootMapping],
+    path: &Path,
+) -> Option<&'a DatabaseRecord> {
+    databases.iter().find(|d| {
+        roots
+            .iter()
+            .any(|m| m.label == d.root && m.to.join(&d.rel) == path)
+    })
+}
+
 struct Planner<'a> {
     repo: &'a Repository,
+    databases: &'a [DatabaseRecord],
     selection: &'a Selection,
     work: Vec<Work>,
     db_physical_chunker: Chunker,
@@ -373,6 +429,18 @@ impl Planner<'_> {
                         self.work.push(Work::FileMeta {
                             path: path.clone(),
                             entry: e.clone(),
+                        });
+                    } else if database.is_database() {
+                        let rel = String::from_utf8_lossy(&child_rel);
+                        let proof = self
+                            .databases
+                            .iter()
+                            .find(|d| d.root == root && d.rel == rel)
+                            .and_then(|d| d.verified.clone());
+                        self.work.push(Work::Database {
+                            path: path.clone(),
+                            entry: e.clone(),
+                            proof,
                         });
                     } else {
                         self.work.push(Work::Write {
@@ -478,47 +546,48 @@ fn same_chunks(r: &mut impl Read, chunks: &[ChunkRef], chunker: &Chunker) -> boo
     i == chunks.len() && matches!(res, Ok(Ok(_)))
 }
 
-/// Does the database at `path` dump (logically) to exactly these chunks? Read-only: the
-/// server is stopped for an in-place restore. A database with a non-empty `-wal` or a
-/// `-journal` beside it differs by definition: restore removes those side files, so the
-/// main file alone would have to match.
+/// Does the database at `path` dump (logically) to exactly these chunks? The server is
+/// stopped for an in-place restore; a database with a non-empty `-wal` or a `-journal`
+/// beside it differs by definition (restore removes those side files, so the main file
+/// alone would have to match), and the main file is then read as immutable: SQLite
+/// creates no `-wal`/`-shm` and takes no lock, so looking (a dry run) changes nothing.
 fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
     let side = |suffix: &str| {
         let mut p = path.as_os_str().to_os_string();
         p.push(suffix);
         PathBuf::from(p)
     };
-    let (wal, shm, journal) = (side("-wal"), side("-shm"), side("-journal"));
-    if fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0) || journal.exists() {
+    if fs::symlink_metadata(side("-wal")).is_ok_and(|m| m.len() > 0)
+        || fs::symlink_metadata(side("-journal")).is_ok()
+    {
         return false;
     }
-    let had = [wal.exists(), shm.exists()];
+    // File format bytes 18-19 are 2 in a WAL-mode database. Read with plain I/O: this
+    // process holds no SQLite connection (and so no lock) to it.
+    let mut header = [0u8; 20];
+    let Ok(()) = File::open(path).and_then(|mut f| f.read_exact(&mut header)) else {
+        return false;
+    };
+    let wal = header[18] == 2;
     let Ok((mut reader, mut writer)) = std::io::pipe() else {
         return false;
     };
     let db = path.to_path_buf();
     // The dump streams through a pipe into the chunker: no copy of it is kept.
-    let dumper = std::thread::spawn(move || -> bool {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        ) else {
-            return false;
-        };
-        logical::dump(&conn, &mut writer).is_ok()
-    });
+    let Ok(dumper) = std::thread::Builder::new()
+        .name("jellysnap-compare".into())
+        .spawn(move || -> bool {
+            let Ok(conn) = capture::open_immutable(&db) else {
+                return false;
+            };
+            logical::dump_as(&conn, &mut writer, Some(wal)).is_ok()
+        })
+    else {
+        return false;
+    };
     let same = same_chunks(&mut reader, chunks, chunker);
     drop(reader); // a dumper still writing gets EPIPE and stops
     let dumped = dumper.join().unwrap_or(false);
-    // A read-only connection to a WAL database leaves an empty -wal and a -shm behind;
-    // remove the ones it created, so that looking (a dry run) changes nothing.
-    if fs::metadata(&wal).map_or(true, |m| m.len() == 0) {
-        for (p, existed) in [&wal, &shm].into_iter().zip(had) {
-            if !existed {
-                let _ = fs::remove_file(p);
-            }
-        }
-    }
     same && dumped
 }
 
@@ -566,22 +635,40 @@ impl Read for ChunkStream<'_> {
     }
 }
 
-/// Rebuild a logically captured database into a temp file next to `path`, then give it
-/// the entry's metadata and rename it over `path`. Returns the rebuilt file's size.
-fn write_rebuilt(
-    repo: &Repository,
-    path: &Path,
-    entry: &Entry,
-    chunks: &[ChunkRef],
-    is_root: bool,
-    progress: &dyn Progress,
-) -> Result<u64> {
+/// A database made ready beside its destination, waiting to be renamed into place.
+struct Prepared {
+    path: PathBuf,
+    tmp: tempfile::TempPath,
+    bytes: u64,
+}
+
+/// A new temp name in `path`'s directory (created if missing: making a directory
+/// destroys nothing).
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
+    fs::create_dir_all(dir).at(dir)?;
+    tempfile::Builder::new()
         .prefix(".jellysnap-restore-")
         .tempfile_in(dir)
-        .at(dir)?
-        .into_temp_path();
+        .at(dir)
+}
+
+/// Rebuild a logically captured database into a temp file next to `path` and prove it:
+/// when the backup recorded an observation digest, the rebuilt file must show exactly
+/// that (else it would not be the database that was backed up).
+fn rebuild_beside(
+    repo: &Repository,
+    path: &Path,
+    chunks: &[ChunkRef],
+    proof: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<tempfile::TempPath> {
+    let fail = |detail: String| Error::DatabaseRestore {
+        path: path.to_path_buf(),
+        snapshot: String::new(),
+        detail,
+    };
+    let tmp = temp_beside(path)?.into_temp_path();
     // rebuild() creates the file itself; the reserved name is ours until the rename.
     fs::remove_file(&tmp).at(&tmp)?;
     let mut stream = ChunkStream {
@@ -595,32 +682,107 @@ fn write_rebuilt(
         progress,
     };
     let built = logical::rebuild(&mut stream, &tmp);
-    let cleanup = |t: &Path| {
-        for suffix in ["-journal", "-wal", "-shm"] {
-            let mut side = t.as_os_str().to_os_string();
-            side.push(suffix);
-            let _ = fs::remove_file(side);
-        }
-    };
+    capture::remove_side_files(&tmp);
     if let Err(e) = built {
-        cleanup(&tmp);
         return Err(match (stream.err.take(), e) {
             (Some(chunk_err), _) => chunk_err,
             (None, logical::LogicalError::Io(io)) => Error::io(path, io),
-            (None, e) => Error::DatabaseRebuild {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
+            (None, e) => fail(format!(
+                "its logical dump does not rebuild with SQLite {}: {e}",
+                capture::sqlite_version()
+            )),
         });
     }
-    cleanup(&tmp);
-    let n = fs::metadata(&tmp).at(&tmp)?.len();
-    if let Ok(f) = File::open(&tmp) {
-        crate::sys::start_writeback(&f);
+    if let Some(want) = proof {
+        let seen = capture::observe_file(&tmp);
+        capture::remove_side_files(&tmp);
+        let seen =
+            seen.map_err(|e| fail(format!("the rebuilt database cannot be read back: {e}")))?;
+        if crate::id::hex(&seen.digest()) != want {
+            return Err(fail(format!(
+                "the database rebuilt with SQLite {} is not the one the backup verified",
+                capture::sqlite_version()
+            )));
+        }
     }
+    Ok(tmp)
+}
+
+/// Rebuild the logical dump in `node` in scratch space (a temp file in `scratch`) and, when
+/// `proof` is given, compare it with the observation the backup proved; the rebuilt file
+/// is removed again. This is what an in-place restore would do first.
+pub fn try_rebuild(
+    repo: &Repository,
+    node: &Node,
+    proof: Option<&str>,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let chunks = repo.file_chunks(node)?;
+    let tmp = rebuild_beside(repo, &scratch.join("check.db"), &chunks, proof, progress)?;
+    drop(tmp);
+    Ok(())
+}
+
+/// Write a file's chunks (each verified by its id) into a temp file next to `path`.
+fn fill_beside(
+    repo: &Repository,
+    path: &Path,
+    chunks: &[ChunkRef],
+    progress: &dyn Progress,
+) -> Result<(tempfile::TempPath, u64)> {
+    let mut tmp = temp_beside(path)?;
+    thread_local! {
+        static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    let n = BUFS.with(|cell| -> Result<u64> {
+        let (buf, scratch) = &mut *cell.borrow_mut();
+        let mut n = 0u64;
+        for c in chunks {
+            let bytes = repo.read_chunk(&c.id, buf, scratch)?;
+            tmp.write_all(bytes).at(path)?;
+            n += bytes.len() as u64;
+            progress.advance(bytes.len() as u64);
+        }
+        Ok(n)
+    })?;
+    tmp.as_file().flush().at(path)?;
+    Ok((tmp.into_temp_path(), n))
+}
+
+/// Make one database ready beside its destination: content, metadata, durable.
+fn prepare_database(
+    repo: &Repository,
+    path: &Path,
+    entry: &Entry,
+    proof: Option<&str>,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
+    let Node::File { database, .. } = &entry.node else {
+        return Err(Error::corrupt(
+            "tree",
+            path.display().to_string(),
+            "a database entry that is not a file",
+        ));
+    };
+    let chunks = repo.file_chunks(&entry.node)?;
+    let (tmp, bytes) = if *database == DbCapture::Logical {
+        let tmp = rebuild_beside(repo, path, &chunks, proof, progress)?;
+        let n = fs::metadata(&tmp).at(&tmp)?.len();
+        (tmp, n)
+    } else {
+        fill_beside(repo, path, &chunks, progress)?
+    };
     set_meta(&tmp, entry, is_root).at(path)?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(n)
+    // The database is the one file a rollback cannot do without: durable before the
+    // rename, not left to the final syncfs.
+    File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        tmp,
+        bytes,
+    })
 }
 
 /// Carry out a plan (runs in the I/O thread pool, see `parallel`).
@@ -632,6 +794,37 @@ pub fn execute(
     crate::parallel::in_io_pool(|| execute_in_pool(repo, plan, progress))
 }
 
+/// Every database of the plan, ready beside its destination; the first failure ends the
+/// restore before anything in the destination changed (the temp files are removed).
+fn prepare_databases(
+    repo: &Repository,
+    plan: &RestorePlan,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Prepared>> {
+    let mut ready = Vec::new();
+    for w in &plan.work {
+        let Work::Database { path, entry, proof } = w else {
+            continue;
+        };
+        match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
+            Ok(p) => ready.push(p),
+            Err(e) => {
+                let detail = match e {
+                    Error::DatabaseRestore { detail, .. } => detail,
+                    e => e.to_string(),
+                };
+                return Err(Error::DatabaseRestore {
+                    path: path.clone(),
+                    snapshot: plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string(),
+                    detail,
+                });
+            }
+        }
+    }
+    Ok(ready)
+}
+
 fn execute_in_pool(
     repo: &Repository,
     plan: &RestorePlan,
@@ -639,12 +832,14 @@ fn execute_in_pool(
 ) -> Result<RestoreReport> {
     progress.phase("restoring", Some(plan.write_bytes));
     let is_root = crate::sys::is_root();
+    let databases = prepare_databases(repo, plan, is_root, progress)?;
     let errors = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let mut report = RestoreReport::default();
     // Deletions and directories first (in plan order: parents before children for mkdir,
-    // children before parents for delete), then files in parallel, then directory metadata.
+    // children before parents for delete), then files in parallel, then the databases,
+    // then directory metadata.
     for w in &plan.work {
         match w {
             Work::Delete(p) => {
@@ -694,7 +889,6 @@ fn execute_in_pool(
                 e @ (Error::Corrupt { .. }
                 | Error::ChunkMissing { .. }
                 | Error::PackMissing { .. }
-                | Error::DatabaseRebuild { .. }
                 | Error::Io { .. }),
             ) => {
                 let path = match w {
@@ -705,14 +899,27 @@ fn execute_in_pool(
                 };
                 let msg = format!("{path}: {e}");
                 progress.warn(&msg);
-                if let Ok(mut v) = errors.lock() {
-                    v.push(msg);
-                }
+                errors
+                    .lock()
+                    .map_err(|_| Error::internal("restore error list poisoned"))?
+                    .push(msg);
                 Ok(())
             }
             Err(e) => Err(e),
         }
     })?;
+    // Each database replaces its file in one rename; the side files of the file it
+    // replaced are removed only once it is in place (they would be replayed into, or
+    // describe, the old database).
+    for db in databases {
+        db.tmp
+            .persist(&db.path)
+            .map_err(|e| Error::io(&db.path, e.error))?;
+        let dir = db.path.parent().unwrap_or(Path::new("."));
+        crate::durable::sync_dir(dir)?;
+        written.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(db.bytes, Ordering::Relaxed);
+    }
     for w in &plan.work {
         match w {
             Work::RemoveSide(p) => {
@@ -743,7 +950,9 @@ fn execute_in_pool(
     }
     report.files_written = written.into_inner();
     report.bytes_written = bytes.into_inner();
-    report.errors = errors.into_inner().unwrap_or_default();
+    report.errors = errors
+        .into_inner()
+        .map_err(|_| Error::internal("restore error list poisoned"))?;
     progress.finish();
     Ok(report)
 }
@@ -755,39 +964,13 @@ fn write_file(
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let Node::File { database, .. } = &entry.node else {
-        return Ok(0);
-    };
     let chunks = repo.file_chunks(&entry.node)?;
-    if *database == DbCapture::Logical {
-        return write_rebuilt(repo, path, entry, &chunks, is_root, progress);
+    let (tmp, n) = fill_beside(repo, path, &chunks, progress)?;
+    if let Ok(f) = File::open(&tmp) {
+        crate::sys::start_writeback(&f);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".jellysnap-restore-")
-        .tempfile_in(dir)
-        .at(dir)?;
-    thread_local! {
-        static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    }
-    let n = BUFS.with(|cell| -> Result<u64> {
-        let (buf, scratch) = &mut *cell.borrow_mut();
-        let mut n = 0u64;
-        for c in &chunks {
-            let bytes = repo.read_chunk(&c.id, buf, scratch)?;
-            tmp.write_all(bytes).at(path)?;
-            n += bytes.len() as u64;
-            progress.advance(bytes.len() as u64);
-        }
-        Ok(n)
-    })?;
-    tmp.as_file().flush().at(path)?;
-    crate::sys::start_writeback(tmp.as_file());
-    let tmp_path = tmp.into_temp_path();
-    set_meta(&tmp_path, entry, is_root).at(path)?;
-    tmp_path
-        .persist(path)
-        .map_err(|e| Error::io(path, e.error))?;
+    set_meta(&tmp, entry, is_root).at(path)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(n)
 }
 

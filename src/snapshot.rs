@@ -98,10 +98,30 @@ pub struct Summary {
     /// Paths that kept changing while read; their last read is in the snapshot.
     #[serde(default)]
     pub changed_during_backup: Vec<String>,
-    /// Databases captured as a physical copy because the logical dump refused them
-    /// (path and reason).
+    /// Databases captured as a physical copy because the logical dump could not be
+    /// proven to restore exactly (path and reason).
     #[serde(default)]
     pub db_physical: Vec<String>,
+}
+
+/// How one database of a snapshot was captured, and the proof that it restores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// Root label and `/`-separated path inside it (as in [`Item`]).
+    pub root: String,
+    pub rel: String,
+    /// `logical` (a dump, rebuilt on restore) or `physical` (the online backup copy).
+    pub capture: crate::tree::DbCapture,
+    /// Why the logical capture was not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a logical capture: the observation digest (`jellyfin::observe`, hex) of the
+    /// source, which the rebuilt dump was shown to equal at backup. Restore and check
+    /// rebuild the dump and compare with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// The SQLite version that captured (and for a logical capture, rebuilt) it.
+    pub sqlite_version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +142,10 @@ pub struct SnapshotRecord {
     pub parent: Option<SnapshotId>,
     pub summary: Summary,
     pub jellysnap_version: String,
+    /// One per captured database (empty in records written before databases were
+    /// verified at backup).
+    #[serde(default)]
+    pub databases: Vec<DatabaseRecord>,
 }
 
 impl SnapshotRecord {
@@ -223,6 +247,14 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             jellysnap_version: "0.1.0".into(),
+            databases: vec![DatabaseRecord {
+                root: "data".into(),
+                rel: "data/jellyfin.db".into(),
+                capture: crate::tree::DbCapture::Logical,
+                reason: None,
+                verified: Some("ab".repeat(32)),
+                sqlite_version: "3.54.0".into(),
+            }],
         }
     }
 

@@ -62,8 +62,10 @@ pub enum Node {
     },
 }
 
-/// What the chunks of a file hold.
+/// What the chunks of a file hold. (Trees encode the variant's index; JSON records its
+/// lowercase name.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DbCapture {
     /// An ordinary file: the chunks are its bytes.
     None,

@@ -187,6 +187,12 @@ pub fn check(
                 (None, n) => format!("; read {n} pack(s) ({})", render::size(r.bytes_read)),
             }
         );
+        if r.databases_rebuilt > 0 {
+            println!(
+                "rebuilt {} distinct database dump(s) and compared them with what their backups verified",
+                r.databases_rebuilt
+            );
+        }
     }
     if r.ok() {
         out.text("no problems found");
@@ -205,6 +211,10 @@ pub fn check(
             ),
             n => format!(" {n} chunks (first {})", &p.chunks[0][..16]),
         };
+        if p.kind == "database" {
+            eprintln!("unrestorable database: {}", p.detail);
+            continue;
+        }
         eprintln!(
             "damaged {}{}{}: {}",
             p.kind,

@@ -372,6 +372,17 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
     for root in &r.roots {
         t.push_str(&format!("  root {}: {}\n", root.label, root.path));
     }
+    for d in &r.databases {
+        let how = match (&d.capture, &d.reason) {
+            (jellysnap::tree::DbCapture::Logical, _) => format!(
+                "logical dump, proven to rebuild exactly (SQLite {})",
+                d.sqlite_version
+            ),
+            (_, Some(why)) => format!("physical copy, because {why}"),
+            _ => "physical copy".to_string(),
+        };
+        t.push_str(&format!("  database {}/{}: {how}\n", d.root, d.rel));
+    }
     t.push_str(&format!(
         "  files {} ({} unchanged, {} read), dirs {}\n  logical {}, read {}, database {}\n  added {} stored ({} raw, {} new chunks), ratio {}\n  took {:.1}s",
         s.files,
@@ -388,11 +399,6 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
         s.duration_ms as f64 / 1000.0
     ));
     out.text(&t);
-    for d in &s.db_physical {
-        eprintln!(
-            "jellysnap: database captured as a physical copy (its logical dump was refused): {d}"
-        );
-    }
     if !s.changed_during_backup.is_empty() {
         eprintln!(
             "jellysnap: {} file(s) changed while being read; their last read was stored",
@@ -446,9 +452,41 @@ fn print_plan(
         plan.keep_files,
         plan.delete_paths
     ));
+    // The database step is always shown: it goes first, and all or nothing.
+    for a in &plan.actions {
+        if let restore::Action::Database {
+            path,
+            size,
+            capture,
+            verified_at_backup,
+            sqlite_version,
+        } = a
+        {
+            let how = match (capture, verified_at_backup) {
+                (jellysnap::tree::DbCapture::Logical, true) => format!(
+                    "rebuilt from its logical dump and checked against what the backup verified{}",
+                    sqlite_version
+                        .as_ref()
+                        .map(|v| format!(" (SQLite {v})"))
+                        .unwrap_or_default()
+                ),
+                (jellysnap::tree::DbCapture::Logical, false) => {
+                    "rebuilt from its logical dump (an older snapshot: not verified at backup)"
+                        .to_string()
+                }
+                _ => "written from its physical copy (exact by construction)".to_string(),
+            };
+            t.push_str(&format!(
+                "\n  database {} ({}): {how}; restored first, before anything else changes",
+                path.display(),
+                render::size(*size)
+            ));
+        }
+    }
     if dry_run || verbose {
         for a in &plan.actions {
             let line = match a {
+                restore::Action::Database { .. } => continue,
                 restore::Action::Mkdir { path } => format!("  mkdir   {}", path.display()),
                 restore::Action::Write { path, size } => {
                     format!("  write   {} ({})", path.display(), render::size(*size))

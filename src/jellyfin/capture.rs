@@ -88,6 +88,164 @@ pub fn dump_logical(
     }
 }
 
+/// The SQLite that dumps, rebuilds and observes (the bundled one).
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
+/// A `file:` URI for `path` (percent-encoded: any byte but unreserved ones and `/`).
+pub fn file_uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for &b in abs.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    uri
+}
+
+/// Open a database file that nobody writes (a stopped server's) read-only as immutable:
+/// SQLite takes no locks and creates no `-wal`/`-shm` beside it. The caller makes sure
+/// no `-wal` holds committed data (an immutable open would not see it).
+pub fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        file_uri(path, "immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Open a private database file (a captured copy, a rebuilt file) read-only.
+fn open_private(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Remove the `-wal`/`-shm`/`-journal` SQLite leaves next to a private file it opened.
+pub fn remove_side_files(path: &Path) {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        let _ = std::fs::remove_file(side);
+    }
+}
+
+/// Observe a private database file (see `observe`). The caller removes the side files
+/// SQLite may leave (`remove_side_files`) once no connection to the file is open.
+pub fn observe_file(
+    path: &Path,
+) -> std::result::Result<crate::jellyfin::observe::Observation, String> {
+    let conn = open_private(path).map_err(|e| e.to_string())?;
+    crate::jellyfin::observe::observe(&conn).map_err(|e| e.to_string())
+}
+
+/// A logical capture of a copy, and whether it is proven exact.
+pub enum Logical {
+    /// The dump rebuilds into a database that looks exactly like the source: the dump
+    /// file and the source's observation digest.
+    Exact {
+        dump: tempfile::TempPath,
+        digest: [u8; 32],
+    },
+    /// The dump refused the database, or the rebuild is not (or could not be shown to
+    /// be) exact: why, in words. The caller keeps the physical copy, exact by
+    /// construction.
+    Refused(String),
+}
+
+/// Dump the captured copy at `copy` logically and prove the dump: rebuild it in
+/// `scratch`, observe both with the same SQLite and compare everything an application
+/// can see (see `observe`). Observing the copy runs beside the dump and the rebuild (two
+/// cores halve the wall time; the copy is private, so the two readers see one state).
+/// Only repository I/O failures are errors.
+pub fn dump_and_prove(copy: &Path, scratch: &Path) -> Result<Logical> {
+    let (source, built) = std::thread::scope(|s| {
+        let observer = std::thread::Builder::new()
+            .name("jellysnap-db-observe".into())
+            .spawn_scoped(s, || observe_file(copy));
+        let built = (|| -> Result<std::result::Result<_, String>> {
+            let dump = match dump_logical(copy, scratch)? {
+                Ok(d) => d,
+                Err(why) => return Ok(Err(why)),
+            };
+            let rebuilt = match rebuild_file(&dump, scratch)? {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
+            };
+            let seen = observe_file(&rebuilt);
+            remove_side_files(&rebuilt);
+            Ok(Ok((dump, seen)))
+        })();
+        let source = match observer {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the observing thread panicked".into())),
+            Err(e) => Err(format!("cannot start a thread: {e}")),
+        };
+        (source, built)
+    });
+    remove_side_files(copy);
+    let (dump, rebuilt) = match built? {
+        Ok(x) => x,
+        Err(why) => return Ok(Logical::Refused(why)),
+    };
+    let source = match source {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Logical::Refused(format!(
+                "SQLite {} cannot read it completely: {e}",
+                sqlite_version()
+            )))
+        }
+    };
+    Ok(match rebuilt {
+        Err(e) => Logical::Refused(format!("the rebuilt database cannot be read: {e}")),
+        Ok(r) => match source.difference(&r) {
+            Some(d) => Logical::Refused(format!("a rebuild would not be exact: {d}")),
+            None => Logical::Exact {
+                dump,
+                digest: source.digest(),
+            },
+        },
+    })
+}
+
+/// Rebuild the dump in file `dump` into a new temporary file in `scratch`.
+fn rebuild_file(
+    dump: &Path,
+    scratch: &Path,
+) -> Result<std::result::Result<tempfile::TempPath, String>> {
+    use crate::jellyfin::logical::{self, LogicalError};
+    let dest = tempfile::Builder::new()
+        .prefix("db-rebuild-")
+        .tempfile_in(scratch)
+        .at(scratch)?
+        .into_temp_path();
+    // rebuild() creates the file itself; the reserved name is ours until dropped.
+    std::fs::remove_file(&dest).at(&dest)?;
+    let mut f = std::io::BufReader::new(std::fs::File::open(dump).at(dump)?);
+    match logical::rebuild(&mut f, &dest) {
+        Ok(_) => Ok(Ok(dest)),
+        Err(LogicalError::Io(e)) => {
+            remove_side_files(&dest);
+            Err(Error::io(&dest, e))
+        }
+        Err(e) => {
+            remove_side_files(&dest);
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
 /// Run `PRAGMA integrity_check` on a database file (a restored or captured copy).
 pub fn integrity_check(path: &Path) -> Result<String> {
     let conn =

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod layout;
 pub mod logical;
+pub mod observe;
 pub mod running;
 pub mod version;
 
