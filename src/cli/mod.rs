@@ -146,6 +146,7 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
                                 .map(|c| c.name())
                                 .collect::<Vec<_>>()
                                 .join(","),
+                            db_capture(r),
                             r.summary.files.to_string(),
                             render::size(r.summary.logical_bytes),
                             render::size(r.summary.new_stored_bytes),
@@ -161,6 +162,7 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
                             "TIME (UTC)",
                             "JELLYFIN",
                             "COMPONENTS (+db,config)",
+                            "DATABASE",
                             "FILES",
                             "SIZE",
                             "ADDED"
@@ -326,6 +328,18 @@ pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
                 &format!("the repository index was missing or outdated; rebuilt it from {} pack(s), {} chunk(s)", r.packs, r.chunks),
             );
         }
+    }
+}
+
+/// How a snapshot's databases were captured, for the listing: `logical` (proven at
+/// backup), `physical`, or `-` for records from before captures were recorded.
+fn db_capture(r: &jellysnap::snapshot::SnapshotRecord) -> String {
+    let mut kinds: Vec<&str> = r.databases.iter().map(|d| d.capture.name()).collect();
+    kinds.dedup();
+    if kinds.is_empty() {
+        "-".into()
+    } else {
+        kinds.join(",")
     }
 }
 
