@@ -14,8 +14,16 @@ use crate::error::{IoContext, Result};
 use crate::fault::{self, Op};
 
 /// Write `bytes` to `path` atomically and durably.
+/// The directory holding `path`; `.` for a bare file name (whose parent is empty).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -45,16 +53,13 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(dir).at(dir)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    sync_dir(parent_dir(dir))
 }
 
 /// Remove a file and make the removal durable.
 pub fn remove_durable(path: &Path) -> Result<()> {
     fs::remove_file(path).at(path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
 }
 
 #[cfg(test)]

@@ -198,6 +198,47 @@ fn values_another_sqlite_would_recompute_are_stored_physically() {
     }
 }
 
+#[test]
+fn utf16_databases_keep_text_that_is_not_valid_utf16() {
+    for enc in ["UTF-16le", "UTF-16be"] {
+        let env = Env::new();
+        let fx = env.setup();
+        fs::remove_file(&fx.db_path).unwrap();
+        // A lone surrogate (D800) and a lone low surrogate (DC00), as stored bytes.
+        sqlite3(
+            &fx.db_path,
+            &format!(
+                r#"PRAGMA encoding = '{enc}';
+                   CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, w);
+                   INSERT INTO t (v, w) VALUES ('héllo', 1), (CAST(x'00D84100' AS TEXT), CAST(x'00DC' AS TEXT));
+                   CREATE TABLE k (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+                   INSERT INTO k VALUES (CAST(x'3DD8' AS TEXT), 'x');"#
+            ),
+        );
+        let raw = |db: &Path| {
+            let dir = tempfile::tempdir().unwrap();
+            let copy = dir.path().join("c.db");
+            fs::copy(db, &copy).unwrap();
+            sqlite3(
+                &copy,
+                "SELECT hex(CAST(v AS BLOB)), typeof(v), hex(CAST(w AS BLOB)) FROM t;
+                 SELECT hex(CAST(k AS BLOB)) FROM k;",
+            )
+        };
+        let original = raw(&fx.db_path);
+        let b = env.backup(&fx);
+        assert_eq!(env.db_record(&b)["capture"], "logical", "{enc}");
+        let t = env.root.join("restored");
+        env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+        assert_eq!(raw(&t.join("data/jellyfin.db")), original, "{enc}");
+        assert_eq!(
+            dump_of(&t.join("data/jellyfin.db")),
+            dump_of(&fx.db_path),
+            "{enc}"
+        );
+    }
+}
+
 /// The database's first data chunk: flip a byte of its stored payload.
 fn damage_database(env: &Env) {
     use jellysnap::tree::Node;

@@ -46,6 +46,8 @@
 //!          | 0x04 len:varint bytes     BLOB
 //!          | 0x05                      INTEGER equal to the row's rowid (only in the
 //!                                      column `alias - 1`, the INTEGER PRIMARY KEY)
+//!          | 0x07 str                  TEXT as stored in a UTF-16 database (its raw
+//!                                      UTF-16 bytes; only in UTF-16 databases)
 //! str      = len:varint bytes
 //! varint   = unsigned LEB128, at most 10 bytes; zigzag = varint of (n << 1) ^ (n >> 63)
 //! ```
@@ -54,10 +56,10 @@
 //! SQLite does without touching the rows) does not change the rows' bytes either.
 //! Rowids are delta-encoded so that a table rebuilt with `INSERT ... SELECT` (which
 //! renumbers rowids after any gap) still produces mostly identical bytes.
-//! Generated columns are not dumped (SQLite computes them). Refused
-//! ([`LogicalError::Unsupported`]): virtual tables (their shadow tables cannot be restored
-//! faithfully) and UTF-16 databases (SQLite hands text to us converted to UTF-8, which
-//! is lossy for text that is not valid UTF-16).
+//! Generated columns are not dumped (SQLite computes them). Virtual tables are refused
+//! ([`LogicalError::Unsupported`]): their shadow tables cannot be restored faithfully. In
+//! a UTF-16 database text is dumped as its stored bytes (SQLite's conversion to UTF-8
+//! would be lossy for text that is not valid UTF-16).
 //!
 //! Decoding never panics on bad input: every length is bounds-checked and capped, and a
 //! malformed dump is an error.
@@ -363,11 +365,6 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
     if let Some(wal) = wal {
         s.wal = wal;
     }
-    if s.text_encoding != 1 {
-        return Err(LogicalError::Unsupported(
-            "UTF-16 text encoding (text would be read back converted)".into(),
-        ));
-    }
     e.varint(u64::from(s.page_size))?;
     e.u8(s.auto_vacuum)?;
     e.u8(s.text_encoding)?;
@@ -409,7 +406,23 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
         for c in &shape.columns {
             e.str(c.as_bytes())?;
         }
-        let cols: Vec<String> = shape.columns.iter().map(|c| quote(c)).collect();
+        // SQLite hands text to us as UTF-8, converting (lossily, for text that is not
+        // valid UTF-16) in a UTF-16 database: there each column is read a second time as
+        // its stored bytes, and text is written from those.
+        let utf16 = s.text_encoding != 1;
+        let cols: Vec<String> = shape
+            .columns
+            .iter()
+            .map(|c| {
+                let q = quote(c);
+                if utf16 {
+                    format!("{q}, CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END")
+                } else {
+                    q
+                }
+            })
+            .collect();
+        let width = if utf16 { 2 } else { 1 };
         let sql = if shape.without_rowid {
             let order: Vec<String> = shape.pk.iter().map(|c| quote(c)).collect();
             format!(
@@ -447,11 +460,18 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
             // Trailing NULLs are left out (a column added with ALTER TABLE ADD COLUMN,
             // or appended by a table rebuild, leaves every existing row's bytes alone).
             let mut present = shape.columns.len();
-            while present > 0 && row.get_ref(present - 1 + off)? == ValueRef::Null {
+            while present > 0 && row.get_ref((present - 1) * width + off)? == ValueRef::Null {
                 present -= 1;
             }
             for i in 0..present {
-                let v = row.get_ref(i + off)?;
+                let v = row.get_ref(i * width + off)?;
+                if utf16 && matches!(v, ValueRef::Text(_)) {
+                    if let ValueRef::Blob(raw) = row.get_ref(i * width + off + 1)? {
+                        e.u8(7)?;
+                        e.str(raw)?;
+                        continue;
+                    }
+                }
                 match v {
                     ValueRef::Integer(n) if shape.alias == i + 1 && n == rowid => e.u8(5)?,
                     ValueRef::Null => e.u8(0)?,
@@ -560,6 +580,8 @@ enum Val {
     Real(f64),
     Text(Vec<u8>),
     Blob(Vec<u8>),
+    /// Text as stored in a UTF-16 database, bound as a blob and cast back to text.
+    RawText(Vec<u8>),
 }
 
 impl ToSql for Val {
@@ -569,7 +591,7 @@ impl ToSql for Val {
             Val::Int(n) => ValueRef::Integer(*n),
             Val::Real(f) => ValueRef::Real(*f),
             Val::Text(t) => ValueRef::Text(t),
-            Val::Blob(b) => ValueRef::Blob(b),
+            Val::Blob(b) | Val::RawText(b) => ValueRef::Blob(b),
         }))
     }
 }
@@ -801,7 +823,13 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
         .filter(|s| s.kind == "table")
         .map(|s| s.name.as_str())
         .collect();
-    read_rows(&mut d, &tx, &tables, &mut stats)?;
+    read_rows(
+        &mut d,
+        &tx,
+        &tables,
+        settings.text_encoding != 1,
+        &mut stats,
+    )?;
     for s in schema.iter().filter(|s| s.kind != "table") {
         match (&s.sql, s.kind.as_str()) {
             (Some(sql), "index" | "view" | "trigger") => exec_create(&tx, sql)?,
@@ -862,11 +890,21 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
     Ok(stats)
 }
 
+/// The SQL parameter number of insert value `i` (UTF-16 databases: two per value).
+fn param(utf16: bool, i: usize) -> usize {
+    if utf16 {
+        2 * i + 1
+    } else {
+        i + 1
+    }
+}
+
 /// The table sections of a dump, inserted into the tables `create_table` made.
 fn read_rows<R: Read>(
     d: &mut Dec<R>,
     tx: &Connection,
     tables: &HashSet<&str>,
+    utf16: bool,
     stats: &mut DumpStats,
 ) -> Result<()> {
     let mut seen = HashSet::new();
@@ -912,7 +950,18 @@ fn read_rows<R: Read>(
             names.push(shape.rowid_name.to_string());
         }
         names.extend(cols.iter().map(|c| quote(c)));
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        // In a UTF-16 database, text comes as its stored bytes (tag 7) and is cast back;
+        // each column then takes two parameters: the value and "is raw text".
+        let placeholders: Vec<String> = (0..names.len())
+            .map(|i| {
+                let v = param(utf16, i);
+                if utf16 && (without_rowid || i > 0) {
+                    format!("CASE WHEN ?{} THEN CAST(?{v} AS TEXT) ELSE ?{v} END", v + 1)
+                } else {
+                    format!("?{v}")
+                }
+            })
+            .collect();
         let sql = if names.is_empty() {
             format!("INSERT INTO main.{} DEFAULT VALUES", quote(&name))
         } else {
@@ -952,6 +1001,7 @@ fn read_rows<R: Read>(
                     3 => Val::Text(d.bytes(MAX_VALUE_LEN)?),
                     4 => Val::Blob(d.bytes(MAX_VALUE_LEN)?),
                     5 if !without_rowid && alias == i as u64 + 1 => Val::Int(rowid),
+                    7 if utf16 => Val::RawText(d.bytes(MAX_VALUE_LEN)?),
                     t => return bad(format!("bad value tag {t}")),
                 };
                 vals.push(v);
@@ -963,7 +1013,10 @@ fn read_rows<R: Read>(
                 vals.push(Val::Null);
             }
             for (i, v) in vals.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, v)?;
+                stmt.raw_bind_parameter(param(utf16, i), v)?;
+                if utf16 && (without_rowid || i > 0) {
+                    stmt.raw_bind_parameter(param(utf16, i) + 1, matches!(v, Val::RawText(_)))?;
+                }
             }
             stmt.raw_execute()?;
             stats.rows += 1;
