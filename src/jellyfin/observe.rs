@@ -13,6 +13,10 @@
 //! - every row of every table, internal ones included (`sqlite_sequence`, the stat
 //!   tables), with its rowid and every column (generated ones, virtual and stored,
 //!   included), each value as its storage class and exact bytes;
+//! - how many entries each partial index holds (read from its b-tree through
+//!   `dbstat`): which rows a partial index holds is decided by its predicate as the
+//!   writer's SQLite evaluated it, and `integrity_check` does not report an entry whose
+//!   predicate the SQLite here evaluates differently;
 //! - the complete output of `PRAGMA integrity_check` and `PRAGMA foreign_key_check`.
 //!   On the source these are how a recomputed value shows up: an index entry the SQLite
 //!   here would compute differently is reported as missing. A database whose
@@ -44,6 +48,8 @@ pub struct Observation {
     pub settings: Settings,
     pub schema: Vec<SchemaEntry>,
     pub tables: Vec<TableDigest>,
+    /// (name, entries) of every partial index, in schema order.
+    pub partial_indexes: Vec<(String, i64)>,
     pub integrity: Vec<String>,
     pub foreign_keys: Vec<String>,
 }
@@ -62,6 +68,22 @@ pub fn observe(conn: &Connection) -> Result<Observation, LogicalError> {
     names.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     for t in names {
         tables.push(table_digest(&tx, &t.name, settings.text_encoding != 1)?);
+    }
+    let mut partial_indexes = Vec::new();
+    for e in schema.iter().filter(|e| e.kind == "index") {
+        let partial: bool = tx.query_row(
+            "SELECT partial FROM pragma_index_list(?1) WHERE name = ?2",
+            [&e.tbl_name, &e.name],
+            |r| r.get(0),
+        )?;
+        if partial {
+            let n: i64 = tx.query_row(
+                "SELECT ncell FROM dbstat('main', 1) WHERE name = ?1",
+                [&e.name],
+                |r| r.get(0),
+            )?;
+            partial_indexes.push((e.name.clone(), n));
+        }
     }
     let integrity = {
         let mut stmt = tx.prepare(&format!(
@@ -94,6 +116,7 @@ pub fn observe(conn: &Connection) -> Result<Observation, LogicalError> {
         settings,
         schema,
         tables,
+        partial_indexes,
         integrity,
         foreign_keys,
     })
@@ -248,6 +271,11 @@ impl Observation {
             put(&t.rows.to_le_bytes());
             put(&t.digest);
         }
+        put(b"partial indexes");
+        for (name, n) in &self.partial_indexes {
+            put(name.as_bytes());
+            put(&n.to_le_bytes());
+        }
         put(b"integrity");
         for m in &self.integrity {
             put(m.as_bytes());
@@ -294,6 +322,17 @@ impl Observation {
         }
         if self.tables.len() != rebuilt.tables.len() {
             return Some("the set of tables differs".into());
+        }
+        if let Some((a, b)) = self
+            .partial_indexes
+            .iter()
+            .zip(&rebuilt.partial_indexes)
+            .find(|(a, b)| a != b)
+        {
+            return Some(format!(
+                "partial index {} holds {} entries in the source, {} rebuilt (its predicate evaluates differently)",
+                a.0, a.1, b.1
+            ));
         }
         if self.integrity != rebuilt.integrity {
             return Some(format!(
@@ -354,6 +393,13 @@ mod tests {
         assert!(o.difference(&o.clone()).is_none());
         // The stored generated column's value is part of what is seen.
         assert_eq!(o.tables[0].rows, 2);
+    }
+
+    #[test]
+    fn counts_partial_index_entries() {
+        let o = obs("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3);
+                     CREATE INDEX p ON t (x) WHERE x > 1;");
+        assert_eq!(o.partial_indexes, vec![("p".to_string(), 2)]);
     }
 
     #[test]
