@@ -60,10 +60,13 @@ fn database_entry(snap: &Value) -> Option<&Value> {
     let list = snap
         .get("databases")
         .or_else(|| snap["summary"].get("databases"))?;
+    // Named by `path`, or by `root` and `rel` (a path inside that root).
     list.as_array()?.iter().find(|d| {
-        d["path"]
-            .as_str()
-            .is_some_and(|p| p == DB_REL || p.ends_with("/jellyfin.db"))
+        ["path", "rel"].iter().any(|k| {
+            d[*k]
+                .as_str()
+                .is_some_and(|p| p == DB_REL || p.ends_with("/jellyfin.db"))
+        })
     })
 }
 
