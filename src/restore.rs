@@ -141,11 +141,13 @@ enum Work {
     },
     Delete(PathBuf),
     RemoveSide(PathBuf),
-    /// A database to write; `proof` is the observation digest (hex) the backup proved.
+    /// A database to write; `proof` is the observation digest (hex) the backup proved,
+    /// with the SQLite version that proved it (or made the physical copy).
     Database {
         path: PathBuf,
         entry: Entry,
         proof: Option<String>,
+        sqlite_version: Option<String>,
     },
     /// Set a directory's mode, owner and mtime after its contents are in place.
     DirMeta {
@@ -301,10 +303,14 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                 plan.keep_files += 1;
                 Action::Keep { path: path.clone() }
             }
-            Work::Database { path, entry, proof } => {
+            Work::Database {
+                path,
+                entry,
+                proof,
+                sqlite_version,
+            } => {
                 plan.write_files += 1;
                 plan.write_bytes += entry.size();
-                let rec = p_record(&rec.databases, &plan.roots, path);
                 Action::Database {
                     path: path.clone(),
                     size: entry.size(),
@@ -313,7 +319,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                         _ => DbCapture::None,
                     },
                     verified_at_backup: proof.is_some(),
-                    sqlite_version: rec.map(|r| r.sqlite_version.clone()),
+                    sqlite_version: sqlite_version.clone(),
                 }
             }
             Work::DirMeta { .. } => continue,
@@ -322,19 +328,6 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     plan.work = p.work;
     Ok(plan)
-}
-
-/// The snapshot's record of the database restored to `path`.
-fn p_record<'a>(
-    databases: &'a [DatabaseRecord],
-    roots: &[RootMapping],
-    path: &Path,
-) -> Option<&'a DatabaseRecord> {
-    databases.iter().find(|d| {
-        roots
-            .iter()
-            .any(|m| m.label == d.root && m.to.join(&d.rel) == path)
-    })
 }
 
 struct Planner<'a> {
@@ -432,15 +425,15 @@ impl Planner<'_> {
                         });
                     } else if database.is_database() {
                         let rel = String::from_utf8_lossy(&child_rel);
-                        let proof = self
+                        let rec = self
                             .databases
                             .iter()
-                            .find(|d| d.root == root && d.rel == rel)
-                            .and_then(|d| d.verified.clone());
+                            .find(|d| d.root == root && d.rel == rel);
                         self.work.push(Work::Database {
                             path: path.clone(),
                             entry: e.clone(),
-                            proof,
+                            proof: rec.and_then(|d| d.verified.clone()),
+                            sqlite_version: rec.map(|d| d.sqlite_version.clone()),
                         });
                     } else {
                         self.work.push(Work::Write {
@@ -804,7 +797,10 @@ fn prepare_databases(
 ) -> Result<Vec<Prepared>> {
     let mut ready = Vec::new();
     for w in &plan.work {
-        let Work::Database { path, entry, proof } = w else {
+        let Work::Database {
+            path, entry, proof, ..
+        } = w
+        else {
             continue;
         };
         match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
