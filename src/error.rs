@@ -76,6 +76,9 @@ pub enum Error {
     #[error("Jellyfin appears to be running: {detail}; stop the server first (e.g. `systemctl stop jellyfin` or `docker stop jellyfin`) or pass --force")]
     ServerRunning { detail: String },
 
+    #[error("cannot tell whether Jellyfin is running: {detail}")]
+    ServerStateUnknown { detail: String },
+
     #[error("database capture of {path} failed: {detail}")]
     DatabaseCapture { path: PathBuf, detail: String },
 
@@ -139,7 +142,7 @@ impl Error {
             Error::SourceMissing(_) | Error::NotJellyfin { .. } => 14,
             Error::TargetNotEmpty(_) => 15,
             Error::Locked { .. } => 16,
-            Error::ServerRunning { .. } => 17,
+            Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => 17,
             Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => 18,
             Error::DatabaseRestore { .. } => 19,
         }

@@ -220,13 +220,8 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
             }
         }
         Destination::InPlace => {
-            let data = Path::new(&rec.data_dir).join("data");
-            let users = running::users_of(&data);
-            if !users.is_empty() && !opts.force {
-                let u = &users[0];
-                return Err(Error::ServerRunning {
-                    detail: format!("process {} ({}) has {} open", u.pid, u.command, u.file),
-                });
+            if !opts.force {
+                running::ensure_stopped(Path::new(&rec.data_dir))?;
             }
         }
     }

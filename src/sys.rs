@@ -28,3 +28,47 @@ pub fn start_writeback(f: &File) {
     // Advisory: a failure only means the final syncfs does the work.
     let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
+
+/// This process's effective user id (for messages about what it may see).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// A POSIX record lock held by another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolder {
+    /// As this process sees it; `None` when the holder is outside this PID namespace
+    /// (another container) or the lock belongs to an open file description.
+    pub pid: Option<u32>,
+    pub exclusive: bool,
+}
+
+/// Which other process, if any, holds a POSIX record lock over bytes
+/// `[start, start + len)` of `f` that a write lock would conflict with. Asked with
+/// `F_GETLK`, which reports the lock and never takes one. The locks of this process are
+/// never reported (they never conflict with its own).
+pub fn lock_holder(f: &File, start: u64, len: u64) -> std::io::Result<Option<LockHolder>> {
+    let range = |v: u64| {
+        libc::off_t::try_from(v).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    // SAFETY: `flock` is a C struct of integers, for which all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = range(start)?;
+    fl.l_len = range(len)?;
+    // SAFETY: the fd is valid for the life of `f`; F_GETLK only reads and writes `fl`,
+    // which outlives the call.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    Ok(Some(LockHolder {
+        pid: u32::try_from(fl.l_pid).ok().filter(|&p| p > 0),
+        exclusive: fl.l_type == libc::F_WRLCK as libc::c_short,
+    }))
+}
