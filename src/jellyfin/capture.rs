@@ -1,10 +1,12 @@
 //! Consistent capture of a live SQLite database (DESIGN §3).
 //!
-//! The source is opened read-only and copied with SQLite's online backup API in a single
-//! `step(-1)`: one read transaction, so the copy is a consistent state even while the
-//! server writes (committed data living only in the WAL included). We never open the
-//! database file with plain file I/O (that would drop SQLite's POSIX locks of this
-//! process), never checkpoint and never touch its `-wal`/`-shm`.
+//! The source is opened so that neither it nor its `-wal`/`-shm` change (`livedb`: how,
+//! for a stopped server, a running one, and one that lost its locks) and copied with
+//! SQLite's online backup API in a single `step(-1)`: one read transaction, so the copy is
+//! a consistent state even while the server writes (committed data living only in the WAL
+//! included). The database file is opened with plain file I/O only to probe its locks,
+//! before this process has a connection to it (closing it would drop that connection's
+//! POSIX locks); we never checkpoint and never write its `-wal`/`-shm`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, IoContext, Result};
+use crate::jellyfin::livedb;
 
 /// Capture `src` into a new temporary file in `tmp_dir`. The file is removed when the
 /// returned path is dropped.
@@ -26,14 +29,7 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
         .tempfile_in(tmp_dir)
         .at(tmp_dir)?
         .into_temp_path();
-    let source = Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| fail(format!("cannot open read-only: {e}")))?;
-    source
-        .busy_timeout(Duration::from_secs(30))
-        .map_err(|e| fail(e.to_string()))?;
+    let source = livedb::open(src, tmp_dir).map_err(fail)?;
     let mut dest =
         Connection::open(&tmp).map_err(|e| fail(format!("cannot create the copy: {e}")))?;
     {
@@ -56,7 +52,7 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
         }
     }
     dest.close().map_err(|(_, e)| fail(e.to_string()))?;
-    drop(source);
+    source.finish().map_err(fail)?;
     Ok(tmp)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod layout;
+pub mod livedb;
 pub mod logical;
 pub mod observe;
 pub mod running;
