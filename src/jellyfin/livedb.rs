@@ -31,6 +31,7 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::jellyfin::capture::file_uri;
 use crate::jellyfin::running::{probe_locks, side_file, LockProbe};
 
 /// How the source database was opened (see the module doc).
@@ -175,23 +176,6 @@ fn connect(name: &str, flags: OpenFlags) -> Result<Connection, String> {
     Ok(conn)
 }
 
-/// A `file:` URI for `path` with `query`: every byte of the absolute path but the
-/// unreserved ones and `/` percent-encoded (`?`, `#` and `%` would otherwise end or
-/// escape the path).
-pub fn file_uri(path: &Path, query: &str) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut uri = String::from("file:");
-    for &b in abs.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
-            uri.push(char::from(b));
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("{uri}?{query}")
-}
-
 /// What changes when anything writes the file or replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -262,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn uri_escapes_what_sqlite_would_read_as_syntax() {
+    fn the_uri_escapes_what_sqlite_would_read_as_syntax() {
         let u = file_uri(Path::new("/a b/c?d#e%f/ü.db"), "mode=ro");
         assert_eq!(u, "file:/a%20b/c%3Fd%23e%25f/%C3%BC.db?mode=ro");
     }
