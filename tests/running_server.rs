@@ -213,6 +213,34 @@ fn in_place_restore_refuses_a_live_server_found_by_its_locks() {
 }
 
 #[test]
+fn in_place_restore_refuses_a_server_in_another_pid_namespace() {
+    let env = Env::new();
+    let fx = env.fixture();
+    env.backup(&fx);
+    let _server = Server::start(&fx.db_path, 5, None);
+    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("not root: cannot make a PID namespace, skipped");
+        return;
+    }
+    // As from inside a container: the server's process and its open files are out of
+    // sight, and its locks are reported without a pid.
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(BIN)
+        .arg("--repo")
+        .arg(&env.repo)
+        .args(["restore", "latest", "--in-place"])
+        .output()
+        .expect("unshare runs");
+    let err = s(&out.stderr);
+    assert_eq!(out.status.code(), Some(17), "{err}");
+    assert!(
+        err.contains("a process outside this PID namespace (another container?) holds SQLite's"),
+        "{err}"
+    );
+}
+
+#[test]
 fn in_place_restore_refuses_a_server_that_lost_its_locks() {
     let env = Env::new();
     let fx = env.fixture();
