@@ -107,7 +107,7 @@ fn main() {
     let t0 = Instant::now();
     {
         let repo = Repository::open(&path, Access::Write).expect("open");
-        let sink = ChunkSink::new(&repo);
+        let sink = ChunkSink::new(&repo).expect("pack writer");
         let mut files = Vec::new();
         let mut buf = [0u8; 128];
         for f in 0..n.div_ceil(PER_FILE) {

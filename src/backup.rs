@@ -282,7 +282,7 @@ fn backup_in_pool(
 
     let ctx = Ctx {
         repo,
-        sink: ChunkSink::new(repo),
+        sink: ChunkSink::new(repo)?,
         chunker: repo.chunker(),
         db_chunker: repo.db_chunker(),
         db_physical_chunker: repo.db_physical_chunker(),

@@ -154,7 +154,7 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
     // 1. Live chunks of packs to repack: into new packs, durable and indexed.
     if !plan.repack.is_empty() {
         progress.phase("repacking", Some(plan.bytes_repacked));
-        let sink = ChunkSink::new(repo);
+        let sink = ChunkSink::new(repo)?;
         let mut buf = Vec::new();
         for p in &plan.repack {
             let Some(id) = p.id else { continue };

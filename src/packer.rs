@@ -69,7 +69,9 @@ pub struct ChunkSink<'r> {
 }
 
 impl<'r> ChunkSink<'r> {
-    pub fn new(repo: &'r Repository) -> Self {
+    /// Start the pack writer and syncer threads. A thread that cannot start is an
+    /// error: without it nothing written here would become durable.
+    pub fn new(repo: &'r Repository) -> Result<Self> {
         let index = repo.index_arc();
         let (tx, rx) = sync_channel::<NewChunk>(32);
         let pool = Arc::new(Mutex::new(Vec::new()));
@@ -78,8 +80,8 @@ impl<'r> ChunkSink<'r> {
         let syncer = std::thread::Builder::new()
             .name("jellysnap-pack-syncer".into())
             .spawn(move || sync_packs(repo_path, index, sync_rx))
-            .ok()
-            .map(|h| (sync_tx, h));
+            .map_err(|e| Error::internal(format!("cannot start the pack syncer thread: {e}")))?;
+        let syncer = Some((sync_tx, syncer));
         let writer = PackWriter {
             repo_path: repo.path().to_path_buf(),
             target: repo.config().pack_target_bytes,
@@ -91,15 +93,15 @@ impl<'r> ChunkSink<'r> {
         let handle = std::thread::Builder::new()
             .name("jellysnap-pack-writer".into())
             .spawn(move || writer.run(rx))
-            .ok();
-        ChunkSink {
+            .map_err(|e| Error::internal(format!("cannot start the pack writer thread: {e}")))?;
+        Ok(ChunkSink {
             repo,
             pending: Mutex::new(HashSet::new()),
             tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(handle),
+            writer: Mutex::new(Some(handle)),
             pool,
             stats: SinkStats::default(),
-        }
+        })
     }
 
     /// Store `data` as a chunk unless the repository already has it. `compressible` is
@@ -353,8 +355,14 @@ impl PackWriter {
         let sealed = p.seal()?;
         match &self.syncer {
             Some((tx, _)) if tx.send(sealed).is_ok() => Ok(()),
-            // The syncer stopped on an error: stop_syncer reports it.
-            _ => self.stop_syncer(),
+            // The syncer stopped on an error: stop_syncer reports it. A sealed pack that
+            // no syncer takes is never a success.
+            Some(_) => self.stop_syncer().and(Err(Error::internal(
+                "the pack syncer stopped before a sealed pack was made durable",
+            ))),
+            None => Err(Error::internal(
+                "no pack syncer is running; a sealed pack would not be made durable",
+            )),
         }
     }
 

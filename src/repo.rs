@@ -543,7 +543,7 @@ mod tests {
             .collect();
         let (a, b) = {
             let repo = Repository::open_with_mem_index(&path).unwrap();
-            let sink = ChunkSink::new(&repo);
+            let sink = ChunkSink::new(&repo).unwrap();
             let a = sink.put(ChunkKind::Data, &text, true).unwrap();
             let b = sink.put(ChunkKind::Tree, &jpeg, false).unwrap();
             assert_eq!(sink.put(ChunkKind::Data, &text, true).unwrap(), a);

@@ -36,7 +36,7 @@ fn entry(name: &[u8], node: Node) -> Entry {
 fn craft(env: &Env, name: &str, entries: Vec<(Vec<u8>, &'static [u8], bool)>) {
     let repo = Repository::open(&env.repo, Access::Write).unwrap();
     let template: SnapshotRecord = repo.resolve("base").unwrap().record;
-    let sink = ChunkSink::new(&repo);
+    let sink = ChunkSink::new(&repo).unwrap();
     let mut listing = Vec::new();
     for (n, content, symlink) in entries {
         let node = if symlink {
