@@ -50,8 +50,7 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub destination: Destination,
-    /// Optional components to restore (mandatory ones are always added); `None` = all
-    /// components of the snapshot.
+    /// Components to restore, exactly these; `None` = all components of the snapshot.
     pub components: Option<BTreeSet<Component>>,
     pub force: bool,
 }
@@ -176,6 +175,11 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let components: BTreeSet<Component> = match &opts.components {
         None => rec.components.iter().copied().collect(),
         Some(want) => {
+            if want.is_empty() {
+                return Err(Error::InvalidOption(
+                    "--components names no component".into(),
+                ));
+            }
             if let Some(missing) = want.iter().find(|c| !rec.has_component(**c)) {
                 return Err(Error::InvalidOption(format!(
                     "snapshot {} does not contain the {} component (it has: {})",
@@ -188,10 +192,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                         .join(",")
                 )));
             }
-            want.iter()
-                .copied()
-                .chain([Component::Config, Component::Database])
-                .collect()
+            want.clone()
         }
     };
     let selection = Selection {

@@ -48,7 +48,8 @@ impl Component {
         Component::ALL.into_iter().find(|c| c.name() == s)
     }
 
-    /// Components that every snapshot and every restore include.
+    /// Components that every snapshot includes (a restore includes them unless it is
+    /// given a list without them).
     pub fn is_mandatory(self) -> bool {
         matches!(self, Component::Config | Component::Database)
     }

@@ -137,14 +137,14 @@ impl Selection {
             .any(|i| (!i.is_glob() && i.rel.as_bytes() == rel) || i.leads_to(rel))
     }
 
-    /// The same selection restricted to `components` (plus the mandatory ones).
+    /// The same selection restricted to the items of `components`.
     pub fn restricted(&self, components: &BTreeSet<Component>) -> Selection {
         Selection {
             roots: self.roots.clone(),
             items: self
                 .items
                 .iter()
-                .filter(|i| i.component.is_mandatory() || components.contains(&i.component))
+                .filter(|i| components.contains(&i.component))
                 .cloned()
                 .collect(),
         }
