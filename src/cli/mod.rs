@@ -421,7 +421,7 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
     }
     if !s.errors.is_empty() {
         eprintln!(
-            "jellysnap: partial snapshot: {} path(s) could not be read (exit code {EXIT_PARTIAL}):",
+            "jellysnap: partial snapshot: {} path(s) could not be read or found (exit code {EXIT_PARTIAL}):",
             s.errors.len()
         );
         for e in &s.errors {
@@ -466,6 +466,12 @@ fn print_plan(
         plan.keep_files,
         plan.delete_paths
     ));
+    if plan.not_captured > 0 {
+        t.push_str(&format!(
+            ", leave {} path(s) as they are (not captured by the backup)",
+            plan.not_captured
+        ));
+    }
     // The database step is always shown: it goes first, and all or nothing.
     for a in &plan.actions {
         if let restore::Action::Database {
@@ -515,6 +521,9 @@ fn print_plan(
                 restore::Action::Delete { path } => format!("  delete  {}", path.display()),
                 restore::Action::RemoveSideFile { path } => {
                     format!("  delete  {} (stale database side file)", path.display())
+                }
+                restore::Action::NotCaptured { path } => {
+                    format!("  kept    {} (not captured by the backup)", path.display())
                 }
             };
             t.push('\n');
