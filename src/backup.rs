@@ -26,7 +26,7 @@ use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
 use crate::pack::ChunkKind;
 use crate::packer::ChunkSink;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Access, Repository};
 use crate::snapshot::{
     validate_name, Component, DatabaseRecord, NotCaptured, NotCapturedKind, Snapshot,
     SnapshotRecord, Summary,
@@ -44,6 +44,10 @@ pub struct BackupOptions {
     pub source: SourceOptions,
     pub name: Option<String>,
     pub tags: Vec<String>,
+    /// Create the repository when the path holds none. Off, a missing repository is an
+    /// error: a backup disk that is not mounted must not get a new repository in its
+    /// mount point.
+    pub create_repository: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +61,22 @@ impl BackupOutcome {
     pub fn is_partial(&self) -> bool {
         !self.record.summary.errors.is_empty() || !self.record.not_captured.is_empty()
     }
+}
+
+/// Open the repository a backup writes to, creating it first when it holds none and
+/// `opts.create_repository` allows it. The source is checked before anything is
+/// created. Returns the repository and whether it was created.
+pub fn open_repository(path: &Path, opts: &BackupOptions) -> Result<(Repository, bool)> {
+    let mut created = false;
+    if !Repository::exists(path) {
+        if !opts.create_repository {
+            return Err(Error::NoRepository(path.to_path_buf()));
+        }
+        jellyfin::detect(&opts.source)?;
+        Repository::init(path)?;
+        created = true;
+    }
+    Ok((Repository::open(path, Access::Write)?, created))
 }
 
 struct Ctx<'a> {

@@ -1,7 +1,8 @@
 //! Partial snapshots through the built binary: what a backup could not capture (an
 //! unreadable file, a directory it could not list, a component whose disk is not mounted)
 //! is recorded in the snapshot, and an in-place restore leaves it as it is. Also: restore
-//! of named components touches only those.
+//! of named components touches only those, and a backup never creates a repository the
+//! user did not ask for.
 
 #[path = "common/env.rs"]
 mod env;
@@ -65,6 +66,7 @@ fn backup_hiding(env: &Env, fx: &fixture::Fixture, hidden: &[&Path]) -> Output {
         .args([
             "--json",
             "backup",
+            "--init",
             "--data-dir",
             fx.data_dir.to_str().unwrap(),
         ])
@@ -448,4 +450,90 @@ fn restore_components_help_says_only_the_listed_ones_are_restored() {
         .unwrap();
     let help = s(&out.stdout);
     assert!(help.contains("rolled back only when named"), "{help}");
+}
+
+// ---------------------------------------------------------------------------------------
+// No repository by accident.
+
+#[test]
+fn backup_into_a_path_without_a_repository_needs_init() {
+    let env = Env::new();
+    let fx = small(&env);
+    let data = fx.data_dir.to_str().unwrap();
+    let want = format!(
+        "no jellysnap repository at {} (is the backup disk mounted?)",
+        env.repo.display()
+    );
+    // A path that does not exist, and an empty directory (an unmounted mount point).
+    for mkdir in [false, true] {
+        if mkdir {
+            fs::create_dir(&env.repo).unwrap();
+        }
+        let out = env.run_exact(&["-q", "backup", "--data-dir", data]);
+        assert_eq!(out.status.code(), Some(10), "{}", s(&out.stderr));
+        let err = s(&out.stderr);
+        assert!(err.contains(&want), "{err}");
+        assert!(err.contains("--init") && err.contains("init`"), "{err}");
+        if mkdir {
+            assert_eq!(fs::read_dir(&env.repo).unwrap().count(), 0);
+        } else {
+            assert!(!env.repo.exists());
+        }
+    }
+    // With --init it is created, and said so even under -q.
+    let out = env.run_exact(&["-q", "backup", "--init", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(
+        s(&out.stderr).contains(&format!(
+            "created jellysnap repository at {}",
+            env.repo.display()
+        )),
+        "{}",
+        s(&out.stderr)
+    );
+    // --init on an existing repository just backs up.
+    let out = env.run_exact(&["--json", "backup", "--init", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    assert!(!s(&out.stderr).contains("created"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repository_created"], false);
+    let out = env.run_exact(&["backup", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+}
+
+#[test]
+fn only_the_default_repository_is_created_on_first_backup() {
+    let env = Env::new();
+    let fx = small(&env);
+    let data = fx.data_dir.to_str().unwrap();
+    let run = |repo_env: Option<&Path>| {
+        let mut c = Command::new(BIN);
+        c.args(["-q", "backup", "--data-dir", data])
+            .env("HOME", env.root.join("home"))
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("JELLYSNAP_REPO");
+        if let Some(r) = repo_env {
+            c.env("JELLYSNAP_REPO", r);
+        }
+        c.output().unwrap()
+    };
+    // $JELLYSNAP_REPO names a disk that is not mounted (a cron job): refused.
+    let mount = env.root.join("mnt/backup/jellysnap");
+    let out = run(Some(&mount));
+    assert_eq!(out.status.code(), Some(10), "{}", s(&out.stderr));
+    assert!(!mount.exists());
+    // No repository named at all: the default location is created, and said so.
+    let default = env.root.join("home/.local/share/jellysnap/repo");
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains(&format!(
+            "created jellysnap repository at {}",
+            default.display()
+        )),
+        "{}",
+        s(&out.stderr)
+    );
+    assert!(default.join("config").is_file());
 }

@@ -140,6 +140,10 @@ pub struct BackupArgs {
     /// A tag (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Create the repository if the path holds none (without it, only the default
+    /// repository location is created on first use)
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Args)]

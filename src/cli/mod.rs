@@ -104,19 +104,15 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 },
                 name: a.name.clone(),
                 tags: a.tags.clone(),
+                // Only the default location may be created unasked: any other path may
+                // be a backup disk that is not mounted.
+                create_repository: a.init || repo_path == args::default_repo(),
             };
-            let mut created = false;
-            if !Repository::exists(&repo_path) {
-                // Check the source before creating anything.
-                jellysnap::jellyfin::detect(&opts.source)?;
-                Repository::init(&repo_path)?;
-                created = true;
-                out.text(&format!(
-                    "created jellysnap repository at {}",
-                    repo_path.display()
-                ));
+            let (repo, created) = backup::open_repository(&repo_path, &opts)?;
+            if created {
+                // Also under -q: a new repository where one was expected is news.
+                eprintln!("created jellysnap repository at {}", repo_path.display());
             }
-            let repo = Repository::open(&repo_path, Access::Write)?;
             report_rebuild(&repo, out);
             let o = backup::backup(&repo, &opts, &progress)?;
             print_backup(out, &repo_path, created, &o);
