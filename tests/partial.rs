@@ -353,6 +353,26 @@ fn a_trickplay_link_to_nowhere_is_not_claimed() {
         .is_symlink());
 }
 
+#[test]
+fn a_default_metadata_dir_may_be_absent_but_not_a_link_to_nowhere() {
+    let env = Env::new();
+    let fx = small(&env);
+    let data = fx.data_dir.to_str().unwrap();
+    // Nothing at the default place: the snapshot has an empty metadata component.
+    fs::rename(&fx.metadata_dir, env.root.join("meta-elsewhere")).unwrap();
+    let b = env.json(&["backup", "--data-dir", data], 0);
+    assert!(components(&b["snapshot"]).contains(&"metadata".to_string()));
+    assert_eq!(b["snapshot"]["not_captured"], json!([]));
+    // A symlink to a disk that is not mounted: not claimed.
+    std::os::unix::fs::symlink(env.root.join("not-mounted/metadata"), &fx.metadata_dir).unwrap();
+    let out = env.run(&["--json", "backup", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!components(&v["snapshot"]).contains(&"metadata".to_string()));
+    assert_eq!(v["snapshot"]["not_captured"][0]["component"], "metadata");
+    assert_eq!(v["snapshot"]["not_captured"][0]["rel"], "metadata");
+}
+
 /// A file's bytes and mtime (seconds, nanoseconds).
 type Stamp = (Vec<u8>, i64, i64);
 

@@ -212,11 +212,12 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         None => detect_config_dir(&data_dir)?,
     };
     let system_xml = std::fs::read_to_string(config_dir.join("system.xml")).unwrap_or_default();
-    let metadata_dir = match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
-        (Some(m), _) => canonical(m),
-        (None, Some(m)) => canonical(Path::new(&m)),
-        _ => data_dir.join("metadata"),
-    };
+    let (metadata_dir, metadata_configured) =
+        match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
+            (Some(m), _) => (canonical(m), true),
+            (None, Some(m)) => (canonical(Path::new(&m)), true),
+            _ => (data_dir.join("metadata"), false),
+        };
     let cache_dir = xml_tag(&system_xml, "CachePath").map(|c| canonical(Path::new(&c)));
 
     let mut components: BTreeSet<Component> = opts.components.clone();
@@ -225,11 +226,17 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
 
     // A component whose directory is not there is not claimed: a snapshot that said
     // "metadata: nothing" would make an in-place restore delete the live metadata once
-    // its disk is back. The metadata dir always exists on a server; the subtitle and
-    // trickplay dirs may legitimately be absent, but not be links to nowhere.
+    // its disk is back. A metadata dir configured elsewhere must exist; a directory at
+    // its default place inside the data dir may be absent (nothing there yet), but not
+    // be a link to nowhere.
     let mut not_found: Vec<(Component, PathBuf)> = Vec::new();
     let dangling = |p: &Path| p.symlink_metadata().is_ok() && !p.is_dir();
-    if components.contains(&Component::Metadata) && !metadata_dir.is_dir() {
+    let metadata_missing = if metadata_configured {
+        !metadata_dir.is_dir()
+    } else {
+        dangling(&metadata_dir)
+    };
+    if components.contains(&Component::Metadata) && metadata_missing {
         not_found.push((Component::Metadata, metadata_dir.clone()));
     }
     for (component, dirs) in [
