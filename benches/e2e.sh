@@ -105,7 +105,7 @@ RESTIC_EXCLUDES=(
     --exclude "$DATA/data/livetv/recordings" --exclude "$DATA/data/library.db.old"
     --exclude "*-wal" --exclude "*-shm"
 )
-JS_BACKUP=(--repo "$JS_REPO" backup --data-dir "$DATA")
+JS_BACKUP=(--repo "$JS_REPO" backup --init --data-dir "$DATA")
 [[ -n "$CONFIG" ]] && JS_BACKUP+=(--config-dir "$CONFIG")
 
 # --- measurement helpers -----------------------------------------------------------------

@@ -93,6 +93,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         summary: Summary::default(),
         jellysnap_version: "bench".into(),
         databases: vec![],
+        not_captured: Vec::new(),
     }
 }
 

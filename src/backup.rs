@@ -26,9 +26,10 @@ use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
 use crate::pack::ChunkKind;
 use crate::packer::ChunkSink;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Access, Repository};
 use crate::snapshot::{
-    validate_name, Component, DatabaseRecord, Snapshot, SnapshotRecord, Summary,
+    validate_name, Component, DatabaseRecord, NotCaptured, NotCapturedKind, Snapshot,
+    SnapshotRecord, Summary,
 };
 use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 
@@ -43,6 +44,10 @@ pub struct BackupOptions {
     pub source: SourceOptions,
     pub name: Option<String>,
     pub tags: Vec<String>,
+    /// Create the repository when the path holds none. Off, a missing repository is an
+    /// error: a backup disk that is not mounted must not get a new repository in its
+    /// mount point.
+    pub create_repository: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,8 +59,24 @@ pub struct BackupOutcome {
 
 impl BackupOutcome {
     pub fn is_partial(&self) -> bool {
-        !self.record.summary.errors.is_empty()
+        !self.record.summary.errors.is_empty() || !self.record.not_captured.is_empty()
     }
+}
+
+/// Open the repository a backup writes to, creating it first when it holds none and
+/// `opts.create_repository` allows it. The source is checked before anything is
+/// created. Returns the repository and whether it was created.
+pub fn open_repository(path: &Path, opts: &BackupOptions) -> Result<(Repository, bool)> {
+    let mut created = false;
+    if !Repository::exists(path) {
+        if !opts.create_repository {
+            return Err(Error::NoRepository(path.to_path_buf()));
+        }
+        jellyfin::detect(&opts.source)?;
+        Repository::init(path)?;
+        created = true;
+    }
+    Ok((Repository::open(path, Access::Write)?, created))
 }
 
 struct Ctx<'a> {
@@ -78,6 +99,7 @@ struct Ctx<'a> {
     files_read: AtomicU64,
     files_reused: AtomicU64,
     errors: Mutex<Vec<String>>,
+    not_captured: Mutex<Vec<NotCaptured>>,
     changed: Mutex<Vec<String>>,
     db_physical: Mutex<Vec<String>>,
     databases: Mutex<Vec<DatabaseRecord>>,
@@ -303,10 +325,22 @@ fn backup_in_pool(
         files_read: AtomicU64::new(0),
         files_reused: AtomicU64::new(0),
         errors: Mutex::new(Vec::new()),
+        not_captured: Mutex::new(Vec::new()),
         changed: Mutex::new(Vec::new()),
         db_physical: Mutex::new(Vec::new()),
         databases: Mutex::new(Vec::new()),
     };
+
+    for m in &source.missing {
+        let c = m.component.map_or("?", |c| c.name());
+        ctx.report(
+            Path::new(&m.path),
+            &format!("the {c} directory is not there (is its disk mounted?); this snapshot does not include {c}"),
+        );
+    }
+    if let Ok(mut v) = ctx.not_captured.lock() {
+        v.extend(source.missing.iter().cloned());
+    }
 
     progress.phase("backing up", None);
     let parent_root = match parent {
@@ -373,11 +407,15 @@ fn backup_in_pool(
         files_read,
         files_reused,
         errors,
+        not_captured,
         changed,
         db_physical,
         databases,
         ..
     } = ctx;
+    let mut not_captured = not_captured.into_inner().unwrap_or_default();
+    not_captured.sort();
+    not_captured.dedup();
     let stats = (
         sink.stats.new_chunks.load(Ordering::Relaxed),
         sink.stats.new_raw_bytes.load(Ordering::Relaxed),
@@ -425,6 +463,7 @@ fn backup_in_pool(
             d.sort_by(|a, b| (&a.root, &a.rel).cmp(&(&b.root, &b.rel)));
             d
         },
+        not_captured,
     };
     crate::crashpoint::hit("backup-before-commit");
     progress.phase("committing snapshot", None);
@@ -468,6 +507,20 @@ impl Ctx<'_> {
             e.push(msg);
         }
     }
+
+    /// Record a path of the selection whose content is not in the snapshot (already
+    /// reported), so that restore leaves it alone.
+    fn not_captured(&self, kind: NotCapturedKind, root: &str, rel: &[u8], path: &Path) {
+        if let Ok(mut v) = self.not_captured.lock() {
+            v.push(NotCaptured {
+                kind,
+                root: root.to_string(),
+                rel: String::from_utf8_lossy(rel).into_owned(),
+                path: path.to_string_lossy().into_owned(),
+                component: None,
+            });
+        }
+    }
 }
 
 /// Walk one directory and return the id of its tree chunk.
@@ -481,16 +534,20 @@ fn walk_dir(
     use std::os::unix::ffi::OsStrExt;
     ctx.dirs.fetch_add(1, Ordering::Relaxed);
     let mut children = Vec::new();
+    let unlisted = |e: std::io::Error| {
+        ctx.report(dir, &format!("cannot list directory: {e}"));
+        ctx.not_captured(NotCapturedKind::Dir, root, rel, dir);
+    };
     match fs::read_dir(dir) {
         Ok(rd) => {
             for ent in rd {
                 match ent {
                     Ok(e) => children.push(e.file_name()),
-                    Err(e) => ctx.report(dir, &format!("cannot list directory: {e}")),
+                    Err(e) => unlisted(e),
                 }
             }
         }
-        Err(e) => ctx.report(dir, &format!("cannot list directory: {e}")),
+        Err(e) => unlisted(e),
     }
     children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     let entries: Vec<Result<Option<Entry>>> = children
@@ -507,6 +564,7 @@ fn walk_dir(
                 Ok(m) => m,
                 Err(e) => {
                     ctx.report(&path, &format!("vanished or unreadable: {e}"));
+                    ctx.not_captured(NotCapturedKind::File, root, &child_rel, &path);
                     return Ok(None);
                 }
             };
@@ -559,6 +617,7 @@ fn walk_dir(
                     }
                     Err(e) => {
                         ctx.report(&path, &format!("cannot read symlink: {e}"));
+                        ctx.not_captured(NotCapturedKind::File, root, &child_rel, &path);
                         Ok(None)
                     }
                 };
@@ -571,7 +630,10 @@ fn walk_dir(
             } else {
                 match file_node(ctx, &path, &meta, prev)? {
                     Some(n) => n,
-                    None => return Ok(None),
+                    None => {
+                        ctx.not_captured(NotCapturedKind::File, root, &child_rel, &path);
+                        return Ok(None);
+                    }
                 }
             };
             ctx.files.fetch_add(1, Ordering::Relaxed);

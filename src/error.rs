@@ -19,6 +19,9 @@ pub enum Error {
     #[error("{0} is not a jellysnap repository (no `config` file); create one with `jellysnap init` or check --repo / JELLYSNAP_REPO")]
     NotARepository(PathBuf),
 
+    #[error("no jellysnap repository at {0} (is the backup disk mounted?); to create one there, pass `--init` to backup or run `jellysnap --repo {0} init`")]
+    NoRepository(PathBuf),
+
     #[error("repository {path} has format version {found}, this jellysnap reads version {supported}; use a jellysnap release that supports it")]
     UnsupportedVersion {
         path: PathBuf,
@@ -133,7 +136,9 @@ impl Error {
             | Error::DatabaseCapture { .. }
             | Error::Internal(_) => 1,
             Error::InvalidOption(_) | Error::InvalidName(_) => 2,
-            Error::NotARepository(_) | Error::AlreadyInitialized { .. } => 10,
+            Error::NotARepository(_)
+            | Error::NoRepository(_)
+            | Error::AlreadyInitialized { .. } => 10,
             Error::UnsupportedVersion { .. } => 11,
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }

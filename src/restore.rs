@@ -3,7 +3,9 @@
 //!
 //! Files are written to a temp name in their directory and renamed over the final name,
 //! so a reader never sees half a file. Deletions happen only inside the items of the
-//! restored components (never outside them). Next to every restored database the stale
+//! restored components (never outside them), and never at a path the backup could not
+//! capture (a partial snapshot): the snapshot cannot say what belongs there, so such a
+//! path and everything below it stays as it is. Next to every restored database the stale
 //! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
 //! synced with one syncfs per root at the end.
 //!
@@ -18,7 +20,7 @@
 //! database counts as unchanged when its own logical dump chunks to the snapshot's chunk
 //! ids (physical copies: when its bytes do).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -50,8 +52,7 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub destination: Destination,
-    /// Optional components to restore (mandatory ones are always added); `None` = all
-    /// components of the snapshot.
+    /// Components to restore, exactly these; `None` = all components of the snapshot.
     pub components: Option<BTreeSet<Component>>,
     pub force: bool,
 }
@@ -106,6 +107,11 @@ pub enum Action {
         #[serde(skip_serializing_if = "Option::is_none")]
         sqlite_version: Option<String>,
     },
+    /// Left as it is: the backup could not capture this path.
+    NotCaptured {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
 }
 
 /// Paths need not be UTF-8; JSON output shows them lossily.
@@ -123,6 +129,8 @@ pub struct RestorePlan {
     pub write_bytes: u64,
     pub keep_files: u64,
     pub delete_paths: u64,
+    /// Live paths left alone because the snapshot has no content for them.
+    pub not_captured: u64,
     #[serde(skip)]
     work: Vec<Work>,
 }
@@ -149,6 +157,8 @@ enum Work {
         proof: Option<String>,
         sqlite_version: Option<String>,
     },
+    /// Nothing to do: a live path the backup could not capture.
+    NotCaptured(PathBuf),
     /// Set a directory's mode, owner and mtime after its contents are in place.
     DirMeta {
         path: PathBuf,
@@ -176,6 +186,11 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let components: BTreeSet<Component> = match &opts.components {
         None => rec.components.iter().copied().collect(),
         Some(want) => {
+            if want.is_empty() {
+                return Err(Error::InvalidOption(
+                    "--components names no component".into(),
+                ));
+            }
             if let Some(missing) = want.iter().find(|c| !rec.has_component(**c)) {
                 return Err(Error::InvalidOption(format!(
                     "snapshot {} does not contain the {} component (it has: {})",
@@ -188,10 +203,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                         .join(",")
                 )));
             }
-            want.iter()
-                .copied()
-                .chain([Component::Config, Component::Database])
-                .collect()
+            want.clone()
         }
     };
     let selection = Selection {
@@ -234,7 +246,14 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         work: Vec::new(),
         db_physical_chunker: repo.db_physical_chunker(),
         db_chunker: repo.db_chunker(),
+        not_captured: BTreeMap::new(),
     };
+    for n in &rec.not_captured {
+        p.not_captured
+            .entry(n.root.clone())
+            .or_default()
+            .insert(n.rel.clone());
+    }
     for m in &roots {
         let Some(Entry {
             node: Node::Dir { tree },
@@ -269,6 +288,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         write_bytes: 0,
         keep_files: 0,
         delete_paths: 0,
+        not_captured: 0,
         work: Vec::new(),
     };
     for w in &p.work {
@@ -317,6 +337,10 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
                     sqlite_version: sqlite_version.clone(),
                 }
             }
+            Work::NotCaptured(path) => {
+                plan.not_captured += 1;
+                Action::NotCaptured { path: path.clone() }
+            }
             Work::DirMeta { .. } => continue,
         };
         plan.actions.push(a);
@@ -332,6 +356,8 @@ struct Planner<'a> {
     work: Vec<Work>,
     db_physical_chunker: Chunker,
     db_chunker: Chunker,
+    /// Root label -> paths (relative, lossy) the backup could not capture.
+    not_captured: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -344,6 +370,18 @@ fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 impl Planner<'_> {
+    /// Is `rel`, or a directory above it, a path the backup could not capture? Names are
+    /// compared lossily, as recorded: a collision only leaves one more path alone.
+    fn not_captured(&self, root: &str, rel: &[u8]) -> bool {
+        let Some(set) = self.not_captured.get(root) else {
+            return false;
+        };
+        let rel = String::from_utf8_lossy(rel);
+        set.contains("")
+            || set.contains(rel.as_ref())
+            || rel.match_indices('/').any(|(i, _)| set.contains(&rel[..i]))
+    }
+
     fn dir(&mut self, root: &str, tree: &Tree, dest: &Path, rel: &[u8]) -> Result<()> {
         let existing: BTreeSet<Vec<u8>> = match fs::read_dir(dest) {
             Ok(rd) => rd
@@ -369,6 +407,12 @@ impl Planner<'_> {
                         cur = Some(m);
                     }
                 }
+            }
+            if self.not_captured(root, &child_rel) {
+                if cur.is_some() {
+                    self.work.push(Work::NotCaptured(path));
+                }
+                continue;
             }
             match &e.node {
                 Node::Dir { tree } => {
@@ -482,6 +526,9 @@ impl Planner<'_> {
     fn extra(&mut self, root: &str, path: &Path, rel: &[u8]) {
         match self.selection.classify(root, rel) {
             Class::Skip => {}
+            _ if self.not_captured(root, rel) => {
+                self.work.push(Work::NotCaptured(path.to_path_buf()));
+            }
             class => {
                 let is_dir = fs::symlink_metadata(path)
                     .map(|m| m.is_dir())

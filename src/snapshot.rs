@@ -48,7 +48,8 @@ impl Component {
         Component::ALL.into_iter().find(|c| c.name() == s)
     }
 
-    /// Components that every snapshot and every restore include.
+    /// Components that every snapshot includes (a restore includes them unless it is
+    /// given a list without them).
     pub fn is_mandatory(self) -> bool {
         matches!(self, Component::Config | Component::Database)
     }
@@ -74,6 +75,37 @@ pub struct Item {
     /// Subtrees (relative to the root) excluded from this item.
     #[serde(default)]
     pub excludes: Vec<String>,
+}
+
+/// What kind of path a backup could not capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotCapturedKind {
+    /// A file (or a path whose type could not be determined) that could not be read.
+    File,
+    /// A directory that could not be listed: nothing below it is in the snapshot.
+    Dir,
+    /// A component whose directory was not found (a disk not mounted): the snapshot
+    /// does not claim the component.
+    Component,
+}
+
+/// A path inside the selection that a partial snapshot has no content for. Restore in
+/// place leaves it, and everything below it, as it finds it: the snapshot cannot say what
+/// it should be.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NotCaptured {
+    pub kind: NotCapturedKind,
+    /// Label of the root the path lies in (for a component outside every root: the label
+    /// its root would have had).
+    pub root: String,
+    /// `/`-separated path relative to the root (lossy for names that are not UTF-8).
+    pub rel: String,
+    /// The absolute path, for people reading the record.
+    pub path: String,
+    /// For `component`: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<Component>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +178,10 @@ pub struct SnapshotRecord {
     /// verified at backup).
     #[serde(default)]
     pub databases: Vec<DatabaseRecord>,
+    /// Paths the backup could not capture (the snapshot is partial); restore in place
+    /// leaves them alone.
+    #[serde(default)]
+    pub not_captured: Vec<NotCaptured>,
 }
 
 impl SnapshotRecord {
@@ -255,6 +291,13 @@ mod tests {
                 verified: Some("ab".repeat(32)),
                 sqlite_version: "3.54.0".into(),
             }],
+            not_captured: vec![NotCaptured {
+                kind: NotCapturedKind::File,
+                root: "data".into(),
+                rel: "data/subtitles/a.srt".into(),
+                path: "/var/lib/jellyfin/data/subtitles/a.srt".into(),
+                component: None,
+            }],
         }
     }
 
@@ -268,6 +311,19 @@ mod tests {
         bad[20] ^= 1;
         assert!(SnapshotRecord::decode(&bad, &id).is_err());
         assert!(SnapshotRecord::decode(&bad, &SnapshotId::of(&bad)).is_err());
+    }
+
+    #[test]
+    fn records_without_not_captured_still_decode() {
+        let mut r = sample();
+        r.not_captured.clear();
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("not_captured");
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(v.to_string().as_bytes());
+        let id = SnapshotId::of(&bytes);
+        assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
     }
 
     #[test]

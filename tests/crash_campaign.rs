@@ -119,7 +119,12 @@ fn crash_campaign() {
         };
         let restore_target = tmp.path().join(format!("restore-{step}"));
         let args: Vec<String> = match cmd {
-            "backup" => vec!["backup".into(), "--data-dir".into(), data.clone()],
+            "backup" => vec![
+                "backup".into(),
+                "--init".into(),
+                "--data-dir".into(),
+                data.clone(),
+            ],
             "forget" => vec![
                 "forget".into(),
                 "--keep-last".into(),

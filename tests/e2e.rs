@@ -582,6 +582,7 @@ fn unreadable_files_make_a_partial_snapshot() {
         .args([
             "--json",
             "backup",
+            "--init",
             "--data-dir",
             fx.data_dir.to_str().unwrap(),
         ])
@@ -858,7 +859,13 @@ fn gc_reclaims_space_and_keeps_the_rest_exact() {
     let out = Command::new(BIN)
         .arg("--repo")
         .arg(&fresh.repo)
-        .args(["-q", "backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+        .args([
+            "-q",
+            "backup",
+            "--init",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -1198,6 +1205,7 @@ fn repository_inside_the_data_dir_is_not_backed_up() {
     let out = run(&[
         "--json",
         "backup",
+        "--init",
         "--data-dir",
         fx.data_dir.to_str().unwrap(),
     ]);
@@ -1452,6 +1460,7 @@ fn full_disk_during_backup_loses_nothing_and_recovers() {
 
     let out = run(&[
         "backup",
+        "--init",
         "--data-dir",
         data,
         "--components",
@@ -1681,7 +1690,12 @@ fn interrupted_repository_creation_is_finished_by_the_next_command() {
     let out = Command::new(BIN)
         .arg("--repo")
         .arg(&env.repo)
-        .args(["backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+        .args([
+            "backup",
+            "--init",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ])
         .env("JELLYSNAP_CRASH_AT", "init-before-config")
         .output()
         .unwrap();

@@ -21,7 +21,7 @@ fn backup_with_fault(env: &Env, data: &str, fault: &str) -> std::process::Output
     Command::new(BIN)
         .arg("--repo")
         .arg(&env.repo)
-        .args(["--json", "backup", "--data-dir", data])
+        .args(["--json", "backup", "--init", "--data-dir", data])
         .env("JELLYSNAP_FAULT", fault)
         .output()
         .unwrap()

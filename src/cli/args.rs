@@ -140,6 +140,10 @@ pub struct BackupArgs {
     /// A tag (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Create the repository if the path holds none (without it, only the default
+    /// repository location is created on first use)
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,7 +161,9 @@ pub struct RestoreArgs {
     /// Restore over the live data (roll back an upgrade); stop Jellyfin first
     #[arg(long)]
     pub in_place: bool,
-    /// Components to restore [default: all in the snapshot]
+    /// Components to restore: config,database,metadata,subtitles,trickplay [default: all
+    /// in the snapshot]; only the listed ones are restored, so the database and the
+    /// config state are rolled back only when named (or when no list is given)
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub components: Option<Vec<String>>,
     /// Print the plan and change nothing
@@ -168,7 +174,8 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-/// Parse a component list; `database` and `config` may be named but are always included.
+/// Parse a component list (`all` for every component). Backup adds `database` and
+/// `config` itself; restore restores exactly the list.
 pub fn parse_components(
     list: &Option<Vec<String>>,
 ) -> Result<Option<BTreeSet<Component>>, jellysnap::Error> {
@@ -185,13 +192,11 @@ pub fn parse_components(
         }
         let c = Component::parse(s).ok_or_else(|| {
             jellysnap::Error::InvalidOption(format!(
-                "unknown component `{s}`; choose from database, metadata, subtitles, trickplay (config is always included)"
+                "unknown component `{s}`; choose from config, database, metadata, subtitles, trickplay"
             ))
         })?;
         out.insert(c);
     }
-    out.insert(Component::Config);
-    out.insert(Component::Database);
     Ok(Some(out))
 }
 

@@ -104,19 +104,15 @@ fn dispatch(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 },
                 name: a.name.clone(),
                 tags: a.tags.clone(),
+                // Only the default location may be created unasked: any other path may
+                // be a backup disk that is not mounted.
+                create_repository: a.init || repo_path == args::default_repo(),
             };
-            let mut created = false;
-            if !Repository::exists(&repo_path) {
-                // Check the source before creating anything.
-                jellysnap::jellyfin::detect(&opts.source)?;
-                Repository::init(&repo_path)?;
-                created = true;
-                out.text(&format!(
-                    "created jellysnap repository at {}",
-                    repo_path.display()
-                ));
+            let (repo, created) = backup::open_repository(&repo_path, &opts)?;
+            if created {
+                // Also under -q: a new repository where one was expected is news.
+                eprintln!("created jellysnap repository at {}", repo_path.display());
             }
-            let repo = Repository::open(&repo_path, Access::Write)?;
             report_rebuild(&repo, out);
             let o = backup::backup(&repo, &opts, &progress)?;
             print_backup(out, &repo_path, created, &o);
@@ -421,7 +417,7 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
     }
     if !s.errors.is_empty() {
         eprintln!(
-            "jellysnap: partial snapshot: {} path(s) could not be read (exit code {EXIT_PARTIAL}):",
+            "jellysnap: partial snapshot: {} path(s) could not be read or found (exit code {EXIT_PARTIAL}):",
             s.errors.len()
         );
         for e in &s.errors {
@@ -466,6 +462,12 @@ fn print_plan(
         plan.keep_files,
         plan.delete_paths
     ));
+    if plan.not_captured > 0 {
+        t.push_str(&format!(
+            ", leave {} path(s) as they are (not captured by the backup)",
+            plan.not_captured
+        ));
+    }
     // The database step is always shown: it goes first, and all or nothing.
     for a in &plan.actions {
         if let restore::Action::Database {
@@ -515,6 +517,9 @@ fn print_plan(
                 restore::Action::Delete { path } => format!("  delete  {}", path.display()),
                 restore::Action::RemoveSideFile { path } => {
                     format!("  delete  {} (stale database side file)", path.display())
+                }
+                restore::Action::NotCaptured { path } => {
+                    format!("  kept    {} (not captured by the backup)", path.display())
                 }
             };
             t.push('\n');

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{Component, Item, Root};
+use crate::snapshot::{Component, Item, NotCaptured, NotCapturedKind, Root};
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -25,6 +25,9 @@ pub struct Source {
     pub metadata_dir: PathBuf,
     pub components: BTreeSet<Component>,
     pub selection: Selection,
+    /// Selected components whose directory is not there (a disk not mounted): left out
+    /// of `components`, so the snapshot does not claim them.
+    pub missing: Vec<NotCaptured>,
 }
 
 /// Roots and items of a snapshot; decides for each path whether it is part of it.
@@ -137,14 +140,14 @@ impl Selection {
             .any(|i| (!i.is_glob() && i.rel.as_bytes() == rel) || i.leads_to(rel))
     }
 
-    /// The same selection restricted to `components` (plus the mandatory ones).
+    /// The same selection restricted to the items of `components`.
     pub fn restricted(&self, components: &BTreeSet<Component>) -> Selection {
         Selection {
             roots: self.roots.clone(),
             items: self
                 .items
                 .iter()
-                .filter(|i| i.component.is_mandatory() || components.contains(&i.component))
+                .filter(|i| components.contains(&i.component))
                 .cloned()
                 .collect(),
         }
@@ -209,16 +212,50 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         None => detect_config_dir(&data_dir)?,
     };
     let system_xml = std::fs::read_to_string(config_dir.join("system.xml")).unwrap_or_default();
-    let metadata_dir = match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
-        (Some(m), _) => canonical(m),
-        (None, Some(m)) if Path::new(&m).is_dir() => canonical(Path::new(&m)),
-        _ => data_dir.join("metadata"),
-    };
+    let (metadata_dir, metadata_configured) =
+        match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
+            (Some(m), _) => (canonical(m), true),
+            (None, Some(m)) => (canonical(Path::new(&m)), true),
+            _ => (data_dir.join("metadata"), false),
+        };
     let cache_dir = xml_tag(&system_xml, "CachePath").map(|c| canonical(Path::new(&c)));
 
     let mut components: BTreeSet<Component> = opts.components.clone();
     components.insert(Component::Config);
     components.insert(Component::Database);
+
+    // A component whose directory is not there is not claimed: a snapshot that said
+    // "metadata: nothing" would make an in-place restore delete the live metadata once
+    // its disk is back. A metadata dir configured elsewhere must exist; a directory at
+    // its default place inside the data dir may be absent (nothing there yet), but not
+    // be a link to nowhere.
+    let mut not_found: Vec<(Component, PathBuf)> = Vec::new();
+    let dangling = |p: &Path| p.symlink_metadata().is_ok() && !p.is_dir();
+    let metadata_missing = if metadata_configured {
+        !metadata_dir.is_dir()
+    } else {
+        dangling(&metadata_dir)
+    };
+    if components.contains(&Component::Metadata) && metadata_missing {
+        not_found.push((Component::Metadata, metadata_dir.clone()));
+    }
+    for (component, dirs) in [
+        (
+            Component::Subtitles,
+            &["data/subtitles", "data/attachments"][..],
+        ),
+        (Component::Trickplay, &["data/trickplay"][..]),
+    ] {
+        if !components.contains(&component) {
+            continue;
+        }
+        if let Some(dir) = dirs.iter().map(|d| data_dir.join(d)).find(|p| dangling(p)) {
+            not_found.push((component, dir));
+        }
+    }
+    for (c, _) in &not_found {
+        components.remove(c);
+    }
 
     // Roots: the outermost of the data, config and (if selected) metadata dirs.
     let mut bases = vec![("data", data_dir.clone()), ("config", config_dir.clone())];
@@ -303,6 +340,20 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
     // Items inside another item's tree take precedence: check them first.
     items.sort_by_key(|i| std::cmp::Reverse(i.rel.len()));
 
+    let missing = not_found
+        .into_iter()
+        .map(|(component, p)| {
+            let (root, rel) = rel_of(&p).unwrap_or_else(|| (component.name().into(), "".into()));
+            NotCaptured {
+                kind: NotCapturedKind::Component,
+                root,
+                rel,
+                path: p.to_string_lossy().into_owned(),
+                component: Some(component),
+            }
+        })
+        .collect();
+
     let selection = Selection {
         roots: roots
             .into_iter()
@@ -320,6 +371,7 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         metadata_dir,
         components,
         selection,
+        missing,
     })
 }
 

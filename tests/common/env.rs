@@ -26,7 +26,19 @@ impl Env {
         }
     }
 
+    /// Run the binary against this repository. A `backup` gets `--init`: tests start from
+    /// a repository path that holds nothing yet (`run_exact` runs the arguments as given).
     pub fn run(&self, args: &[&str]) -> Output {
+        let mut a = args.to_vec();
+        if let Some(i) = a.iter().position(|x| !x.starts_with('-')) {
+            if a[i] == "backup" && !a.contains(&"--init") {
+                a.insert(i + 1, "--init");
+            }
+        }
+        self.run_exact(&a)
+    }
+
+    pub fn run_exact(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--repo")
             .arg(&self.repo)
