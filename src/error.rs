@@ -85,7 +85,7 @@ pub enum Error {
     #[error("database capture of {path} failed: {detail}")]
     DatabaseCapture { path: PathBuf, detail: String },
 
-    #[error("database {path} cannot be restored from snapshot {snapshot}: {detail}; nothing was changed (the database is restored before anything else is touched). `jellysnap check --read-data` lists every snapshot whose database cannot be restored; restore another snapshot, or leave the database out with --components")]
+    #[error("database {path} cannot be restored from snapshot {snapshot}: {detail}; nothing was changed (the database is restored before anything else is touched). If the destination is the cause (no space, no permission, a file that cannot be replaced), fix it and retry; if the snapshot is (`jellysnap check --read-data` lists every snapshot whose database cannot be restored), restore another snapshot, or restore the rest without the database (--components metadata,subtitles,trickplay,config)")]
     DatabaseRestore {
         path: PathBuf,
         snapshot: String,

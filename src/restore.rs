@@ -15,8 +15,9 @@
 //! and compared with the observation digest the backup proved (`jellyfin::observe`).
 //! Only when every database is ready does anything else in the destination change; if
 //! one cannot be restored, the temp files go and the restore fails with nothing touched.
-//! After the other files, each database is fsynced and renamed into place, and only then
-//! are the stale `-wal`/`-shm`/`-journal` of the replaced file removed. In place, a
+//! Then each database is fsynced and renamed into place before any other file changes
+//! (see `install_database` for how the replaced file's `-wal`/`-shm`/`-journal` are kept
+//! from ever pairing with it). In place, a
 //! database counts as unchanged when its own logical dump chunks to the snapshot's chunk
 //! ids (physical copies: when its bytes do).
 
@@ -436,6 +437,12 @@ impl Planner<'_> {
                     // its WAL without touching the main file's mtime. Unreadable chunk
                     // lists count as "differs"; writing the file then reports the damage.
                     let chunks = || self.repo.file_chunks(&e.node).ok();
+                    let rel_s = String::from_utf8_lossy(&child_rel);
+                    let rec = self
+                        .databases
+                        .iter()
+                        .find(|d| d.root == root && d.rel == rel_s);
+                    let proof = rec.and_then(|d| d.verified.clone());
                     let same = match (&cur, database) {
                         (Some(m), DbCapture::None) if m.is_file() => {
                             m.size() == *size
@@ -447,9 +454,14 @@ impl Planner<'_> {
                                     same_content(&path, &c, &self.db_physical_chunker)
                                 })
                         }
-                        (Some(m), DbCapture::Logical) if m.is_file() => {
-                            chunks().is_some_and(|c| same_logical(&path, &c, &self.db_chunker))
-                        }
+                        // What the backup proved, seen again: a live database whose
+                        // rows dump the same but whose index is damaged is not unchanged.
+                        (Some(m), DbCapture::Logical) if m.is_file() => match &proof {
+                            Some(p) => same_observed(&path, p),
+                            None => {
+                                chunks().is_some_and(|c| same_logical(&path, &c, &self.db_chunker))
+                            }
+                        },
                         _ => false,
                     };
                     if cur.as_ref().is_some_and(|m| m.is_dir()) {
@@ -463,15 +475,10 @@ impl Planner<'_> {
                             entry: e.clone(),
                         });
                     } else if database.is_database() {
-                        let rel = String::from_utf8_lossy(&child_rel);
-                        let rec = self
-                            .databases
-                            .iter()
-                            .find(|d| d.root == root && d.rel == rel);
                         self.work.push(Work::Database {
                             path: path.clone(),
                             entry: e.clone(),
-                            proof: rec.and_then(|d| d.verified.clone()),
+                            proof,
                             sqlite_version: rec.map(|d| d.sqlite_version.clone()),
                         });
                     } else {
@@ -512,6 +519,11 @@ impl Planner<'_> {
         // Extra files inside the restored items go; everything else stays.
         for name in existing {
             if tree.find(&name).is_some() {
+                continue;
+            }
+            if is_restore_leftover(&name) {
+                self.work
+                    .push(Work::Delete(dest.join(std::ffi::OsStr::from_bytes(&name))));
                 continue;
             }
             self.extra(
@@ -587,23 +599,16 @@ fn same_chunks(r: &mut impl Read, chunks: &[ChunkRef], chunker: &Chunker) -> boo
 /// alone would have to match), and the main file is then read as immutable: SQLite
 /// creates no `-wal`/`-shm` and takes no lock, so looking (a dry run) changes nothing.
 fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
-    let side = |suffix: &str| {
-        let mut p = path.as_os_str().to_os_string();
-        p.push(suffix);
-        PathBuf::from(p)
+    let Some(wal) = stopped_main_file(path) else {
+        return false;
     };
-    if fs::symlink_metadata(side("-wal")).is_ok_and(|m| m.len() > 0)
-        || fs::symlink_metadata(side("-journal")).is_ok()
-    {
+    let intact = capture::open_immutable(path).is_ok_and(|c| {
+        c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|v| v == "ok")
+    });
+    if !intact {
         return false;
     }
-    // File format bytes 18-19 are 2 in a WAL-mode database. Read with plain I/O: this
-    // process holds no SQLite connection (and so no lock) to it.
-    let mut header = [0u8; 20];
-    let Ok(()) = File::open(path).and_then(|mut f| f.read_exact(&mut header)) else {
-        return false;
-    };
-    let wal = header[18] == 2;
     let Ok((mut reader, mut writer)) = std::io::pipe() else {
         return false;
     };
@@ -624,6 +629,36 @@ fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
     drop(reader); // a dumper still writing gets EPIPE and stops
     let dumped = dumper.join().unwrap_or(false);
     same && dumped
+}
+
+/// For a database that only its main file describes (no non-empty `-wal`, no
+/// `-journal`): whether it is in WAL mode. File format bytes 18-19 are 2 in a WAL-mode
+/// database; read with plain I/O, as this process holds no SQLite connection (and so no
+/// lock) to it.
+fn stopped_main_file(path: &Path) -> Option<bool> {
+    if fs::symlink_metadata(side_path(path, "-wal")).is_ok_and(|m| m.len() > 0)
+        || fs::symlink_metadata(side_path(path, "-journal")).is_ok()
+    {
+        return None;
+    }
+    let mut header = [0u8; 20];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .ok()?;
+    Some(header[18] == 2)
+}
+
+/// Does the live database at `path` show exactly the observation (digest, hex) its
+/// backup proved? Read as immutable, like `same_logical`.
+fn same_observed(path: &Path, proof: &str) -> bool {
+    let Some(wal) = stopped_main_file(path) else {
+        return false;
+    };
+    let Ok(conn) = capture::open_immutable(path) else {
+        return false;
+    };
+    crate::jellyfin::observe::observe_as(&conn, Some(wal))
+        .is_ok_and(|o| crate::id::hex(&o.digest()) == proof)
 }
 
 /// The bytes of a file's chunks as one stream, each chunk verified by `read_chunk`. The
@@ -837,6 +872,9 @@ fn prepare_databases(
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<Prepared>> {
+    // Directories a temp file needs are made here; on failure they go again (empty), so
+    // a failed restore into a new target leaves no target behind.
+    let mut made: Vec<PathBuf> = Vec::new();
     let mut ready = Vec::new();
     for w in &plan.work {
         let Work::Database {
@@ -845,22 +883,100 @@ fn prepare_databases(
         else {
             continue;
         };
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            made.push(d.to_path_buf());
+            dir = d.parent();
+        }
         match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
             Ok(p) => ready.push(p),
             Err(e) => {
-                let detail = match e {
-                    Error::DatabaseRestore { detail, .. } => detail,
-                    e => e.to_string(),
-                };
-                return Err(Error::DatabaseRestore {
-                    path: path.clone(),
-                    snapshot: plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string(),
-                    detail,
-                });
+                drop(ready);
+                made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for d in &made {
+                    let _ = fs::remove_dir(d);
+                }
+                return Err(database_error(plan, path, e));
             }
         }
     }
     Ok(ready)
+}
+
+/// A database step's failure as the restore reports it (exit code 19).
+fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
+    let detail = match e {
+        Error::DatabaseRestore { detail, .. } => detail,
+        e => e.to_string(),
+    };
+    Error::DatabaseRestore {
+        path: path.to_path_buf(),
+        snapshot: plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string(),
+        detail,
+    }
+}
+
+fn side_path(db: &Path, suffix: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Temp names a restore makes beside what it restores: its own leftovers when a restore
+/// was killed (removed by the next one).
+fn is_restore_leftover(name: &[u8]) -> bool {
+    name.starts_with(b".jellysnap-restore-") || name.starts_with(b".jellysnap-stale-")
+}
+
+/// Put a prepared database in place. SQLite pairs a `-wal` or `-journal` with whatever
+/// database file sits beside it, so the replaced file's side files are first renamed
+/// aside (never removed before the new database is in place), then the database is
+/// renamed in, and only then are the set-aside files removed. A crash at any point
+/// leaves the old database (its side files under `.jellysnap-stale-*`, which the next
+/// restore removes) or the new one without them; never the new one with the old WAL.
+/// If the rename fails, the side files go back and nothing has changed.
+fn install_database(db: Prepared) -> Result<u64> {
+    let dir = crate::durable::parent_dir(&db.path).to_path_buf();
+    let name = db
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut aside: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let put_back = |aside: &[(PathBuf, PathBuf)]| {
+        for (side, to) in aside.iter().rev() {
+            let _ = fs::rename(to, side);
+        }
+        let _ = crate::durable::sync_dir(&dir);
+    };
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let side = side_path(&db.path, suffix);
+        if fs::symlink_metadata(&side).is_err() {
+            continue;
+        }
+        let to = dir.join(format!(".jellysnap-stale-{name}{suffix}"));
+        if let Err(e) = fs::rename(&side, &to) {
+            put_back(&aside);
+            return Err(Error::io(&side, e));
+        }
+        aside.push((side, to));
+    }
+    if !aside.is_empty() {
+        crate::durable::sync_dir(&dir)?;
+    }
+    if let Err(e) = db.tmp.persist(&db.path) {
+        put_back(&aside);
+        return Err(Error::io(&db.path, e.error));
+    }
+    crate::durable::sync_dir(&dir)?;
+    crate::crashpoint::hit("restore-after-db-rename");
+    for (_, to) in &aside {
+        fs::remove_file(to).at(to)?;
+    }
+    if !aside.is_empty() {
+        crate::durable::sync_dir(&dir)?;
+    }
+    Ok(db.bytes)
 }
 
 fn execute_in_pool(
@@ -875,9 +991,17 @@ fn execute_in_pool(
     let written = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let mut report = RestoreReport::default();
-    // Deletions and directories first (in plan order: parents before children for mkdir,
-    // children before parents for delete), then files in parallel, then the databases,
-    // then directory metadata.
+    // The databases go in first: if one cannot be renamed into place, nothing else has
+    // changed yet.
+    for db in databases {
+        let path = db.path.clone();
+        let n = install_database(db).map_err(|e| database_error(plan, &path, e))?;
+        written.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    // Then deletions and directories (in plan order: parents before children for mkdir,
+    // children before parents for delete), then files in parallel, then directory
+    // metadata.
     for w in &plan.work {
         match w {
             Work::Delete(p) => {
@@ -946,18 +1070,7 @@ fn execute_in_pool(
             Err(e) => Err(e),
         }
     })?;
-    // Each database replaces its file in one rename; the side files of the file it
-    // replaced are removed only once it is in place (they would be replayed into, or
-    // describe, the old database).
-    for db in databases {
-        db.tmp
-            .persist(&db.path)
-            .map_err(|e| Error::io(&db.path, e.error))?;
-        let dir = db.path.parent().unwrap_or(Path::new("."));
-        crate::durable::sync_dir(dir)?;
-        written.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(db.bytes, Ordering::Relaxed);
-    }
+    // Stale side files of databases that were unchanged (those of installed ones are gone).
     for w in &plan.work {
         match w {
             Work::RemoveSide(p) => {

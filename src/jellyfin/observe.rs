@@ -60,8 +60,17 @@ fn quote(ident: &str) -> String {
 
 /// Observe `conn`'s main database. Runs in one read transaction.
 pub fn observe(conn: &Connection) -> Result<Observation, LogicalError> {
+    observe_as(conn, None)
+}
+
+/// [`observe`], with the journal mode given by the caller (a connection opened with
+/// `immutable=1` reports `delete` for a WAL-mode file).
+pub fn observe_as(conn: &Connection, wal: Option<bool>) -> Result<Observation, LogicalError> {
     let tx = conn.unchecked_transaction()?;
-    let settings = logical::read_settings(&tx)?;
+    let mut settings = logical::read_settings(&tx)?;
+    if let Some(wal) = wal {
+        settings.wal = wal;
+    }
     let schema = logical::read_schema(&tx)?;
     let mut tables = Vec::new();
     let mut names: Vec<&SchemaEntry> = schema.iter().filter(|s| s.kind == "table").collect();
