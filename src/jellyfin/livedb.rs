@@ -1,4 +1,4 @@
-//! Opening a database that a server may be using, without disturbing it (DESIGN §3).
+//! Opening a database that a server may be using, without disturbing it.
 //!
 //! A plain read-only SQLite connection is not harmless. It writes read marks into the
 //! `-shm`. When no other process holds the WAL-index dead-man switch — a crashed server's
