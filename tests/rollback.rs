@@ -8,6 +8,8 @@
 mod env;
 #[path = "common/fixture.rs"]
 mod fixture;
+#[path = "common/sqlcli.rs"]
+mod sqlcli;
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -17,26 +19,7 @@ use std::process::Command;
 use env::{s, Env};
 use fixture::{FixtureSpec, Layout};
 use serde_json::Value;
-
-/// Run the system `sqlite3` CLI (CI installs it; the tests need a SQLite other than
-/// jellysnap's own).
-fn sqlite3(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("the system sqlite3 CLI is needed (apt-get install sqlite3)");
-    assert!(out.status.success(), "sqlite3 {sql}: {}", s(&out.stderr));
-    s(&out.stdout)
-}
-
-/// `sqlite3 DB .dump` of a copy (so no -wal/-shm appear next to `db`).
-fn dump_of(db: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("copy.db");
-    fs::copy(db, &copy).unwrap();
-    sqlite3(&copy, ".dump")
-}
+use sqlcli::{dump_of, side, sqlite3};
 
 /// What the writer's SQLite says of a database: integrity and foreign keys.
 fn checks_of(db: &Path) -> String {
@@ -44,12 +27,6 @@ fn checks_of(db: &Path) -> String {
     let copy = dir.path().join("copy.db");
     fs::copy(db, &copy).unwrap();
     sqlite3(&copy, "PRAGMA integrity_check; PRAGMA foreign_key_check;")
-}
-
-fn side(db: &Path, suffix: &str) -> PathBuf {
-    let mut p = db.as_os_str().to_os_string();
-    p.push(suffix);
-    PathBuf::from(p)
 }
 
 impl Env {

@@ -7,29 +7,16 @@
 mod env;
 #[path = "common/fixture.rs"]
 mod fixture;
+#[path = "common/sqlcli.rs"]
+mod sqlcli;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use env::{s, Env, BIN};
 use fixture::{FixtureSpec, Layout};
-
-fn sqlite3(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("the system sqlite3 CLI is needed (apt-get install sqlite3)");
-    assert!(out.status.success(), "sqlite3 {sql}: {}", s(&out.stderr));
-    s(&out.stdout)
-}
-
-fn side(db: &Path, suffix: &str) -> PathBuf {
-    let mut p = db.as_os_str().to_os_string();
-    p.push(suffix);
-    PathBuf::from(p)
-}
+use sqlcli::{dump_of, side, sqlite3};
 
 /// The database with its side files, copied and opened as a starting server would:
 /// (`integrity_check` output, `.dump`).
@@ -50,13 +37,6 @@ fn as_server_sees_it(db: &Path) -> (String, String) {
         format!("{}{}", s(&out.stdout), s(&out.stderr))
     };
     (run("PRAGMA integrity_check"), run(".dump"))
-}
-
-fn dump_of(db: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("copy.db");
-    fs::copy(db, &copy).unwrap();
-    sqlite3(&copy, ".dump")
 }
 
 fn setup(env: &Env) -> fixture::Fixture {
