@@ -14,12 +14,11 @@ mod sqlcli;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use env::{s, Env};
 use fixture::{FixtureSpec, Layout};
 use serde_json::Value;
-use sqlcli::{dump_of, side, sqlite3};
+use sqlcli::{commit_to_wal_and_die, dump_of, side, sqlite3};
 
 /// What the writer's SQLite says of a database: integrity and foreign keys.
 fn checks_of(db: &Path) -> String {
@@ -244,23 +243,13 @@ fn damage_database(env: &Env) {
 
 /// A server killed after it committed to its WAL: the rows live only in `-wal`.
 fn crash_with_committed_wal(db: &Path) {
-    let script = r#"
-import os, signal, sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("PRAGMA journal_mode=WAL")
-c.execute("PRAGMA wal_autocheckpoint=0")
-c.execute("CREATE TABLE after_upgrade (x)")
-c.execute("INSERT INTO after_upgrade VALUES ('committed, only in the WAL')")
-os.kill(os.getpid(), signal.SIGKILL)
-"#;
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(db)
-        .status()
-        .expect("python3 is needed");
-    assert!(!st.success(), "the writer was to be killed");
-    assert!(fs::metadata(side(db, "-wal")).unwrap().len() > 0);
+    commit_to_wal_and_die(
+        db,
+        &[
+            "CREATE TABLE after_upgrade (x)",
+            "INSERT INTO after_upgrade VALUES ('committed, only in the WAL')",
+        ],
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use env::{s, Env, BIN};
 use fixture::{FixtureSpec, Layout};
-use sqlcli::{dump_of, side, sqlite3};
+use sqlcli::{commit_to_wal_and_die, dump_of, side, sqlite3};
 
 /// The database with its side files, copied and opened as a starting server would:
 /// (`integrity_check` output, `.dump`).
@@ -59,23 +59,13 @@ fn upgrade_and_kill(db: &Path) {
         db,
         "CREATE TABLE migrated (x); UPDATE pad SET v = hex(randomblob(300)); VACUUM;",
     );
-    let script = r#"
-import os, signal, sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("PRAGMA journal_mode=WAL")
-c.execute("PRAGMA wal_autocheckpoint=0")
-c.execute("UPDATE pad SET v = hex(randomblob(250)) WHERE id % 2 = 0")
-c.execute("DELETE FROM pad WHERE id % 3 = 0")
-os.kill(os.getpid(), signal.SIGKILL)
-"#;
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(db)
-        .status()
-        .unwrap();
-    assert!(!st.success());
-    assert!(fs::metadata(side(db, "-wal")).unwrap().len() > 0);
+    commit_to_wal_and_die(
+        db,
+        &[
+            "UPDATE pad SET v = hex(randomblob(250)) WHERE id % 2 = 0",
+            "DELETE FROM pad WHERE id % 3 = 0",
+        ],
+    );
 }
 
 #[test]

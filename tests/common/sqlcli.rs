@@ -35,3 +35,26 @@ pub fn side(db: &Path, suffix: &str) -> PathBuf {
     p.push(suffix);
     PathBuf::from(p)
 }
+
+/// A server killed after it committed `statements` (one per string) to its WAL, as
+/// Python's sqlite3 (the system SQLite) writes them: the changes live only in `-wal`.
+pub fn commit_to_wal_and_die(db: &Path, statements: &[&str]) {
+    let script = r#"
+import os, signal, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("PRAGMA wal_autocheckpoint=0")
+for sql in sys.argv[2:]:
+    c.execute(sql)
+os.kill(os.getpid(), signal.SIGKILL)
+"#;
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .args(statements)
+        .status()
+        .expect("python3 is needed");
+    assert!(!st.success(), "the writer was to be killed");
+    assert!(fs::metadata(side(db, "-wal")).unwrap().len() > 0);
+}
