@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use jellysnap::jellyfin::{capture, logical, observe};
+use jellysnap::database;
 
 fn main() {
     let Some(db) = std::env::var_os("DB_PROOF_DB").map(PathBuf::from) else {
@@ -29,13 +29,13 @@ fn main() {
 
     let mut copy = None;
     time("physical capture (backup API copy)", &mut || {
-        copy = Some(capture::capture(&db, scratch.path()).expect("capture"))
+        copy = Some(database::capture(&db, scratch.path()).expect("capture"))
     });
     let copy = copy.expect("copy");
     let mut dump = None;
     time("logical dump of the copy", &mut || {
         dump = Some(
-            capture::dump_logical(&copy, scratch.path())
+            database::dump_logical(&copy, scratch.path())
                 .expect("dump")
                 .expect("dumpable"),
         )
@@ -43,28 +43,28 @@ fn main() {
     let dump = dump.expect("dump");
     let mut source = None;
     time("observe the copy (rows + integrity_check)", &mut || {
-        source = Some(capture::observe_file(&copy).expect("observe"));
-        capture::remove_side_files(&copy);
+        source = Some(database::observe_file(&copy).expect("observe"));
+        database::remove_side_files(&copy);
     });
     let rebuilt = scratch.path().join("rebuilt.db");
     time("rebuild the dump", &mut || {
         let mut f = std::io::BufReader::new(std::fs::File::open(&dump).expect("dump file"));
-        logical::rebuild(&mut f, &rebuilt).expect("rebuild");
+        database::rebuild(&mut f, &rebuilt).expect("rebuild");
     });
     let mut again = None;
     time("observe the rebuild", &mut || {
-        again = Some(capture::observe_file(&rebuilt).expect("observe"));
-        capture::remove_side_files(&rebuilt);
+        again = Some(database::observe_file(&rebuilt).expect("observe"));
+        database::remove_side_files(&rebuilt);
     });
-    let (source, again): (observe::Observation, observe::Observation) =
+    let (source, again): (database::Observation, database::Observation) =
         (source.expect("source"), again.expect("rebuilt"));
     assert!(source.difference(&again).is_none(), "the rebuild differs");
 
     time(
         "dump + proof as a backup runs them",
-        &mut || match capture::dump_and_prove(&copy, scratch.path()).expect("prove") {
-            capture::Logical::Exact { .. } => {}
-            capture::Logical::Refused(why) => panic!("refused: {why}"),
+        &mut || match database::dump_and_prove(&copy, scratch.path()).expect("prove") {
+            database::Logical::Exact { .. } => {}
+            database::Logical::Refused(why) => panic!("refused: {why}"),
         },
     );
     let base = steps[0].1;
@@ -72,7 +72,7 @@ fn main() {
         "database {} MB ({} tables), SQLite {}",
         size / 1_000_000,
         source.tables.len(),
-        capture::sqlite_version()
+        database::sqlite_version()
     );
     for (name, secs) in &steps {
         println!("  {name:<44} {secs:>8.2} s  {:>6.1}x", secs / base);

@@ -5,12 +5,12 @@
 
 use std::time::Instant;
 
-use jellysnap::id::ChunkId;
-use jellysnap::pack::ChunkKind;
-use jellysnap::packer::ChunkSink;
-use jellysnap::snapshot::{Component, Root, SnapshotRecord, Summary};
-use jellysnap::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+use jellysnap::ChunkId;
+use jellysnap::ChunkKind;
+use jellysnap::ChunkSink;
 use jellysnap::{Access, Repository};
+use jellysnap::{ChunkRef, DbCapture, Entry, Node, Tree};
+use jellysnap::{Component, Root, SnapshotRecord, Summary};
 
 const PER_FILE: usize = 1000;
 

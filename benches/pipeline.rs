@@ -4,9 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use jellysnap::chunker::{Chunker, ChunkerParams};
-use jellysnap::compress::{is_precompressed, maybe_compress};
-use jellysnap::id::ChunkId;
+use jellysnap::chunking::{is_precompressed, maybe_compress};
+use jellysnap::chunking::{Chunker, ChunkerParams};
+use jellysnap::ChunkId;
 
 const LEN: usize = 32 * 1024 * 1024;
 

@@ -22,8 +22,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use jellysnap::chunker::{Chunker, ChunkerParams};
-use jellysnap::jellyfin::{capture, logical};
+use jellysnap::chunking::{Chunker, ChunkerParams};
+use jellysnap::database;
 use rayon::prelude::*;
 use rusqlite::{params, Connection, OpenFlags};
 
@@ -769,14 +769,14 @@ struct Captured {
 
 fn capture_both(db: &Path, tmp: &Path) -> Result<Captured> {
     let t = Instant::now();
-    let copy = capture::capture(db, tmp)?;
+    let copy = database::capture(db, tmp)?;
     let capture_s = t.elapsed().as_secs_f64();
     let physical = fs::read(&copy)?;
     drop(copy);
     let t = Instant::now();
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut logical = Vec::with_capacity(physical.len());
-    logical::dump(&conn, &mut logical)?;
+    database::dump(&conn, &mut logical)?;
     let dump_s = t.elapsed().as_secs_f64();
     drop(conn);
     Ok(Captured {
@@ -930,12 +930,12 @@ fn main() -> Result<()> {
     let rebuilt = tmp.join("rebuilt.db");
     let _ = fs::remove_file(&rebuilt);
     let t = Instant::now();
-    logical::rebuild(&mut &b.logical[..], &rebuilt)?;
+    database::rebuild(&mut &b.logical[..], &rebuilt)?;
     let rebuild_s = t.elapsed().as_secs_f64();
     {
         let conn = Connection::open_with_flags(&rebuilt, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let mut again = Vec::new();
-        logical::dump(&conn, &mut again)?;
+        database::dump(&conn, &mut again)?;
         if again != b.logical {
             bail!("dump of the rebuilt database differs from the original dump");
         }

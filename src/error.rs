@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::id::{ChunkId, PackId};
+use crate::format::id::{ChunkId, PackId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

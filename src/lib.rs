@@ -1,40 +1,111 @@
 //! jellysnap: incremental, deduplicated, verifiable snapshots of a Jellyfin server.
 //!
-//! The engine. It never prints; progress reaches the caller through [`progress::Progress`]
-//! and results come back as plain types. See docs/FORMAT.md for every byte on disk and
-//! DESIGN.md for the invariants.
+//! The engine. It never prints; progress reaches the caller through
+//! [`progress::Progress`] and results come back as plain types. docs/ARCHITECTURE.md
+//! describes the layers and their invariants, docs/FORMAT.md every byte on disk.
+//!
+//! The layers, each using only those below it:
+//!
+//! - `ops`: the operations (backup, restore, check, gc, forget, browse, stats);
+//! - `jellyfin`: the Jellyfin data dir and its databases; `store`: the repository's
+//!   storage (the store, durable writes, locks, the chunk index, the packer);
+//! - `format`: the bytes of every record, pure encoders and decoders;
+//! - `error` and `sys`: the error type and the few platform calls.
+//!
+//! All of them are private to the crate; this file is the public face, a list of
+//! re-exports grouped by use.
 
 #![warn(clippy::unwrap_used)]
 
-pub mod backup;
-pub mod browse;
-pub mod check;
-pub mod chunker;
-pub mod chunklist;
-pub mod compress;
-pub mod config;
 mod crashpoint;
-pub mod durable;
-pub mod error;
+mod error;
 mod fault;
-pub mod forget;
-pub mod gc;
-pub mod id;
-pub mod index;
-pub mod jellyfin;
-pub mod lock;
-pub mod pack;
-pub mod packer;
-mod parallel;
-pub mod progress;
-pub mod reach;
-pub mod repo;
-pub mod restore;
-pub mod snapshot;
-pub mod stats;
+mod format;
+mod jellyfin;
+mod ops;
+mod store;
 mod sys;
-pub mod timefmt;
-pub mod tree;
 
 pub use error::{Error, Result};
-pub use repo::{Access, Repository};
+pub use format::id::{ChunkId, PackId, SnapshotId};
+pub use format::pack::ChunkKind;
+pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
+pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+pub use jellyfin::SourceOptions;
+pub use store::packer::ChunkSink;
+pub use store::repo::{Access, Repository};
+
+/// Taking a snapshot.
+pub mod backup {
+    pub use crate::ops::backup::{backup, open_repository, BackupOptions, BackupOutcome};
+}
+
+/// Restoring a snapshot: a plan (what `--dry-run` prints), then its execution.
+pub mod restore {
+    pub use crate::ops::restore::{
+        execute, plan, Action, Destination, RestoreOptions, RestorePlan, RestoreReport,
+    };
+}
+
+/// Verifying a repository.
+pub mod check {
+    pub use crate::ops::check::{check, CheckReport, ReadData};
+}
+
+/// Reclaiming the space of chunks no snapshot references.
+pub mod gc {
+    pub use crate::ops::gc::{plan, sweep, GcPlan, GcReport, DEFAULT_MAX_UNUSED_PCT};
+}
+
+/// Removing snapshots by policy or by name.
+pub mod forget {
+    pub use crate::ops::forget::{decide, parse_duration, remove, Decision, Policy};
+    pub use crate::store::repo::resolve_in;
+}
+
+/// Listing and comparing snapshots.
+pub mod browse {
+    pub use crate::ops::browse::{diff, ls, DiffEntry, LsEntry};
+}
+
+/// Sizes of the repository and of single snapshots.
+pub mod stats {
+    pub use crate::ops::stats::{repo_stats, snapshot_stats, RepoStats, SnapshotStats};
+}
+
+/// How the engine reports progress to its caller.
+pub mod progress {
+    pub use crate::ops::progress::{NoProgress, Progress};
+}
+
+/// Times as the CLI prints them.
+pub mod timefmt {
+    pub use crate::ops::timefmt::utc;
+}
+
+/// The database capture on its own (benchmarks and experiments).
+pub mod database {
+    pub use crate::jellyfin::capture::{
+        capture, dump_and_prove, dump_logical, observe_file, remove_side_files, sqlite_version,
+        Logical,
+    };
+    pub use crate::jellyfin::logical::{dump, rebuild};
+    pub use crate::jellyfin::observe::Observation;
+}
+
+/// Content-defined chunking and compression on their own (benchmarks).
+pub mod chunking {
+    pub use crate::format::chunker::{Chunker, ChunkerParams};
+    pub use crate::format::compress::{is_precompressed, maybe_compress};
+}
+
+/// Every decoder of bytes read back from a repository (fuzz targets).
+pub mod decoders {
+    pub use crate::format::chunklist::decode_list;
+    pub use crate::format::config::RepoConfig;
+    pub use crate::format::pack::{
+        decode_record_header, decode_trailer, scan_records, trailer_len_from_footer, FOOTER_LEN,
+        RECORD_HEADER_LEN,
+    };
+    pub use crate::jellyfin::logical::rebuild as rebuild_dump;
+}

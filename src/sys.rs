@@ -72,3 +72,22 @@ pub fn lock_holder(f: &File, start: u64, len: u64) -> std::io::Result<Option<Loc
         exclusive: fl.l_type == libc::F_WRLCK as libc::c_short,
     }))
 }
+
+/// Fill `buf` with random bytes from the OS.
+pub fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(buf).is_ok() {
+            return;
+        }
+    }
+    // Fallback: time and pid mixed through blake3 (ids only need to be unique, not secret).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let mut out = h.finalize_xof();
+    out.fill(buf);
+}

@@ -12,12 +12,12 @@ use std::fs;
 
 use env::{s, Env};
 use fixture::{FixtureSpec, Layout};
-use jellysnap::id::ChunkId;
-use jellysnap::pack::ChunkKind;
-use jellysnap::packer::ChunkSink;
-use jellysnap::snapshot::SnapshotRecord;
-use jellysnap::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+use jellysnap::ChunkId;
+use jellysnap::ChunkKind;
+use jellysnap::ChunkSink;
+use jellysnap::SnapshotRecord;
 use jellysnap::{Access, Repository};
+use jellysnap::{ChunkRef, DbCapture, Entry, Node, Tree};
 
 fn entry(name: &[u8], node: Node) -> Entry {
     Entry {

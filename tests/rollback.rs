@@ -217,7 +217,7 @@ fn utf16_databases_keep_text_that_is_not_valid_utf16() {
 
 /// The database's first data chunk: flip a byte of its stored payload.
 fn damage_database(env: &Env) {
-    use jellysnap::tree::Node;
+    use jellysnap::Node;
     let repo = jellysnap::Repository::open(&env.repo, jellysnap::Access::Read).unwrap();
     let snap = repo.resolve("latest").unwrap();
     let mut tree = repo.load_tree(&snap.record.tree).unwrap();
@@ -235,7 +235,7 @@ fn damage_database(env: &Env) {
         .write(true)
         .open(repo.pack_path(&at.pack))
         .unwrap();
-    let off = at.offset + jellysnap::pack::RECORD_HEADER_LEN as u64 + 3;
+    let off = at.offset + jellysnap::decoders::RECORD_HEADER_LEN as u64 + 3;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, off).unwrap();
     f.write_all_at(&[b[0] ^ 0x40], off).unwrap();
@@ -314,13 +314,11 @@ fn failed_database_restore_changes_nothing() {
 fn forge_proof(env: &Env) -> String {
     let dir = env.repo.join("snapshots");
     let file = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-    let id =
-        jellysnap::id::SnapshotId::from_hex(file.file_name().unwrap().to_str().unwrap()).unwrap();
-    let mut rec =
-        jellysnap::snapshot::SnapshotRecord::decode(&fs::read(&file).unwrap(), &id).unwrap();
+    let id = jellysnap::SnapshotId::from_hex(file.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut rec = jellysnap::SnapshotRecord::decode(&fs::read(&file).unwrap(), &id).unwrap();
     rec.databases[0].verified = Some("00".repeat(32));
     let bytes = rec.encode();
-    let new_id = jellysnap::id::SnapshotId::of(&bytes);
+    let new_id = jellysnap::SnapshotId::of(&bytes);
     fs::write(dir.join(new_id.to_hex()), &bytes).unwrap();
     fs::remove_file(&file).unwrap();
     new_id.to_hex()

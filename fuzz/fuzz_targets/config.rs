@@ -1,6 +1,6 @@
 #![no_main]
 //! The repository config file.
-use jellysnap_fuzz::config::RepoConfig;
+use jellysnap::decoders::RepoConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

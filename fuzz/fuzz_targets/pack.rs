@@ -1,6 +1,6 @@
 #![no_main]
 //! Pack record headers, trailers (with footers) and the forward record scan.
-use jellysnap_fuzz::pack;
+use jellysnap::decoders as pack;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

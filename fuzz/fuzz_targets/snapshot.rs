@@ -1,7 +1,7 @@
 #![no_main]
 //! Snapshot records, both with a matching id (to reach the body) and without.
-use jellysnap_fuzz::id::SnapshotId;
-use jellysnap_fuzz::snapshot::SnapshotRecord;
+use jellysnap::SnapshotId;
+use jellysnap::SnapshotRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 #![no_main]
 //! Tree chunks (directory listings).
-use jellysnap_fuzz::id::ChunkId;
-use jellysnap_fuzz::tree::Tree;
+use jellysnap::ChunkId;
+use jellysnap::Tree;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use jellysnap::snapshot::Component;
+use jellysnap::Component;
 
 #[derive(Debug, Parser)]
 #[command(name = "jellysnap", version, about = "Incremental, deduplicated snapshots of a Jellyfin server, and exact restores", long_about = None)]

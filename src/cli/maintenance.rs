@@ -56,7 +56,7 @@ pub fn forget(repo_path: &Path, a: &ForgetArgs, out: &Out) -> Result<i32, Error>
     } else {
         let mut remove = std::collections::HashSet::new();
         for q in &a.snapshots {
-            remove.insert(jellysnap::repo::resolve_in(snaps.clone(), q)?.id);
+            remove.insert(jellysnap::forget::resolve_in(snaps.clone(), q)?.id);
         }
         let mut d: Vec<forget::Decision> = snaps
             .iter()

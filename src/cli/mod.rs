@@ -13,10 +13,10 @@ use clap::Parser;
 use serde_json::json;
 
 use jellysnap::backup::{self, BackupOptions};
-use jellysnap::jellyfin::SourceOptions;
 use jellysnap::restore::{self, Destination, RestoreOptions};
-use jellysnap::snapshot::{Component, Snapshot};
+use jellysnap::SourceOptions;
 use jellysnap::{Access, Error, Repository};
+use jellysnap::{Component, Snapshot};
 
 use args::{Cli, Command, RepairWhat};
 use progress::TermProgress;
@@ -329,7 +329,7 @@ pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
 
 /// How a snapshot's databases were captured, for the listing: `logical` (proven at
 /// backup), `physical`, or `-` for records from before captures were recorded.
-fn db_capture(r: &jellysnap::snapshot::SnapshotRecord) -> String {
+fn db_capture(r: &jellysnap::SnapshotRecord) -> String {
     let mut kinds: Vec<&str> = r.databases.iter().map(|d| d.capture.name()).collect();
     kinds.dedup();
     if kinds.is_empty() {
@@ -384,7 +384,7 @@ fn print_backup(out: &Out, repo_path: &std::path::Path, created: bool, o: &backu
     }
     for d in &r.databases {
         let how = match (&d.capture, &d.reason) {
-            (jellysnap::tree::DbCapture::Logical, _) => format!(
+            (jellysnap::DbCapture::Logical, _) => format!(
                 "logical dump, proven to rebuild exactly (SQLite {})",
                 d.sqlite_version
             ),
@@ -479,14 +479,14 @@ fn print_plan(
         } = a
         {
             let how = match (capture, verified_at_backup) {
-                (jellysnap::tree::DbCapture::Logical, true) => format!(
+                (jellysnap::DbCapture::Logical, true) => format!(
                     "rebuilt from its logical dump and checked against what the backup verified{}",
                     sqlite_version
                         .as_ref()
                         .map(|v| format!(" (SQLite {v})"))
                         .unwrap_or_default()
                 ),
-                (jellysnap::tree::DbCapture::Logical, false) => {
+                (jellysnap::DbCapture::Logical, false) => {
                     "rebuilt from its logical dump (an older snapshot: not verified at backup)"
                         .to_string()
                 }

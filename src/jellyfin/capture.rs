@@ -241,19 +241,3 @@ fn rebuild_file(
         }
     }
 }
-
-/// Run `PRAGMA integrity_check` on a database file (a restored or captured copy).
-pub fn integrity_check(path: &Path) -> Result<String> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
-            Error::DatabaseCapture {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            }
-        })?;
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-        .map_err(|e| Error::DatabaseCapture {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
-}

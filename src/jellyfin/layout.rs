@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{Component, Item, NotCaptured, NotCapturedKind, Root};
+use crate::format::snapshot::{Component, Item, NotCaptured, NotCapturedKind, Root};
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -22,7 +22,6 @@ pub struct Source {
     pub layout: &'static str,
     pub data_dir: PathBuf,
     pub config_dir: PathBuf,
-    pub metadata_dir: PathBuf,
     pub components: BTreeSet<Component>,
     pub selection: Selection,
     /// Selected components whose directory is not there (a disk not mounted): left out
@@ -368,7 +367,6 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         layout,
         data_dir,
         config_dir,
-        metadata_dir,
         components,
         selection,
         missing,

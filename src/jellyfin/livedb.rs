@@ -46,7 +46,6 @@ pub enum Mode {
 /// An open source database; derefs to its connection.
 pub struct LiveDb {
     conn: Connection,
-    pub mode: Mode,
     path: PathBuf,
     /// For `Immutable`: the file as it was before it was opened.
     stamp: Option<Stamp>,
@@ -87,6 +86,31 @@ impl LiveDb {
 /// Contract: this process holds no other SQLite connection to `db` (the lock probe opens
 /// and closes the files, which would drop that connection's POSIX locks).
 pub fn open(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
+    let query = match choose_mode(db)? {
+        Mode::Immutable => "mode=ro&immutable=1",
+        Mode::ReadOnlyShm => "mode=ro&readonly_shm=1",
+        Mode::PrivateCopy => return open_private_copy(db, scratch),
+        Mode::ReadOnly => "mode=ro",
+    };
+    let stamp = if query.contains("immutable") {
+        Some(Stamp::of(db).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let conn = connect(
+        &file_uri(db, query),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    Ok(LiveDb {
+        conn,
+        path: db.to_path_buf(),
+        stamp,
+        _private: None,
+    })
+}
+
+/// How `db` can be read: decided from its side files and whether anyone holds its locks.
+fn choose_mode(db: &Path) -> Result<Mode, String> {
     let present = |suffix: &str| {
         std::fs::metadata(side_file(db, suffix))
             .map(|m| m.len() > 0)
@@ -104,29 +128,14 @@ pub fn open(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
             ))
         }
     };
-    let (mode, query) = if !held && !wal && !journal {
-        (Mode::Immutable, "mode=ro&immutable=1")
+    Ok(if !held && !wal && !journal {
+        Mode::Immutable
     } else if shm {
-        (Mode::ReadOnlyShm, "mode=ro&readonly_shm=1")
+        Mode::ReadOnlyShm
     } else if !held {
-        return open_private_copy(db, scratch);
+        Mode::PrivateCopy
     } else {
-        (Mode::ReadOnly, "mode=ro")
-    };
-    let stamp = match mode {
-        Mode::Immutable => Some(Stamp::of(db).map_err(|e| e.to_string())?),
-        _ => None,
-    };
-    let conn = connect(
-        &file_uri(db, query),
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    Ok(LiveDb {
-        conn,
-        mode,
-        path: db.to_path_buf(),
-        stamp,
-        _private: None,
+        Mode::ReadOnly
     })
 }
 
@@ -159,7 +168,6 @@ fn open_private_copy(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
     )?;
     Ok(LiveDb {
         conn,
-        mode: Mode::PrivateCopy,
         path: copy,
         stamp: None,
         _private: Some(dir),
@@ -219,8 +227,8 @@ mod tests {
     fn a_stopped_servers_database_is_read_without_side_files() {
         let dir = tempfile::tempdir().unwrap();
         let db = wal_db(dir.path());
+        assert_eq!(choose_mode(&db).unwrap(), Mode::Immutable);
         let src = open(&db, dir.path()).unwrap();
-        assert_eq!(src.mode, Mode::Immutable);
         let n: i64 = src
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
@@ -235,8 +243,8 @@ mod tests {
     fn a_write_during_an_immutable_read_fails_the_capture() {
         let dir = tempfile::tempdir().unwrap();
         let db = wal_db(dir.path());
+        assert_eq!(choose_mode(&db).unwrap(), Mode::Immutable);
         let src = open(&db, dir.path()).unwrap();
-        assert_eq!(src.mode, Mode::Immutable);
         // A server starting meanwhile: writes, and checkpoints into the file on close.
         let c = Connection::open(&db).unwrap();
         c.execute("INSERT INTO t VALUES (3)", []).unwrap();

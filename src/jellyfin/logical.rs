@@ -71,10 +71,7 @@ use std::path::Path;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-pub const MAGIC: &[u8; 8] = b"JSSQLDMP";
-pub const VERSION: u8 = 2;
-/// The oldest dump version [`rebuild`] still reads.
-pub const OLDEST_VERSION: u8 = 1;
+use crate::format::dump::{MAGIC, OLDEST_VERSION, VERSION};
 
 /// Largest string or blob accepted by the decoder (SQLite's own hard limit is < 2^31).
 const MAX_VALUE_LEN: u64 = 1 << 31;

@@ -18,14 +18,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::compress::{self, Compression};
-use crate::durable;
 use crate::error::{Error, IoContext, Result};
 use crate::fault::{self, Op};
-use crate::id::{ChunkId, PackId};
-use crate::index::{ChunkIndex, IndexEntry};
-use crate::pack::{self, ChunkKind, PackEntry};
-use crate::repo::{pack_path, Repository};
+use crate::format::compress::{self, Compression};
+use crate::format::id::{ChunkId, PackId};
+use crate::format::pack::{self, ChunkKind, PackEntry};
+use crate::store::durable;
+use crate::store::index::{ChunkIndex, IndexEntry};
+use crate::store::repo::{pack_path, Repository};
 
 /// The pseudo-path of errors that only say "the pack writer stopped".
 const WRITER: &str = "<pack writer>";

@@ -19,8 +19,8 @@
 
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
-use crate::compress::Compression;
-use crate::id::ChunkId;
+use crate::format::compress::Compression;
+use crate::format::id::ChunkId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"JSNPPACK";
 pub const PACK_VERSION: u32 = 1;
@@ -143,14 +143,6 @@ impl PackBuilder {
             buf,
             entries: Vec::new(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn len_bytes(&self) -> u64 {
-        self.buf.len() as u64
     }
 
     pub fn add(
@@ -316,7 +308,7 @@ pub fn verify_payload(e: &PackEntry, payload: &[u8], out: &mut Vec<u8>) -> Resul
     let raw: &[u8] = match e.compression {
         Compression::None => payload,
         Compression::Zstd => {
-            crate::compress::decompress(payload, e.raw_len as usize, out)
+            crate::format::compress::decompress(payload, e.raw_len as usize, out)
                 .map_err(|err| format!("chunk {} does not decompress: {err}", e.id))?;
             out
         }

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::ChunkerParams;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::format::chunker::ChunkerParams;
 
 pub const CONFIG_MAGIC: &[u8; 8] = b"JSNPREPO";
 pub const FORMAT_VERSION: u32 = 1;
@@ -38,7 +38,7 @@ pub struct RepoConfig {
     /// How databases are captured by default.
     pub db_capture: DbCaptureMode,
     /// The logical dump encoding current when the repository was made. Each dump carries
-    /// its own version; backups write `jellyfin::logical::VERSION`, restores read
+    /// its own version; backups write `format::dump::VERSION`, restores read
     /// `OLDEST_VERSION..=VERSION`.
     pub db_dump_version: u8,
     /// A pack is sealed once it holds at least this many bytes.
@@ -48,11 +48,10 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
-    pub fn new_default() -> Self {
-        let mut seed = [0u8; 16];
-        getrandom(&mut seed);
+    /// The settings of a new repository; `seed` (random, from the store) names it.
+    pub fn new_default(seed: [u8; 16]) -> Self {
         RepoConfig {
-            repo_id: crate::id::hex(&seed),
+            repo_id: crate::format::id::hex(&seed),
             chunker: ChunkerParams {
                 min: 64 * 1024,
                 avg: 256 * 1024,
@@ -69,7 +68,7 @@ impl RepoConfig {
                 max: 64 * 1024,
             },
             db_capture: DbCaptureMode::Logical,
-            db_dump_version: crate::jellyfin::logical::VERSION,
+            db_dump_version: crate::format::dump::VERSION,
             pack_target_bytes: 16 * 1024 * 1024,
             zstd_level: 3,
         }
@@ -114,7 +113,7 @@ impl RepoConfig {
         cfg.chunker.validate().map_err(corrupt)?;
         cfg.db_chunker.validate().map_err(corrupt)?;
         cfg.db_physical_chunker.validate().map_err(corrupt)?;
-        let dumps = crate::jellyfin::logical::OLDEST_VERSION..=crate::jellyfin::logical::VERSION;
+        let dumps = crate::format::dump::OLDEST_VERSION..=crate::format::dump::VERSION;
         if !dumps.contains(&cfg.db_dump_version) {
             return Err(corrupt(format!(
                 "db_dump_version {} is not supported (this jellysnap reads {} to {}); use a jellysnap release that supports it",
@@ -130,30 +129,6 @@ impl RepoConfig {
         }
         Ok(cfg)
     }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).at(path)?;
-        Self::decode(&bytes, path)
-    }
-}
-
-/// Fill `buf` with random bytes from the OS.
-pub fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
-    }
-    // Fallback: time and pid mixed through blake3 (ids only need to be unique, not secret).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut h = blake3::Hasher::new();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    let mut out = h.finalize_xof();
-    out.fill(buf);
 }
 
 #[cfg(test)]
@@ -162,7 +137,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_version_check() {
-        let cfg = RepoConfig::new_default();
+        let cfg = RepoConfig::new_default([7; 16]);
         let bytes = cfg.encode();
         assert_eq!(RepoConfig::decode(&bytes, Path::new("c")).unwrap(), cfg);
         let mut future = bytes.clone();

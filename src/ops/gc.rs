@@ -12,21 +12,20 @@
 //! nothing in the index points at it. The `gc-in-progress` marker records that a sweep
 //! started; the next gc reports it and, recomputing from the snapshots, finishes the job.
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::crashpoint;
-use crate::durable;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, PackId};
-use crate::pack::PackEntry;
-use crate::packer::ChunkSink;
-use crate::progress::Progress;
-use crate::reach;
-use crate::repo::{list_packs, pack_path, read_pack_entries, Repository};
+use crate::format::id::PackId;
+use crate::format::pack::PackEntry;
+use crate::ops::progress::Progress;
+use crate::ops::reach;
+use crate::store::durable;
+use crate::store::packer::ChunkSink;
+use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
 
 pub const DEFAULT_MAX_UNUSED_PCT: f64 = 5.0;
 const MARKER: &str = "gc-in-progress";
@@ -230,7 +229,7 @@ fn read_verified<'b>(
     buf.resize(len, 0);
     f.read_exact_at(buf, e.offset).at(path)?;
     let loc = || format!("pack {} offset {}", path.display(), e.offset);
-    let hdr = crate::pack::decode_record_header(buf, e.offset)
+    let hdr = crate::format::pack::decode_record_header(buf, e.offset)
         .map_err(|d| Error::corrupt("pack", loc(), d))?;
     if hdr.id != e.id {
         return Err(Error::corrupt(
@@ -240,9 +239,9 @@ fn read_verified<'b>(
         ));
     }
     let payload = buf
-        .get(crate::pack::RECORD_HEADER_LEN..)
+        .get(crate::format::pack::RECORD_HEADER_LEN..)
         .unwrap_or_default();
-    crate::pack::verify_payload(&hdr, payload, &mut Vec::new())
+    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new())
         .map_err(|d| Error::corrupt("chunk", loc(), d))?;
     Ok(payload)
 }
@@ -266,16 +265,4 @@ fn remove_scratch(repo: &Path) -> u64 {
         }
     }
     n
-}
-
-/// Chunks only a given snapshot references: what forgetting it alone would free.
-pub fn exclusive_chunks(
-    repo: &Repository,
-    target: &crate::snapshot::Snapshot,
-) -> Result<HashSet<ChunkId>> {
-    let (snaps, _) = repo.snapshots()?;
-    let others: Vec<_> = snaps.into_iter().filter(|s| s.id != target.id).collect();
-    let rest = reach::mark(repo, &others)?;
-    let mine = reach::mark(repo, std::slice::from_ref(target))?;
-    Ok(mine.all().filter(|c| !rest.contains(c)).collect())
 }

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::id::{ChunkId, PackId};
-use crate::pack::{self, PackEntry};
-use crate::progress::Progress;
-use crate::reach;
-use crate::repo::{list_packs, pack_path, read_pack_entries, Repository};
-use crate::tree::Node;
+use crate::format::id::{ChunkId, PackId};
+use crate::format::pack::{self, PackEntry};
+use crate::format::tree::Node;
+use crate::ops::progress::Progress;
+use crate::ops::reach;
+use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReadData {
@@ -254,12 +254,12 @@ pub fn check(
 /// already known damaged are reported through those chunks instead.
 fn check_databases(
     repo: &Repository,
-    snaps: &[crate::snapshot::Snapshot],
+    snaps: &[crate::format::snapshot::Snapshot],
     bad: &HashSet<ChunkId>,
     report: &mut CheckReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    use crate::tree::DbCapture;
+    use crate::format::tree::DbCapture;
     // dump (its top-level chunk refs) -> (entry node, [(snapshot, path, proof)])
     type Users = Vec<(usize, String, Option<String>)>;
     let mut dumps: Vec<(Node, Users)> = Vec::new();
@@ -269,7 +269,7 @@ fn check_databases(
         for item in rec
             .items
             .iter()
-            .filter(|it| it.component == crate::snapshot::Component::Database)
+            .filter(|it| it.component == crate::format::snapshot::Component::Database)
         {
             let Ok(Some(node)) = find_node(repo, &rec.tree, &item.root, &item.rel) else {
                 continue; // unreadable trees are reported above
@@ -317,12 +317,12 @@ fn check_databases(
         proofs.dedup();
         for proof in proofs {
             report.databases_rebuilt += 1;
-            let Err(e) = crate::restore::try_rebuild(
+            let Err(e) = crate::ops::restore::try_rebuild(
                 repo,
                 &node,
                 proof.as_deref(),
                 &scratch,
-                &crate::progress::NoProgress,
+                &crate::ops::progress::NoProgress,
             ) else {
                 continue;
             };

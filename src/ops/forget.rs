@@ -6,10 +6,10 @@
 
 use serde::Serialize;
 
-use crate::durable;
 use crate::error::{Error, Result};
-use crate::repo::Repository;
-use crate::snapshot::Snapshot;
+use crate::format::snapshot::Snapshot;
+use crate::store::durable;
+use crate::store::repo::Repository;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
@@ -84,7 +84,7 @@ fn days(ns: i64) -> i64 {
 
 /// (year, month) of a day count since 1970-01-01.
 fn year_month(days: i64) -> (i64, u32) {
-    let (y, m, _) = crate::timefmt::civil_from_days(days);
+    let (y, m, _) = crate::ops::timefmt::civil_from_days(days);
     (y, m)
 }
 
@@ -171,8 +171,8 @@ pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::SnapshotId;
-    use crate::snapshot::tests_support::record_at;
+    use crate::format::id::SnapshotId;
+    use crate::format::snapshot::tests_support::record_at;
 
     const H: i64 = 3_600_000_000_000;
 

@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::gc;
-use crate::repo::{list_packs, pack_path, read_pack_entries, Repository};
-use crate::snapshot::Snapshot;
+use crate::format::snapshot::Snapshot;
+use crate::ops::reach;
+use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoStats {
@@ -60,11 +60,11 @@ pub fn repo_stats(repo: &Repository) -> Result<RepoStats> {
 }
 
 pub fn snapshot_stats(repo: &Repository, snap: &Snapshot) -> Result<SnapshotStats> {
-    let excl = gc::exclusive_chunks(repo, snap)?;
+    let excl = reach::exclusive_chunks(repo, snap)?;
     let mut bytes = 0;
     for c in &excl {
         if let Some(e) = repo.index().get(c)? {
-            bytes += crate::pack::RECORD_HEADER_LEN as u64 + e.stored_len as u64;
+            bytes += crate::format::pack::RECORD_HEADER_LEN as u64 + e.stored_len as u64;
         }
     }
     Ok(SnapshotStats {

@@ -20,8 +20,8 @@
 //! encoding of `Vec<ChunkRef>` (non-empty). Decoding never panics on bad bytes.
 
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
-use crate::tree::ChunkRef;
+use crate::format::id::ChunkId;
+use crate::format::tree::{ChunkRef, MAX_LEVELS};
 
 pub const LIST_MAGIC: &[u8; 4] = b"JSCL";
 pub const LIST_VERSION: u8 = 1;
@@ -31,8 +31,6 @@ pub const INLINE_MAX: usize = 64;
 pub const CUT_BITS: u32 = 4;
 /// Hard cap on refs per list chunk (bounds a list chunk at ~2.3 KiB).
 pub const MAX_PER_LIST: usize = 64;
-/// Levels of list chunks a decoder accepts (4 levels of 64 = 16.7M data chunks).
-pub const MAX_LEVELS: u8 = 4;
 
 fn is_cut(r: &ChunkRef) -> bool {
     r.id.0[31] & ((1u8 << CUT_BITS) - 1) == 0

@@ -33,14 +33,14 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::chunker::Chunker;
 use crate::error::{Error, IoContext, Result};
-use crate::id::ChunkId;
+use crate::format::chunker::Chunker;
+use crate::format::id::ChunkId;
+use crate::format::snapshot::{Component, DatabaseRecord, Snapshot};
+use crate::format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 use crate::jellyfin::{capture, logical, running, Class, Selection};
-use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::snapshot::{Component, DatabaseRecord, Snapshot};
-use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+use crate::ops::progress::Progress;
+use crate::store::repo::Repository;
 
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -658,7 +658,7 @@ fn same_observed(path: &Path, proof: &str) -> bool {
         return false;
     };
     crate::jellyfin::observe::observe_as(&conn, Some(wal))
-        .is_ok_and(|o| crate::id::hex(&o.digest()) == proof)
+        .is_ok_and(|o| crate::format::id::hex(&o.digest()) == proof)
 }
 
 /// The bytes of a file's chunks as one stream, each chunk verified by `read_chunk`. The
@@ -768,7 +768,7 @@ fn rebuild_beside(
         capture::remove_side_files(&tmp);
         let seen =
             seen.map_err(|e| fail(format!("the rebuilt database cannot be read back: {e}")))?;
-        if crate::id::hex(&seen.digest()) != want {
+        if crate::format::id::hex(&seen.digest()) != want {
             return Err(fail(format!(
                 "the database rebuilt with SQLite {} is not the one the backup verified",
                 capture::sqlite_version()
@@ -861,7 +861,7 @@ pub fn execute(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    crate::parallel::in_io_pool(|| execute_in_pool(repo, plan, progress))
+    crate::ops::parallel::in_io_pool(|| execute_in_pool(repo, plan, progress))
 }
 
 /// Every database of the plan, ready beside its destination; the first failure ends the
@@ -936,7 +936,7 @@ fn is_restore_leftover(name: &[u8]) -> bool {
 /// restore removes) or the new one without them; never the new one with the old WAL.
 /// If the rename fails, the side files go back and nothing has changed.
 fn install_database(db: Prepared) -> Result<u64> {
-    let dir = crate::durable::parent_dir(&db.path).to_path_buf();
+    let dir = crate::store::durable::parent_dir(&db.path).to_path_buf();
     let name = db
         .path
         .file_name()
@@ -947,7 +947,7 @@ fn install_database(db: Prepared) -> Result<u64> {
         for (side, to) in aside.iter().rev() {
             let _ = fs::rename(to, side);
         }
-        let _ = crate::durable::sync_dir(&dir);
+        let _ = crate::store::durable::sync_dir(&dir);
     };
     for suffix in ["-wal", "-shm", "-journal"] {
         let side = side_path(&db.path, suffix);
@@ -962,19 +962,19 @@ fn install_database(db: Prepared) -> Result<u64> {
         aside.push((side, to));
     }
     if !aside.is_empty() {
-        crate::durable::sync_dir(&dir)?;
+        crate::store::durable::sync_dir(&dir)?;
     }
     if let Err(e) = db.tmp.persist(&db.path) {
         put_back(&aside);
         return Err(Error::io(&db.path, e.error));
     }
-    crate::durable::sync_dir(&dir)?;
+    crate::store::durable::sync_dir(&dir)?;
     crate::crashpoint::hit("restore-after-db-rename");
     for (_, to) in &aside {
         fs::remove_file(to).at(to)?;
     }
     if !aside.is_empty() {
-        crate::durable::sync_dir(&dir)?;
+        crate::store::durable::sync_dir(&dir)?;
     }
     Ok(db.bytes)
 }

@@ -6,12 +6,14 @@
 //! path components; the decoder refuses anything else, so a crafted tree cannot make
 //! restore write outside its target.
 
-use std::os::unix::ffi::OsStrExt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
+use crate::format::id::ChunkId;
+
+/// Levels of list chunks (`indirect`) a file node may have: 4 levels of 64 refs address
+/// 16.7M data chunks (see [`crate::format::chunklist`]).
+pub const MAX_LEVELS: u8 = 4;
 
 pub const TREE_MAGIC: &[u8; 4] = b"JSTR";
 pub const TREE_VERSION: u8 = 1;
@@ -178,8 +180,7 @@ impl Tree {
                 ..
             } = &e.node
             {
-                if *indirect > crate::chunklist::MAX_LEVELS || (*indirect > 0 && chunks.is_empty())
-                {
+                if *indirect > MAX_LEVELS || (*indirect > 0 && chunks.is_empty()) {
                     return Err(bad(format!(
                         "{}: bad chunk list indirection",
                         e.name_lossy()
@@ -202,10 +203,6 @@ impl Tree {
             .ok()
             .map(|i| &self.entries[i])
     }
-}
-
-pub fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
-    name.as_bytes().to_vec()
 }
 
 #[cfg(test)]

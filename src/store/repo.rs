@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chunker::Chunker;
-use crate::chunklist;
-use crate::config::RepoConfig;
-use crate::durable;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
-use crate::lock::{self, LockGuard, LockMode};
-use crate::pack::{self, PackEntry, FOOTER_LEN, RECORD_HEADER_LEN};
-use crate::snapshot::{Snapshot, SnapshotRecord};
-use crate::tree::{ChunkRef, Node, Tree};
+use crate::format::chunker::Chunker;
+use crate::format::chunklist;
+use crate::format::config::RepoConfig;
+use crate::format::id::{ChunkId, PackId, SnapshotId};
+use crate::format::pack::{self, PackEntry, FOOTER_LEN, RECORD_HEADER_LEN};
+use crate::format::snapshot::{Snapshot, SnapshotRecord};
+use crate::format::tree::{ChunkRef, Node, Tree};
+use crate::store::durable;
+use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
+use crate::store::lock::{self, LockGuard, LockMode};
 
 /// What a command needs from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,9 @@ impl Repository {
         for d in SKELETON {
             durable::create_dir_durable(&path.join(d))?;
         }
-        let cfg = RepoConfig::new_default();
+        let mut seed = [0u8; 16];
+        crate::sys::getrandom(&mut seed);
+        let cfg = RepoConfig::new_default(seed);
         crate::crashpoint::hit("init-before-config");
         // The config is written last: its presence marks a complete repository.
         durable::write_atomic(&path.join("config"), &cfg.encode())?;
@@ -111,7 +113,7 @@ impl Repository {
         if !Self::exists(path) {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
-        let config = RepoConfig::load(&path.join("config"))?;
+        let config = load_config(path)?;
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
@@ -169,7 +171,7 @@ impl Repository {
 
     /// A repository whose index lives in memory (tests of the engine's I/O seams).
     pub fn open_with_mem_index(path: &Path) -> Result<Self> {
-        let config = RepoConfig::load(&path.join("config"))?;
+        let config = load_config(path)?;
         let idx = MemIndex::default();
         let mut entries = Vec::new();
         for pack in list_packs(path)? {
@@ -196,7 +198,7 @@ impl Repository {
         if !Self::exists(path) {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
-        RepoConfig::load(&path.join("config"))?;
+        load_config(path)?;
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
@@ -315,8 +317,8 @@ impl Repository {
         let payload = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
         pack::verify_payload(&hdr, payload, out).map_err(|d| Error::corrupt("chunk", loc(), d))?;
         Ok(match hdr.compression {
-            crate::compress::Compression::None => payload,
-            crate::compress::Compression::Zstd => out.as_slice(),
+            crate::format::compress::Compression::None => payload,
+            crate::format::compress::Compression::Zstd => out.as_slice(),
         })
     }
 
@@ -394,6 +396,13 @@ impl Repository {
         durable::write_atomic(&self.path.join("snapshots").join(id.to_hex()), &bytes)?;
         Ok(id)
     }
+}
+
+/// The repository's config file, decoded.
+fn load_config(repo: &Path) -> Result<RepoConfig> {
+    let path = repo.join("config");
+    let bytes = fs::read(&path).at(&path)?;
+    RepoConfig::decode(&bytes, &path)
 }
 
 /// Remove scratch files left by a process that died while writing (only the holder of the
@@ -524,8 +533,8 @@ fn rebuild_into(repo: &Path, idx: &RocksIndex) -> Result<RebuildReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::ChunkKind;
-    use crate::packer::ChunkSink;
+    use crate::format::pack::ChunkKind;
+    use crate::store::packer::ChunkSink;
 
     /// The write and read paths through the in-memory index: chunks stored by the pack
     /// writer are found, verified and deduplicated; a fresh in-memory index rebuilt from

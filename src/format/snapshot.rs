@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, SnapshotId};
+use crate::format::id::{ChunkId, SnapshotId};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"JSNPSNAP";
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -143,7 +143,7 @@ pub struct DatabaseRecord {
     pub root: String,
     pub rel: String,
     /// `logical` (a dump, rebuilt on restore) or `physical` (the online backup copy).
-    pub capture: crate::tree::DbCapture,
+    pub capture: crate::format::tree::DbCapture,
     /// Why the logical capture was not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -286,7 +286,7 @@ mod tests {
             databases: vec![DatabaseRecord {
                 root: "data".into(),
                 rel: "data/jellyfin.db".into(),
-                capture: crate::tree::DbCapture::Logical,
+                capture: crate::format::tree::DbCapture::Logical,
                 reason: None,
                 verified: Some("ab".repeat(32)),
                 sqlite_version: "3.54.0".into(),

@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::repo::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::{Entry, Node, Tree};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Entry, Node, Tree};
+use crate::store::repo::Repository;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LsEntry {

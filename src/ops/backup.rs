@@ -16,22 +16,22 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::chunker::Chunker;
-use crate::chunklist;
-use crate::compress::is_precompressed;
-use crate::config::DbCaptureMode;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, SnapshotId};
-use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
-use crate::pack::ChunkKind;
-use crate::packer::ChunkSink;
-use crate::progress::Progress;
-use crate::repo::{Access, Repository};
-use crate::snapshot::{
+use crate::format::chunker::Chunker;
+use crate::format::chunklist;
+use crate::format::compress::is_precompressed;
+use crate::format::config::DbCaptureMode;
+use crate::format::id::{ChunkId, SnapshotId};
+use crate::format::pack::ChunkKind;
+use crate::format::snapshot::{
     validate_name, Component, DatabaseRecord, NotCaptured, NotCapturedKind, Snapshot,
     SnapshotRecord, Summary,
 };
-use crate::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+use crate::format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+use crate::jellyfin::{self, capture, Class, Source, SourceOptions};
+use crate::ops::progress::Progress;
+use crate::store::packer::ChunkSink;
+use crate::store::repo::{Access, Repository};
 
 /// Files modified this close to the scan start are re-read next time: a write in the same
 /// timestamp tick after our read would leave size and mtime unchanged.
@@ -166,7 +166,7 @@ impl Ctx<'_> {
                     rel: slot.rel.clone(),
                     capture: db.kind,
                     reason: db.fallback.clone(),
-                    verified: db.verified.map(|d| crate::id::hex(&d)),
+                    verified: db.verified.map(|d| crate::format::id::hex(&d)),
                     sqlite_version: capture::sqlite_version().to_string(),
                 });
             if version.is_some() {
@@ -214,7 +214,7 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
-    crate::parallel::in_io_pool(|| backup_in_pool(repo, opts, progress))
+    crate::ops::parallel::in_io_pool(|| backup_in_pool(repo, opts, progress))
 }
 
 fn backup_in_pool(

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
-use crate::pack::{ChunkKind, PackEntry};
+use crate::format::compress::Compression;
+use crate::format::id::{ChunkId, PackId};
+use crate::format::pack::{ChunkKind, PackEntry};
 
 /// Bump when the value layout or key scheme changes: a mismatch rebuilds the index.
 pub const INDEX_SCHEMA: u32 = 1;

@@ -4,12 +4,12 @@
 
 use std::collections::HashSet;
 
-use crate::chunklist::ListVisitor;
 use crate::error::Result;
-use crate::id::ChunkId;
-use crate::repo::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::{ChunkRef, Node, Tree};
+use crate::format::chunklist::ListVisitor;
+use crate::format::id::ChunkId;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{ChunkRef, Node, Tree};
+use crate::store::repo::Repository;
 
 #[derive(Debug, Default)]
 pub struct Reach {
@@ -26,10 +26,6 @@ impl Reach {
 
     pub fn len(&self) -> usize {
         self.trees.len() + self.lists.len() + self.data.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Every reachable chunk id.
@@ -158,4 +154,15 @@ fn walk_paths(
             Node::Symlink { .. } => {}
         }
     }
+}
+/// Chunks only a given snapshot references: what forgetting it alone would free.
+pub fn exclusive_chunks(
+    repo: &Repository,
+    target: &crate::format::snapshot::Snapshot,
+) -> Result<HashSet<ChunkId>> {
+    let (snaps, _) = repo.snapshots()?;
+    let others: Vec<_> = snaps.into_iter().filter(|s| s.id != target.id).collect();
+    let rest = mark(repo, &others)?;
+    let mine = mark(repo, std::slice::from_ref(target))?;
+    Ok(mine.all().filter(|c| !rest.contains(c)).collect())
 }

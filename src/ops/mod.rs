@@ -1,0 +1,14 @@
+//! The commands' engine: each operation reads and writes the repository through
+//! [`crate::store`] and the Jellyfin data dir through [`crate::jellyfin`].
+
+pub mod backup;
+pub mod browse;
+pub mod check;
+pub mod forget;
+pub mod gc;
+pub mod parallel;
+pub mod progress;
+pub mod reach;
+pub mod restore;
+pub mod stats;
+pub mod timefmt;
