@@ -58,7 +58,7 @@ fn snapshot(sink: &ChunkSink, files: &[(String, Vec<ChunkRef>)]) -> ChunkId {
             .collect(),
     };
     let sub = sink
-        .put(ChunkKind::Tree, &dir.encode(), true)
+        .put(ChunkKind::Tree, &dir.encode().unwrap(), true)
         .expect("tree");
     let mut root = file("data".into(), vec![]);
     root.node = Node::Dir { tree: sub };
@@ -67,7 +67,8 @@ fn snapshot(sink: &ChunkSink, files: &[(String, Vec<ChunkRef>)]) -> ChunkId {
         &Tree {
             entries: vec![root],
         }
-        .encode(),
+        .encode()
+        .unwrap(),
         true,
     )
     .expect("root")

@@ -17,14 +17,14 @@
 
 #![warn(clippy::unwrap_used)]
 
-mod crashpoint;
 mod error;
-mod fault;
 mod format;
 mod jellyfin;
 mod ops;
 mod store;
 mod sys;
+#[cfg(feature = "test-hooks")]
+mod testing;
 
 pub use error::{Error, Result};
 pub use format::id::{ChunkId, PackId, SnapshotId};

@@ -1,6 +1,7 @@
-//! Fault injection through the storage seams (`JELLYSNAP_FAULT`, see src/fault.rs): a
-//! repository write or fsync that fails with ENOSPC or EIO at the n-th operation, and a
-//! source file that cannot be read. Each gives a clear error, leaves the repository
+//! Fault injection through the test store (`JELLYSNAP_FAULT`, see src/testing.rs; the
+//! tests run with `--features test-hooks`): a repository write or fsync that fails with
+//! ENOSPC or EIO at the n-th operation, a source file that cannot be read, and pack
+//! writer threads that cannot start. Each gives a clear error, leaves the repository
 //! consistent (check passes, old snapshots restore exactly) and loses nothing.
 
 #[path = "common/env.rs"]
@@ -93,4 +94,33 @@ fn source_read_error_gives_a_partial_snapshot() {
     assert!(errors[0].as_str().unwrap().contains("Input/output error"));
     assert!(s(&out.stderr).contains("could not be read"));
     env.json(&["check", "--read-data"], 0);
+}
+
+#[test]
+fn a_pack_writer_that_cannot_start_its_threads_commits_nothing() {
+    let env = Env::new();
+    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let data = fx.data_dir.to_str().unwrap().to_string();
+    env.json(&["backup", "--data-dir", &data, "--name", "base"], 0);
+    fixture::day_of_changes(&fx, 1).unwrap();
+    // The pack writer starts two threads: the syncer first, then the writer.
+    for (n, thread) in [(1, "pack syncer"), (2, "pack writer")] {
+        let out = backup_with_fault(&env, &data, &format!("spawn:{n}"));
+        let err = s(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "spawn:{n}: {err}");
+        assert!(
+            err.contains(&format!("internal error: cannot start the {thread} thread")),
+            "spawn:{n}: {err}"
+        );
+        let snaps = env.json(&["snapshots"], 0);
+        assert_eq!(
+            snaps.as_array().unwrap().len(),
+            1,
+            "spawn:{n}: nothing committed"
+        );
+        env.json(&["check", "--read-data"], 0);
+    }
+    // Without the fault the same backup goes through.
+    env.json(&["backup", "--data-dir", &data], 0);
+    assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 2);
 }

@@ -59,7 +59,11 @@ fn craft(env: &Env, name: &str, entries: Vec<(Vec<u8>, &'static [u8], bool)>) {
         listing.push(entry(&n, node));
     }
     let data: ChunkId = sink
-        .put(ChunkKind::Tree, &Tree { entries: listing }.encode(), true)
+        .put(
+            ChunkKind::Tree,
+            &Tree { entries: listing }.encode().unwrap(),
+            true,
+        )
         .unwrap();
     let mut root = entry(b"data", Node::Dir { tree: data });
     root.mode = 0o755;
@@ -69,7 +73,8 @@ fn craft(env: &Env, name: &str, entries: Vec<(Vec<u8>, &'static [u8], bool)>) {
             &Tree {
                 entries: vec![root],
             }
-            .encode(),
+            .encode()
+            .unwrap(),
             true,
         )
         .unwrap();

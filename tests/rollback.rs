@@ -233,7 +233,7 @@ fn damage_database(env: &Env) {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(repo.pack_path(&at.pack))
+        .open(repo.pack_location(&at.pack))
         .unwrap();
     let off = at.offset + jellysnap::decoders::RECORD_HEADER_LEN as u64 + 3;
     let mut b = [0u8; 1];
@@ -317,7 +317,7 @@ fn forge_proof(env: &Env) -> String {
     let id = jellysnap::SnapshotId::from_hex(file.file_name().unwrap().to_str().unwrap()).unwrap();
     let mut rec = jellysnap::SnapshotRecord::decode(&fs::read(&file).unwrap(), &id).unwrap();
     rec.databases[0].verified = Some("00".repeat(32));
-    let bytes = rec.encode();
+    let bytes = rec.encode().unwrap();
     let new_id = jellysnap::SnapshotId::of(&bytes);
     fs::write(dir.join(new_id.to_hex()), &bytes).unwrap();
     fs::remove_file(&file).unwrap();

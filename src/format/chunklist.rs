@@ -60,15 +60,14 @@ pub fn runs(refs: &[ChunkRef]) -> Vec<&[ChunkRef]> {
     out
 }
 
-pub fn encode_list(refs: &[ChunkRef]) -> Vec<u8> {
+pub fn encode_list(refs: &[ChunkRef]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(8 + refs.len() * 38);
     out.extend_from_slice(LIST_MAGIC);
     out.push(LIST_VERSION);
-    // Encoding plain data into a Vec cannot fail.
-    out.extend_from_slice(
-        &bincode::serde::encode_to_vec(refs, bincode::config::standard()).unwrap_or_default(),
-    );
-    out
+    let body = bincode::serde::encode_to_vec(refs, bincode::config::standard())
+        .map_err(|e| Error::internal(format!("cannot encode a chunk list: {e}")))?;
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 pub fn decode_list(bytes: &[u8], id: &ChunkId) -> Result<Vec<ChunkRef>> {
@@ -107,7 +106,7 @@ pub fn build(
     while refs.len() > INLINE_MAX && levels < MAX_LEVELS {
         let mut up = Vec::new();
         for run in runs(&refs) {
-            let id = put(&encode_list(run))?;
+            let id = put(&encode_list(run)?)?;
             let len: u64 = run.iter().map(|r| u64::from(r.len)).sum();
             up.push(ChunkRef {
                 id,
@@ -244,7 +243,7 @@ mod tests {
         #[test]
         fn encode_decode_round_trip(seed in any::<u64>(), n in 1usize..200) {
             let list = refs(seed, n);
-            let b = encode_list(&list);
+            let b = encode_list(&list).unwrap();
             prop_assert_eq!(decode_list(&b, &ChunkId::of(&b)).unwrap(), list);
         }
 

@@ -74,18 +74,15 @@ impl RepoConfig {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(CONFIG_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        // Serializing a plain struct of strings and integers cannot fail.
-        out.extend_from_slice(
-            serde_json::to_string_pretty(self)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let body = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::internal(format!("cannot encode the repository config: {e}")))?;
+        out.extend_from_slice(body.as_bytes());
         out.push(b'\n');
-        out
+        Ok(out)
     }
 
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
@@ -138,7 +135,7 @@ mod tests {
     #[test]
     fn round_trip_and_version_check() {
         let cfg = RepoConfig::new_default([7; 16]);
-        let bytes = cfg.encode();
+        let bytes = cfg.encode().unwrap();
         assert_eq!(RepoConfig::decode(&bytes, Path::new("c")).unwrap(), cfg);
         let mut future = bytes.clone();
         future[8] = 9;

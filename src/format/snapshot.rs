@@ -185,12 +185,14 @@ pub struct SnapshotRecord {
 }
 
 impl SnapshotRecord {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        out.extend_from_slice(serde_json::to_string(self).unwrap_or_default().as_bytes());
-        out
+        let body = serde_json::to_string(self)
+            .map_err(|e| Error::internal(format!("cannot encode a snapshot record: {e}")))?;
+        out.extend_from_slice(body.as_bytes());
+        Ok(out)
     }
 
     /// Decode and verify a record read from the file named `id`.
@@ -304,7 +306,7 @@ mod tests {
     #[test]
     fn round_trip_and_tamper_detection() {
         let r = sample();
-        let bytes = r.encode();
+        let bytes = r.encode().unwrap();
         let id = SnapshotId::of(&bytes);
         assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
         let mut bad = bytes.clone();

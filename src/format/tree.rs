@@ -127,15 +127,14 @@ pub fn valid_name(name: &[u8]) -> bool {
 }
 
 impl Tree {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 96);
         out.extend_from_slice(TREE_MAGIC);
         out.push(TREE_VERSION);
-        // Encoding plain data into a Vec cannot fail.
-        let body =
-            bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
+        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| Error::internal(format!("cannot encode a tree: {e}")))?;
         out.extend_from_slice(&body);
-        out
+        Ok(out)
     }
 
     pub fn decode(bytes: &[u8], id: &ChunkId) -> Result<Tree> {
@@ -237,7 +236,7 @@ mod tests {
         fn round_trip(names in proptest::collection::btree_set("[a-zA-Z0-9 ._-]{1,20}", 0..20), size in 0u32..100000) {
             let entries: Vec<Entry> = names.iter().filter(|n| valid_name(n.as_bytes())).map(|n| file(n.as_bytes(), size)).collect();
             let t = Tree { entries };
-            let bytes = t.encode();
+            let bytes = t.encode().unwrap();
             prop_assert_eq!(Tree::decode(&bytes, &ChunkId::of(&bytes)).unwrap(), t);
         }
 
@@ -256,7 +255,7 @@ mod tests {
             let t = Tree {
                 entries: vec![file(bad, 1)],
             };
-            let bytes = t.encode();
+            let bytes = t.encode().unwrap();
             assert!(
                 Tree::decode(&bytes, &ChunkId::of(&bytes)).is_err(),
                 "{bad:?}"
@@ -265,7 +264,7 @@ mod tests {
         let t = Tree {
             entries: vec![file(b"b", 1), file(b"a", 1)],
         };
-        let bytes = t.encode();
+        let bytes = t.encode().unwrap();
         assert!(Tree::decode(&bytes, &ChunkId::of(&bytes)).is_err());
     }
 }

@@ -375,7 +375,7 @@ fn backup_in_pool(
             &Tree {
                 entries: root_entries,
             }
-            .encode(),
+            .encode()?,
             true,
         )
     })();
@@ -465,7 +465,6 @@ fn backup_in_pool(
         },
         not_captured,
     };
-    crate::crashpoint::hit("backup-before-commit");
     progress.phase("committing snapshot", None);
     let id = repo.commit_snapshot(&record)?;
     progress.finish();
@@ -653,7 +652,7 @@ fn walk_dir(
             tree.entries.push(e);
         }
     }
-    ctx.sink.put(ChunkKind::Tree, &tree.encode(), true)
+    ctx.sink.put(ChunkKind::Tree, &tree.encode()?, true)
 }
 
 fn database_node(ctx: &Ctx, path: &Path) -> Result<Node> {
@@ -748,14 +747,16 @@ fn file_node(
         }
     }
     for attempt in 1..=READ_ATTEMPTS {
-        let mut f =
-            match crate::fault::check(crate::fault::Op::Read).and_then(|()| File::open(path)) {
-                Ok(f) => f,
-                Err(e) => {
-                    ctx.report(path, &format!("cannot read: {e}"));
-                    return Ok(None);
-                }
-            };
+        let opened = File::open(path);
+        #[cfg(feature = "test-hooks")]
+        let opened = crate::testing::source_open().and(opened);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                ctx.report(path, &format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
         let before = f.metadata().at(path)?;
         let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true)? {
             Ok(r) => r,

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -17,7 +16,8 @@ use crate::format::pack::{self, PackEntry};
 use crate::format::tree::Node;
 use crate::ops::progress::Progress;
 use crate::ops::reach;
-use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
+use crate::store::repo::Repository;
+use crate::store::Key;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReadData {
@@ -101,14 +101,13 @@ pub fn check(
     report.data_chunks = r.data.len() as u64;
 
     progress.phase("checking packs and index", None);
-    let packs = list_packs(repo.path())?;
+    let packs = repo.packs()?;
     report.packs = packs.len() as u64;
     let mut sizes: HashMap<PackId, u64> = HashMap::new();
     let mut trailers: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for id in &packs {
-        let path = pack_path(repo.path(), id);
-        sizes.insert(*id, fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
-        match read_pack_entries(repo.path(), id) {
+        sizes.insert(*id, repo.pack_size(id).unwrap_or(0));
+        match repo.pack_entries(id) {
             Ok((entries, scanned)) => {
                 if scanned {
                     report.problems.push(problem(
@@ -193,15 +192,14 @@ pub fn check(
             let Some(entries) = trailers.get(&id) else {
                 continue;
             };
-            let path = pack_path(repo.path(), &id);
-            let Ok(f) = fs::File::open(&path) else {
-                continue;
-            };
             let mut damaged = Vec::new();
             let (mut buf, mut out) = (Vec::new(), Vec::new());
             for e in entries {
                 buf.resize(e.record_len() as usize, 0);
-                let ok = f.read_exact_at(&mut buf, e.offset).is_ok()
+                let ok = repo
+                    .store()
+                    .read_at(Key::Pack(id), e.offset, &mut buf)
+                    .is_ok()
                     && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h.id == e.id)
                     && pack::verify_payload(
                         e,

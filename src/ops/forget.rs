@@ -7,9 +7,10 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
-use crate::store::durable;
 use crate::store::repo::Repository;
+use crate::store::Key;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
@@ -156,12 +157,13 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
 
 /// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
-    let dir = repo.path().join("snapshots");
     let mut n = 0;
     for id in ids {
-        let p = dir.join(id);
-        if p.exists() {
-            durable::remove_durable(&p)?;
+        let Some(key) = SnapshotId::from_hex(id).map(Key::Snapshot) else {
+            continue;
+        };
+        if repo.store().exists(key)? {
+            repo.store().delete(key)?;
             n += 1;
         }
     }

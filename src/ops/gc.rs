@@ -1,4 +1,4 @@
-//! Garbage collection (DESIGN §8, §5.3): plan, then sweep.
+//! Garbage collection (docs/ARCHITECTURE.md, "Garbage collection"): plan, then sweep.
 //!
 //! Plan: mark every chunk reachable from the snapshots, then read each pack's trailer
 //! (metadata only) and sort packs into keep / repack / delete. A chunk counts as live in
@@ -12,23 +12,18 @@
 //! nothing in the index points at it. The `gc-in-progress` marker records that a sweep
 //! started; the next gc reports it and, recomputing from the snapshots, finishes the job.
 
-use std::fs;
-use std::path::Path;
-
 use serde::Serialize;
 
-use crate::crashpoint;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::format::id::PackId;
 use crate::format::pack::PackEntry;
 use crate::ops::progress::Progress;
 use crate::ops::reach;
-use crate::store::durable;
 use crate::store::packer::ChunkSink;
-use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
+use crate::store::repo::Repository;
+use crate::store::Key;
 
 pub const DEFAULT_MAX_UNUSED_PCT: f64 = 5.0;
-const MARKER: &str = "gc-in-progress";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PackPlan {
@@ -87,7 +82,7 @@ pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> 
     progress.phase("marking live chunks", None);
     let live = reach::mark(repo, &snaps)?;
     progress.phase("reading pack trailers", None);
-    let packs = list_packs(repo.path())?;
+    let packs = repo.packs()?;
     let mut plan = GcPlan {
         snapshots: snaps.len() as u64,
         live_chunks: live.len() as u64,
@@ -97,14 +92,13 @@ pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> 
         repack: Vec::new(),
         bytes_freed: 0,
         bytes_repacked: 0,
-        resumes_interrupted: repo.path().join(MARKER).exists(),
+        resumes_interrupted: repo.store().exists(Key::GcMarker)?,
         max_unused_pct,
     };
     for id in packs {
-        let path = pack_path(repo.path(), &id);
-        let size = fs::metadata(&path).at(&path)?.len();
+        let size = repo.pack_size(&id)?;
         plan.repository_bytes += size;
-        let (entries, _) = read_pack_entries(repo.path(), &id)?;
+        let (entries, _) = repo.pack_entries(&id)?;
         let mut p = PackPlan {
             pack: id.to_hex(),
             size,
@@ -146,8 +140,10 @@ pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> 
 }
 
 pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Result<GcReport> {
-    let marker = repo.path().join(MARKER);
-    durable::write_atomic(&marker, b"gc sweep started; the next gc finishes it\n")?;
+    repo.store().put(
+        Key::GcMarker,
+        b"gc sweep started; the next gc finishes it\n",
+    )?;
     let mut report = GcReport::default();
 
     // 1. Live chunks of packs to repack: into new packs, durable and indexed.
@@ -157,11 +153,9 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
         let mut buf = Vec::new();
         for p in &plan.repack {
             let Some(id) = p.id else { continue };
-            let path = pack_path(repo.path(), &id);
-            let f = fs::File::open(&path).at(&path)?;
             for e in &p.live {
                 let payload =
-                    read_verified(&f, &path, e, &mut buf).map_err(|err| sink.cause(err))?;
+                    read_verified(repo, &id, e, &mut buf).map_err(|err| sink.cause(err))?;
                 sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)
                     .map_err(|err| sink.cause(err))?;
                 progress.advance(e.record_len());
@@ -174,7 +168,6 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             .load(std::sync::atomic::Ordering::Relaxed);
         sink.finish()?;
     }
-    crashpoint::hit("gc-after-repack");
 
     // 2. Unindex what still points at the packs that go (synced before any delete).
     progress.phase("deleting packs", None);
@@ -191,44 +184,39 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
         }
         repo.index().remove(&stale)?;
     }
-    crashpoint::hit("gc-after-unindex");
 
     // 3. Delete the files.
-    for (i, p) in doomed.iter().enumerate() {
+    for p in &doomed {
         let Some(id) = p.id else { continue };
-        let path = pack_path(repo.path(), &id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        durable::sync_dir(path.parent().unwrap_or(repo.path()))?;
+        repo.store().delete(Key::Pack(id))?;
         if plan.delete.iter().any(|d| d.id == Some(id)) {
             report.packs_deleted += 1;
         }
-        if i == 0 {
-            crashpoint::hit("gc-after-first-delete");
-        }
     }
     report.bytes_freed = plan.bytes_freed;
-    report.scratch_files_removed = remove_scratch(repo.path());
-    durable::remove_durable(&marker)?;
+    report.scratch_files_removed = repo.store().remove_leftovers()?;
+    repo.store().delete(Key::GcMarker)?;
     progress.finish();
     Ok(report)
 }
 
 /// Read one record of an open pack and verify it before it is copied anywhere.
 fn read_verified<'b>(
-    f: &fs::File,
-    path: &Path,
+    repo: &Repository,
+    pack: &PackId,
     e: &PackEntry,
     buf: &'b mut Vec<u8>,
 ) -> Result<&'b [u8]> {
-    use std::os::unix::fs::FileExt;
     let len = e.record_len() as usize;
     buf.resize(len, 0);
-    f.read_exact_at(buf, e.offset).at(path)?;
-    let loc = || format!("pack {} offset {}", path.display(), e.offset);
+    repo.store().read_at(Key::Pack(*pack), e.offset, buf)?;
+    let loc = || {
+        format!(
+            "pack {} offset {}",
+            repo.pack_location(pack).display(),
+            e.offset
+        )
+    };
     let hdr = crate::format::pack::decode_record_header(buf, e.offset)
         .map_err(|d| Error::corrupt("pack", loc(), d))?;
     if hdr.id != e.id {
@@ -244,25 +232,4 @@ fn read_verified<'b>(
     crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new())
         .map_err(|d| Error::corrupt("chunk", loc(), d))?;
     Ok(payload)
-}
-
-/// Temp files of interrupted atomic writes (`.tmp-*` beside packs and snapshot records).
-fn remove_scratch(repo: &Path) -> u64 {
-    let mut n = 0;
-    let mut dirs = vec![repo.join("snapshots"), repo.to_path_buf()];
-    if let Ok(rd) = fs::read_dir(repo.join("packs")) {
-        dirs.extend(rd.flatten().map(|e| e.path()));
-    }
-    for d in dirs {
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-")
-                    && fs::remove_file(e.path()).is_ok()
-                {
-                    n += 1;
-                }
-            }
-        }
-    }
-    n
 }

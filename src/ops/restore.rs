@@ -969,7 +969,8 @@ fn install_database(db: Prepared) -> Result<u64> {
         return Err(Error::io(&db.path, e.error));
     }
     crate::store::durable::sync_dir(&dir)?;
-    crate::crashpoint::hit("restore-after-db-rename");
+    #[cfg(feature = "test-hooks")]
+    crate::testing::point("restore-after-db-rename");
     for (_, to) in &aside {
         fs::remove_file(to).at(to)?;
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::ops::reach;
-use crate::store::repo::{list_packs, pack_path, read_pack_entries, Repository};
+use crate::store::repo::Repository;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoStats {
@@ -42,12 +42,11 @@ pub fn repo_stats(repo: &Repository) -> Result<RepoStats> {
         chunks: 0,
         dedup_ratio: 0.0,
     };
-    for id in list_packs(repo.path())? {
+    for id in repo.packs()? {
         s.packs += 1;
-        s.stored_bytes += std::fs::metadata(pack_path(repo.path(), &id))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        s.chunks += read_pack_entries(repo.path(), &id)
+        s.stored_bytes += repo.pack_size(&id).unwrap_or(0);
+        s.chunks += repo
+            .pack_entries(&id)
             .map(|(e, _)| e.len() as u64)
             .unwrap_or(0);
     }

@@ -1,6 +1,6 @@
-//! Durability: the one place that makes a file durable in the repository.
+//! Durability on a local file system: the one place that makes a file durable.
 //!
-//! Contract (DESIGN §5.1): a file becomes visible under its final name only after its
+//! Contract: a file becomes visible under its final name only after its
 //! bytes are on disk. `write_atomic` writes a temp file in the same directory, fsyncs it,
 //! renames it over the final name and fsyncs the directory. A failed fsync is returned as
 //! an error and never retried: the caller must abandon the run (the page cache state after
@@ -11,9 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
-use crate::fault::{self, Op};
 
-/// Write `bytes` to `path` atomically and durably.
 /// The directory holding `path`; `.` for a bare file name (whose parent is empty).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -22,18 +20,15 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Write `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .at(dir)?;
-    fault::check(Op::Write)
-        .and_then(|()| tmp.write_all(bytes))
-        .at(tmp.path().to_path_buf())?;
-    fault::check(Op::Fsync)
-        .and_then(|()| tmp.as_file().sync_all())
-        .at(tmp.path().to_path_buf())?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(tmp.path().to_path_buf())?;
     tmp.persist(path)
         .map_err(|e| crate::error::Error::io(path, e.error))?;
     sync_dir(dir)
@@ -41,10 +36,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsync a directory so that renames and unlinks inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    fault::check(Op::Fsync)
-        .and_then(|()| File::open(dir))
-        .and_then(|f| f.sync_all())
-        .at(dir)
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 
 /// Create a directory (and parents) and make its entry durable in its parent.
@@ -54,12 +46,6 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
     }
     fs::create_dir_all(dir).at(dir)?;
     sync_dir(parent_dir(dir))
-}
-
-/// Remove a file and make the removal durable.
-pub fn remove_durable(path: &Path) -> Result<()> {
-    fs::remove_file(path).at(path)?;
-    sync_dir(parent_dir(path))
 }
 
 #[cfg(test)]

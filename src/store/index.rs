@@ -101,10 +101,7 @@ impl ChunkIndex for MemIndex {
 }
 
 fn poisoned() -> Error {
-    Error::Index {
-        path: PathBuf::from("<memory>"),
-        detail: "index lock poisoned".into(),
-    }
+    Error::internal("the in-memory index's lock was poisoned by a panicked thread")
 }
 
 /// RocksDB-backed index in `<repo>/index/`.

@@ -1,37 +1,47 @@
 //! Storing new chunks: dedup against the index, compress, and append to packs.
 //!
 //! Worker threads call [`ChunkSink::put`]; new chunks travel over a bounded channel to
-//! one writer thread that fills a data pack and a tree pack. Write order (DESIGN §5.2):
-//! a pack is written temp -> fsync -> rename -> fsync(dir), and only then are its index
-//! entries inserted (synced). A tree pack is never sealed before the data pack in
-//! progress, so a durable tree never names a chunk that is not yet durable. The bounded
-//! channel and the recycled payload buffers keep memory flat whatever the data size.
-//! Records stream into a temp file under `<repo>/tmp/`; a sealed pack goes to a second
-//! thread that makes it durable and indexes it, in seal order, while the next one fills.
+//! one writer thread that fills a data pack and a tree pack. Write order
+//! (docs/ARCHITECTURE.md, "Write order"): a pack is made durable in the store
+//! ([`Store::put_staged`]), and only then are its index entries inserted (synced). A
+//! tree pack is never sealed before the data pack in progress, so a durable tree never
+//! names a chunk that is not yet durable. The bounded channel and the recycled payload
+//! buffers keep memory flat whatever the data size. Records stream into a staged object
+//! ([`Store::stage`]); a sealed pack goes to a second thread that makes it durable and
+//! indexes it, in seal order, while the next one fills.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::error::{Error, IoContext, Result};
-use crate::fault::{self, Op};
+use crate::error::{Error, Result};
 use crate::format::compress::{self, Compression};
 use crate::format::id::{ChunkId, PackId};
 use crate::format::pack::{self, ChunkKind, PackEntry};
-use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry};
-use crate::store::repo::{pack_path, Repository};
+use crate::store::repo::Repository;
+use crate::store::{Key, Staged, Store};
 
-/// The pseudo-path of errors that only say "the pack writer stopped".
-const WRITER: &str = "<pack writer>";
+/// Start a named thread; a thread that cannot start is an error, never a silent no-op.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    let failed =
+        |e: std::io::Error| Error::internal(format!("cannot start the {name} thread: {e}"));
+    #[cfg(feature = "test-hooks")]
+    crate::testing::thread_spawn().map_err(failed)?;
+    std::thread::Builder::new()
+        .name(format!("jellysnap-{}", name.replace(' ', "-")))
+        .spawn(f)
+        .map_err(failed)
+}
 
-fn writer_stopped() -> Error {
-    Error::io(WRITER, std::io::Error::other("pack writer stopped"))
+/// A lock whose holder panicked: the run must end, since the state it guards is unknown.
+fn poisoned(what: &str) -> Error {
+    Error::internal(format!("{what} poisoned by a panicked thread"))
 }
 
 struct NewChunk {
@@ -63,6 +73,8 @@ pub struct ChunkSink<'r> {
     repo: &'r Repository,
     pending: Mutex<HashSet<ChunkId>>,
     tx: Mutex<Option<SyncSender<NewChunk>>>,
+    /// Set when a chunk could not be handed to the writer: it stopped on an error.
+    writer_stopped: std::sync::atomic::AtomicBool,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     pub stats: SinkStats,
@@ -76,28 +88,27 @@ impl<'r> ChunkSink<'r> {
         let (tx, rx) = sync_channel::<NewChunk>(32);
         let pool = Arc::new(Mutex::new(Vec::new()));
         let (sync_tx, sync_rx) = sync_channel::<SealedPack>(2);
-        let repo_path = repo.path().to_path_buf();
-        let syncer = std::thread::Builder::new()
-            .name("jellysnap-pack-syncer".into())
-            .spawn(move || sync_packs(repo_path, index, sync_rx))
-            .map_err(|e| Error::internal(format!("cannot start the pack syncer thread: {e}")))?;
+        let store = repo.store_arc();
+        let syncer = spawn("pack syncer", move || {
+            sync_packs(store.as_ref(), index, sync_rx)
+        })?;
         let syncer = Some((sync_tx, syncer));
         let writer = PackWriter {
-            repo_path: repo.path().to_path_buf(),
+            store: repo.store_arc(),
             target: repo.config().pack_target_bytes,
             data: None,
             tree: None,
             pool: pool.clone(),
             syncer,
         };
-        let handle = std::thread::Builder::new()
-            .name("jellysnap-pack-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| Error::internal(format!("cannot start the pack writer thread: {e}")))?;
+        // On failure `writer`, and with it the syncer's channel, is dropped: the syncer
+        // ends on its own.
+        let handle = spawn("pack writer", move || writer.run(rx))?;
         Ok(ChunkSink {
             repo,
             pending: Mutex::new(HashSet::new()),
             tx: Mutex::new(Some(tx)),
+            writer_stopped: Default::default(),
             writer: Mutex::new(Some(handle)),
             pool,
             stats: SinkStats::default(),
@@ -117,7 +128,7 @@ impl<'r> ChunkSink<'r> {
         let mut buf = self.buffer();
         let compression = if compressible {
             compress::maybe_compress(data, self.repo.config().zstd_level, &mut buf)
-                .map_err(|e| Error::io("<zstd>", e))?
+                .map_err(|e| Error::internal(format!("zstd compression failed: {e}")))?
         } else {
             Compression::None
         };
@@ -170,21 +181,21 @@ impl<'r> ChunkSink<'r> {
     }
 
     fn send(&self, msg: NewChunk) -> Result<()> {
-        let sent = match self.tx.lock() {
-            Ok(tx) => tx.as_ref().map(|tx| tx.send(msg).is_ok()).unwrap_or(false),
-            Err(_) => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(writer_stopped())
+        let tx = self
+            .tx
+            .lock()
+            .map_err(|_| poisoned("the pack writer's channel"))?;
+        if tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
+            return Ok(());
         }
+        self.writer_stopped.store(true, Ordering::SeqCst);
+        Err(Error::internal("the pack writer stopped"))
     }
 
     /// The error to report for a failed run: when the pack writer stopped, its own error
     /// (a full disk, a failed fsync) rather than the "stopped" seen by the workers.
     pub fn cause(&self, e: Error) -> Error {
-        let stopped = matches!(&e, Error::Io { path, .. } if path.as_os_str() == WRITER);
+        let stopped = self.writer_stopped.load(Ordering::SeqCst);
         match self.finish_inner() {
             Err(cause) if stopped => cause,
             _ => e,
@@ -192,9 +203,7 @@ impl<'r> ChunkSink<'r> {
     }
 
     fn lock_pending(&self) -> Result<std::sync::MutexGuard<'_, HashSet<ChunkId>>> {
-        self.pending
-            .lock()
-            .map_err(|_| Error::io(WRITER, std::io::Error::other("dedup set poisoned")))
+        self.pending.lock().map_err(|_| poisoned("the dedup set"))
     }
 
     /// Seal the open packs and wait until they and their index entries are durable.
@@ -203,24 +212,24 @@ impl<'r> ChunkSink<'r> {
     }
 
     fn finish_inner(&self) -> Result<()> {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        // Closing the channel ends the writer, even when a panicked worker poisoned it.
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .writer
+            .lock()
+            .map_err(|_| poisoned("the pack writer's handle"))?
+            .take();
         match handle {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(Error::io(
-                    "<pack writer>",
-                    std::io::Error::other("pack writer panicked"),
-                ))
-            }),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("the pack writer panicked"))),
             None => Ok(()),
         }
     }
 }
 
 struct PackWriter {
-    repo_path: PathBuf,
+    store: Arc<dyn Store>,
     target: u64,
     data: Option<OpenPack>,
     tree: Option<OpenPack>,
@@ -229,32 +238,24 @@ struct PackWriter {
     syncer: Option<(SyncSender<SealedPack>, JoinHandle<Result<()>>)>,
 }
 
-/// A pack being filled: records are streamed into a temp file under `<repo>/tmp/`.
+/// A pack being filled: records are streamed into a staged object.
 struct OpenPack {
-    file: std::io::BufWriter<File>,
-    tmp: tempfile::TempPath,
+    staged: Staged,
     hasher: blake3::Hasher,
     len: u64,
     entries: Vec<PackEntry>,
 }
 
 struct SealedPack {
-    file: File,
-    tmp: tempfile::TempPath,
+    staged: Staged,
     id: PackId,
     entries: Vec<PackEntry>,
 }
 
 impl OpenPack {
-    fn create(tmp_dir: &Path) -> Result<Self> {
-        let tmp = tempfile::Builder::new()
-            .prefix("pack-")
-            .tempfile_in(tmp_dir)
-            .at(tmp_dir)?;
-        let (file, tmp) = tmp.into_parts();
+    fn create(store: &dyn Store) -> Result<Self> {
         let mut p = OpenPack {
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
-            tmp,
+            staged: store.stage()?,
             hasher: blake3::Hasher::new(),
             len: 0,
             entries: Vec::new(),
@@ -265,9 +266,7 @@ impl OpenPack {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        fault::check(Op::Write)
-            .and_then(|()| self.file.write_all(bytes))
-            .at(&*self.tmp)?;
+        self.staged.write(bytes)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -291,13 +290,8 @@ impl OpenPack {
     fn seal(mut self) -> Result<SealedPack> {
         let trailer = pack::encode_trailer(&self.entries);
         self.write(&trailer)?;
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| Error::io(&*self.tmp, e.into_error()))?;
         Ok(SealedPack {
-            file,
-            tmp: self.tmp,
+            staged: self.staged,
             id: PackId(*self.hasher.finalize().as_bytes()),
             entries: self.entries,
         })
@@ -314,13 +308,12 @@ impl PackWriter {
 
     fn fill(&mut self, rx: Receiver<NewChunk>) -> Result<()> {
         for c in rx {
-            let tmp_dir = self.repo_path.join("tmp");
             let slot = match c.kind {
                 ChunkKind::Data => &mut self.data,
                 ChunkKind::Tree => &mut self.tree,
             };
             if slot.is_none() {
-                *slot = Some(OpenPack::create(&tmp_dir)?);
+                *slot = Some(OpenPack::create(self.store.as_ref())?);
             }
             let full = match slot.as_mut() {
                 Some(p) => {
@@ -370,38 +363,25 @@ impl PackWriter {
         match self.syncer.take() {
             Some((tx, handle)) => {
                 drop(tx);
-                handle.join().unwrap_or_else(|_| {
-                    Err(Error::io(
-                        "<pack syncer>",
-                        std::io::Error::other("pack syncer panicked"),
-                    ))
-                })
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("the pack syncer panicked")))
             }
             None => Ok(()),
         }
     }
 }
 
-/// Makes sealed packs durable in seal order (DESIGN §5.2): fsync the temp file, rename it
-/// to `packs/<xx>/<id>`, fsync the directory, then insert and sync the index entries.
-/// Runs beside the writer so that one pack's fsync overlaps the next pack's writes.
+/// Makes sealed packs durable in seal order: put the staged pack in the store, then
+/// insert and sync its index entries. Runs beside the writer so that one pack's fsync
+/// overlaps the next pack's writes.
 fn sync_packs(
-    repo_path: PathBuf,
+    store: &dyn Store,
     index: Arc<dyn ChunkIndex>,
     rx: Receiver<SealedPack>,
 ) -> Result<()> {
     for p in rx {
-        fault::check(Op::Fsync)
-            .and_then(|()| p.file.sync_all())
-            .at(&*p.tmp)?;
-        let path = pack_path(&repo_path, &p.id);
-        if let Some(dir) = path.parent() {
-            durable::create_dir_durable(dir)?;
-        }
-        p.tmp
-            .persist(&path)
-            .map_err(|e| Error::io(&path, e.error))?;
-        durable::sync_dir(path.parent().unwrap_or(&repo_path))?;
+        store.put_staged(Key::Pack(p.id), p.staged)?;
         let batch: Vec<(ChunkId, IndexEntry)> = p
             .entries
             .iter()

@@ -1,9 +1,8 @@
-//! The repository on disk (DESIGN §4): config, packs, snapshot records, the RocksDB
-//! index and locks. Opening a repository takes the locks its access mode needs; reads
-//! verify every chunk against its id (DESIGN §5.5).
+//! A repository: its store (config, packs, snapshot records), the RocksDB index and the
+//! locks (docs/ARCHITECTURE.md, "The repository"). Opening a repository takes the locks
+//! its access mode needs; reads verify every chunk against its id.
 
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
 use crate::store::lock::{self, LockGuard, LockMode};
+use crate::store::{Key, Kind, Store};
 
 /// What a command needs from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub enum Access {
 
 pub struct Repository {
     path: PathBuf,
+    store: Arc<dyn Store>,
     config: RepoConfig,
     index: Arc<dyn ChunkIndex>,
     /// Set when opening had to rebuild the index from the packs.
@@ -49,60 +50,24 @@ pub struct RebuildReport {
     pub recovered_by_scan: Vec<String>,
 }
 
-/// The directories `init` creates before it writes `config`.
-const SKELETON: [&str; 5] = ["packs", "snapshots", "index", "locks", "tmp"];
-
 const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
 
 impl Repository {
     /// Create a new, empty repository at `path` (which must be absent or empty).
     pub fn init(path: &Path) -> Result<RepoConfig> {
-        if path.join("config").exists() {
+        let store = crate::store::open(path);
+        if store.exists(Key::Config)? {
             return Err(Error::AlreadyInitialized {
                 path: path.to_path_buf(),
             });
         }
-        if path.exists() && !Self::empty_or_interrupted_init(path)? {
-            return Err(Error::InvalidOption(format!(
-                "{} exists and is not empty; a new repository needs an empty or new directory",
-                path.display()
-            )));
-        }
-        durable::create_dir_durable(path)?;
-        for d in SKELETON {
-            durable::create_dir_durable(&path.join(d))?;
-        }
+        store.init()?;
         let mut seed = [0u8; 16];
         crate::sys::getrandom(&mut seed);
         let cfg = RepoConfig::new_default(seed);
-        crate::crashpoint::hit("init-before-config");
         // The config is written last: its presence marks a complete repository.
-        durable::write_atomic(&path.join("config"), &cfg.encode())?;
+        store.put(Key::Config, &cfg.encode()?)?;
         Ok(cfg)
-    }
-
-    /// True for an empty directory, or one holding only what an `init` that was
-    /// interrupted before writing `config` leaves (empty skeleton directories, temp files).
-    fn empty_or_interrupted_init(path: &Path) -> Result<bool> {
-        for e in fs::read_dir(path).at(path)? {
-            let e = e.at(path)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") {
-                continue;
-            }
-            if !SKELETON.contains(&name.as_str()) || !e.file_type().at(e.path())?.is_dir() {
-                return Ok(false);
-            }
-            // Only the index may hold files (RocksDB creates them on open); nothing that
-            // a repository's data lives in.
-            if name != "index"
-                && name != "locks"
-                && fs::read_dir(e.path()).at(e.path())?.next().is_some()
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 
     pub fn exists(path: &Path) -> bool {
@@ -113,7 +78,8 @@ impl Repository {
         if !Self::exists(path) {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
-        let config = load_config(path)?;
+        let store = crate::store::open(path);
+        let config = load_config(store.as_ref())?;
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
@@ -136,10 +102,10 @@ impl Repository {
                     LockMode::Exclusive,
                     LOCK_WAIT_WRITER,
                 )?);
-                clean_tmp(&path.join("tmp"));
+                store.clear_scratch();
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
-                    index_rebuilt = Some(rebuild_into(path, &idx)?);
+                    index_rebuilt = Some(rebuild_into(store.as_ref(), &idx)?);
                 }
                 Arc::new(idx)
             }
@@ -154,14 +120,17 @@ impl Repository {
                     )?;
                     let (idx, current) = RocksIndex::open(&index_path)?;
                     if !current {
-                        index_rebuilt = Some(rebuild_into(path, &idx)?);
+                        index_rebuilt = Some(rebuild_into(store.as_ref(), &idx)?);
                     }
                     Arc::new(idx)
                 }
             },
         };
+        #[cfg(feature = "test-hooks")]
+        let index = crate::testing::wrap_index(index);
         Ok(Repository {
             path: path.to_path_buf(),
+            store,
             config,
             index,
             index_rebuilt,
@@ -171,11 +140,12 @@ impl Repository {
 
     /// A repository whose index lives in memory (tests of the engine's I/O seams).
     pub fn open_with_mem_index(path: &Path) -> Result<Self> {
-        let config = load_config(path)?;
+        let store = crate::store::open(path);
+        let config = load_config(store.as_ref())?;
         let idx = MemIndex::default();
         let mut entries = Vec::new();
-        for pack in list_packs(path)? {
-            let (es, _) = read_pack_entries(path, &pack)?;
+        for pack in list_packs(store.as_ref())? {
+            let (es, _) = read_pack_entries(store.as_ref(), &pack)?;
             entries.extend(
                 es.iter()
                     .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e))),
@@ -184,6 +154,7 @@ impl Repository {
         idx.insert(&entries)?;
         Ok(Repository {
             path: path.to_path_buf(),
+            store,
             config,
             index: Arc::new(idx),
             index_rebuilt: None,
@@ -198,7 +169,8 @@ impl Repository {
         if !Self::exists(path) {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
-        load_config(path)?;
+        let store = crate::store::open(path);
+        load_config(store.as_ref())?;
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
@@ -212,11 +184,40 @@ impl Repository {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
         let (idx, _) = RocksIndex::open(&index_path)?;
-        rebuild_into(path, &idx)
+        rebuild_into(store.as_ref(), &idx)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The store holding the repository's objects.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Every pack, sorted by id.
+    pub fn packs(&self) -> Result<Vec<PackId>> {
+        list_packs(self.store.as_ref())
+    }
+
+    /// The entries of a pack (see [`read_pack_entries`]).
+    pub fn pack_entries(&self, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
+        read_pack_entries(self.store.as_ref(), id)
+    }
+
+    /// A pack's size in bytes.
+    pub fn pack_size(&self, id: &PackId) -> Result<u64> {
+        self.store.size(Key::Pack(*id))
+    }
+
+    /// Where a pack lives, for messages.
+    pub fn pack_location(&self, id: &PackId) -> PathBuf {
+        self.store.describe(Key::Pack(*id))
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -280,10 +281,6 @@ impl Repository {
         self.path.join("tmp")
     }
 
-    pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        pack_path(&self.path, id)
-    }
-
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
     /// (stored raw) or `out` (decompressed); both buffers are reused across calls.
     pub fn read_chunk<'b>(
@@ -296,15 +293,27 @@ impl Repository {
             .index
             .get(id)?
             .ok_or(Error::ChunkMissing { chunk: *id })?;
-        let f = self.open_pack(&e.pack)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
         if scratch.len() < len {
             scratch.resize(len, 0);
         }
         let loc = || format!("pack {} offset {}", e.pack, e.offset);
         let record = scratch.get_mut(..len).unwrap_or_default();
-        f.read_exact_at(record, e.offset)
-            .map_err(|err| Error::corrupt("pack", loc(), format!("chunk {id}: {err}")))?;
+        match self.store.read_at(Key::Pack(e.pack), e.offset, record) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                return Err(Error::PackMissing {
+                    pack: e.pack,
+                    detail: source.to_string(),
+                })
+            }
+            Err(err) => return Err(Error::corrupt("pack", loc(), format!("chunk {id}: {err}"))),
+        }
         let hdr = pack::decode_record_header(record, e.offset)
             .map_err(|d| Error::corrupt("pack", loc(), d))?;
         if hdr.id != *id || hdr.stored_len != e.stored_len || hdr.compression != e.compression {
@@ -322,31 +331,6 @@ impl Repository {
         })
     }
 
-    /// Open a pack for reading; each thread keeps its most recent pack open, since reads
-    /// of one file or directory mostly hit the same pack.
-    fn open_pack(&self, id: &PackId) -> Result<Arc<File>> {
-        thread_local! {
-            static LAST: std::cell::RefCell<Option<(PathBuf, PackId, Arc<File>)>> = const { std::cell::RefCell::new(None) };
-        }
-        let cached = LAST.with(|l| {
-            l.borrow()
-                .as_ref()
-                .filter(|(repo, pack, _)| pack == id && repo == &self.path)
-                .map(|(_, _, f)| f.clone())
-        });
-        if let Some(f) = cached {
-            return Ok(f);
-        }
-        let f = Arc::new(
-            File::open(self.pack_path(id)).map_err(|err| Error::PackMissing {
-                pack: *id,
-                detail: err.to_string(),
-            })?,
-        );
-        LAST.with(|l| *l.borrow_mut() = Some((self.path.clone(), *id, f.clone())));
-        Ok(f)
-    }
-
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree> {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let bytes = self.read_chunk(id, &mut out, &mut scratch)?;
@@ -355,17 +339,13 @@ impl Repository {
 
     /// All snapshot records, oldest first, plus errors for records that failed to load.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
-        let dir = self.path.join("snapshots");
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for ent in fs::read_dir(&dir).at(&dir)? {
-            let ent = ent.at(&dir)?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let Some(id) = SnapshotId::from_hex(&name) else {
-                continue; // temp files of an interrupted write
-            };
-            match fs::read(ent.path())
-                .at(ent.path())
+        for key in self.store.list(Kind::Snapshot)? {
+            let Key::Snapshot(id) = key else { continue };
+            match self
+                .store
+                .get(key)
                 .and_then(|b| SnapshotRecord::decode(&b, &id))
             {
                 Ok(record) => out.push(Snapshot { id, record }),
@@ -391,32 +371,17 @@ impl Repository {
                 return Err(Error::DuplicateName(name.clone()));
             }
         }
-        let bytes = record.encode();
+        let bytes = record.encode()?;
         let id = SnapshotId::of(&bytes);
-        durable::write_atomic(&self.path.join("snapshots").join(id.to_hex()), &bytes)?;
+        self.store.put(Key::Snapshot(id), &bytes)?;
         Ok(id)
     }
 }
 
-/// The repository's config file, decoded.
-fn load_config(repo: &Path) -> Result<RepoConfig> {
-    let path = repo.join("config");
-    let bytes = fs::read(&path).at(&path)?;
-    RepoConfig::decode(&bytes, &path)
-}
-
-/// Remove scratch files left by a process that died while writing (only the holder of the
-/// writer lock creates them, so none of them belongs to a live process).
-fn clean_tmp(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("pack-") || name.starts_with("db-capture-") {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
+/// The repository's config, decoded.
+fn load_config(store: &dyn Store) -> Result<RepoConfig> {
+    let bytes = store.get(Key::Config)?;
+    RepoConfig::decode(&bytes, &store.describe(Key::Config))
 }
 
 pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
@@ -456,65 +421,54 @@ pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
     Err(Error::SnapshotNotFound(query.into()))
 }
 
-pub fn pack_path(repo: &Path, id: &PackId) -> PathBuf {
-    let hex = id.to_hex();
-    repo.join("packs").join(&hex[..2]).join(hex)
-}
-
-/// Every pack file in the repository (temp files of interrupted writes are skipped).
-pub fn list_packs(repo: &Path) -> Result<Vec<PackId>> {
-    let dir = repo.join("packs");
-    let mut out = Vec::new();
-    for sub in fs::read_dir(&dir).at(&dir)? {
-        let sub = sub.at(&dir)?;
-        if !sub.file_type().at(sub.path())?.is_dir() {
-            continue;
-        }
-        for f in fs::read_dir(sub.path()).at(sub.path())? {
-            let f = f.at(sub.path())?;
-            if let Some(id) = PackId::from_hex(&f.file_name().to_string_lossy()) {
-                out.push(id);
-            }
-        }
-    }
+/// Every pack in the store, sorted by id.
+fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
+    let mut out: Vec<PackId> = store
+        .list(Kind::Pack)?
+        .into_iter()
+        .filter_map(|k| match k {
+            Key::Pack(id) => Some(id),
+            _ => None,
+        })
+        .collect();
     out.sort();
     Ok(out)
 }
 
 /// The entries of a pack: from its trailer, or by scanning its records when the trailer
 /// is damaged. Returns the entries and whether a scan was needed.
-pub fn read_pack_entries(repo: &Path, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
-    let p = pack_path(repo, id);
-    let f = File::open(&p).at(&p)?;
-    let len = f.metadata().at(&p)?.len();
+fn read_pack_entries(store: &dyn Store, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
+    let key = Key::Pack(*id);
+    let len = store.size(key)?;
     let from_trailer = || -> std::result::Result<Vec<PackEntry>, String> {
         if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
             return Err("shorter than a pack".into());
         }
         let mut footer = [0u8; FOOTER_LEN];
-        f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
+        store
+            .read_at(key, len - FOOTER_LEN as u64, &mut footer)
             .map_err(|e| e.to_string())?;
         let tl = pack::trailer_len_from_footer(&footer, len)?;
         let mut tail = vec![0u8; tl as usize];
-        f.read_exact_at(&mut tail, len - tl)
+        store
+            .read_at(key, len - tl, &mut tail)
             .map_err(|e| e.to_string())?;
         pack::decode_trailer(&tail, len)
     };
     match from_trailer() {
         Ok(es) => Ok((es, false)),
         Err(_) => {
-            let bytes = fs::read(&p).at(&p)?;
-            let (es, _) = pack::scan_records(&bytes);
+            let (es, _) = pack::scan_records(&store.get(key)?);
             Ok((es, true))
         }
     }
 }
 
-fn rebuild_into(repo: &Path, idx: &RocksIndex) -> Result<RebuildReport> {
+fn rebuild_into(store: &dyn Store, idx: &RocksIndex) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
-    for pack in list_packs(repo)? {
-        let (entries, scanned) = read_pack_entries(repo, &pack)?;
+    for pack in list_packs(store)? {
+        let (entries, scanned) = read_pack_entries(store, &pack)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
@@ -575,7 +529,7 @@ mod tests {
             jpeg.as_slice()
         );
         assert_eq!(
-            list_packs(&path).unwrap().len(),
+            repo.packs().unwrap().len(),
             2,
             "tree chunks go to their own pack"
         );

@@ -1,0 +1,237 @@
+//! A store in a local directory (docs/FORMAT.md, "Repository layout"):
+//! `config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`, with scratch files
+//! in `tmp/`. Atomic writes are temp file, fsync, rename, fsync of the directory
+//! ([`durable`]); staged packs are built in `tmp/`, on the same file system, so that the
+//! final rename is atomic.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::id::{PackId, SnapshotId};
+use crate::store::{durable, Key, Kind, Staged, Store};
+
+/// The directories `init` creates before the config is written: the objects' own, and
+/// the repository's local index, locks and scratch space.
+const SKELETON: [&str; 5] = ["packs", "snapshots", "index", "locks", "tmp"];
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: &Path) -> Self {
+        LocalStore {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn path(&self, key: Key) -> PathBuf {
+        match key {
+            Key::Config => self.root.join("config"),
+            Key::Snapshot(id) => self.root.join("snapshots").join(id.to_hex()),
+            Key::Pack(id) => {
+                let hex = id.to_hex();
+                self.root.join("packs").join(&hex[..2]).join(hex)
+            }
+            Key::GcMarker => self.root.join("gc-in-progress"),
+        }
+    }
+
+    /// Open a pack for reading; each thread keeps its most recent pack open, since reads
+    /// of one file or directory mostly hit the same pack.
+    fn open_cached(&self, key: Key) -> std::io::Result<Arc<File>> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(PathBuf, Arc<File>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let path = self.path(key);
+        let cached = LAST.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|(p, _)| p == &path)
+                .map(|(_, f)| f.clone())
+        });
+        if let Some(f) = cached {
+            return Ok(f);
+        }
+        let f = Arc::new(File::open(&path)?);
+        LAST.with(|l| *l.borrow_mut() = Some((path, f.clone())));
+        Ok(f)
+    }
+
+    /// True for an empty directory, or one holding only what an `init` that was
+    /// interrupted before writing `config` leaves (empty skeleton directories, temp files).
+    fn empty_or_interrupted_init(&self) -> Result<bool> {
+        let path = &self.root;
+        for e in fs::read_dir(path).at(path)? {
+            let e = e.at(path)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            if !SKELETON.contains(&name.as_str()) || !e.file_type().at(e.path())?.is_dir() {
+                return Ok(false);
+            }
+            // Only the index and the locks may hold files (RocksDB creates them on open);
+            // nothing that a repository's data lives in.
+            if name != "index"
+                && name != "locks"
+                && fs::read_dir(e.path()).at(e.path())?.next().is_some()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<Key>> {
+        let dir = self.root.join("snapshots");
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&dir).at(&dir)? {
+            let name = ent.at(&dir)?.file_name();
+            // Anything else is the temp file of an interrupted write.
+            if let Some(id) = SnapshotId::from_hex(&name.to_string_lossy()) {
+                out.push(Key::Snapshot(id));
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_packs(&self) -> Result<Vec<Key>> {
+        let dir = self.root.join("packs");
+        let mut out = Vec::new();
+        for sub in fs::read_dir(&dir).at(&dir)? {
+            let sub = sub.at(&dir)?;
+            if !sub.file_type().at(sub.path())?.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(sub.path()).at(sub.path())? {
+                let f = f.at(sub.path())?;
+                if let Some(id) = PackId::from_hex(&f.file_name().to_string_lossy()) {
+                    out.push(Key::Pack(id));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store for LocalStore {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        durable::write_atomic(&self.path(key), bytes)
+    }
+
+    fn init(&self) -> Result<()> {
+        let path = &self.root;
+        if path.exists() && !self.empty_or_interrupted_init()? {
+            return Err(Error::InvalidOption(format!(
+                "{} exists and is not empty; a new repository needs an empty or new directory",
+                path.display()
+            )));
+        }
+        durable::create_dir_durable(path)?;
+        for d in SKELETON {
+            durable::create_dir_durable(&path.join(d))?;
+        }
+        Ok(())
+    }
+
+    fn stage(&self) -> Result<Staged> {
+        Staged::create(&self.root.join("tmp"))
+    }
+
+    fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
+        let (file, tmp) = staged.finish()?;
+        file.sync_all().at(&*tmp)?;
+        let path = self.path(key);
+        let dir = durable::parent_dir(&path);
+        durable::create_dir_durable(dir)?;
+        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        durable::sync_dir(dir)
+    }
+
+    fn get(&self, key: Key) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        fs::read(&path).at(&path)
+    }
+
+    fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.open_cached(key)
+            .and_then(|f| f.read_exact_at(buf, offset))
+            .at(self.path(key))
+    }
+
+    fn size(&self, key: Key) -> Result<u64> {
+        let path = self.path(key);
+        Ok(fs::metadata(&path).at(&path)?.len())
+    }
+
+    fn exists(&self, key: Key) -> Result<bool> {
+        let path = self.path(key);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Key>> {
+        match kind {
+            Kind::Snapshot => self.list_snapshots(),
+            Kind::Pack => self.list_packs(),
+        }
+    }
+
+    fn delete(&self, key: Key) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        durable::sync_dir(durable::parent_dir(&path))
+    }
+
+    fn clear_scratch(&self) {
+        // Packs being staged and database captures.
+        remove_matching(&self.root.join("tmp"), &["pack-", "db-capture-"]);
+    }
+
+    fn remove_leftovers(&self) -> Result<u64> {
+        let mut n = 0;
+        // Temp files of interrupted atomic writes, beside the objects.
+        let mut dirs = vec![self.root.join("snapshots"), self.root.clone()];
+        if let Ok(rd) = fs::read_dir(self.root.join("packs")) {
+            dirs.extend(rd.flatten().map(|e| e.path()));
+        }
+        for d in dirs {
+            n += remove_matching(&d, &[".tmp-"]);
+        }
+        Ok(n)
+    }
+
+    fn describe(&self, key: Key) -> PathBuf {
+        self.path(key)
+    }
+}
+
+/// Remove the files of `dir` whose names start with one of `prefixes`; how many.
+fn remove_matching(dir: &Path, prefixes: &[&str]) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if prefixes.iter().any(|p| name.starts_with(p)) && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}

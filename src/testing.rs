@@ -1,0 +1,254 @@
+//! Test seams, compiled only with the `test-hooks` cargo feature (the test build turns it
+//! on; a release build has none of this code). The integration tests drive them through
+//! the environment of the binary they run:
+//!
+//! - `JELLYSNAP_FAULT=<op>:<n>[:<errno>]`: the n-th operation of kind `op` fails with
+//!   `errno` (default 5, EIO; 28 is ENOSPC). `write`: a write of repository bytes (each
+//!   write to a staged pack, each small object); `fsync`: a durability point (each
+//!   object made durable, each delete); `read`: opening a source file for reading;
+//!   `spawn`: starting one of the pack writer's threads.
+//! - `JELLYSNAP_CRASH_AT=<point>`: the process aborts at the point (no destructors, no
+//!   flush: a SIGKILL or a power cut of the process).
+//! - `JELLYSNAP_PAUSE_AT=<point>`: the process sleeps there for `JELLYSNAP_PAUSE_MS`
+//!   (default 2000) milliseconds, holding its locks, so that a test can run another
+//!   command at that moment.
+//!
+//! Points are moments of the store's and the index's life, named by what the command is
+//! doing then:
+//!
+//! | point | moment |
+//! |---|---|
+//! | `init-before-config` | before the config object is written |
+//! | `backup-before-commit` | before a snapshot record is written |
+//! | `gc-after-repack` | before the first index entries are removed |
+//! | `gc-after-unindex` | before the first pack is deleted |
+//! | `gc-after-first-delete` | after the first pack is deleted |
+//! | `restore-after-db-rename` | between a restored database's rename and the removal of the old side files |
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+use crate::format::id::ChunkId;
+use crate::store::index::{ChunkIndex, IndexEntry};
+use crate::store::{Key, Kind, Staged, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Write = 0,
+    Fsync = 1,
+    Read = 2,
+    Spawn = 3,
+}
+
+struct Fault {
+    op: Op,
+    nth: u64,
+    errno: i32,
+}
+
+struct Plan {
+    fault: Option<Fault>,
+    crash_at: Option<String>,
+    pause_at: Option<String>,
+    pause_ms: u64,
+    counts: [AtomicU64; 4],
+}
+
+fn parse_fault(spec: &str) -> Option<Fault> {
+    let mut parts = spec.split(':');
+    let op = match parts.next()? {
+        "write" => Op::Write,
+        "fsync" => Op::Fsync,
+        "read" => Op::Read,
+        "spawn" => Op::Spawn,
+        _ => return None,
+    };
+    let nth = parts.next()?.parse().ok()?;
+    let errno = parts.next().and_then(|e| e.parse().ok()).unwrap_or(5);
+    Some(Fault { op, nth, errno })
+}
+
+fn plan() -> &'static Plan {
+    static PLAN: OnceLock<Plan> = OnceLock::new();
+    PLAN.get_or_init(|| Plan {
+        fault: std::env::var("JELLYSNAP_FAULT")
+            .ok()
+            .and_then(|s| parse_fault(&s)),
+        crash_at: std::env::var("JELLYSNAP_CRASH_AT").ok(),
+        pause_at: std::env::var("JELLYSNAP_PAUSE_AT").ok(),
+        pause_ms: std::env::var("JELLYSNAP_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000),
+        counts: Default::default(),
+    })
+}
+
+/// Count one operation of kind `op`; fails when it is the planned one.
+fn count(op: Op) -> std::io::Result<()> {
+    let p = plan();
+    let Some(f) = p.fault.as_ref().filter(|f| f.op == op) else {
+        return Ok(());
+    };
+    let n = p.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
+    if n == f.nth {
+        Err(std::io::Error::from_raw_os_error(f.errno))
+    } else {
+        Ok(())
+    }
+}
+
+/// The command has reached `name`: abort or pause there if the test asked for it.
+pub fn point(name: &str) {
+    let p = plan();
+    if p.crash_at.as_deref() == Some(name) {
+        std::process::abort();
+    }
+    if p.pause_at.as_deref() == Some(name) {
+        std::thread::sleep(std::time::Duration::from_millis(p.pause_ms));
+    }
+}
+
+/// A thread is about to be started.
+pub fn thread_spawn() -> std::io::Result<()> {
+    count(Op::Spawn)
+}
+
+/// A source file is about to be opened for reading.
+pub fn source_open() -> std::io::Result<()> {
+    count(Op::Read)
+}
+
+/// Wrap the store of a command in the test store.
+pub fn wrap_store(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+    Arc::new(FaultStore {
+        inner,
+        deleted_packs: AtomicU64::new(0),
+    })
+}
+
+/// Wrap the chunk index of a command in the test index.
+pub fn wrap_index(inner: Arc<dyn ChunkIndex>) -> Arc<dyn ChunkIndex> {
+    Arc::new(FaultIndex {
+        inner,
+        removed: AtomicU64::new(0),
+    })
+}
+
+/// A store that fails, pauses or aborts where the plan says, and otherwise is `inner`.
+struct FaultStore {
+    inner: Arc<dyn Store>,
+    deleted_packs: AtomicU64,
+}
+
+impl FaultStore {
+    fn fail(&self, op: Op, key: Key) -> Result<()> {
+        count(op).map_err(|e| Error::io(self.inner.describe(key), e))
+    }
+}
+
+impl Store for FaultStore {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+
+    fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        match key {
+            Key::Config => point("init-before-config"),
+            Key::Snapshot(_) => point("backup-before-commit"),
+            _ => {}
+        }
+        self.fail(Op::Write, key)?;
+        self.fail(Op::Fsync, key)?;
+        self.inner.put(key, bytes)
+    }
+
+    fn init(&self) -> Result<()> {
+        self.inner.init()
+    }
+
+    fn stage(&self) -> Result<Staged> {
+        let hook = Arc::new(|_: &Path| count(Op::Write));
+        Ok(self.inner.stage()?.with_hook(hook))
+    }
+
+    fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
+        self.fail(Op::Fsync, key)?;
+        self.inner.put_staged(key, staged)
+    }
+
+    fn get(&self, key: Key) -> Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+
+    fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_at(key, offset, buf)
+    }
+
+    fn size(&self, key: Key) -> Result<u64> {
+        self.inner.size(key)
+    }
+
+    fn exists(&self, key: Key) -> Result<bool> {
+        self.inner.exists(key)
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Key>> {
+        self.inner.list(kind)
+    }
+
+    fn delete(&self, key: Key) -> Result<()> {
+        let first_pack =
+            matches!(key, Key::Pack(_)) && self.deleted_packs.fetch_add(1, Ordering::SeqCst) == 0;
+        if first_pack {
+            point("gc-after-unindex");
+        }
+        self.fail(Op::Fsync, key)?;
+        self.inner.delete(key)?;
+        if first_pack {
+            point("gc-after-first-delete");
+        }
+        Ok(())
+    }
+
+    fn clear_scratch(&self) {
+        self.inner.clear_scratch()
+    }
+
+    fn remove_leftovers(&self) -> Result<u64> {
+        self.inner.remove_leftovers()
+    }
+
+    fn describe(&self, key: Key) -> PathBuf {
+        self.inner.describe(key)
+    }
+}
+
+/// An index that pauses or aborts where the plan says, and otherwise is `inner`.
+struct FaultIndex {
+    inner: Arc<dyn ChunkIndex>,
+    removed: AtomicU64,
+}
+
+impl ChunkIndex for FaultIndex {
+    fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>> {
+        self.inner.get(id)
+    }
+
+    fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()> {
+        self.inner.insert(entries)
+    }
+
+    fn remove(&self, ids: &[ChunkId]) -> Result<()> {
+        if self.removed.fetch_add(1, Ordering::SeqCst) == 0 {
+            point("gc-after-repack");
+        }
+        self.inner.remove(ids)
+    }
+
+    fn len_estimate(&self) -> u64 {
+        self.inner.len_estimate()
+    }
+}
