@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Database benchmark (issue 5): bytes a snapshot adds after typical changes to a large
+# Database benchmark: bytes a snapshot adds after typical changes to a large
 # jellyfin.db, jellysnap vs restic. Not run in CI. See benches/README.md.
 #
 # A small Jellyfin-shaped data dir (gen_dataset) gets a generated jellyfin.db of DB_MB MiB
@@ -14,7 +14,7 @@
 #   ef-rebuild-column   the same rebuild adding a nullable column
 #
 # Environment:
-#   DB_MB       database size in MiB (default 220; issue 5 asks for >= 200)
+#   DB_MB       database size in MiB (default 220; at least 200 is a realistic large library)
 #   BENCH_DIR   work dir (default: a new mktemp dir under ${TMPDIR:-/var/tmp}, removed at
 #               the end unless KEEP=1; a BENCH_DIR you give is always kept, and its
 #               generated base database is reused when DB_MB and SEED match)

@@ -92,7 +92,7 @@ log "generating ${SCALE_MIB} MiB $LAYOUT dataset in $SRC"
 "$GEN" --out "$SRC" --layout "$LAYOUT" --scale-mib "$SCALE_MIB" --seed "$SEED" | tee "$LOGS/gen.txt" >&2 \
     || die "gen_dataset failed"
 
-# What restic should back up: the same state jellysnap captures (DESIGN.md §2), i.e. the
+# What restic should back up: the same state jellysnap captures (docs/ARCHITECTURE.md, "Jellyfin's data dir"), i.e. the
 # data dir (and the config dir when separate) minus cache, logs, transcodes, Jellyfin's
 # own backups, SQLite leftovers and live TV recordings.
 RESTIC_PATHS=("$DATA")
@@ -225,7 +225,7 @@ if [[ "$KEEP" != 1 ]]; then
     rm -rf -- "$BENCH_DIR"/restore-*
 fi
 
-# --- database scenario (issue 5): a >= 200 MiB jellyfin.db through a day of use, a VACUUM,
+# --- database scenario: a >= 200 MiB jellyfin.db through a day of use, a VACUUM,
 # both, and an EF-Core table rebuild; bytes added by each tool. DB_SCENARIO=0 skips it.
 if [[ "${DB_SCENARIO:-1}" == 1 ]]; then
     echo

@@ -1,4 +1,4 @@
-//! Measures database capture/chunking strategies (issue 5): how many bytes a
+//! Measures database capture/chunking strategies (docs/DATABASE.md): how many bytes a
 //! deduplicating store adds per snapshot of a Jellyfin-shaped jellyfin.db after a day of
 //! use, a VACUUM, both, and EF-Core-style table rebuilds; plus capture/restore speed.
 //! Results and methodology: docs/DATABASE.md.

@@ -1,4 +1,4 @@
-//! Chunk-list indirection (issue 5 item 4): a large file's chunk list is stored as
+//! Chunk-list indirection (docs/FORMAT.md, "List chunks"): a large file's chunk list is stored as
 //! content-defined *list chunks* instead of inline in its directory's tree chunk, so a
 //! snapshot of a 1 GB database whose rows barely changed re-stores a few list chunks, not
 //! a 50,000-entry list.

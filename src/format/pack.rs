@@ -1,4 +1,4 @@
-//! Pack file format (docs/FORMAT.md §Packs). Pure encode/decode, no I/O.
+//! Pack file format (docs/FORMAT.md, "Packs"). Pure encode/decode, no I/O.
 //!
 //! ```text
 //! pack    = header record* trailer footer

@@ -1,4 +1,4 @@
-//! Snapshot records (DESIGN §4): one small immutable file per snapshot in
+//! Snapshot records (docs/FORMAT.md, "Snapshot records"): one small immutable file per snapshot in
 //! `<repo>/snapshots/<id>`, where the id is the blake3 of the file's bytes. Writing it
 //! is the commit point of a backup.
 //!
@@ -16,7 +16,7 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Component {
-    /// The small config state (DESIGN §2); always included.
+    /// The small config state (docs/ARCHITECTURE.md, "Jellyfin's data dir"); always included.
     Config,
     /// jellyfin.db / library.db, captured with SQLite's online backup API; always included.
     Database,

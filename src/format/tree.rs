@@ -1,4 +1,4 @@
-//! Trees: one chunk per directory listing (DESIGN §4). Identical directories encode to
+//! Trees: one chunk per directory listing (docs/FORMAT.md, "Trees"). Identical directories encode to
 //! identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
 //!
 //! Encoding: magic `JSTR`, version u8 (1), then the bincode 2 "standard" encoding

@@ -1,4 +1,4 @@
-//! The chunk index: chunk id -> where the chunk lives. Derived data (DESIGN §4): it can
+//! The chunk index: chunk id -> where the chunk lives. Derived data (docs/FORMAT.md, "Index (derived)"): it can
 //! always be rebuilt from pack trailers, and it never names a pack before that pack is
 //! durable, because entries are inserted only after the pack writer's fsync.
 //!

@@ -1,4 +1,4 @@
-//! Repository locks (DESIGN §5.4): OS advisory locks (flock) on files in `<repo>/locks/`,
+//! Repository locks (docs/ARCHITECTURE.md, "Locks"): OS advisory locks (flock) on files in `<repo>/locks/`,
 //! held by an open file for the life of the guard. The kernel drops them when the process
 //! dies, so a crash never leaves a stale lock.
 //!
