@@ -1,7 +1,6 @@
 //! Chunk-list indirection (docs/FORMAT.md, "List chunks"): a large file's chunk list is stored as
-//! content-defined *list chunks* instead of inline in its directory's tree chunk, so a
-//! snapshot of a 1 GB database whose rows barely changed re-stores a few list chunks, not
-//! a 50,000-entry list.
+//! content-defined *list chunks* instead of inline in its directory's tree chunk, so a snapshot of
+//! a 1 GB database whose rows barely changed re-stores a few list chunks, not a 50,000-entry list.
 //!
 //! A list chunk is a tree-kind chunk (it goes to tree packs, gc and check walk it like a
 //! tree) holding a run of consecutive [`ChunkRef`]s. Runs end after a ref whose id's last

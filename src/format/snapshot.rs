@@ -1,6 +1,6 @@
 //! Snapshot records (docs/FORMAT.md, "Snapshot records"): one small immutable file per snapshot in
-//! `<repo>/snapshots/<id>`, where the id is the blake3 of the file's bytes. Writing it
-//! is the commit point of a backup.
+//! `<repo>/snapshots/<id>`, where the id is the blake3 of the file's bytes. Writing it is the
+//! commit point of a backup.
 //!
 //! Encoding: magic `JSNPSNAP`, u32le version (1), then a JSON body. JSON keeps records
 //! readable with ordinary tools and lets later versions add optional fields.

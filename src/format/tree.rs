@@ -1,5 +1,5 @@
-//! Trees: one chunk per directory listing (docs/FORMAT.md, "Trees"). Identical directories encode to
-//! identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
+//! Trees: one chunk per directory listing (docs/FORMAT.md, "Trees"). Identical directories encode
+//! to identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
 //!
 //! Encoding: magic `JSTR`, version u8 (1), then the bincode 2 "standard" encoding
 //! (varint integers) of [`Tree`]. Entries are sorted by name bytes and names are single

@@ -1,6 +1,6 @@
-//! The chunk index: chunk id -> where the chunk lives. Derived data (docs/FORMAT.md, "Index (derived)"): it can
-//! always be rebuilt from pack trailers, and it never names a pack before that pack is
-//! durable, because entries are inserted only after the pack writer's fsync.
+//! The chunk index: chunk id -> where the chunk lives. Derived data (docs/FORMAT.md, "Index
+//! (derived)"): it can always be rebuilt from pack trailers, and it never names a pack before that
+//! pack is durable, because entries are inserted only after the pack writer's fsync.
 //!
 //! RocksDB behind the narrow [`ChunkIndex`] trait, with an in-memory implementation for
 //! tests. Value layout (50 bytes): pack id[32], offset u64le, stored_len u32le,

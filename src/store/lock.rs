@@ -1,6 +1,6 @@
-//! Repository locks (docs/ARCHITECTURE.md, "Locks"): OS advisory locks (flock) on files in `<repo>/locks/`,
-//! held by an open file for the life of the guard. The kernel drops them when the process
-//! dies, so a crash never leaves a stale lock.
+//! Repository locks (docs/ARCHITECTURE.md, "Locks"): OS advisory locks (flock) on files in
+//! `<repo>/locks/`, held by an open file for the life of the guard. The kernel drops them when the
+//! process dies, so a crash never leaves a stale lock.
 //!
 //! - `locks/repo`: shared by backup and restore, exclusive for gc and forget.
 //! - `locks/writer`: exclusive while a process writes packs and the index (backups queue
