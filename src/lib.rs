@@ -23,8 +23,6 @@ mod jellyfin;
 mod ops;
 mod store;
 mod sys;
-#[cfg(feature = "test-hooks")]
-mod testing;
 
 pub use error::{Error, Result};
 pub use format::id::{ChunkId, PackId, SnapshotId};

@@ -1,4 +1,4 @@
-//! Fault injection through the test store (`JELLYSNAP_FAULT`, see src/testing.rs; the
+//! Fault injection through the test store (`JELLYSNAP_FAULT`, see src/store/testing.rs; the
 //! tests run with `--features test-hooks`): a repository write or fsync that fails with
 //! ENOSPC or EIO at the n-th operation, a source file that cannot be read, and pack
 //! writer threads that cannot start. Each gives a clear error, leaves the repository

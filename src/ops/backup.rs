@@ -749,7 +749,7 @@ fn file_node(
     for attempt in 1..=READ_ATTEMPTS {
         let opened = File::open(path);
         #[cfg(feature = "test-hooks")]
-        let opened = crate::testing::source_open().and(opened);
+        let opened = crate::store::testing::source_open().and(opened);
         let mut f = match opened {
             Ok(f) => f,
             Err(e) => {

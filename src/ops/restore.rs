@@ -970,7 +970,7 @@ fn install_database(db: Prepared) -> Result<u64> {
     }
     crate::store::durable::sync_dir(&dir)?;
     #[cfg(feature = "test-hooks")]
-    crate::testing::point("restore-after-db-rename");
+    crate::store::testing::point("restore-after-db-rename");
     for (_, to) in &aside {
         fs::remove_file(to).at(to)?;
     }

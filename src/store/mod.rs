@@ -18,6 +18,8 @@ pub mod local;
 pub mod lock;
 pub mod packer;
 pub mod repo;
+#[cfg(feature = "test-hooks")]
+pub mod testing;
 
 use std::fs::File;
 use std::io::Write;
@@ -172,6 +174,6 @@ pub trait Store: Send + Sync {
 pub fn open(path: &Path) -> Arc<dyn Store> {
     let store: Arc<dyn Store> = Arc::new(local::LocalStore::new(path));
     #[cfg(feature = "test-hooks")]
-    let store = crate::testing::wrap_store(store);
+    let store = testing::wrap_store(store);
     store
 }

@@ -32,7 +32,7 @@ fn spawn<T: Send + 'static>(
     let failed =
         |e: std::io::Error| Error::internal(format!("cannot start the {name} thread: {e}"));
     #[cfg(feature = "test-hooks")]
-    crate::testing::thread_spawn().map_err(failed)?;
+    crate::store::testing::thread_spawn().map_err(failed)?;
     std::thread::Builder::new()
         .name(format!("jellysnap-{}", name.replace(' ', "-")))
         .spawn(f)

@@ -127,7 +127,7 @@ impl Repository {
             },
         };
         #[cfg(feature = "test-hooks")]
-        let index = crate::testing::wrap_index(index);
+        let index = crate::store::testing::wrap_index(index);
         Ok(Repository {
             path: path.to_path_buf(),
             store,

@@ -1,5 +1,5 @@
-//! Test seams, compiled only with the `test-hooks` cargo feature (the test build turns it
-//! on; a release build has none of this code). The integration tests drive them through
+//! The test store and the other test seams, compiled only with the `test-hooks` cargo
+//! feature (the test build turns it on; a release build has none of this code). The integration tests drive them through
 //! the environment of the binary they run:
 //!
 //! - `JELLYSNAP_FAULT=<op>:<n>[:<errno>]`: the n-th operation of kind `op` fails with
