@@ -235,3 +235,65 @@ fn remove_matching(dir: &Path, prefixes: &[&str]) -> u64 {
     }
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract of [`Store`], as any implementation must keep it.
+    pub(crate) fn check_contract(store: &dyn Store) {
+        store.init().unwrap();
+        let snap = Key::Snapshot(SnapshotId::of(b"record"));
+        assert!(!store.exists(snap).unwrap());
+        store.put(snap, b"record").unwrap();
+        assert!(store.exists(snap).unwrap());
+        assert_eq!(store.get(snap).unwrap(), b"record");
+        assert_eq!(store.size(snap).unwrap(), 6);
+        assert_eq!(store.list(Kind::Snapshot).unwrap(), vec![snap]);
+
+        // A staged object is invisible until it is put, and then whole.
+        let mut staged = store.stage().unwrap();
+        staged.write(b"pack ").unwrap();
+        staged.write(b"bytes").unwrap();
+        assert_eq!(staged.written(), 10);
+        let pack = Key::Pack(PackId(*blake3::hash(b"pack bytes").as_bytes()));
+        assert!(store.list(Kind::Pack).unwrap().is_empty());
+        store.put_staged(pack, staged).unwrap();
+        assert_eq!(store.list(Kind::Pack).unwrap(), vec![pack]);
+        let mut buf = [0u8; 5];
+        store.read_at(pack, 5, &mut buf).unwrap();
+        assert_eq!(&buf, b"bytes");
+        assert!(
+            store.read_at(pack, 8, &mut buf).is_err(),
+            "a short read fails"
+        );
+
+        // A staged object that is dropped leaves nothing behind.
+        let mut dropped = store.stage().unwrap();
+        dropped.write(b"never put").unwrap();
+        drop(dropped);
+        assert_eq!(store.list(Kind::Pack).unwrap(), vec![pack]);
+
+        store.delete(pack).unwrap();
+        store.delete(pack).unwrap();
+        assert!(store.list(Kind::Pack).unwrap().is_empty());
+        assert!(store.get(pack).is_err());
+        assert!(
+            store.init().is_err(),
+            "init refuses a store holding objects"
+        );
+    }
+
+    #[test]
+    fn the_local_store_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(&dir.path().join("repo"));
+        check_contract(&store);
+        // Temp files of interrupted writes are never listed, and are removed.
+        let tmp = dir.path().join("repo/snapshots/.tmp-abc");
+        fs::write(&tmp, b"half").unwrap();
+        assert_eq!(store.list(Kind::Snapshot).unwrap().len(), 1);
+        assert_eq!(store.remove_leftovers().unwrap(), 1);
+        assert!(!tmp.exists());
+    }
+}
