@@ -476,6 +476,7 @@ fn print_plan(
             capture,
             verified_at_backup,
             sqlite_version,
+            ..
         } = a
         {
             let how = match (capture, verified_at_backup) {
@@ -504,11 +505,11 @@ fn print_plan(
             let line = match a {
                 restore::Action::Database { .. } => continue,
                 restore::Action::Mkdir { path } => format!("  mkdir   {}", path.display()),
-                restore::Action::Write { path, size } => {
+                restore::Action::Write { path, size, .. } => {
                     format!("  write   {} ({})", path.display(), render::size(*size))
                 }
-                restore::Action::Symlink { path } => format!("  symlink {}", path.display()),
-                restore::Action::Keep { path } => {
+                restore::Action::Symlink { path, .. } => format!("  symlink {}", path.display()),
+                restore::Action::Keep { path, .. } => {
                     if !verbose {
                         continue;
                     }

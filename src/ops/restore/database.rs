@@ -1,0 +1,289 @@
+//! The databases of a restore, all or nothing: each is made ready beside its destination
+//! (rebuilt from its logical dump and proved, or written from its physical copy), made
+//! durable, and only when all are ready renamed into place, one after the other, before
+//! any other file of the destination changes.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::write::{fill_beside, set_meta, temp_beside};
+use super::{side_path, Action, RestorePlan, SIDE_SUFFIXES};
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{ChunkRef, DbCapture, Entry, Node};
+use crate::jellyfin::{capture, logical};
+use crate::ops::progress::Progress;
+use crate::store::repo::Repository;
+
+/// The bytes of a file's chunks as one stream, each chunk verified by `read_chunk`. The
+/// first repository error is kept in `err` (the reader returns an I/O error to its
+/// caller, which cannot carry it).
+struct ChunkStream<'a> {
+    repo: &'a Repository,
+    chunks: std::slice::Iter<'a, ChunkRef>,
+    cur: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    err: Option<Error>,
+    progress: &'a dyn Progress,
+}
+
+impl Read for ChunkStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            let Some(c) = self.chunks.next() else {
+                return Ok(0);
+            };
+            match self
+                .repo
+                .read_chunk(&c.id, &mut self.out, &mut self.scratch)
+            {
+                Ok(bytes) => {
+                    self.cur.clear();
+                    self.cur.extend_from_slice(bytes);
+                    self.pos = 0;
+                    self.progress.advance(bytes.len() as u64);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.err = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A database made ready beside its destination, waiting to be renamed into place.
+pub(super) struct Prepared {
+    path: PathBuf,
+    tmp: tempfile::TempPath,
+    bytes: u64,
+}
+
+/// Rebuild a logically captured database into a temp file next to `path` and prove it:
+/// when the backup recorded an observation digest, the rebuilt file must show exactly
+/// that (else it would not be the database that was backed up).
+fn rebuild_beside(
+    repo: &Repository,
+    path: &Path,
+    chunks: &[ChunkRef],
+    proof: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<tempfile::TempPath> {
+    let fail = |detail: String| Error::DatabaseRestore {
+        path: path.to_path_buf(),
+        snapshot: String::new(),
+        detail,
+    };
+    let tmp = temp_beside(path)?.into_temp_path();
+    // rebuild() creates the file itself; the reserved name is ours until the rename.
+    fs::remove_file(&tmp).at(&tmp)?;
+    let mut stream = ChunkStream {
+        repo,
+        chunks: chunks.iter(),
+        cur: Vec::new(),
+        pos: 0,
+        out: Vec::new(),
+        scratch: Vec::new(),
+        err: None,
+        progress,
+    };
+    let built = logical::rebuild(&mut stream, &tmp);
+    capture::remove_side_files(&tmp);
+    if let Err(e) = built {
+        return Err(match (stream.err.take(), e) {
+            (Some(chunk_err), _) => chunk_err,
+            (None, logical::LogicalError::Io(io)) => Error::io(path, io),
+            (None, e) => fail(format!(
+                "its logical dump does not rebuild with SQLite {}: {e}",
+                capture::sqlite_version()
+            )),
+        });
+    }
+    if let Some(want) = proof {
+        let seen = capture::observe_file(&tmp);
+        capture::remove_side_files(&tmp);
+        let seen =
+            seen.map_err(|e| fail(format!("the rebuilt database cannot be read back: {e}")))?;
+        if crate::format::id::hex(&seen.digest()) != want {
+            return Err(fail(format!(
+                "the database rebuilt with SQLite {} is not the one the backup verified",
+                capture::sqlite_version()
+            )));
+        }
+    }
+    Ok(tmp)
+}
+
+/// Rebuild the logical dump in `node` in scratch space (a temp file in `scratch`) and, when
+/// `proof` is given, compare it with the observation the backup proved; the rebuilt file
+/// is removed again. This is what an in-place restore would do first.
+pub fn try_rebuild(
+    repo: &Repository,
+    node: &Node,
+    proof: Option<&str>,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let chunks = repo.file_chunks(node)?;
+    let tmp = rebuild_beside(repo, &scratch.join("check.db"), &chunks, proof, progress)?;
+    drop(tmp);
+    Ok(())
+}
+
+/// Make one database ready beside its destination: content, metadata, durable.
+fn prepare_database(
+    repo: &Repository,
+    path: &Path,
+    entry: &Entry,
+    proof: Option<&str>,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
+    let Node::File { database, .. } = &entry.node else {
+        return Err(Error::corrupt(
+            "tree",
+            path.display().to_string(),
+            "a database entry that is not a file",
+        ));
+    };
+    let chunks = repo.file_chunks(&entry.node)?;
+    let (tmp, bytes) = if *database == DbCapture::Logical {
+        let tmp = rebuild_beside(repo, path, &chunks, proof, progress)?;
+        let n = fs::metadata(&tmp).at(&tmp)?.len();
+        (tmp, n)
+    } else {
+        fill_beside(repo, path, &chunks, progress)?
+    };
+    set_meta(&tmp, entry, is_root).at(path)?;
+    // The database is the one file a rollback cannot do without: durable before the
+    // rename, not left to the final syncfs.
+    File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        tmp,
+        bytes,
+    })
+}
+
+/// Every database of the plan, ready beside its destination; the first failure ends the
+/// restore before anything in the destination changed (the temp files are removed).
+pub(super) fn prepare_databases(
+    repo: &Repository,
+    plan: &RestorePlan,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Prepared>> {
+    // Directories a temp file needs are made here; on failure they go again (empty), so
+    // a failed restore into a new target leaves no target behind.
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut ready = Vec::new();
+    for a in &plan.actions {
+        let Action::Database {
+            path, entry, proof, ..
+        } = a
+        else {
+            continue;
+        };
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            made.push(d.to_path_buf());
+            dir = d.parent();
+        }
+        match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
+            Ok(p) => ready.push(p),
+            Err(e) => {
+                drop(ready);
+                made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for d in &made {
+                    let _ = fs::remove_dir(d);
+                }
+                return Err(database_error(plan, path, e));
+            }
+        }
+    }
+    Ok(ready)
+}
+
+/// Put every prepared database in place, in plan order; returns how many and their
+/// bytes. A failure stops the restore before any other file changed.
+pub(super) fn install_databases(plan: &RestorePlan, ready: Vec<Prepared>) -> Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    for db in ready {
+        let path = db.path.clone();
+        bytes += install_database(db).map_err(|e| database_error(plan, &path, e))?;
+        files += 1;
+    }
+    Ok((files, bytes))
+}
+
+/// A database step's failure as the restore reports it (exit code 19).
+fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
+    let detail = match e {
+        Error::DatabaseRestore { detail, .. } => detail,
+        e => e.to_string(),
+    };
+    Error::DatabaseRestore {
+        path: path.to_path_buf(),
+        snapshot: plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string(),
+        detail,
+    }
+}
+
+/// Put a prepared database in place. SQLite pairs a `-wal` or `-journal` with whatever
+/// database file sits beside it, so the replaced file's side files are first renamed
+/// aside (never removed before the new database is in place), then the database is
+/// renamed in, and only then are the set-aside files removed. A crash at any point
+/// leaves the old database (its side files under `.jellysnap-stale-*`, which the next
+/// restore removes) or the new one without them; never the new one with the old WAL.
+/// If the rename fails, the side files go back and nothing has changed.
+fn install_database(db: Prepared) -> Result<u64> {
+    let dir = crate::store::durable::parent_dir(&db.path).to_path_buf();
+    let name = db
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut aside: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let put_back = |aside: &[(PathBuf, PathBuf)]| {
+        for (side, to) in aside.iter().rev() {
+            let _ = fs::rename(to, side);
+        }
+        let _ = crate::store::durable::sync_dir(&dir);
+    };
+    for suffix in SIDE_SUFFIXES {
+        let side = side_path(&db.path, suffix);
+        if fs::symlink_metadata(&side).is_err() {
+            continue;
+        }
+        let to = dir.join(format!(".jellysnap-stale-{name}{suffix}"));
+        if let Err(e) = fs::rename(&side, &to) {
+            put_back(&aside);
+            return Err(Error::io(&side, e));
+        }
+        aside.push((side, to));
+    }
+    if !aside.is_empty() {
+        crate::store::durable::sync_dir(&dir)?;
+    }
+    if let Err(e) = db.tmp.persist(&db.path) {
+        put_back(&aside);
+        return Err(Error::io(&db.path, e.error));
+    }
+    crate::store::durable::sync_dir(&dir)?;
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point("restore-after-db-rename");
+    for (_, to) in &aside {
+        fs::remove_file(to).at(to)?;
+    }
+    if !aside.is_empty() {
+        crate::store::durable::sync_dir(&dir)?;
+    }
+    Ok(db.bytes)
+}

@@ -1,0 +1,189 @@
+//! Restore: plan first, then execute. The plan is one list of [`Action`]s, what is
+//! written, kept and deleted; `--dry-run` prints it and stops, `execute` carries out
+//! exactly that list.
+//!
+//! Files are written to a temp name in their directory and renamed over the final name,
+//! so a reader never sees half a file. Deletions happen only inside the items of the
+//! restored components (never outside them), and never at a path the backup could not
+//! capture (a partial snapshot): the snapshot cannot say what belongs there, so such a
+//! path and everything below it stays as it is. Next to every restored database the stale
+//! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
+//! synced with one syncfs per root at the end.
+//!
+//! Databases are all-or-nothing and go first: each one is rebuilt from its logical dump
+//! (streamed from the verified chunks into `logical::rebuild`) or written from its
+//! physical copy into a temp file beside its destination, and a rebuilt one is observed
+//! and compared with the observation digest the backup proved (`jellyfin::observe`).
+//! Only when every database is ready does anything else in the destination change; if
+//! one cannot be restored, the temp files go and the restore fails with nothing touched.
+//! Then each database is fsynced and renamed into place before any other file changes
+//! (see `database::install_database` for how the replaced file's `-wal`/`-shm`/`-journal`
+//! are kept from ever pairing with it). In place, a database counts as unchanged when its
+//! own logical dump chunks to the snapshot's chunk ids (physical copies: when its bytes
+//! do).
+//!
+//! The parts: `plan` walks the snapshot beside the destination, `compare` decides whether
+//! what is there already is the snapshot's, `database` prepares and installs databases,
+//! `write` writes one file or link, `execute` runs the plan's phases in order.
+
+mod compare;
+mod database;
+mod execute;
+mod plan;
+mod write;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::format::snapshot::Component;
+use crate::format::tree::{DbCapture, Entry};
+
+pub use database::try_rebuild;
+pub use execute::execute;
+pub use plan::plan;
+
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// A new or empty directory.
+    Target(PathBuf),
+    /// Every root back where it was captured.
+    InPlace,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub destination: Destination,
+    /// Components to restore, exactly these; `None` = all components of the snapshot.
+    pub components: Option<BTreeSet<Component>>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RootMapping {
+    pub label: String,
+    pub from: String,
+    #[serde(serialize_with = "lossy")]
+    pub to: PathBuf,
+}
+
+/// One step of a restore, in the order the planner found it. The shown fields are what
+/// `--dry-run` prints (and `--json` serialises); the `entry` (and `proof`) fields are
+/// what `execute` needs to carry the step out.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Mkdir {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    Write {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        size: u64,
+        #[serde(skip)]
+        entry: Entry,
+    },
+    Symlink {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        #[serde(skip)]
+        entry: Entry,
+    },
+    /// Content unchanged; mode, owner and mtime are set again.
+    Keep {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        #[serde(skip)]
+        entry: Entry,
+    },
+    Delete {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    RemoveSideFile {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+    /// A database, restored before anything else changes.
+    Database {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+        size: u64,
+        capture: DbCapture,
+        /// Whether the backup proved the logical dump restores exactly (an observation
+        /// digest the rebuild is compared with); physical copies are exact by
+        /// construction.
+        verified_at_backup: bool,
+        /// The SQLite version that made the backup's proof (or the copy).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sqlite_version: Option<String>,
+        #[serde(skip)]
+        entry: Entry,
+        /// The observation digest (hex) the backup proved; `Some` exactly when
+        /// `verified_at_backup`.
+        #[serde(skip)]
+        proof: Option<String>,
+    },
+    /// Left as it is: the backup could not capture this path.
+    NotCaptured {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
+}
+
+/// Paths need not be UTF-8; JSON output shows them lossily.
+fn lossy<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub snapshot: String,
+    pub roots: Vec<RootMapping>,
+    pub components: Vec<Component>,
+    pub actions: Vec<Action>,
+    pub write_files: u64,
+    pub write_bytes: u64,
+    pub keep_files: u64,
+    pub delete_paths: u64,
+    /// Live paths left alone because the snapshot has no content for them.
+    pub not_captured: u64,
+    /// Every restored directory, each after its contents: its mode, owner and mtime are
+    /// set once everything inside is in place. Not listed as actions: every directory
+    /// of the snapshot gets it.
+    #[serde(skip)]
+    directories: Vec<DirMeta>,
+}
+
+#[derive(Debug, Clone)]
+struct DirMeta {
+    path: PathBuf,
+    entry: Entry,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub files_kept: u64,
+    pub deleted: u64,
+    /// Files that could not be restored (damaged chunks, I/O errors), with the reason.
+    pub errors: Vec<String>,
+}
+
+/// The side files SQLite may keep beside a database.
+const SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+fn side_path(db: &Path, suffix: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_os_string();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Temp names a restore makes beside what it restores: its own leftovers when a restore
+/// was killed (removed by the next one).
+fn is_restore_leftover(name: &[u8]) -> bool {
+    name.starts_with(b".jellysnap-restore-") || name.starts_with(b".jellysnap-stale-")
+}

@@ -1,0 +1,454 @@
+//! The planner: walks the snapshot's trees beside the destination and lists the
+//! actions, in the order they are found (a directory's contents before its metadata,
+//! children before their parent for deletions). Planning changes nothing: what is there
+//! is only looked at (databases as immutable, see `compare`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::compare::{same_content, same_logical, same_observed};
+use super::{
+    is_restore_leftover, side_path, Action, Destination, DirMeta, RestoreOptions, RestorePlan,
+    RootMapping, SIDE_SUFFIXES,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::format::chunker::Chunker;
+use crate::format::id::ChunkId;
+use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
+use crate::format::tree::{DbCapture, Entry, Node, Tree};
+use crate::jellyfin::{running, Class, Selection};
+use crate::store::repo::Repository;
+
+pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result<RestorePlan> {
+    let rec = &snap.record;
+    let components = chosen_components(snap, opts.components.as_ref())?;
+    let selection = Selection {
+        roots: rec.roots.clone(),
+        items: rec.items.clone(),
+    }
+    .restricted(&components);
+    let roots = map_roots(rec, &opts.destination);
+    check_destination(rec, opts)?;
+
+    let root_tree = repo.load_tree(&rec.tree)?;
+    let mut p = Planner::new(repo, rec, &selection);
+    for m in &roots {
+        p.root(snap, &root_tree, m)?;
+    }
+    Ok(RestorePlan::new(snap, roots, components, p))
+}
+
+/// The components to restore: those asked for, each of which the snapshot must have, or
+/// all of the snapshot's.
+fn chosen_components(
+    snap: &Snapshot,
+    want: Option<&BTreeSet<Component>>,
+) -> Result<BTreeSet<Component>> {
+    let rec = &snap.record;
+    let Some(want) = want else {
+        return Ok(rec.components.iter().copied().collect());
+    };
+    if want.is_empty() {
+        return Err(Error::InvalidOption(
+            "--components names no component".into(),
+        ));
+    }
+    if let Some(missing) = want.iter().find(|c| !rec.has_component(**c)) {
+        return Err(Error::InvalidOption(format!(
+            "snapshot {} does not contain the {} component (it has: {})",
+            snap.id.short(),
+            missing.name(),
+            rec.components
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    Ok(want.clone())
+}
+
+/// Where each root of the snapshot goes: back where it was, or into the target (one root:
+/// the target itself; several: a directory per root label).
+fn map_roots(rec: &SnapshotRecord, destination: &Destination) -> Vec<RootMapping> {
+    rec.roots
+        .iter()
+        .map(|r| RootMapping {
+            label: r.label.clone(),
+            from: r.path.clone(),
+            to: match destination {
+                Destination::InPlace => PathBuf::from(&r.path),
+                Destination::Target(t) if rec.roots.len() == 1 => t.clone(),
+                Destination::Target(t) => t.join(&r.label),
+            },
+        })
+        .collect()
+}
+
+/// A target must be new or empty; in place, the server must be stopped (unless forced).
+fn check_destination(rec: &SnapshotRecord, opts: &RestoreOptions) -> Result<()> {
+    match &opts.destination {
+        Destination::Target(t) => {
+            if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
+                return Err(Error::TargetNotEmpty(t.clone()));
+            }
+        }
+        Destination::InPlace => {
+            if !opts.force {
+                running::ensure_stopped(Path::new(&rec.data_dir))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RestorePlan {
+    /// The plan of what the planner found, with its totals.
+    fn new(
+        snap: &Snapshot,
+        roots: Vec<RootMapping>,
+        components: BTreeSet<Component>,
+        p: Planner,
+    ) -> RestorePlan {
+        let mut plan = RestorePlan {
+            snapshot: snap.id.to_hex(),
+            roots,
+            components: components.into_iter().collect(),
+            actions: Vec::new(),
+            write_files: 0,
+            write_bytes: 0,
+            keep_files: 0,
+            delete_paths: 0,
+            not_captured: 0,
+            directories: p.directories,
+        };
+        for a in &p.actions {
+            match a {
+                Action::Mkdir { .. } => {}
+                Action::Write { size, .. } | Action::Database { size, .. } => {
+                    plan.write_files += 1;
+                    plan.write_bytes += size;
+                }
+                Action::Symlink { .. } => plan.write_files += 1,
+                Action::Keep { .. } => plan.keep_files += 1,
+                Action::Delete { .. } | Action::RemoveSideFile { .. } => plan.delete_paths += 1,
+                Action::NotCaptured { .. } => plan.not_captured += 1,
+            }
+        }
+        plan.actions = p.actions;
+        plan
+    }
+}
+
+struct Planner<'a> {
+    repo: &'a Repository,
+    databases: &'a [DatabaseRecord],
+    selection: &'a Selection,
+    actions: Vec<Action>,
+    directories: Vec<DirMeta>,
+    db_physical_chunker: Chunker,
+    db_chunker: Chunker,
+    /// Root label -> paths (relative, lossy) the backup could not capture.
+    not_captured: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One entry of the snapshot beside what is at its place in the destination now.
+struct Place<'e> {
+    root: &'e str,
+    entry: &'e Entry,
+    rel: Vec<u8>,
+    path: PathBuf,
+    cur: Option<fs::Metadata>,
+}
+
+impl Place<'_> {
+    fn is_dir_now(&self) -> bool {
+        self.cur.as_ref().is_some_and(|m| m.is_dir())
+    }
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut r = rel.to_vec();
+    if !r.is_empty() {
+        r.push(b'/');
+    }
+    r.extend_from_slice(name);
+    r
+}
+
+/// The names in a directory, sorted (none when it cannot be read).
+fn names_in(dir: &Path) -> BTreeSet<Vec<u8>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+impl<'a> Planner<'a> {
+    fn new(repo: &'a Repository, rec: &'a SnapshotRecord, selection: &'a Selection) -> Self {
+        let mut not_captured: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for n in &rec.not_captured {
+            not_captured
+                .entry(n.root.clone())
+                .or_default()
+                .insert(n.rel.clone());
+        }
+        Planner {
+            repo,
+            databases: &rec.databases,
+            selection,
+            actions: Vec::new(),
+            directories: Vec::new(),
+            db_physical_chunker: repo.db_physical_chunker(),
+            db_chunker: repo.db_chunker(),
+            not_captured,
+        }
+    }
+
+    /// Is `rel`, or a directory above it, a path the backup could not capture? Names are
+    /// compared lossily, as recorded: a collision only leaves one more path alone.
+    fn not_captured(&self, root: &str, rel: &[u8]) -> bool {
+        let Some(set) = self.not_captured.get(root) else {
+            return false;
+        };
+        let rel = String::from_utf8_lossy(rel);
+        set.contains("")
+            || set.contains(rel.as_ref())
+            || rel.match_indices('/').any(|(i, _)| set.contains(&rel[..i]))
+    }
+
+    /// One root of the snapshot, restored to `m.to`.
+    fn root(&mut self, snap: &Snapshot, root_tree: &Tree, m: &RootMapping) -> Result<()> {
+        let found = root_tree.find(m.label.as_bytes());
+        let Some((entry, tree)) = found.and_then(|e| match &e.node {
+            Node::Dir { tree } => Some((e, tree)),
+            _ => None,
+        }) else {
+            return Err(Error::corrupt(
+                "snapshot",
+                snap.id.to_hex(),
+                format!("root {} missing from its tree", m.label),
+            ));
+        };
+        if !m.to.is_dir() {
+            self.actions.push(Action::Mkdir { path: m.to.clone() });
+        }
+        let t = self.repo.load_tree(tree)?;
+        self.dir(&m.label, &t, &m.to, b"")?;
+        self.directories.push(DirMeta {
+            path: m.to.clone(),
+            entry: entry.clone(),
+        });
+        Ok(())
+    }
+
+    fn dir(&mut self, root: &str, tree: &Tree, dest: &Path, rel: &[u8]) -> Result<()> {
+        let existing = names_in(dest);
+        for e in &tree.entries {
+            let child_rel = join_rel(rel, &e.name);
+            if self.selection.classify(root, &child_rel) == Class::Skip {
+                continue;
+            }
+            let path = dest.join(OsStr::from_bytes(&e.name));
+            let cur = self.current(root, e, &path, &child_rel);
+            if self.not_captured(root, &child_rel) {
+                if cur.is_some() {
+                    self.actions.push(Action::NotCaptured { path });
+                }
+                continue;
+            }
+            let at = Place {
+                root,
+                entry: e,
+                rel: child_rel,
+                path,
+                cur,
+            };
+            match &e.node {
+                Node::Dir { tree } => self.subdir(at, tree)?,
+                Node::File { size, database, .. } => self.file(at, *size, *database),
+                Node::Symlink { target } => self.symlink(at, target),
+            }
+        }
+        // Extra files inside the restored items go; everything else stays.
+        for name in existing {
+            if tree.find(&name).is_some() {
+                continue;
+            }
+            let path = dest.join(OsStr::from_bytes(&name));
+            if is_restore_leftover(&name) {
+                self.actions.push(Action::Delete { path });
+                continue;
+            }
+            self.extra(root, &path, &join_rel(rel, &name));
+        }
+        Ok(())
+    }
+
+    /// What is at `path` now. A directory of the snapshot that is a symlink to a
+    /// directory at the destination (metadata/ on another disk) is restored through the
+    /// link.
+    fn current(&self, root: &str, e: &Entry, path: &Path, rel: &[u8]) -> Option<fs::Metadata> {
+        let cur = fs::symlink_metadata(path).ok();
+        if matches!(e.node, Node::Dir { .. })
+            && cur.as_ref().is_some_and(|m| m.file_type().is_symlink())
+        {
+            if let Ok(m) = fs::metadata(path) {
+                if m.is_dir() && self.selection.is_anchor(root, rel) {
+                    return Some(m);
+                }
+            }
+        }
+        cur
+    }
+
+    fn subdir(&mut self, at: Place, tree: &ChunkId) -> Result<()> {
+        match &at.cur {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                self.actions.push(Action::Delete {
+                    path: at.path.clone(),
+                });
+                self.actions.push(Action::Mkdir {
+                    path: at.path.clone(),
+                });
+            }
+            None => self.actions.push(Action::Mkdir {
+                path: at.path.clone(),
+            }),
+        }
+        let sub = self.repo.load_tree(tree)?;
+        self.dir(at.root, &sub, &at.path, &at.rel)?;
+        self.directories.push(DirMeta {
+            path: at.path,
+            entry: at.entry.clone(),
+        });
+        Ok(())
+    }
+
+    fn file(&mut self, at: Place, size: u64, database: DbCapture) {
+        let rel = String::from_utf8_lossy(&at.rel);
+        let rec = self
+            .databases
+            .iter()
+            .find(|d| d.root == at.root && d.rel == rel);
+        let proof = rec.and_then(|d| d.verified.clone());
+        let same = self.unchanged(&at, size, database, proof.as_deref());
+        if at.is_dir_now() {
+            // A directory where the snapshot has a file: empty it (within scope), then
+            // remove it.
+            self.extra(at.root, &at.path, &at.rel);
+        }
+        let (path, entry) = (at.path, at.entry.clone());
+        self.actions.push(if same {
+            Action::Keep {
+                path: path.clone(),
+                entry,
+            }
+        } else if database.is_database() {
+            Action::Database {
+                path: path.clone(),
+                size: entry.size(),
+                capture: database,
+                verified_at_backup: proof.is_some(),
+                sqlite_version: rec.map(|d| d.sqlite_version.clone()),
+                entry,
+                proof,
+            }
+        } else {
+            Action::Write {
+                path: path.clone(),
+                size: entry.size(),
+                entry,
+            }
+        });
+        if database.is_database() {
+            for suffix in SIDE_SUFFIXES {
+                let side = side_path(&path, suffix);
+                if fs::symlink_metadata(&side).is_ok() {
+                    self.actions.push(Action::RemoveSideFile { path: side });
+                }
+            }
+        }
+    }
+
+    /// Does the file in place already hold the snapshot's content? Databases are
+    /// compared by content: a live database can change in its WAL without touching the
+    /// main file's mtime. Unreadable chunk lists count as "differs"; writing the file
+    /// then reports the damage.
+    fn unchanged(&self, at: &Place, size: u64, database: DbCapture, proof: Option<&str>) -> bool {
+        let Some(m) = at.cur.as_ref().filter(|m| m.is_file()) else {
+            return false;
+        };
+        let chunks = || self.repo.file_chunks(&at.entry.node).ok();
+        match database {
+            DbCapture::None => {
+                m.size() == size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == at.entry.mtime_ns
+            }
+            DbCapture::Physical => {
+                m.size() == size
+                    && chunks()
+                        .is_some_and(|c| same_content(&at.path, &c, &self.db_physical_chunker))
+            }
+            // What the backup proved, seen again: a live database whose rows dump the
+            // same but whose index is damaged is not unchanged.
+            DbCapture::Logical => match proof {
+                Some(p) => same_observed(&at.path, p),
+                None => chunks().is_some_and(|c| same_logical(&at.path, &c, &self.db_chunker)),
+            },
+        }
+    }
+
+    fn symlink(&mut self, at: Place, target: &[u8]) {
+        let same = at.cur.as_ref().is_some_and(|m| m.file_type().is_symlink())
+            && fs::read_link(&at.path)
+                .map(|t| t.as_os_str().as_bytes() == target)
+                .unwrap_or(false);
+        if same {
+            return;
+        }
+        if at.is_dir_now() {
+            self.extra(at.root, &at.path, &at.rel);
+        }
+        self.actions.push(Action::Symlink {
+            path: at.path,
+            entry: at.entry.clone(),
+        });
+    }
+
+    /// A path in the destination the snapshot does not have: deleted when it lies inside
+    /// a restored item (a directory after its contents, and only if it empties), left
+    /// alone otherwise.
+    fn extra(&mut self, root: &str, path: &Path, rel: &[u8]) {
+        let class = self.selection.classify(root, rel);
+        if class == Class::Skip {
+            return;
+        }
+        if self.not_captured(root, rel) {
+            self.actions.push(Action::NotCaptured {
+                path: path.to_path_buf(),
+            });
+            return;
+        }
+        let is_dir = fs::symlink_metadata(path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if is_dir {
+            for n in names_in(path) {
+                self.extra(root, &path.join(OsStr::from_bytes(&n)), &join_rel(rel, &n));
+            }
+        }
+        if matches!(class, Class::Include(_)) {
+            self.actions.push(Action::Delete {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+}

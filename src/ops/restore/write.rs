@@ -1,0 +1,111 @@
+//! Writing one file or link of a restore: into a temp name beside its destination, with
+//! the entry's mode, owner (as root) and mtime, then renamed over the final name, so a
+//! reader never sees half a file.
+
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{ChunkRef, Entry, Node};
+use crate::ops::progress::Progress;
+use crate::store::repo::Repository;
+
+/// A new temp name in `path`'s directory (created if missing: making a directory
+/// destroys nothing).
+pub(super) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).at(dir)?;
+    tempfile::Builder::new()
+        .prefix(".jellysnap-restore-")
+        .tempfile_in(dir)
+        .at(dir)
+}
+
+/// Write a file's chunks (each verified by its id) into a temp file next to `path`.
+pub(super) fn fill_beside(
+    repo: &Repository,
+    path: &Path,
+    chunks: &[ChunkRef],
+    progress: &dyn Progress,
+) -> Result<(tempfile::TempPath, u64)> {
+    let mut tmp = temp_beside(path)?;
+    thread_local! {
+        static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    let n = BUFS.with(|cell| -> Result<u64> {
+        let (buf, scratch) = &mut *cell.borrow_mut();
+        let mut n = 0u64;
+        for c in chunks {
+            let bytes = repo.read_chunk(&c.id, buf, scratch)?;
+            tmp.write_all(bytes).at(path)?;
+            n += bytes.len() as u64;
+            progress.advance(bytes.len() as u64);
+        }
+        Ok(n)
+    })?;
+    tmp.as_file().flush().at(path)?;
+    Ok((tmp.into_temp_path(), n))
+}
+
+/// Write a file entry at `path` from its chunks; returns the bytes written.
+pub(super) fn write_file(
+    repo: &Repository,
+    path: &Path,
+    entry: &Entry,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let chunks = repo.file_chunks(&entry.node)?;
+    let (tmp, n) = fill_beside(repo, path, &chunks, progress)?;
+    if let Ok(f) = File::open(&tmp) {
+        crate::sys::start_writeback(&f);
+    }
+    set_meta(&tmp, entry, is_root).at(path)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(n)
+}
+
+/// Write a symlink entry at `path`.
+pub(super) fn write_symlink(path: &Path, entry: &Entry, is_root: bool) -> Result<()> {
+    let Node::Symlink { target } = &entry.node else {
+        return Err(Error::internal(
+            "a symlink step whose entry is not a symlink",
+        ));
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Links are written in parallel: each needs its own temp name (regression: two
+    // symlinks in one directory raced on a per-process name).
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".jellysnap-link-{}-{n}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp).at(&tmp)?;
+    if is_root {
+        std::os::unix::fs::lchown(&tmp, Some(entry.uid), Some(entry.gid)).at(&tmp)?;
+    }
+    let t = mtime(entry);
+    filetime::set_symlink_file_times(&tmp, t, t).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)
+}
+
+/// Set the entry's owner (as root), mode and mtime on `path`.
+pub(super) fn set_meta(path: &Path, entry: &Entry, is_root: bool) -> std::io::Result<()> {
+    if is_root {
+        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))?;
+    let t = mtime(entry);
+    filetime::set_file_times(path, t, t)
+}
+
+fn mtime(entry: &Entry) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        entry.mtime_ns.div_euclid(1_000_000_000),
+        entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
