@@ -7,36 +7,48 @@
 //! seed (printed, so a failure can be replayed). Long run:
 //! `CRASH_KILLS=500 cargo test --release --test crash_campaign -- --nocapture`.
 
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/verify.rs"]
-mod verify;
+mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fixture::{FixtureSpec, Layout, Rng};
+use common::env::{s, Cmd};
+use common::fixture::{self, FixtureSpec, Layout, Rng};
+use common::verify::{self, State};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_jellysnap");
-
 fn js(repo: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Cmd::at_repo(repo, &["--json"]).args(args).output();
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (
-        out.status.code(),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code(), v, s(&out.stderr))
+}
+
+/// The names in the repository's `tmp/` (a writer's scratch files while it runs).
+fn scratch(repo: &Path) -> HashSet<OsString> {
+    std::fs::read_dir(repo.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a command killed with the repository's `tmp/` holding `scratch_before` left the
+/// signs of one that had started its work and not finished it: new scratch files of a
+/// backup or gc, gc's marker, a restore's target. (A forget leaves none that can be told.)
+fn killed_mid_work(
+    cmd: &str,
+    repo: &Path,
+    scratch_before: &HashSet<OsString>,
+    target: &Path,
+) -> bool {
+    let new_scratch = scratch(repo).difference(scratch_before).next().is_some();
+    match cmd {
+        "backup" => new_scratch,
+        "gc" => new_scratch || repo.join("gc-in-progress").exists(),
+        "restore" => target.exists(),
+        _ => false,
+    }
 }
 
 fn snapshot_ids(repo: &Path) -> Vec<String> {
@@ -51,8 +63,6 @@ fn snapshot_ids(repo: &Path) -> Vec<String> {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
 }
-
-type State = BTreeMap<PathBuf, String>;
 
 fn verify_restores(
     repo: &Path,
@@ -96,6 +106,10 @@ fn crash_campaign() {
     let mut took_ms: HashMap<&str, f64> = HashMap::new();
     let mut kills: HashMap<&str, u32> = HashMap::new();
     let mut runs: HashMap<&str, u32> = HashMap::new();
+    // Every kill lands while the command runs (it is killed only if still running); how
+    // many of them left signs of unfinished work is reported (a kill may land before the
+    // command wrote anything, or in a gc that had nothing to write).
+    let (mut visible_kills, mut mid_work) = (0u32, 0u32);
     let total_kills = |k: &HashMap<&str, u32>| k.values().sum::<u32>();
     let started = Instant::now();
     let mut step = 0u64;
@@ -153,24 +167,30 @@ fn crash_campaign() {
             (rng.below(1000) as f64 / 1000.0 * took_ms.get(cmd).copied().unwrap_or(40.0) * 1200.0)
                 as u64,
         );
+        let scratch_before = scratch(&repo);
         let t0 = Instant::now();
-        let mut child = Command::new(BIN)
-            .arg("--repo")
-            .arg(&repo)
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Cmd::at_repo(&repo, &[]).args(&args).spawn();
         if kill {
             std::thread::sleep(delay);
-            let _ = child.kill(); // SIGKILL
+            // Only a command still running is killed (one that ended is not a kill).
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+            }
         }
         let out = child.wait_with_output().unwrap();
         let killed = out.status.signal() == Some(9);
         *runs.entry(cmd).or_default() += 1;
         if killed {
             *kills.entry(cmd).or_default() += 1;
+            if cmd != "forget" {
+                visible_kills += 1;
+                mid_work += u32::from(killed_mid_work(
+                    cmd,
+                    &repo,
+                    &scratch_before,
+                    &restore_target,
+                ));
+            }
         } else {
             assert!(
                 out.status.success(),
@@ -236,7 +256,8 @@ fn crash_campaign() {
         assert_eq!(code, Some(0), "{args:?}: {err}");
     }
     eprintln!(
-        "crash campaign: {step} steps, {} kills in {:.0}s; runs {runs:?}; kills {kills:?}; {} snapshots verified",
+        "crash campaign: {step} steps, {} kills in {:.0}s; runs {runs:?}; kills {kills:?}; \
+         {mid_work} of {visible_kills} backup/gc/restore kills seen mid-work; {} snapshots verified",
         total_kills(&kills),
         started.elapsed().as_secs_f64(),
         all.len()

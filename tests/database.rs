@@ -2,43 +2,24 @@
 //! capture and rebuild, dedup across VACUUM and a day of use, in-place restore decided by
 //! dump, the physical fallback for virtual tables, and list chunks surviving gc.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/verify.rs"]
-mod verify;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use env::Env;
-use fixture::{FixtureSpec, Layout};
-use rusqlite::{Connection, OpenFlags};
+use common::env::Env;
+use common::fixture::{self, FixtureSpec, Layout};
+use common::sqlcli::side;
+use common::verify::{assert_same, db_content, describe, expected_state, read_only as ro};
+use rusqlite::Connection;
 use serde_json::Value;
-use verify::{assert_same, db_content, describe, expected_state};
 
-impl Env {
-    fn fixture(&self, db_rows: usize) -> fixture::Fixture {
-        let mut spec = FixtureSpec::small(Layout::Docker);
-        spec.db_rows = db_rows;
-        fixture::generate(&self.root.join("src"), &spec).unwrap()
-    }
-
-    fn backup(&self, fx: &fixture::Fixture) -> Value {
-        let data = fx.data_dir.to_str().unwrap().to_string();
-        let b = self.json(&["backup", "--data-dir", &data], 0);
-        assert!(summary(&b)["errors"].as_array().unwrap().is_empty(), "{b}");
-        b
-    }
-
-    fn restore_to(&self, snap: &str, name: &str) -> (PathBuf, Value) {
-        let target = self.root.join(name);
-        let r = self.json(&["restore", snap, "--target", target.to_str().unwrap()], 0);
-        assert!(r["report"]["errors"].as_array().unwrap().is_empty(), "{r}");
-        (target, r)
-    }
+/// The small Docker data dir with `db_rows` rows in its database.
+fn fixture_with_rows(env: &Env, db_rows: usize) -> fixture::Fixture {
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.db_rows = db_rows;
+    env.fixture(&spec)
 }
 
 fn summary(v: &Value) -> &Value {
@@ -47,10 +28,6 @@ fn summary(v: &Value) -> &Value {
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn ro(path: &Path) -> Connection {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
 }
 
 fn schema(c: &Connection) -> Vec<(String, String, String, Option<String>)> {
@@ -135,7 +112,7 @@ fn day_of_use(db: &Path, seed: i64) -> usize {
 #[test]
 fn logical_capture_restores_an_exact_database() {
     let env = Env::new();
-    let fx = env.fixture(3000);
+    let fx = fixture_with_rows(&env, 3000);
     {
         let c = Connection::open(&fx.db_path).unwrap();
         c.execute_batch(
@@ -148,7 +125,7 @@ fn logical_capture_restores_an_exact_database() {
         )
         .unwrap();
     }
-    let b = env.backup(&fx);
+    let b = env.backup(&fx, &[]);
     assert!(
         summary(&b)["db_physical"].as_array().unwrap().is_empty(),
         "{b}"
@@ -159,12 +136,10 @@ fn logical_capture_restores_an_exact_database() {
     let (target, r) = env.restore_to("latest", "restored");
     let restored = target.join("data/jellyfin.db");
     // (Before anything opens it: a read-only SQLite connection leaves -wal/-shm behind.)
-    for side in ["-wal", "-shm", "-journal"] {
-        let mut p = restored.as_os_str().to_owned();
-        p.push(side);
+    for suffix in ["-wal", "-shm", "-journal"] {
         assert!(
-            !Path::new(&p).exists(),
-            "{side} left next to the rebuilt db"
+            !side(&restored, suffix).exists(),
+            "{suffix} left next to the rebuilt db"
         );
     }
     assert_same(&describe(&target, &[]), &expected_state(&fx));
@@ -186,15 +161,15 @@ fn logical_capture_restores_an_exact_database() {
 #[test]
 fn vacuum_and_a_day_of_use_add_little() {
     let env = Env::new();
-    let fx = env.fixture(20_000);
+    let fx = fixture_with_rows(&env, 20_000);
     let size = db_size(&fx.db_path);
     assert!(size > 8 << 20, "fixture db is {size} bytes");
-    env.backup(&fx);
+    env.backup(&fx, &[]);
 
     let c = Connection::open(&fx.db_path).unwrap();
     c.execute_batch("VACUUM").unwrap();
     drop(c);
-    let b = env.backup(&fx);
+    let b = env.backup(&fx, &[]);
     let vacuum = u(&summary(&b)["new_stored_bytes"]);
     assert!(
         vacuum * 20 <= db_size(&fx.db_path),
@@ -203,7 +178,7 @@ fn vacuum_and_a_day_of_use_add_little() {
 
     let touched = day_of_use(&fx.db_path, 11);
     assert!(touched > 100, "{touched}");
-    let b = env.backup(&fx);
+    let b = env.backup(&fx, &[]);
     let day = u(&summary(&b)["new_stored_bytes"]);
     assert!(
         day * 100 <= db_size(&fx.db_path) * 15,
@@ -219,7 +194,7 @@ fn vacuum_and_a_day_of_use_add_little() {
     let c = Connection::open(&fx.db_path).unwrap();
     c.execute_batch("VACUUM").unwrap();
     drop(c);
-    let b = env.backup(&fx);
+    let b = env.backup(&fx, &[]);
     let both = u(&summary(&b)["new_stored_bytes"]);
     assert!(both * 100 <= db_size(&fx.db_path) * 15, "{both}");
 
@@ -230,10 +205,10 @@ fn vacuum_and_a_day_of_use_add_little() {
 #[test]
 fn in_place_restore_rebuilds_a_changed_database_once() {
     let env = Env::new();
-    let fx = env.fixture(2000);
+    let fx = fixture_with_rows(&env, 2000);
     let original = env.root.join("original.db");
     fs::copy(&fx.db_path, &original).unwrap();
-    env.backup(&fx);
+    env.backup(&fx, &[]);
 
     day_of_use(&fx.db_path, 3);
     {
@@ -250,16 +225,11 @@ fn in_place_restore_rebuilds_a_changed_database_once() {
     let ino = fs::metadata(&fx.db_path).unwrap().ino();
     for suffix in ["-wal", "-shm"] {
         // Left (empty) by this test's own read-only connections above.
-        let mut p = fx.db_path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = fs::remove_file(&p);
+        let _ = fs::remove_file(side(&fx.db_path, suffix));
     }
-    let out = env.run(&["restore", "latest", "--in-place", "--dry-run"]);
-    assert!(out.status.success());
+    env.expect(&["restore", "latest", "--in-place", "--dry-run"], 0);
     for suffix in ["-wal", "-shm"] {
-        let mut p = fx.db_path.as_os_str().to_owned();
-        p.push(suffix);
-        assert!(!Path::new(&p).exists(), "dry run left {suffix}");
+        assert!(!side(&fx.db_path, suffix).exists(), "dry run left {suffix}");
     }
     let r = env.json(&["restore", "latest", "--in-place"], 0);
     assert_eq!(u(&r["report"]["files_written"]), 0, "{r}");
@@ -274,11 +244,7 @@ fn in_place_restore_rebuilds_a_changed_database_once() {
             .unwrap();
         c.execute(r#"DELETE FROM "UserData" WHERE rowid % 2 = 0"#, [])
             .unwrap();
-        let wal = {
-            let mut p = fx.db_path.as_os_str().to_owned();
-            p.push("-wal");
-            PathBuf::from(p)
-        };
+        let wal = side(&fx.db_path, "-wal");
         let copy = env.root.join("live-wal");
         fs::copy(&wal, &copy).unwrap();
         // Simulate a crashed server: the WAL stays, the connection goes without a
@@ -294,7 +260,7 @@ fn in_place_restore_rebuilds_a_changed_database_once() {
 #[test]
 fn virtual_tables_fall_back_to_a_physical_copy() {
     let env = Env::new();
-    let fx = env.fixture(500);
+    let fx = fixture_with_rows(&env, 500);
     {
         let c = Connection::open(&fx.db_path).unwrap();
         c.execute_batch(
@@ -303,7 +269,7 @@ fn virtual_tables_fall_back_to_a_physical_copy() {
         )
         .unwrap();
     }
-    let b = env.backup(&fx);
+    let b = env.backup(&fx, &[]);
     let fallbacks = summary(&b)["db_physical"].as_array().unwrap();
     assert_eq!(fallbacks.len(), 1, "{b}");
     assert!(
@@ -339,7 +305,7 @@ fn virtual_tables_fall_back_to_a_physical_copy() {
 #[test]
 fn gc_keeps_list_chunks_of_live_files() {
     let env = Env::new();
-    let fx = env.fixture(5000);
+    let fx = fixture_with_rows(&env, 5000);
     // A large ordinary file gets an indirect chunk list too (> 64 chunks of ~256 KiB).
     let big = fx.data_dir.join("data/collections/big.bin");
     fs::create_dir_all(big.parent().unwrap()).unwrap();
@@ -349,7 +315,7 @@ fn gc_keeps_list_chunks_of_live_files() {
     fs::write(&big, &bytes).unwrap();
     fixture::set_tree_mtimes(&fx.data_dir.join("data/collections"), 1_700_000_000).unwrap();
 
-    env.backup(&fx);
+    env.backup(&fx, &[]);
     let c1 = env.json(&["check"], 0);
     assert!(u(&c1["list_chunks"]) >= 2, "{c1}");
 
@@ -357,7 +323,7 @@ fn gc_keeps_list_chunks_of_live_files() {
     let mut bytes2 = bytes.clone();
     bytes2[10 << 20] ^= 0xff;
     fs::write(&big, &bytes2).unwrap();
-    env.backup(&fx);
+    env.backup(&fx, &[]);
     let expected = expected_state(&fx);
 
     env.json(&["forget", "--keep-last", "1", "--include-named"], 0);

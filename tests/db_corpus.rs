@@ -8,27 +8,23 @@
 //! All cases run, then the test fails listing every failing case, so that one run shows
 //! the whole picture.
 
-#[path = "common/corpus.rs"]
-mod corpus;
-#[path = "common/env.rs"]
-mod env;
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use corpus::{Case, Writer};
-use env::{s, Env, BIN};
+use common::corpus::{self, Case, Writer};
+use common::env::{s, Cmd, Env};
 use serde_json::Value;
 
 /// The data dir's database, as the snapshot names it.
 const DB_REL: &str = "data/jellyfin.db";
 
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Output {
-        corpus::run(Command::new(BIN).arg("--repo").arg(&self.repo).args(args))
-    }
+/// Run the binary against `env`'s repository (killed if it hangs).
+fn run(env: &Env, args: &[&str]) -> Output {
+    corpus::run(&mut env.cmd(args).command())
 }
 
 #[derive(Default)]
@@ -95,13 +91,13 @@ fn run_case(case: &Case, init_flag: bool) -> Outcome {
     if init_flag {
         args.push("--init");
     } else {
-        let o = env.cmd(&["init"]);
+        let o = run(&env, &["init"]);
         if !o.status.success() {
             out.failures.push(failed("init", &o));
             return out;
         }
     }
-    let o = env.cmd(&args);
+    let o = run(&env, &args);
     if !o.status.success() {
         out.failures.push(failed("backup", &o));
         return out;
@@ -114,7 +110,7 @@ fn run_case(case: &Case, init_flag: bool) -> Outcome {
         }
     }
 
-    let o = env.cmd(&["--json", "snapshots"]);
+    let o = run(&env, &["--json", "snapshots"]);
     let snaps: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     match snaps.as_array().and_then(|a| a.last()) {
         None => out.failures.push(failed("snapshots", &o)),
@@ -135,7 +131,10 @@ fn run_case(case: &Case, init_flag: bool) -> Outcome {
     }
 
     let target = env.root.join("restored");
-    let o = env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let o = run(
+        &env,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
     if !o.status.success() {
         out.failures.push(failed("restore --target", &o));
     } else {
@@ -166,7 +165,7 @@ fn run_case(case: &Case, init_flag: bool) -> Outcome {
     let before = env.root.join("before-in-place/jellyfin.db");
     corpus::copy_db(&live, &before);
     let sides_before = corpus::side_files(&live);
-    let o = env.cmd(&["restore", "latest", "--in-place", "--force"]);
+    let o = run(&env, &["restore", "latest", "--in-place", "--force"]);
     if o.status.success() {
         check_restored(&live, &original, "restore --in-place", &mut out);
     } else {
@@ -217,19 +216,15 @@ fn check_restored(db: &Path, original: &Path, step: &str, out: &mut Outcome) {
 
 #[test]
 fn corpus_restores_exactly_or_physically() {
+    // Needed like the rest of the suite needs them (the rollback and running-server tests).
     if let Some(missing) = corpus::missing_tools() {
-        assert!(
-            std::env::var_os("JELLYSNAP_CORPUS_REQUIRED").is_none(),
-            "JELLYSNAP_CORPUS_REQUIRED is set but {missing} is missing"
-        );
-        eprintln!("SKIPPED db_corpus: {missing} not found (install python3 and sqlite3)");
-        return;
+        panic!("the database corpus needs {missing} (apt-get install python3 sqlite3)");
     }
     match corpus::oracle_self_test() {
         Ok(msg) => eprintln!("{msg}"),
         Err(e) => panic!("the oracle cannot fail, so it proves nothing:\n{e}"),
     }
-    let help = corpus::run(Command::new(BIN).args(["backup", "--help"]));
+    let help = corpus::run(&mut Cmd::new(&["backup", "--help"]).command());
     let init_flag = s(&help.stdout).contains("--init");
 
     let dir = tempfile::tempdir().unwrap();

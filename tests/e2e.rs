@@ -1,34 +1,17 @@
 //! End-to-end tests through the built binary on Jellyfin-shaped data dirs.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/verify.rs"]
-mod verify;
+mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Instant;
 
-use env::{s, Env, BIN};
-use fixture::{FixtureSpec, Layout};
+use common::env::{entries_in, files_under, kill_running, need_root, s, wait_until, Cmd, Env};
+use common::fixture::{self, FixtureSpec, Layout};
+use common::verify::{assert_same, db_content, describe, expected_state};
 use serde_json::Value;
-use verify::{assert_same, db_content, describe, expected_state};
-
-impl Env {
-    fn fixture(&self, spec: &FixtureSpec) -> fixture::Fixture {
-        fixture::generate(&self.root.join("src"), spec).unwrap()
-    }
-
-    fn backup(&self, fx: &fixture::Fixture, extra: &[&str]) -> Value {
-        let data = fx.data_dir.to_str().unwrap().to_string();
-        let mut args = vec!["backup", "--data-dir", &data];
-        args.extend_from_slice(extra);
-        self.json(&args, 0)
-    }
-}
 
 fn summary(v: &Value) -> &Value {
     &v["snapshot"]["summary"]
@@ -41,7 +24,7 @@ fn u(v: &Value) -> u64 {
 #[test]
 fn docker_layout_backup_and_exact_restore() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let b = env.backup(&fx, &["--name", "before-10.11.3", "--tag", "manual"]);
     assert_eq!(b["snapshot"]["layout"], "docker");
     assert_eq!(b["snapshot"]["jellyfin_version"], fixture::SERVER_VERSION);
@@ -142,7 +125,7 @@ fn debian_and_linuxserver_layouts() {
 #[test]
 fn components_and_metadata_dir_flags() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     // Move metadata out of the data dir, as system.xml's MetadataPath allows.
     let meta = env.root.join("srv-metadata");
     fs::rename(&fx.metadata_dir, &meta).unwrap();
@@ -170,8 +153,10 @@ fn components_and_metadata_dir_flags() {
     let b = env.backup(&fx, &["--metadata-dir", meta.to_str().unwrap()]);
     assert_eq!(b["snapshot"]["roots"].as_array().unwrap().len(), 2);
     let target = env.root.join("restored");
-    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert!(out.status.success());
+    let out = env.expect(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        0,
+    );
     assert!(
         s(&out.stdout).contains("metadata"),
         "prints where each root went"
@@ -181,21 +166,23 @@ fn components_and_metadata_dir_flags() {
         fixture::tree_digest(&meta, &[]).unwrap()
     );
     // Unknown component: usage error, nothing created.
-    let out = env.run(&[
-        "backup",
-        "--data-dir",
-        fx.data_dir.to_str().unwrap(),
-        "--components",
-        "posters",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = env.expect(
+        &[
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+            "--components",
+            "posters",
+        ],
+        2,
+    );
     assert!(s(&out.stderr).contains("unknown component `posters`"));
 }
 
 #[test]
 fn incremental_backups_read_only_what_changed() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let first = env.backup(&fx, &[]);
     assert!(u(&summary(&first)["bytes_read"]) > 0);
 
@@ -229,18 +216,13 @@ fn incremental_backups_read_only_what_changed() {
     let d = env.json(&["diff", first["id"].as_str().unwrap(), "latest"], 0);
     assert!(!d["changes"].as_array().unwrap().is_empty());
 
-    let target = env.root.join("restored");
-    env.json(
-        &["restore", "latest", "--target", target.to_str().unwrap()],
-        0,
-    );
-    assert_same(&describe(&target, &[]), &expected_state(&fx));
+    env.assert_restores("latest", "restored", &expected_state(&fx));
 }
 
 #[test]
 fn recently_modified_file_is_not_trusted() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     // Modified "now": within the timestamp granularity of the next scan.
     fs::write(
         fx.config_dir.join("network.xml"),
@@ -260,7 +242,7 @@ fn recently_modified_file_is_not_trusted() {
 #[test]
 fn dedup_and_compression() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let b1 = env.backup(&fx, &["--components", "trickplay"]);
     // Copy the whole trickplay tree elsewhere in the data: no new data chunks.
     let src = fx.data_dir.join("data/trickplay");
@@ -296,7 +278,7 @@ fn dedup_and_compression() {
     let s1 = summary(&b1);
     assert!(u(&s1["new_stored_bytes"]) <= u(&s1["new_raw_bytes"]));
     let env2 = Env::new();
-    let fx2 = env2.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx2 = env2.small_fixture();
     fs::write(
         fx2.config_dir.join("big.xml"),
         "<Item><Name>Movie</Name></Item>\n".repeat(20000),
@@ -313,7 +295,7 @@ fn dedup_and_compression() {
 #[test]
 fn in_place_restore_rolls_back_and_touches_only_component_trees() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let b = env.backup(&fx, &["--name", "before-upgrade"]);
     let before = expected_state(&fx);
 
@@ -339,8 +321,7 @@ fn in_place_restore_rolls_back_and_touches_only_component_trees() {
 
     // Dry run: prints the plan, changes nothing.
     let changed_state = fixture::tree_digest(&fx.data_dir, &[]).unwrap();
-    let out = env.run(&["restore", "before-upgrade", "--in-place", "--dry-run"]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
+    let out = env.expect(&["restore", "before-upgrade", "--in-place", "--dry-run"], 0);
     let text = s(&out.stdout);
     assert!(
         text.contains("zz-extra.jpg") && text.contains("dry run"),
@@ -373,7 +354,7 @@ fn in_place_restore_rolls_back_and_touches_only_component_trees() {
 #[test]
 fn in_place_restore_refuses_while_server_runs() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     env.backup(&fx, &[]);
     let db = fx.data_dir.join("data/jellyfin.db");
     let mut server = Command::new("sh")
@@ -382,15 +363,10 @@ fn in_place_restore_refuses_while_server_runs() {
         .spawn()
         .unwrap();
     // Wait until the stand-in server really holds the database open.
-    let fd = std::path::PathBuf::from(format!("/proc/{}/fd/3", server.id()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while fs::read_link(&fd).map(|t| t != db).unwrap_or(true) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stand-in server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let fd = PathBuf::from(format!("/proc/{}/fd/3", server.id()));
+    wait_until("the stand-in server holds the database open", || {
+        fs::read_link(&fd).is_ok_and(|t| t == db)
+    });
     let out = env.run(&["restore", "latest", "--in-place"]);
     let forced = env.run(&["restore", "latest", "--in-place", "--force"]);
     server.kill().unwrap();
@@ -471,73 +447,76 @@ fn database_captured_consistently_while_written() {
 #[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
-    let code = |out: &Output| out.status.code();
+    let fx = env.small_fixture();
 
     // Not a repository.
-    let out = env.run(&["snapshots"]);
-    assert_eq!(code(&out), Some(10));
+    let out = env.expect(&["snapshots"], 10);
     assert!(
         s(&out.stderr).contains("not a jellysnap repository"),
         "{}",
         s(&out.stderr)
     );
     // Missing data dir / not a Jellyfin dir: no repository gets created.
-    let out = env.run(&[
-        "backup",
-        "--data-dir",
-        env.root.join("nope").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), Some(14));
-    let out = env.run(&["backup", "--data-dir", env.root.to_str().unwrap()]);
-    assert_eq!(code(&out), Some(14));
+    env.expect(
+        &[
+            "backup",
+            "--data-dir",
+            env.root.join("nope").to_str().unwrap(),
+        ],
+        14,
+    );
+    let out = env.expect(&["backup", "--data-dir", env.root.to_str().unwrap()], 14);
     assert!(s(&out.stderr).contains("not a Jellyfin data dir"));
     assert!(!env.repo.exists());
 
     env.backup(&fx, &["--name", "one"]);
     // Duplicate name.
-    let out = env.run(&[
-        "backup",
-        "--data-dir",
-        fx.data_dir.to_str().unwrap(),
-        "--name",
-        "one",
-    ]);
-    assert_eq!(code(&out), Some(13), "{}", s(&out.stderr));
+    env.expect(
+        &[
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+            "--name",
+            "one",
+        ],
+        13,
+    );
     // Unknown snapshot.
-    let out = env.run(&[
-        "restore",
-        "nosuch",
-        "--target",
-        env.root.join("t").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), Some(12));
+    let out = env.expect(
+        &[
+            "restore",
+            "nosuch",
+            "--target",
+            env.root.join("t").to_str().unwrap(),
+        ],
+        12,
+    );
     assert!(s(&out.stderr).contains("no snapshot matches `nosuch`"));
     // Target not empty.
     let t = env.root.join("full");
     fs::create_dir_all(&t).unwrap();
     fs::write(t.join("x"), b"x").unwrap();
-    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
-    assert_eq!(code(&out), Some(15));
+    env.expect(&["restore", "one", "--target", t.to_str().unwrap()], 15);
     // Malformed flags.
-    assert_eq!(code(&env.run(&["restore", "one"])), Some(2));
-    assert_eq!(code(&env.run(&["backup", "--bogus"])), Some(2));
-    let out = env.run(&[
-        "backup",
-        "--data-dir",
-        fx.data_dir.to_str().unwrap(),
-        "--name",
-        "has space",
-    ]);
-    assert_eq!(code(&out), Some(2));
+    env.expect(&["restore", "one"], 2);
+    env.expect(&["backup", "--bogus"], 2);
+    env.expect(
+        &[
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+            "--name",
+            "has space",
+        ],
+        2,
+    );
     // Unsupported repository version: refused, repository untouched.
     let cfg = env.repo.join("config");
     let orig = fs::read(&cfg).unwrap();
     let mut future = orig.clone();
     future[8] = 2;
     fs::write(&cfg, &future).unwrap();
-    let out = env.run(&["snapshots"]);
-    assert_eq!(code(&out), Some(11));
+    let out = env.expect(&["snapshots"], 11);
     assert!(s(&out.stderr).contains("format version 2"));
     fs::write(&cfg, &orig).unwrap();
     assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
@@ -546,49 +525,11 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
 #[test]
 fn unreadable_files_make_a_partial_snapshot() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let secret = fx.config_dir.join("encoding.xml");
     assert!(secret.is_file());
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
-    // Root reads anything: drop privileges so the file is really unreadable.
-    let is_root = fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    let mut cmd = if is_root {
-        for p in [&env.root, &fx.root] {
-            for e in fixture::walk_sorted(p)
-                .unwrap()
-                .into_iter()
-                .chain([p.to_path_buf()])
-            {
-                if e != secret {
-                    let m = fs::symlink_metadata(&e).unwrap();
-                    if !m.file_type().is_symlink() {
-                        let mode = if m.is_dir() { 0o777 } else { 0o666 };
-                        fs::set_permissions(&e, fs::Permissions::from_mode(mode)).unwrap();
-                    }
-                }
-            }
-        }
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let out = cmd
-        .arg("--repo")
-        .arg(&env.repo)
-        .args([
-            "--json",
-            "backup",
-            "--init",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-        ])
-        .env("HOME", &env.root)
-        .output()
-        .unwrap();
+    // Root reads anything: as root the backup runs as another user.
+    let out = env.backup_hiding(&fx, &[&secret]);
     assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
     assert!(
         s(&out.stderr).contains("encoding.xml"),
@@ -611,47 +552,53 @@ fn sigkill_during_backup_loses_nothing() {
     spec.trickplay_sheets_per_item = 8;
     let fx = env.fixture(&spec);
     env.backup(&fx, &["--components", "database", "--name", "small"]);
-    let target = env.root.join("expected");
-    env.json(
-        &["restore", "small", "--target", target.to_str().unwrap()],
-        0,
-    );
-    let expected = describe(&target, &[]);
+    let expected = env.restored_state("small", "expected");
 
-    for delay_ms in [50u64, 150, 400] {
-        let mut child = Command::new(BIN)
-            .arg("--repo")
-            .arg(&env.repo)
-            .args(["backup", "--data-dir", fx.data_dir.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status();
-        child.wait().unwrap();
-        let t = env.root.join(format!("after-kill-{delay_ms}"));
-        env.json(&["restore", "small", "--target", t.to_str().unwrap()], 0);
-        assert_same(&describe(&t, &[]), &expected);
+    // Killed as soon as it works in the repository, then once it sealed one more pack,
+    // then two more (a killed run's sealed packs stay, and the next run dedupes on them).
+    for new_packs in [0, 1, 2] {
+        let scratch = |env: &Env| scratch_files(&env.repo);
+        let leftovers = scratch(&env);
+        let packs = files_under(&env.repo.join("packs")).len();
+        let mut child = env
+            .cmd(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()])
+            .quiet()
+            .spawn();
+        wait_until("the backup works in the repository", || {
+            scratch(&env).iter().any(|f| !leftovers.contains(f))
+                && files_under(&env.repo.join("packs")).len() >= packs + new_packs
+        });
+        kill_running(&mut child, "the backup");
+        // It had not finished: its scratch files are left and no snapshot was recorded.
+        assert!(!scratch(&env).is_empty());
+        assert_eq!(
+            env.snapshot_count(),
+            1,
+            "killed after {new_packs} new pack(s)"
+        );
+        env.assert_restores("small", &format!("after-kill-{new_packs}"), &expected);
     }
     // The next backup succeeds and restores exactly.
     env.backup(&fx, &[]);
-    let t = env.root.join("final");
-    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.assert_restores("latest", "final", &expected_state(&fx));
+}
+
+/// The names in the repository's `tmp/`: a writer's scratch files (packs being filled,
+/// database captures) from when it takes its locks until it ends.
+fn scratch_files(repo: &Path) -> Vec<std::ffi::OsString> {
+    fs::read_dir(repo.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
 fn index_is_rebuilt_when_missing() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     env.backup(&fx, &[]);
     fs::remove_dir_all(env.repo.join("index")).unwrap();
     let t = env.root.join("restored");
-    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
+    let out = env.expect(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
     assert!(
         s(&out.stderr).contains("rebuilt it from"),
         "{}",
@@ -671,16 +618,15 @@ fn index_is_rebuilt_when_missing() {
 #[test]
 fn init_refuses_existing_repository() {
     let env = Env::new();
-    assert!(env.run(&["init"]).status.success());
-    let out = env.run(&["init"]);
-    assert_eq!(out.status.code(), Some(10));
+    env.expect(&["init"], 0);
+    let out = env.expect(&["init"], 10);
     assert!(s(&out.stderr).contains("already holds a repository"));
 }
 
 #[test]
 fn file_changing_while_read_is_reported() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let busy = fx.data_dir.join("metadata/library/busy.nfo");
     fs::write(&busy, "<movie>\n".repeat(4 << 20)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -796,8 +742,7 @@ fn forget_by_policy_keeps_named_and_explains() {
     let env = Env::new();
     three_snapshots(&env);
     // An empty policy is refused.
-    let out = env.run(&["forget"]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = env.expect(&["forget"], 2);
     assert!(
         s(&out.stderr).contains("empty policy"),
         "{}",
@@ -826,8 +771,7 @@ fn forget_by_policy_keeps_named_and_explains() {
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert!(left[0]["name"].is_null());
     // By name.
-    let out = env.run(&["forget", "nosuch"]);
-    assert_eq!(out.status.code(), Some(12));
+    env.expect(&["forget", "nosuch"], 12);
     env.json(&["forget", "latest"], 0);
     assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 0);
 }
@@ -856,19 +800,10 @@ fn gc_reclaims_space_and_keeps_the_rest_exact() {
     assert!(after < before);
     // No more than 10% larger than a fresh repository holding only that snapshot.
     let fresh = Env::new();
-    let out = Command::new(BIN)
-        .arg("--repo")
-        .arg(&fresh.repo)
-        .args([
-            "-q",
-            "backup",
-            "--init",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    fresh.expect(
+        &["-q", "backup", "--data-dir", fx.data_dir.to_str().unwrap()],
+        0,
+    );
     let fresh_bytes = dir_bytes(&fresh.repo.join("packs"));
     assert!(
         after * 10 <= fresh_bytes * 11,
@@ -876,9 +811,7 @@ fn gc_reclaims_space_and_keeps_the_rest_exact() {
     );
 
     env.json(&["check", "--read-data"], 0);
-    let t = env.root.join("restored");
-    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.assert_restores("latest", "restored", &expected_state(&fx));
     // A second gc has nothing left to do.
     let g = env.json(&["gc"], 0);
     assert_eq!(u(&g["plan"]["bytes_freed"]), 0, "{g}");
@@ -898,17 +831,11 @@ fn gc_killed_at_each_step_loses_nothing_and_is_finished_next_time() {
         env.json(&["restore", "latest", "--target", t0.to_str().unwrap()], 0);
         let expected = describe(&t0, &[]);
 
-        let out = Command::new(BIN)
-            .arg("--repo")
-            .arg(&env.repo)
-            .args(["gc", "--max-unused", "0"])
-            .env("JELLYSNAP_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success(),
-            "{point}: the crash point was reached"
-        );
+        env.cmd(&["gc", "--max-unused", "0"])
+            .crash_at(point)
+            .crashes();
+        // It stopped inside its sweep: the marker says so.
+        assert!(env.repo.join("gc-in-progress").exists(), "{point}");
         // Every remaining snapshot is whole, the data verifies, and the next gc finishes.
         env.json(&["check", "--read-data"], 0);
         for snap in env.json(&["snapshots"], 0).as_array().unwrap() {
@@ -949,11 +876,9 @@ fn gc_and_backup_exclude_each_other() {
         .open(env.repo.join("locks/repo"))
         .unwrap();
     lock.lock().unwrap();
-    let out = env.run(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(16), "{}", s(&out.stderr));
+    let out = env.expect(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()], 16);
     assert!(s(&out.stderr).contains("locked by another jellysnap process"));
-    let out = env.run(&["gc"]);
-    assert_eq!(out.status.code(), Some(16));
+    env.expect(&["gc"], 16);
     drop(lock);
     env.json(&["check"], 0);
 }
@@ -1005,8 +930,7 @@ fn check_reports_flipped_byte_with_affected_files() {
         .map(|p| p.as_str().unwrap().to_string())
         .collect();
     let t = env.root.join("restored");
-    let out = env.run(&["restore", snap, "--target", t.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let out = env.expect(&["restore", snap, "--target", t.to_str().unwrap()], 3);
     let err = s(&out.stderr);
     assert!(err.contains("could not be restored"), "{err}");
     let first = damaged[0].strip_prefix("data/").unwrap();
@@ -1070,8 +994,7 @@ fn check_reports_truncated_and_missing_packs_and_bad_records() {
             .any(|p| p["kind"] == "snapshot"),
         "{r}"
     );
-    let out = env.run(&["snapshots"]);
-    assert_eq!(out.status.code(), Some(18));
+    let out = env.expect(&["snapshots"], 18);
     assert!(
         s(&out.stderr).contains("corrupt snapshot record"),
         "{}",
@@ -1106,13 +1029,10 @@ fn repair_index_rebuilds_and_recovers_damaged_trailers() {
         pack.file_name().unwrap().to_str().unwrap()
     );
     assert!(u(&r["chunks"]) > 0);
-    let t = env.root.join("restored");
-    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.assert_restores("latest", "restored", &expected_state(&fx));
     // Deleting the index: the next command rebuilds it and says so.
     fs::remove_dir_all(env.repo.join("index")).unwrap();
-    let out = env.run(&["stats"]);
-    assert!(out.status.success());
+    let out = env.expect(&["stats"], 0);
     assert!(s(&out.stderr).contains("rebuilt it from"));
 }
 
@@ -1146,7 +1066,7 @@ fn stats_reports_repository_and_exclusive_sizes() {
 #[test]
 fn symlinked_metadata_dir_is_followed_and_kept() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     // The admin moved metadata/ to another disk and left a symlink.
     let elsewhere = env.root.join("big-disk/metadata");
     fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
@@ -1192,26 +1112,12 @@ fn symlinked_metadata_dir_is_followed_and_kept() {
 #[test]
 fn repository_inside_the_data_dir_is_not_backed_up() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let repo = fx.config_dir.join("jellysnap-repo");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&[
-        "--json",
-        "backup",
-        "--init",
-        "--data-dir",
-        fx.data_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
-    let out = run(&["--json", "ls", "latest", "data/config"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = |args: &[&str]| Cmd::at_repo(&repo, args);
+    let data = fx.data_dir.to_str().unwrap();
+    run(&["backup", "--init", "--data-dir", data]).json(0);
+    let v = run(&["ls", "latest", "data/config"]).json(0);
     assert!(
         !v.as_array()
             .unwrap()
@@ -1224,81 +1130,68 @@ fn repository_inside_the_data_dir_is_not_backed_up() {
 // ---------------------------------------------------------------------------------------
 // Concurrency: each combination proceeds safely or fails clearly; nothing is lost.
 
-/// Start a backup that pauses, holding its locks, right before it commits.
+/// How long a paused backup holds its locks before it commits.
+const PAUSE_MS: u64 = 5000;
+
+/// Start a backup that pauses [`PAUSE_MS`], holding its locks, right before it commits;
+/// returns once it holds them.
 fn paused_backup(env: &Env, fx: &fixture::Fixture, name: &str) -> std::process::Child {
-    let child = Command::new(BIN)
-        .arg("--repo")
-        .arg(&env.repo)
-        .args([
-            "--json",
-            "backup",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-            "--name",
-            name,
-        ])
-        .env("JELLYSNAP_PAUSE_AT", "backup-before-commit")
-        .env("JELLYSNAP_PAUSE_MS", "5000")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until it holds its locks: its database capture sits in tmp/ from just after it
-    // took them until it exits (tmp/ is empty between commands).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while fs::read_dir(env.repo.join("tmp"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let data = fx.data_dir.to_str().unwrap();
+    let child = env
+        .cmd(&["--json", "backup", "--data-dir", data, "--name", name])
+        .pause_at("backup-before-commit", PAUSE_MS)
+        .spawn();
+    // Its database capture sits in tmp/ from just after it took its locks until it exits
+    // (tmp/ is empty between commands).
+    wait_until("the paused backup holds its locks", || {
+        entries_in(&env.repo.join("tmp")) > 0
+    });
     child
 }
 
 #[test]
 fn concurrent_commands_are_safe() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     env.backup(&fx, &["--name", "base"]);
     let base_state = expected_state(&fx);
     fixture::day_of_changes(&fx, 5).unwrap();
     let later_state = expected_state(&fx);
 
-    // Backup A pauses holding its locks; meanwhile:
-    let a = paused_backup(&env, &fx, "a");
-    // - a second backup waits for the first, then succeeds;
-    let b = Command::new(BIN)
-        .arg("--repo")
-        .arg(&env.repo)
-        .args([
-            "--json",
-            "backup",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-            "--name",
-            "b",
-        ])
-        .output();
-    // (it only returns once A is done)
-    // - restore of a committed snapshot proceeds beside a running backup;
-    // - forget and gc, which need the exclusive lock, fail clearly.
-    let a_out = a.wait_with_output().unwrap();
-    let b = b.unwrap();
+    // Backup A pauses holding its locks; meanwhile a second backup waits for the first,
+    // then succeeds: it returns only after A has ended.
+    let mut a = paused_backup(&env, &fx, "a");
+    assert!(a.try_wait().unwrap().is_none(), "A runs when B starts");
+    let a_ended = std::thread::spawn(move || {
+        let out = a.wait_with_output().unwrap();
+        (out, Instant::now())
+    });
+    let data = fx.data_dir.to_str().unwrap();
+    let b = env.cmd(&["--json", "backup", "--data-dir", data, "--name", "b"]);
+    let b_out = b.output();
+    let b_ended = Instant::now();
+    let (a_out, a_ended) = a_ended.join().unwrap();
     assert!(a_out.status.success(), "{}", s(&a_out.stderr));
-    assert!(b.status.success(), "{}", s(&b.stderr));
+    assert!(b_out.status.success(), "{}", s(&b_out.stderr));
+    assert!(
+        b_ended > a_ended,
+        "the second backup waited for the first to release its locks"
+    );
 
-    let a = paused_backup(&env, &fx, "c");
+    // Beside a running backup, a restore of a committed snapshot proceeds, and forget and
+    // gc, which need the exclusive lock, fail clearly: all of them end while it still
+    // holds its locks (they neither waited for it nor ran after it).
+    let mut c = paused_backup(&env, &fx, "c");
     let t = env.root.join("during");
     let restore = env.run(&["restore", "base", "--target", t.to_str().unwrap()]);
     let forget = env.run(&["forget", "base"]);
     let gc = env.run(&["gc"]);
-    let a_out = a.wait_with_output().unwrap();
-    assert!(a_out.status.success(), "{}", s(&a_out.stderr));
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the backup was still running (restore, forget and gc took more than {PAUSE_MS} ms?)"
+    );
+    let c_out = c.wait_with_output().unwrap();
+    assert!(c_out.status.success(), "{}", s(&c_out.stderr));
     assert!(
         restore.status.success(),
         "restore during backup: {}",
@@ -1317,9 +1210,7 @@ fn concurrent_commands_are_safe() {
         ("b", &later_state),
         ("c", &later_state),
     ] {
-        let t = env.root.join(format!("r-{name}"));
-        env.json(&["restore", name, "--target", t.to_str().unwrap()], 0);
-        assert_same(&describe(&t, &[]), state);
+        env.assert_restores(name, &format!("r-{name}"), state);
     }
 }
 
@@ -1330,7 +1221,7 @@ fn concurrent_commands_are_safe() {
 fn unusual_files_round_trip() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let dir = fx.metadata_dir.join("library/odd");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
@@ -1352,9 +1243,7 @@ fn unusual_files_round_trip() {
         "{}",
         summary(&b)
     );
-    let t = env.root.join("restored");
-    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.assert_restores("latest", "restored", &expected_state(&fx));
     // The 64 MiB of zeros cost one chunk.
     assert!(
         u(&summary(&b)["new_raw_bytes"]) < 16 << 20,
@@ -1366,7 +1255,7 @@ fn unusual_files_round_trip() {
 #[test]
 fn file_over_4_gib_round_trips() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let big = fx.data_dir.join("data/attachments/huge.bin");
     fs::create_dir_all(big.parent().unwrap()).unwrap();
     let f = fs::File::create(&big).unwrap();
@@ -1407,15 +1296,15 @@ fn file_over_4_gib_round_trips() {
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
         fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        ok.then(|| SmallDisk(at.to_path_buf()))
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", s(&out.stderr));
+        SmallDisk(at.to_path_buf())
     }
 
     fn grow(&self, size: &str) {
@@ -1435,48 +1324,32 @@ impl Drop for SmallDisk {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs"]
 fn full_disk_during_backup_loses_nothing_and_recovers() {
+    need_root("mounts a small tmpfs");
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
-    let Some(disk) = SmallDisk::mount(&env.root.join("disk"), "6m") else {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fx = env.small_fixture();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "6m");
     // 12 MB of incompressible metadata will not fit.
     let mut rng = fixture::Rng::new(9);
     let mut big = vec![0u8; 12 << 20];
     rng.fill(&mut big);
     fs::write(fx.metadata_dir.join("library/big-backdrop.jpg"), &big).unwrap();
     let repo = disk.0.join("repo");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| Cmd::at_repo(&repo, args);
     let data = fx.data_dir.to_str().unwrap();
+    let restored = |snap: &str, name: &str| {
+        let t = env.root.join(name);
+        run(&["restore", snap, "--target", t.to_str().unwrap()]).expect(0);
+        describe(&t, &[])
+    };
 
-    let out = run(&[
-        "backup",
-        "--init",
-        "--data-dir",
-        data,
-        "--components",
-        "database",
-        "--name",
-        "small",
-    ]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
-    let t = env.root.join("expected");
-    assert!(run(&["restore", "small", "--target", t.to_str().unwrap()])
-        .status
-        .success());
-    let expected = describe(&t, &[]);
+    run(&["backup", "--init", "--data-dir", data])
+        .args(&["--components", "database", "--name", "small"])
+        .expect(0);
+    let expected = restored("small", "expected");
 
-    let out = run(&["backup", "--data-dir", data]);
-    assert_eq!(out.status.code(), Some(1), "{}", s(&out.stderr));
+    let out = run(&["backup", "--data-dir", data]).expect(1);
     let err = s(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
     assert!(
@@ -1487,38 +1360,19 @@ fn full_disk_during_backup_loses_nothing_and_recovers() {
     // Once space is freed: the earlier snapshot is intact, the repository checks clean,
     // and the next backup succeeds.
     disk.grow("64m");
-    let out = run(&["--json", "snapshots"]);
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    let out = run(&["check", "--read-data"]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
-    let t2 = env.root.join("after");
-    assert!(run(&["restore", "small", "--target", t2.to_str().unwrap()])
-        .status
-        .success());
-    assert_same(&describe(&t2, &[]), &expected);
-    let out = run(&["backup", "--data-dir", data]);
-    assert!(out.status.success(), "{}", s(&out.stderr));
-    let t3 = env.root.join("full");
-    assert!(
-        run(&["restore", "latest", "--target", t3.to_str().unwrap()])
-            .status
-            .success()
-    );
-    assert_same(&describe(&t3, &[]), &expected_state(&fx));
-    assert!(run(&["check", "--read-data"]).status.success());
+    let snapshots = run(&["snapshots"]).json(0);
+    assert_eq!(snapshots.as_array().unwrap().len(), 1);
+    run(&["check", "--read-data"]).expect(0);
+    assert_same(&restored("small", "after"), &expected);
+    run(&["backup", "--data-dir", data]).expect(0);
+    assert_same(&restored("latest", "full"), &expected_state(&fx));
+    run(&["check", "--read-data"]).expect(0);
 }
 
 #[test]
 fn in_place_restore_replaces_a_directory_where_a_file_was() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     env.backup(&fx, &["--name", "before"]);
     let before = expected_state(&fx);
     let sheet = fixture::walk_sorted(&fx.data_dir.join("data/trickplay"))
@@ -1631,7 +1485,7 @@ fn backup_while_the_server_adds_and_deletes_files() {
 #[test]
 fn damaged_config_and_index_are_detected() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     env.backup(&fx, &["--name", "one"]);
     // A flipped byte in the config body: refused, naming the file; nothing changes.
     let cfg = env.repo.join("config");
@@ -1640,20 +1494,18 @@ fn damaged_config_and_index_are_detected() {
     let i = bad.iter().position(|&b| b == b'{').unwrap();
     bad[i] = b'[';
     fs::write(&cfg, &bad).unwrap();
-    let out = env.run(&["snapshots"]);
-    assert_eq!(out.status.code(), Some(18), "{}", s(&out.stderr));
+    let out = env.expect(&["snapshots"], 18);
     assert!(
         s(&out.stderr).contains("corrupt repository config"),
         "{}",
         s(&out.stderr)
     );
-    let out = env.run(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(18));
+    env.expect(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()], 18);
     fs::write(&cfg, &orig).unwrap();
     // A truncated config (a torn write that never happens with atomic writes, or a disk
     // error) is also refused.
     fs::write(&cfg, &orig[..6]).unwrap();
-    assert_eq!(env.run(&["snapshots"]).status.code(), Some(18));
+    env.expect(&["snapshots"], 18);
     fs::write(&cfg, &orig).unwrap();
 
     // Damaged index files: the command that meets them says how to rebuild; repair does.
@@ -1686,20 +1538,15 @@ fn damaged_config_and_index_are_detected() {
 #[test]
 fn interrupted_repository_creation_is_finished_by_the_next_command() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
-    let out = Command::new(BIN)
-        .arg("--repo")
-        .arg(&env.repo)
-        .args([
-            "backup",
-            "--init",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-        ])
-        .env("JELLYSNAP_CRASH_AT", "init-before-config")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let fx = env.small_fixture();
+    env.cmd(&[
+        "backup",
+        "--init",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+    ])
+    .crash_at("init-before-config")
+    .crashes();
     assert!(env.repo.join("packs").is_dir() && !env.repo.join("config").exists());
     let b = env.backup(&fx, &[]);
     assert_eq!(b["repository_created"], true);
@@ -1707,13 +1554,7 @@ fn interrupted_repository_creation_is_finished_by_the_next_command() {
     let other = env.root.join("not-a-repo");
     fs::create_dir_all(other.join("packs")).unwrap();
     fs::write(other.join("packs/x"), b"x").unwrap();
-    let out = Command::new(BIN)
-        .arg("--repo")
-        .arg(&other)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+    Cmd::at_repo(&other, &["init"]).expect(2);
 }
 
 /// Regression (seen once in CI): symlinks of one directory are restored in parallel and
@@ -1721,7 +1562,7 @@ fn interrupted_repository_creation_is_finished_by_the_next_command() {
 #[test]
 fn many_symlinks_in_one_directory_restore() {
     let env = Env::new();
-    let fx = env.fixture(&FixtureSpec::small(Layout::Docker));
+    let fx = env.small_fixture();
     let dir = fx.metadata_dir.join("library/links");
     fs::create_dir_all(&dir).unwrap();
     for i in 0..200 {
@@ -1730,8 +1571,6 @@ fn many_symlinks_in_one_directory_restore() {
     }
     env.backup(&fx, &[]);
     for round in 0..3 {
-        let t = env.root.join(format!("restored-{round}"));
-        env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-        assert_same(&describe(&t, &[]), &expected_state(&fx));
+        env.assert_restores("latest", &format!("restored-{round}"), &expected_state(&fx));
     }
 }

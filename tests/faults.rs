@@ -4,39 +4,26 @@
 //! writer threads that cannot start. Each gives a clear error, leaves the repository
 //! consistent (check passes, old snapshots restore exactly) and loses nothing.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/verify.rs"]
-mod verify;
+mod common;
 
-use std::process::Command;
-
-use env::{s, Env, BIN};
-use fixture::{FixtureSpec, Layout};
+use common::env::{s, Env};
+use common::fixture;
+use common::verify::expected_state;
 use serde_json::Value;
-use verify::{assert_same, describe, expected_state};
 
 fn backup_with_fault(env: &Env, data: &str, fault: &str) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(&env.repo)
-        .args(["--json", "backup", "--init", "--data-dir", data])
-        .env("JELLYSNAP_FAULT", fault)
+    env.cmd(&["--json", "backup", "--init", "--data-dir", data])
+        .fault(fault)
         .output()
-        .unwrap()
 }
 
 #[test]
 fn failed_writes_and_fsyncs_lose_nothing() {
     let env = Env::new();
-    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap().to_string();
-    env.json(&["backup", "--data-dir", &data, "--name", "base"], 0);
-    let t = env.root.join("base");
-    env.json(&["restore", "base", "--target", t.to_str().unwrap()], 0);
-    let base = describe(&t, &[]);
+    env.backup(&fx, &["--name", "base"]);
+    let base = env.restored_state("base", "base");
     fixture::day_of_changes(&fx, 1).unwrap();
 
     let mut snapshots = 1;
@@ -61,31 +48,26 @@ fn failed_writes_and_fsyncs_lose_nothing() {
                 err.contains(env.repo.to_str().unwrap()),
                 "{op}:{n}: the error names the repository path: {err}"
             );
-            let snaps = env.json(&["snapshots"], 0);
             assert_eq!(
-                snaps.as_array().unwrap().len(),
+                env.snapshot_count(),
                 snapshots,
                 "{op}:{n}: no partial snapshot was committed"
             );
             env.json(&["check", "--read-data"], 0);
-            let t = env.root.join(format!("r-{op}-{n}-{errno}"));
-            env.json(&["restore", "base", "--target", t.to_str().unwrap()], 0);
-            assert_same(&describe(&t, &[]), &base);
+            env.assert_restores("base", &format!("r-{op}-{n}-{errno}"), &base);
         }
     }
     assert!(triggered >= 15, "only {triggered} faults were hit");
     // The next backup without faults succeeds and restores exactly.
-    env.json(&["backup", "--data-dir", &data], 0);
-    let t = env.root.join("final");
-    env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    env.backup(&fx, &[]);
+    env.assert_restores("latest", "final", &expected_state(&fx));
     env.json(&["check", "--read-data"], 0);
 }
 
 #[test]
 fn source_read_error_gives_a_partial_snapshot() {
     let env = Env::new();
-    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let fx = env.small_fixture();
     let out = backup_with_fault(&env, fx.data_dir.to_str().unwrap(), "read:3:5");
     assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -99,9 +81,9 @@ fn source_read_error_gives_a_partial_snapshot() {
 #[test]
 fn a_pack_writer_that_cannot_start_its_threads_commits_nothing() {
     let env = Env::new();
-    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap().to_string();
-    env.json(&["backup", "--data-dir", &data, "--name", "base"], 0);
+    env.backup(&fx, &["--name", "base"]);
     fixture::day_of_changes(&fx, 1).unwrap();
     // The pack writer starts two threads: the syncer first, then the writer.
     for (n, thread) in [(1, "pack syncer"), (2, "pack writer")] {

@@ -1,24 +1,24 @@
 //! Smoke test of the Jellyfin-shaped fixture generator (tests/common/fixture.rs).
 
-#[path = "common/fixture.rs"]
-mod fixture;
+mod common;
 
-use fixture::{day_of_changes_report, generate, tree_digest, Fixture, FixtureSpec, Layout};
+use common::fixture::{
+    self, day_of_changes_report, generate, tree_digest, Fixture, FixtureSpec, Layout,
+};
+use common::sqlcli::side;
+use common::verify::read_only;
 use std::path::Path;
 
 /// Checks the database. Must run while no `-wal`/`-shm` exists: a read-only connection
 /// creates them and, being read-only, cannot remove them when it closes.
 fn db_check(fx: &Fixture) {
     for suffix in ["-wal", "-shm"] {
-        let mut p = fx.db_path.as_os_str().to_owned();
-        p.push(suffix);
-        assert!(!Path::new(&p).exists(), "{suffix} left next to the db");
+        assert!(
+            !side(&fx.db_path, suffix).exists(),
+            "{suffix} left next to the db"
+        );
     }
-    let conn = rusqlite::Connection::open_with_flags(
-        &fx.db_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open jellyfin.db");
+    let conn = read_only(&fx.db_path);
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
@@ -211,11 +211,7 @@ fn each_day_of_changes_is_one_day_later_and_in_the_past() {
     assert_eq!(r1.mtime_base, fixture::BASE_MTIME + day);
     // A read-only capture (as a backup does) leaves -wal/-shm with wall-clock mtimes;
     // they must not push the next day into the present.
-    let conn = rusqlite::Connection::open_with_flags(
-        &fx.db_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open");
+    let conn = read_only(&fx.db_path);
     let _: i64 = conn
         .query_row("SELECT count(*) FROM BaseItems", [], |r| r.get(0))
         .expect("count");

@@ -3,15 +3,11 @@
 //! target. The crafted records are written through the engine's API, as an attacker with
 //! write access to the repository could.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
+mod common;
 
 use std::fs;
 
-use env::{s, Env};
-use fixture::{FixtureSpec, Layout};
+use common::env::{s, Env};
 use jellysnap::ChunkId;
 use jellysnap::ChunkKind;
 use jellysnap::ChunkSink;
@@ -89,17 +85,8 @@ fn craft(env: &Env, name: &str, entries: Vec<(Vec<u8>, &'static [u8], bool)>) {
 #[test]
 fn crafted_trees_cannot_escape_the_target() {
     let env = Env::new();
-    let fx = fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
-    env.json(
-        &[
-            "backup",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-            "--name",
-            "base",
-        ],
-        0,
-    );
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
     let outside = env.root.join("outside");
     fs::create_dir_all(&outside).unwrap();
 
@@ -111,8 +98,7 @@ fn crafted_trees_cannot_escape_the_target() {
     ] {
         craft(&env, name, vec![(bad, b"pwned", false)]);
         let target = env.root.join("targets").join(name);
-        let out = env.run(&["restore", name, "--target", target.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(18), "{name}: {}", s(&out.stderr));
+        let out = env.expect(&["restore", name, "--target", target.to_str().unwrap()], 18);
         assert!(
             s(&out.stderr).contains("not a plain file name"),
             "{name}: {}",
@@ -125,7 +111,7 @@ fn crafted_trees_cannot_escape_the_target() {
         );
         assert!(!std::path::Path::new("/tmp/pwned").exists());
         // check reports the crafted snapshot as damaged.
-        assert_eq!(env.run(&["check"]).status.code(), Some(18));
+        env.expect(&["check"], 18);
         env.json(&["forget", name], 0);
     }
 

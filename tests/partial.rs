@@ -4,89 +4,16 @@
 //! of named components touches only those, and a backup never creates a repository the
 //! user did not ask for.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/verify.rs"]
-mod verify;
+mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use env::{s, Env, BIN};
-use fixture::{FixtureSpec, Layout};
+use common::env::{files_under, s, Cmd, Env};
+use common::fixture;
+use common::verify::{assert_same, describe};
 use serde_json::{json, Value};
-use verify::{assert_same, describe};
-
-fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn small(env: &Env) -> fixture::Fixture {
-    fixture::generate(&env.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap()
-}
-
-/// Back up `fx` with `hidden` (files or directories) unreadable to the backup, then make
-/// them readable again. Root reads anything, so as root the backup runs as `nobody` over
-/// a tree made readable to everyone else.
-fn backup_hiding(env: &Env, fx: &fixture::Fixture, hidden: &[&Path]) -> Output {
-    if is_root() {
-        for p in [&env.root, &fx.root] {
-            for e in fixture::walk_sorted(p)
-                .unwrap()
-                .into_iter()
-                .chain([p.to_path_buf()])
-            {
-                let m = fs::symlink_metadata(&e).unwrap();
-                if !m.file_type().is_symlink() {
-                    let mode = if m.is_dir() { 0o777 } else { 0o666 };
-                    fs::set_permissions(&e, fs::Permissions::from_mode(mode)).unwrap();
-                }
-            }
-        }
-    }
-    for h in hidden {
-        fs::set_permissions(h, fs::Permissions::from_mode(0o000)).unwrap();
-    }
-    let mut cmd = if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let out = cmd
-        .arg("--repo")
-        .arg(&env.repo)
-        .args([
-            "--json",
-            "backup",
-            "--init",
-            "--data-dir",
-            fx.data_dir.to_str().unwrap(),
-        ])
-        .env("HOME", &env.root)
-        .output()
-        .unwrap();
-    for h in hidden {
-        let mode = if h.is_dir() { 0o755 } else { 0o644 };
-        fs::set_permissions(h, fs::Permissions::from_mode(mode)).unwrap();
-    }
-    out
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    fixture::walk_sorted(dir)
-        .unwrap()
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect()
-}
 
 fn rel_to(fx: &fixture::Fixture, p: &Path) -> String {
     p.strip_prefix(&fx.data_dir)
@@ -116,13 +43,13 @@ fn assert_no_deletes(plan_text: &str) {
 #[test]
 fn an_unreadable_subtitle_survives_an_in_place_restore() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let subs = fx.data_path().join("subtitles");
     let files = files_under(&subs);
     assert!(files.len() >= 3, "{files:?}");
     let secret = files[0].clone();
 
-    let out = backup_hiding(&env, &fx, &[&secret]);
+    let out = env.backup_hiding(&fx, &[&secret]);
     assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["partial"], true);
@@ -138,8 +65,7 @@ fn an_unreadable_subtitle_survives_an_in_place_restore() {
 
     // Rolled back right away: every live subtitle is still there, byte for byte.
     let before = describe(&subs, &[]);
-    let dry = env.run(&["restore", "latest", "--in-place", "--dry-run"]);
-    assert!(dry.status.success(), "{}", s(&dry.stderr));
+    let dry = env.expect(&["restore", "latest", "--in-place", "--dry-run"], 0);
     let text = s(&dry.stdout);
     assert!(
         text.contains(&format!(
@@ -182,14 +108,14 @@ fn an_unreadable_subtitle_survives_an_in_place_restore() {
 #[test]
 fn a_subtitle_directory_the_backup_could_not_list_is_left_alone() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let subs = fx.data_path().join("subtitles");
     let dir = files_under(&subs)[0].parent().unwrap().to_path_buf();
     assert_ne!(dir, subs);
     let inside = files_under(&dir);
     assert!(!inside.is_empty());
 
-    let out = backup_hiding(&env, &fx, &[&dir]);
+    let out = env.backup_hiding(&fx, &[&dir]);
     assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
     assert!(s(&out.stderr).contains("cannot list directory"));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -260,7 +186,7 @@ fn components(snapshot: &Value) -> Vec<String> {
 #[test]
 fn a_metadata_dir_on_an_unmounted_disk_makes_a_partial_snapshot_without_metadata() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let disk = env.root.join("disk");
     fs::create_dir_all(&disk).unwrap();
     let meta = disk.join("metadata");
@@ -273,8 +199,7 @@ fn a_metadata_dir_on_an_unmounted_disk_makes_a_partial_snapshot_without_metadata
     // The disk is not mounted at the next backup: the reason is printed even under -q.
     let away = env.root.join("disk-unmounted");
     fs::rename(&disk, &away).unwrap();
-    let out = env.run(&["-q", "backup", "--data-dir", data]);
-    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let out = env.expect(&["-q", "backup", "--data-dir", data], 3);
     assert!(out.stdout.is_empty(), "{}", s(&out.stdout));
     let err = s(&out.stderr);
     assert!(
@@ -308,34 +233,38 @@ fn a_metadata_dir_on_an_unmounted_disk_makes_a_partial_snapshot_without_metadata
     env.json(&["restore", "latest", "--in-place"], 0);
     assert_same(&describe(&meta, &[]), &before);
     let t = env.root.join("t");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        t.to_str().unwrap(),
-        "--components",
-        "metadata",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+    let out = env.expect(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--components",
+            "metadata",
+        ],
+        2,
+    );
     assert!(s(&out.stderr).contains("does not contain the metadata component"));
 }
 
 #[test]
 fn a_trickplay_link_to_nowhere_is_not_claimed() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let trickplay = fx.data_path().join("trickplay");
     let elsewhere = env.root.join("trickplay-disk");
     fs::rename(&trickplay, &elsewhere).unwrap();
     let gone = env.root.join("not-mounted/trickplay");
     std::os::unix::fs::symlink(&gone, &trickplay).unwrap();
-    let out = env.run(&[
-        "--json",
-        "backup",
-        "--data-dir",
-        fx.data_dir.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let out = env.expect(
+        &[
+            "--json",
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ],
+        3,
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!components(&v["snapshot"]).contains(&"trickplay".to_string()));
     assert_eq!(v["snapshot"]["not_captured"][0]["kind"], "component");
@@ -356,7 +285,7 @@ fn a_trickplay_link_to_nowhere_is_not_claimed() {
 #[test]
 fn a_default_metadata_dir_may_be_absent_but_not_a_link_to_nowhere() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap();
     // Nothing at the default place: the snapshot has an empty metadata component.
     fs::rename(&fx.metadata_dir, env.root.join("meta-elsewhere")).unwrap();
@@ -365,8 +294,7 @@ fn a_default_metadata_dir_may_be_absent_but_not_a_link_to_nowhere() {
     assert_eq!(b["snapshot"]["not_captured"], json!([]));
     // A symlink to a disk that is not mounted: not claimed.
     std::os::unix::fs::symlink(env.root.join("not-mounted/metadata"), &fx.metadata_dir).unwrap();
-    let out = env.run(&["--json", "backup", "--data-dir", data]);
-    assert_eq!(out.status.code(), Some(3), "{}", s(&out.stderr));
+    let out = env.expect(&["--json", "backup", "--data-dir", data], 3);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!components(&v["snapshot"]).contains(&"metadata".to_string()));
     assert_eq!(v["snapshot"]["not_captured"][0]["component"], "metadata");
@@ -384,7 +312,7 @@ fn bytes_and_mtime(p: &Path) -> Stamp {
 #[test]
 fn restoring_metadata_only_leaves_database_and_config_alone() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap();
     env.json(&["backup", "--data-dir", data, "--name", "before"], 0);
     let meta_before = describe(&fx.metadata_dir, &[]);
@@ -464,10 +392,7 @@ fn restoring_metadata_only_leaves_database_and_config_alone() {
 
 #[test]
 fn restore_components_help_says_only_the_listed_ones_are_restored() {
-    let out = Command::new(BIN)
-        .args(["restore", "--help"])
-        .output()
-        .unwrap();
+    let out = Cmd::new(&["restore", "--help"]).expect(0);
     let help = s(&out.stdout);
     assert!(help.contains("rolled back only when named"), "{help}");
 }
@@ -478,7 +403,7 @@ fn restore_components_help_says_only_the_listed_ones_are_restored() {
 #[test]
 fn backup_into_a_path_without_a_repository_needs_init() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap();
     let want = format!(
         "no jellysnap repository at {} (is the backup disk mounted?)",
@@ -525,18 +450,18 @@ fn backup_into_a_path_without_a_repository_needs_init() {
 #[test]
 fn only_the_default_repository_is_created_on_first_backup() {
     let env = Env::new();
-    let fx = small(&env);
+    let fx = env.small_fixture();
     let data = fx.data_dir.to_str().unwrap();
     let run = |repo_env: Option<&Path>| {
-        let mut c = Command::new(BIN);
-        c.args(["-q", "backup", "--data-dir", data])
+        let c = Cmd::new(&["-q", "backup", "--data-dir", data])
             .env("HOME", env.root.join("home"))
             .env_remove("XDG_DATA_HOME")
             .env_remove("JELLYSNAP_REPO");
-        if let Some(r) = repo_env {
-            c.env("JELLYSNAP_REPO", r);
+        match repo_env {
+            Some(r) => c.env("JELLYSNAP_REPO", r),
+            None => c,
         }
-        c.output().unwrap()
+        .output()
     };
     // $JELLYSNAP_REPO names a disk that is not mounted (a cron job): refused.
     let mount = env.root.join("mnt/backup/jellysnap");

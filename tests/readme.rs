@@ -1,13 +1,11 @@
 //! The README's quick start, run as written (with the demo repository moved into a temp
 //! dir): an example nobody runs drifts.
 
-#[path = "common/env.rs"]
-mod env;
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use env::{s, BIN};
+use common::env::{s, Cmd};
 
 /// The arguments after `cargo run --release --` of the README's first quick-start command.
 fn quick_start_args() -> Vec<String> {
@@ -46,20 +44,11 @@ fn quick_start_backs_up_the_bundled_sample() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sample_db = root.join("fixtures/sample/data/jellyfin.db");
     let before = std::fs::read(&sample_db).unwrap();
-    let out = Command::new(BIN)
-        .current_dir(root)
-        .args(&args)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", s(&out.stderr));
+    let out = Cmd::new(&args).current_dir(root).expect(0);
     assert!(s(&out.stdout).contains("saved"), "{}", s(&out.stdout));
     // The sample's database is stored as a proven logical dump, and the bundled files are
     // left exactly as they were (no -wal/-shm beside them).
-    let snaps = Command::new(BIN)
-        .args(["--repo", repo.to_str().unwrap(), "--json", "snapshots"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    let v = Cmd::new(&["--repo", repo.to_str().unwrap(), "snapshots"]).json(0);
     assert_eq!(v[0]["databases"][0]["capture"], "logical", "{v}");
     assert_eq!(std::fs::read(&sample_db).unwrap(), before);
     for suffix in ["-wal", "-shm"] {

@@ -4,51 +4,36 @@
 //! The databases here are written by the system `sqlite3` CLI and Python's `sqlite3`
 //! (another SQLite version and build than jellysnap's), as a real server's are.
 
-#[path = "common/env.rs"]
-mod env;
-#[path = "common/fixture.rs"]
-mod fixture;
-#[path = "common/sqlcli.rs"]
-mod sqlcli;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use env::{s, Env};
-use fixture::{FixtureSpec, Layout};
+use common::env::{s, Env};
+use common::fixture::Fixture;
+use common::sqlcli::{commit_to_wal_and_die, dump_of, side, sqlite3, sqlite3_on_copy};
 use serde_json::Value;
-use sqlcli::{commit_to_wal_and_die, dump_of, side, sqlite3};
 
 /// What the writer's SQLite says of a database: integrity and foreign keys.
 fn checks_of(db: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("copy.db");
-    fs::copy(db, &copy).unwrap();
-    sqlite3(&copy, "PRAGMA integrity_check; PRAGMA foreign_key_check;")
+    sqlite3_on_copy(db, "PRAGMA integrity_check; PRAGMA foreign_key_check;")
 }
 
-impl Env {
-    fn setup(&self) -> fixture::Fixture {
-        let fx =
-            fixture::generate(&self.root.join("src"), &FixtureSpec::small(Layout::Docker)).unwrap();
-        self.json(&["init"], 0);
-        fx
-    }
+/// An empty repository and the small data dir.
+fn setup(env: &Env) -> Fixture {
+    let fx = env.small_fixture();
+    env.json(&["init"], 0);
+    fx
+}
 
-    fn backup(&self, fx: &fixture::Fixture) -> Value {
-        let data = fx.data_dir.to_str().unwrap().to_string();
-        self.json(&["backup", "--data-dir", &data], 0)
-    }
-
-    /// The snapshot record's entry for jellyfin.db.
-    fn db_record(&self, b: &Value) -> Value {
-        let dbs = b["snapshot"]["databases"].as_array().unwrap();
-        dbs.iter()
-            .find(|d| d["rel"].as_str().unwrap().ends_with("jellyfin.db"))
-            .unwrap_or_else(|| panic!("no jellyfin.db in {b}"))
-            .clone()
-    }
+/// The backup's snapshot record's entry for jellyfin.db.
+fn db_record(b: &Value) -> Value {
+    let dbs = b["snapshot"]["databases"].as_array().unwrap();
+    dbs.iter()
+        .find(|d| d["rel"].as_str().unwrap().ends_with("jellyfin.db"))
+        .unwrap_or_else(|| panic!("no jellyfin.db in {b}"))
+        .clone()
 }
 
 /// What real servers leave: Debian's SQLite (no STAT4) ran ANALYZE, rows violate a
@@ -75,7 +60,7 @@ const REAL_WORLD: &str = r#"
 #[test]
 fn databases_from_another_sqlite_restore_exactly() {
     let env = Env::new();
-    let fx = env.setup();
+    let fx = setup(&env);
     sqlite3(&fx.db_path, REAL_WORLD);
     let tables = sqlite3(
         &fx.db_path,
@@ -94,8 +79,8 @@ fn databases_from_another_sqlite_restore_exactly() {
     );
     assert!(original_checks.contains("Children"), "{original_checks}");
 
-    let b = env.backup(&fx);
-    let rec = env.db_record(&b);
+    let b = env.backup(&fx, &[]);
+    let rec = db_record(&b);
     assert_eq!(rec["capture"], "logical", "{rec}");
     assert!(
         rec["verified"].as_str().is_some_and(|v| v.len() == 64),
@@ -153,12 +138,12 @@ fn values_another_sqlite_would_recompute_are_stored_physically() {
         ),
     ] {
         let env = Env::new();
-        let fx = env.setup();
+        let fx = setup(&env);
         sqlite3(&fx.db_path, sql);
         let original_dump = dump_of(&fx.db_path);
         let original_checks = checks_of(&fx.db_path);
-        let b = env.backup(&fx);
-        let rec = env.db_record(&b);
+        let b = env.backup(&fx, &[]);
+        let rec = db_record(&b);
         assert_eq!(rec["capture"], "physical", "{what}: {rec}");
         assert!(
             rec["reason"].as_str().is_some_and(|r| !r.is_empty()),
@@ -178,7 +163,7 @@ fn values_another_sqlite_would_recompute_are_stored_physically() {
 fn utf16_databases_keep_text_that_is_not_valid_utf16() {
     for enc in ["UTF-16le", "UTF-16be"] {
         let env = Env::new();
-        let fx = env.setup();
+        let fx = setup(&env);
         fs::remove_file(&fx.db_path).unwrap();
         // A lone surrogate (D800) and a lone low surrogate (DC00), as stored bytes.
         sqlite3(
@@ -192,18 +177,15 @@ fn utf16_databases_keep_text_that_is_not_valid_utf16() {
             ),
         );
         let raw = |db: &Path| {
-            let dir = tempfile::tempdir().unwrap();
-            let copy = dir.path().join("c.db");
-            fs::copy(db, &copy).unwrap();
-            sqlite3(
-                &copy,
+            sqlite3_on_copy(
+                db,
                 "SELECT hex(CAST(v AS BLOB)), typeof(v), hex(CAST(w AS BLOB)) FROM t;
                  SELECT hex(CAST(k AS BLOB)) FROM k;",
             )
         };
         let original = raw(&fx.db_path);
-        let b = env.backup(&fx);
-        assert_eq!(env.db_record(&b)["capture"], "logical", "{enc}");
+        let b = env.backup(&fx, &[]);
+        assert_eq!(db_record(&b)["capture"], "logical", "{enc}");
         let t = env.root.join("restored");
         env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
         assert_eq!(raw(&t.join("data/jellyfin.db")), original, "{enc}");
@@ -255,9 +237,9 @@ fn crash_with_committed_wal(db: &Path) {
 #[test]
 fn failed_database_restore_changes_nothing() {
     let env = Env::new();
-    let fx = env.setup();
+    let fx = setup(&env);
     sqlite3(&fx.db_path, "ANALYZE;");
-    env.backup(&fx);
+    env.backup(&fx, &[]);
     damage_database(&env);
     crash_with_committed_wal(&fx.db_path);
     // Something else the restore would change, to see that nothing changed.
@@ -280,15 +262,16 @@ fn failed_database_restore_changes_nothing() {
     })
     .collect();
 
-    let dry = env.run(&["restore", "latest", "--in-place", "--force", "--dry-run"]);
-    assert_eq!(dry.status.code(), Some(0), "{}", s(&dry.stderr));
+    let dry = env.expect(
+        &["restore", "latest", "--in-place", "--force", "--dry-run"],
+        0,
+    );
     assert!(
         s(&dry.stdout).contains("database") && s(&dry.stdout).contains("verified"),
         "{}",
         s(&dry.stdout)
     );
-    let out = env.run(&["restore", "latest", "--in-place", "--force"]);
-    assert_eq!(out.status.code(), Some(19), "{}", s(&out.stderr));
+    let out = env.expect(&["restore", "latest", "--in-place", "--force"], 19);
     let err = s(&out.stderr);
     assert!(
         err.contains("jellyfin.db") && err.contains("nothing was changed"),
@@ -327,8 +310,8 @@ fn forge_proof(env: &Env) -> String {
 #[test]
 fn check_and_restore_name_a_database_that_would_not_restore_exactly() {
     let env = Env::new();
-    let fx = env.setup();
-    env.backup(&fx);
+    let fx = setup(&env);
+    env.backup(&fx, &[]);
     let id = forge_proof(&env);
     let r = env.json(&["check", "--read-data"], 18);
     let probs = r["problems"].as_array().unwrap();
@@ -341,8 +324,7 @@ fn check_and_restore_name_a_database_that_would_not_restore_exactly() {
     assert_eq!(r["affected"][0]["snapshot"], id.as_str());
     assert_eq!(r["databases_rebuilt"], 1);
     let t = env.root.join("restored");
-    let out = env.run(&["restore", &id, "--target", t.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(19), "{}", s(&out.stderr));
+    env.expect(&["restore", &id, "--target", t.to_str().unwrap()], 19);
     assert!(
         !t.exists(),
         "a failed restore into a new target leaves no target behind"

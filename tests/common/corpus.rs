@@ -2,8 +2,6 @@
 //! the bundled one), the outside oracle that compares two of them, and writers that act
 //! on a live database. Everything here runs `python3` and the `sqlite3` CLI; nothing
 //! opens a corpus database with rusqlite, whose SQLite is the one under test.
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -163,11 +161,7 @@ pub fn copy_db(src: &Path, dst: &Path) {
     }
 }
 
-pub fn side(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+pub use super::sqlcli::side;
 
 /// The -wal/-shm/-journal files standing beside `db`.
 pub fn side_files(db: &Path) -> Vec<String> {

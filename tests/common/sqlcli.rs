@@ -1,8 +1,7 @@
 //! The system `sqlite3` CLI as the outside judge of databases: another SQLite version and
 //! build than jellysnap's own (CI installs it). Shared by the rollback test files.
-#![allow(dead_code)]
-
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,12 +20,17 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `sqlite3 DB .dump` of a copy of the main file (so no -wal/-shm appear next to `db`).
-pub fn dump_of(db: &Path) -> String {
+/// `sqlite3 COPY SQL` on a copy of the main file (so no -wal/-shm appear next to `db`).
+pub fn sqlite3_on_copy(db: &Path, sql: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("copy.db");
     fs::copy(db, &copy).unwrap();
-    sqlite3(&copy, ".dump")
+    sqlite3(&copy, sql)
+}
+
+/// `sqlite3 DB .dump` of a copy of the main file.
+pub fn dump_of(db: &Path) -> String {
+    sqlite3_on_copy(db, ".dump")
 }
 
 /// `db` with `suffix` appended (`-wal`, `-shm`, `-journal`).
@@ -55,6 +59,6 @@ os.kill(os.getpid(), signal.SIGKILL)
         .args(statements)
         .status()
         .expect("python3 is needed");
-    assert!(!st.success(), "the writer was to be killed");
+    assert_eq!(st.signal(), Some(9), "the writer was to be killed: {st}");
     assert!(fs::metadata(side(db, "-wal")).unwrap().len() > 0);
 }

@@ -1,18 +1,25 @@
 //! Comparing restored trees with what was backed up: file contents, modes, mtimes, and
 //! databases by their rows. Shared by the end-to-end tests and the crash campaign.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::fixture;
+use super::fixture;
+
+/// A tree as [`describe`] sees it: each path (relative) with what it is.
+pub type State = BTreeMap<PathBuf, String>;
+
+/// A read-only connection to `path` (it leaves `-wal`/`-shm` behind a WAL database, and
+/// being read-only cannot remove them when it closes).
+pub fn read_only(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// Rows of every table, in a canonical order, for comparing databases by content.
 pub fn db_content(path: &Path) -> BTreeMap<String, Vec<String>> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
+    let c = read_only(path);
     let ok: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -47,7 +54,7 @@ pub fn db_content(path: &Path) -> BTreeMap<String, Vec<String>> {
 
 /// Every path under `dir` (relative) with kind, content hash, mode and mtime. Databases
 /// are described by their rows instead of their bytes.
-pub fn describe(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {
+pub fn describe(dir: &Path, skip: &[&str]) -> State {
     let mut out = BTreeMap::new();
     for p in fixture::walk_sorted(dir).unwrap() {
         let rel = p.strip_prefix(dir).unwrap().to_path_buf();
@@ -86,7 +93,7 @@ pub fn describe(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {
 
 /// Assert two descriptions are equal, printing only the differences.
 #[track_caller]
-pub fn assert_same(actual: &BTreeMap<PathBuf, String>, expected: &BTreeMap<PathBuf, String>) {
+pub fn assert_same(actual: &State, expected: &State) {
     let mut diffs = Vec::new();
     for (k, v) in expected {
         match actual.get(k) {
@@ -115,7 +122,7 @@ pub fn assert_same(actual: &BTreeMap<PathBuf, String>, expected: &BTreeMap<PathB
 
 /// What a snapshot of `fx` should contain, relative to the data dir: the fixture minus
 /// the paths Jellyfin never needs back.
-pub fn expected_state(fx: &fixture::Fixture) -> BTreeMap<PathBuf, String> {
+pub fn expected_state(fx: &fixture::Fixture) -> State {
     let mut d = describe(
         &fx.data_dir,
         &[

@@ -1,0 +1,20 @@
+//! The one helper module of the integration tests (`mod common;` in each test file):
+//!
+//! - `env`: a temp dir with a repository path, the built binary (`Cmd`: run it, expect an
+//!   exit code, parse its JSON; the test hooks, running as user `nobody`), backup and
+//!   restore-and-compare, waiting for a command to reach a point, root-only tests;
+//! - `fixture`: Jellyfin-shaped data dirs (also included by `examples/gen_dataset.rs`);
+//! - `verify`: describing trees and databases and comparing them;
+//! - `server`: the stand-in running server (`wal_server.py`, Python's own SQLite);
+//! - `sqlcli`: the system `sqlite3` CLI as the outside judge of databases;
+//! - `corpus`: the database corpus of `tests/corpus/` and its oracle.
+//!
+//! Each test binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod corpus;
+pub mod env;
+pub mod fixture;
+pub mod server;
+pub mod sqlcli;
+pub mod verify;
