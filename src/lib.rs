@@ -101,6 +101,7 @@ pub mod chunking {
 pub mod decoders {
     pub use crate::format::chunklist::decode_list;
     pub use crate::format::config::RepoConfig;
+    pub use crate::format::dump::decode as decode_dump;
     pub use crate::format::pack::{
         decode_record_header, decode_trailer, scan_records, trailer_len_from_footer, FOOTER_LEN,
         RECORD_HEADER_LEN,

@@ -1,4 +1,4 @@
-//! Consistent capture of a live SQLite database (DESIGN §3).
+//! Consistent capture of a live SQLite database.
 //!
 //! The source is opened so that neither it nor its `-wal`/`-shm` change (`livedb`: how,
 //! for a stopped server, a running one, and one that lost its locks) and copied with
@@ -12,10 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
 use crate::jellyfin::livedb;
+pub use crate::jellyfin::sqlite::open_immutable;
+use crate::jellyfin::sqlite::open_private;
 
 /// Capture `src` into a new temporary file in `tmp_dir`. The file is removed when the
 /// returned path is dropped.
@@ -70,10 +72,7 @@ pub fn dump_logical(
         .prefix("db-capture-")
         .tempfile_in(tmp_dir)
         .at(tmp_dir)?;
-    let conn = match Connection::open_with_flags(
-        copy,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) {
+    let conn = match open_private(copy) {
         Ok(c) => c,
         Err(e) => return Ok(Err(format!("cannot open the copy: {e}"))),
     };
@@ -87,43 +86,6 @@ pub fn dump_logical(
 /// The SQLite that dumps, rebuilds and observes (the bundled one).
 pub fn sqlite_version() -> &'static str {
     rusqlite::version()
-}
-
-/// A `file:` URI for `path` (percent-encoded: any byte but unreserved ones and `/`).
-pub fn file_uri(path: &Path, query: &str) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut uri = String::from("file:");
-    for &b in abs.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            uri.push(char::from(b));
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push('?');
-    uri.push_str(query);
-    uri
-}
-
-/// Open a database file that nobody writes (a stopped server's) read-only as immutable:
-/// SQLite takes no locks and creates no `-wal`/`-shm` beside it. The caller makes sure
-/// no `-wal` holds committed data (an immutable open would not see it).
-pub fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(
-        file_uri(path, "immutable=1"),
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-}
-
-/// Open a private database file (a captured copy, a rebuilt file) read-only.
-fn open_private(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
 }
 
 /// Remove the `-wal`/`-shm`/`-journal` SQLite leaves next to a private file it opened.

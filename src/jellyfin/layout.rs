@@ -1,4 +1,4 @@
-//! Where a Jellyfin server keeps its state (DESIGN §2): detect the install layout from a
+//! Where a Jellyfin server keeps its state: detect the install layout from a
 //! data dir, resolve the config and metadata dirs, and turn the selected components into
 //! roots and items (the [`Selection`]) that backup walks and restore scopes its deletes to.
 
@@ -173,31 +173,9 @@ fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Find the install `opts` points at and what a snapshot of it holds.
 pub fn detect(opts: &SourceOptions) -> Result<Source> {
-    let data_dir = &opts.data_dir;
-    if !data_dir.is_dir() {
-        return Err(Error::SourceMissing(data_dir.clone()));
-    }
-    let data_dir = canonical(data_dir);
-    let has_db =
-        |d: &Path| d.join("data/jellyfin.db").is_file() || d.join("data/library.db").is_file();
-    if !has_db(&data_dir) {
-        let hint = if has_db(&data_dir.join("data")) {
-            format!(
-                "it looks like the linuxserver.io /config dir: pass --data-dir {}",
-                data_dir.join("data").display()
-            )
-        } else if has_db(&data_dir.join("config")) {
-            format!("pass --data-dir {}", data_dir.join("config").display())
-        } else {
-            "no data/jellyfin.db or data/library.db inside; pass the directory that holds data/, metadata/ and plugins/ (Debian: /var/lib/jellyfin, official Docker: /config, linuxserver.io: /config/data)".to_string()
-        };
-        return Err(Error::NotJellyfin {
-            path: data_dir,
-            detail: hint,
-        });
-    }
-
+    let data_dir = check_data_dir(&opts.data_dir)?;
     let (layout, config_dir) = match &opts.config_dir {
         Some(c) => {
             if !c.is_dir() {
@@ -210,139 +188,22 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         }
         None => detect_config_dir(&data_dir)?,
     };
-    let system_xml = std::fs::read_to_string(config_dir.join("system.xml")).unwrap_or_default();
-    let (metadata_dir, metadata_configured) =
-        match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
-            (Some(m), _) => (canonical(m), true),
-            (None, Some(m)) => (canonical(Path::new(&m)), true),
-            _ => (data_dir.join("metadata"), false),
-        };
-    let cache_dir = xml_tag(&system_xml, "CachePath").map(|c| canonical(Path::new(&c)));
-
+    let dirs = Dirs::find(opts, data_dir, config_dir);
     let mut components: BTreeSet<Component> = opts.components.clone();
     components.insert(Component::Config);
     components.insert(Component::Database);
-
-    // A component whose directory is not there is not claimed: a snapshot that said
-    // "metadata: nothing" would make an in-place restore delete the live metadata once
-    // its disk is back. A metadata dir configured elsewhere must exist; a directory at
-    // its default place inside the data dir may be absent (nothing there yet), but not
-    // be a link to nowhere.
-    let mut not_found: Vec<(Component, PathBuf)> = Vec::new();
-    let dangling = |p: &Path| p.symlink_metadata().is_ok() && !p.is_dir();
-    let metadata_missing = if metadata_configured {
-        !metadata_dir.is_dir()
-    } else {
-        dangling(&metadata_dir)
-    };
-    if components.contains(&Component::Metadata) && metadata_missing {
-        not_found.push((Component::Metadata, metadata_dir.clone()));
-    }
-    for (component, dirs) in [
-        (
-            Component::Subtitles,
-            &["data/subtitles", "data/attachments"][..],
-        ),
-        (Component::Trickplay, &["data/trickplay"][..]),
-    ] {
-        if !components.contains(&component) {
-            continue;
-        }
-        if let Some(dir) = dirs.iter().map(|d| data_dir.join(d)).find(|p| dangling(p)) {
-            not_found.push((component, dir));
-        }
-    }
+    let not_found = dirs.absent(&components);
     for (c, _) in &not_found {
         components.remove(c);
     }
-
-    // Roots: the outermost of the data, config and (if selected) metadata dirs.
-    let mut bases = vec![("data", data_dir.clone()), ("config", config_dir.clone())];
-    if components.contains(&Component::Metadata) {
-        bases.push(("metadata", metadata_dir.clone()));
-    }
-    bases.sort_by_key(|(_, p)| p.components().count());
-    let mut roots: Vec<(String, PathBuf)> = Vec::new();
-    for (label, p) in bases {
-        if !roots.iter().any(|(_, r)| p.starts_with(r)) {
-            roots.push((label.to_string(), p));
-        }
-    }
-    let rel_of = |p: &Path| -> Option<(String, String)> {
-        roots.iter().find(|(_, r)| p.starts_with(r)).map(|(l, r)| {
-            let rel = p
-                .strip_prefix(r)
-                .unwrap_or(Path::new(""))
-                .to_string_lossy()
-                .into_owned();
-            (l.clone(), rel)
-        })
-    };
-
-    let mut items = Vec::new();
-    let mut add = |p: PathBuf, component: Component, excludes: Vec<PathBuf>| {
-        if let Some((root, rel)) = rel_of(&p) {
-            let excludes = excludes
-                .iter()
-                .filter(|x| x.starts_with(&p) && **x != p)
-                .filter_map(|x| rel_of(x).map(|(_, r)| r))
-                .collect();
-            items.push(Item {
-                root,
-                rel,
-                component,
-                excludes,
-            });
-        }
-    };
-    let d = |s: &str| data_dir.join(s);
-    let mut config_excludes = vec![data_dir.clone(), metadata_dir.clone()];
-    config_excludes.extend(cache_dir.clone());
-    for x in ["cache", "log", "logs", "transcodes"] {
-        config_excludes.push(config_dir.join(x));
-    }
-    add(config_dir.clone(), Component::Config, config_excludes);
-    for f in ["data/jellyfin.db", "data/library.db"] {
-        if d(f).is_file() {
-            add(d(f), Component::Database, vec![]);
-        }
-    }
-    for p in [
-        "root",
-        "plugins",
-        "data/collections",
-        "data/playlists",
-        "data/ScheduledTasks",
-        "data/device.txt",
-        "data/livetv/*.json",
-        "splashscreen.png",
-        "data/splashscreen.png",
-        ".jellyfin-*",
-        "data/.jellyfin-*",
-    ] {
-        add(d(p), Component::Config, vec![]);
-    }
-    if components.contains(&Component::Metadata) {
-        add(
-            metadata_dir.clone(),
-            Component::Metadata,
-            cache_dir.iter().cloned().collect(),
-        );
-    }
-    if components.contains(&Component::Subtitles) {
-        add(d("data/subtitles"), Component::Subtitles, vec![]);
-        add(d("data/attachments"), Component::Subtitles, vec![]);
-    }
-    if components.contains(&Component::Trickplay) {
-        add(d("data/trickplay"), Component::Trickplay, vec![]);
-    }
-    // Items inside another item's tree take precedence: check them first.
-    items.sort_by_key(|i| std::cmp::Reverse(i.rel.len()));
-
+    let roots = Roots::of(&dirs, &components);
+    let items = dirs.items(&components, &roots);
     let missing = not_found
         .into_iter()
         .map(|(component, p)| {
-            let (root, rel) = rel_of(&p).unwrap_or_else(|| (component.name().into(), "".into()));
+            let (root, rel) = roots
+                .rel_of(&p)
+                .unwrap_or_else(|| (component.name().into(), "".into()));
             NotCaptured {
                 kind: NotCapturedKind::Component,
                 root,
@@ -352,25 +213,218 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
             }
         })
         .collect();
+    Ok(Source {
+        layout,
+        data_dir: dirs.data,
+        config_dir: dirs.config,
+        components,
+        selection: Selection {
+            roots: roots.records(),
+            items,
+        },
+        missing,
+    })
+}
 
-    let selection = Selection {
-        roots: roots
+/// The data dir, canonical, once it is shown to hold a Jellyfin database; otherwise a
+/// hint at the directory that would.
+fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
+    if !data_dir.is_dir() {
+        return Err(Error::SourceMissing(data_dir.to_path_buf()));
+    }
+    let data_dir = canonical(data_dir);
+    let has_db =
+        |d: &Path| d.join("data/jellyfin.db").is_file() || d.join("data/library.db").is_file();
+    if has_db(&data_dir) {
+        return Ok(data_dir);
+    }
+    let hint = if has_db(&data_dir.join("data")) {
+        format!(
+            "it looks like the linuxserver.io /config dir: pass --data-dir {}",
+            data_dir.join("data").display()
+        )
+    } else if has_db(&data_dir.join("config")) {
+        format!("pass --data-dir {}", data_dir.join("config").display())
+    } else {
+        "no data/jellyfin.db or data/library.db inside; pass the directory that holds data/, metadata/ and plugins/ (Debian: /var/lib/jellyfin, official Docker: /config, linuxserver.io: /config/data)".to_string()
+    };
+    Err(Error::NotJellyfin {
+        path: data_dir,
+        detail: hint,
+    })
+}
+
+/// The directories of an install.
+struct Dirs {
+    data: PathBuf,
+    config: PathBuf,
+    metadata: PathBuf,
+    /// The metadata dir was given (option or system.xml) rather than the default one.
+    metadata_configured: bool,
+    cache: Option<PathBuf>,
+}
+
+impl Dirs {
+    /// The metadata and cache dirs: the options, else system.xml, else the defaults.
+    fn find(opts: &SourceOptions, data: PathBuf, config: PathBuf) -> Dirs {
+        let system_xml = std::fs::read_to_string(config.join("system.xml")).unwrap_or_default();
+        let (metadata, metadata_configured) =
+            match (&opts.metadata_dir, xml_tag(&system_xml, "MetadataPath")) {
+                (Some(m), _) => (canonical(m), true),
+                (None, Some(m)) => (canonical(Path::new(&m)), true),
+                _ => (data.join("metadata"), false),
+            };
+        let cache = xml_tag(&system_xml, "CachePath").map(|c| canonical(Path::new(&c)));
+        Dirs {
+            data,
+            config,
+            metadata,
+            metadata_configured,
+            cache,
+        }
+    }
+
+    /// The selected components whose directory is not there, with that directory.
+    ///
+    /// A component whose directory is not there is not claimed: a snapshot that said
+    /// "metadata: nothing" would make an in-place restore delete the live metadata once
+    /// its disk is back. A metadata dir configured elsewhere must exist; a directory at
+    /// its default place inside the data dir may be absent (nothing there yet), but not
+    /// be a link to nowhere.
+    fn absent(&self, components: &BTreeSet<Component>) -> Vec<(Component, PathBuf)> {
+        let mut not_found = Vec::new();
+        let dangling = |p: &Path| p.symlink_metadata().is_ok() && !p.is_dir();
+        let metadata_missing = if self.metadata_configured {
+            !self.metadata.is_dir()
+        } else {
+            dangling(&self.metadata)
+        };
+        if components.contains(&Component::Metadata) && metadata_missing {
+            not_found.push((Component::Metadata, self.metadata.clone()));
+        }
+        for (component, dirs) in [
+            (
+                Component::Subtitles,
+                &["data/subtitles", "data/attachments"][..],
+            ),
+            (Component::Trickplay, &["data/trickplay"][..]),
+        ] {
+            if !components.contains(&component) {
+                continue;
+            }
+            if let Some(dir) = dirs.iter().map(|d| self.data.join(d)).find(|p| dangling(p)) {
+                not_found.push((component, dir));
+            }
+        }
+        not_found
+    }
+
+    /// The items of `components`, innermost first.
+    fn items(&self, components: &BTreeSet<Component>, roots: &Roots) -> Vec<Item> {
+        let mut items = Vec::new();
+        let mut add = |p: PathBuf, component: Component, excludes: Vec<PathBuf>| {
+            if let Some((root, rel)) = roots.rel_of(&p) {
+                let excludes = excludes
+                    .iter()
+                    .filter(|x| x.starts_with(&p) && **x != p)
+                    .filter_map(|x| roots.rel_of(x).map(|(_, r)| r))
+                    .collect();
+                items.push(Item {
+                    root,
+                    rel,
+                    component,
+                    excludes,
+                });
+            }
+        };
+        let d = |s: &str| self.data.join(s);
+        let mut config_excludes = vec![self.data.clone(), self.metadata.clone()];
+        config_excludes.extend(self.cache.clone());
+        for x in ["cache", "log", "logs", "transcodes"] {
+            config_excludes.push(self.config.join(x));
+        }
+        add(self.config.clone(), Component::Config, config_excludes);
+        for f in ["data/jellyfin.db", "data/library.db"] {
+            if d(f).is_file() {
+                add(d(f), Component::Database, vec![]);
+            }
+        }
+        for p in CONFIG_ITEMS {
+            add(d(p), Component::Config, vec![]);
+        }
+        if components.contains(&Component::Metadata) {
+            let excludes = self.cache.iter().cloned().collect();
+            add(self.metadata.clone(), Component::Metadata, excludes);
+        }
+        if components.contains(&Component::Subtitles) {
+            add(d("data/subtitles"), Component::Subtitles, vec![]);
+            add(d("data/attachments"), Component::Subtitles, vec![]);
+        }
+        if components.contains(&Component::Trickplay) {
+            add(d("data/trickplay"), Component::Trickplay, vec![]);
+        }
+        // Items inside another item's tree take precedence: check them first.
+        items.sort_by_key(|i| std::cmp::Reverse(i.rel.len()));
+        items
+    }
+}
+
+/// Server state inside the data dir that is part of the config component.
+const CONFIG_ITEMS: [&str; 11] = [
+    "root",
+    "plugins",
+    "data/collections",
+    "data/playlists",
+    "data/ScheduledTasks",
+    "data/device.txt",
+    "data/livetv/*.json",
+    "splashscreen.png",
+    "data/splashscreen.png",
+    ".jellyfin-*",
+    "data/.jellyfin-*",
+];
+
+/// The snapshot's roots, labelled: the outermost of the data, config and (if selected)
+/// metadata dirs.
+struct Roots(Vec<(String, PathBuf)>);
+
+impl Roots {
+    fn of(dirs: &Dirs, components: &BTreeSet<Component>) -> Roots {
+        let mut bases = vec![("data", dirs.data.clone()), ("config", dirs.config.clone())];
+        if components.contains(&Component::Metadata) {
+            bases.push(("metadata", dirs.metadata.clone()));
+        }
+        bases.sort_by_key(|(_, p)| p.components().count());
+        let mut roots: Vec<(String, PathBuf)> = Vec::new();
+        for (label, p) in bases {
+            if !roots.iter().any(|(_, r)| p.starts_with(r)) {
+                roots.push((label.to_string(), p));
+            }
+        }
+        Roots(roots)
+    }
+
+    /// The root `p` lies under and its path relative to it.
+    fn rel_of(&self, p: &Path) -> Option<(String, String)> {
+        self.0.iter().find(|(_, r)| p.starts_with(r)).map(|(l, r)| {
+            let rel = p
+                .strip_prefix(r)
+                .unwrap_or(Path::new(""))
+                .to_string_lossy()
+                .into_owned();
+            (l.clone(), rel)
+        })
+    }
+
+    fn records(self) -> Vec<Root> {
+        self.0
             .into_iter()
             .map(|(label, p)| Root {
                 label,
                 path: p.to_string_lossy().into_owned(),
             })
-            .collect(),
-        items,
-    };
-    Ok(Source {
-        layout,
-        data_dir,
-        config_dir,
-        components,
-        selection,
-        missing,
-    })
+            .collect()
+    }
 }
 
 fn detect_config_dir(data_dir: &Path) -> Result<(&'static str, PathBuf)> {

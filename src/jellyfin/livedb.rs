@@ -26,13 +26,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::jellyfin::capture::file_uri;
 use crate::jellyfin::running::{probe_locks, side_file, LockProbe};
+use crate::jellyfin::sqlite::{connect_shared, file_uri};
 
 /// How the source database was opened (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +95,7 @@ pub fn open(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
     } else {
         None
     };
-    let conn = connect(
+    let conn = connect_shared(
         &file_uri(db, query),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
     )?;
@@ -162,7 +160,7 @@ fn open_private_copy(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
             ));
         }
     }
-    let conn = connect(
+    let conn = connect_shared(
         copy.to_str().ok_or("scratch path is not UTF-8")?,
         OpenFlags::SQLITE_OPEN_READ_WRITE,
     )?;
@@ -172,16 +170,6 @@ fn open_private_copy(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
         stamp: None,
         _private: Some(dir),
     })
-}
-
-fn connect(name: &str, flags: OpenFlags) -> Result<Connection, String> {
-    let conn = Connection::open_with_flags(name, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| format!("cannot open: {e}"))?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(30))
-        .map_err(|e| e.to_string())?;
-    Ok(conn)
 }
 
 /// What changes when anything writes the file or replaces it.
@@ -251,11 +239,5 @@ mod tests {
         drop(c);
         let err = src.finish().unwrap_err();
         assert!(err.contains("while it was read without locks"), "{err}");
-    }
-
-    #[test]
-    fn the_uri_escapes_what_sqlite_would_read_as_syntax() {
-        let u = file_uri(Path::new("/a b/c?d#e%f/ü.db"), "mode=ro");
-        assert_eq!(u, "file:/a%20b/c%3Fd%23e%25f/%C3%BC.db?mode=ro");
     }
 }

@@ -1,4 +1,5 @@
-//! Layout-independent ("logical") capture of a SQLite database and its rebuild.
+//! Layout-independent ("logical") capture of a SQLite database and its rebuild: the
+//! SQLite side of the dump whose bytes `format::dump` defines.
 //!
 //! The physical copy made by the online backup API keeps page numbers, so it dedupes well
 //! between snapshots only as long as rows stay on the same pages; a VACUUM or a table
@@ -7,13 +8,20 @@
 //! bytes whatever the page layout, and a changed row changes only its own few bytes, so
 //! content-defined chunking over the dump re-synchronises right after it.
 //!
+//! [`dump`] reads a connection's settings, schema and rows (in one read transaction) and
+//! feeds them to the encoder. Generated columns are not dumped (SQLite computes them).
+//! Virtual tables are refused ([`LogicalError::Unsupported`]): their shadow tables cannot
+//! be restored faithfully. In a UTF-16 database each text value is read as its stored
+//! bytes.
+//!
 //! [`rebuild`] creates a new database from a dump: same page size, auto_vacuum, text
 //! encoding, user_version, application_id, journal mode, the same `sqlite_schema` rows
 //! (SQL text, order and rowids), the same rows with the same rowids and storage classes in
 //! every table, internal ones (`sqlite_sequence`, every `sqlite_stat*` table present)
 //! included. Nothing is enforced while rows go in (foreign keys, CHECK constraints,
 //! triggers), so rows that violated a constraint in the source violate it the same way.
-//! Indexes are not dumped; SQLite rebuilds them from the rows.
+//! Indexes are not dumped; SQLite rebuilds them from the rows. Only `CREATE` statements
+//! from the dump are executed.
 //!
 //! A rebuild is a transformation done by the SQLite linked here, which is not the one
 //! that wrote the source: values SQLite *recomputes* (stored generated columns, expression
@@ -21,64 +29,18 @@
 //! application-defined collation or function. So a dump is never trusted on its own: the
 //! capture compares an observation of the rebuilt database with one of the source
 //! (`jellyfin::observe`) and keeps the physical copy when they differ.
-//!
-//! # Encoding (version 2; version 1 is still read)
-//!
-//! ```text
-//! dump     = "JSSQLDMP" version:u8(=2) header schema table* 'E' rows:varint
-//! header   = page_size:varint auto_vacuum:u8 text_encoding:u8 wal:u8
-//!            user_version:zigzag application_id:zigzag
-//! schema   = count:varint entry*       in sqlite_schema rowid order (v1: sorted by
-//!                                       (type rank, name bytes), no rowids)
-//! entry    = rowid_delta:zigzag type:str name:str tbl_name:str sql:(0 | 1 str)
-//!            rowid_delta = rowid - previous entry's rowid (first: rowid - 0); v1 has none
-//! table    = 'T' name:str without_rowid:u8 alias:varint ncols:varint colname:str*
-//!            row* 0x00                 tables sorted by name, `sqlite_*` tables last
-//! row      = 0x01 [rowid_delta:zigzag] value{0..=ncols} 0x06
-//!            rowid_delta = rowid - previous row's rowid (first row: rowid - 0);
-//!            absent for WITHOUT ROWID tables. Rows in rowid order, or primary-key order
-//!            for WITHOUT ROWID tables. Trailing NULL columns are left out: the row
-//!            ends with 0x06 and the missing columns are NULL.
-//! value    = 0x00                      NULL
-//!          | 0x01 zigzag               INTEGER
-//!          | 0x02 bits:u64le           REAL (exact bits)
-//!          | 0x03 str                  TEXT (the stored UTF-8 bytes, unchecked)
-//!          | 0x04 len:varint bytes     BLOB
-//!          | 0x05                      INTEGER equal to the row's rowid (only in the
-//!                                      column `alias - 1`, the INTEGER PRIMARY KEY)
-//!          | 0x07 str                  TEXT as stored in a UTF-16 database (its raw
-//!                                      UTF-16 bytes; only in UTF-16 databases)
-//! str      = len:varint bytes
-//! varint   = unsigned LEB128, at most 10 bytes; zigzag = varint of (n << 1) ^ (n >> 63)
-//! ```
-//!
-//! Trailing NULLs are elided so that `ALTER TABLE ADD COLUMN` of a nullable column (which
-//! SQLite does without touching the rows) does not change the rows' bytes either.
-//! Rowids are delta-encoded so that a table rebuilt with `INSERT ... SELECT` (which
-//! renumbers rowids after any gap) still produces mostly identical bytes.
-//! Generated columns are not dumped (SQLite computes them). Virtual tables are refused
-//! ([`LogicalError::Unsupported`]): their shadow tables cannot be restored faithfully. In
-//! a UTF-16 database text is dumped as its stored bytes (SQLite's conversion to UTF-8
-//! would be lossy for text that is not valid UTF-16).
-//!
-//! Decoding never panics on bad input: every length is bounds-checked and capped, and a
-//! malformed dump is an error.
 
-use std::collections::HashSet;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::format::dump::{MAGIC, OLDEST_VERSION, VERSION};
-
-/// Largest string or blob accepted by the decoder (SQLite's own hard limit is < 2^31).
-const MAX_VALUE_LEN: u64 = 1 << 31;
-/// Largest identifier / schema SQL accepted by the decoder.
-const MAX_NAME_LEN: u64 = 1 << 24;
-const MAX_COLUMNS: u64 = 32_767;
-const MAX_SCHEMA_ENTRIES: u64 = 1 << 20;
+use crate::format::dump::{
+    is_internal, tables_in_order, DumpError, DumpStats, Reader, Row, SchemaEntry, Settings,
+    TableHeader, Value, Writer,
+};
+use crate::jellyfin::sqlite::quote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogicalError {
@@ -94,79 +56,23 @@ pub enum LogicalError {
     Mismatch(String),
 }
 
+impl From<DumpError> for LogicalError {
+    fn from(e: DumpError) -> LogicalError {
+        match e {
+            DumpError::Io(e) => LogicalError::Io(e),
+            DumpError::Format(msg) => LogicalError::Format(msg),
+        }
+    }
+}
+
 type Result<T, E = LogicalError> = std::result::Result<T, E>;
 
 fn bad<T>(msg: impl Into<String>) -> Result<T> {
     Err(LogicalError::Format(msg.into()))
 }
 
-/// What [`dump`] wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DumpStats {
-    pub schema_entries: u64,
-    pub tables: u64,
-    pub rows: u64,
-    pub bytes: u64,
-}
-
-/// Database settings that live in the file header and must be reproduced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub page_size: u32,
-    /// 0 none, 1 full, 2 incremental.
-    pub auto_vacuum: u8,
-    /// 1 UTF-8, 2 UTF-16le, 3 UTF-16be.
-    pub text_encoding: u8,
-    pub wal: bool,
-    pub user_version: i32,
-    pub application_id: i32,
-}
-
-/// One `sqlite_schema` row.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SchemaEntry {
-    /// The row's rowid in `sqlite_schema` (its position); `None` in version 1 dumps.
-    pub rowid: Option<i64>,
-    pub kind: String,
-    pub name: String,
-    pub tbl_name: String,
-    pub sql: Option<String>,
-}
-
-fn type_rank(kind: &str) -> u8 {
-    match kind {
-        "table" => 0,
-        "index" => 1,
-        "view" => 2,
-        "trigger" => 3,
-        _ => 4,
-    }
-}
-
-fn sort_schema(entries: &mut [SchemaEntry]) {
-    entries.sort_by(|a, b| {
-        (type_rank(&a.kind), a.name.as_bytes(), a.tbl_name.as_bytes()).cmp(&(
-            type_rank(&b.kind),
-            b.name.as_bytes(),
-            b.tbl_name.as_bytes(),
-        ))
-    });
-}
-
-/// Names SQLite reserves for itself (`sqlite_sequence`, `sqlite_stat1`, ...). Compared as
-/// bytes: a name's 7th byte may fall inside a multi-byte character.
-pub fn is_internal(name: &str) -> bool {
-    name.as_bytes()
-        .get(..7)
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"sqlite_"))
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
 // ---------------------------------------------------------------------------------------
-// Reading the source
+// Reading a database
 
 pub fn read_settings(conn: &Connection) -> Result<Settings> {
     let int = |p: &str| -> Result<i64> {
@@ -210,14 +116,98 @@ pub fn read_schema(conn: &Connection) -> Result<Vec<SchemaEntry>> {
     Ok(out)
 }
 
-/// How a table's rows are keyed and which columns are stored.
+/// A table as SQLite describes it (`pragma_table_list`, `pragma_table_xinfo`).
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub without_rowid: bool,
+    /// Every column, hidden and generated ones included, in table order.
+    pub columns: Vec<ColumnInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub decl_type: String,
+    /// Position in the primary key, from 1; 0 = not part of it.
+    pub pk: i64,
+    /// 0 stored, 1 hidden (virtual tables), 2 generated virtual, 3 generated stored.
+    pub hidden: i64,
+}
+
+impl TableInfo {
+    /// Describe the ordinary table `name` (any other kind is unsupported).
+    pub fn read(conn: &Connection, name: &str) -> Result<TableInfo> {
+        let (kind, without_rowid): (String, bool) = conn
+            .query_row(
+                "SELECT type, wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| LogicalError::Unsupported(format!("table {name}: {e}")))?;
+        if kind != "table" {
+            return Err(LogicalError::Unsupported(format!(
+                "table {name} is a {kind} table"
+            )));
+        }
+        let mut stmt = conn.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1)")?;
+        let columns = stmt
+            .query_map([name], |r| {
+                Ok(ColumnInfo {
+                    name: r.get(0)?,
+                    decl_type: r.get(1)?,
+                    pk: r.get(2)?,
+                    hidden: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(TableInfo {
+            name: name.to_string(),
+            without_rowid,
+            columns,
+        })
+    }
+
+    /// The name under which the rowid is reachable (the first of `rowid`, `_rowid_` and
+    /// `oid` no column shadows); "" for a WITHOUT ROWID table.
+    pub fn rowid_name(&self) -> Result<&'static str> {
+        if self.without_rowid {
+            return Ok("");
+        }
+        let lower: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect();
+        ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|n| !lower.iter().any(|c| c == n))
+            .ok_or_else(|| {
+                LogicalError::Unsupported(format!(
+                    "table {} shadows rowid, _rowid_ and oid with columns",
+                    self.name
+                ))
+            })
+    }
+
+    /// The primary key's columns in key order.
+    pub fn key(&self) -> Vec<&str> {
+        let mut pk: Vec<(i64, &str)> = self
+            .columns
+            .iter()
+            .filter(|c| c.pk > 0)
+            .map(|c| (c.pk, c.name.as_str()))
+            .collect();
+        pk.sort();
+        pk.into_iter().map(|p| p.1).collect()
+    }
+}
+
+/// How a table's rows are keyed and which columns are stored (and so dumped).
 #[derive(Debug, Clone)]
 struct TableShape {
-    name: String,
-    without_rowid: bool,
-    /// 1-based index into `columns` of the INTEGER PRIMARY KEY candidate; 0 = none.
-    alias: usize,
-    columns: Vec<String>,
+    /// The table section's head: name, key kind, INTEGER PRIMARY KEY, stored columns.
+    header: TableHeader,
     /// ORDER BY columns of a WITHOUT ROWID table.
     pk: Vec<String>,
     /// The name under which the rowid is reachable (not shadowed by a column).
@@ -225,112 +215,37 @@ struct TableShape {
 }
 
 fn table_shape(conn: &Connection, name: &str) -> Result<TableShape> {
-    let (kind, wr): (String, bool) = conn
-        .query_row(
-            "SELECT type, wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|e| LogicalError::Unsupported(format!("table {name}: {e}")))?;
-    if kind != "table" {
-        return Err(LogicalError::Unsupported(format!(
-            "table {name} is a {kind} table"
-        )));
-    }
-    let mut stmt = conn.prepare("SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1)")?;
-    let cols = stmt
-        .query_map([name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let all_names: Vec<String> = cols.iter().map(|c| c.0.to_ascii_lowercase()).collect();
-    let stored: Vec<&(String, String, i64, i64)> = cols.iter().filter(|c| c.3 == 0).collect();
-    if cols.iter().any(|c| c.3 == 1) {
+    let info = TableInfo::read(conn, name)?;
+    if info.columns.iter().any(|c| c.hidden == 1) {
         return Err(LogicalError::Unsupported(format!(
             "table {name} has hidden columns"
         )));
     }
-    let mut pks: Vec<(i64, String)> = stored
-        .iter()
-        .filter(|c| c.2 > 0)
-        .map(|c| (c.2, c.0.clone()))
-        .collect();
-    pks.sort();
-    let alias = if !wr && pks.len() == 1 {
+    let rowid_name = info.rowid_name()?;
+    let stored: Vec<&ColumnInfo> = info.columns.iter().filter(|c| c.hidden == 0).collect();
+    let key = info.key();
+    let alias = if !info.without_rowid && key.len() == 1 {
         stored
             .iter()
-            .position(|c| c.2 > 0 && c.1.eq_ignore_ascii_case("INTEGER"))
+            .position(|c| c.pk > 0 && c.decl_type.eq_ignore_ascii_case("INTEGER"))
             .map_or(0, |i| i + 1)
     } else {
         0
     };
-    let rowid_name = ["rowid", "_rowid_", "oid"]
-        .into_iter()
-        .find(|n| !all_names.iter().any(|c| c == n));
-    let rowid_name = match (wr, rowid_name) {
-        (true, _) => "",
-        (false, Some(n)) => n,
-        (false, None) => {
-            return Err(LogicalError::Unsupported(format!(
-                "table {name} shadows rowid, _rowid_ and oid with columns"
-            )))
-        }
-    };
     Ok(TableShape {
-        name: name.to_string(),
-        without_rowid: wr,
-        alias,
-        columns: stored.iter().map(|c| c.0.clone()).collect(),
-        pk: pks.into_iter().map(|p| p.1).collect(),
+        header: TableHeader {
+            name: name.to_string(),
+            without_rowid: info.without_rowid,
+            alias,
+            columns: stored.iter().map(|c| c.name.clone()).collect(),
+        },
+        pk: key.into_iter().map(str::to_string).collect(),
         rowid_name,
     })
 }
 
 // ---------------------------------------------------------------------------------------
-// Encoder
-
-struct Enc<W: Write> {
-    w: W,
-    n: u64,
-}
-
-impl<W: Write> Enc<W> {
-    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.n += b.len() as u64;
-        self.w.write_all(b)
-    }
-    fn u8(&mut self, b: u8) -> std::io::Result<()> {
-        self.bytes(&[b])
-    }
-    fn varint(&mut self, mut v: u64) -> std::io::Result<()> {
-        let mut buf = [0u8; 10];
-        let mut i = 0;
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                buf[i] = b;
-                i += 1;
-                break;
-            }
-            buf[i] = b | 0x80;
-            i += 1;
-        }
-        self.bytes(&buf[..i])
-    }
-    fn zigzag(&mut self, v: i64) -> std::io::Result<()> {
-        self.varint(((v << 1) ^ (v >> 63)) as u64)
-    }
-    fn str(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.varint(b.len() as u64)?;
-        self.bytes(b)
-    }
-}
+// Dump: a connection's content through the encoder
 
 /// Write a logical dump of `conn`'s main database to `out`. Runs in one read
 /// transaction (opened here unless the caller already holds one), so the dump is a
@@ -350,326 +265,171 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
     } else {
         None
     };
-    let mut e = Enc {
-        w: BufWriter::with_capacity(1 << 16, out),
-        n: 0,
-    };
-    let mut stats = DumpStats::default();
-    e.bytes(MAGIC)?;
-    e.u8(VERSION)?;
-
-    let mut s = read_settings(conn)?;
+    let mut settings = read_settings(conn)?;
     if let Some(wal) = wal {
-        s.wal = wal;
+        settings.wal = wal;
     }
-    e.varint(u64::from(s.page_size))?;
-    e.u8(s.auto_vacuum)?;
-    e.u8(s.text_encoding)?;
-    e.u8(u8::from(s.wal))?;
-    e.zigzag(i64::from(s.user_version))?;
-    e.zigzag(i64::from(s.application_id))?;
-
     let schema = read_schema(conn)?;
-    e.varint(schema.len() as u64)?;
-    let mut prev_rowid: i64 = 0;
-    for s in &schema {
-        let rowid = s.rowid.unwrap_or_default();
-        e.zigzag(rowid.wrapping_sub(prev_rowid))?;
-        prev_rowid = rowid;
-        e.str(s.kind.as_bytes())?;
-        e.str(s.name.as_bytes())?;
-        e.str(s.tbl_name.as_bytes())?;
-        match &s.sql {
-            None => e.u8(0)?,
-            Some(sql) => {
-                e.u8(1)?;
-                e.str(sql.as_bytes())?;
-            }
-        }
+    let out = BufWriter::with_capacity(1 << 16, out);
+    let mut w = Writer::new(out, &settings, &schema)?;
+    for t in tables_in_order(&schema) {
+        dump_table(conn, &mut w, &t.name, settings.utf16())?;
     }
-    stats.schema_entries = schema.len() as u64;
-
-    let mut tables: Vec<&SchemaEntry> = schema.iter().filter(|s| s.kind == "table").collect();
-    tables.sort_by(|a, b| {
-        (is_internal(&a.name), a.name.as_bytes()).cmp(&(is_internal(&b.name), b.name.as_bytes()))
-    });
-    for t in tables {
-        let shape = table_shape(conn, &t.name)?;
-        e.u8(b'T')?;
-        e.str(shape.name.as_bytes())?;
-        e.u8(u8::from(shape.without_rowid))?;
-        e.varint(shape.alias as u64)?;
-        e.varint(shape.columns.len() as u64)?;
-        for c in &shape.columns {
-            e.str(c.as_bytes())?;
-        }
-        // SQLite hands text to us as UTF-8, converting (lossily, for text that is not
-        // valid UTF-16) in a UTF-16 database: there each column is read a second time as
-        // its stored bytes, and text is written from those.
-        let utf16 = s.text_encoding != 1;
-        let cols: Vec<String> = shape
-            .columns
-            .iter()
-            .map(|c| {
-                let q = quote(c);
-                if utf16 {
-                    format!("{q}, CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END")
-                } else {
-                    q
-                }
-            })
-            .collect();
-        let width = if utf16 { 2 } else { 1 };
-        let sql = if shape.without_rowid {
-            let order: Vec<String> = shape.pk.iter().map(|c| quote(c)).collect();
-            format!(
-                "SELECT {} FROM main.{} ORDER BY {}",
-                if cols.is_empty() {
-                    "NULL".to_string()
-                } else {
-                    cols.join(",")
-                },
-                quote(&shape.name),
-                order.join(",")
-            )
-        } else {
-            let mut sel = vec![shape.rowid_name.to_string()];
-            sel.extend(cols.iter().cloned());
-            format!(
-                "SELECT {} FROM main.{} ORDER BY {}",
-                sel.join(","),
-                quote(&shape.name),
-                shape.rowid_name
-            )
-        };
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        let off = usize::from(!shape.without_rowid);
-        let mut prev: i64 = 0;
-        while let Some(row) = rows.next()? {
-            e.u8(1)?;
-            let mut rowid = 0;
-            if !shape.without_rowid {
-                rowid = row.get::<_, i64>(0)?;
-                e.zigzag(rowid.wrapping_sub(prev))?;
-                prev = rowid;
-            }
-            // Trailing NULLs are left out (a column added with ALTER TABLE ADD COLUMN,
-            // or appended by a table rebuild, leaves every existing row's bytes alone).
-            let mut present = shape.columns.len();
-            while present > 0 && row.get_ref((present - 1) * width + off)? == ValueRef::Null {
-                present -= 1;
-            }
-            for i in 0..present {
-                let v = row.get_ref(i * width + off)?;
-                if utf16 && matches!(v, ValueRef::Text(_)) {
-                    if let ValueRef::Blob(raw) = row.get_ref(i * width + off + 1)? {
-                        e.u8(7)?;
-                        e.str(raw)?;
-                        continue;
-                    }
-                }
-                match v {
-                    ValueRef::Integer(n) if shape.alias == i + 1 && n == rowid => e.u8(5)?,
-                    ValueRef::Null => e.u8(0)?,
-                    ValueRef::Integer(n) => {
-                        e.u8(1)?;
-                        e.zigzag(n)?;
-                    }
-                    ValueRef::Real(f) => {
-                        e.u8(2)?;
-                        e.bytes(&f.to_bits().to_le_bytes())?;
-                    }
-                    ValueRef::Text(t) => {
-                        e.u8(3)?;
-                        e.str(t)?;
-                    }
-                    ValueRef::Blob(b) => {
-                        e.u8(4)?;
-                        e.str(b)?;
-                    }
-                }
-            }
-            e.u8(6)?;
-            stats.rows += 1;
-        }
-        e.u8(0)?;
-        stats.tables += 1;
-    }
-    e.u8(b'E')?;
-    e.varint(stats.rows)?;
-    e.w.flush()?;
-    stats.bytes = e.n;
-    drop(e);
+    let stats = w.finish()?;
     if let Some(tx) = tx {
         tx.commit()?;
     }
     Ok(stats)
 }
 
-// ---------------------------------------------------------------------------------------
-// Decoder
-
-/// Bounds-checked reader over the dump stream.
-struct Dec<R: Read> {
-    r: R,
+/// One table section: its head and every row in key order.
+fn dump_table<W: Write>(
+    conn: &Connection,
+    w: &mut Writer<W>,
+    name: &str,
+    utf16: bool,
+) -> Result<()> {
+    let shape = table_shape(conn, name)?;
+    w.table(&shape.header)?;
+    let mut stmt = conn.prepare(&select_rows(&shape, utf16))?;
+    let mut rows = stmt.query([])?;
+    let without_rowid = shape.header.without_rowid;
+    let first = usize::from(!without_rowid);
+    let width = if utf16 { 2 } else { 1 };
+    let ncols = shape.header.columns.len();
+    while let Some(row) = rows.next()? {
+        let rowid = match without_rowid {
+            true => None,
+            false => Some(row.get::<_, i64>(0)?),
+        };
+        let values = (0..ncols)
+            .map(|i| column_value(row, first + i * width, utf16))
+            .collect::<Result<Vec<_>>>()?;
+        w.row(rowid, &values)?;
+    }
+    w.end_table()?;
+    Ok(())
 }
 
-impl<R: Read> Dec<R> {
-    fn u8(&mut self) -> Result<u8> {
-        let mut b = [0u8; 1];
-        self.r.read_exact(&mut b).map_err(eof)?;
-        Ok(b[0])
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut b = [0u8; N];
-        self.r.read_exact(&mut b).map_err(eof)?;
-        Ok(b)
-    }
-    fn varint(&mut self) -> Result<u64> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            let part = u64::from(b & 0x7f);
-            if i == 9 && part > 1 {
-                return bad("varint overflows 64 bits");
+/// The query of a table's rows in key order: the rowid (unless WITHOUT ROWID), then each
+/// stored column. SQLite hands text to us as UTF-8, converting (lossily, for text that is
+/// not valid UTF-16) in a UTF-16 database: there each column is read a second time as its
+/// stored bytes, and text is written from those.
+fn select_rows(shape: &TableShape, utf16: bool) -> String {
+    let cols: Vec<String> = shape
+        .header
+        .columns
+        .iter()
+        .map(|c| {
+            let q = quote(c);
+            if utf16 {
+                format!("{q}, CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END")
+            } else {
+                q
             }
-            v |= part << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        bad("varint longer than 10 bytes")
-    }
-    fn zigzag(&mut self) -> Result<i64> {
-        let v = self.varint()?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
-    }
-    fn bytes(&mut self, max: u64) -> Result<Vec<u8>> {
-        let len = self.varint()?;
-        if len > max {
-            return bad(format!("length {len} exceeds the limit {max}"));
-        }
-        let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
-        let got = (&mut self.r).take(len).read_to_end(&mut out)?;
-        if got as u64 != len {
-            return bad("truncated");
-        }
-        Ok(out)
-    }
-    fn string(&mut self) -> Result<String> {
-        String::from_utf8(self.bytes(MAX_NAME_LEN)?)
-            .map_err(|_| LogicalError::Format("name is not UTF-8".into()))
-    }
-}
-
-fn eof(e: std::io::Error) -> LogicalError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        LogicalError::Format("truncated".into())
-    } else {
-        LogicalError::Io(e)
-    }
-}
-
-enum Val {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(Vec<u8>),
-    Blob(Vec<u8>),
-    /// Text as stored in a UTF-16 database, bound as a blob and cast back to text.
-    RawText(Vec<u8>),
-}
-
-impl ToSql for Val {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Val::Null => ValueRef::Null,
-            Val::Int(n) => ValueRef::Integer(*n),
-            Val::Real(f) => ValueRef::Real(*f),
-            Val::Text(t) => ValueRef::Text(t),
-            Val::Blob(b) | Val::RawText(b) => ValueRef::Blob(b),
-        }))
-    }
-}
-
-fn read_header<R: Read>(d: &mut Dec<R>) -> Result<(u8, Settings, Vec<SchemaEntry>)> {
-    if &d.array::<8>()? != MAGIC {
-        return bad("not a jellysnap database dump (bad magic)");
-    }
-    let version = d.u8()?;
-    if !(OLDEST_VERSION..=VERSION).contains(&version) {
-        return bad(format!(
-            "unsupported dump version {version} (this jellysnap reads {OLDEST_VERSION} to {VERSION}); use a newer jellysnap"
-        ));
-    }
-    let page_size = d.varint()?;
-    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return bad(format!("page size {page_size}"));
-    }
-    let auto_vacuum = d.u8()?;
-    let text_encoding = d.u8()?;
-    let wal = d.u8()?;
-    if auto_vacuum > 2 || !(1..=3).contains(&text_encoding) || wal > 1 {
-        return bad("database settings out of range");
-    }
-    let user_version = i32::try_from(d.zigzag()?)
-        .map_err(|_| LogicalError::Format("user_version out of range".into()))?;
-    let application_id = i32::try_from(d.zigzag()?)
-        .map_err(|_| LogicalError::Format("application_id out of range".into()))?;
-    let settings = Settings {
-        page_size: page_size as u32,
-        auto_vacuum,
-        text_encoding,
-        wal: wal == 1,
-        user_version,
-        application_id,
-    };
-    let n = d.varint()?;
-    if n > MAX_SCHEMA_ENTRIES {
-        return bad("too many schema entries");
-    }
-    let mut schema = Vec::new();
-    let mut prev_rowid: i64 = 0;
-    for _ in 0..n {
-        let rowid = if version >= 2 {
-            let r = prev_rowid.wrapping_add(d.zigzag()?);
-            if r <= prev_rowid {
-                return bad("schema rowids not ascending");
-            }
-            prev_rowid = r;
-            Some(r)
+        })
+        .collect();
+    let table = quote(&shape.header.name);
+    if shape.header.without_rowid {
+        let order: Vec<String> = shape.pk.iter().map(|c| quote(c)).collect();
+        let sel = if cols.is_empty() {
+            "NULL".to_string()
         } else {
-            None
+            cols.join(",")
         };
-        let kind = d.string()?;
-        let name = d.string()?;
-        let tbl_name = d.string()?;
-        let sql = match d.u8()? {
-            0 => None,
-            1 => Some(d.string()?),
-            t => return bad(format!("bad sql tag {t}")),
-        };
-        schema.push(SchemaEntry {
-            rowid,
-            kind,
-            name,
-            tbl_name,
-            sql,
-        });
+        format!(
+            "SELECT {sel} FROM main.{table} ORDER BY {}",
+            order.join(",")
+        )
+    } else {
+        let mut sel = vec![shape.rowid_name.to_string()];
+        sel.extend(cols);
+        format!(
+            "SELECT {} FROM main.{table} ORDER BY {}",
+            sel.join(","),
+            shape.rowid_name
+        )
     }
-    if version == 1 {
-        let mut sorted = schema.clone();
-        sort_schema(&mut sorted);
-        if sorted != schema {
-            return bad("schema entries out of canonical order");
+}
+
+/// Column `i` of a row of [`select_rows`]; in a UTF-16 database text comes from the
+/// stored bytes in column `i + 1`.
+fn column_value<'r>(row: &'r rusqlite::Row<'_>, i: usize, utf16: bool) -> Result<Value<&'r [u8]>> {
+    let v = row.get_ref(i)?;
+    if utf16 && matches!(v, ValueRef::Text(_)) {
+        if let ValueRef::Blob(raw) = row.get_ref(i + 1)? {
+            return Ok(Value::RawText(raw));
         }
     }
-    let mut names = HashSet::new();
-    if !schema.iter().all(|s| names.insert((&s.kind, &s.name))) {
-        return bad("schema entry repeated");
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Integer(n),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(t),
+        ValueRef::Blob(b) => Value::Blob(b),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Rebuild: the decoder's sections executed as SQL into a new file
+
+/// Rebuild the database described by `dump` as a new file `dest` (which must not exist).
+/// The result is checked only for what the dump itself says (schema, settings, row
+/// count); whether it equals the source is for `observe` to say. `dest` is left behind on
+/// error; build into a temporary path.
+pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
+    if dest.exists() {
+        return Err(LogicalError::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already exists", dest.display()),
+        )));
     }
-    Ok((version, settings, schema))
+    let (header, mut reader) = Reader::open(BufReader::with_capacity(1 << 16, dump))?;
+    let (settings, schema) = (&header.settings, &header.schema);
+    let mut conn = create_database(dest, settings)?;
+    let tx = conn.transaction()?;
+    for s in schema.iter().filter(|s| s.kind == "table") {
+        create_table(&tx, s)?;
+    }
+    insert_rows(&mut reader, &tx, settings.utf16())?;
+    for s in schema.iter().filter(|s| s.kind != "table") {
+        match (&s.sql, s.kind.as_str()) {
+            (Some(sql), "index" | "view" | "trigger") => exec_create(&tx, sql)?,
+            (None, "index") => {} // automatic index of a UNIQUE/PRIMARY KEY
+            (_, kind) => return bad(format!("{kind} {} cannot be created", s.name)),
+        }
+    }
+    if header.version >= 2 {
+        renumber_schema(&tx, schema)?;
+    }
+    tx.execute_batch(&format!(
+        "PRAGMA user_version = {}; PRAGMA application_id = {};",
+        settings.user_version, settings.application_id
+    ))?;
+    tx.commit()?;
+    check_schema(&conn, schema)?;
+    finish_settings(&conn, settings)?;
+    conn.close().map_err(|(_, e)| LogicalError::Sqlite(e))?;
+    Ok(reader.stats().clone())
+}
+
+/// Create `dest` with the settings that must be chosen before the first table.
+fn create_database(dest: &Path, settings: &Settings) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
+    let enc = ["UTF-8", "UTF-16le", "UTF-16be"][usize::from(settings.text_encoding - 1)];
+    // Nothing the source holds is re-judged: foreign keys and CHECK constraints are not
+    // enforced, and triggers do not exist yet while the rows go in.
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {}; PRAGMA auto_vacuum = {}; PRAGMA encoding = '{enc}';
+         PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;
+         PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = OFF;
+         PRAGMA ignore_check_constraints = ON;",
+        settings.page_size, settings.auto_vacuum
+    ))?;
+    Ok(conn)
 }
 
 /// Execute one `CREATE ...` statement from the dump; anything else is refused so that a
@@ -777,77 +537,14 @@ fn renumber_schema(conn: &Connection, schema: &[SchemaEntry]) -> Result<()> {
     result
 }
 
-/// Rebuild the database described by `dump` as a new file `dest` (which must not exist).
-/// The result is checked only for what the dump itself says (schema, settings, row
-/// count); whether it equals the source is for `observe` to say. `dest` is left behind on
-/// error; build into a temporary path.
-pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
-    if dest.exists() {
-        return Err(LogicalError::Io(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{} already exists", dest.display()),
-        )));
-    }
-    let mut d = Dec {
-        r: BufReader::with_capacity(1 << 16, dump),
-    };
-    let (version, settings, schema) = read_header(&mut d)?;
-    let mut conn = Connection::open_with_flags(
-        dest,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-    )?;
-    let enc = ["UTF-8", "UTF-16le", "UTF-16be"][usize::from(settings.text_encoding - 1)];
-    // Nothing the source holds is re-judged: foreign keys and CHECK constraints are not
-    // enforced, and triggers do not exist yet while the rows go in.
-    conn.execute_batch(&format!(
-        "PRAGMA page_size = {}; PRAGMA auto_vacuum = {}; PRAGMA encoding = '{enc}';
-         PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;
-         PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = OFF;
-         PRAGMA ignore_check_constraints = ON;",
-        settings.page_size, settings.auto_vacuum
-    ))?;
-    let mut stats = DumpStats {
-        schema_entries: schema.len() as u64,
-        ..DumpStats::default()
-    };
-
-    let tx = conn.transaction()?;
-    for s in schema.iter().filter(|s| s.kind == "table") {
-        create_table(&tx, s)?;
-    }
-    let tables: HashSet<&str> = schema
-        .iter()
-        .filter(|s| s.kind == "table")
-        .map(|s| s.name.as_str())
-        .collect();
-    read_rows(
-        &mut d,
-        &tx,
-        &tables,
-        settings.text_encoding != 1,
-        &mut stats,
-    )?;
-    for s in schema.iter().filter(|s| s.kind != "table") {
-        match (&s.sql, s.kind.as_str()) {
-            (Some(sql), "index" | "view" | "trigger") => exec_create(&tx, sql)?,
-            (None, "index") => {} // automatic index of a UNIQUE/PRIMARY KEY
-            (_, kind) => return bad(format!("{kind} {} cannot be created", s.name)),
-        }
-    }
-    if version >= 2 {
-        renumber_schema(&tx, &schema)?;
-    }
-    tx.execute_batch(&format!(
-        "PRAGMA user_version = {}; PRAGMA application_id = {};",
-        settings.user_version, settings.application_id
-    ))?;
-    tx.commit()?;
-
+/// The rebuilt schema is the dump's: the same entries (with the same rowids, when the
+/// dump has them), none missing and none extra.
+fn check_schema(conn: &Connection, schema: &[SchemaEntry]) -> Result<()> {
     let same = |a: &SchemaEntry, b: &SchemaEntry| {
         (&a.kind, &a.name, &a.tbl_name, &a.sql) == (&b.kind, &b.name, &b.tbl_name, &b.sql)
             && (a.rowid.is_none() || a.rowid == b.rowid)
     };
-    let got = read_schema(&conn)?;
+    let got = read_schema(conn)?;
     let missing: Vec<String> = schema
         .iter()
         .filter(|s| !got.iter().any(|g| same(s, g)))
@@ -864,6 +561,12 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
             missing.join(", ")
         )));
     }
+    Ok(())
+}
+
+/// Turn durability and the source's journal mode on, and check that every setting came
+/// out as the dump says.
+fn finish_settings(conn: &Connection, settings: &Settings) -> Result<()> {
     conn.execute_batch("PRAGMA synchronous = FULL;")?;
     if settings.wal {
         let m: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -877,14 +580,72 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
             r.get::<_, String>(0)
         })?;
     }
-    let s2 = read_settings(&conn)?;
-    if s2 != settings {
+    let s2 = read_settings(conn)?;
+    if s2 != *settings {
         return Err(LogicalError::Mismatch(format!(
             "settings {s2:?}, want {settings:?}"
         )));
     }
-    conn.close().map_err(|(_, e)| LogicalError::Sqlite(e))?;
-    Ok(stats)
+    Ok(())
+}
+
+/// The table sections of a dump, inserted into the tables `create_table` made.
+fn insert_rows<R: Read>(reader: &mut Reader<R>, tx: &Connection, utf16: bool) -> Result<()> {
+    let mut row = Row::default();
+    while let Some(table) = reader.next_table()? {
+        let name = &table.name;
+        let shape = table_shape(tx, name)?;
+        if shape.header.without_rowid != table.without_rowid
+            || shape.header.columns != table.columns
+            || (table.alias != 0 && shape.header.alias != table.alias)
+        {
+            return Err(LogicalError::Mismatch(format!(
+                "table {name}: columns or key differ from the schema"
+            )));
+        }
+        if is_internal(name) {
+            // sqlite_sequence already holds what the inserts above left in it.
+            tx.execute(&format!("DELETE FROM main.{}", quote(name)), [])?;
+        }
+        let mut stmt = tx.prepare(&insert_sql(&shape, utf16))?;
+        while reader.next_row(&mut row)? {
+            bind_row(&mut stmt, &row, utf16)?;
+            stmt.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+/// The INSERT of one row: the rowid (unless WITHOUT ROWID), then each stored column. In
+/// a UTF-16 database, text comes as its stored bytes (tag 7) and is cast back; each
+/// column then takes two parameters: the value and "is raw text".
+fn insert_sql(shape: &TableShape, utf16: bool) -> String {
+    let h = &shape.header;
+    let mut names: Vec<String> = Vec::new();
+    if !h.without_rowid {
+        names.push(shape.rowid_name.to_string());
+    }
+    names.extend(h.columns.iter().map(|c| quote(c)));
+    let placeholders: Vec<String> = (0..names.len())
+        .map(|i| {
+            let v = param(utf16, i);
+            if utf16 && (h.without_rowid || i > 0) {
+                format!("CASE WHEN ?{} THEN CAST(?{v} AS TEXT) ELSE ?{v} END", v + 1)
+            } else {
+                format!("?{v}")
+            }
+        })
+        .collect();
+    if names.is_empty() {
+        format!("INSERT INTO main.{} DEFAULT VALUES", quote(&h.name))
+    } else {
+        format!(
+            "INSERT INTO main.{}({}) VALUES({})",
+            quote(&h.name),
+            names.join(","),
+            placeholders.join(",")
+        )
+    }
 }
 
 /// The SQL parameter number of insert value `i` (UTF-16 databases: two per value).
@@ -896,146 +657,43 @@ fn param(utf16: bool, i: usize) -> usize {
     }
 }
 
-/// The table sections of a dump, inserted into the tables `create_table` made.
-fn read_rows<R: Read>(
-    d: &mut Dec<R>,
-    tx: &Connection,
-    tables: &HashSet<&str>,
-    utf16: bool,
-    stats: &mut DumpStats,
-) -> Result<()> {
-    let mut seen = HashSet::new();
-    loop {
-        match d.u8()? {
-            b'T' => {}
-            b'E' => break,
-            t => return bad(format!("bad section tag {t}")),
-        }
-        let name = d.string()?;
-        if !tables.contains(name.as_str()) || !seen.insert(name.clone()) {
-            return bad(format!("rows for unknown or repeated table {name}"));
-        }
-        let without_rowid = match d.u8()? {
-            0 => false,
-            1 => true,
-            _ => return bad("bad without_rowid flag"),
-        };
-        let alias = d.varint()?;
-        let ncols = d.varint()?;
-        if ncols > MAX_COLUMNS || alias > ncols {
-            return bad("bad column count");
-        }
-        let mut cols = Vec::new();
-        for _ in 0..ncols {
-            cols.push(d.string()?);
-        }
-        let shape = table_shape(tx, &name)?;
-        if shape.without_rowid != without_rowid
-            || shape.columns != cols
-            || (alias != 0 && shape.alias != alias as usize)
-        {
-            return Err(LogicalError::Mismatch(format!(
-                "table {name}: columns or key differ from the schema"
-            )));
-        }
-        if is_internal(&name) {
-            // sqlite_sequence already holds what the inserts above left in it.
-            tx.execute(&format!("DELETE FROM main.{}", quote(&name)), [])?;
-        }
-        let mut names: Vec<String> = Vec::new();
-        if !without_rowid {
-            names.push(shape.rowid_name.to_string());
-        }
-        names.extend(cols.iter().map(|c| quote(c)));
-        // In a UTF-16 database, text comes as its stored bytes (tag 7) and is cast back;
-        // each column then takes two parameters: the value and "is raw text".
-        let placeholders: Vec<String> = (0..names.len())
-            .map(|i| {
-                let v = param(utf16, i);
-                if utf16 && (without_rowid || i > 0) {
-                    format!("CASE WHEN ?{} THEN CAST(?{v} AS TEXT) ELSE ?{v} END", v + 1)
-                } else {
-                    format!("?{v}")
-                }
-            })
-            .collect();
-        let sql = if names.is_empty() {
-            format!("INSERT INTO main.{} DEFAULT VALUES", quote(&name))
-        } else {
-            format!(
-                "INSERT INTO main.{}({}) VALUES({})",
-                quote(&name),
-                names.join(","),
-                placeholders.join(",")
-            )
-        };
-        let mut stmt = tx.prepare(&sql)?;
-        let mut prev: i64 = 0;
-        let mut vals: Vec<Val> = Vec::with_capacity(names.len());
-        loop {
-            match d.u8()? {
-                0 => break,
-                1 => {}
-                t => return bad(format!("bad row tag {t}")),
-            }
-            vals.clear();
-            let mut rowid = 0;
-            if !without_rowid {
-                rowid = prev.wrapping_add(d.zigzag()?);
-                prev = rowid;
-                vals.push(Val::Int(rowid));
-            }
-            let mut ended = false;
-            for i in 0..cols.len() {
-                let v = match d.u8()? {
-                    6 => {
-                        ended = true;
-                        break;
-                    }
-                    0 => Val::Null,
-                    1 => Val::Int(d.zigzag()?),
-                    2 => Val::Real(f64::from_bits(u64::from_le_bytes(d.array::<8>()?))),
-                    3 => Val::Text(d.bytes(MAX_VALUE_LEN)?),
-                    4 => Val::Blob(d.bytes(MAX_VALUE_LEN)?),
-                    5 if !without_rowid && alias == i as u64 + 1 => Val::Int(rowid),
-                    7 if utf16 => Val::RawText(d.bytes(MAX_VALUE_LEN)?),
-                    t => return bad(format!("bad value tag {t}")),
-                };
-                vals.push(v);
-            }
-            if !ended && d.u8()? != 6 {
-                return bad("row without end marker");
-            }
-            while vals.len() < names.len() {
-                vals.push(Val::Null);
-            }
-            for (i, v) in vals.iter().enumerate() {
-                stmt.raw_bind_parameter(param(utf16, i), v)?;
-                if utf16 && (without_rowid || i > 0) {
-                    stmt.raw_bind_parameter(param(utf16, i) + 1, matches!(v, Val::RawText(_)))?;
-                }
-            }
-            stmt.raw_execute()?;
-            stats.rows += 1;
-        }
-        stats.tables += 1;
+/// Bind a row to the parameters of [`insert_sql`].
+fn bind_row(stmt: &mut rusqlite::Statement<'_>, row: &Row, utf16: bool) -> Result<()> {
+    let mut i = 0;
+    if let Some(rowid) = row.rowid {
+        stmt.raw_bind_parameter(param(utf16, 0), rowid)?;
+        i = 1;
     }
-    let total = d.varint()?;
-    if total != stats.rows {
-        return bad(format!(
-            "row count {total} does not match {} rows read",
-            stats.rows
-        ));
-    }
-    if d.r.read(&mut [0u8; 1])? != 0 {
-        return bad("trailing bytes after the end marker");
+    for v in &row.values {
+        stmt.raw_bind_parameter(param(utf16, i), Bind(v))?;
+        if utf16 {
+            stmt.raw_bind_parameter(param(utf16, i) + 1, matches!(v, Value::RawText(_)))?;
+        }
+        i += 1;
     }
     Ok(())
+}
+
+/// A dump value as an SQL parameter; raw UTF-16 text is bound as a blob and cast back
+/// to text by the INSERT.
+struct Bind<'a>(&'a Value<Vec<u8>>);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Integer(n) => ValueRef::Integer(*n),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(t) => ValueRef::Text(t),
+            Value::Blob(b) | Value::RawText(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::dump::{MAGIC, VERSION};
 
     const SCHEMA: &str = r#"
         CREATE TABLE "__EFMigrationsHistory" (
@@ -1382,34 +1040,33 @@ mod tests {
         assert!(rebuild(&mut &d[..], &src).is_err());
     }
 
+    /// A version 1 dump (schema entries without rowids) of one table `t` created by
+    /// `sql`, cut after its schema section.
+    fn v1_dump_with_sql(sql: &str) -> Vec<u8> {
+        let mut d = MAGIC.to_vec();
+        d.push(1);
+        d.extend_from_slice(&[0x80, 0x20]); // page size 4096
+        d.extend_from_slice(&[0, 1, 0]); // auto_vacuum, UTF-8, no WAL
+        d.extend_from_slice(&[0, 0]); // user_version, application_id
+        d.push(1); // one schema entry
+        for s in ["table", "t", "t"] {
+            d.push(s.len() as u8);
+            d.extend_from_slice(s.as_bytes());
+        }
+        d.push(1);
+        d.push(sql.len() as u8);
+        d.extend_from_slice(sql.as_bytes());
+        d
+    }
+
     #[test]
     fn refuses_non_create_sql() {
         let dir = tempfile::tempdir().unwrap();
-        let mut e = Enc {
-            w: Vec::new(),
-            n: 0,
-        };
-        e.bytes(MAGIC).unwrap();
-        e.u8(1).unwrap(); // version 1: schema entries without rowids
-        e.varint(4096).unwrap();
-        e.bytes(&[0, 1, 0]).unwrap();
-        e.zigzag(0).unwrap();
-        e.zigzag(0).unwrap();
-        e.varint(1).unwrap();
-        for s in ["table", "t", "t"] {
-            e.str(s.as_bytes()).unwrap();
-        }
-        e.u8(1).unwrap();
-        e.str(b"ATTACH '/tmp/x.db' AS x").unwrap();
-        let r = rebuild(&mut &e.w[..], &dir.path().join("a.db"));
+        let d = v1_dump_with_sql("ATTACH '/tmp/x.db' AS x");
+        let r = rebuild(&mut &d[..], &dir.path().join("a.db"));
         assert!(matches!(r, Err(LogicalError::Format(_))), "{r:?}");
-        let mut e2 = Enc {
-            w: Vec::new(),
-            n: 0,
-        };
-        e2.bytes(&e.w[..e.w.len() - 24]).unwrap();
-        e2.str(b"CREATE TABLE t(a); DROP TABLE t").unwrap();
-        assert!(rebuild(&mut &e2.w[..], &dir.path().join("b.db")).is_err());
+        let d2 = v1_dump_with_sql("CREATE TABLE t(a); DROP TABLE t");
+        assert!(rebuild(&mut &d2[..], &dir.path().join("b.db")).is_err());
     }
 
     mod fuzz {

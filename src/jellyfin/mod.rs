@@ -7,6 +7,7 @@ pub mod livedb;
 pub mod logical;
 pub mod observe;
 pub mod running;
+pub mod sqlite;
 pub mod version;
 
 pub use layout::{detect, Class, Selection, Source, SourceOptions};

@@ -30,7 +30,9 @@
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
-use crate::jellyfin::logical::{self, LogicalError, SchemaEntry, Settings};
+use crate::format::dump::{SchemaEntry, Settings};
+use crate::jellyfin::logical::{self, LogicalError, TableInfo};
+use crate::jellyfin::sqlite::quote;
 
 /// Most messages read from `integrity_check`; more than this and the database is
 /// compared by the first ones only (a damaged source is captured physically anyway).
@@ -52,10 +54,6 @@ pub struct Observation {
     pub partial_indexes: Vec<(String, i64)>,
     pub integrity: Vec<String>,
     pub foreign_keys: Vec<String>,
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 /// Observe `conn`'s main database. Runs in one read transaction.
@@ -135,60 +133,52 @@ pub fn observe_as(conn: &Connection, wal: Option<bool>) -> Result<Observation, L
 /// and exact bytes, generated columns included. Ordered by rowid, or by primary key for
 /// WITHOUT ROWID tables, so the digest does not depend on the page layout.
 fn table_digest(conn: &Connection, name: &str, utf16: bool) -> Result<TableDigest, LogicalError> {
-    let kind: String = conn
-        .query_row(
-            "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .map_err(|e| LogicalError::Unsupported(format!("table {name}: {e}")))?;
-    if kind != "table" {
-        return Err(LogicalError::Unsupported(format!(
-            "table {name} is a {kind} table"
-        )));
+    let info = TableInfo::read(conn, name)?;
+    let mut stmt = conn.prepare(&select_all(&info, utf16)?)?;
+    let n = stmt.column_count();
+    let first = usize::from(!info.without_rowid);
+    let mut rows = stmt.query([])?;
+    let mut h = blake3::Hasher::new();
+    let mut count = 0u64;
+    while let Some(row) = rows.next()? {
+        h.update(b"R");
+        let mut i = 0;
+        while i < n {
+            let v = row.get_ref(i)?;
+            let text_flag = utf16 && i >= first && {
+                let f = row.get_ref(i + 1)?;
+                i += 1;
+                f == ValueRef::Integer(1)
+            };
+            hash_value(&mut h, v, text_flag);
+            i += 1;
+        }
+        count += 1;
     }
-    let mut stmt = conn.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1)")?;
-    let cols = stmt
-        .query_map([name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let without_rowid: bool = conn.query_row(
-        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
-        [name],
-        |r| r.get(0),
-    )?;
-    let lower: Vec<String> = cols.iter().map(|c| c.0.to_ascii_lowercase()).collect();
-    let rowid = ["rowid", "_rowid_", "oid"]
-        .into_iter()
-        .find(|n| !lower.iter().any(|c| c == n));
+    Ok(TableDigest {
+        name: name.to_string(),
+        rows: count,
+        digest: *h.finalize().as_bytes(),
+    })
+}
+
+/// The query of every row of a table in key order: the rowid (unless WITHOUT ROWID),
+/// then every column but hidden ones. In a UTF-16 database a column is its text as stored
+/// (not converted to UTF-8, which is lossy for invalid UTF-16) and a flag "is text".
+fn select_all(info: &TableInfo, utf16: bool) -> Result<String, LogicalError> {
     let mut select: Vec<String> = Vec::new();
-    let order = if without_rowid {
-        let mut pk: Vec<(i64, &str)> = cols
-            .iter()
-            .filter(|c| c.1 > 0)
-            .map(|c| (c.1, c.0.as_str()))
-            .collect();
-        pk.sort();
-        pk.iter().map(|p| quote(p.1)).collect::<Vec<_>>().join(",")
+    let order = if info.without_rowid {
+        let key: Vec<String> = info.key().into_iter().map(quote).collect();
+        key.join(",")
     } else {
-        let Some(r) = rowid else {
-            return Err(LogicalError::Unsupported(format!(
-                "table {name} shadows rowid, _rowid_ and oid with columns"
-            )));
-        };
+        let r = info.rowid_name()?;
         select.push(r.to_string());
         r.to_string()
     };
     // Hidden columns of ordinary tables are generated ones (2 virtual, 3 stored).
-    for c in cols.iter().filter(|c| c.2 != 1) {
-        let q = quote(&c.0);
+    for c in info.columns.iter().filter(|c| c.hidden != 1) {
+        let q = quote(&c.name);
         if utf16 {
-            // Text as stored, not converted to UTF-8 (lossy for invalid UTF-16).
             select.push(format!(
                 "CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END, typeof({q}) = 'text'"
             ));
@@ -199,58 +189,39 @@ fn table_digest(conn: &Connection, name: &str, utf16: bool) -> Result<TableDiges
     if select.is_empty() {
         select.push("NULL".into());
     }
-    let sql = format!(
+    Ok(format!(
         "SELECT {} FROM main.{} ORDER BY {order}",
         select.join(","),
-        quote(name)
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let n = stmt.column_count();
-    let mut rows = stmt.query([])?;
-    let mut h = blake3::Hasher::new();
-    let mut count = 0u64;
-    while let Some(row) = rows.next()? {
-        h.update(b"R");
-        let mut i = 0;
-        while i < n {
-            let v = row.get_ref(i)?;
-            let text_flag = utf16 && i >= usize::from(!without_rowid) && {
-                let f = row.get_ref(i + 1)?;
-                i += 1;
-                f == ValueRef::Integer(1)
-            };
-            match v {
-                ValueRef::Null => {
-                    h.update(&[0]);
-                }
-                ValueRef::Integer(x) => {
-                    h.update(&[1]);
-                    h.update(&x.to_le_bytes());
-                }
-                ValueRef::Real(f) => {
-                    h.update(&[2]);
-                    h.update(&f.to_bits().to_le_bytes());
-                }
-                ValueRef::Text(t) => {
-                    h.update(&[3]);
-                    h.update(&(t.len() as u64).to_le_bytes());
-                    h.update(t);
-                }
-                ValueRef::Blob(b) => {
-                    h.update(&[if text_flag { 3 } else { 4 }]);
-                    h.update(&(b.len() as u64).to_le_bytes());
-                    h.update(b);
-                }
-            }
-            i += 1;
+        quote(&info.name)
+    ))
+}
+
+/// One value: its storage class (text read as a blob of its stored bytes when
+/// `text_flag`) and exact bytes.
+fn hash_value(h: &mut blake3::Hasher, v: ValueRef<'_>, text_flag: bool) {
+    match v {
+        ValueRef::Null => {
+            h.update(&[0]);
         }
-        count += 1;
+        ValueRef::Integer(x) => {
+            h.update(&[1]);
+            h.update(&x.to_le_bytes());
+        }
+        ValueRef::Real(f) => {
+            h.update(&[2]);
+            h.update(&f.to_bits().to_le_bytes());
+        }
+        ValueRef::Text(t) => {
+            h.update(&[3]);
+            h.update(&(t.len() as u64).to_le_bytes());
+            h.update(t);
+        }
+        ValueRef::Blob(b) => {
+            h.update(&[if text_flag { 3 } else { 4 }]);
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
     }
-    Ok(TableDigest {
-        name: name.to_string(),
-        rows: count,
-        digest: *h.finalize().as_bytes(),
-    })
 }
 
 impl Observation {

@@ -1,4 +1,4 @@
-//! Which Jellyfin version last ran on this data (DESIGN §2).
+//! Which Jellyfin version last ran on this data.
 //!
 //! Jellyfin 10.11+ records its own code migrations in `__EFMigrationsHistory` with the
 //! 4-part server version in `ProductVersion` (EF Core's own rows carry 3-part versions);
