@@ -16,7 +16,6 @@ use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
 use crate::jellyfin::livedb;
-pub use crate::jellyfin::sqlite::open_immutable;
 use crate::jellyfin::sqlite::open_private;
 
 /// Capture `src` into a new temporary file in `tmp_dir`. The file is removed when the

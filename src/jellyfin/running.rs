@@ -381,58 +381,22 @@ fn user_name() -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// The stand-in server of the integration tests (Python's own SQLite).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/server.rs"]
+mod test_server;
+
 #[cfg(test)]
 mod tests {
+    use super::test_server::Server;
     use super::*;
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Child, ChildStdout, Command, Stdio};
-
-    /// The stand-in server of the end-to-end tests (Python's own SQLite).
-    struct Server {
-        child: Child,
-        out: BufReader<ChildStdout>,
-        pid: u32,
-    }
-
-    impl Server {
-        fn start(db: &Path) -> Server {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/wal_server.py");
-            let mut child = Command::new("python3")
-                .arg(script)
-                .arg(db)
-                .arg("10")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("python3 runs the stand-in server");
-            let mut out = BufReader::new(child.stdout.take().unwrap());
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            assert!(line.starts_with("ready "), "server did not start: {line:?}");
-            let pid = child.id();
-            Server { child, out, pid }
-        }
-
-        fn ask(&mut self, cmd: &str) -> String {
-            writeln!(self.child.stdin.as_mut().unwrap(), "{cmd}").unwrap();
-            let mut line = String::new();
-            self.out.read_line(&mut line).unwrap();
-            line.trim().to_string()
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 
     #[test]
     fn locks_reveal_a_server_whose_open_files_are_hidden_and_the_scan_one_that_lost_them() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jellyfin.db");
-        let mut server = Server::start(&db);
+        let mut server = Server::start(&db, 10, None);
 
         let probe = probe_locks(&db);
         match &probe {

@@ -11,7 +11,7 @@ use super::side_path;
 use crate::format::chunker::Chunker;
 use crate::format::id::ChunkId;
 use crate::format::tree::ChunkRef;
-use crate::jellyfin::{capture, logical};
+use crate::jellyfin::{logical, sqlite};
 
 /// Does the file at `path` hold exactly these chunks?
 pub(super) fn same_content(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) -> bool {
@@ -44,7 +44,7 @@ pub(super) fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) 
     let Some(wal) = stopped_main_file(path) else {
         return false;
     };
-    let intact = capture::open_immutable(path).is_ok_and(|c| {
+    let intact = sqlite::open_immutable(path).is_ok_and(|c| {
         c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
             .is_ok_and(|v| v == "ok")
     });
@@ -59,7 +59,7 @@ pub(super) fn same_logical(path: &Path, chunks: &[ChunkRef], chunker: &Chunker) 
     let Ok(dumper) = std::thread::Builder::new()
         .name("jellysnap-compare".into())
         .spawn(move || -> bool {
-            let Ok(conn) = capture::open_immutable(&db) else {
+            let Ok(conn) = sqlite::open_immutable(&db) else {
                 return false;
             };
             logical::dump_as(&conn, &mut writer, Some(wal)).is_ok()
@@ -96,7 +96,7 @@ pub(super) fn same_observed(path: &Path, proof: &str) -> bool {
     let Some(wal) = stopped_main_file(path) else {
         return false;
     };
-    let Ok(conn) = capture::open_immutable(path) else {
+    let Ok(conn) = sqlite::open_immutable(path) else {
         return false;
     };
     crate::jellyfin::observe::observe_as(&conn, Some(wal))
