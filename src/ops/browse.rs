@@ -1,6 +1,8 @@
 //! Read-only views of snapshots: listing a path (`ls`) and comparing two snapshots
 //! (`diff`). Identical subtrees have identical ids and are skipped without loading.
 
+use std::cmp::Ordering;
+
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -87,30 +89,28 @@ pub fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<DiffEnt
     let mut out = Vec::new();
     let ta = repo.load_tree(&a.record.tree)?;
     let tb = repo.load_tree(&b.record.tree)?;
-    diff_trees(repo, Some(&ta), Some(&tb), "", &mut out)?;
+    diff_trees(repo, &ta, &tb, "", &mut out)?;
     Ok(out)
 }
 
+/// Compare two trees whose entries are sorted by name, one name at a time.
 fn diff_trees(
     repo: &Repository,
-    a: Option<&Tree>,
-    b: Option<&Tree>,
+    a: &Tree,
+    b: &Tree,
     prefix: &str,
     out: &mut Vec<DiffEntry>,
 ) -> Result<()> {
-    let empty = Tree::default();
-    let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
     let (mut i, mut j) = (0, 0);
     while i < a.entries.len() || j < b.entries.len() {
-        let ea = a.entries.get(i);
-        let eb = b.entries.get(j);
+        let (ea, eb) = (a.entries.get(i), b.entries.get(j));
         let ord = match (ea, eb) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
         };
         let name = match ord {
-            std::cmp::Ordering::Greater => eb.map(|e| e.name_lossy()),
+            Ordering::Greater => eb.map(|e| e.name_lossy()),
             _ => ea.map(|e| e.name_lossy()),
         }
         .unwrap_or_default();
@@ -120,87 +120,81 @@ fn diff_trees(
             format!("{prefix}/{name}")
         };
         match ord {
-            std::cmp::Ordering::Less => {
+            Ordering::Less => {
                 i += 1;
                 removed_or_added(repo, ea, '-', &path, out)?;
             }
-            std::cmp::Ordering::Greater => {
+            Ordering::Greater => {
                 j += 1;
                 removed_or_added(repo, eb, '+', &path, out)?;
             }
-            std::cmp::Ordering::Equal => {
+            Ordering::Equal => {
                 i += 1;
                 j += 1;
-                let (Some(x), Some(y)) = (ea, eb) else {
-                    continue;
-                };
-                match (&x.node, &y.node) {
-                    (Node::Dir { tree: ta }, Node::Dir { tree: tb }) => {
-                        if ta != tb {
-                            diff_trees(
-                                repo,
-                                Some(&repo.load_tree(ta)?),
-                                Some(&repo.load_tree(tb)?),
-                                &path,
-                                out,
-                            )?;
-                        }
-                    }
-                    (
-                        Node::File {
-                            chunks: ca,
-                            indirect: ia,
-                            ..
-                        },
-                        Node::File {
-                            chunks: cb,
-                            indirect: ib,
-                            ..
-                        },
-                    ) => {
-                        // List chunks are content-defined, so equal chunk lists have
-                        // equal top-level refs: no list chunk needs to be read.
-                        let change = if (ia, ca) != (ib, cb) {
-                            Some('M')
-                        } else if x.mode != y.mode
-                            || x.mtime_ns != y.mtime_ns
-                            || x.uid != y.uid
-                            || x.gid != y.gid
-                        {
-                            Some('m')
-                        } else {
-                            None
-                        };
-                        if let Some(change) = change {
-                            out.push(DiffEntry {
-                                change,
-                                path,
-                                size_before: Some(x.size()),
-                                size_after: Some(y.size()),
-                            });
-                        }
-                    }
-                    (Node::Symlink { target: ta }, Node::Symlink { target: tb }) => {
-                        if ta != tb {
-                            out.push(DiffEntry {
-                                change: 'M',
-                                path,
-                                size_before: Some(x.size()),
-                                size_after: Some(y.size()),
-                            });
-                        }
-                    }
-                    _ => out.push(DiffEntry {
-                        change: 'T',
-                        path,
-                        size_before: Some(x.size()),
-                        size_after: Some(y.size()),
-                    }),
+                if let (Some(x), Some(y)) = (ea, eb) {
+                    diff_entries(repo, x, y, path, out)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Compare two entries of the same name: descend into two directories that differ,
+/// else list the change, if any.
+fn diff_entries(
+    repo: &Repository,
+    x: &Entry,
+    y: &Entry,
+    path: String,
+    out: &mut Vec<DiffEntry>,
+) -> Result<()> {
+    let change = match (&x.node, &y.node) {
+        (Node::Dir { tree: ta }, Node::Dir { tree: tb }) => {
+            if ta != tb {
+                let (ta, tb) = (repo.load_tree(ta)?, repo.load_tree(tb)?);
+                diff_trees(repo, &ta, &tb, &path, out)?;
+            }
+            None
+        }
+        (
+            Node::File {
+                chunks: ca,
+                indirect: ia,
+                ..
+            },
+            Node::File {
+                chunks: cb,
+                indirect: ib,
+                ..
+            },
+        ) => {
+            // List chunks are content-defined, so equal chunk lists have equal top-level
+            // refs: no list chunk needs to be read.
+            if (ia, ca) != (ib, cb) {
+                Some('M')
+            } else {
+                metadata_change(x, y)
+            }
+        }
+        (Node::Symlink { target: ta }, Node::Symlink { target: tb }) => (ta != tb).then_some('M'),
+        _ => Some('T'),
+    };
+    if let Some(change) = change {
+        out.push(DiffEntry {
+            change,
+            path,
+            size_before: Some(x.size()),
+            size_after: Some(y.size()),
+        });
+    }
+    Ok(())
+}
+
+/// `m` when two entries differ in their metadata.
+fn metadata_change(x: &Entry, y: &Entry) -> Option<char> {
+    let differs = x.mode != y.mode || x.mtime_ns != y.mtime_ns || x.uid != y.uid || x.gid != y.gid;
+    differs.then_some('m')
 }
 
 fn removed_or_added(
