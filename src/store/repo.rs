@@ -63,10 +63,7 @@ impl Repository {
             });
         }
         if path.exists() && !Self::empty_or_interrupted_init(path)? {
-            return Err(Error::InvalidOption(format!(
-                "{} exists and is not empty; a new repository needs an empty or new directory",
-                path.display()
-            )));
+            return Err(Error::InitNotEmpty(path.to_path_buf()));
         }
         durable::create_dir_durable(path)?;
         for d in SKELETON {
