@@ -1,5 +1,6 @@
 //! Typed engine errors. Every variant names the thing involved (repository, snapshot,
-//! pack, chunk, path) and says what to do next; the CLI maps each kind to an exit code.
+//! pack, chunk, path) and says what to do next. The CLI maps each kind to an exit code
+//! (src/cli/exit.rs); the engine knows nothing of exit codes.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,9 @@ pub enum Error {
 
     #[error("{path} already holds a repository; use it as it is, or pick another --repo")]
     AlreadyInitialized { path: PathBuf },
+
+    #[error("{0} exists and is not empty; a new repository needs an empty or new directory")]
+    InitNotEmpty(PathBuf),
 
     #[error(
         "corrupt {what} at {location}: {detail}; run `jellysnap check` to see what is affected"
@@ -95,6 +99,13 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A command-line value an option type refused (see [`OptionError`]).
+    #[error(transparent)]
+    Option(#[from] OptionError),
+
+    #[error("gc needs every snapshot record readable to know what is live: {detail}; forget or repair that snapshot first")]
+    SnapshotUnreadable { detail: String },
+
     #[error(
         "internal error: {0}; this is a bug in jellysnap, please report it (nothing was committed)"
     )]
@@ -102,6 +113,30 @@ pub enum Error {
 
     #[error("repository index at {path}: {detail}")]
     Index { path: PathBuf, detail: String },
+}
+
+/// A value the engine's option types refuse, naming the value. Their constructors (the
+/// forget policy and selection, the check read-data mode, the gc threshold, component
+/// lists) return it, so the engine never sees a raw string it has to re-validate.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("invalid option: unknown component `{0}`; choose from config, database, metadata, subtitles, trickplay")]
+    UnknownComponent(String),
+
+    #[error("invalid option: --read-data-subset {0} must be in (0, 100]")]
+    ReadDataSubset(f64),
+
+    #[error("invalid option: --max-unused {0} must be between 0 and 100")]
+    MaxUnused(f64),
+
+    #[error("invalid option: invalid duration `{0}`: use e.g. 36h, 14d, 2w, 6m, 1y, 1y6m")]
+    Duration(String),
+
+    #[error("invalid option: forget needs snapshots to remove or a policy (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within); an empty policy would remove everything")]
+    NothingToForget,
+
+    #[error("invalid option: give either snapshots to remove or a keep policy, not both")]
+    SnapshotsAndPolicy,
 }
 
 impl Error {
@@ -125,31 +160,6 @@ impl Error {
             what,
             location: location.into(),
             detail: detail.into(),
-        }
-    }
-
-    /// The process exit code the CLI uses for this error (documented in the README).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Io { .. }
-            | Error::Index { .. }
-            | Error::DatabaseCapture { .. }
-            | Error::Internal(_) => 1,
-            Error::InvalidOption(_) | Error::InvalidName(_) => 2,
-            Error::NotARepository(_)
-            | Error::NoRepository(_)
-            | Error::AlreadyInitialized { .. } => 10,
-            Error::UnsupportedVersion { .. } => 11,
-            Error::SnapshotNotFound(_)
-            | Error::SnapshotAmbiguous { .. }
-            | Error::PathNotInSnapshot { .. } => 12,
-            Error::DuplicateName(_) => 13,
-            Error::SourceMissing(_) | Error::NotJellyfin { .. } => 14,
-            Error::TargetNotEmpty(_) => 15,
-            Error::Locked { .. } => 16,
-            Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => 17,
-            Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => 18,
-            Error::DatabaseRestore { .. } => 19,
         }
     }
 }

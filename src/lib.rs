@@ -24,12 +24,13 @@ mod ops;
 mod store;
 mod sys;
 
-pub use error::{Error, Result};
+pub use error::{Error, OptionError, Result};
 pub use format::id::{ChunkId, PackId, SnapshotId};
 pub use format::pack::ChunkKind;
 pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 pub use jellyfin::SourceOptions;
+pub use ops::options::{Components, SnapshotName};
 pub use store::packer::ChunkSink;
 pub use store::repo::{Access, Repository};
 
@@ -52,13 +53,14 @@ pub mod check {
 
 /// Reclaiming the space of chunks no snapshot references.
 pub mod gc {
-    pub use crate::ops::gc::{plan, sweep, GcPlan, GcReport, DEFAULT_MAX_UNUSED_PCT};
+    pub use crate::ops::gc::{plan, sweep, GcPlan, GcReport, MaxUnused, DEFAULT_MAX_UNUSED_PCT};
 }
 
 /// Removing snapshots by policy or by name.
 pub mod forget {
-    pub use crate::ops::forget::{decide, parse_duration, remove, Decision, Policy};
-    pub use crate::store::repo::resolve_in;
+    pub use crate::ops::forget::{
+        decide, parse_duration, remove, select, Decision, Policy, Selection,
+    };
 }
 
 /// Listing and comparing snapshots.

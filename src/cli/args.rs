@@ -1,12 +1,10 @@
-//! Command-line arguments (clap) and their conversion into validated engine options, in
-//! one place: the engine never sees raw strings.
+//! Command-line arguments (clap), and the paths the binary derives from its environment
+//! (the default repository, the cache dir): the engine reads no environment. Each
+//! command's file converts its arguments into the engine's validated options.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
-use jellysnap::Component;
 
 #[derive(Debug, Parser)]
 #[command(name = "jellysnap", version, about = "Incremental, deduplicated snapshots of a Jellyfin server, and exact restores", long_about = None)]
@@ -51,23 +49,9 @@ pub enum Command {
     /// Remove snapshots by name/id or by a retention policy (then run `gc`)
     Forget(ForgetArgs),
     /// Reclaim space: delete packs nothing references, repack mostly-dead ones
-    Gc {
-        /// Print what would be freed and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Repack a pack when more than PCT percent of it is unused
-        #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
-        max_unused: f64,
-    },
+    Gc(GcArgs),
     /// Verify the repository (structure; with --read-data also every chunk's content)
-    Check {
-        /// Read, decompress and hash every chunk
-        #[arg(long, conflicts_with = "read_data_subset")]
-        read_data: bool,
-        /// Read only PCT percent of the packs; repeated runs cover them all
-        #[arg(long, value_name = "PCT")]
-        read_data_subset: Option<f64>,
-    },
+    Check(CheckArgs),
     /// Repair the repository
     Repair {
         #[command(subcommand)]
@@ -84,6 +68,26 @@ pub enum Command {
 pub enum RepairWhat {
     /// Rebuild the chunk index from the packs
     Index,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print what would be freed and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack a pack when more than PCT percent of it is unused
+    #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
+    pub max_unused: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read, decompress and hash every chunk
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read only PCT percent of the packs; repeated runs cover them all
+    #[arg(long, value_name = "PCT")]
+    pub read_data_subset: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -174,32 +178,6 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-/// Parse a component list (`all` for every component). Backup adds `database` and
-/// `config` itself; restore restores exactly the list.
-pub fn parse_components(
-    list: &Option<Vec<String>>,
-) -> Result<Option<BTreeSet<Component>>, jellysnap::Error> {
-    let Some(list) = list else { return Ok(None) };
-    let mut out = BTreeSet::new();
-    for raw in list {
-        let s = raw.trim();
-        if s.is_empty() {
-            continue;
-        }
-        if s == "all" {
-            out.extend(Component::ALL);
-            continue;
-        }
-        let c = Component::parse(s).ok_or_else(|| {
-            jellysnap::Error::InvalidOption(format!(
-                "unknown component `{s}`; choose from config, database, metadata, subtitles, trickplay"
-            ))
-        })?;
-        out.insert(c);
-    }
-    Ok(Some(out))
-}
-
 pub fn default_repo() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("jellysnap/repo");
@@ -208,4 +186,19 @@ pub fn default_repo() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".local/share/jellysnap/repo")
+}
+
+/// Where `check --read-data-subset` remembers the next slice: `$XDG_CACHE_HOME/jellysnap`,
+/// else `~/.cache/jellysnap`.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join(".cache")
+        });
+    base.join("jellysnap")
 }

@@ -31,7 +31,7 @@ impl TermProgress {
     fn say(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
+            None => super::out::err_line(msg),
         }
     }
 }

@@ -1,15 +1,15 @@
-//! Retention (DESIGN §8): which snapshots a policy keeps, with the rule that decided, and
-//! removing the others' records. Buckets are calendar-aligned in UTC: hours, days, ISO
+//! Retention: which snapshots a policy (or a list of names) keeps, with the rule that
+//! decided, and removing the others' records. Buckets are calendar-aligned in UTC: hours, days, ISO
 //! weeks (Monday to Sunday), months, years. A rule keeps the newest snapshot of each of
 //! its most recent N buckets that hold one. Named snapshots are kept by any policy unless
 //! `include_named`.
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{OptionError, Result};
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
-use crate::store::repo::Repository;
+use crate::store::repo::{resolve_in, Repository};
 use crate::store::Key;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +35,33 @@ impl Policy {
             && self.yearly == 0
             && self.within_secs.is_none()
     }
+
+    /// The policy with `--keep-within` set from a duration such as `36h`, `2w`, `1y6m`.
+    pub fn within(self, duration: Option<&str>) -> Result<Policy, OptionError> {
+        Ok(Policy {
+            within_secs: duration.map(parse_duration).transpose()?,
+            ..self
+        })
+    }
+}
+
+/// What a forget removes: the snapshots named on the command line, or those a policy
+/// does not keep. One or the other, never both, never neither.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    Named(Vec<String>),
+    Policy(Policy),
+}
+
+impl Selection {
+    pub fn new(snapshots: Vec<String>, policy: Policy) -> Result<Selection, OptionError> {
+        match (snapshots.is_empty(), policy.is_empty()) {
+            (true, true) => Err(OptionError::NothingToForget),
+            (false, false) => Err(OptionError::SnapshotsAndPolicy),
+            (true, false) => Ok(Selection::Policy(policy)),
+            (false, true) => Ok(Selection::Named(snapshots)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,12 +75,8 @@ pub struct Decision {
 }
 
 /// Parse `30d`, `12h`, `2w`, `1y6m` style durations into seconds.
-pub fn parse_duration(s: &str) -> Result<u64> {
-    let bad = || {
-        Error::InvalidOption(format!(
-            "invalid duration `{s}`: use e.g. 36h, 14d, 2w, 6m, 1y, 1y6m"
-        ))
-    };
+pub fn parse_duration(s: &str) -> Result<u64, OptionError> {
+    let bad = || OptionError::Duration(s.to_string());
     let mut total = 0u64;
     let mut num = String::new();
     for c in s.chars() {
@@ -155,6 +178,40 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
     out
 }
 
+/// Snapshots newest first, each with its decision: by name (every query must match a
+/// snapshot) or by policy.
+pub fn select(snaps: &[Snapshot], selection: &Selection) -> Result<Vec<Decision>> {
+    let names = match selection {
+        Selection::Policy(policy) => return Ok(decide(snaps, policy)),
+        Selection::Named(names) => names,
+    };
+    let mut remove = std::collections::HashSet::new();
+    for q in names {
+        remove.insert(resolve_in(snaps.to_vec(), q)?.id);
+    }
+    let mut d: Vec<Decision> = snaps
+        .iter()
+        .rev()
+        .map(|s| {
+            let gone = remove.contains(&s.id);
+            Decision {
+                id: s.id.to_hex(),
+                name: s.record.name.clone(),
+                time_ns: s.record.time_ns,
+                keep: !gone,
+                reasons: vec![if gone {
+                    "named on the command line"
+                } else {
+                    "not named"
+                }
+                .into()],
+            }
+        })
+        .collect();
+    d.sort_by_key(|d| std::cmp::Reverse(d.time_ns));
+    Ok(d)
+}
+
 /// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
     let mut n = 0;
@@ -248,5 +305,31 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn a_selection_is_names_or_a_policy() {
+        let daily = Policy {
+            daily: 1,
+            ..Policy::default()
+        };
+        assert!(matches!(
+            Selection::new(vec![], Policy::default()),
+            Err(OptionError::NothingToForget)
+        ));
+        assert!(matches!(
+            Selection::new(vec!["a".into()], daily.clone()),
+            Err(OptionError::SnapshotsAndPolicy)
+        ));
+        assert_eq!(
+            Selection::new(vec![], daily.clone()).unwrap(),
+            Selection::Policy(daily)
+        );
+        let p = Policy::default().within(Some("2w")).unwrap();
+        assert_eq!(p.within_secs, Some(14 * 86_400));
+        assert!(matches!(
+            Policy::default().within(Some("2x")),
+            Err(OptionError::Duration(v)) if v == "2x"
+        ));
     }
 }

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OptionError, Result};
 use crate::format::id::PackId;
 use crate::format::pack::PackEntry;
 use crate::ops::progress::Progress;
@@ -67,17 +67,37 @@ pub struct GcReport {
     pub scratch_files_removed: u64,
 }
 
-pub fn plan(repo: &Repository, max_unused_pct: f64, progress: &dyn Progress) -> Result<GcPlan> {
-    if !(0.0..=100.0).contains(&max_unused_pct) {
-        return Err(Error::InvalidOption(format!(
-            "--max-unused {max_unused_pct} must be between 0 and 100"
-        )));
+/// The share of a pack that may be unused before gc repacks it, in percent (0 to 100).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxUnused(f64);
+
+impl MaxUnused {
+    pub fn new(pct: f64) -> Result<MaxUnused, OptionError> {
+        if (0.0..=100.0).contains(&pct) {
+            Ok(MaxUnused(pct))
+        } else {
+            Err(OptionError::MaxUnused(pct))
+        }
     }
+
+    pub fn pct(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for MaxUnused {
+    fn default() -> Self {
+        MaxUnused(DEFAULT_MAX_UNUSED_PCT)
+    }
+}
+
+pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -> Result<GcPlan> {
+    let max_unused_pct = max_unused.pct();
     let (snaps, bad) = repo.snapshots()?;
     if let Some(e) = bad.into_iter().next() {
-        return Err(Error::InvalidOption(format!(
-            "gc needs every snapshot record readable to know what is live: {e}; forget or repair that snapshot first"
-        )));
+        return Err(Error::SnapshotUnreadable {
+            detail: e.to_string(),
+        });
     }
     progress.phase("marking live chunks", None);
     let live = reach::mark(repo, &snaps)?;

@@ -6,6 +6,7 @@ pub mod browse;
 pub mod check;
 pub mod forget;
 pub mod gc;
+pub mod options;
 pub mod parallel;
 pub mod progress;
 pub mod reach;

@@ -131,10 +131,7 @@ impl Store for LocalStore {
     fn init(&self) -> Result<()> {
         let path = &self.root;
         if path.exists() && !self.empty_or_interrupted_init()? {
-            return Err(Error::InvalidOption(format!(
-                "{} exists and is not empty; a new repository needs an empty or new directory",
-                path.display()
-            )));
+            return Err(Error::InitNotEmpty(path.to_path_buf()));
         }
         durable::create_dir_durable(path)?;
         for d in SKELETON {

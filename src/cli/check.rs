@@ -1,0 +1,94 @@
+//! `check`: verify the repository and report what is damaged and what it affects.
+
+use serde_json::json;
+
+use jellysnap::check::{self, CheckReport, ReadData};
+use jellysnap::{Access, Error, Repository};
+
+use super::args::{self, CheckArgs};
+use super::exit::ExitCode;
+use super::{paren_name, render, report_rebuild, Ctx, Out};
+
+pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
+    let mode = ReadData::new(a.read_data, a.read_data_subset, &args::cache_dir())?;
+    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
+    let r = check::check(&repo, &mode, ctx.progress)?;
+    ctx.out.json(json!(r));
+    ctx.out.text(&counts_text(&r));
+    if r.ok() {
+        ctx.out.text("no problems found");
+        return Ok(ExitCode::Success);
+    }
+    report_problems(ctx.out, &r);
+    Ok(ExitCode::Damaged)
+}
+
+/// What was checked (and rebuilt), as text.
+fn counts_text(r: &CheckReport) -> String {
+    let read = match (&r.subset, r.packs_read) {
+        (Some(s), n) => format!(
+            "; read slice {s} of the packs ({n} pack(s), {})",
+            render::size(r.bytes_read)
+        ),
+        (None, 0) => String::new(),
+        (None, n) => format!("; read {n} pack(s) ({})", render::size(r.bytes_read)),
+    };
+    let mut t = format!(
+        "checked {} snapshot(s), {} tree(s), {} chunk list(s), {} data chunk(s), {} pack(s){read}",
+        r.snapshots, r.trees, r.list_chunks, r.data_chunks, r.packs,
+    );
+    if r.databases_rebuilt > 0 {
+        t.push_str(&format!(
+            "\nrebuilt {} distinct database dump(s) and compared them with what their backups verified",
+            r.databases_rebuilt
+        ));
+    }
+    t
+}
+
+/// The problems and the snapshots they affect, on stderr.
+fn report_problems(out: &Out, r: &CheckReport) {
+    for p in &r.problems {
+        if p.kind == "database" {
+            out.err(&format!("unrestorable database: {}", p.detail));
+            continue;
+        }
+        let chunks = match p.chunks.len() {
+            0 => String::new(),
+            n if n <= 5 => format!(
+                " chunks {}",
+                p.chunks
+                    .iter()
+                    .map(|c| &c[..16])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            n => format!(" {n} chunks (first {})", &p.chunks[0][..16]),
+        };
+        let pack = p
+            .pack
+            .as_ref()
+            .map(|x| format!(" pack {x}"))
+            .unwrap_or_default();
+        out.err(&format!("damaged {}{pack}{chunks}: {}", p.kind, p.detail));
+    }
+    for a in &r.affected {
+        out.err(&format!(
+            "snapshot {}{} is affected: {} path(s): {}",
+            &a.snapshot[..8],
+            paren_name(&a.name),
+            a.paths.len(),
+            a.paths
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.err(&format!(
+        "jellysnap: check found {} problem(s)",
+        r.problems.len()
+    ));
+}

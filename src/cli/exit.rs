@@ -1,0 +1,150 @@
+//! Every exit code of the binary, in one place, with its meaning. The README's exit-code
+//! table is tested against [`ExitCode::ALL`] (both ways), so the two cannot drift.
+
+use jellysnap::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    Partial = 3,
+    Repository = 10,
+    Version = 11,
+    NoSuchSnapshot = 12,
+    DuplicateName = 13,
+    NotJellyfin = 14,
+    TargetNotEmpty = 15,
+    Locked = 16,
+    ServerRunning = 17,
+    Damaged = 18,
+    DatabaseRestore = 19,
+    /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
+    BrokenPipe = 141,
+}
+
+// The list and the meanings are what the README's table is tested against.
+#[cfg_attr(not(test), allow(dead_code))]
+impl ExitCode {
+    pub const ALL: [ExitCode; 15] = [
+        ExitCode::Success,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::Partial,
+        ExitCode::Repository,
+        ExitCode::Version,
+        ExitCode::NoSuchSnapshot,
+        ExitCode::DuplicateName,
+        ExitCode::NotJellyfin,
+        ExitCode::TargetNotEmpty,
+        ExitCode::Locked,
+        ExitCode::ServerRunning,
+        ExitCode::Damaged,
+        ExitCode::DatabaseRestore,
+        ExitCode::BrokenPipe,
+    ];
+
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// One line, as the README's table says it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Success => "success",
+            ExitCode::Failure => "I/O or internal error (the message names the path)",
+            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name)",
+            ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
+            ExitCode::Repository => "no jellysnap repository at the path (a backup without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
+            ExitCode::Version => "unsupported repository format version",
+            ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
+            ExitCode::DuplicateName => "a snapshot with that name already exists",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir",
+            ExitCode::TargetNotEmpty => "restore target is not empty",
+            ExitCode::Locked => "repository locked by another jellysnap process",
+            ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
+            ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
+            ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
+            ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
+        }
+    }
+
+    /// The code the README documents for an engine error. No wildcard: a new error kind
+    /// must be given its code here.
+    pub fn of(e: &Error) -> ExitCode {
+        match e {
+            Error::Io { .. }
+            | Error::Index { .. }
+            | Error::DatabaseCapture { .. }
+            | Error::Internal(_) => ExitCode::Failure,
+            Error::InvalidOption(_) | Error::Option(_) | Error::InvalidName(_) => ExitCode::Usage,
+            Error::NotARepository(_)
+            | Error::NoRepository(_)
+            | Error::AlreadyInitialized { .. }
+            | Error::InitNotEmpty(_) => ExitCode::Repository,
+            Error::UnsupportedVersion { .. } => ExitCode::Version,
+            Error::SnapshotNotFound(_)
+            | Error::SnapshotAmbiguous { .. }
+            | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
+            Error::DuplicateName(_) => ExitCode::DuplicateName,
+            Error::SourceMissing(_) | Error::NotJellyfin { .. } => ExitCode::NotJellyfin,
+            Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
+            Error::Locked { .. } => ExitCode::Locked,
+            Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
+                ExitCode::ServerRunning
+            }
+            Error::Corrupt { .. }
+            | Error::ChunkMissing { .. }
+            | Error::PackMissing { .. }
+            | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
+            Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows `| code | meaning |` of the README's "Exit codes" section.
+    fn readme_table() -> Vec<(i32, String)> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Exit codes\n")
+            .nth(1)
+            .expect("README has an Exit codes section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim().strip_prefix('|')?.split('|').collect();
+                let code = cells.first()?.trim().parse().ok()?;
+                Some((code, cells.get(1)?.trim().to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_table_is_the_list_of_codes() {
+        let ours: Vec<(i32, String)> = ExitCode::ALL
+            .iter()
+            .map(|c| (c.code(), c.meaning().to_string()))
+            .collect();
+        let readme = readme_table();
+        for row in &readme {
+            assert!(ours.contains(row), "README row not in ExitCode: {row:?}");
+        }
+        for row in &ours {
+            assert!(readme.contains(row), "ExitCode not in the README: {row:?}");
+        }
+        assert_eq!(readme, ours, "same rows, same order");
+    }
+
+    #[test]
+    fn codes_are_distinct() {
+        let mut codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), ExitCode::ALL.len());
+    }
+}

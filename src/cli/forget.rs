@@ -1,0 +1,79 @@
+//! `forget`: remove snapshots by name or by a keep policy.
+
+use serde_json::json;
+
+use jellysnap::forget::{self, Decision, Policy, Selection};
+use jellysnap::{Access, Error, Repository};
+
+use super::args::ForgetArgs;
+use super::exit::ExitCode;
+use super::{render, report_rebuild, Ctx};
+
+/// What to remove, from the arguments, validated.
+fn selection(a: &ForgetArgs) -> Result<Selection, Error> {
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within_secs: None,
+        include_named: a.include_named,
+    }
+    .within(a.keep_within.as_deref())?;
+    Ok(Selection::new(a.snapshots.clone(), policy)?)
+}
+
+pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
+    let selection = selection(a)?;
+    let access = if a.dry_run {
+        Access::Read
+    } else {
+        Access::Exclusive
+    };
+    let repo = Repository::open(&ctx.repo_path, access)?;
+    report_rebuild(&repo, ctx.out);
+    let (snaps, _) = repo.snapshots()?;
+    let decisions = forget::select(&snaps, &selection)?;
+    let to_remove: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    let removed = if a.dry_run {
+        0
+    } else {
+        forget::remove(&repo, &to_remove)?
+    };
+    ctx.out
+        .json(json!({ "dry_run": a.dry_run, "decisions": decisions, "removed": removed }));
+    let summary = if a.dry_run {
+        format!(
+            "dry run: would remove {} of {} snapshot(s)",
+            to_remove.len(),
+            decisions.len()
+        )
+    } else {
+        format!("removed {removed} snapshot(s); run `jellysnap gc` to reclaim their space")
+    };
+    ctx.out
+        .text(&format!("{}{summary}", decisions_table(&decisions)));
+    Ok(ExitCode::Success)
+}
+
+fn decisions_table(decisions: &[Decision]) -> String {
+    let rows: Vec<Vec<String>> = decisions
+        .iter()
+        .map(|d| {
+            vec![
+                d.id[..8].to_string(),
+                d.name.clone().unwrap_or_default(),
+                render::time(d.time_ns),
+                if d.keep { "keep" } else { "remove" }.to_string(),
+                d.reasons.join(", "),
+            ]
+        })
+        .collect();
+    render::table(&["ID", "NAME", "TIME (UTC)", "ACTION", "REASON"], &rows)
+}
