@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::format::id::{ChunkId, PackId};
+use crate::id::{ChunkId, PackId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

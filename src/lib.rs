@@ -19,18 +19,20 @@
 
 mod error;
 mod format;
+mod id;
 mod jellyfin;
 mod ops;
 mod store;
 mod sys;
 
 pub use error::{Error, OptionError, Result};
-pub use format::id::{ChunkId, PackId, SnapshotId};
 pub use format::pack::ChunkKind;
 pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
+pub use id::{ChunkId, PackId, SnapshotId};
 pub use jellyfin::SourceOptions;
 pub use ops::options::{Components, SnapshotName};
+pub use ops::parallel::set_io_threads;
 pub use store::packer::ChunkSink;
 pub use store::repo::{Access, Repository};
 

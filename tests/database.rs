@@ -1,4 +1,4 @@
-//! End-to-end tests of database capture through the built binary (issue 5): logical
+//! End-to-end tests of database capture through the built binary: logical
 //! capture and rebuild, dedup across VACUUM and a day of use, in-place restore decided by
 //! dump, the physical fallback for virtual tables, and list chunks surviving gc.
 
@@ -54,7 +54,7 @@ fn settings(c: &Connection) -> (i64, i64, i64, String) {
     )
 }
 
-/// Everything issue 5 requires of a restored database, compared with the source.
+/// Everything a restored database must show, compared with the source.
 #[track_caller]
 fn assert_db_exact(restored: &Path, original: &Path) {
     let (r, o) = (ro(restored), ro(original));

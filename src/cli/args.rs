@@ -21,6 +21,11 @@ pub struct Cli {
     /// Print more detail (per-file warnings are always printed)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Threads for file work (a tuning knob for measurements; the default suits the
+    /// machine): from the environment only.
+    #[arg(long, global = true, env = "JELLYSNAP_THREADS", hide = true,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }

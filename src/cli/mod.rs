@@ -44,6 +44,9 @@ pub fn run() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_exit(&e),
     };
+    if let Some(n) = cli.threads {
+        jellysnap::set_io_threads(n.into());
+    }
     let out = Out::new(cli.json, cli.quiet);
     let progress = TermProgress::new(cli.quiet, cli.json, cli.verbose > 0);
     let default_repo = args::default_repo();

@@ -19,8 +19,8 @@
 //! encoding of `Vec<ChunkRef>` (non-empty). Decoding never panics on bad bytes.
 
 use crate::error::{Error, Result};
-use crate::format::id::ChunkId;
 use crate::format::tree::{ChunkRef, MAX_LEVELS};
+use crate::id::ChunkId;
 
 pub const LIST_MAGIC: &[u8; 4] = b"JSCL";
 pub const LIST_VERSION: u8 = 1;

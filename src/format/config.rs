@@ -51,7 +51,7 @@ impl RepoConfig {
     /// The settings of a new repository; `seed` (random, from the store) names it.
     pub fn new_default(seed: [u8; 16]) -> Self {
         RepoConfig {
-            repo_id: crate::format::id::hex(&seed),
+            repo_id: crate::id::hex(&seed),
             chunker: ChunkerParams {
                 min: 64 * 1024,
                 avg: 256 * 1024,

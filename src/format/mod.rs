@@ -7,7 +7,6 @@ pub mod chunklist;
 pub mod compress;
 pub mod config;
 pub mod dump;
-pub mod id;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;

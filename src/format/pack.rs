@@ -20,7 +20,7 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use crate::format::compress::Compression;
-use crate::format::id::ChunkId;
+use crate::id::ChunkId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"JSNPPACK";
 pub const PACK_VERSION: u32 = 1;

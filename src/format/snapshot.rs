@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::id::{ChunkId, SnapshotId};
+use crate::id::{ChunkId, SnapshotId};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"JSNPSNAP";
 pub const SNAPSHOT_VERSION: u32 = 1;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::id::ChunkId;
+use crate::id::ChunkId;
 
 /// Levels of list chunks (`indirect`) a file node may have: 4 levels of 64 refs address
 /// 16.7M data chunks (see [`crate::format::chunklist`]).

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
-use crate::format::id::{ChunkId, PackId};
 use crate::format::pack::{self, PackEntry};
 use crate::format::snapshot::{Component, Snapshot};
 use crate::format::tree::{DbCapture, Node};
+use crate::id::{ChunkId, PackId};
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::repo::Repository;

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use crate::error::{OptionError, Result};
-use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
 use crate::store::repo::{resolve_in, Repository};
 use crate::store::Key;
 
@@ -230,8 +230,8 @@ pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::id::SnapshotId;
     use crate::format::snapshot::tests_support::record_at;
+    use crate::id::SnapshotId;
 
     const H: i64 = 3_600_000_000_000;
 

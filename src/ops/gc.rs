@@ -15,8 +15,8 @@
 use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
-use crate::format::id::PackId;
 use crate::format::pack::PackEntry;
+use crate::id::PackId;
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::packer::ChunkSink;

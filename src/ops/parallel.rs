@@ -1,14 +1,23 @@
 //! The thread pool backup and restore run in. File work is bound as much by I/O latency
 //! (cold stats, reads, page-cache copies) as by CPU, so the pool has several threads per
 //! core: measured on 2 cores, 8 threads halved a cold backup and cut a no-change backup
-//! by a third against one thread per core. `JELLYSNAP_THREADS` overrides the size.
+//! by a third against one thread per core. The caller may set another size
+//! ([`set_io_threads`]; the CLI reads `JELLYSNAP_THREADS`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The pool size the caller chose; 0 for the default.
+static CHOSEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Run file work on `n` threads (1 to 256) instead of the default for this machine.
+pub fn set_io_threads(n: usize) {
+    CHOSEN.store(n.clamp(1, 256), Ordering::Relaxed);
+}
 
 pub fn io_threads() -> usize {
-    if let Some(n) = std::env::var("JELLYSNAP_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        return n.clamp(1, 256);
+    let chosen = CHOSEN.load(Ordering::Relaxed);
+    if chosen > 0 {
+        return chosen;
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::format::chunklist::ListVisitor;
-use crate::format::id::ChunkId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{ChunkRef, Node, Tree};
+use crate::id::ChunkId;
 use crate::store::repo::Repository;
 
 #[derive(Debug, Default)]

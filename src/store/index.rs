@@ -12,8 +12,8 @@ use std::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::compress::Compression;
-use crate::format::id::{ChunkId, PackId};
 use crate::format::pack::{ChunkKind, PackEntry};
+use crate::id::{ChunkId, PackId};
 
 /// Bump when the value layout or key scheme changes: a mismatch rebuilds the index.
 pub const INDEX_SCHEMA: u32 = 1;

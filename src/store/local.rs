@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::id::{PackId, SnapshotId};
+use crate::id::{PackId, SnapshotId};
 use crate::store::{durable, Key, Kind, Staged, Store};
 
 /// The directories `init` creates before the config is written: the objects' own, and

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::id::{PackId, SnapshotId};
+use crate::id::{PackId, SnapshotId};
 
 /// An object of the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::format::compress::{self, Compression};
-use crate::format::id::{ChunkId, PackId};
 use crate::format::pack::{self, ChunkKind, PackEntry};
+use crate::id::{ChunkId, PackId};
 use crate::store::index::{ChunkIndex, IndexEntry};
 use crate::store::repo::Repository;
 use crate::store::{Key, Staged, Store};

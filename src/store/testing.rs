@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::format::id::ChunkId;
+use crate::id::ChunkId;
 use crate::store::index::{ChunkIndex, IndexEntry};
 use crate::store::{Key, Kind, Staged, Store};
 

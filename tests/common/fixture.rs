@@ -18,7 +18,7 @@
 //! - `jellyfin.db` is a real SQLite database in WAL mode with 4 KiB pages, closed cleanly:
 //!   no `-wal`/`-shm` file is left next to it.
 //!
-//! Layout per install kind (paths relative to `root`), see DESIGN.md §2:
+//! Layout per install kind (paths relative to `root`), see docs/ARCHITECTURE.md, "Jellyfin's data dir":
 //!
 //! | layout      | data_dir           | config_dir       | cache_dir              | log_dir              |
 //! |-------------|--------------------|------------------|------------------------|----------------------|

@@ -157,7 +157,7 @@ fn record(slot: &DbSlot, path: &Path, db: &CapturedDb, progress: &dyn Progress, 
         rel: slot.rel.clone(),
         capture: db.kind,
         reason: db.fallback.clone(),
-        verified: db.verified.map(|d| crate::format::id::hex(&d)),
+        verified: db.verified.map(|d| crate::id::hex(&d)),
         sqlite_version: capture::sqlite_version().to_string(),
     });
 }

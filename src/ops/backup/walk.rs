@@ -15,10 +15,10 @@ use super::files::{database_node, file_node};
 use super::tally::Tally;
 use super::{ctime_ns, mtime_ns, Ctx};
 use crate::error::{IoContext, Result};
-use crate::format::id::ChunkId;
 use crate::format::pack::ChunkKind;
 use crate::format::snapshot::{Component, NotCapturedKind};
 use crate::format::tree::{Entry, Node, Tree};
+use crate::id::ChunkId;
 use crate::jellyfin::Class;
 
 /// Walk every root of the selection and write the root tree. `parent_root` is the root

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use super::side_path;
 use crate::format::chunker::Chunker;
-use crate::format::id::ChunkId;
 use crate::format::tree::ChunkRef;
+use crate::id::ChunkId;
 use crate::jellyfin::{logical, sqlite};
 
 /// Does the file at `path` hold exactly these chunks?
@@ -100,5 +100,5 @@ pub(super) fn same_observed(path: &Path, proof: &str) -> bool {
         return false;
     };
     crate::jellyfin::observe::observe_as(&conn, Some(wal))
-        .is_ok_and(|o| crate::format::id::hex(&o.digest()) == proof)
+        .is_ok_and(|o| crate::id::hex(&o.digest()) == proof)
 }

@@ -111,7 +111,7 @@ fn rebuild_beside(
         capture::remove_side_files(&tmp);
         let seen =
             seen.map_err(|e| fail(format!("the rebuilt database cannot be read back: {e}")))?;
-        if crate::format::id::hex(&seen.digest()) != want {
+        if crate::id::hex(&seen.digest()) != want {
             return Err(fail(format!(
                 "the database rebuilt with SQLite {} is not the one the backup verified",
                 capture::sqlite_version()

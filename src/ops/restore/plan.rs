@@ -17,9 +17,9 @@ use super::{
 };
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::Chunker;
-use crate::format::id::ChunkId;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
+use crate::id::ChunkId;
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
 
