@@ -96,9 +96,6 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("invalid option: {0}")]
-    InvalidOption(String),
-
     /// A command-line value an option type refused (see [`OptionError`]).
     #[error(transparent)]
     Option(#[from] OptionError),
@@ -137,6 +134,16 @@ pub enum OptionError {
 
     #[error("invalid option: give either snapshots to remove or a keep policy, not both")]
     SnapshotsAndPolicy,
+
+    #[error("invalid option: --components names no component")]
+    NoComponents,
+
+    #[error("invalid option: snapshot {snapshot} does not contain the {component} component (it has: {has})")]
+    ComponentNotInSnapshot {
+        snapshot: String,
+        component: &'static str,
+        has: String,
+    },
 }
 
 impl Error {

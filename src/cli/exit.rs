@@ -77,7 +77,7 @@ impl ExitCode {
             | Error::Index { .. }
             | Error::DatabaseCapture { .. }
             | Error::Internal(_) => ExitCode::Failure,
-            Error::InvalidOption(_) | Error::Option(_) | Error::InvalidName(_) => ExitCode::Usage,
+            Error::Option(_) | Error::InvalidName(_) => ExitCode::Usage,
             Error::NotARepository(_)
             | Error::NoRepository(_)
             | Error::AlreadyInitialized { .. }

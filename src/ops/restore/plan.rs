@@ -15,7 +15,7 @@ use super::{
     is_restore_leftover, side_path, Action, Destination, DirMeta, RestoreOptions, RestorePlan,
     RootMapping, SIDE_SUFFIXES,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
@@ -53,21 +53,20 @@ fn chosen_components(
         return Ok(rec.components.iter().copied().collect());
     };
     if want.is_empty() {
-        return Err(Error::InvalidOption(
-            "--components names no component".into(),
-        ));
+        return Err(OptionError::NoComponents.into());
     }
     if let Some(missing) = want.iter().find(|c| !rec.has_component(**c)) {
-        return Err(Error::InvalidOption(format!(
-            "snapshot {} does not contain the {} component (it has: {})",
-            snap.id.short(),
-            missing.name(),
-            rec.components
+        return Err(OptionError::ComponentNotInSnapshot {
+            snapshot: snap.id.short(),
+            component: missing.name(),
+            has: rec
+                .components
                 .iter()
                 .map(|c| c.name())
                 .collect::<Vec<_>>()
-                .join(",")
-        )));
+                .join(","),
+        }
+        .into());
     }
     Ok(want.clone())
 }
