@@ -167,6 +167,7 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
     let mut report = GcReport::default();
 
     // 1. Live chunks of packs to repack: into new packs, durable and indexed.
+    let mut written = Vec::new();
     if !plan.repack.is_empty() {
         progress.phase("repacking", Some(plan.bytes_repacked));
         let sink = ChunkSink::new(repo)?;
@@ -186,12 +187,20 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             .stats
             .new_chunks
             .load(std::sync::atomic::Ordering::Relaxed);
-        sink.finish()?;
+        written = sink.finish()?;
     }
 
-    // 2. Unindex what still points at the packs that go (synced before any delete).
+    // 2. Unindex what still points at the packs that go (synced before any delete). A
+    // pack is named by its bytes, so a repack can write a pack the plan meant to delete:
+    // an interrupted gc's unindexed leftover of these very chunks. That one now holds
+    // them, indexed, and stays.
     progress.phase("deleting packs", None);
-    let doomed: Vec<&PackPlan> = plan.delete.iter().chain(plan.repack.iter()).collect();
+    let doomed: Vec<&PackPlan> = plan
+        .delete
+        .iter()
+        .chain(plan.repack.iter())
+        .filter(|p| p.id.is_none_or(|id| !written.contains(&id)))
+        .collect();
     for p in &doomed {
         let Some(id) = p.id else { continue };
         let mut stale = Vec::new();

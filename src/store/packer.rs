@@ -75,6 +75,8 @@ pub struct ChunkSink<'r> {
     tx: Mutex<Option<SyncSender<NewChunk>>>,
     /// Set when a chunk could not be handed to the writer: it stopped on an error.
     writer_stopped: std::sync::atomic::AtomicBool,
+    /// The packs made durable (and indexed) so far, in seal order.
+    written: Arc<Mutex<Vec<PackId>>>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     pub stats: SinkStats,
@@ -89,8 +91,10 @@ impl<'r> ChunkSink<'r> {
         let pool = Arc::new(Mutex::new(Vec::new()));
         let (sync_tx, sync_rx) = sync_channel::<SealedPack>(2);
         let store = repo.store_arc();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let to_syncer = written.clone();
         let syncer = spawn("pack syncer", move || {
-            sync_packs(store.as_ref(), index, sync_rx)
+            sync_packs(store.as_ref(), index, sync_rx, &to_syncer)
         })?;
         let syncer = Some((sync_tx, syncer));
         let writer = PackWriter {
@@ -109,6 +113,7 @@ impl<'r> ChunkSink<'r> {
             pending: Mutex::new(HashSet::new()),
             tx: Mutex::new(Some(tx)),
             writer_stopped: Default::default(),
+            written,
             writer: Mutex::new(Some(handle)),
             pool,
             stats: SinkStats::default(),
@@ -207,8 +212,14 @@ impl<'r> ChunkSink<'r> {
     }
 
     /// Seal the open packs and wait until they and their index entries are durable.
-    pub fn finish(self) -> Result<()> {
-        self.finish_inner()
+    /// Returns the packs written, in seal order.
+    pub fn finish(self) -> Result<Vec<PackId>> {
+        self.finish_inner()?;
+        let written = self
+            .written
+            .lock()
+            .map_err(|_| poisoned("the list of packs written"))?;
+        Ok(written.clone())
     }
 
     fn finish_inner(&self) -> Result<()> {
@@ -379,6 +390,7 @@ fn sync_packs(
     store: &dyn Store,
     index: Arc<dyn ChunkIndex>,
     rx: Receiver<SealedPack>,
+    written: &Mutex<Vec<PackId>>,
 ) -> Result<()> {
     for p in rx {
         store.put_staged(Key::Pack(p.id), p.staged)?;
@@ -388,6 +400,10 @@ fn sync_packs(
             .map(|e| (e.id, IndexEntry::from_pack_entry(p.id, e)))
             .collect();
         index.insert(&batch)?;
+        written
+            .lock()
+            .map_err(|_| poisoned("the list of packs written"))?
+            .push(p.id);
     }
     Ok(())
 }
