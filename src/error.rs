@@ -108,6 +108,13 @@ pub enum Error {
     )]
     Internal(String),
 
+    #[error("cannot start the {what} thread: {source}; the system is out of threads or memory (see `ulimit -u` and the service's TasksMax / pids limit); nothing was committed")]
+    ThreadStart {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("repository index at {path}: {detail}")]
     Index { path: PathBuf, detail: String },
 }

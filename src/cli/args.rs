@@ -21,11 +21,6 @@ pub struct Cli {
     /// Print more detail (per-file warnings are always printed)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Threads for file work (a tuning knob for measurements; the default suits the
-    /// machine): from the environment only.
-    #[arg(long, global = true, env = "JELLYSNAP_THREADS", hide = true,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -206,4 +201,10 @@ pub fn cache_dir() -> PathBuf {
                 .join(".cache")
         });
     base.join("jellysnap")
+}
+
+/// `JELLYSNAP_THREADS`: the size of the engine's file-work pool, a tuning knob for
+/// measurements (clamped to 1-256; a value that is not a number is ignored).
+pub fn io_threads() -> Option<usize> {
+    std::env::var("JELLYSNAP_THREADS").ok()?.parse().ok()
 }

@@ -76,7 +76,8 @@ impl ExitCode {
             Error::Io { .. }
             | Error::Index { .. }
             | Error::DatabaseCapture { .. }
-            | Error::Internal(_) => ExitCode::Failure,
+            | Error::Internal(_)
+            | Error::ThreadStart { .. } => ExitCode::Failure,
             Error::Option(_) | Error::InvalidName(_) => ExitCode::Usage,
             Error::NotARepository(_)
             | Error::NoRepository(_)

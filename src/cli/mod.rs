@@ -44,8 +44,8 @@ pub fn run() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_exit(&e),
     };
-    if let Some(n) = cli.threads {
-        jellysnap::set_io_threads(n.into());
+    if let Some(n) = args::io_threads() {
+        jellysnap::set_io_threads(n);
     }
     let out = Out::new(cli.json, cli.quiet);
     let progress = TermProgress::new(cli.quiet, cli.json, cli.verbose > 0);

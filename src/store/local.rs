@@ -197,8 +197,11 @@ impl Store for LocalStore {
     }
 
     fn clear_scratch(&self) {
-        // Packs being staged and database captures.
-        remove_matching(&self.root.join("tmp"), &["pack-", "db-capture-"]);
+        // Packs being staged, database captures, their rebuilds and private copies.
+        remove_matching(
+            &self.root.join("tmp"),
+            &["pack-", "db-capture-", "db-rebuild-", "db-source-"],
+        );
     }
 
     fn remove_leftovers(&self) -> Result<u64> {
@@ -219,14 +222,22 @@ impl Store for LocalStore {
     }
 }
 
-/// Remove the files of `dir` whose names start with one of `prefixes`; how many.
+/// Remove the files (and directories) of `dir` whose names start with one of
+/// `prefixes`; how many.
 fn remove_matching(dir: &Path, prefixes: &[&str]) -> u64 {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     let mut n = 0;
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if prefixes.iter().any(|p| name.starts_with(p)) && fs::remove_file(e.path()).is_ok() {
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let removed = match e.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
+            _ => fs::remove_file(e.path()),
+        };
+        if removed.is_ok() {
             n += 1;
         }
     }
@@ -292,5 +303,24 @@ mod tests {
         assert_eq!(store.list(Kind::Snapshot).unwrap().len(), 1);
         assert_eq!(store.remove_leftovers().unwrap(), 1);
         assert!(!tmp.exists());
+        // What a killed backup leaves in the scratch space goes; anything else stays.
+        let scratch = dir.path().join("repo/tmp");
+        for f in [
+            "pack-1",
+            "db-capture-2",
+            "db-rebuild-3",
+            "db-rebuild-3-journal",
+            "keep",
+        ] {
+            fs::write(scratch.join(f), b"x").unwrap();
+        }
+        fs::create_dir(scratch.join("db-source-4")).unwrap();
+        fs::write(scratch.join("db-source-4/db"), b"x").unwrap();
+        store.clear_scratch();
+        let left: Vec<_> = fs::read_dir(&scratch)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["keep"]);
     }
 }

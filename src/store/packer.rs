@@ -29,8 +29,10 @@ fn spawn<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>> {
-    let failed =
-        |e: std::io::Error| Error::internal(format!("cannot start the {name} thread: {e}"));
+    let failed = |source: std::io::Error| Error::ThreadStart {
+        what: name.to_string(),
+        source,
+    };
     #[cfg(feature = "test-hooks")]
     crate::store::testing::thread_spawn().map_err(failed)?;
     std::thread::Builder::new()
@@ -90,24 +92,46 @@ impl<'r> ChunkSink<'r> {
         let (tx, rx) = sync_channel::<NewChunk>(32);
         let pool = Arc::new(Mutex::new(Vec::new()));
         let (sync_tx, sync_rx) = sync_channel::<SealedPack>(2);
-        let store = repo.store_arc();
         let written = Arc::new(Mutex::new(Vec::new()));
-        let to_syncer = written.clone();
-        let syncer = spawn("pack syncer", move || {
-            sync_packs(store.as_ref(), index, sync_rx, &to_syncer)
-        })?;
-        let syncer = Some((sync_tx, syncer));
-        let writer = PackWriter {
+        // The writer starts first and waits for its syncer, so that whichever thread
+        // cannot start, every thread that did is joined before the error returns (a
+        // thread left running would outlive the index it holds).
+        let (start_tx, start_rx) = sync_channel::<Syncer>(1);
+        let mut writer = PackWriter {
             store: repo.store_arc(),
             target: repo.config().pack_target_bytes,
             data: None,
             tree: None,
             pool: pool.clone(),
-            syncer,
+            syncer: None,
         };
-        // On failure `writer`, and with it the syncer's channel, is dropped: the syncer
-        // ends on its own.
-        let handle = spawn("pack writer", move || writer.run(rx))?;
+        let handle = spawn("pack writer", move || match start_rx.recv() {
+            Ok(syncer) => {
+                writer.syncer = Some(syncer);
+                writer.run(rx)
+            }
+            // The syncer did not start: the caller reports why.
+            Err(_) => Ok(()),
+        })?;
+        let (store, to_syncer) = (repo.store_arc(), written.clone());
+        let syncer = spawn("pack syncer", move || {
+            sync_packs(store.as_ref(), index, sync_rx, &to_syncer)
+        });
+        let syncer = match syncer {
+            Ok(h) => h,
+            Err(e) => {
+                drop(start_tx);
+                let _ = handle.join();
+                return Err(e);
+            }
+        };
+        if start_tx.send((sync_tx, syncer)).is_err() {
+            return Err(handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("the pack writer panicked")))
+                .err()
+                .unwrap_or_else(|| Error::internal("the pack writer ended before it started")));
+        }
         Ok(ChunkSink {
             repo,
             pending: Mutex::new(HashSet::new()),
@@ -246,8 +270,11 @@ struct PackWriter {
     tree: Option<OpenPack>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Sealed packs on their way to disk, in seal order.
-    syncer: Option<(SyncSender<SealedPack>, JoinHandle<Result<()>>)>,
+    syncer: Option<Syncer>,
 }
+
+/// The channel to the syncer thread, and the thread.
+type Syncer = (SyncSender<SealedPack>, JoinHandle<Result<()>>);
 
 /// A pack being filled: records are streamed into a staged object.
 struct OpenPack {
