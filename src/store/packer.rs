@@ -125,7 +125,10 @@ impl<'r> ChunkSink<'r> {
                 return Err(e);
             }
         };
-        if start_tx.send((sync_tx, syncer)).is_err() {
+        if let Err(std::sync::mpsc::SendError((sync_tx, syncer))) = start_tx.send((sync_tx, syncer))
+        {
+            drop(sync_tx);
+            let _ = syncer.join();
             return Err(handle
                 .join()
                 .unwrap_or_else(|_| Err(Error::internal("the pack writer panicked")))
