@@ -41,24 +41,24 @@ impl LocalStore {
     }
 
     /// Open a pack for reading; each thread keeps its most recent pack open, since reads
-    /// of one file or directory mostly hit the same pack.
+    /// of one file or directory mostly hit the same pack. A hit compares the key and the
+    /// root only: no path is built per chunk read.
     fn open_cached(&self, key: Key) -> std::io::Result<Arc<File>> {
         thread_local! {
-            static LAST: std::cell::RefCell<Option<(PathBuf, Arc<File>)>> =
+            static LAST: std::cell::RefCell<Option<(PathBuf, Key, Arc<File>)>> =
                 const { std::cell::RefCell::new(None) };
         }
-        let path = self.path(key);
         let cached = LAST.with(|l| {
             l.borrow()
                 .as_ref()
-                .filter(|(p, _)| p == &path)
-                .map(|(_, f)| f.clone())
+                .filter(|(root, k, _)| *k == key && root == &self.root)
+                .map(|(_, _, f)| f.clone())
         });
         if let Some(f) = cached {
             return Ok(f);
         }
-        let f = Arc::new(File::open(&path)?);
-        LAST.with(|l| *l.borrow_mut() = Some((path, f.clone())));
+        let f = Arc::new(File::open(self.path(key))?);
+        LAST.with(|l| *l.borrow_mut() = Some((self.root.clone(), key, f.clone())));
         Ok(f)
     }
 
@@ -162,7 +162,7 @@ impl Store for LocalStore {
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.open_cached(key)
             .and_then(|f| f.read_exact_at(buf, offset))
-            .at(self.path(key))
+            .map_err(|e| Error::io(self.path(key), e))
     }
 
     fn size(&self, key: Key) -> Result<u64> {
