@@ -230,6 +230,15 @@ fn hard_links_come_back_as_hard_links() {
         b"linked from outside"
     );
     env.expect(&["check", "--read-data"], 0);
+
+    // In place: a name that became a file of its own is made a link again.
+    let b = lib.join("b/poster.jpg");
+    fs::remove_file(&b).unwrap();
+    fs::write(&b, b"a new poster").unwrap();
+    env.json(&["restore", "latest", "--in-place"], 0);
+    let live_ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(live_ino(&b), live_ino(&lib.join("a/poster.jpg")));
+    assert_eq!(fs::read(&b).unwrap(), b"one poster, two names");
 }
 
 const DAY: i64 = 86_400;
@@ -240,7 +249,7 @@ const T0: i64 = 1_780_272_000;
 fn backup_at(env: &Env, data: &str, now: i64) -> Value {
     let out = env
         .cmd(&["--json", "backup", "--init", "--data-dir", data])
-        .env("JELLYSNAP_NOW", now.to_string())
+        .clock_at(now)
         .expect(0);
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -261,17 +270,17 @@ fn a_wrong_clock_does_not_break_retention() {
     assert_eq!(notices(&b, "clock-went-back").len(), 1, "{b}");
     let past = b["id"].as_str().unwrap().to_string();
 
-    let now = (T0 + 2 * DAY).to_string();
+    let now = T0 + 2 * DAY;
     let target = env.root.join("t");
     let plan = env
         .cmd(&["restore", "latest", "--dry-run", "--target"])
         .arg(&target)
-        .env("JELLYSNAP_NOW", &now)
+        .clock_at(now)
         .json(0);
     assert_eq!(plan["plan"]["snapshot"], past.as_str(), "{plan}");
     let f = env
         .cmd(&["forget", "--keep-last", "1", "--dry-run"])
-        .env("JELLYSNAP_NOW", &now)
+        .clock_at(now)
         .json(0);
     let kept: Vec<&str> = f["decisions"]
         .as_array()
@@ -286,7 +295,7 @@ fn a_wrong_clock_does_not_break_retention() {
     backup_at(&env, data, T0 + 400 * DAY);
     let out = env
         .cmd(&["forget", "--keep-within", "30d"])
-        .env("JELLYSNAP_NOW", &now)
+        .clock_at(now)
         .expect(2);
     let err = s(&out.stderr);
     assert!(
@@ -297,7 +306,7 @@ fn a_wrong_clock_does_not_break_retention() {
     // Forced, the policy counts from the future snapshot, as asked.
     let f = env
         .cmd(&["forget", "--keep-within", "30d", "--force", "--dry-run"])
-        .env("JELLYSNAP_NOW", &now)
+        .clock_at(now)
         .json(0);
     let kept = f["decisions"]
         .as_array()
