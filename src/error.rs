@@ -109,7 +109,7 @@ pub enum Error {
     #[error(transparent)]
     Option(#[from] OptionError),
 
-    #[error("snapshot {snapshot} is dated {time} UTC, after now ({now} UTC): a clock was wrong, when that snapshot was taken or now. A keep policy counts time from the newest snapshot and would remove snapshots it should keep; check the clock (`date`), then remove that snapshot by name (`jellysnap forget {snapshot}`), or pass --force to apply the policy anyway")]
+    #[error("snapshot {snapshot} is dated {time} UTC, after now ({now} UTC): a clock was wrong, when that snapshot was taken or now. Keep rules that go by dates (--keep-within, --keep-hourly/-daily/...) count from the newest snapshot and would remove snapshots they should keep; check the clock (`date`), then remove that snapshot by name (`jellysnap forget {snapshot}`), or pass --force to apply the policy anyway")]
     SnapshotInFuture {
         snapshot: String,
         time: String,

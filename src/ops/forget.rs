@@ -7,8 +7,8 @@
 //! Clocks can be wrong. `--keep-last` counts snapshots in the order they were written
 //! (a snapshot taken before the clock was set is still the newest one), the calendar
 //! rules and `--keep-within` by their dates. A snapshot dated after now would make
-//! `--keep-within` count from the future and remove every other snapshot: a policy is
-//! refused while one exists, unless forced.
+//! `--keep-within` count from the future and remove every other snapshot: a policy with
+//! a rule that goes by dates is refused while one exists, unless forced.
 
 use serde::Serialize;
 
@@ -48,6 +48,17 @@ impl Policy {
             && self.monthly == 0
             && self.yearly == 0
             && self.within_secs.is_none()
+    }
+
+    /// Whether a rule goes by the snapshots' dates (all but `--keep-last`, which goes by
+    /// the order they were written).
+    pub fn uses_dates(&self) -> bool {
+        self.hourly > 0
+            || self.daily > 0
+            || self.weekly > 0
+            || self.monthly > 0
+            || self.yearly > 0
+            || self.within_secs.is_some()
     }
 
     /// The policy with `--keep-within` set from a duration such as `36h`, `2w`, `1y6m`.
@@ -197,14 +208,14 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
     out
 }
 
-/// Snapshots newest first, each with its decision: by name (every query must match a
-/// snapshot) or by policy.
+/// Snapshots newest (last written) first, each with its decision: by name (every query
+/// must match a snapshot) or by policy.
 /// A policy counts time from the newest snapshot; refused (unless forced) when that lies
 /// after `now_ns`.
 pub fn select(snaps: &[Snapshot], selection: &Selection, now_ns: i64) -> Result<Vec<Decision>> {
     let names = match selection {
         Selection::Policy(policy) => {
-            if !policy.force {
+            if !policy.force && policy.uses_dates() {
                 refuse_future(snaps, now_ns)?;
             }
             return Ok(decide(snaps, policy));
@@ -215,7 +226,7 @@ pub fn select(snaps: &[Snapshot], selection: &Selection, now_ns: i64) -> Result<
     for q in names {
         remove.insert(resolve_in(snaps.to_vec(), q)?.id);
     }
-    let mut d: Vec<Decision> = snaps
+    let d: Vec<Decision> = snaps
         .iter()
         .rev()
         .map(|s| {
@@ -234,7 +245,6 @@ pub fn select(snaps: &[Snapshot], selection: &Selection, now_ns: i64) -> Result<
             }
         })
         .collect();
-    d.sort_by_key(|d| std::cmp::Reverse(d.time_ns));
     Ok(d)
 }
 
@@ -371,6 +381,8 @@ mod tests {
             ..Policy::default()
         });
         assert!(select(&s, &forced, base).is_ok());
+        // --keep-last goes by the order of writing: no date can mislead it.
+        assert!(select(&s, &Selection::Policy(last), base).is_ok());
         // Named removals are not a policy: never refused.
         let named = Selection::Named(vec![s[0].id.to_hex()]);
         assert!(select(&s, &named, 0).is_ok());
