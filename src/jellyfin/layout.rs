@@ -338,7 +338,7 @@ impl Dirs {
                 found = Some(format!("is {what}"));
             } else if p.starts_with(m) {
                 found = Some(format!("holds {what} ({})", p.display()));
-            } else if *may_not_hold && m.starts_with(p) && *p != self.data && *p != self.config {
+            } else if *may_not_hold && m.starts_with(p) {
                 found = Some(format!("lies inside {what}"));
             }
             if found.is_some() {
@@ -606,6 +606,48 @@ mod tests {
         }
         for n in ["jellyfin.db", "backup.xml", "bakery"] {
             assert!(!excluded_name(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn metadata_dirs_may_lie_in_the_data_or_config_dir_but_not_in_a_component() {
+        let opts = SourceOptions {
+            data_dir: "/config/data".into(),
+            config_dir: None,
+            metadata_dir: None,
+            components: BTreeSet::new(),
+        };
+        let dirs = |metadata: &str| Dirs {
+            data: "/config/data".into(),
+            config: "/config".into(),
+            metadata: metadata.into(),
+            metadata_configured: true,
+            cache: None,
+        };
+        // linuxserver.io: the config dir holds the data dir; metadata in either is fine.
+        for ok in ["/config/data/metadata", "/config/metadata", "/srv/meta"] {
+            assert!(dirs(ok).check_overlaps(&opts).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/config",
+            "/config/data",
+            "/",
+            "/config/data/data",
+            "/config/data/data/trickplay/m",
+            "/config/data/plugins/m",
+            "/config/data/data/livetv",
+        ] {
+            let e = dirs(bad).check_overlaps(&opts).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::DirsOverlap {
+                        from_flag: false,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
         }
     }
 
