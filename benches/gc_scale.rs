@@ -47,6 +47,7 @@ fn file(name: String, chunks: Vec<ChunkRef>) -> Entry {
         mtime_ns: 0,
         ctime_ns: 0,
         inode: 0,
+        link: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         jellysnap_version: "bench".into(),
         databases: vec![],
         not_captured: Vec::new(),
+        seq: None,
     }
 }
 

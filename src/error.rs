@@ -74,6 +74,15 @@ pub enum Error {
     #[error("{path} is not a Jellyfin data dir: {detail}")]
     NotJellyfin { path: PathBuf, detail: String },
 
+    /// Directories of an install that contain one another (from the command line or
+    /// from system.xml: `from_flag` says which).
+    #[error("{path}: {detail}")]
+    DirsOverlap {
+        path: PathBuf,
+        detail: String,
+        from_flag: bool,
+    },
+
     #[error("restore target {0} is not empty; restore into an empty or new directory, or use --in-place to roll back the live server")]
     TargetNotEmpty(PathBuf),
 
@@ -99,6 +108,13 @@ pub enum Error {
     /// A command-line value an option type refused (see [`OptionError`]).
     #[error(transparent)]
     Option(#[from] OptionError),
+
+    #[error("snapshot {snapshot} is dated {time} UTC, after now ({now} UTC): a clock was wrong, when that snapshot was taken or now. Keep rules that go by dates (--keep-within, --keep-hourly/-daily/...) count from the newest snapshot and would remove snapshots they should keep; check the clock (`date`), then remove that snapshot by name (`jellysnap forget {snapshot}`), or pass --force to apply the policy anyway")]
+    SnapshotInFuture {
+        snapshot: String,
+        time: String,
+        now: String,
+    },
 
     #[error("gc needs every snapshot record readable to know what is live: {detail}; forget or repair that snapshot first")]
     SnapshotUnreadable { detail: String },

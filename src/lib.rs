@@ -38,7 +38,7 @@ pub use store::repo::{Access, Repository};
 
 /// Taking a snapshot.
 pub mod backup {
-    pub use crate::ops::backup::{backup, open_repository, BackupOptions, BackupOutcome};
+    pub use crate::ops::backup::{backup, open_repository, BackupOptions, BackupOutcome, Notice};
 }
 
 /// Restoring a snapshot: a plan (what `--dry-run` prints), then its execution.
@@ -83,6 +83,11 @@ pub mod progress {
 /// Times as the CLI prints them.
 pub mod timefmt {
     pub use crate::ops::timefmt::utc;
+}
+
+/// The clock the engine reads.
+pub mod clock {
+    pub use crate::ops::clock::now_ns;
 }
 
 /// The database capture on its own (benchmarks and experiments).

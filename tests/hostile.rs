@@ -25,6 +25,7 @@ fn entry(name: &[u8], node: Node) -> Entry {
         mtime_ns: 0,
         ctime_ns: 0,
         inode: 0,
+        link: None,
     }
 }
 

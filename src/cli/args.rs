@@ -118,6 +118,9 @@ pub struct ForgetArgs {
     /// Let the policy remove named snapshots too (by default they are always kept)
     #[arg(long)]
     pub include_named: bool,
+    /// Apply the policy even when a snapshot is dated in the future (a clock was wrong)
+    #[arg(long)]
+    pub force: bool,
     /// Show what would be kept and removed, and why; change nothing
     #[arg(long)]
     pub dry_run: bool,

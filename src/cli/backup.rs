@@ -76,6 +76,7 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
         "repository_created": created,
         "parent": o.parent.map(|p| p.to_hex()),
         "partial": o.is_partial(),
+        "notices": o.notices,
         "snapshot": r,
     }));
     out.text(&summary_text(o));
@@ -85,6 +86,17 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
             "jellysnap: {} file(s) changed while being read; their last read was stored",
             s.changed_during_backup.len()
         ));
+    }
+    if !o.notices.is_empty() {
+        // Also under -q: each is about data a restore would not give back as it is.
+        out.err(&format!("jellysnap: {} notice(s):", o.notices.len()));
+        for n in &o.notices {
+            if n.path.is_empty() {
+                out.err(&format!("  {}", n.detail));
+            } else {
+                out.err(&format!("  {}: {}", n.path, n.detail));
+            }
+        }
     }
     if !s.errors.is_empty() {
         out.err(&format!(

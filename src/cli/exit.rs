@@ -53,13 +53,13 @@ impl ExitCode {
         match self {
             ExitCode::Success => "success",
             ExitCode::Failure => "I/O or internal error (the message names the path)",
-            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name)",
+            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
             ExitCode::Version => "unsupported repository format version",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir, or system.xml's MetadataPath holds or lies inside another of its directories",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
@@ -78,7 +78,9 @@ impl ExitCode {
             | Error::DatabaseCapture { .. }
             | Error::Internal(_)
             | Error::ThreadStart { .. } => ExitCode::Failure,
-            Error::Option(_) | Error::InvalidName(_) => ExitCode::Usage,
+            Error::Option(_) | Error::InvalidName(_) | Error::SnapshotInFuture { .. } => {
+                ExitCode::Usage
+            }
             Error::NotARepository(_)
             | Error::NoRepository(_)
             | Error::AlreadyInitialized { .. }
@@ -89,6 +91,13 @@ impl ExitCode {
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) => ExitCode::DuplicateName,
             Error::SourceMissing(_) | Error::NotJellyfin { .. } => ExitCode::NotJellyfin,
+            // A bad flag is a bad command line; a bad system.xml a bad install.
+            Error::DirsOverlap {
+                from_flag: true, ..
+            } => ExitCode::Usage,
+            Error::DirsOverlap {
+                from_flag: false, ..
+            } => ExitCode::NotJellyfin,
             Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
             Error::Locked { .. } => ExitCode::Locked,
             Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {

@@ -20,6 +20,7 @@ fn selection(a: &ForgetArgs) -> Result<Selection, Error> {
         yearly: a.keep_yearly,
         within_secs: None,
         include_named: a.include_named,
+        force: a.force,
     }
     .within(a.keep_within.as_deref())?;
     Ok(Selection::new(a.snapshots.clone(), policy)?)
@@ -35,7 +36,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.repo_path, access)?;
     report_rebuild(&repo, ctx.out);
     let (snaps, _) = repo.snapshots()?;
-    let decisions = forget::select(&snaps, &selection)?;
+    let decisions = forget::select(&snaps, &selection, jellysnap::clock::now_ns())?;
     let to_remove: Vec<String> = decisions
         .iter()
         .filter(|d| !d.keep)

@@ -182,6 +182,11 @@ pub struct SnapshotRecord {
     /// leaves them alone.
     #[serde(default)]
     pub not_captured: Vec<NotCaptured>,
+    /// Write sequence number: one more than the highest in the repository when the
+    /// snapshot was committed (absent in records written before it existed). Orders
+    /// snapshots by when they were written, whatever the clock said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 impl SnapshotRecord {
@@ -227,6 +232,14 @@ impl SnapshotRecord {
 pub struct Snapshot {
     pub id: SnapshotId,
     pub record: SnapshotRecord,
+}
+
+impl Snapshot {
+    /// Sort key of the order snapshots were written in: by `seq` (records without one
+    /// were written before every record with one), then by time, then by id.
+    pub fn write_order(&self) -> (u64, i64, SnapshotId) {
+        (self.record.seq.unwrap_or(0), self.record.time_ns, self.id)
+    }
 }
 
 /// Names are short, unambiguous identifiers usable on a command line.
@@ -300,6 +313,7 @@ mod tests {
                 path: "/var/lib/jellyfin/data/subtitles/a.srt".into(),
                 component: None,
             }],
+            seq: Some(7),
         }
     }
 

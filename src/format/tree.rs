@@ -1,10 +1,14 @@
 //! Trees: one chunk per directory listing (docs/FORMAT.md, "Trees"). Identical directories encode
 //! to identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
 //!
-//! Encoding: magic `JSTR`, version u8 (1), then the bincode 2 "standard" encoding
-//! (varint integers) of [`Tree`]. Entries are sorted by name bytes and names are single
-//! path components; the decoder refuses anything else, so a crafted tree cannot make
-//! restore write outside its target.
+//! Encoding: magic `JSTR`, version u8, then the bincode 2 "standard" encoding (varint
+//! integers) of [`Tree`]. Version 2 adds each entry's hard-link group; a tree none of
+//! whose entries is in one is written as version 1, byte for byte as before, so
+//! directories without hard links keep deduplicating against snapshots written by
+//! earlier versions, and only a tree that needs the new field is one an older reader
+//! refuses. Entries are sorted by name bytes and names are single path components; the
+//! decoder refuses anything else, so a crafted tree cannot make restore write outside
+//! its target.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +20,10 @@ use crate::id::ChunkId;
 pub const MAX_LEVELS: u8 = 4;
 
 pub const TREE_MAGIC: &[u8; 4] = b"JSTR";
-pub const TREE_VERSION: u8 = 1;
+/// The newest tree version (written when an entry is in a hard-link group).
+pub const TREE_VERSION: u8 = 2;
+/// The version of trees without hard links.
+const TREE_VERSION_1: u8 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
@@ -37,6 +44,59 @@ pub struct Entry {
     /// mtime, ctime and inode all match and the entry was trusted.
     pub ctime_ns: i64,
     pub inode: u64,
+    /// For a regular file that had more than one link when it was backed up: the device
+    /// it was on. The entries of a snapshot with the same `link` and `inode` were one
+    /// file, and a restore makes them one file again. (Version 2 only.)
+    pub link: Option<u64>,
+}
+
+/// An entry as tree version 1 encodes it (no hard-link group).
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    name: Vec<u8>,
+    node: Node,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    inode: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TreeV1 {
+    entries: Vec<EntryV1>,
+}
+
+impl From<EntryV1> for Entry {
+    fn from(e: EntryV1) -> Entry {
+        Entry {
+            name: e.name,
+            node: e.node,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime_ns: e.mtime_ns,
+            ctime_ns: e.ctime_ns,
+            inode: e.inode,
+            link: None,
+        }
+    }
+}
+
+impl Entry {
+    fn v1(&self) -> EntryV1 {
+        EntryV1 {
+            name: self.name.clone(),
+            node: self.node.clone(),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            inode: self.inode,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,9 +190,18 @@ impl Tree {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 96);
         out.extend_from_slice(TREE_MAGIC);
-        out.push(TREE_VERSION);
-        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .map_err(|e| Error::internal(format!("cannot encode a tree: {e}")))?;
+        let cfg = bincode::config::standard();
+        let body = if self.entries.iter().any(|e| e.link.is_some()) {
+            out.push(TREE_VERSION);
+            bincode::serde::encode_to_vec(self, cfg)
+        } else {
+            out.push(TREE_VERSION_1);
+            let v1 = TreeV1 {
+                entries: self.entries.iter().map(Entry::v1).collect(),
+            };
+            bincode::serde::encode_to_vec(&v1, cfg)
+        }
+        .map_err(|e| Error::internal(format!("cannot encode a tree: {e}")))?;
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -142,21 +211,24 @@ impl Tree {
         if bytes.get(..4) != Some(TREE_MAGIC.as_slice()) {
             return Err(bad("bad magic".into()));
         }
-        match bytes.get(4) {
-            Some(&TREE_VERSION) => {}
+        let body = bytes.get(5..).unwrap_or_default();
+        let cfg = bincode::config::standard().with_limit::<{ 1 << 30 }>();
+        let (tree, used) = match bytes.get(4) {
+            Some(&TREE_VERSION_1) => {
+                let (t, used): (TreeV1, usize) =
+                    bincode::serde::decode_from_slice(body, cfg).map_err(|e| bad(e.to_string()))?;
+                let entries = t.entries.into_iter().map(Entry::from).collect();
+                (Tree { entries }, used)
+            }
+            Some(&TREE_VERSION) => bincode::serde::decode_from_slice::<Tree, _>(body, cfg)
+                .map_err(|e| bad(e.to_string()))?,
             Some(v) => {
                 return Err(bad(format!(
                     "unknown tree version {v}; use a newer jellysnap"
                 )))
             }
             None => return Err(bad("truncated".into())),
-        }
-        let body = bytes.get(5..).unwrap_or_default();
-        let (tree, used): (Tree, usize) = bincode::serde::decode_from_slice(
-            body,
-            bincode::config::standard().with_limit::<{ 1 << 30 }>(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        };
         if used != body.len() {
             return Err(bad("trailing bytes".into()));
         }
@@ -228,6 +300,7 @@ mod tests {
             mtime_ns: 1_700_000_000_000_000_000,
             ctime_ns: 1_700_000_000_000_000_001,
             inode: 42,
+            link: None,
         }
     }
 
@@ -241,10 +314,26 @@ mod tests {
         }
 
         #[test]
+        #[test]
+        fn round_trip_with_hard_links(links in proptest::collection::vec(proptest::option::of(any::<u64>()), 1..10)) {
+            let entries: Vec<Entry> = links.iter().enumerate().map(|(i, l)| Entry {
+                link: *l,
+                ..file(format!("f{i}").as_bytes(), 7)
+            }).collect();
+            let t = Tree { entries };
+            let bytes = t.encode().unwrap();
+            let linked = links.iter().any(Option::is_some);
+            prop_assert_eq!(bytes[4], if linked { 2 } else { 1 });
+            prop_assert_eq!(Tree::decode(&bytes, &ChunkId::of(&bytes)).unwrap(), t);
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let mut b = b"JSTR\x01".to_vec();
-            b.extend_from_slice(&bytes);
-            let _ = Tree::decode(&b, &ChunkId::of(&b));
+            for v in [1, 2] {
+                let mut b = vec![b'J', b'S', b'T', b'R', v];
+                b.extend_from_slice(&bytes);
+                let _ = Tree::decode(&b, &ChunkId::of(&b));
+            }
             let _ = Tree::decode(&bytes, &ChunkId::of(&bytes));
         }
     }
@@ -266,5 +355,34 @@ mod tests {
         };
         let bytes = t.encode().unwrap();
         assert!(Tree::decode(&bytes, &ChunkId::of(&bytes)).is_err());
+    }
+
+    #[test]
+    fn a_tree_without_hard_links_is_written_as_version_1() {
+        let t = Tree {
+            entries: vec![file(b"a", 3)],
+        };
+        let bytes = t.encode().unwrap();
+        assert_eq!(bytes[4], 1);
+        // The version 1 body: entries without the link field.
+        let v1 = bincode::serde::encode_to_vec(
+            &TreeV1 {
+                entries: vec![t.entries[0].v1()],
+            },
+            bincode::config::standard(),
+        )
+        .unwrap();
+        assert_eq!(&bytes[5..], v1.as_slice());
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let t = Tree {
+            entries: vec![file(b"a", 3)],
+        };
+        let mut bytes = t.encode().unwrap();
+        bytes[4] = 3;
+        let e = Tree::decode(&bytes, &ChunkId::of(&bytes)).unwrap_err();
+        assert!(e.to_string().contains("version 3"), "{e}");
     }
 }

@@ -24,6 +24,8 @@ pub struct Source {
     pub config_dir: PathBuf,
     pub components: BTreeSet<Component>,
     pub selection: Selection,
+    /// The metadata dir, when the metadata component is selected and there.
+    pub metadata_dir: Option<PathBuf>,
     /// Selected components whose directory is not there (a disk not mounted): left out
     /// of `components`, so the snapshot does not claim them.
     pub missing: Vec<NotCaptured>,
@@ -189,6 +191,7 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         None => detect_config_dir(&data_dir)?,
     };
     let dirs = Dirs::find(opts, data_dir, config_dir);
+    dirs.check_overlaps(opts)?;
     let mut components: BTreeSet<Component> = opts.components.clone();
     components.insert(Component::Config);
     components.insert(Component::Database);
@@ -213,10 +216,14 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
             }
         })
         .collect();
+    let metadata_dir = components
+        .contains(&Component::Metadata)
+        .then(|| dirs.metadata.clone());
     Ok(Source {
         layout,
         data_dir: dirs.data,
         config_dir: dirs.config,
+        metadata_dir,
         components,
         selection: Selection {
             roots: roots.records(),
@@ -282,6 +289,93 @@ impl Dirs {
             metadata_configured,
             cache,
         }
+    }
+
+    /// Refuse directories that contain one another where a restore of one would delete
+    /// what is new in the other: a metadata dir that is (or holds) the data dir, the
+    /// config dir or another component's directory, or lies inside one of those; a
+    /// config dir that is the data dir. (A config dir holding the data dir, as in the
+    /// linuxserver.io layout, and a metadata dir inside the config or data dir are how
+    /// Jellyfin is installed: the config component leaves both out.)
+    fn check_overlaps(&self, opts: &SourceOptions) -> Result<()> {
+        let m = &self.metadata;
+        let mut others: Vec<(String, PathBuf, bool)> = vec![
+            ("the data dir".into(), self.data.clone(), false),
+            ("the config dir".into(), self.config.clone(), false),
+        ];
+        let component_dirs = [
+            "data/jellyfin.db",
+            "data/library.db",
+            "data/subtitles",
+            "data/attachments",
+            "data/trickplay",
+        ]
+        .iter()
+        .chain(CONFIG_ITEMS.iter());
+        for rel in component_dirs {
+            // A glob selects names in its directory: that directory must not be inside
+            // the metadata dir, but may hold it.
+            let (rel, glob) = match rel.rsplit_once('/') {
+                Some((dir, name)) if name.contains('*') => (dir, true),
+                None if rel.contains('*') => ("", true),
+                _ => (*rel, false),
+            };
+            let p = if rel.is_empty() {
+                self.data.clone()
+            } else {
+                self.data.join(rel)
+            };
+            let what = if rel.is_empty() {
+                "the data dir".to_string()
+            } else {
+                format!("{}/{rel}", self.data.display())
+            };
+            others.push((what, p, !glob));
+        }
+        let mut found = None;
+        for (what, p, may_not_hold) in &others {
+            if p == m {
+                found = Some(format!("is {what}"));
+            } else if p.starts_with(m) {
+                found = Some(format!("holds {what} ({})", p.display()));
+            } else if *may_not_hold && m.starts_with(p) {
+                found = Some(format!("lies inside {what}"));
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let from_flag = opts.metadata_dir.is_some();
+        if let Some(relation) = found {
+            let (source, fix) = if from_flag {
+                (
+                    "--metadata-dir",
+                    "pass a --metadata-dir that holds only Jellyfin's metadata".to_string(),
+                )
+            } else {
+                (
+                    "system.xml's MetadataPath",
+                    format!(
+                        "set MetadataPath in {} to a directory of its own (Jellyfin's default is {}), or pass --metadata-dir",
+                        self.config.join("system.xml").display(),
+                        self.data.join("metadata").display()
+                    ),
+                )
+            };
+            return Err(Error::DirsOverlap {
+                path: m.clone(),
+                detail: format!("the metadata dir ({source}) {relation}: an in-place restore of the metadata would delete whatever is new there; {fix}"),
+                from_flag,
+            });
+        }
+        if self.config == self.data {
+            return Err(Error::DirsOverlap {
+                path: self.config.clone(),
+                detail: "the config dir is the data dir: an in-place restore of the config state would delete whatever is new in the data dir; pass the directory that holds system.xml with --config-dir".into(),
+                from_flag: opts.config_dir.is_some(),
+            });
+        }
+        Ok(())
     }
 
     /// The selected components whose directory is not there, with that directory.
@@ -512,6 +606,48 @@ mod tests {
         }
         for n in ["jellyfin.db", "backup.xml", "bakery"] {
             assert!(!excluded_name(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn metadata_dirs_may_lie_in_the_data_or_config_dir_but_not_in_a_component() {
+        let opts = SourceOptions {
+            data_dir: "/config/data".into(),
+            config_dir: None,
+            metadata_dir: None,
+            components: BTreeSet::new(),
+        };
+        let dirs = |metadata: &str| Dirs {
+            data: "/config/data".into(),
+            config: "/config".into(),
+            metadata: metadata.into(),
+            metadata_configured: true,
+            cache: None,
+        };
+        // linuxserver.io: the config dir holds the data dir; metadata in either is fine.
+        for ok in ["/config/data/metadata", "/config/metadata", "/srv/meta"] {
+            assert!(dirs(ok).check_overlaps(&opts).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/config",
+            "/config/data",
+            "/",
+            "/config/data/data",
+            "/config/data/data/trickplay/m",
+            "/config/data/plugins/m",
+            "/config/data/data/livetv",
+        ] {
+            let e = dirs(bad).check_overlaps(&opts).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::DirsOverlap {
+                        from_flag: false,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
         }
     }
 

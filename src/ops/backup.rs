@@ -14,16 +14,19 @@ mod walk;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use self::databases::Captures;
+pub use self::tally::Notice;
 use self::tally::{Findings, Tally, Written};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{validate_name, Snapshot, SnapshotRecord};
 use crate::id::{ChunkId, SnapshotId};
 use crate::jellyfin::{self, Source, SourceOptions};
+use crate::ops::clock::{self, stat_ns};
 use crate::ops::progress::Progress;
+use crate::ops::timefmt;
 use crate::store::packer::ChunkSink;
 use crate::store::repo::{Access, Repository};
 
@@ -49,6 +52,9 @@ pub struct BackupOutcome {
     pub id: SnapshotId,
     pub record: SnapshotRecord,
     pub parent: Option<SnapshotId>,
+    /// What the admin should know about that is not an error: times out of range,
+    /// special files left out, media in the metadata dir, a clock that went back.
+    pub notices: Vec<Notice>,
 }
 
 impl BackupOutcome {
@@ -121,21 +127,27 @@ impl<'a> Ctx<'a> {
         self.progress.warn(&msg);
         tally.errors.push(msg);
     }
+
+    /// Report something about a path that is not an error: a warning, and a notice in
+    /// the outcome.
+    fn notice(&self, tally: &mut Tally, kind: &'static str, path: &Path, detail: String) {
+        self.progress.warn(&format!("{}: {detail}", path.display()));
+        tally.notices.push(Notice {
+            kind,
+            path: path.to_string_lossy().into_owned(),
+            detail,
+        });
+    }
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
+/// A file's mtime in Unix nanoseconds, saturated (see [`clock::stat_ns`]): the same
+/// file gives the same value every time, so the files cache still reuses it.
 fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+    stat_ns(m.mtime(), m.mtime_nsec()).0
 }
 
 fn ctime_ns(m: &Metadata) -> i64 {
-    m.ctime() * 1_000_000_000 + m.ctime_nsec()
+    stat_ns(m.ctime(), m.ctime_nsec()).0
 }
 
 fn hostname() -> String {
@@ -159,7 +171,7 @@ fn backup_in_pool(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time_ns = now_ns();
+    let time_ns = clock::now_ns();
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
@@ -171,6 +183,7 @@ fn backup_in_pool(
     let captures = Captures::start(repo, &source)?;
     let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
     let mut tally = missing_components(&ctx);
+    clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
     progress.phase("backing up", None);
     let parent_root = match parent {
         Some(p) => Some(repo.load_tree(&p.record.tree)?),
@@ -182,6 +195,7 @@ fn backup_in_pool(
         Err(e) => return Err(ctx.sink.cause(e)),
     };
     tally.add(walked);
+    media_in_metadata(&ctx, &mut tally);
     // A database the walk did not reach (unreadable parent dir) still reports its error.
     for p in ctx.captures.paths() {
         ctx.captures.wait(&p, progress, &mut tally)?;
@@ -197,11 +211,50 @@ fn backup_in_pool(
 
     let findings = tally.finish(written, started.elapsed().as_millis() as u64);
     let parent = parent.map(|p| p.id);
-    let record = snapshot_record(opts, &source, time_ns, version, tree, parent, findings);
+    let notices = findings.notices.clone();
+    let mut record = snapshot_record(opts, &source, time_ns, version, tree, parent, findings);
+    record.seq = Some(next_seq(&snapshots));
     progress.phase("committing snapshot", None);
     let id = repo.commit_snapshot(&record)?;
     progress.finish();
-    Ok(BackupOutcome { id, record, parent })
+    Ok(BackupOutcome {
+        id,
+        record,
+        parent,
+        notices,
+    })
+}
+
+/// The write sequence number of a new snapshot: after every snapshot in the repository
+/// (the writer lock keeps another backup from committing meanwhile).
+fn next_seq(snapshots: &[Snapshot]) -> u64 {
+    let last = snapshots.iter().filter_map(|s| s.record.seq).max();
+    last.unwrap_or(0).saturating_add(1)
+}
+
+/// A snapshot dated before one already in the repository: the clock is probably wrong
+/// (a machine without a real-time clock before it synchronises). The snapshot is still
+/// the newest (`latest` and `--keep-last` go by the order snapshots were written), but
+/// time-based retention will see it where its date puts it.
+fn clock_went_back(ctx: &Ctx, snapshots: &[Snapshot], time_ns: i64, tally: &mut Tally) {
+    let Some(newest) = snapshots.iter().max_by_key(|s| s.record.time_ns) else {
+        return;
+    };
+    if newest.record.time_ns <= time_ns {
+        return;
+    }
+    let detail = format!(
+        "the clock reads {} UTC, before snapshot {} ({} UTC): is the clock wrong? This snapshot is dated by the clock; `latest` and `forget --keep-last` still count it as the newest (they go by the order snapshots were written), the other keep rules by its date",
+        timefmt::utc(time_ns),
+        newest.id.short(),
+        timefmt::utc(newest.record.time_ns)
+    );
+    ctx.progress.warn(&detail);
+    tally.notices.push(Notice {
+        kind: "clock-went-back",
+        path: String::new(),
+        detail,
+    });
 }
 
 /// A snapshot name must be valid and not yet taken.
@@ -235,6 +288,34 @@ fn missing_components(ctx: &Ctx) -> Tally {
     tally
 }
 
+/// Media files found in the metadata dir, reported once: Jellyfin never writes them
+/// there, and an in-place restore of the metadata component deletes whatever the
+/// snapshot does not have, new media included.
+fn media_in_metadata(ctx: &Ctx, tally: &mut Tally) {
+    let found = std::mem::take(&mut tally.foreign_in_metadata);
+    let Some(dir) = ctx.source.metadata_dir.as_deref() else {
+        return;
+    };
+    if found.is_empty() {
+        return;
+    }
+    const SHOWN: usize = 5;
+    let mut examples = found
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if found.len() > SHOWN {
+        examples.push_str(", ...");
+    }
+    let detail = format!(
+        "the metadata dir holds {} media file(s) Jellyfin never writes there ({examples}); they are backed up as metadata, and an in-place restore of the metadata component would delete media added after the snapshot: keep media outside the metadata dir",
+        found.len()
+    );
+    ctx.notice(tally, "media-in-metadata", dir, detail);
+}
+
 fn snapshot_record(
     opts: &BackupOptions,
     source: &Source,
@@ -261,5 +342,6 @@ fn snapshot_record(
         jellysnap_version: env!("CARGO_PKG_VERSION").to_string(),
         databases: findings.databases,
         not_captured: findings.not_captured,
+        seq: None,
     }
 }

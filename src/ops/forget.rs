@@ -3,12 +3,20 @@
 //! weeks (Monday to Sunday), months, years. A rule keeps the newest snapshot of each of
 //! its most recent N buckets that hold one. Named snapshots are kept by any policy unless
 //! `include_named`.
+//!
+//! Clocks can be wrong. `--keep-last` counts snapshots in the order they were written
+//! (a snapshot taken before the clock was set is still the newest one), the calendar
+//! rules and `--keep-within` by their dates. A snapshot dated after now would make
+//! `--keep-within` count from the future and remove every other snapshot: a policy with
+//! a rule that goes by dates is refused while one exists, unless forced.
 
 use serde::Serialize;
 
-use crate::error::{OptionError, Result};
+use crate::error::{Error, OptionError, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
+use crate::ops::clock::NS;
+use crate::ops::timefmt;
 use crate::store::repo::{resolve_in, Repository};
 use crate::store::Key;
 
@@ -23,7 +31,13 @@ pub struct Policy {
     /// Keep everything newer than this many seconds before the newest snapshot.
     pub within_secs: Option<u64>,
     pub include_named: bool,
+    /// Apply the policy even when a snapshot is dated after now.
+    pub force: bool,
 }
+
+/// How far after now a snapshot's date may lie before the clock that dated it (or this
+/// one) counts as wrong: clocks of a few machines drift by seconds, not minutes.
+const FUTURE_TOLERANCE_NS: i64 = 10 * 60 * NS;
 
 impl Policy {
     pub fn is_empty(&self) -> bool {
@@ -34,6 +48,17 @@ impl Policy {
             && self.monthly == 0
             && self.yearly == 0
             && self.within_secs.is_none()
+    }
+
+    /// Whether a rule goes by the snapshots' dates (all but `--keep-last`, which goes by
+    /// the order they were written).
+    pub fn uses_dates(&self) -> bool {
+        self.hourly > 0
+            || self.daily > 0
+            || self.weekly > 0
+            || self.monthly > 0
+            || self.yearly > 0
+            || self.within_secs.is_some()
     }
 
     /// The policy with `--keep-within` set from a duration such as `36h`, `2w`, `1y6m`.
@@ -112,10 +137,10 @@ fn year_month(days: i64) -> (i64, u32) {
     (y, m)
 }
 
-/// Snapshots newest first, each with its decision.
+/// Snapshots newest (last written) first, each with its decision.
 pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
     let mut order: Vec<&Snapshot> = snaps.iter().collect();
-    order.sort_by_key(|s| std::cmp::Reverse((s.record.time_ns, s.id)));
+    order.sort_by_key(|s| std::cmp::Reverse(s.write_order()));
     let mut out: Vec<Decision> = order
         .iter()
         .map(|s| Decision {
@@ -145,13 +170,17 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
             d.reasons.push(format!("last {}", i + 1));
         }
     }
+    // The calendar rules go by date, newest first.
+    let mut by_time: Vec<usize> = (0..out.len()).collect();
+    by_time.sort_by_key(|&i| std::cmp::Reverse((order[i].record.time_ns, order[i].id)));
     for (label, n, bucket) in rules {
         let mut last_bucket = None;
         let mut kept = 0;
-        for d in out.iter_mut() {
+        for &i in &by_time {
             if kept >= n {
                 break;
             }
+            let d = &mut out[i];
             let b = bucket(d.time_ns);
             if last_bucket != Some(b) {
                 last_bucket = Some(b);
@@ -160,8 +189,9 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
             }
         }
     }
-    if let (Some(w), Some(newest)) = (policy.within_secs, out.first().map(|d| d.time_ns)) {
-        let cutoff = newest - (w as i64).saturating_mul(1_000_000_000);
+    let newest = out.iter().map(|d| d.time_ns).max();
+    if let (Some(w), Some(newest)) = (policy.within_secs, newest) {
+        let cutoff = newest.saturating_sub((w as i64).saturating_mul(NS));
         for d in out.iter_mut().filter(|d| d.time_ns >= cutoff) {
             d.reasons.push("within".into());
         }
@@ -178,18 +208,25 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
     out
 }
 
-/// Snapshots newest first, each with its decision: by name (every query must match a
-/// snapshot) or by policy.
-pub fn select(snaps: &[Snapshot], selection: &Selection) -> Result<Vec<Decision>> {
+/// Snapshots newest (last written) first, each with its decision: by name (every query
+/// must match a snapshot) or by policy.
+/// A policy counts time from the newest snapshot; refused (unless forced) when that lies
+/// after `now_ns`.
+pub fn select(snaps: &[Snapshot], selection: &Selection, now_ns: i64) -> Result<Vec<Decision>> {
     let names = match selection {
-        Selection::Policy(policy) => return Ok(decide(snaps, policy)),
+        Selection::Policy(policy) => {
+            if !policy.force && policy.uses_dates() {
+                refuse_future(snaps, now_ns)?;
+            }
+            return Ok(decide(snaps, policy));
+        }
         Selection::Named(names) => names,
     };
     let mut remove = std::collections::HashSet::new();
     for q in names {
         remove.insert(resolve_in(snaps.to_vec(), q)?.id);
     }
-    let mut d: Vec<Decision> = snaps
+    let d: Vec<Decision> = snaps
         .iter()
         .rev()
         .map(|s| {
@@ -208,8 +245,23 @@ pub fn select(snaps: &[Snapshot], selection: &Selection) -> Result<Vec<Decision>
             }
         })
         .collect();
-    d.sort_by_key(|d| std::cmp::Reverse(d.time_ns));
     Ok(d)
+}
+
+fn refuse_future(snaps: &[Snapshot], now_ns: i64) -> Result<()> {
+    let limit = now_ns.saturating_add(FUTURE_TOLERANCE_NS);
+    let future = snaps
+        .iter()
+        .filter(|s| s.record.time_ns > limit)
+        .max_by_key(|s| s.record.time_ns);
+    match future {
+        Some(s) => Err(Error::SnapshotInFuture {
+            snapshot: s.record.name.clone().unwrap_or_else(|| s.id.short()),
+            time: timefmt::utc(s.record.time_ns),
+            now: timefmt::utc(now_ns),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
@@ -296,6 +348,44 @@ mod tests {
             d.iter().map(|d| d.keep).collect::<Vec<_>>(),
             vec![true, true, false, false]
         );
+    }
+
+    #[test]
+    fn keep_last_goes_by_write_order_and_a_future_date_is_refused() {
+        let base = 1_767_225_600 * 1_000_000_000i64;
+        // Written in this order; the third while the clock read 1970.
+        let mut s = snaps(&[base, base + H, 5 * H]);
+        for (i, snap) in s.iter_mut().enumerate() {
+            snap.record.seq = Some(i as u64 + 1);
+        }
+        let last = Policy {
+            last: 1,
+            ..Policy::default()
+        };
+        let d = decide(&s, &last);
+        assert_eq!(d[0].id, s[2].id.to_hex());
+        assert!(d[0].keep && !d[1].keep && !d[2].keep);
+        let policy = Selection::Policy(Policy {
+            within_secs: Some(86_400),
+            ..Policy::default()
+        });
+        assert!(select(&s, &policy, base + H).is_ok());
+        // The clock now reads an hour before the newest date.
+        assert!(matches!(
+            select(&s, &policy, base),
+            Err(Error::SnapshotInFuture { .. })
+        ));
+        let forced = Selection::Policy(Policy {
+            within_secs: Some(86_400),
+            force: true,
+            ..Policy::default()
+        });
+        assert!(select(&s, &forced, base).is_ok());
+        // --keep-last goes by the order of writing: no date can mislead it.
+        assert!(select(&s, &Selection::Policy(last), base).is_ok());
+        // Named removals are not a policy: never refused.
+        let named = Selection::Named(vec![s[0].id.to_hex()]);
+        assert!(select(&s, &named, 0).is_ok());
     }
 
     #[test]

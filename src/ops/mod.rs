@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod clock;
 pub mod forget;
 pub mod gc;
 pub mod options;

@@ -337,7 +337,8 @@ impl Repository {
         Tree::decode(bytes, id)
     }
 
-    /// All snapshot records, oldest first, plus errors for records that failed to load.
+    /// All snapshot records in the order they were written (oldest first, see
+    /// [`Snapshot::write_order`]), plus errors for records that failed to load.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -352,7 +353,7 @@ impl Repository {
                 Err(e) => bad.push(e),
             }
         }
-        out.sort_by_key(|s| (s.record.time_ns, s.id));
+        out.sort_by_key(Snapshot::write_order);
         Ok((out, bad))
     }
 

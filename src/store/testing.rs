@@ -12,6 +12,7 @@
 //! - `JELLYSNAP_PAUSE_AT=<point>`: the process sleeps there for `JELLYSNAP_PAUSE_MS`
 //!   (default 2000) milliseconds, holding its locks, so that a test can run another
 //!   command at that moment.
+//! - `JELLYSNAP_NOW=<unix seconds>`: the clock reads this (a wrong clock, past or future).
 //!
 //! Points are moments of the store's and the index's life, named by what the command is
 //! doing then:
@@ -109,6 +110,15 @@ pub fn point(name: &str) {
     if p.pause_at.as_deref() == Some(name) {
         std::thread::sleep(std::time::Duration::from_millis(p.pause_ms));
     }
+}
+
+/// The time `JELLYSNAP_NOW` sets the clock to, in Unix nanoseconds.
+pub fn clock_ns() -> Option<i64> {
+    static NOW: OnceLock<Option<i64>> = OnceLock::new();
+    *NOW.get_or_init(|| {
+        let secs: i64 = std::env::var("JELLYSNAP_NOW").ok()?.parse().ok()?;
+        secs.checked_mul(1_000_000_000)
+    })
 }
 
 /// A thread is about to be started.

@@ -87,8 +87,8 @@ pub fn entries_in(dir: &Path) -> usize {
     fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-/// One run of the built binary. The test hooks (crash, pause and fault points) are set
-/// here and nowhere else.
+/// One run of the built binary. The test hooks (crash, pause and fault points, the
+/// clock) are set here and nowhere else.
 pub struct Cmd {
     wrap: Vec<OsString>,
     args: Vec<OsString>,
@@ -192,6 +192,13 @@ impl Cmd {
     pub fn fault(self, spec: &str) -> Cmd {
         need_hooks();
         self.env("JELLYSNAP_FAULT", spec)
+    }
+
+    /// Test hook: the command's clock reads `secs` (Unix seconds), as a wrong clock would.
+    #[track_caller]
+    pub fn clock_at(self, secs: i64) -> Cmd {
+        need_hooks();
+        self.env("JELLYSNAP_NOW", secs.to_string())
     }
 
     /// Discard stdout and stderr (for a spawned command nobody reads).

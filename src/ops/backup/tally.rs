@@ -3,6 +3,8 @@
 //! threads and none can be lost to a poisoned lock. At the end the tally becomes the
 //! snapshot record's [`Summary`] and its lists of what was not captured.
 
+use serde::Serialize;
+
 use crate::format::snapshot::{DatabaseRecord, NotCaptured, NotCapturedKind, Summary};
 use crate::store::packer::SinkStats;
 use std::path::Path;
@@ -30,6 +32,24 @@ pub(super) struct Tally {
     /// Paths of the selection whose content is not in the snapshot.
     pub(super) not_captured: Vec<NotCaptured>,
     pub(super) databases: Vec<DatabaseRecord>,
+    /// What the admin should know that is not an error (already warned about).
+    pub(super) notices: Vec<Notice>,
+    /// Files in the metadata dir that Jellyfin never writes there (media), reported
+    /// together at the end.
+    pub(super) foreign_in_metadata: Vec<String>,
+}
+
+/// Something a backup reports that is neither an error nor a change to the snapshot's
+/// completeness: the snapshot holds everything it claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    /// `time-out-of-range`, `special-file-skipped`, `media-in-metadata` or
+    /// `clock-went-back`.
+    pub kind: &'static str,
+    /// The path concerned (empty when the notice is about no one path).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    pub detail: String,
 }
 
 /// The chunks a backup added to the repository.
@@ -57,6 +77,7 @@ pub(super) struct Findings {
     pub(super) not_captured: Vec<NotCaptured>,
     /// Sorted by root and path.
     pub(super) databases: Vec<DatabaseRecord>,
+    pub(super) notices: Vec<Notice>,
 }
 
 impl Tally {
@@ -74,6 +95,8 @@ impl Tally {
         self.db_physical.extend(other.db_physical);
         self.not_captured.extend(other.not_captured);
         self.databases.extend(other.databases);
+        self.notices.extend(other.notices);
+        self.foreign_in_metadata.extend(other.foreign_in_metadata);
     }
 
     /// Record a path of the selection whose content is not in the snapshot (already
@@ -98,6 +121,7 @@ impl Tally {
         let Tally {
             mut not_captured,
             mut databases,
+            notices,
             ..
         } = self;
         not_captured.sort();
@@ -123,6 +147,7 @@ impl Tally {
             summary,
             not_captured,
             databases,
+            notices,
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -17,9 +17,11 @@ use super::{ctime_ns, mtime_ns, Ctx};
 use crate::error::{IoContext, Result};
 use crate::format::pack::ChunkKind;
 use crate::format::snapshot::{Component, NotCapturedKind};
-use crate::format::tree::{Entry, Node, Tree};
+use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
 use crate::jellyfin::Class;
+use crate::ops::clock::stat_ns;
+use crate::ops::timefmt;
 
 /// Walk every root of the selection and write the root tree. `parent_root` is the root
 /// tree of the parent snapshot, whose unchanged files are reused.
@@ -158,6 +160,14 @@ fn child(ctx: &Ctx, dir: &Dir, name: &[u8], tally: &mut Tally) -> Result<Option<
             None => return Ok(None),
         }
     };
+    if stat_ns(meta.mtime(), meta.mtime_nsec()).1 {
+        let detail = format!(
+            "modification time {} s after 1970 is outside what a snapshot holds (years 1677 to 2262); stored as {} UTC, which a restore gives back",
+            meta.mtime(),
+            timefmt::utc(mtime_ns(&meta))
+        );
+        ctx.notice(tally, "time-out-of-range", &path, detail);
+    }
     Ok(Some(entry_from_meta(name.to_vec(), &meta, node)))
 }
 
@@ -220,7 +230,11 @@ fn leaf_node(
             }
         }
     } else if !ft.is_file() {
-        return Ok(None); // sockets, fifos and devices are not Jellyfin state
+        // Jellyfin keeps no state in them: left out, but said so by path.
+        let what = special_kind(ft);
+        let detail = format!("{what}: not stored (a snapshot holds files, directories and symlinks); a restore does not recreate it");
+        ctx.notice(tally, "special-file-skipped", leaf.path, detail);
+        return Ok(None);
     } else if leaf.component == Component::Database && ctx.captures.contains(leaf.path) {
         database_node(ctx, leaf.path, tally)?
     } else {
@@ -235,12 +249,57 @@ fn leaf_node(
     tally.files += 1;
     if let Node::File { size, .. } = &node {
         tally.logical_bytes += size;
+        if leaf.component == Component::Metadata && is_media(leaf.path) {
+            tally
+                .foreign_in_metadata
+                .push(leaf.path.display().to_string());
+        }
     }
     Ok(Some(node))
 }
 
+/// What a file that is neither a regular file, a directory nor a symlink is.
+fn special_kind(ft: fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else {
+        "a special file"
+    }
+}
+
+/// Extensions of video files, which Jellyfin reads from libraries and never writes into
+/// its metadata dir (it writes images and `.nfo`-like text there).
+const MEDIA_EXTENSIONS: [&str; 18] = [
+    "mkv", "mp4", "m4v", "avi", "ts", "m2ts", "mts", "webm", "mov", "wmv", "mpg", "mpeg", "flv",
+    "vob", "ogv", "3gp", "iso", "divx",
+];
+
+fn is_media(path: &Path) -> bool {
+    path.extension()
+        .and_then(OsStr::to_str)
+        .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| e.eq_ignore_ascii_case(m)))
+}
+
 fn entry_from_meta(name: Vec<u8>, m: &Metadata, node: Node) -> Entry {
+    // A file with other links: entries of this snapshot with the same device and inode
+    // are restored as one file.
+    let linked = m.is_file()
+        && m.nlink() > 1
+        && matches!(
+            node,
+            Node::File {
+                database: DbCapture::None,
+                ..
+            }
+        );
     Entry {
+        link: linked.then(|| m.dev()),
         name,
         node,
         mode: m.mode() & 0o7777,

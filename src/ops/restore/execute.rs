@@ -4,16 +4,19 @@
 //! parallel, then stale side files and kept files' metadata, then directory metadata
 //! deepest-first, then one syncfs per root.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::database::{install_databases, prepare_databases};
-use super::write::{set_meta, write_file, write_symlink};
+use super::write::{link_file, set_meta, write_file, write_symlink};
 use super::{Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
+use crate::format::tree::Entry;
 use crate::ops::progress::Progress;
 use crate::store::repo::Repository;
 
@@ -95,10 +98,13 @@ fn write_files(
     let errors = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let links = link_groups(plan);
+    let failed = Mutex::new(HashSet::new());
     let files: Vec<&Action> = plan
         .actions
         .iter()
         .filter(|a| matches!(a, Action::Write { .. } | Action::Symlink { .. }))
+        .filter(|a| !matches!(a, Action::Write { path, .. } if links.contains_key(path.as_path())))
         .collect();
     files.par_iter().try_for_each(|a| -> Result<()> {
         let (path, r) = match a {
@@ -128,17 +134,92 @@ fn write_files(
                     .lock()
                     .map_err(|_| Error::internal("restore error list poisoned"))?
                     .push(msg);
+                failed
+                    .lock()
+                    .map_err(|_| Error::internal("restore error list poisoned"))?
+                    .insert(path.as_path());
                 Ok(())
             }
             Err(e) => Err(e),
         }
     })?;
+    // The other links of each hard-link group, to the file written first (written as a
+    // file of their own when that one failed or cannot be linked to).
+    let failed = failed
+        .into_inner()
+        .map_err(|_| Error::internal("restore error list poisoned"))?;
+    for a in &plan.actions {
+        let Action::Write { path, entry, .. } = a else {
+            continue;
+        };
+        let Some(first) = links.get(path.as_path()) else {
+            continue;
+        };
+        let linked = !failed.contains(first) && link_file(first, path).is_ok();
+        let r = if linked {
+            Ok(())
+        } else {
+            write_file(repo, path, entry, is_root, progress).map(|n| {
+                bytes.fetch_add(n, Ordering::Relaxed);
+            })
+        };
+        match r {
+            Ok(()) => {
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(
+                e @ (Error::Corrupt { .. }
+                | Error::ChunkMissing { .. }
+                | Error::PackMissing { .. }
+                | Error::Io { .. }),
+            ) => {
+                let msg = format!("{}: {e}", path.display());
+                progress.warn(&msg);
+                errors
+                    .lock()
+                    .map_err(|_| Error::internal("restore error list poisoned"))?
+                    .push(msg);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     report.files_written += written.into_inner();
     report.bytes_written += bytes.into_inner();
     report.errors = errors
         .into_inner()
         .map_err(|_| Error::internal("restore error list poisoned"))?;
     Ok(())
+}
+
+/// The files of the plan that were hard links of a file written (or kept) before them
+/// in the plan, each with that file's path. Only entries of the same file (device and
+/// inode at backup) with the same content and metadata are linked: a file that changed
+/// between the backup's reads of its names is restored as the snapshot has each.
+fn link_groups(plan: &RestorePlan) -> HashMap<&Path, &Path> {
+    let mut first: HashMap<(u64, u64), (&Path, &Entry)> = HashMap::new();
+    let mut links = HashMap::new();
+    for a in &plan.actions {
+        let (path, entry, write) = match a {
+            Action::Write { path, entry, .. } => (path, entry, true),
+            Action::Keep { path, entry } => (path, entry, false),
+            _ => continue,
+        };
+        let Some(dev) = entry.link else { continue };
+        match first.get(&(dev, entry.inode)) {
+            None => {
+                first.insert((dev, entry.inode), (path, entry));
+            }
+            Some((to, e)) if write && same_file(e, entry) => {
+                links.insert(path.as_path(), *to);
+            }
+            Some(_) => {}
+        }
+    }
+    links
+}
+
+fn same_file(a: &Entry, b: &Entry) -> bool {
+    (&a.node, a.mode, a.uid, a.gid, a.mtime_ns) == (&b.node, b.mode, b.uid, b.gid, b.mtime_ns)
 }
 
 /// Stale side files of databases that were unchanged (those of installed ones are gone),

@@ -389,7 +389,8 @@ impl<'a> Planner<'a> {
         let chunks = || self.repo.file_chunks(&at.entry.node).ok();
         match database {
             DbCapture::None => {
-                m.size() == size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == at.entry.mtime_ns
+                m.size() == size
+                    && crate::ops::clock::stat_ns(m.mtime(), m.mtime_nsec()).0 == at.entry.mtime_ns
             }
             DbCapture::Physical => {
                 m.size() == size

@@ -93,6 +93,25 @@ pub(super) fn write_symlink(path: &Path, entry: &Entry, is_root: bool) -> Result
     fs::rename(&tmp, path).at(path)
 }
 
+/// Make `path` another name of the file at `to` (a hard link, placed by rename like
+/// every restored file).
+pub(super) fn link_file(to: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".jellysnap-restore-link-{}-{n}",
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    fs::create_dir_all(dir).at(dir)?;
+    fs::hard_link(to, &tmp).at(&tmp)?;
+    let renamed = fs::rename(&tmp, path).at(path);
+    // Renaming a link over another link of the same file leaves both names.
+    let _ = fs::remove_file(&tmp);
+    renamed
+}
+
 /// Set the entry's owner (as root), mode and mtime on `path`.
 pub(super) fn set_meta(path: &Path, entry: &Entry, is_root: bool) -> std::io::Result<()> {
     if is_root {

@@ -1,0 +1,46 @@
+//! Time as the operations see it: "now" (a test build can set it, to stand in for a wrong
+//! clock) and file times as Unix nanoseconds, which an `i64` holds only from 1677 to
+//! 2262: a time outside that range is saturated at the nearest end, never overflowed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds per second.
+pub const NS: i64 = 1_000_000_000;
+
+/// The clock, in Unix nanoseconds (0 before 1970, saturated after 2262).
+pub fn now_ns() -> i64 {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ns) = crate::store::testing::clock_ns() {
+        return ns;
+    }
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// A stat time (seconds, nanoseconds) as Unix nanoseconds, and whether it had to be
+/// saturated to fit.
+pub fn stat_ns(secs: i64, nsec: i64) -> (i64, bool) {
+    match secs.checked_mul(NS).and_then(|n| n.checked_add(nsec)) {
+        Some(n) => (n, false),
+        None if secs < 0 => (i64::MIN, true),
+        None => (i64::MAX, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_beyond_2262_saturate() {
+        assert_eq!(stat_ns(1, 5), (NS + 5, false));
+        assert_eq!(stat_ns(-1, 5), (-NS + 5, false));
+        // 2300-01-01 and 1600-01-01.
+        assert_eq!(stat_ns(10_413_792_000, 0), (i64::MAX, true));
+        assert_eq!(stat_ns(-11_676_096_000, 0), (i64::MIN, true));
+        // The largest time that fits comes back unchanged.
+        assert_eq!(stat_ns(i64::MAX / NS, i64::MAX % NS), (i64::MAX, false));
+    }
+}

@@ -1,0 +1,318 @@
+//! Backups of installs at the edges, through the binary: directories that contain one
+//! another, media in the metadata dir, file times beyond 2262, FIFOs and sockets, hard
+//! links, and clocks that are wrong when a snapshot is taken or forgotten.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::env::{s, Env};
+use serde_json::Value;
+
+fn notices<'a>(b: &'a Value, kind: &str) -> Vec<&'a Value> {
+    b["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .collect()
+}
+
+fn set_metadata_path(config_dir: &Path, dir: &Path) {
+    let p = config_dir.join("system.xml");
+    let xml = fs::read_to_string(&p).unwrap();
+    let element = match xml.find("<MetadataPath>") {
+        Some(start) => {
+            let end = xml.find("</MetadataPath>").unwrap() + "</MetadataPath>".len();
+            xml[start..end].to_string()
+        }
+        None => "<MetadataPath />".to_string(),
+    };
+    assert!(xml.contains(&element), "{xml}");
+    let xml = xml.replace(
+        &element,
+        &format!("<MetadataPath>{}</MetadataPath>", dir.display()),
+    );
+    fs::write(&p, xml).unwrap();
+}
+
+/// A metadata dir that is the data dir, holds it or lies inside another component's
+/// directory made an in-place rollback delete whatever was new there (a new movie). Such
+/// a dir is refused, as a bad flag (2) or a bad system.xml (14), before a repository is
+/// made; a metadata dir of its own is fine.
+#[test]
+fn metadata_dirs_that_overlap_other_dirs_are_refused() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    let inside = fx.data_path().join("trickplay/meta");
+    fs::create_dir_all(&inside).unwrap();
+    for (dir, says) in [
+        (fx.data_dir.clone(), "is the data dir"),
+        (fx.root.clone(), "holds the data dir"),
+        (fx.data_path(), "holds"),
+        (inside, "lies inside"),
+    ] {
+        let out = env.expect(
+            &[
+                "backup",
+                "--data-dir",
+                data,
+                "--metadata-dir",
+                dir.to_str().unwrap(),
+            ],
+            2,
+        );
+        let err = s(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("--metadata-dir"),
+            "{dir:?}: {err}"
+        );
+        assert!(
+            !env.repo.exists(),
+            "nothing is created for a refused backup"
+        );
+    }
+    set_metadata_path(&fx.config_dir, &fx.data_dir);
+    let out = env.expect(&["backup", "--data-dir", data], 14);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("MetadataPath") && err.contains("system.xml"),
+        "{err}"
+    );
+
+    // A metadata dir of its own, given either way, is backed up.
+    let own = fx.root.join("jf-metadata");
+    fs::create_dir_all(own.join("library")).unwrap();
+    fs::write(own.join("library/poster.jpg"), b"jpeg").unwrap();
+    set_metadata_path(&fx.config_dir, &own);
+    env.backup(&fx, &[]);
+}
+
+/// Media in the metadata dir is backed up as metadata, and reported: a rollback of the
+/// metadata would delete media added since.
+#[test]
+fn media_in_the_metadata_dir_is_reported() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let movie = fx.metadata_dir.join("library/Movie (2024).mkv");
+    fs::create_dir_all(movie.parent().unwrap()).unwrap();
+    fs::write(&movie, b"not really a movie").unwrap();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["--json", "backup", "--data-dir", data], 0);
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = notices(&b, "media-in-metadata");
+    assert_eq!(n.len(), 1, "{b}");
+    assert!(
+        n[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Movie (2024).mkv"),
+        "{b}"
+    );
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("1 media file(s)") && err.contains("Movie (2024).mkv"),
+        "{err}"
+    );
+    // Without media, nothing is said.
+    fs::remove_file(&movie).unwrap();
+    let b = env.backup(&fx, &[]);
+    assert!(notices(&b, "media-in-metadata").is_empty(), "{b}");
+}
+
+/// A file dated after 2262 (beyond a signed 64-bit count of nanoseconds) panicked every
+/// backup. Its time is stored at the last instant a snapshot holds, said so by path, and
+/// given back by a restore; an in-place plan over it works too.
+#[test]
+fn a_file_dated_after_2262_is_backed_up_and_restored() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let f = fx.metadata_dir.join("library/far-future.jpg");
+    fs::create_dir_all(f.parent().unwrap()).unwrap();
+    fs::write(&f, b"from the future").unwrap();
+    // 2300-01-01 00:00:00 UTC.
+    let t = filetime::FileTime::from_unix_time(10_413_792_000, 0);
+    filetime::set_file_mtime(&f, t).unwrap();
+    assert_eq!(fs::metadata(&f).unwrap().mtime(), 10_413_792_000);
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["--json", "backup", "--init", "--data-dir", data], 0);
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = notices(&b, "time-out-of-range");
+    assert_eq!(n.len(), 1, "{b}");
+    assert!(
+        n[0]["path"].as_str().unwrap().ends_with("far-future.jpg"),
+        "{b}"
+    );
+    assert!(s(&out.stderr).contains("2262-04-11"), "{}", s(&out.stderr));
+
+    let (target, _) = env.restore_to("latest", "restored");
+    let r = target.join("metadata/library/far-future.jpg");
+    assert_eq!(fs::read(&r).unwrap(), b"from the future");
+    let m = fs::metadata(&r).unwrap();
+    assert_eq!(
+        (m.mtime(), m.mtime_nsec()),
+        (i64::MAX / 1_000_000_000, i64::MAX % 1_000_000_000)
+    );
+    // The in-place plan compares the live file's time too.
+    env.expect(
+        &["restore", "latest", "--in-place", "--dry-run", "--force"],
+        0,
+    );
+    let b = env.backup(&fx, &[]);
+    assert_eq!(notices(&b, "time-out-of-range").len(), 1, "{b}");
+}
+
+/// FIFOs and sockets were dropped without a word; each is now named on stderr and in the
+/// backup's notices.
+#[test]
+fn fifos_and_sockets_are_reported_by_path() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let fifo = fx.metadata_dir.join("a-fifo");
+    let sock = fx.data_path().join("trickplay/a-socket");
+    fs::create_dir_all(&fx.metadata_dir).unwrap();
+    fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["--json", "-q", "backup", "--init", "--data-dir", data], 0);
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = notices(&b, "special-file-skipped");
+    let paths: Vec<&str> = n.iter().map(|n| n["path"].as_str().unwrap()).collect();
+    assert_eq!(paths.len(), 2, "{b}");
+    assert!(paths.contains(&fifo.to_str().unwrap()), "{paths:?}");
+    assert!(paths.contains(&sock.to_str().unwrap()), "{paths:?}");
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("a FIFO (named pipe)") && err.contains("a socket"),
+        "{err}"
+    );
+    assert!(err.contains("a-fifo") && err.contains("a-socket"), "{err}");
+}
+
+/// Hard links came back as separate files. Names of one file in the snapshot are
+/// restored as links of one file; a file with other links outside the snapshot is
+/// restored as a file of its own.
+#[test]
+fn hard_links_come_back_as_hard_links() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let lib = fx.metadata_dir.join("library");
+    fs::create_dir_all(lib.join("a")).unwrap();
+    fs::create_dir_all(lib.join("b")).unwrap();
+    fs::write(lib.join("a/poster.jpg"), b"one poster, two names").unwrap();
+    fs::hard_link(lib.join("a/poster.jpg"), lib.join("b/poster.jpg")).unwrap();
+    fs::hard_link(lib.join("a/poster.jpg"), lib.join("b/same.jpg")).unwrap();
+    fs::write(lib.join("alone.jpg"), b"linked from outside").unwrap();
+    fs::hard_link(lib.join("alone.jpg"), fx.root.join("outside.jpg")).unwrap();
+    env.backup(&fx, &[]);
+
+    let (target, _) = env.restore_to("latest", "restored");
+    let r = target.join("metadata/library");
+    let ino = |p: &str| fs::metadata(r.join(p)).unwrap().ino();
+    assert_eq!(ino("a/poster.jpg"), ino("b/poster.jpg"));
+    assert_eq!(ino("a/poster.jpg"), ino("b/same.jpg"));
+    assert_eq!(fs::metadata(r.join("a/poster.jpg")).unwrap().nlink(), 3);
+    assert_eq!(
+        fs::read(r.join("b/same.jpg")).unwrap(),
+        b"one poster, two names"
+    );
+    assert_eq!(fs::metadata(r.join("alone.jpg")).unwrap().nlink(), 1);
+    assert_eq!(
+        fs::read(r.join("alone.jpg")).unwrap(),
+        b"linked from outside"
+    );
+    env.expect(&["check", "--read-data"], 0);
+
+    // In place: a name that became a file of its own is made a link again.
+    let b = lib.join("b/poster.jpg");
+    fs::remove_file(&b).unwrap();
+    fs::write(&b, b"a new poster").unwrap();
+    env.json(&["restore", "latest", "--in-place"], 0);
+    let live_ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(live_ino(&b), live_ino(&lib.join("a/poster.jpg")));
+    assert_eq!(fs::read(&b).unwrap(), b"one poster, two names");
+}
+
+const DAY: i64 = 86_400;
+/// 2026-06-01 00:00:00 UTC.
+const T0: i64 = 1_780_272_000;
+
+/// Back up at clock time `now` (Unix seconds).
+fn backup_at(env: &Env, data: &str, now: i64) -> Value {
+    let out = env
+        .cmd(&["--json", "backup", "--init", "--data-dir", data])
+        .clock_at(now)
+        .expect(0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A snapshot dated in the past (a clock not set yet) was skipped by `latest` and
+/// removed by `--keep-last`; one dated in the future made `--keep-within` remove every
+/// other snapshot. Now the backup warns, `latest` and `--keep-last` go by the order
+/// snapshots were written, and a policy is refused while a snapshot is dated after now.
+#[test]
+fn a_wrong_clock_does_not_break_retention() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    backup_at(&env, data, T0);
+    backup_at(&env, data, T0 + DAY);
+    // A machine without a real-time clock, before it synchronises: 1970.
+    let b = backup_at(&env, data, 10 * DAY);
+    assert_eq!(notices(&b, "clock-went-back").len(), 1, "{b}");
+    let past = b["id"].as_str().unwrap().to_string();
+
+    let now = T0 + 2 * DAY;
+    let target = env.root.join("t");
+    let plan = env
+        .cmd(&["restore", "latest", "--dry-run", "--target"])
+        .arg(&target)
+        .clock_at(now)
+        .json(0);
+    assert_eq!(plan["plan"]["snapshot"], past.as_str(), "{plan}");
+    let f = env
+        .cmd(&["forget", "--keep-last", "1", "--dry-run"])
+        .clock_at(now)
+        .json(0);
+    let kept: Vec<&str> = f["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, [past.as_str()], "{f}");
+
+    // A clock a year ahead, then back to normal.
+    backup_at(&env, data, T0 + 400 * DAY);
+    let out = env
+        .cmd(&["forget", "--keep-within", "30d"])
+        .clock_at(now)
+        .expect(2);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("2027-07-06") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(env.snapshot_count(), 4, "nothing was removed");
+    // Forced, the policy counts from the future snapshot, as asked.
+    let f = env
+        .cmd(&["forget", "--keep-within", "30d", "--force", "--dry-run"])
+        .clock_at(now)
+        .json(0);
+    let kept = f["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .count();
+    assert_eq!(kept, 1, "{f}");
+}
