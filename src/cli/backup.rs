@@ -76,6 +76,7 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
         "repository_created": created,
         "parent": o.parent.map(|p| p.to_hex()),
         "partial": o.is_partial(),
+        "repository_inside_data": o.repository_inside_data.as_ref().map(|p| p.to_string_lossy()),
         "snapshot": r,
     }));
     out.text(&summary_text(o));

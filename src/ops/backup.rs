@@ -49,6 +49,10 @@ pub struct BackupOutcome {
     pub id: SnapshotId,
     pub record: SnapshotRecord,
     pub parent: Option<SnapshotId>,
+    /// The repository lies inside the backed-up data (where the walk met it, left out):
+    /// a disk failure takes both, and only the repository's own protection keeps an
+    /// in-place restore from rolling it back.
+    pub repository_inside_data: Option<PathBuf>,
 }
 
 impl BackupOutcome {
@@ -83,8 +87,10 @@ struct Ctx<'a> {
     db_physical_chunker: Chunker,
     source: &'a Source,
     captures: Captures,
-    /// The repository's own directory, never backed up into itself.
-    repo_dir: PathBuf,
+    /// The repository's own directory (device, inode), never backed up into itself.
+    repo_id: (u64, u64),
+    /// Where the walk met the repository: inside what a restore rolls back.
+    repo_inside: std::sync::OnceLock<PathBuf>,
     /// Files modified at or after this time are not trusted for reuse next time.
     trust_before_ns: i64,
     progress: &'a dyn Progress,
@@ -106,10 +112,10 @@ impl<'a> Ctx<'a> {
             db_physical_chunker: repo.db_physical_chunker(),
             source,
             captures,
-            repo_dir: repo
-                .path()
-                .canonicalize()
-                .unwrap_or_else(|_| repo.path().to_path_buf()),
+            repo_id: fs::metadata(repo.path())
+                .map(|m| (m.dev(), m.ino()))
+                .unwrap_or((0, 0)),
+            repo_inside: std::sync::OnceLock::new(),
             trust_before_ns: time_ns - TIMESTAMP_GRANULARITY_NS,
             progress,
         })
@@ -163,6 +169,8 @@ fn backup_in_pool(
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
+    // A half-done rollback is neither state: storing it would make a snapshot of neither.
+    crate::ops::restore::ensure_no_interrupted_restore(&source.data_dir, None)?;
     let parent: Option<&Snapshot> = snapshots
         .iter()
         .rev()
@@ -190,7 +198,16 @@ fn backup_in_pool(
         Some(v) => Some(v),
         None => jellyfin::version::from_migrations_xml(&source.config_dir),
     };
-    let Ctx { sink, .. } = ctx;
+    let Ctx {
+        sink, repo_inside, ..
+    } = ctx;
+    let repository_inside_data = repo_inside.into_inner();
+    if let Some(p) = &repository_inside_data {
+        progress.warn(&format!(
+            "the repository {} is inside the backed-up data: it is left out of every snapshot and of every in-place restore, but a disk that fails takes the server's data and its backups together; keep the repository on another disk",
+            p.display()
+        ));
+    }
     let written = Written::of(&sink.stats);
     progress.phase("syncing packs and index", None);
     sink.finish()?;
@@ -201,7 +218,12 @@ fn backup_in_pool(
     progress.phase("committing snapshot", None);
     let id = repo.commit_snapshot(&record)?;
     progress.finish();
-    Ok(BackupOutcome { id, record, parent })
+    Ok(BackupOutcome {
+        id,
+        record,
+        parent,
+        repository_inside_data,
+    })
 }
 
 /// A snapshot name must be valid and not yet taken.

@@ -59,7 +59,10 @@ impl Captures {
                 continue;
             };
             let path = Path::new(root).join(&item.rel);
-            let (src, tmp_dir) = (path.clone(), repo.tmp_dir());
+            // A database linked into the data dir is read where it lives: its -wal and
+            // -shm sit beside the link's target, not beside the link.
+            let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let tmp_dir = repo.tmp_dir();
             let mode = repo.config().db_capture;
             let handle = std::thread::Builder::new()
                 .name("jellysnap-db-capture".into())
