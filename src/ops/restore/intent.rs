@@ -63,6 +63,9 @@ pub(super) fn begin(
     };
     let bytes = serde_json::to_vec_pretty(&intent)
         .map_err(|e| Error::internal(format!("cannot encode the restore intent: {e}")))?;
+    // A data dir restored onto a new disk may not be there yet (making it destroys
+    // nothing).
+    crate::store::durable::create_dir_durable(data_dir)?;
     crate::store::durable::write_atomic(&path, &bytes)?;
     Ok(path)
 }

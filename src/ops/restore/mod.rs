@@ -228,3 +228,29 @@ fn is_restore_leftover(name: &[u8]) -> bool {
     };
     owned(TEMP_PREFIX).or_else(|| owned(LINK_PREFIX)) == Some(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_those_of_dead_owners_only() {
+        let mine = crate::sys::owner_tag();
+        let live = |prefix: &str, tail: &str| format!("{prefix}{mine}-{tail}");
+        assert!(!is_restore_leftover(live(TEMP_PREFIX, "a1B2c3").as_bytes()));
+        assert!(!is_restore_leftover(
+            live(TEMP_PREFIX, "a1B2c3-journal").as_bytes()
+        ));
+        assert!(!is_restore_leftover(live(LINK_PREFIX, "7").as_bytes()));
+        // The same pid with another start time is a process that has gone.
+        let pid = std::process::id();
+        let gone = format!("{TEMP_PREFIX}{pid}.1-a1B2c3");
+        assert!(is_restore_leftover(gone.as_bytes()));
+        // Names of an earlier jellysnap carry no owner.
+        assert!(is_restore_leftover(b".jellysnap-restore-a1B2c3"));
+        assert!(is_restore_leftover(b".jellysnap-link-4129-0"));
+        assert!(is_restore_leftover(b".jellysnap-stale-jellyfin.db-wal"));
+        assert!(!is_restore_leftover(INTENT_NAME.as_bytes()));
+        assert!(!is_restore_leftover(b"jellyfin.db"));
+    }
+}
