@@ -11,6 +11,7 @@ use std::process::Command;
 
 use common::env::{assert_crashed, s, wait_until, Cmd, Env};
 use common::fixture::{Fixture, FixtureSpec, Layout};
+use common::server::Server;
 use common::sqlcli::{commit_to_wal_and_die, side, sqlite3};
 use common::verify;
 
@@ -154,6 +155,26 @@ fn a_database_linked_from_another_disk_is_backed_up_and_rolled_back_through_the_
     assert_eq!(
         fs::read(&config).unwrap(),
         b"<ServerConfiguration>edited</ServerConfiguration>"
+    );
+}
+
+#[test]
+fn a_server_using_a_linked_database_stops_an_in_place_restore() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let real = env.root.join("ssd/jellyfin.db");
+    fs::create_dir(real.parent().unwrap()).unwrap();
+    fs::rename(&fx.db_path, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &fx.db_path).unwrap();
+    env.backup(&fx, &[]);
+    // The server opened the database where it lives; nothing under data/ is open.
+    let server = Server::start(&real, 20, None);
+    let out = env.run_exact(&["restore", "latest", "--in-place"]);
+    assert_eq!(out.status.code(), Some(17), "{}", s(&out.stderr));
+    assert!(
+        s(&out.stderr).contains(&format!("process {} ", server.pid)),
+        "{}",
+        s(&out.stderr)
     );
 }
 
