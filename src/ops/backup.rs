@@ -166,6 +166,9 @@ fn backup_in_pool(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time_ns = now_ns();
+    // What a killed `check --read-data` left in the scratch space (not the writer's own
+    // scratch: a check runs without the writer lock, so only dead owners' files go).
+    crate::ops::restore::clear_dead_rebuilds(&repo.tmp_dir());
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;

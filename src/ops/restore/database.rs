@@ -307,9 +307,10 @@ fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
 /// database file sits beside it, so the replaced file's side files are first renamed
 /// aside (never removed before the new database is in place), then the database is
 /// renamed in, and only then are the set-aside files removed. A crash at any point
-/// leaves the old database (its side files under `.jellysnap-stale-*`, which the next
-/// restore removes) or the new one without them; never the new one with the old WAL.
-/// If the rename fails, the side files go back and nothing has changed.
+/// leaves the old database (its side files under `.jellysnap-stale-*`) or the new one
+/// without them; never the new one with the old WAL. In place, the intent record
+/// (`intent`) names that state until the same restore, run again, finishes it. If the
+/// rename fails, the side files go back and nothing has changed.
 fn install_database(db: Prepared) -> Result<u64> {
     let dir = crate::store::durable::parent_dir(&db.path).to_path_buf();
     let mut aside: Vec<(PathBuf, PathBuf)> = Vec::new();
