@@ -105,6 +105,15 @@ pub enum Error {
         detail: String,
     },
 
+    #[error("an in-place restore of snapshot {snapshot} into {data_dir} was interrupted ({intent} records it): the data may be part old, part restored, and a server must not start on it yet. Finish it: `{finish}`; {undo}")]
+    RestoreInterrupted {
+        data_dir: PathBuf,
+        intent: PathBuf,
+        snapshot: String,
+        finish: String,
+        undo: String,
+    },
+
     /// A command-line value an option type refused (see [`OptionError`]).
     #[error(transparent)]
     Option(#[from] OptionError),

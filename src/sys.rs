@@ -91,3 +91,26 @@ pub fn getrandom(buf: &mut [u8]) {
     let mut out = h.finalize_xof();
     out.fill(buf);
 }
+
+/// When process `pid` started, in clock ticks after boot (field 22 of `/proc/PID/stat`);
+/// `None` when there is no such process. A pid is reused; a pid with its start time is not.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process as the owner of scratch files it names: `<pid>.<start time>`.
+pub fn owner_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}.{}", process_start(pid).unwrap_or(0))
+}
+
+/// Whether the process an [`owner_tag`] names is still running (the same process, not
+/// a later one that got its pid). `None` when `tag` is not an owner tag.
+pub fn owner_alive(tag: &str) -> Option<bool> {
+    let (pid, start) = tag.split_once('.')?;
+    let (pid, start): (u32, u64) = (pid.parse().ok()?, start.parse().ok()?);
+    Some(process_start(pid) == Some(start))
+}

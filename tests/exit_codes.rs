@@ -256,6 +256,18 @@ fn a_database_that_cannot_be_restored_is_19() {
 }
 
 #[test]
+fn an_interrupted_in_place_restore_is_21() {
+    let (env, fx) = one_snapshot();
+    env.cmd(&["restore", "one", "--in-place", "--force"])
+        .crash_at("restore-swap-1")
+        .crashes();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.run_exact(&["backup", "--data-dir", data]);
+    expect(&out, 21);
+    assert!(s(&out.stderr).contains("Finish it"), "{}", s(&out.stderr));
+}
+
+#[test]
 fn a_partial_backup_is_3() {
     let env = Env::new();
     let fx = env.small_fixture();

@@ -77,6 +77,7 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
         "parent": o.parent.map(|p| p.to_hex()),
         "partial": o.is_partial(),
         "notices": o.notices,
+        "repository_inside_data": o.repository_inside_data.as_ref().map(|p| p.to_string_lossy()),
         "snapshot": r,
     }));
     out.text(&summary_text(o));

@@ -19,6 +19,7 @@ pub enum ExitCode {
     ServerRunning = 17,
     Damaged = 18,
     DatabaseRestore = 19,
+    RestoreInterrupted = 21,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -26,7 +27,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 15] = [
+    pub const ALL: [ExitCode; 16] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -41,6 +42,7 @@ impl ExitCode {
         ExitCode::ServerRunning,
         ExitCode::Damaged,
         ExitCode::DatabaseRestore,
+        ExitCode::RestoreInterrupted,
         ExitCode::BrokenPipe,
     ];
 
@@ -65,6 +67,7 @@ impl ExitCode {
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
+            ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -108,6 +111,7 @@ impl ExitCode {
             | Error::PackMissing { .. }
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
+            Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
         }
     }
 }

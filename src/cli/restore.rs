@@ -12,7 +12,7 @@ use super::exit::ExitCode;
 use super::{paren_name, render, report_rebuild, Ctx};
 
 /// The restore's options from its arguments, validated.
-fn options(a: &RestoreArgs) -> Result<RestoreOptions, Error> {
+fn options(ctx: &Ctx, a: &RestoreArgs) -> Result<RestoreOptions, Error> {
     Ok(RestoreOptions {
         destination: match &a.target {
             Some(t) => Destination::Target(absolute(t)),
@@ -25,6 +25,8 @@ fn options(a: &RestoreArgs) -> Result<RestoreOptions, Error> {
             .transpose()?
             .map(Components::into_set),
         force: a.force,
+        // Never rolled back, wherever they sit: the repository read and its cache.
+        protect: vec![ctx.repo_path.clone(), super::args::cache_dir()],
     })
 }
 
@@ -36,7 +38,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.repo_path, Access::Read)?;
     report_rebuild(&repo, ctx.out);
     let snap = repo.resolve(&a.snapshot)?;
-    let opts = options(a)?;
+    let opts = options(ctx, a)?;
     let plan = restore::plan(&repo, &snap, &opts)?;
     ctx.out
         .text(&plan_text(&snap, &plan, a.dry_run, ctx.verbose));
@@ -99,6 +101,11 @@ fn plan_text(snap: &Snapshot, plan: &RestorePlan, dry_run: bool, verbose: bool) 
         t.push_str(&format!(
             ", leave {} path(s) as they are (not captured by the backup)",
             plan.not_captured
+        ));
+    }
+    for p in &plan.protected {
+        t.push_str(&format!(
+            "\n  leave {p} alone: it is jellysnap's repository (or its cache), inside the restored data"
         ));
     }
     for a in &plan.actions {
@@ -168,6 +175,12 @@ fn action_line(a: &Action, verbose: bool) -> Option<String> {
         }
         Action::NotCaptured { path } => {
             format!("  kept    {} (not captured by the backup)", path.display())
+        }
+        Action::Protected { path } => {
+            format!(
+                "  kept    {} (jellysnap's repository or cache)",
+                path.display()
+            )
         }
     })
 }

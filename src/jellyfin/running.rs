@@ -140,16 +140,22 @@ pub fn decide(
     }
 }
 
-/// The SQLite databases directly in `data` (jellyfin.db, library.db, plugins' own).
+/// The SQLite databases directly in `data` (jellyfin.db, library.db, plugins' own). One
+/// linked from another disk is named by the file the link points at: its locks and side
+/// files are there.
 fn databases(data: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(data) else {
         return Vec::new();
     };
     let mut out: Vec<PathBuf> = rd
         .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .filter_map(|p| match p.symlink_metadata() {
+            Ok(m) if m.is_file() => Some(p),
+            Ok(m) if m.is_symlink() => p.canonicalize().ok().filter(|t| t.is_file()),
+            _ => None,
+        })
         .collect();
     out.sort();
     out

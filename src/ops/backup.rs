@@ -55,6 +55,10 @@ pub struct BackupOutcome {
     /// What the admin should know about that is not an error: times out of range,
     /// special files left out, media in the metadata dir, a clock that went back.
     pub notices: Vec<Notice>,
+    /// The repository lies inside the backed-up data (where the walk met it, left out):
+    /// a disk failure takes both, and only the repository's own protection keeps an
+    /// in-place restore from rolling it back.
+    pub repository_inside_data: Option<PathBuf>,
 }
 
 impl BackupOutcome {
@@ -89,8 +93,10 @@ struct Ctx<'a> {
     db_physical_chunker: Chunker,
     source: &'a Source,
     captures: Captures,
-    /// The repository's own directory, never backed up into itself.
-    repo_dir: PathBuf,
+    /// The repository's own directory (device, inode), never backed up into itself.
+    repo_id: (u64, u64),
+    /// Where the walk met the repository: inside what a restore rolls back.
+    repo_inside: std::sync::OnceLock<PathBuf>,
     /// Files modified at or after this time are not trusted for reuse next time.
     trust_before_ns: i64,
     progress: &'a dyn Progress,
@@ -112,10 +118,10 @@ impl<'a> Ctx<'a> {
             db_physical_chunker: repo.db_physical_chunker(),
             source,
             captures,
-            repo_dir: repo
-                .path()
-                .canonicalize()
-                .unwrap_or_else(|_| repo.path().to_path_buf()),
+            repo_id: fs::metadata(repo.path())
+                .map(|m| (m.dev(), m.ino()))
+                .unwrap_or((0, 0)),
+            repo_inside: std::sync::OnceLock::new(),
             trust_before_ns: time_ns - TIMESTAMP_GRANULARITY_NS,
             progress,
         })
@@ -172,9 +178,14 @@ fn backup_in_pool(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time_ns = clock::now_ns();
+    // What a killed `check --read-data` left in the scratch space (not the writer's own
+    // scratch: a check runs without the writer lock, so only dead owners' files go).
+    crate::ops::restore::clear_dead_rebuilds(&repo.tmp_dir());
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
+    // A half-done rollback is neither state: storing it would make a snapshot of neither.
+    crate::ops::restore::ensure_no_interrupted_restore(&source.data_dir, None)?;
     let parent: Option<&Snapshot> = snapshots
         .iter()
         .rev()
@@ -204,7 +215,16 @@ fn backup_in_pool(
         Some(v) => Some(v),
         None => jellyfin::version::from_migrations_xml(&source.config_dir),
     };
-    let Ctx { sink, .. } = ctx;
+    let Ctx {
+        sink, repo_inside, ..
+    } = ctx;
+    let repository_inside_data = repo_inside.into_inner();
+    if let Some(p) = &repository_inside_data {
+        progress.warn(&format!(
+            "the repository {} is inside the backed-up data: it is left out of every snapshot and of every in-place restore, but a disk that fails takes the server's data and its backups together; keep the repository on another disk",
+            p.display()
+        ));
+    }
     let written = Written::of(&sink.stats);
     progress.phase("syncing packs and index", None);
     sink.finish()?;
@@ -222,6 +242,7 @@ fn backup_in_pool(
         record,
         parent,
         notices,
+        repository_inside_data,
     })
 }
 

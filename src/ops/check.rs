@@ -83,6 +83,8 @@ pub struct CheckReport {
     pub databases_rebuilt: u64,
     /// Which slice of the packs `--read-data-subset` read this time ("2/5").
     pub subset: Option<String>,
+    /// Database rebuilds a killed check left in the scratch space, removed now.
+    pub scratch_cleared: u64,
     pub problems: Vec<Problem>,
     pub affected: Vec<Affected>,
 }
@@ -98,9 +100,15 @@ pub fn check(
     read_data: &ReadData,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
+    // A check holds no writer lock, so the writer never clears its rebuilds; each check
+    // clears those whose owner is gone (another check may be running beside it).
+    let report = CheckReport {
+        scratch_cleared: crate::ops::restore::clear_dead_rebuilds(&repo.tmp_dir()),
+        ..CheckReport::default()
+    };
     let mut c = Checker {
         repo,
-        report: CheckReport::default(),
+        report,
         bad: HashSet::new(),
     };
     progress.phase("checking snapshots and trees", None);

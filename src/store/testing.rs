@@ -25,6 +25,9 @@
 //! | `gc-after-unindex` | before the first pack is deleted |
 //! | `gc-after-first-delete` | after the first pack is deleted |
 //! | `restore-after-db-rename` | between a restored database's rename and the removal of the old side files |
+//! | `restore-swap-<n>` | after the n-th step of an in-place restore's database swap (intent record written, each side file set aside, each database renamed in, each set-aside file removed) |
+//! | `restore-link-made` | a restored symlink is made under its temp name, not yet renamed |
+//! | `check-rebuilt` | `check --read-data` has rebuilt a database dump in scratch space |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,4 +264,12 @@ impl ChunkIndex for FaultIndex {
     fn len_estimate(&self) -> u64 {
         self.inner.len_estimate()
     }
+}
+
+/// The command has done one more step of a counted sequence `name`: the n-th is the point
+/// `<name>-<n>` (a test stops the command after each step in turn).
+pub fn step(name: &str) {
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+    let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+    point(&format!("{name}-{n}"));
 }

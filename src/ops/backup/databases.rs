@@ -59,11 +59,16 @@ impl Captures {
                 continue;
             };
             let path = Path::new(root).join(&item.rel);
-            let (src, tmp_dir) = (path.clone(), repo.tmp_dir());
+            // A database linked into the data dir is read where it lives: its -wal and
+            // -shm sit beside the link's target, not beside the link.
+            let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            // Named by its place in the data dir: the link's target may be named otherwise.
+            let is_jellyfin_db = path.file_name().is_some_and(|n| n == "jellyfin.db");
+            let tmp_dir = repo.tmp_dir();
             let mode = repo.config().db_capture;
             let handle = std::thread::Builder::new()
                 .name("jellysnap-db-capture".into())
-                .spawn(move || capture_db(&src, &tmp_dir, mode))
+                .spawn(move || capture_db(&src, is_jellyfin_db, &tmp_dir, mode))
                 .map_err(|e| {
                     let at = path.display();
                     Error::internal(format!("cannot start the capture thread for {at}: {e}"))
@@ -165,9 +170,14 @@ fn record(slot: &DbSlot, path: &Path, db: &CapturedDb, progress: &dyn Progress, 
 /// Capture one database (runs on its own thread). The backup API gives a consistent copy
 /// of the live database; the logical dump is then taken from that private copy, never
 /// the live file.
-fn capture_db(src: &Path, tmp_dir: &Path, mode: DbCaptureMode) -> Result<CapturedDb> {
+fn capture_db(
+    src: &Path,
+    is_jellyfin_db: bool,
+    tmp_dir: &Path,
+    mode: DbCaptureMode,
+) -> Result<CapturedDb> {
     let copy = capture::capture(src, tmp_dir)?;
-    let version = if src.file_name().is_some_and(|n| n == "jellyfin.db") {
+    let version = if is_jellyfin_db {
         jellyfin::version::from_database(&copy)
     } else {
         None

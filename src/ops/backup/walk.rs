@@ -138,7 +138,8 @@ fn child(ctx: &Ctx, dir: &Dir, name: &[u8], tally: &mut Tally) -> Result<Option<
     let prev = dir.parent.and_then(|t| t.find(name));
     let ft = meta.file_type();
     let node = if ft.is_dir() {
-        if path == ctx.repo_dir {
+        if (meta.dev(), meta.ino()) == ctx.repo_id {
+            let _ = ctx.repo_inside.set(path);
             return Ok(None); // never back up the repository into itself
         }
         let prev_tree = prev_tree(ctx, prev)?;
@@ -192,6 +193,15 @@ fn child_meta(
     if meta.file_type().is_symlink() && ctx.source.selection.is_anchor(root, rel) {
         if let Ok(m) = fs::metadata(path) {
             if m.is_dir() {
+                return Some(m);
+            }
+        }
+    }
+    // A database linked from another disk is captured through the link: storing the link
+    // would store no database at all.
+    if meta.file_type().is_symlink() && ctx.captures.contains(path) {
+        if let Ok(m) = fs::metadata(path) {
+            if m.is_file() {
                 return Some(m);
             }
         }

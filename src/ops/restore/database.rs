@@ -133,8 +133,31 @@ pub fn try_rebuild(
 ) -> Result<()> {
     let chunks = repo.file_chunks(node)?;
     let tmp = rebuild_beside(repo, &scratch.join("check.db"), &chunks, proof, progress)?;
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point("check-rebuilt");
     drop(tmp);
     Ok(())
+}
+
+/// Remove the rebuilds (and their SQLite side files) that killed processes left in
+/// `scratch`; those of a process still running stay. Returns how many went.
+pub fn clear_dead_rebuilds(scratch: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(scratch) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let leftover = name
+            .as_encoded_bytes()
+            .starts_with(super::TEMP_PREFIX.as_bytes())
+            && super::is_restore_leftover(name.as_encoded_bytes());
+        if leftover && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Make one database ready beside its destination: content, metadata, durable.
@@ -211,16 +234,60 @@ pub(super) fn prepare_databases(
     Ok(ready)
 }
 
+/// What the intent record says of the swap of `ready` (see `intent`).
+pub(super) fn swaps(ready: &[Prepared]) -> Vec<super::intent::Swap> {
+    let lossy = |p: &Path| p.to_string_lossy().into_owned();
+    ready
+        .iter()
+        .map(|db| super::intent::Swap {
+            path: lossy(&db.path),
+            new: lossy(&db.tmp),
+            aside: aside_names(&db.path)
+                .iter()
+                .map(|(side, to)| (lossy(side), lossy(to)))
+                .collect(),
+        })
+        .collect()
+}
+
 /// Put every prepared database in place, in plan order; returns how many and their
-/// bytes. A failure stops the restore before any other file changed.
-pub(super) fn install_databases(plan: &RestorePlan, ready: Vec<Prepared>) -> Result<(u64, u64)> {
-    let (mut files, mut bytes) = (0, 0);
+/// bytes. A failure stops the restore before any other file changed; `installed` counts
+/// the databases already in place then.
+pub(super) fn install_databases(
+    plan: &RestorePlan,
+    ready: Vec<Prepared>,
+    installed: &mut u64,
+) -> Result<u64> {
+    let mut bytes = 0;
     for db in ready {
         let path = db.path.clone();
         bytes += install_database(db).map_err(|e| database_error(plan, &path, e))?;
-        files += 1;
+        *installed += 1;
     }
-    Ok((files, bytes))
+    Ok(bytes)
+}
+
+/// The side files beside `db` now, each with the name it is set aside under.
+fn aside_names(db: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let dir = crate::store::durable::parent_dir(db);
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    SIDE_SUFFIXES
+        .iter()
+        .filter_map(|suffix| {
+            let side = side_path(db, suffix);
+            fs::symlink_metadata(&side).ok()?;
+            Some((side, dir.join(format!(".jellysnap-stale-{name}{suffix}"))))
+        })
+        .collect()
+}
+
+/// One step of the database swap done (a test can stop the restore after any of them).
+fn swap_step() {
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::step("restore-swap");
 }
 
 /// A database step's failure as the restore reports it (exit code 19).
@@ -240,16 +307,12 @@ fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
 /// database file sits beside it, so the replaced file's side files are first renamed
 /// aside (never removed before the new database is in place), then the database is
 /// renamed in, and only then are the set-aside files removed. A crash at any point
-/// leaves the old database (its side files under `.jellysnap-stale-*`, which the next
-/// restore removes) or the new one without them; never the new one with the old WAL.
-/// If the rename fails, the side files go back and nothing has changed.
+/// leaves the old database (its side files under `.jellysnap-stale-*`) or the new one
+/// without them; never the new one with the old WAL. In place, the intent record
+/// (`intent`) names that state until the same restore, run again, finishes it. If the
+/// rename fails, the side files go back and nothing has changed.
 fn install_database(db: Prepared) -> Result<u64> {
     let dir = crate::store::durable::parent_dir(&db.path).to_path_buf();
-    let name = db
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut aside: Vec<(PathBuf, PathBuf)> = Vec::new();
     let put_back = |aside: &[(PathBuf, PathBuf)]| {
         for (side, to) in aside.iter().rev() {
@@ -257,17 +320,13 @@ fn install_database(db: Prepared) -> Result<u64> {
         }
         let _ = crate::store::durable::sync_dir(&dir);
     };
-    for suffix in SIDE_SUFFIXES {
-        let side = side_path(&db.path, suffix);
-        if fs::symlink_metadata(&side).is_err() {
-            continue;
-        }
-        let to = dir.join(format!(".jellysnap-stale-{name}{suffix}"));
+    for (side, to) in aside_names(&db.path) {
         if let Err(e) = fs::rename(&side, &to) {
             put_back(&aside);
             return Err(Error::io(&side, e));
         }
         aside.push((side, to));
+        swap_step();
     }
     if !aside.is_empty() {
         crate::store::durable::sync_dir(&dir)?;
@@ -279,8 +338,10 @@ fn install_database(db: Prepared) -> Result<u64> {
     crate::store::durable::sync_dir(&dir)?;
     #[cfg(feature = "test-hooks")]
     crate::store::testing::point("restore-after-db-rename");
+    swap_step();
     for (_, to) in &aside {
         fs::remove_file(to).at(to)?;
+        swap_step();
     }
     if !aside.is_empty() {
         crate::store::durable::sync_dir(&dir)?;

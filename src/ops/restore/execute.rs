@@ -12,7 +12,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::database::{install_databases, prepare_databases};
+use super::database::{install_databases, prepare_databases, swaps};
+use super::intent;
 use super::write::{link_file, set_meta, write_file, write_symlink};
 use super::{Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
@@ -37,9 +38,38 @@ fn execute_in_pool(
     progress.phase("restoring", Some(plan.write_bytes));
     let is_root = crate::sys::is_root();
     let ready = prepare_databases(repo, plan, is_root, progress)?;
+    // In place, the data is neither old nor new from the first rename until the last one
+    // is durable: the intent record marks that window for every later command.
+    let intent = match &plan.in_place {
+        Some(data_dir) => {
+            let at = intent::begin(
+                data_dir,
+                repo.path(),
+                &plan.snapshot,
+                &plan.components,
+                swaps(&ready),
+            )?;
+            #[cfg(feature = "test-hooks")]
+            crate::store::testing::step("restore-swap");
+            Some(at)
+        }
+        None => None,
+    };
+    let files = ready.len() as u64;
     // The databases go in first: if one cannot be renamed into place, nothing else has
     // changed yet.
-    let (files, bytes) = install_databases(plan, ready)?;
+    let mut installed = 0;
+    let bytes = match install_databases(plan, ready, &mut installed) {
+        Ok(b) => b,
+        Err(e) => {
+            if installed == 0 {
+                if let Some(at) = &intent {
+                    intent::end(at)?;
+                }
+            }
+            return Err(e);
+        }
+    };
     let mut report = RestoreReport {
         files_written: files,
         bytes_written: bytes,
@@ -56,6 +86,10 @@ fn execute_in_pool(
         if let Ok(f) = File::open(&m.to) {
             crate::sys::syncfs(&f).at(&m.to)?;
         }
+    }
+    // A database outside the roots (the target of a symlinked one) is durable already.
+    if let Some(at) = &intent {
+        intent::end(at)?;
     }
     progress.finish();
     Ok(report)

@@ -22,13 +22,22 @@
 //! own logical dump chunks to the snapshot's chunk ids (physical copies: when its bytes
 //! do).
 //!
+//! Never touched, wherever they sit in the restored trees: the repository the restore
+//! reads and the cache directory (the plan says so). Never looked through: a symlink where
+//! the snapshot has a directory (it is replaced, its target left alone), except an item's
+//! own directory linked to another disk. A database whose place is a symlink is restored
+//! into the file the link points at. In place, the intent record (`intent`) marks the
+//! data dir from the first rename until everything is durable.
+//!
 //! The parts: `plan` walks the snapshot beside the destination, `compare` decides whether
 //! what is there already is the snapshot's, `database` prepares and installs databases,
-//! `write` writes one file or link, `execute` runs the plan's phases in order.
+//! `write` writes one file or link, `execute` runs the plan's phases in order, `intent`
+//! keeps the record of an in-place restore under way.
 
 mod compare;
 mod database;
 mod execute;
+mod intent;
 mod plan;
 mod write;
 
@@ -40,8 +49,9 @@ use serde::Serialize;
 use crate::format::snapshot::Component;
 use crate::format::tree::{DbCapture, Entry};
 
-pub use database::try_rebuild;
+pub use database::{clear_dead_rebuilds, try_rebuild};
 pub use execute::execute;
+pub use intent::{ensure_no_interrupted_restore, INTENT_NAME};
 pub use plan::plan;
 
 #[derive(Debug, Clone)]
@@ -58,6 +68,9 @@ pub struct RestoreOptions {
     /// Components to restore, exactly these; `None` = all components of the snapshot.
     pub components: Option<BTreeSet<Component>>,
     pub force: bool,
+    /// Directories a restore never writes into or deletes from, wherever they sit in the
+    /// restored trees: the repository it reads and its cache directory.
+    pub protect: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +144,11 @@ pub enum Action {
         #[serde(serialize_with = "lossy")]
         path: PathBuf,
     },
+    /// Left as it is: jellysnap's own repository (or its cache) inside a restored tree.
+    Protected {
+        #[serde(serialize_with = "lossy")]
+        path: PathBuf,
+    },
 }
 
 /// Paths need not be UTF-8; JSON output shows them lossily.
@@ -150,11 +168,16 @@ pub struct RestorePlan {
     pub delete_paths: u64,
     /// Live paths left alone because the snapshot has no content for them.
     pub not_captured: u64,
+    /// The repository (or its cache) inside a restored tree, left alone.
+    pub protected: Vec<String>,
     /// Every restored directory, each after its contents: its mode, owner and mtime are
     /// set once everything inside is in place. Not listed as actions: every directory
     /// of the snapshot gets it.
     #[serde(skip)]
     directories: Vec<DirMeta>,
+    /// The data dir of an in-place restore, where its intent record goes.
+    #[serde(skip)]
+    in_place: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,8 +205,52 @@ fn side_path(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Temp names a restore makes beside what it restores: its own leftovers when a restore
-/// was killed (removed by the next one).
+const TEMP_PREFIX: &str = ".jellysnap-restore-";
+const LINK_PREFIX: &str = ".jellysnap-link-";
+
+/// Temp names a restore makes beside what it restores: a killed restore's leftovers
+/// (removed by the next one). Temp files and links carry their owner (see
+/// `sys::owner_tag`): those of a restore still running are not leftovers. Set-aside side
+/// files carry none: only an in-place restore of the same data makes them.
 fn is_restore_leftover(name: &[u8]) -> bool {
-    name.starts_with(b".jellysnap-restore-") || name.starts_with(b".jellysnap-stale-")
+    if name == INTENT_NAME.as_bytes() {
+        return false;
+    }
+    if name.starts_with(b".jellysnap-stale-") {
+        return true;
+    }
+    let owned = |prefix: &str| {
+        let tail = name.strip_prefix(prefix.as_bytes())?;
+        let tail = std::str::from_utf8(tail).unwrap_or("");
+        // A name without an owner (made by an earlier jellysnap) has no live owner.
+        let tag = tail.split('-').next().unwrap_or("");
+        Some(crate::sys::owner_alive(tag) != Some(true))
+    };
+    owned(TEMP_PREFIX).or_else(|| owned(LINK_PREFIX)) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_those_of_dead_owners_only() {
+        let mine = crate::sys::owner_tag();
+        let live = |prefix: &str, tail: &str| format!("{prefix}{mine}-{tail}");
+        assert!(!is_restore_leftover(live(TEMP_PREFIX, "a1B2c3").as_bytes()));
+        assert!(!is_restore_leftover(
+            live(TEMP_PREFIX, "a1B2c3-journal").as_bytes()
+        ));
+        assert!(!is_restore_leftover(live(LINK_PREFIX, "7").as_bytes()));
+        // The same pid with another start time is a process that has gone.
+        let pid = std::process::id();
+        let gone = format!("{TEMP_PREFIX}{pid}.1-a1B2c3");
+        assert!(is_restore_leftover(gone.as_bytes()));
+        // Names of an earlier jellysnap carry no owner.
+        assert!(is_restore_leftover(b".jellysnap-restore-a1B2c3"));
+        assert!(is_restore_leftover(b".jellysnap-link-4129-0"));
+        assert!(is_restore_leftover(b".jellysnap-stale-jellyfin.db-wal"));
+        assert!(!is_restore_leftover(INTENT_NAME.as_bytes()));
+        assert!(!is_restore_leftover(b"jellyfin.db"));
+    }
 }

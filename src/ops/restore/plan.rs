@@ -33,13 +33,24 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
     check_destination(rec, opts)?;
+    let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
+        let data_dir = PathBuf::from(&rec.data_dir);
+        let chosen: Vec<Component> = components.iter().copied().collect();
+        (data_dir, chosen)
+    });
+    if let Some((data_dir, chosen)) = &in_place {
+        super::ensure_no_interrupted_restore(data_dir, Some((&snap.id.to_hex(), chosen)))?;
+    }
 
     let root_tree = repo.load_tree(&rec.tree)?;
-    let mut p = Planner::new(repo, rec, &selection);
+    let mut p = Planner::new(repo, rec, &selection, &opts.protect);
+    p.snapshot = snap.id.short();
     for m in &roots {
         p.root(snap, &root_tree, m)?;
     }
-    Ok(RestorePlan::new(snap, roots, components, p))
+    let mut plan = RestorePlan::new(snap, roots, components, p);
+    plan.in_place = in_place.map(|(d, _)| d);
+    Ok(plan)
 }
 
 /// The components to restore: those asked for, each of which the snapshot must have, or
@@ -123,7 +134,9 @@ impl RestorePlan {
             keep_files: 0,
             delete_paths: 0,
             not_captured: 0,
+            protected: Vec::new(),
             directories: p.directories,
+            in_place: None,
         };
         for a in &p.actions {
             match a {
@@ -136,6 +149,9 @@ impl RestorePlan {
                 Action::Keep { .. } => plan.keep_files += 1,
                 Action::Delete { .. } | Action::RemoveSideFile { .. } => plan.delete_paths += 1,
                 Action::NotCaptured { .. } => plan.not_captured += 1,
+                Action::Protected { path } => {
+                    plan.protected.push(path.to_string_lossy().into_owned());
+                }
             }
         }
         plan.actions = p.actions;
@@ -153,6 +169,11 @@ struct Planner<'a> {
     db_chunker: Chunker,
     /// Root label -> paths (relative, lossy) the backup could not capture.
     not_captured: BTreeMap<String, BTreeSet<String>>,
+    /// The directories never touched (device, inode): found by identity, so that a
+    /// repository reached through a symlinked directory is recognised too.
+    protect: BTreeSet<(u64, u64)>,
+    /// The snapshot's short id, for errors.
+    snapshot: String,
 }
 
 /// One entry of the snapshot beside what is at its place in the destination now.
@@ -191,7 +212,12 @@ fn names_in(dir: &Path) -> BTreeSet<Vec<u8>> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(repo: &'a Repository, rec: &'a SnapshotRecord, selection: &'a Selection) -> Self {
+    fn new(
+        repo: &'a Repository,
+        rec: &'a SnapshotRecord,
+        selection: &'a Selection,
+        protect: &[PathBuf],
+    ) -> Self {
         let mut not_captured: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for n in &rec.not_captured {
             not_captured
@@ -208,7 +234,25 @@ impl<'a> Planner<'a> {
             db_physical_chunker: repo.db_physical_chunker(),
             db_chunker: repo.db_chunker(),
             not_captured,
+            protect: protect
+                .iter()
+                .filter_map(|p| fs::metadata(p).ok())
+                .map(|m| (m.dev(), m.ino()))
+                .collect(),
+            snapshot: String::new(),
         }
+    }
+
+    /// Is `path` (its metadata `m`, not followed) a protected directory? Then it is left
+    /// alone, said so in the plan, and nothing below it is looked at.
+    fn protected(&mut self, path: &Path, m: Option<&fs::Metadata>) -> bool {
+        let hit = m.is_some_and(|m| m.is_dir() && self.protect.contains(&(m.dev(), m.ino())));
+        if hit {
+            self.actions.push(Action::Protected {
+                path: path.to_path_buf(),
+            });
+        }
+        hit
     }
 
     /// Is `rel`, or a directory above it, a path the backup could not capture? Names are
@@ -240,7 +284,7 @@ impl<'a> Planner<'a> {
             self.actions.push(Action::Mkdir { path: m.to.clone() });
         }
         let t = self.repo.load_tree(tree)?;
-        self.dir(&m.label, &t, &m.to, b"")?;
+        self.dir(&m.label, &t, &m.to, b"", false)?;
         self.directories.push(DirMeta {
             path: m.to.clone(),
             entry: entry.clone(),
@@ -248,15 +292,29 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    fn dir(&mut self, root: &str, tree: &Tree, dest: &Path, rel: &[u8]) -> Result<()> {
-        let existing = names_in(dest);
+    /// The entries of `tree` restored into `dest`. `fresh`: `dest` will be a new, empty
+    /// directory (it is missing, or something else is there now, a symlink included): what
+    /// is at its path now is not looked at, so nothing is kept, deleted or followed there.
+    fn dir(&mut self, root: &str, tree: &Tree, dest: &Path, rel: &[u8], fresh: bool) -> Result<()> {
+        let existing = if fresh {
+            BTreeSet::new()
+        } else {
+            names_in(dest)
+        };
         for e in &tree.entries {
             let child_rel = join_rel(rel, &e.name);
             if self.selection.classify(root, &child_rel) == Class::Skip {
                 continue;
             }
             let path = dest.join(OsStr::from_bytes(&e.name));
-            let cur = self.current(root, e, &path, &child_rel);
+            let cur = if fresh {
+                None
+            } else {
+                self.current(root, e, &path, &child_rel)
+            };
+            if self.protected(&path, cur.as_ref()) {
+                continue;
+            }
             if self.not_captured(root, &child_rel) {
                 if cur.is_some() {
                     self.actions.push(Action::NotCaptured { path });
@@ -272,7 +330,7 @@ impl<'a> Planner<'a> {
             };
             match &e.node {
                 Node::Dir { tree } => self.subdir(at, tree)?,
-                Node::File { size, database, .. } => self.file(at, *size, *database),
+                Node::File { size, database, .. } => self.file(at, *size, *database)?,
                 Node::Symlink { target } => self.symlink(at, target),
             }
         }
@@ -282,6 +340,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let path = dest.join(OsStr::from_bytes(&name));
+            // An interrupted restore's record stays until a restore finishes it.
+            if name == super::INTENT_NAME.as_bytes() {
+                continue;
+            }
             if is_restore_leftover(&name) {
                 self.actions.push(Action::Delete { path });
                 continue;
@@ -309,6 +371,10 @@ impl<'a> Planner<'a> {
     }
 
     fn subdir(&mut self, at: Place, tree: &ChunkId) -> Result<()> {
+        // A symlink here (not an item's own link to its directory, which `current`
+        // follows) is replaced by the snapshot's directory: the planner must not look
+        // through it, or it would plan to keep and delete files in the link's target.
+        let fresh = !at.is_dir_now();
         match &at.cur {
             Some(m) if m.is_dir() => {}
             Some(_) => {
@@ -324,7 +390,7 @@ impl<'a> Planner<'a> {
             }),
         }
         let sub = self.repo.load_tree(tree)?;
-        self.dir(at.root, &sub, &at.path, &at.rel)?;
+        self.dir(at.root, &sub, &at.path, &at.rel, fresh)?;
         self.directories.push(DirMeta {
             path: at.path,
             entry: at.entry.clone(),
@@ -332,7 +398,10 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    fn file(&mut self, at: Place, size: u64, database: DbCapture) {
+    fn file(&mut self, mut at: Place, size: u64, database: DbCapture) -> Result<()> {
+        if database.is_database() && at.cur.as_ref().is_some_and(|m| m.is_symlink()) {
+            self.through_link(&mut at)?;
+        }
         let rel = String::from_utf8_lossy(&at.rel);
         let rec = self
             .databases
@@ -375,6 +444,37 @@ impl<'a> Planner<'a> {
                     self.actions.push(Action::RemoveSideFile { path: side });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A database whose place is a symlink (the database on another disk, linked into
+    /// the data dir) is restored into the file the link points at, the link kept, as
+    /// the backup captured it through the link. A link to nothing is refused before
+    /// anything changes: restoring beside a disk that is not mounted would hide the
+    /// database from the server that mounts it later.
+    fn through_link(&self, at: &mut Place) -> Result<()> {
+        let link = at.path.clone();
+        let refuse = |detail: String| Error::DatabaseRestore {
+            path: link.clone(),
+            snapshot: self.snapshot.clone(),
+            detail,
+        };
+        let target = fs::read_link(&link).at(&link)?;
+        match fs::canonicalize(&at.path) {
+            Ok(real) if real.is_file() => {
+                at.cur = fs::symlink_metadata(&real).ok();
+                at.path = real;
+                Ok(())
+            }
+            Ok(real) => Err(refuse(format!(
+                "it is a symlink to {}, which is not a file; replace the link with the database file's own link or remove it",
+                real.display()
+            ))),
+            Err(e) => Err(refuse(format!(
+                "it is a symlink to {}, which cannot be reached ({e}): is its disk mounted? Mount it and retry, or remove the link to restore the database into the data dir itself",
+                target.display()
+            ))),
         }
     }
 
@@ -437,9 +537,11 @@ impl<'a> Planner<'a> {
             });
             return;
         }
-        let is_dir = fs::symlink_metadata(path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        let meta = fs::symlink_metadata(path).ok();
+        if self.protected(path, meta.as_ref()) {
+            return;
+        }
+        let is_dir = meta.is_some_and(|m| m.is_dir());
         if is_dir {
             for n in names_in(path) {
                 self.extra(root, &path.join(OsStr::from_bytes(&n)), &join_rel(rel, &n));

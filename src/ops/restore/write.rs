@@ -15,13 +15,19 @@ use crate::format::tree::{ChunkRef, Entry, Node};
 use crate::ops::progress::Progress;
 use crate::store::repo::Repository;
 
+/// This process as the owner of the temp names it makes (see `sys::owner_tag`).
+pub(super) fn owner() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(crate::sys::owner_tag)
+}
+
 /// A new temp name in `path`'s directory (created if missing: making a directory
-/// destroys nothing).
+/// destroys nothing), carrying this process as its owner.
 pub(super) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
     tempfile::Builder::new()
-        .prefix(".jellysnap-restore-")
+        .prefix(&format!("{}{}-", super::TEMP_PREFIX, owner()))
         .tempfile_in(dir)
         .at(dir)
 }
@@ -82,9 +88,11 @@ pub(super) fn write_symlink(path: &Path, entry: &Entry, is_root: bool) -> Result
     // symlinks in one directory raced on a per-process name).
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".jellysnap-link-{}-{n}", std::process::id()));
+    let tmp = dir.join(format!("{}{}-{n}", super::LINK_PREFIX, owner()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp).at(&tmp)?;
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point("restore-link-made");
     if is_root {
         std::os::unix::fs::lchown(&tmp, Some(entry.uid), Some(entry.gid)).at(&tmp)?;
     }
