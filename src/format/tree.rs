@@ -2,7 +2,8 @@
 //! to identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
 //!
 //! Encoding: magic `JSTR`, version u8 (1), then the bincode 2 "standard" encoding
-//! (varint integers) of [`Tree`]. Entries are sorted by name bytes and names are single
+//! (varint integers) of [`Tree`]. bincode is not self-describing: any change to these
+//! types is a new version (docs/FORMAT.md, "Versions"), and a newer one is refused. Entries are sorted by name bytes and names are single
 //! path components; the decoder refuses anything else, so a crafted tree cannot make
 //! restore write outside its target.
 
@@ -144,11 +145,15 @@ impl Tree {
         }
         match bytes.get(4) {
             Some(&TREE_VERSION) => {}
-            Some(v) => {
-                return Err(bad(format!(
-                    "unknown tree version {v}; use a newer jellysnap"
-                )))
+            Some(&v) if v > TREE_VERSION => {
+                return Err(Error::newer_format(
+                    "tree chunk",
+                    id.to_hex(),
+                    v,
+                    TREE_VERSION,
+                ))
             }
+            Some(v) => return Err(bad(format!("tree version {v} was never written"))),
             None => return Err(bad("truncated".into())),
         }
         let body = bytes.get(5..).unwrap_or_default();
@@ -247,6 +252,26 @@ mod tests {
             let _ = Tree::decode(&b, &ChunkId::of(&b));
             let _ = Tree::decode(&bytes, &ChunkId::of(&bytes));
         }
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_newer_not_corrupt() {
+        let mut b = Tree {
+            entries: vec![file(b"a", 1)],
+        }
+        .encode()
+        .unwrap();
+        let id = ChunkId::of(&b);
+        b[4] = TREE_VERSION + 1;
+        let e = Tree::decode(&b, &id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "tree chunk", found, supported, .. }
+                if *found == u32::from(TREE_VERSION) + 1 && *supported == u32::from(TREE_VERSION)),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&id.to_hex()), "{e}");
+        b[4] = 0;
+        assert!(matches!(Tree::decode(&b, &id), Err(Error::Corrupt { .. })));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! readable, every referenced chunk is indexed in a pack that exists and is long enough,
 //! and pack trailers agree with the index. With `read_data`, every chunk of the chosen
 //! packs is read, decompressed and hashed. Damage is reported by pack and chunk, and
-//! traced back to the snapshots and files it affects.
+//! traced back to the snapshots and files it affects. Records of a newer format are not
+//! damage: they are listed apart, as what this jellysnap cannot check.
 //!
 //! Packs are checked one at a time (one trailer in memory), each referenced chunk
 //! looked up in a set of its pack's entries: the cost is linear in the chunks.
@@ -88,6 +89,9 @@ pub struct CheckReport {
     pub subset: Option<String>,
     pub problems: Vec<Problem>,
     pub affected: Vec<Affected>,
+    /// Records written by a newer jellysnap (each message names the record and says to
+    /// upgrade): not damage, but neither they nor what they reference could be checked.
+    pub newer_format: Vec<String>,
 }
 
 impl CheckReport {
@@ -150,9 +154,13 @@ impl Checker<'_> {
     fn snapshots_and_trees(&mut self) -> Result<(Vec<Snapshot>, reach::Reach, Unreadable)> {
         let (snaps, bad_records) = self.repo.snapshots()?;
         for e in bad_records {
-            self.report
-                .problems
-                .push(problem("snapshot", None, vec![], e.to_string()));
+            match e {
+                Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
+                e => self
+                    .report
+                    .problems
+                    .push(problem("snapshot", None, vec![], e.to_string())),
+            }
         }
         self.report.snapshots = snaps.len() as u64;
         let mut r = reach::Reach::default();
@@ -206,10 +214,16 @@ impl Checker<'_> {
     ) -> Result<()> {
         let ids = self.repo.packs()?;
         self.report.packs = ids.len() as u64;
-        let failed: HashMap<ChunkId, String> = failed_trees
-            .into_iter()
-            .map(|(id, e)| (id, e.to_string()))
-            .collect();
+        let mut failed: HashMap<ChunkId, String> = HashMap::new();
+        for (id, e) in failed_trees {
+            match e {
+                // Not damage: the chunk itself is still located and (with read_data) read.
+                Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
+                e => {
+                    failed.insert(id, e.to_string());
+                }
+            }
+        }
         let chosen: HashSet<PackId> = match read_data {
             ReadData::None => HashSet::new(),
             _ => choose_packs(self.repo, &ids, read_data, &mut self.report)
@@ -265,6 +279,10 @@ impl Checker<'_> {
                     ));
                 }
                 Some(entries)
+            }
+            Err(e @ Error::NewerFormat { .. }) => {
+                self.report.newer_format.push(e.to_string());
+                None
             }
             Err(e) => {
                 self.report
@@ -423,6 +441,35 @@ fn check_databases(
             };
             let users = users.iter().filter(|u| u.2 == proof);
             let detail = match e {
+                Error::NewerFormat {
+                    what,
+                    location,
+                    found,
+                    supported,
+                } => {
+                    for (i, path, _) in users {
+                        let location = match what {
+                            // The dump's own location is the scratch file.
+                            "database dump" => format!("for {path}"),
+                            _ => location.clone(),
+                        };
+                        let s = &snaps[*i];
+                        report.newer_format.push(
+                            Error::NewerFormat {
+                                what,
+                                location: format!(
+                                    "{location} in snapshot {}{}",
+                                    s.id.short(),
+                                    name_suffix(s)
+                                ),
+                                found,
+                                supported,
+                            }
+                            .to_string(),
+                        );
+                    }
+                    continue;
+                }
                 Error::DatabaseRestore { detail, .. } => detail,
                 e => e.to_string(),
             };

@@ -436,10 +436,15 @@ fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
 }
 
 /// The entries of a pack: from its trailer, or by scanning its records when the trailer
-/// is damaged. Returns the entries and whether a scan was needed.
+/// is damaged. Returns the entries and whether a scan was needed. A pack of a newer
+/// format is refused (its records may not be what this jellysnap would read them as).
 fn read_pack_entries(store: &dyn Store, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
     let key = Key::Pack(*id);
     let len = store.size(key)?;
+    let mut header = [0u8; pack::PACK_HEADER_LEN];
+    if store.read_at(key, 0, &mut header).is_ok() {
+        pack::refuse_newer(&header, &store.describe(key).display().to_string())?;
+    }
     let from_trailer = || -> std::result::Result<Vec<PackEntry>, String> {
         if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
             return Err("shorter than a pack".into());
@@ -538,5 +543,31 @@ mod tests {
             repo.read_chunk(&missing, &mut out, &mut scratch),
             Err(Error::ChunkMissing { .. })
         ));
+    }
+
+    /// A pack whose header says a newer version is refused where its trailer is read
+    /// (an index rebuild), as a newer format: not scanned as a damaged trailer.
+    #[test]
+    fn a_newer_pack_is_refused_when_its_trailer_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&path).unwrap();
+        {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            let sink = ChunkSink::new(&repo).unwrap();
+            sink.put(ChunkKind::Data, b"one chunk", true).unwrap();
+            sink.finish().unwrap();
+        }
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let id = repo.packs().unwrap()[0];
+        let file = repo.pack_location(&id);
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[8..12].copy_from_slice(&(pack::PACK_VERSION + 1).to_le_bytes());
+        fs::write(&file, &bytes).unwrap();
+        let e = repo.pack_entries(&id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "pack", found, .. } if *found == pack::PACK_VERSION + 1),
+            "{e}"
+        );
     }
 }
