@@ -1,6 +1,6 @@
-//! Records of a newer format, through the binary: a snapshot whose database dump, or whose
-//! root tree, carries a version above the one this jellysnap reads is refused with exit
-//! code 11 and a message saying to upgrade; check lists it as a newer format, not as
+//! Records of a newer format, through the binary: a snapshot whose database dump, root
+//! tree or record carries a version above the one this jellysnap reads is refused with
+//! exit code 11 and a message saying to upgrade; check lists it as a newer format, not as
 //! damage; the other snapshots stay readable.
 
 mod common;
@@ -205,4 +205,40 @@ fn a_newer_tree_is_refused_with_exit_11_by_readers_check_and_gc() {
     let out = env.expect(&["gc"], 11);
     assert!(s(&out.stderr).contains(newer), "{}", s(&out.stderr));
     assert_eq!(common::env::files_under(&env.repo.join("packs")), packs);
+}
+
+#[test]
+fn a_newer_snapshot_record_is_refused_with_exit_11_and_the_others_stay_readable() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    // Record version 2: the same JSON behind a version this jellysnap does not read.
+    let dir = env.repo.join("snapshots");
+    let one = common::env::files_under(&dir).remove(0);
+    let mut bytes = fs::read(&one).unwrap();
+    assert_eq!(&bytes[..12], b"JSNPSNAP\x01\0\0\0");
+    bytes[8] = 2;
+    let id = blake3::hash(&bytes).to_hex().to_string();
+    fs::write(dir.join(&id), &bytes).unwrap();
+    let newer = format!(
+        "snapshot record snapshots/{id} was written by a newer jellysnap (format 2, this one reads up to 1): upgrade jellysnap to read it"
+    );
+
+    let target = env.root.join("restored");
+    let out = env.expect(
+        &["restore", &id[..12], "--target", target.to_str().unwrap()],
+        11,
+    );
+    assert!(s(&out.stderr).contains(&newer), "{}", s(&out.stderr));
+    let out = env.expect(&["snapshots"], 11);
+    assert!(s(&out.stderr).contains(&newer), "{}", s(&out.stderr));
+    let out = env.expect(&["check"], 11);
+    assert!(
+        s(&out.stderr).contains(&format!("newer format: {newer}")),
+        "{}",
+        s(&out.stderr)
+    );
+    let out = env.expect(&["gc"], 11);
+    assert!(s(&out.stderr).contains(&newer), "{}", s(&out.stderr));
+    env.restore_to("one", "one");
 }

@@ -356,10 +356,16 @@ impl Repository {
         Ok((out, bad))
     }
 
-    /// Resolve `latest`, a name, or a unique id prefix.
+    /// Resolve `latest`, a name, or a unique id prefix. An id prefix that only a record
+    /// of a newer format has gets that record's error, not "no such snapshot".
     pub fn resolve(&self, query: &str) -> Result<Snapshot> {
-        let (snaps, _) = self.snapshots()?;
-        resolve_in(snaps, query)
+        let (snaps, bad) = self.snapshots()?;
+        match resolve_in(snaps, query) {
+            Err(Error::SnapshotNotFound(q)) => {
+                Err(newer_record(bad, &q).unwrap_or(Error::SnapshotNotFound(q)))
+            }
+            r => r,
+        }
     }
 
     /// Write a snapshot record: the commit point. Everything it references must already be
@@ -419,6 +425,22 @@ pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
         }
     }
     Err(Error::SnapshotNotFound(query.into()))
+}
+
+/// The newer-format error of the one unreadable record whose id starts with `query`.
+fn newer_record(bad: Vec<Error>, query: &str) -> Option<Error> {
+    let q = query.to_ascii_lowercase();
+    if q.len() < 4 || !q.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hits = bad.into_iter().filter(|e| match e {
+        Error::NewerFormat { location, .. } => location
+            .strip_prefix("snapshots/")
+            .is_some_and(|id| id.starts_with(&q)),
+        _ => false,
+    });
+    let hit = hits.next()?;
+    hits.next().is_none().then_some(hit)
 }
 
 /// Every pack in the store, sorted by id.
