@@ -23,9 +23,12 @@ pub enum Error {
     #[error("no jellysnap repository at {0} (is the backup disk mounted?); to create one there, pass `--init` to backup or run `jellysnap --repo {0} init`")]
     NoRepository(PathBuf),
 
-    #[error("repository {path} has format version {found}, this jellysnap reads version {supported}; use a jellysnap release that supports it")]
-    UnsupportedVersion {
-        path: PathBuf,
+    /// A record of a newer format than this jellysnap reads (docs/FORMAT.md, "Versions"):
+    /// not damage; a newer jellysnap reads it.
+    #[error("{what} {location} was written by a newer jellysnap (format {found}, this one reads up to {supported}): upgrade jellysnap to read it")]
+    NewerFormat {
+        what: &'static str,
+        location: String,
         found: u32,
         supported: u32,
     },
@@ -188,6 +191,20 @@ impl Error {
 
     pub fn internal(detail: impl Into<String>) -> Self {
         Error::Internal(detail.into())
+    }
+
+    pub fn newer_format(
+        what: &'static str,
+        location: impl Into<String>,
+        found: impl Into<u32>,
+        supported: impl Into<u32>,
+    ) -> Self {
+        Error::NewerFormat {
+            what,
+            location: location.into(),
+            found: found.into(),
+            supported: supported.into(),
+        }
     }
 
     pub fn corrupt(

@@ -510,14 +510,20 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         ],
         2,
     );
-    // Unsupported repository version: refused, repository untouched.
+    // A repository of a newer format: refused, repository untouched.
     let cfg = env.repo.join("config");
     let orig = fs::read(&cfg).unwrap();
     let mut future = orig.clone();
     future[8] = 2;
     fs::write(&cfg, &future).unwrap();
     let out = env.expect(&["snapshots"], 11);
-    assert!(s(&out.stderr).contains("format version 2"));
+    assert!(
+        s(&out.stderr).contains(
+            "config was written by a newer jellysnap (format 2, this one reads up to 1): upgrade jellysnap"
+        ),
+        "{}",
+        s(&out.stderr)
+    );
     fs::write(&cfg, &orig).unwrap();
     assert_eq!(env.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
 }

@@ -36,6 +36,8 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
     }
     Ok(if bad.is_empty() {
         ExitCode::Success
+    } else if bad.iter().all(|e| matches!(e, Error::NewerFormat { .. })) {
+        ExitCode::Version
     } else {
         ExitCode::Damaged
     })

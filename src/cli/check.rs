@@ -16,12 +16,30 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
     let r = check::check(&repo, &mode, ctx.progress)?;
     ctx.out.json(json!(r));
     ctx.out.text(&counts_text(&r));
-    if r.ok() {
+    if r.ok() && r.newer_format.is_empty() {
         ctx.out.text("no problems found");
         return Ok(ExitCode::Success);
     }
+    report_newer(ctx.out, &r);
+    if r.ok() {
+        return Ok(ExitCode::Version);
+    }
     report_problems(ctx.out, &r);
     Ok(ExitCode::Damaged)
+}
+
+/// Records of a newer format, on stderr: not damage, but not checked either.
+fn report_newer(out: &Out, r: &CheckReport) {
+    if r.newer_format.is_empty() {
+        return;
+    }
+    for m in &r.newer_format {
+        out.err(&format!("newer format: {m}"));
+    }
+    out.err(&format!(
+        "jellysnap: {} record(s) were written by a newer jellysnap; they are not damaged, but this jellysnap cannot check them or what they reference: upgrade jellysnap",
+        r.newer_format.len()
+    ));
 }
 
 /// What was checked (and rebuilt), as text.

@@ -58,7 +58,7 @@ impl ExitCode {
             ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
-            ExitCode::Version => "unsupported repository format version",
+            ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists",
             ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir, or system.xml's MetadataPath holds or lies inside another of its directories",
@@ -88,7 +88,7 @@ impl ExitCode {
             | Error::NoRepository(_)
             | Error::AlreadyInitialized { .. }
             | Error::InitNotEmpty(_) => ExitCode::Repository,
-            Error::UnsupportedVersion { .. } => ExitCode::Version,
+            Error::NewerFormat { .. } => ExitCode::Version,
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,

@@ -76,7 +76,15 @@ pub fn decode_list(bytes: &[u8], id: &ChunkId) -> Result<Vec<ChunkRef>> {
     }
     match bytes.get(4) {
         Some(&LIST_VERSION) => {}
-        Some(_) => return Err(bad("unknown list version; use a newer jellysnap")),
+        Some(&v) if v > LIST_VERSION => {
+            return Err(Error::newer_format(
+                "list chunk",
+                id.to_hex(),
+                v,
+                LIST_VERSION,
+            ))
+        }
+        Some(_) => return Err(bad("list version was never written")),
         None => return Err(bad("truncated")),
     }
     let body = bytes.get(5..).unwrap_or_default();
@@ -253,6 +261,21 @@ mod tests {
             let _ = decode_list(&b, &ChunkId::of(&b));
             let _ = decode_list(&bytes, &ChunkId::of(&bytes));
         }
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_newer_not_corrupt() {
+        let mut b = encode_list(&refs(1, 3)).unwrap();
+        let id = ChunkId::of(&b);
+        b[4] = LIST_VERSION + 1;
+        let e = decode_list(&b, &id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "list chunk", found, supported, .. }
+                if *found == u32::from(LIST_VERSION) + 1 && *supported == u32::from(LIST_VERSION)),
+            "{e}"
+        );
+        b[4] = 0;
+        assert!(matches!(decode_list(&b, &id), Err(Error::Corrupt { .. })));
     }
 
     #[test]

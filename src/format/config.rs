@@ -2,8 +2,8 @@
 //! that are part of the format (chunker cut points, pack size, compression level).
 //!
 //! Layout: 8 bytes magic `JSNPREPO`, u32 little-endian format version, then a JSON body.
-//! An unknown version is refused with [`Error::UnsupportedVersion`]; the body is only
-//! parsed once the version is known.
+//! A newer version is refused with [`Error::NewerFormat`] before the body is parsed
+//! (docs/FORMAT.md, "Versions").
 
 use std::path::Path;
 
@@ -37,9 +37,9 @@ pub struct RepoConfig {
     pub db_physical_chunker: ChunkerParams,
     /// How databases are captured by default.
     pub db_capture: DbCaptureMode,
-    /// The logical dump encoding current when the repository was made. Each dump carries
-    /// its own version; backups write `format::dump::VERSION`, restores read
-    /// `OLDEST_VERSION..=VERSION`.
+    /// The logical dump encoding current when the repository was made (informational).
+    /// Each dump carries its own version; backups write `format::dump::VERSION`, restores
+    /// read `OLDEST_VERSION..=VERSION` and refuse a newer dump as a newer format.
     pub db_dump_version: u8,
     /// A pack is sealed once it holds at least this many bytes.
     pub pack_target_bytes: u64,
@@ -99,24 +99,27 @@ impl RepoConfig {
             .split_at_checked(4)
             .ok_or_else(|| corrupt("file is shorter than its header".into()))?;
         let version = u32::from_le_bytes([ver[0], ver[1], ver[2], ver[3]]);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+        if version > FORMAT_VERSION {
+            return Err(Error::newer_format(
+                "repository config",
+                path.display().to_string(),
+                version,
+                FORMAT_VERSION,
+            ));
+        }
+        if version == 0 {
+            return Err(corrupt("format version 0".into()));
         }
         let cfg: RepoConfig = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
         cfg.chunker.validate().map_err(corrupt)?;
         cfg.db_chunker.validate().map_err(corrupt)?;
         cfg.db_physical_chunker.validate().map_err(corrupt)?;
-        let dumps = crate::format::dump::OLDEST_VERSION..=crate::format::dump::VERSION;
-        if !dumps.contains(&cfg.db_dump_version) {
+        // Informational (each dump carries its own version, checked where it is read): a
+        // newer value only says a newer jellysnap made the repository.
+        if cfg.db_dump_version < crate::format::dump::OLDEST_VERSION {
             return Err(corrupt(format!(
-                "db_dump_version {} is not supported (this jellysnap reads {} to {}); use a jellysnap release that supports it",
-                cfg.db_dump_version,
-                dumps.start(),
-                dumps.end()
+                "db_dump_version {} was never written",
+                cfg.db_dump_version
             )));
         }
         if !(1..=22).contains(&cfg.zstd_level) || cfg.pack_target_bytes == 0 {
@@ -138,10 +141,24 @@ mod tests {
         let bytes = cfg.encode().unwrap();
         assert_eq!(RepoConfig::decode(&bytes, Path::new("c")).unwrap(), cfg);
         let mut future = bytes.clone();
-        future[8] = 9;
+        future[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let e = RepoConfig::decode(&future, Path::new("c")).unwrap_err();
+        assert!(
+            matches!(e, Error::NewerFormat { found, supported: FORMAT_VERSION, .. } if found == FORMAT_VERSION + 1),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "repository config c was written by a newer jellysnap (format {}, this one reads up to {FORMAT_VERSION}): upgrade jellysnap to read it",
+                FORMAT_VERSION + 1
+            )
+        );
+        let mut zero = bytes.clone();
+        zero[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
-            RepoConfig::decode(&future, Path::new("c")),
-            Err(Error::UnsupportedVersion { found: 9, .. })
+            RepoConfig::decode(&zero, Path::new("c")),
+            Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
             RepoConfig::decode(b"JSNP", Path::new("c")),
@@ -149,8 +166,17 @@ mod tests {
         ));
         let text = String::from_utf8(bytes[12..].to_vec()).unwrap();
         assert!(text.contains("\"db_capture\": \"logical\""), "{text}");
+        let mut newer_dumps = bytes[..12].to_vec();
+        newer_dumps.extend_from_slice(
+            text.replace("\"db_dump_version\": 2", "\"db_dump_version\": 3")
+                .as_bytes(),
+        );
+        let cfg3 = RepoConfig::decode(&newer_dumps, Path::new("c")).unwrap();
+        assert_eq!(
+            cfg3.db_dump_version, 3,
+            "informational: dumps are checked one by one"
+        );
         for (from, to) in [
-            ("\"db_dump_version\": 2", "\"db_dump_version\": 3"),
             ("\"db_dump_version\": 2", "\"db_dump_version\": 0"),
             ("\"min\": 4096", "\"min\": 4095"),
             ("\"db_capture\": \"logical\"", "\"db_capture\": \"bogus\""),

@@ -83,6 +83,9 @@ pub enum DumpError {
     Io(#[from] io::Error),
     #[error("malformed database dump: {0}")]
     Format(String),
+    /// Not damage: a newer jellysnap wrote it (docs/FORMAT.md, "Versions").
+    #[error("dump format {found} is newer than this jellysnap reads (up to {supported})")]
+    Newer { found: u8, supported: u8 },
 }
 
 type Result<T, E = DumpError> = std::result::Result<T, E>;
@@ -448,10 +451,14 @@ impl<R: Read> Reader<R> {
             return bad("not a jellysnap database dump (bad magic)");
         }
         let version = self.u8()?;
-        if !(OLDEST_VERSION..=VERSION).contains(&version) {
-            return bad(format!(
-                "unsupported dump version {version} (this jellysnap reads {OLDEST_VERSION} to {VERSION}); use a newer jellysnap"
-            ));
+        if version > VERSION {
+            return Err(DumpError::Newer {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if version < OLDEST_VERSION {
+            return bad(format!("dump version {version} was never written"));
         }
         Ok(version)
     }
@@ -821,8 +828,13 @@ mod tests {
         *count.last_mut().unwrap() = 4;
         assert!(format_error(&count) == "row count 4 does not match 2 rows read");
         let mut version = d.clone();
+        version[8] = 0;
+        assert_eq!(format_error(&version), "dump version 0 was never written");
         version[8] = VERSION + 1;
-        assert!(format_error(&version).starts_with("unsupported dump version"));
+        assert!(
+            matches!(decode(version.as_slice()), Err(DumpError::Newer { found, supported: VERSION }) if found == VERSION + 1),
+            "a newer dump is not malformed"
+        );
         // Tag 7 (raw UTF-16 text) in a UTF-8 database.
         let mut raw = d.clone();
         let at = raw.windows(3).position(|w| w == b"\x03\x01x").unwrap();

@@ -327,6 +327,25 @@ pub fn verify_payload(e: &PackEntry, payload: &[u8], out: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+/// Refuse a pack whose header (its first [`PACK_HEADER_LEN`] bytes) names a newer
+/// version than this jellysnap reads. Bytes that are not a pack header pass: that is
+/// damage, which the trailer and the record scan report.
+pub fn refuse_newer(header: &[u8], location: &str) -> crate::error::Result<()> {
+    let mut r = Reader(header, 0);
+    if r.take(8).ok() != Some(PACK_MAGIC.as_slice()) {
+        return Ok(());
+    }
+    match r.u32() {
+        Ok(v) if v > PACK_VERSION => Err(crate::error::Error::newer_format(
+            "pack",
+            location,
+            v,
+            PACK_VERSION,
+        )),
+        _ => Ok(()),
+    }
+}
+
 struct Writer<'a>(&'a mut [u8], usize);
 
 impl Writer<'_> {
@@ -410,6 +429,24 @@ mod tests {
                 let _ = decode_trailer(&bytes, bytes.len() as u64 + 100);
             }
         }
+    }
+
+    #[test]
+    fn a_newer_pack_is_refused_as_newer() {
+        let (mut pack, _) = build(&[b"delta".to_vec()]);
+        assert!(refuse_newer(&pack[..PACK_HEADER_LEN], "p").is_ok());
+        pack[8..12].copy_from_slice(&(PACK_VERSION + 1).to_le_bytes());
+        let e = refuse_newer(&pack[..PACK_HEADER_LEN], "p").unwrap_err();
+        assert!(
+            matches!(&e, crate::error::Error::NewerFormat { what: "pack", found, supported: PACK_VERSION, .. }
+                if *found == PACK_VERSION + 1),
+            "{e}"
+        );
+        pack[0] ^= 1;
+        assert!(
+            refuse_newer(&pack[..PACK_HEADER_LEN], "p").is_ok(),
+            "damage, not a version"
+        );
     }
 
     #[test]

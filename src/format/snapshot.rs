@@ -214,10 +214,16 @@ impl SnapshotRecord {
             .and_then(|v| v.try_into().ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| bad("truncated".into()))?;
-        if ver != SNAPSHOT_VERSION {
-            return Err(bad(format!(
-                "unknown record version {ver}; use a newer jellysnap"
-            )));
+        if ver > SNAPSHOT_VERSION {
+            return Err(Error::newer_format(
+                "snapshot record",
+                format!("snapshots/{id}"),
+                ver,
+                SNAPSHOT_VERSION,
+            ));
+        }
+        if ver == 0 {
+            return Err(bad("record version 0 was never written".into()));
         }
         serde_json::from_slice(bytes.get(12..).unwrap_or_default()).map_err(|e| bad(e.to_string()))
     }
@@ -327,6 +333,26 @@ mod tests {
         bad[20] ^= 1;
         assert!(SnapshotRecord::decode(&bad, &id).is_err());
         assert!(SnapshotRecord::decode(&bad, &SnapshotId::of(&bad)).is_err());
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_newer_not_corrupt() {
+        let mut bytes = sample().encode().unwrap();
+        bytes[8..12].copy_from_slice(&(SNAPSHOT_VERSION + 1).to_le_bytes());
+        let id = SnapshotId::of(&bytes);
+        let e = SnapshotRecord::decode(&bytes, &id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "snapshot record", found, supported: SNAPSHOT_VERSION, .. }
+                if *found == SNAPSHOT_VERSION + 1),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&format!("snapshots/{id}")), "{e}");
+        bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let id = SnapshotId::of(&bytes);
+        assert!(matches!(
+            SnapshotRecord::decode(&bytes, &id),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

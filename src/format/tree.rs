@@ -2,13 +2,14 @@
 //! to identical bytes, so unchanged directories dedupe to zero new bytes per snapshot.
 //!
 //! Encoding: magic `JSTR`, version u8, then the bincode 2 "standard" encoding (varint
-//! integers) of [`Tree`]. Version 2 adds each entry's hard-link group; a tree none of
-//! whose entries is in one is written as version 1, byte for byte as before, so
-//! directories without hard links keep deduplicating against snapshots written by
-//! earlier versions, and only a tree that needs the new field is one an older reader
-//! refuses. Entries are sorted by name bytes and names are single path components; the
-//! decoder refuses anything else, so a crafted tree cannot make restore write outside
-//! its target.
+//! integers) of [`Tree`]. bincode is not self-describing: any change to these types is
+//! a new version (docs/FORMAT.md, "Versions"), and a newer one is refused. Version 2
+//! adds each entry's hard-link group; a tree none of whose entries is in one is written
+//! as version 1, byte for byte as before, so directories without hard links keep
+//! deduplicating against snapshots written by earlier versions, and only a tree that
+//! needs the new field is one an older reader refuses. Entries are sorted by name bytes
+//! and names are single path components; the decoder refuses anything else, so a
+//! crafted tree cannot make restore write outside its target.
 
 use serde::{Deserialize, Serialize};
 
@@ -222,11 +223,15 @@ impl Tree {
             }
             Some(&TREE_VERSION) => bincode::serde::decode_from_slice::<Tree, _>(body, cfg)
                 .map_err(|e| bad(e.to_string()))?,
-            Some(v) => {
-                return Err(bad(format!(
-                    "unknown tree version {v}; use a newer jellysnap"
-                )))
+            Some(&v) if v > TREE_VERSION => {
+                return Err(Error::newer_format(
+                    "tree chunk",
+                    id.to_hex(),
+                    v,
+                    TREE_VERSION,
+                ))
             }
+            Some(v) => return Err(bad(format!("tree version {v} was never written"))),
             None => return Err(bad("truncated".into())),
         };
         if used != body.len() {
@@ -336,6 +341,26 @@ mod tests {
             }
             let _ = Tree::decode(&bytes, &ChunkId::of(&bytes));
         }
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_newer_not_corrupt() {
+        let mut b = Tree {
+            entries: vec![file(b"a", 1)],
+        }
+        .encode()
+        .unwrap();
+        let id = ChunkId::of(&b);
+        b[4] = TREE_VERSION + 1;
+        let e = Tree::decode(&b, &id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "tree chunk", found, supported, .. }
+                if *found == u32::from(TREE_VERSION) + 1 && *supported == u32::from(TREE_VERSION)),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&id.to_hex()), "{e}");
+        b[4] = 0;
+        assert!(matches!(Tree::decode(&b, &id), Err(Error::Corrupt { .. })));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum LogicalError {
     Unsupported(String),
     #[error("rebuilt database differs from the dump: {0}")]
     Mismatch(String),
+    /// The dump was written by a newer jellysnap: not damage.
+    #[error("dump format {found} is newer than this jellysnap reads (up to {supported})")]
+    Newer { found: u8, supported: u8 },
 }
 
 impl From<DumpError> for LogicalError {
@@ -61,6 +64,7 @@ impl From<DumpError> for LogicalError {
         match e {
             DumpError::Io(e) => LogicalError::Io(e),
             DumpError::Format(msg) => LogicalError::Format(msg),
+            DumpError::Newer { found, supported } => LogicalError::Newer { found, supported },
         }
     }
 }

@@ -2,7 +2,11 @@
 //! readable, every referenced chunk is indexed in a pack that exists and is long enough,
 //! and pack trailers agree with the index. With `read_data`, every chunk of the chosen
 //! packs is read, decompressed and hashed. Damage is reported by pack and chunk, and
-//! traced back to the snapshots and files it affects.
+//! traced back to the snapshots and files it affects. Records of a newer format are not
+//! damage: they are listed apart, as what this jellysnap cannot check.
+//!
+//! Packs are checked one at a time (one trailer in memory), each referenced chunk
+//! looked up in a set of its pack's entries: the cost is linear in the chunks.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -87,6 +91,9 @@ pub struct CheckReport {
     pub scratch_cleared: u64,
     pub problems: Vec<Problem>,
     pub affected: Vec<Affected>,
+    /// Records written by a newer jellysnap (each message names the record and says to
+    /// upgrade): not damage, but neither they nor what they reference could be checked.
+    pub newer_format: Vec<String>,
 }
 
 impl CheckReport {
@@ -113,12 +120,8 @@ pub fn check(
     };
     progress.phase("checking snapshots and trees", None);
     let (snaps, reach, failed_trees) = c.snapshots_and_trees()?;
-    progress.phase("checking packs and index", None);
-    let packs = c.packs()?;
-    c.locate_chunks(&reach, failed_trees, &packs)?;
-    if *read_data != ReadData::None {
-        c.read_packs(&packs, read_data, progress);
-    }
+    let located = c.locate_in_index(&reach)?;
+    c.packs(located, failed_trees, read_data, progress)?;
     if *read_data == ReadData::All {
         check_databases(repo, &snaps, &c.bad, &mut c.report, progress)?;
     }
@@ -134,18 +137,15 @@ struct Checker<'a> {
     bad: HashSet<ChunkId>,
 }
 
-/// The packs on disk: their ids, sizes and readable trailers.
-struct Packs {
-    ids: Vec<PackId>,
-    sizes: HashMap<PackId, u64>,
-    trailers: HashMap<PackId, Vec<PackEntry>>,
+/// Where the index puts a referenced chunk: its offset and stored length in a pack.
+struct Located {
+    id: ChunkId,
+    offset: u64,
+    stored_len: u32,
 }
 
 /// Trees and list chunks that did not load, with why.
-type Unreadable = Vec<(ChunkId, String)>;
-
-/// The index key for chunks that are referenced but not indexed at all.
-const UNINDEXED: PackId = PackId([0; 32]);
+type Unreadable = Vec<(ChunkId, Error)>;
 
 fn problem(kind: &str, pack: Option<&PackId>, chunks: Vec<ChunkId>, detail: String) -> Problem {
     Problem {
@@ -162,9 +162,13 @@ impl Checker<'_> {
     fn snapshots_and_trees(&mut self) -> Result<(Vec<Snapshot>, reach::Reach, Unreadable)> {
         let (snaps, bad_records) = self.repo.snapshots()?;
         for e in bad_records {
-            self.report
-                .problems
-                .push(problem("snapshot", None, vec![], e.to_string()));
+            match e {
+                Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
+                e => self
+                    .report
+                    .problems
+                    .push(problem("snapshot", None, vec![], e.to_string())),
+            }
         }
         self.report.snapshots = snaps.len() as u64;
         let mut r = reach::Reach::default();
@@ -178,107 +182,181 @@ impl Checker<'_> {
         Ok((snaps, r, failed_trees))
     }
 
-    /// List the packs and read their trailers; a damaged trailer is a problem.
-    fn packs(&mut self) -> Result<Packs> {
-        let ids = self.repo.packs()?;
-        self.report.packs = ids.len() as u64;
-        let mut sizes = HashMap::new();
-        let mut trailers = HashMap::new();
-        for id in &ids {
-            sizes.insert(*id, self.repo.pack_size(id).unwrap_or(0));
-            match self.repo.pack_entries(id) {
-                Ok((entries, scanned)) => {
-                    if scanned {
-                        self.report.problems.push(problem(
-                            "pack",
-                            Some(id),
-                            vec![],
-                            format!(
-                                "trailer damaged; {} record(s) recoverable by scanning (run `jellysnap repair index`, then `jellysnap check --read-data`)",
-                                entries.len()
-                            ),
-                        ));
-                    }
-                    trailers.insert(*id, entries);
-                }
-                Err(e) => {
-                    self.report
-                        .problems
-                        .push(problem("pack", Some(id), vec![], e.to_string()))
-                }
+    /// Look every referenced chunk up in the index, grouped by the pack it names; chunks
+    /// that are not indexed at all are reported here.
+    fn locate_in_index(&mut self, r: &reach::Reach) -> Result<HashMap<PackId, Vec<Located>>> {
+        let mut by_pack: HashMap<PackId, Vec<Located>> = HashMap::new();
+        let mut unindexed = Vec::new();
+        for id in r.trees.iter().chain(r.lists.iter()).chain(r.data.iter()) {
+            match self.repo.index().get(id)? {
+                Some(ix) => by_pack.entry(ix.pack).or_default().push(Located {
+                    id: *id,
+                    offset: ix.offset,
+                    stored_len: ix.stored_len,
+                }),
+                None => unindexed.push(*id),
             }
         }
-        Ok(Packs {
-            ids,
-            sizes,
-            trailers,
-        })
+        if !unindexed.is_empty() {
+            self.bad.extend(unindexed.iter().copied());
+            self.report.problems.push(problem(
+                "index",
+                None,
+                unindexed,
+                "referenced but not in the index (run `jellysnap repair index`)".to_string(),
+            ));
+        }
+        Ok(by_pack)
     }
 
-    /// Every referenced chunk: indexed, in an existing pack that is long enough, at an
-    /// offset its pack's trailer agrees with. Misplaced chunks are reported by pack.
-    fn locate_chunks(
+    /// Pack by pack, holding one trailer at a time: the trailer reads; every referenced
+    /// chunk the index places in the pack lies inside it at an offset the trailer agrees
+    /// with; with `read_data`, every record of the chosen packs is read and verified.
+    /// Referenced chunks whose pack is not there are reported last.
+    fn packs(
         &mut self,
-        r: &reach::Reach,
+        mut located: HashMap<PackId, Vec<Located>>,
         failed_trees: Unreadable,
-        packs: &Packs,
+        read_data: &ReadData,
+        progress: &dyn Progress,
     ) -> Result<()> {
-        let mut by_pack: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
-        let failed: HashMap<ChunkId, String> = failed_trees.into_iter().collect();
-        for id in r.trees.iter().chain(r.lists.iter()).chain(r.data.iter()) {
-            let Some(ix) = self.repo.index().get(id)? else {
-                self.bad.insert(*id);
-                by_pack.entry(UNINDEXED).or_default().push(*id);
-                continue;
-            };
-            let ok = packs.sizes.get(&ix.pack).is_some_and(|len| {
-                ix.offset + pack::RECORD_HEADER_LEN as u64 + ix.stored_len as u64 <= *len
-            }) && packs
-                .trailers
-                .get(&ix.pack)
-                .is_none_or(|es| es.iter().any(|e| e.id == *id && e.offset == ix.offset));
-            if !ok {
-                self.bad.insert(*id);
-                by_pack.entry(ix.pack).or_default().push(*id);
-            } else if let Some(err) = failed.get(id) {
-                // Located fine, but the tree (or list chunk) does not verify or decode.
-                self.bad.insert(*id);
-                self.report
-                    .problems
-                    .push(problem("tree", Some(&ix.pack), vec![*id], err.clone()));
+        let ids = self.repo.packs()?;
+        self.report.packs = ids.len() as u64;
+        let mut failed: HashMap<ChunkId, String> = HashMap::new();
+        for (id, e) in failed_trees {
+            match e {
+                // Not damage: the chunk itself is still located and (with read_data) read.
+                Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
+                e => {
+                    failed.insert(id, e.to_string());
+                }
             }
         }
-        for (pack, chunks) in by_pack {
-            self.report
-                .problems
-                .push(misplaced(pack, chunks, &packs.sizes));
+        let chosen: HashSet<PackId> = match read_data {
+            ReadData::None => HashSet::new(),
+            _ => choose_packs(self.repo, &ids, read_data, &mut self.report)
+                .into_iter()
+                .collect(),
+        };
+        if chosen.is_empty() {
+            progress.phase("checking packs and index", None);
+        } else {
+            let total = chosen
+                .iter()
+                .map(|p| self.repo.pack_size(p).unwrap_or(0))
+                .sum();
+            progress.phase("checking packs and reading data", Some(total));
+        }
+        for id in &ids {
+            let size = self.repo.pack_size(id).unwrap_or(0);
+            let entries = self.trailer(id);
+            let here = located.remove(id).unwrap_or_default();
+            self.check_located(id, size, entries.as_deref(), here, &failed);
+            if let Some(entries) = entries.filter(|_| chosen.contains(id)) {
+                self.read_pack_data(id, &entries, progress);
+            }
+        }
+        let mut missing: Vec<(PackId, Vec<Located>)> = located.into_iter().collect();
+        missing.sort_by_key(|(p, _)| *p);
+        for (pack, chunks) in missing {
+            let chunks: Vec<ChunkId> = chunks.iter().map(|l| l.id).collect();
+            self.bad.extend(chunks.iter().copied());
+            self.report.problems.push(problem(
+                "pack",
+                Some(&pack),
+                chunks,
+                "pack file is missing".to_string(),
+            ));
         }
         Ok(())
     }
 
-    /// Read, decompress and hash every chunk of the packs `read_data` chooses.
-    fn read_packs(&mut self, packs: &Packs, read_data: &ReadData, progress: &dyn Progress) {
-        let chosen = choose_packs(self.repo, &packs.ids, read_data, &mut self.report);
-        let total: u64 = chosen
-            .iter()
-            .map(|p| packs.sizes.get(p).copied().unwrap_or(0))
-            .sum();
-        progress.phase("reading data", Some(total));
-        for id in chosen {
-            let Some(entries) = packs.trailers.get(&id) else {
-                continue;
-            };
-            let damaged = self.read_pack(&id, entries, progress);
-            self.report.packs_read += 1;
-            if !damaged.is_empty() {
-                self.bad.extend(damaged.iter().copied());
-                self.report.problems.push(problem(
-                    "chunk",
-                    Some(&id),
-                    damaged,
-                    "content does not match its id (damaged on disk)".into(),
-                ));
+    /// A pack's entries from its trailer (or a scan); a damaged trailer is a problem.
+    fn trailer(&mut self, id: &PackId) -> Option<Vec<PackEntry>> {
+        match self.repo.pack_entries(id) {
+            Ok((entries, scanned)) => {
+                if scanned {
+                    self.report.problems.push(problem(
+                        "pack",
+                        Some(id),
+                        vec![],
+                        format!(
+                            "trailer damaged; {} record(s) recoverable by scanning (run `jellysnap repair index`, then `jellysnap check --read-data`)",
+                            entries.len()
+                        ),
+                    ));
+                }
+                Some(entries)
             }
+            Err(e @ Error::NewerFormat { .. }) => {
+                self.report.newer_format.push(e.to_string());
+                None
+            }
+            Err(e) => {
+                self.report
+                    .problems
+                    .push(problem("pack", Some(id), vec![], e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// The referenced chunks the index places in pack `id` (of `size` bytes): each lies
+    /// inside the pack, at an offset its trailer (when readable) lists for it. One set
+    /// of the trailer's (id, offset) pairs makes this linear in the pack's entries.
+    fn check_located(
+        &mut self,
+        id: &PackId,
+        size: u64,
+        entries: Option<&[PackEntry]>,
+        here: Vec<Located>,
+        failed: &HashMap<ChunkId, String>,
+    ) {
+        if here.is_empty() {
+            return;
+        }
+        let listed: Option<HashSet<(ChunkId, u64)>> =
+            entries.map(|es| es.iter().map(|e| (e.id, e.offset)).collect());
+        let mut misplaced = Vec::new();
+        for l in here {
+            let inside = l.offset + pack::RECORD_HEADER_LEN as u64 + l.stored_len as u64 <= size;
+            let ok = inside
+                && listed
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&(l.id, l.offset)));
+            if !ok {
+                self.bad.insert(l.id);
+                misplaced.push(l.id);
+            } else if let Some(err) = failed.get(&l.id) {
+                // Located fine, but the tree (or list chunk) does not verify or decode.
+                self.bad.insert(l.id);
+                self.report
+                    .problems
+                    .push(problem("tree", Some(id), vec![l.id], err.clone()));
+            }
+        }
+        if !misplaced.is_empty() {
+            self.report.problems.push(problem(
+                "pack",
+                Some(id),
+                misplaced,
+                format!("pack is truncated or does not hold these chunks (size {size})"),
+            ));
+        }
+    }
+
+    /// Read, decompress and hash every chunk of one pack; damaged ones are a problem.
+    fn read_pack_data(&mut self, id: &PackId, entries: &[PackEntry], progress: &dyn Progress) {
+        let damaged = self.read_pack(id, entries, progress);
+        self.report.packs_read += 1;
+        if !damaged.is_empty() {
+            self.bad.extend(damaged.iter().copied());
+            self.report.problems.push(problem(
+                "chunk",
+                Some(id),
+                damaged,
+                "content does not match its id (damaged on disk)".into(),
+            ));
         }
     }
 
@@ -332,25 +410,6 @@ impl Checker<'_> {
     }
 }
 
-/// The problem for chunks that are not where the index says (or not indexed at all).
-fn misplaced(pack: PackId, chunks: Vec<ChunkId>, sizes: &HashMap<PackId, u64>) -> Problem {
-    if pack == UNINDEXED {
-        return problem(
-            "index",
-            None,
-            chunks,
-            "referenced but not in the index (run `jellysnap repair index`)".to_string(),
-        );
-    }
-    let detail = match sizes.get(&pack) {
-        None => "pack file is missing".to_string(),
-        Some(size) => {
-            format!("pack is truncated or does not hold these chunks (size {size})")
-        }
-    };
-    problem("pack", Some(&pack), chunks, detail)
-}
-
 /// Who uses one logical database dump: (snapshot index, `root/rel` path, proof).
 type DumpUsers = Vec<(usize, String, Option<String>)>;
 
@@ -388,11 +447,41 @@ fn check_databases(
             ) else {
                 continue;
             };
+            let users = users.iter().filter(|u| u.2 == proof);
             let detail = match e {
+                Error::NewerFormat {
+                    what,
+                    location,
+                    found,
+                    supported,
+                } => {
+                    for (i, path, _) in users {
+                        let location = match what {
+                            // The dump's own location is the scratch file.
+                            "database dump" => format!("for {path}"),
+                            _ => location.clone(),
+                        };
+                        let s = &snaps[*i];
+                        report.newer_format.push(
+                            Error::NewerFormat {
+                                what,
+                                location: format!(
+                                    "{location} in snapshot {}{}",
+                                    s.id.short(),
+                                    name_suffix(s)
+                                ),
+                                found,
+                                supported,
+                            }
+                            .to_string(),
+                        );
+                    }
+                    continue;
+                }
                 Error::DatabaseRestore { detail, .. } => detail,
                 e => e.to_string(),
             };
-            for (i, path, _) in users.iter().filter(|u| u.2 == proof) {
+            for (i, path, _) in users {
                 unrestorable_database(report, &snaps[*i], path, &detail);
             }
         }
@@ -461,11 +550,7 @@ fn unrestorable_database(report: &mut CheckReport, s: &Snapshot, path: &str, det
         detail: format!(
             "snapshot {}{}: {path} cannot be restored exactly: {detail}",
             s.id.short(),
-            s.record
-                .name
-                .as_ref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
+            name_suffix(s)
         ),
     });
     match report
@@ -480,6 +565,15 @@ fn unrestorable_database(report: &mut CheckReport, s: &Snapshot, path: &str, det
             paths: vec![path.to_string()],
         }),
     }
+}
+
+/// " (name)" for a named snapshot.
+fn name_suffix(s: &Snapshot) -> String {
+    s.record
+        .name
+        .as_ref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default()
 }
 
 /// The node at `rel` (`/`-separated) inside root `label` of a snapshot's tree.
@@ -514,17 +608,13 @@ fn walk_tolerant(repo: &Repository, tree: &ChunkId, r: &mut reach::Reach, failed
         Ok(t) => {
             for e in &t.entries {
                 match &e.node {
-                    Node::File { .. } => {
-                        let mut bad_lists = Vec::new();
-                        r.add_file(repo, &e.node, &mut bad_lists);
-                        failed.extend(bad_lists.into_iter().map(|(id, e)| (id, e.to_string())));
-                    }
+                    Node::File { .. } => r.add_file(repo, &e.node, failed),
                     Node::Dir { tree } => walk_tolerant(repo, tree, r, failed),
                     Node::Symlink { .. } => {}
                 }
             }
         }
-        Err(e) => failed.push((*tree, e.to_string())),
+        Err(e) => failed.push((*tree, e)),
     }
 }
 

@@ -95,8 +95,12 @@ pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -
     let max_unused_pct = max_unused.pct();
     let (snaps, bad) = repo.snapshots()?;
     if let Some(e) = bad.into_iter().next() {
-        return Err(Error::SnapshotUnreadable {
-            detail: e.to_string(),
+        return Err(match e {
+            // What such a record keeps alive is unknown here: refuse, as for damage.
+            e @ Error::NewerFormat { .. } => e,
+            e => Error::SnapshotUnreadable {
+                detail: e.to_string(),
+            },
         });
     }
     progress.phase("marking live chunks", None);

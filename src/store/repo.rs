@@ -357,10 +357,16 @@ impl Repository {
         Ok((out, bad))
     }
 
-    /// Resolve `latest`, a name, or a unique id prefix.
+    /// Resolve `latest`, a name, or a unique id prefix. An id prefix that only a record
+    /// of a newer format has gets that record's error, not "no such snapshot".
     pub fn resolve(&self, query: &str) -> Result<Snapshot> {
-        let (snaps, _) = self.snapshots()?;
-        resolve_in(snaps, query)
+        let (snaps, bad) = self.snapshots()?;
+        match resolve_in(snaps, query) {
+            Err(Error::SnapshotNotFound(q)) => {
+                Err(newer_record(bad, &q).unwrap_or(Error::SnapshotNotFound(q)))
+            }
+            r => r,
+        }
     }
 
     /// Write a snapshot record: the commit point. Everything it references must already be
@@ -422,6 +428,22 @@ pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
     Err(Error::SnapshotNotFound(query.into()))
 }
 
+/// The newer-format error of the one unreadable record whose id starts with `query`.
+fn newer_record(bad: Vec<Error>, query: &str) -> Option<Error> {
+    let q = query.to_ascii_lowercase();
+    if q.len() < 4 || !q.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hits = bad.into_iter().filter(|e| match e {
+        Error::NewerFormat { location, .. } => location
+            .strip_prefix("snapshots/")
+            .is_some_and(|id| id.starts_with(&q)),
+        _ => false,
+    });
+    let hit = hits.next()?;
+    hits.next().is_none().then_some(hit)
+}
+
 /// Every pack in the store, sorted by id.
 fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
     let mut out: Vec<PackId> = store
@@ -437,10 +459,15 @@ fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
 }
 
 /// The entries of a pack: from its trailer, or by scanning its records when the trailer
-/// is damaged. Returns the entries and whether a scan was needed.
+/// is damaged. Returns the entries and whether a scan was needed. A pack of a newer
+/// format is refused (its records may not be what this jellysnap would read them as).
 fn read_pack_entries(store: &dyn Store, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
     let key = Key::Pack(*id);
     let len = store.size(key)?;
+    let mut header = [0u8; pack::PACK_HEADER_LEN];
+    if store.read_at(key, 0, &mut header).is_ok() {
+        pack::refuse_newer(&header, &store.describe(key).display().to_string())?;
+    }
     let from_trailer = || -> std::result::Result<Vec<PackEntry>, String> {
         if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
             return Err("shorter than a pack".into());
@@ -539,5 +566,31 @@ mod tests {
             repo.read_chunk(&missing, &mut out, &mut scratch),
             Err(Error::ChunkMissing { .. })
         ));
+    }
+
+    /// A pack whose header says a newer version is refused where its trailer is read
+    /// (an index rebuild), as a newer format: not scanned as a damaged trailer.
+    #[test]
+    fn a_newer_pack_is_refused_when_its_trailer_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&path).unwrap();
+        {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            let sink = ChunkSink::new(&repo).unwrap();
+            sink.put(ChunkKind::Data, b"one chunk", true).unwrap();
+            sink.finish().unwrap();
+        }
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let id = repo.packs().unwrap()[0];
+        let file = repo.pack_location(&id);
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[8..12].copy_from_slice(&(pack::PACK_VERSION + 1).to_le_bytes());
+        fs::write(&file, &bytes).unwrap();
+        let e = repo.pack_entries(&id).unwrap_err();
+        assert!(
+            matches!(&e, Error::NewerFormat { what: "pack", found, .. } if *found == pack::PACK_VERSION + 1),
+            "{e}"
+        );
     }
 }

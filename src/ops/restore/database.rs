@@ -100,6 +100,9 @@ fn rebuild_beside(
         return Err(match (stream.err.take(), e) {
             (Some(chunk_err), _) => chunk_err,
             (None, logical::LogicalError::Io(io)) => Error::io(path, io),
+            (None, logical::LogicalError::Newer { found, supported }) => {
+                Error::newer_format("database dump", dump_location(path), found, supported)
+            }
             (None, e) => fail(format!(
                 "its logical dump does not rebuild with SQLite {}: {e}",
                 capture::sqlite_version()
@@ -290,15 +293,36 @@ fn swap_step() {
     crate::store::testing::step("restore-swap");
 }
 
-/// A database step's failure as the restore reports it (exit code 19).
+/// Where a database's dump is, for messages.
+fn dump_location(path: &Path) -> String {
+    format!("for {}", path.display())
+}
+
+/// A database step's failure as the restore reports it (exit code 19). A record of a
+/// newer format is not a failed restore: it keeps its own error (exit code 11), naming
+/// the snapshot.
 fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
+    let snapshot = plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string();
     let detail = match e {
+        Error::NewerFormat {
+            what,
+            location,
+            found,
+            supported,
+        } => {
+            return Error::NewerFormat {
+                what,
+                location: format!("{location} in snapshot {snapshot}"),
+                found,
+                supported,
+            }
+        }
         Error::DatabaseRestore { detail, .. } => detail,
         e => e.to_string(),
     };
     Error::DatabaseRestore {
         path: path.to_path_buf(),
-        snapshot: plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string(),
+        snapshot,
         detail,
     }
 }
