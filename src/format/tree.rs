@@ -18,6 +18,12 @@ pub const MAX_LEVELS: u8 = 4;
 pub const TREE_MAGIC: &[u8; 4] = b"JSTR";
 pub const TREE_VERSION: u8 = 1;
 
+/// The decoder's limit on a tree's body; with the 5-byte header it bounds every tree-kind
+/// chunk (list chunks are far smaller), so a pack record claiming more is refused unread.
+pub const MAX_BODY_LEN: usize = 1 << 30;
+/// The longest tree chunk the decoder reads.
+pub const MAX_TREE_LEN: u32 = 5 + MAX_BODY_LEN as u32;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub entries: Vec<Entry>,
@@ -152,9 +158,12 @@ impl Tree {
             None => return Err(bad("truncated".into())),
         }
         let body = bytes.get(5..).unwrap_or_default();
+        if body.len() > MAX_BODY_LEN {
+            return Err(bad(format!("{} bytes is longer than a tree", bytes.len())));
+        }
         let (tree, used): (Tree, usize) = bincode::serde::decode_from_slice(
             body,
-            bincode::config::standard().with_limit::<{ 1 << 30 }>(),
+            bincode::config::standard().with_limit::<MAX_BODY_LEN>(),
         )
         .map_err(|e| bad(e.to_string()))?;
         if used != body.len() {

@@ -258,7 +258,7 @@ fn read_verified<'b>(
     let payload = buf
         .get(crate::format::pack::RECORD_HEADER_LEN..)
         .unwrap_or_default();
-    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new())
+    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new(), repo.raw_limits())
         .map_err(|d| Error::corrupt("chunk", loc(), d))?;
     Ok(payload)
 }
