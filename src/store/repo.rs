@@ -39,6 +39,8 @@ pub struct Repository {
     index: Arc<dyn ChunkIndex>,
     /// Set when opening had to rebuild the index from the packs.
     pub index_rebuilt: Option<RebuildReport>,
+    /// A reader's snapshots: those listed before its index view was opened.
+    listed: Option<Vec<SnapshotId>>,
     /// The longest chunks this repository's chunkers and tree encoders make.
     raw_limits: RawLimits,
     _locks: Vec<LockGuard>,
@@ -98,6 +100,7 @@ impl Repository {
         )?);
         let index_path = path.join("index");
         let mut index_rebuilt = None;
+        let mut listed = None;
         let index: Arc<dyn ChunkIndex> = match access {
             Access::Write | Access::Exclusive => {
                 locks.push(lock::lock(
@@ -112,23 +115,45 @@ impl Repository {
                 }
                 Arc::new(idx)
             }
-            Access::Read => match RocksIndex::open_read_only(&index_path)? {
-                Some(idx) => Arc::new(idx),
-                None => {
-                    // Missing or outdated index: rebuild it under the writer lock, then use it.
-                    let _w = lock::lock(
-                        &locks_dir.join("writer"),
-                        LockMode::Exclusive,
-                        LOCK_WAIT_WRITER,
-                    )?;
-                    let (idx, current) = RocksIndex::open(&index_path)?;
-                    if !current {
-                        index_rebuilt = Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
+            Access::Read => {
+                // The snapshot listing is taken before the index view: a snapshot is
+                // committed only after its chunks are indexed (synced), so every snapshot
+                // listed here has its chunks in the view opened below. A snapshot a
+                // backup commits later is not listed by this reader.
+                listed = Some(list_snapshots(store.as_ref())?);
+                match RocksIndex::open_read_only(&index_path)? {
+                    Some(idx) => Arc::new(idx),
+                    None => {
+                        // Missing or outdated index: rebuild it under the writer lock,
+                        // then close it and read through a read-only view, so that a
+                        // backup can start while this command runs.
+                        let _w = lock::lock(
+                            &locks_dir.join("writer"),
+                            LockMode::Exclusive,
+                            LOCK_WAIT_WRITER,
+                        )?;
+                        {
+                            let (idx, current) = RocksIndex::open(&index_path)?;
+                            if !current {
+                                index_rebuilt =
+                                    Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
+                            }
+                        }
+                        let idx = RocksIndex::open_read_only(&index_path)?.ok_or_else(|| {
+                            Error::Index {
+                                path: index_path.clone(),
+                                detail: "the index just rebuilt does not open read-only; run `jellysnap repair index`".into(),
+                            }
+                        })?;
+                        Arc::new(idx)
                     }
-                    Arc::new(idx)
                 }
-            },
+            }
         };
+        #[cfg(feature = "test-hooks")]
+        if access == Access::Read {
+            crate::store::testing::point("reader-after-index-open");
+        }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
         Ok(Repository {
@@ -137,6 +162,7 @@ impl Repository {
             config,
             index,
             index_rebuilt,
+            listed,
             raw_limits,
             _locks: locks,
         })
@@ -163,6 +189,7 @@ impl Repository {
             config,
             index: Arc::new(idx),
             index_rebuilt: None,
+            listed: None,
             raw_limits,
             _locks: Vec::new(),
         })
@@ -369,8 +396,12 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for key in self.store.list(Kind::Snapshot)? {
-            let Key::Snapshot(id) = key else { continue };
+        let ids = match &self.listed {
+            Some(ids) => ids.clone(),
+            None => list_snapshots(self.store.as_ref())?,
+        };
+        for id in ids {
+            let key = Key::Snapshot(id);
             match self
                 .store
                 .get(key)
@@ -447,6 +478,18 @@ pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
         }
     }
     Err(Error::SnapshotNotFound(query.into()))
+}
+
+/// Every snapshot record in the store.
+fn list_snapshots(store: &dyn Store) -> Result<Vec<SnapshotId>> {
+    Ok(store
+        .list(Kind::Snapshot)?
+        .into_iter()
+        .filter_map(|k| match k {
+            Key::Snapshot(id) => Some(id),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Every pack in the store, sorted by id.

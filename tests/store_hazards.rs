@@ -1,0 +1,126 @@
+//! The repository engine at its edges, through the built binary: readers beside a backup.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Output};
+
+use common::env::{s, wait_until, Env};
+use common::fixture;
+use common::verify::{assert_same, describe, expected_state};
+
+/// How long a paused reader holds its view of the repository.
+const PAUSE_MS: u64 = 20_000;
+
+/// Start `args` paused at `reader-after-index-open`.
+fn paused_reader(env: &Env, args: &[&str]) -> Child {
+    env.cmd(args)
+        .pause_at("reader-after-index-open", PAUSE_MS)
+        .spawn()
+}
+
+/// Whether process `pid` holds a table file of `index` open (its index view is open).
+fn has_index_view(pid: u32, index: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .is_ok_and(|t| t.starts_with(index) && t.extension().is_some_and(|x| x == "sst"))
+    })
+}
+
+/// The outputs of paused readers, which must all still have been running (paused) until
+/// now.
+#[track_caller]
+fn finish_readers(mut readers: Vec<(Child, &str)>) -> Vec<Output> {
+    let ended: Vec<&str> = readers
+        .iter_mut()
+        .filter_map(|(child, what)| child.try_wait().unwrap().map(|_| *what))
+        .collect();
+    let outs: Vec<Output> = readers
+        .into_iter()
+        .map(|(child, _)| child.wait_with_output().unwrap())
+        .collect();
+    assert!(
+        ended.is_empty(),
+        "{ended:?} ended before the backup did (the pause of {PAUSE_MS} ms was too short?): {:?}",
+        outs.iter()
+            .map(|o| format!("{}\n{}", s(&o.stdout), s(&o.stderr)))
+            .collect::<Vec<_>>()
+    );
+    outs
+}
+
+/// A restore that had to rebuild the missing index reads through a read-only view once
+/// the rebuild is done: a backup started meanwhile gets the writer lock and the index,
+/// and succeeds. (The reader used to keep the rebuilt index open for writing, so the
+/// backup failed, asking for `repair index`.)
+#[test]
+fn a_backup_runs_beside_a_reader_that_rebuilt_the_index() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    fs::remove_dir_all(env.repo.join("index")).unwrap();
+    fixture::day_of_changes(&fx, 5).unwrap();
+    let later = expected_state(&fx);
+
+    let t = env.root.join("during");
+    let reader = paused_reader(&env, &["restore", "base", "--target", t.to_str().unwrap()]);
+    // The reader holds the writer lock while it rebuilds: the backup waits for it.
+    wait_until("the reader rebuilds the index", || {
+        env.repo.join("index/CURRENT").exists()
+    });
+    env.backup(&fx, &["--name", "later"]);
+    let out = finish_readers(vec![(reader, "the restore")]).remove(0);
+    let err = s(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("rebuilt it from"),
+        "the restore rebuilt the index: {err}"
+    );
+    assert_same(&describe(&t, &[]), &base);
+    env.assert_restores("later", "after", &later);
+    env.expect(&["check", "--read-data"], 0);
+}
+
+/// Readers list the snapshots before they open their index view: a backup that
+/// commits while they run is not seen by them, rather than seen without its chunks
+/// (`restore latest` failed with a missing chunk, `check` reported chunks "not in the
+/// index").
+#[test]
+fn a_snapshot_committed_beside_a_reader_is_not_half_seen() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    fixture::day_of_changes(&fx, 7).unwrap();
+    let later = expected_state(&fx);
+
+    let t = env.root.join("during");
+    let restore = paused_reader(
+        &env,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    );
+    let check = paused_reader(&env, &["check"]);
+    let index = env.repo.join("index");
+    for (child, what) in [(&restore, "the restore"), (&check, "the check")] {
+        wait_until(&format!("{what} opens its index view"), || {
+            has_index_view(child.id(), &index)
+        });
+    }
+    env.backup(&fx, &["--name", "later"]);
+    let mut outs = finish_readers(vec![(restore, "the restore"), (check, "the check")]);
+    let (check, restore) = (outs.remove(1), outs.remove(0));
+    assert!(restore.status.success(), "{}", s(&restore.stderr));
+    assert_same(&describe(&t, &[]), &base);
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        s(&check.stdout),
+        s(&check.stderr)
+    );
+    env.assert_restores("latest", "after", &later);
+}
