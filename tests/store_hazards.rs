@@ -1,4 +1,5 @@
-//! The repository engine at its edges, through the built binary: readers beside a backup.
+//! The repository engine at its edges, through the built binary: readers beside a backup,
+//! gc over a stale index.
 
 mod common;
 
@@ -123,4 +124,45 @@ fn a_snapshot_committed_beside_a_reader_is_not_half_seen() {
         s(&check.stderr)
     );
     env.assert_restores("latest", "after", &later);
+}
+
+/// Point every data chunk's index entry at a pack that does not exist (the layout is
+/// docs/FORMAT.md, "Index (derived)": key 'c' ++ chunk id, value pack id[32] first, kind
+/// at byte 48). Returns how many entries it changed.
+fn index_data_chunks_in_a_missing_pack(repo: &Path) -> usize {
+    let db = rocksdb::DB::open_default(repo.join("index")).unwrap();
+    let mut moved = Vec::new();
+    for kv in db.prefix_iterator(b"c") {
+        let (k, v) = kv.unwrap();
+        if k.first() != Some(&b'c') {
+            break;
+        }
+        if v.len() == 50 && v[48] == 0 {
+            let mut v = v.to_vec();
+            v[..32].copy_from_slice(&[0xab; 32]);
+            moved.push((k.to_vec(), v));
+        }
+    }
+    for (k, v) in &moved {
+        db.put(k, v).unwrap();
+    }
+    db.flush().unwrap();
+    moved.len()
+}
+
+/// gc over an index that places live data chunks in a pack that is not there (lost, or
+/// the index is stale): the chunks are live where they are. gc used to count them dead
+/// in the packs that hold them and delete their last copies.
+#[test]
+fn gc_keeps_chunks_the_index_places_in_a_missing_pack() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    assert!(index_data_chunks_in_a_missing_pack(&env.repo) > 0);
+
+    env.json(&["gc", "--max-unused", "0"], 0);
+    env.json(&["repair", "index"], 0);
+    env.expect(&["check", "--read-data"], 0);
+    env.assert_restores("base", "after", &base);
 }
