@@ -125,7 +125,7 @@ impl Drop for RocksIndex {
 const READ_ONLY_OPEN_TRIES: u32 = 5;
 
 impl RocksIndex {
-    fn options() -> rocksdb::Options {
+    fn options(path: &Path) -> rocksdb::Options {
         let mut o = rocksdb::Options::default();
         o.create_if_missing(true);
         // Values are 50-byte locations of already-compressed chunks.
@@ -138,6 +138,13 @@ impl RocksIndex {
         // number here) the view opens at most 16 files up front and the rest on first
         // use, and a file unlinked by then fails the read with "No such file".
         o.set_max_open_files(-1);
+        // RocksDB reserves space up front (fallocate) for the write-ahead log, 1.1
+        // times the write buffer (64 MiB by default), and for the manifest (4 MiB):
+        // more than a small repository's whole index, enough to fill a small disk. Both
+        // are sized to the index instead.
+        let buffer = write_buffer_size(path);
+        o.set_write_buffer_size(buffer);
+        o.set_manifest_preallocation_size((buffer / 16).max(64 << 10));
         o
     }
 
@@ -153,7 +160,7 @@ impl RocksIndex {
     /// Open for writing. Returns the index and whether it has the current schema (a fresh
     /// or mismatched index must be filled by a rebuild before use).
     pub fn open(path: &Path) -> Result<(Self, bool)> {
-        let db = rocksdb::DB::open(&Self::options(), path).map_err(|e| Self::err(path, e))?;
+        let db = rocksdb::DB::open(&Self::options(path), path).map_err(|e| Self::err(path, e))?;
         let idx = RocksIndex {
             db,
             path: path.to_path_buf(),
@@ -176,7 +183,7 @@ impl RocksIndex {
         let mut tries = 0;
         let db = loop {
             tries += 1;
-            match rocksdb::DB::open_for_read_only(&Self::options(), path, false) {
+            match rocksdb::DB::open_for_read_only(&Self::options(path), path, false) {
                 Ok(db) => break db,
                 Err(_) if tries < READ_ONLY_OPEN_TRIES => {}
                 Err(e) => return Err(Self::err(path, e)),
@@ -219,6 +226,23 @@ impl RocksIndex {
             .write_opt(batch, &wo)
             .map_err(|e| Self::err(&self.path, e))
     }
+}
+
+/// The write buffer for an index of this size on disk: 1/8 of its table files, between
+/// 1 MiB (a new repository's index then reserves about 1.1 MiB of log) and RocksDB's
+/// default of 64 MiB (reached at 512 MiB of tables, some five million chunks).
+fn write_buffer_size(path: &Path) -> usize {
+    const MIN: u64 = 1 << 20;
+    const MAX: u64 = 64 << 20;
+    let tables: u64 = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    (tables / 8).clamp(MIN, MAX) as usize
 }
 
 fn chunk_key(id: &ChunkId) -> [u8; 33] {
@@ -321,7 +345,7 @@ mod tests {
         let p = dir.path().join("index");
         // One table file per flush and no automatic compaction: more table files than a
         // bounded table cache opens up front (16), fewer than slow the writer down (20).
-        let mut o = RocksIndex::options();
+        let mut o = RocksIndex::options(&p);
         o.set_disable_auto_compactions(true);
         let db = rocksdb::DB::open(&o, &p).unwrap();
         let files = 18u8;
