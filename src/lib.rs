@@ -109,11 +109,12 @@ pub mod chunking {
 /// Every decoder of bytes read back from a repository (fuzz targets).
 pub mod decoders {
     pub use crate::format::chunklist::decode_list;
+    pub use crate::format::compress::Compression;
     pub use crate::format::config::RepoConfig;
     pub use crate::format::dump::decode as decode_dump;
     pub use crate::format::pack::{
-        decode_record_header, decode_trailer, scan_records, trailer_len_from_footer, FOOTER_LEN,
-        RECORD_HEADER_LEN,
+        decode_record_header, decode_trailer, scan_records, trailer_len_from_footer,
+        verify_payload, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN,
     };
     pub use crate::jellyfin::logical::rebuild as rebuild_dump;
 }

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = pack::decode_record_header(data, 0);
-    let _ = pack::scan_records(data);
+    let _ = pack::scan_records(data, &pack::RawLimits::ANY);
     let len = data.len() as u64;
     if data.len() >= pack::FOOTER_LEN {
         let footer = &data[data.len() - pack::FOOTER_LEN..];

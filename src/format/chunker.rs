@@ -10,6 +10,9 @@ use std::io::Read;
 use fastcdc::v2020::{self, Normalization};
 use serde::{Deserialize, Serialize};
 
+/// The largest `max` a repository's chunker may have: no data chunk is longer.
+pub const LARGEST_MAX: u32 = v2020::MAXIMUM_MAX as u32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerParams {
     pub min: u32,

@@ -78,9 +78,27 @@ pub fn maybe_compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Res
     })
 }
 
-/// Decompress a zstd payload of known raw length into `out` (cleared first).
+/// The longest zstd payload a chunk of `raw_len` bytes compresses to.
+pub fn stored_bound(raw_len: usize) -> usize {
+    zstd::zstd_safe::compress_bound(raw_len)
+}
+
+/// Decompress a zstd payload of known raw length into `out` (cleared first). `raw_len`
+/// comes from a record header, so the caller bounds it (`pack::RawLimits`): `out` is
+/// sized for it before a byte is decompressed. A frame that states another size is
+/// refused before that.
 pub fn decompress(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();
+    let invalid = |d: String| std::io::Error::new(std::io::ErrorKind::InvalidData, d);
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n != raw_len as u64 => {
+            return Err(invalid(format!(
+                "the zstd frame holds {n} bytes, the record says {raw_len}"
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => return Err(invalid("not a zstd frame".into())),
+    }
     out.reserve(raw_len);
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -92,10 +110,9 @@ pub fn decompress(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io:
         };
         let n = d.decompress_to_buffer(payload, out)?;
         if n != raw_len {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("decompressed {n} bytes, expected {raw_len}"),
-            ));
+            return Err(invalid(format!(
+                "decompressed {n} bytes, expected {raw_len}"
+            )));
         }
         Ok(())
     })

@@ -74,7 +74,7 @@ mod golden {
                     record[..pack::RECORD_HEADER_LEN]
                 );
                 let payload = &record[pack::RECORD_HEADER_LEN..];
-                pack::verify_payload(e, payload, &mut out).unwrap();
+                pack::verify_payload(e, payload, &mut out, &pack::RawLimits::ANY).unwrap();
                 let raw = match e.compression {
                     super::compress::Compression::None => payload,
                     super::compress::Compression::Zstd => out.as_slice(),

@@ -20,6 +20,7 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use crate::format::compress::Compression;
+use crate::format::config::RepoConfig;
 use crate::id::ChunkId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"JSNPPACK";
@@ -39,6 +40,13 @@ pub enum ChunkKind {
 }
 
 impl ChunkKind {
+    fn name(self) -> &'static str {
+        match self {
+            ChunkKind::Data => "data",
+            ChunkKind::Tree => "tree",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(ChunkKind::Data),
@@ -64,6 +72,83 @@ impl PackEntry {
     /// Bytes the record occupies (header + payload).
     pub fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + self.stored_len as u64
+    }
+}
+
+/// The longest chunk of each kind a repository can hold. Data chunks are cut by the
+/// repository's chunkers, so none is longer than the largest chunker `max`; tree-kind
+/// chunks (trees and chunk lists) are never longer than the tree decoder reads. A record
+/// or index entry claiming more is damaged or hostile, and is refused before anything is
+/// allocated for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawLimits {
+    pub data: u32,
+    pub tree: u32,
+}
+
+impl RawLimits {
+    /// What the format allows whatever the repository's config (a decoder that has no
+    /// config at hand).
+    pub const ANY: RawLimits = RawLimits {
+        data: crate::format::chunker::LARGEST_MAX,
+        tree: crate::format::tree::MAX_TREE_LEN,
+    };
+
+    /// What a repository with this config makes.
+    pub fn of(config: &RepoConfig) -> RawLimits {
+        let data = [
+            config.chunker,
+            config.db_chunker,
+            config.db_physical_chunker,
+        ]
+        .iter()
+        .map(|c| c.max)
+        .max()
+        .unwrap_or(0);
+        RawLimits {
+            data,
+            tree: Self::ANY.tree,
+        }
+    }
+
+    /// Whether a chunk of `kind` stored with `compression` can have these lengths: its
+    /// raw length within the limit of its kind, its stored length what that compression
+    /// makes of it.
+    pub fn check(
+        &self,
+        kind: ChunkKind,
+        compression: Compression,
+        raw_len: u32,
+        stored_len: u32,
+    ) -> Result<(), String> {
+        let limit = match kind {
+            ChunkKind::Data => self.data,
+            ChunkKind::Tree => self.tree,
+        };
+        if raw_len > limit {
+            return Err(format!(
+                "a {} chunk of {raw_len} bytes is longer than this repository makes them ({limit})",
+                kind.name()
+            ));
+        }
+        let stored_ok = match compression {
+            Compression::None => stored_len == raw_len,
+            Compression::Zstd => {
+                stored_len as usize <= crate::format::compress::stored_bound(raw_len as usize)
+            }
+        };
+        if !stored_ok {
+            return Err(format!(
+                "{stored_len} stored bytes cannot hold a chunk of {raw_len} bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`RawLimits::check`] for a pack entry.
+    pub fn check_entry(&self, e: &PackEntry) -> Result<(), String> {
+        self.check(e.kind, e.compression, e.raw_len, e.stored_len)
+            .map_err(|d| format!("chunk {}: {d}", e.id))
     }
 }
 
@@ -268,9 +353,10 @@ pub fn decode_trailer(tail: &[u8], pack_len: u64) -> Result<Vec<PackEntry>, Stri
 }
 
 /// Recover the entries of a pack from its record headers (used when the trailer is
-/// damaged). Stops at the first record that does not parse or whose payload does not hash
-/// to its id; returns what was recovered and whether the scan reached a clean end.
-pub fn scan_records(pack: &[u8]) -> (Vec<PackEntry>, bool) {
+/// damaged). Stops at the first record that does not parse, claims more than `limits`
+/// or whose payload does not hash to its id; returns what was recovered and whether the
+/// scan reached a clean end.
+pub fn scan_records(pack: &[u8], limits: &RawLimits) -> (Vec<PackEntry>, bool) {
     let mut out = Vec::new();
     if pack.get(..8) != Some(PACK_MAGIC.as_slice()) {
         return (out, false);
@@ -294,7 +380,7 @@ pub fn scan_records(pack: &[u8]) -> (Vec<PackEntry>, bool) {
         else {
             return (out, false);
         };
-        if verify_payload(&e, body, &mut payload).is_err() {
+        if verify_payload(&e, body, &mut payload, limits).is_err() {
             return (out, false);
         }
         out.push(e);
@@ -303,8 +389,23 @@ pub fn scan_records(pack: &[u8]) -> (Vec<PackEntry>, bool) {
 }
 
 /// Decompress (if needed) and verify a record's payload against its id. On success the
-/// chunk's raw bytes are in `out` (or, for uncompressed records, equal `payload`).
-pub fn verify_payload(e: &PackEntry, payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+/// chunk's raw bytes are in `out` (or, for uncompressed records, equal `payload`). A
+/// record whose lengths exceed `limits` is refused before anything is decompressed.
+pub fn verify_payload(
+    e: &PackEntry,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    limits: &RawLimits,
+) -> Result<(), String> {
+    limits.check_entry(e)?;
+    if payload.len() != e.stored_len as usize {
+        return Err(format!(
+            "chunk {}: {} stored bytes, the record says {}",
+            e.id,
+            payload.len(),
+            e.stored_len
+        ));
+    }
     let raw: &[u8] = match e.compression {
         Compression::None => payload,
         Compression::Zstd => {
@@ -415,14 +516,14 @@ mod tests {
         fn trailer_and_scan_agree(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12)) {
             let (pack, entries) = build(&chunks);
             prop_assert_eq!(read_trailer(&pack).unwrap(), entries.clone());
-            let (scanned, clean) = scan_records(&pack);
+            let (scanned, clean) = scan_records(&pack, &RawLimits::ANY);
             prop_assert!(clean);
             prop_assert_eq!(scanned, entries);
         }
 
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = scan_records(&bytes);
+            let _ = scan_records(&bytes, &RawLimits::ANY);
             let _ = decode_record_header(&bytes, 0);
             if bytes.len() >= FOOTER_LEN {
                 let _ = trailer_len_from_footer(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64);
@@ -456,8 +557,58 @@ mod tests {
         let n = pack.len();
         pack[n - 40] ^= 0xff; // inside the trailer entries
         assert!(read_trailer(&pack).is_err());
-        let (scanned, _) = scan_records(&pack);
+        let (scanned, _) = scan_records(&pack, &RawLimits::ANY);
         assert_eq!(scanned, entries);
+    }
+
+    /// A record claiming more raw bytes than a chunk can have (a damaged or hostile
+    /// pack) is refused before anything is allocated for it, and so is a zstd frame that
+    /// states another size than its record.
+    #[test]
+    fn a_hostile_raw_length_is_refused_unallocated() {
+        let raw = b"delta".repeat(400);
+        let mut z = Vec::new();
+        let c = crate::format::compress::maybe_compress(&raw, 3, &mut z).unwrap();
+        assert_eq!(c, Compression::Zstd);
+        let honest = PackEntry {
+            id: ChunkId::of(&raw),
+            kind: ChunkKind::Data,
+            compression: Compression::Zstd,
+            offset: PACK_HEADER_LEN as u64,
+            raw_len: raw.len() as u32,
+            stored_len: z.len() as u32,
+        };
+        let repo = RawLimits {
+            data: 1 << 20,
+            tree: RawLimits::ANY.tree,
+        };
+        let mut out = Vec::new();
+        verify_payload(&honest, &z, &mut out, &repo).unwrap();
+        assert_eq!(out, raw);
+        for (raw_len, kind, limits) in [
+            (u32::MAX, ChunkKind::Data, RawLimits::ANY),
+            (u32::MAX, ChunkKind::Tree, RawLimits::ANY),
+            (2 << 20, ChunkKind::Data, repo),
+            (raw.len() as u32 + 1, ChunkKind::Data, repo),
+        ] {
+            let e = PackEntry {
+                raw_len,
+                kind,
+                ..honest
+            };
+            let mut out = Vec::new();
+            let err = verify_payload(&e, &z, &mut out, &limits).unwrap_err();
+            assert!(
+                out.capacity() < 1 << 16,
+                "{raw_len}: {} bytes reserved ({err})",
+                out.capacity()
+            );
+        }
+        let stored = PackEntry {
+            stored_len: z.len() as u32 + 1,
+            ..honest
+        };
+        assert!(verify_payload(&stored, &z, &mut out, &repo).is_err());
     }
 
     #[test]
@@ -467,8 +618,8 @@ mod tests {
         let off = entries[0].offset as usize + RECORD_HEADER_LEN + 3;
         pack[off] ^= 1;
         let body = &pack[off - 3..off - 3 + entries[0].stored_len as usize];
-        assert!(verify_payload(&entries[0], body, &mut Vec::new()).is_err());
-        let (scanned, clean) = scan_records(&pack);
+        assert!(verify_payload(&entries[0], body, &mut Vec::new(), &RawLimits::ANY).is_err());
+        let (scanned, clean) = scan_records(&pack, &RawLimits::ANY);
         assert!(scanned.is_empty() && !clean);
     }
 }

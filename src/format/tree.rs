@@ -26,6 +26,12 @@ pub const TREE_VERSION: u8 = 2;
 /// The version of trees without hard links.
 const TREE_VERSION_1: u8 = 1;
 
+/// The decoder's limit on a tree's body; with the 5-byte header it bounds every tree-kind
+/// chunk (list chunks are far smaller), so a pack record claiming more is refused unread.
+pub const MAX_BODY_LEN: usize = 1 << 30;
+/// The longest tree chunk the decoder reads.
+pub const MAX_TREE_LEN: u32 = 5 + MAX_BODY_LEN as u32;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub entries: Vec<Entry>,
@@ -213,7 +219,10 @@ impl Tree {
             return Err(bad("bad magic".into()));
         }
         let body = bytes.get(5..).unwrap_or_default();
-        let cfg = bincode::config::standard().with_limit::<{ 1 << 30 }>();
+        if body.len() > MAX_BODY_LEN {
+            return Err(bad(format!("{} bytes is longer than a tree", bytes.len())));
+        }
+        let cfg = bincode::config::standard().with_limit::<MAX_BODY_LEN>();
         let (tree, used) = match bytes.get(4) {
             Some(&TREE_VERSION_1) => {
                 let (t, used): (TreeV1, usize) =

@@ -381,6 +381,7 @@ impl Checker<'_> {
                     e,
                     buf.get(pack::RECORD_HEADER_LEN..).unwrap_or_default(),
                     &mut out,
+                    self.repo.raw_limits(),
                 )
                 .is_ok();
             if !ok {

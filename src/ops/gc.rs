@@ -3,6 +3,8 @@
 //! Plan: mark every chunk reachable from the snapshots, then read each pack's trailer
 //! (metadata only) and sort packs into keep / repack / delete. A chunk counts as live in
 //! a pack only where the index says it lives: copies left by interrupted backups are dead.
+//! A live chunk the index does not place in a listed pack (no entry, or an entry naming a
+//! pack that is not there) is live wherever a pack holds it.
 //!
 //! Sweep, under the exclusive lock: (1) copy the live chunks of packs to repack into new
 //! packs, durable and indexed; (2) remove (synced) the index entries that still point at
@@ -11,6 +13,8 @@
 //! unindexed after its new copy is durable and indexed, and a file is only deleted after
 //! nothing in the index points at it. The `gc-in-progress` marker records that a sweep
 //! started; the next gc reports it and, recomputing from the snapshots, finishes the job.
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -107,6 +111,7 @@ pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -
     let live = reach::mark(repo, &snaps)?;
     progress.phase("reading pack trailers", None);
     let packs = repo.packs()?;
+    let listed: HashSet<PackId> = packs.iter().copied().collect();
     let mut plan = GcPlan {
         snapshots: snaps.len() as u64,
         live_chunks: live.len() as u64,
@@ -138,9 +143,11 @@ pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -
             // Only live chunks need an index lookup (is this the copy the index uses?).
             let here = live.contains(&e.id)
                 && match repo.index().get(&e.id)? {
-                    Some(ix) => ix.pack == id && ix.offset == e.offset,
-                    // Live but unindexed (an index lost its entry): keep this copy.
-                    None => true,
+                    Some(ix) if listed.contains(&ix.pack) => ix.pack == id && ix.offset == e.offset,
+                    // Live but unindexed (an index lost its entry), or indexed in a pack
+                    // that is not there (lost, or a stale index): this copy may be the
+                    // only one, so it is kept.
+                    _ => true,
                 };
             if here {
                 p.live_chunks += 1;
@@ -262,7 +269,7 @@ fn read_verified<'b>(
     let payload = buf
         .get(crate::format::pack::RECORD_HEADER_LEN..)
         .unwrap_or_default();
-    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new())
+    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new(), repo.raw_limits())
         .map_err(|d| Error::corrupt("chunk", loc(), d))?;
     Ok(payload)
 }

@@ -121,14 +121,30 @@ impl Drop for RocksIndex {
     }
 }
 
+/// How many times a reader tries to open the index while a writer may be compacting it.
+const READ_ONLY_OPEN_TRIES: u32 = 5;
+
 impl RocksIndex {
-    fn options() -> rocksdb::Options {
+    fn options(path: &Path) -> rocksdb::Options {
         let mut o = rocksdb::Options::default();
         o.create_if_missing(true);
         // Values are 50-byte locations of already-compressed chunks.
         o.set_compression_type(rocksdb::DBCompressionType::None);
         o.set_keep_log_file_num(2);
-        o.set_max_open_files(256);
+        // Every table file is opened when the index opens, and kept open. A read-only
+        // view (restore, check, ls beside a backup) sees the files that were live when
+        // it opened; the backup's compactions then unlink some of them. A file already
+        // open stays readable after it is unlinked; with a bounded table cache (a
+        // number here) the view opens at most 16 files up front and the rest on first
+        // use, and a file unlinked by then fails the read with "No such file".
+        o.set_max_open_files(-1);
+        // RocksDB reserves space up front (fallocate) for the write-ahead log, 1.1
+        // times the write buffer (64 MiB by default), and for the manifest (4 MiB):
+        // more than a small repository's whole index, enough to fill a small disk. Both
+        // are sized to the index instead.
+        let buffer = write_buffer_size(path);
+        o.set_write_buffer_size(buffer);
+        o.set_manifest_preallocation_size((buffer / 16).max(64 << 10));
         o
     }
 
@@ -144,7 +160,7 @@ impl RocksIndex {
     /// Open for writing. Returns the index and whether it has the current schema (a fresh
     /// or mismatched index must be filled by a rebuild before use).
     pub fn open(path: &Path) -> Result<(Self, bool)> {
-        let db = rocksdb::DB::open(&Self::options(), path).map_err(|e| Self::err(path, e))?;
+        let db = rocksdb::DB::open(&Self::options(path), path).map_err(|e| Self::err(path, e))?;
         let idx = RocksIndex {
             db,
             path: path.to_path_buf(),
@@ -154,13 +170,25 @@ impl RocksIndex {
         Ok((idx, current))
     }
 
-    /// Open without taking RocksDB's writer lock (for restore, ls, while a backup runs).
+    /// Open without taking RocksDB's writer lock (for restore, ls, while a backup runs):
+    /// a view of the index as it is now. `None` when there is no index or it has an
+    /// outdated schema.
     pub fn open_read_only(path: &Path) -> Result<Option<Self>> {
         if !path.join("CURRENT").exists() {
             return Ok(None);
         }
-        let db = rocksdb::DB::open_for_read_only(&Self::options(), path, false)
-            .map_err(|e| Self::err(path, e))?;
+        // Opening reads the manifest, then opens the table files it names: a writer's
+        // compaction in between unlinks some of them, and the open fails though nothing
+        // is damaged. The next try reads the new manifest.
+        let mut tries = 0;
+        let db = loop {
+            tries += 1;
+            match rocksdb::DB::open_for_read_only(&Self::options(path), path, false) {
+                Ok(db) => break db,
+                Err(_) if tries < READ_ONLY_OPEN_TRIES => {}
+                Err(e) => return Err(Self::err(path, e)),
+            }
+        };
         let idx = RocksIndex {
             db,
             path: path.to_path_buf(),
@@ -198,6 +226,23 @@ impl RocksIndex {
             .write_opt(batch, &wo)
             .map_err(|e| Self::err(&self.path, e))
     }
+}
+
+/// The write buffer for an index of this size on disk: 1/8 of its table files, between
+/// 1 MiB (a new repository's index then reserves about 1.1 MiB of log) and RocksDB's
+/// default of 64 MiB (reached at 512 MiB of tables, some five million chunks).
+fn write_buffer_size(path: &Path) -> usize {
+    const MIN: u64 = 1 << 20;
+    const MAX: u64 = 64 << 20;
+    let tables: u64 = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    (tables / 8).clamp(MIN, MAX) as usize
 }
 
 fn chunk_key(id: &ChunkId) -> [u8; 33] {
@@ -290,5 +335,45 @@ mod tests {
         assert!(current);
         idx.clear().unwrap();
         assert_eq!(idx.get(&ChunkId([1; 32])).unwrap(), None);
+    }
+
+    /// A read-only view goes on reading every entry it saw after the writer compacts
+    /// away the table files it opened on (a restore beside a backup).
+    #[test]
+    fn a_read_only_view_survives_the_writers_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        // One table file per flush and no automatic compaction: more table files than a
+        // bounded table cache opens up front (16), fewer than slow the writer down (20).
+        let mut o = RocksIndex::options(&p);
+        o.set_disable_auto_compactions(true);
+        let db = rocksdb::DB::open(&o, &p).unwrap();
+        let files = 18u8;
+        for i in 0..files {
+            db.put(chunk_key(&ChunkId([i; 32])), entry(i).encode())
+                .unwrap();
+            db.put(SCHEMA_KEY, INDEX_SCHEMA.to_le_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let tables = || {
+            std::fs::read_dir(&p)
+                .unwrap()
+                .filter(|e| {
+                    let path = e.as_ref().unwrap().path();
+                    path.extension().is_some_and(|x| x == "sst")
+                })
+                .count()
+        };
+        assert_eq!(tables(), files as usize);
+        let view = RocksIndex::open_read_only(&p).unwrap().unwrap();
+        db.compact_range::<&[u8], &[u8]>(None, None);
+        assert_eq!(
+            tables(),
+            1,
+            "the compaction unlinked the view's table files"
+        );
+        for i in 0..files {
+            assert_eq!(view.get(&ChunkId([i; 32])).unwrap(), Some(entry(i)), "{i}");
+        }
     }
 }

@@ -4,16 +4,20 @@
 //! one writer thread that fills a data pack and a tree pack. Write order
 //! (docs/ARCHITECTURE.md, "Write order"): a pack is made durable in the store
 //! ([`Store::put_staged`]), and only then are its index entries inserted (synced). A
-//! tree pack is never sealed before the data pack in progress, so a durable tree never
-//! names a chunk that is not yet durable. The bounded channel and the recycled payload
-//! buffers keep memory flat whatever the data size. Records stream into a staged object
+//! tree pack is never sealed before the data pack in progress, and [`ChunkSink::put`]
+//! returns only once its chunk is indexed or in the writer's channel (a worker that finds
+//! the chunk claimed by another waits for that one to send it), so whatever names a chunk
+//! reaches the writer after it: a durable tree never names a chunk that is not yet
+//! durable. The bounded channel and the recycled payload buffers keep memory flat
+//! whatever the data size. Records stream into a staged object
 //! ([`Store::stage`]); a sealed pack goes to a second thread that makes it durable and
 //! indexes it, in seal order, while the next one fills.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -70,10 +74,22 @@ impl SinkStats {
     }
 }
 
+/// A new chunk on its way to the pack writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Claimed by a worker that is compressing it.
+    Sending,
+    /// In the writer's channel (or already in a pack).
+    Sent,
+}
+
 /// Shared by the backup's worker threads.
 pub struct ChunkSink<'r> {
     repo: &'r Repository,
-    pending: Mutex<HashSet<ChunkId>>,
+    /// The new chunks this sink has taken on; a worker that finds a chunk still
+    /// `Sending` waits on `sent` for it.
+    pending: Mutex<HashMap<ChunkId, Pending>>,
+    sent: Condvar,
     tx: Mutex<Option<SyncSender<NewChunk>>>,
     /// Set when a chunk could not be handed to the writer: it stopped on an error.
     writer_stopped: std::sync::atomic::AtomicBool,
@@ -82,6 +98,18 @@ pub struct ChunkSink<'r> {
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     pub stats: SinkStats,
+    #[cfg(test)]
+    hook: Option<Box<dyn Fn(TestPoint) + Send + Sync>>,
+}
+
+/// Moments of [`ChunkSink::put`] a unit test can stop at.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestPoint {
+    /// The worker that claimed a chunk is about to send it.
+    BeforeSend,
+    /// A worker waits for another to send the chunk it also has.
+    Waiting,
 }
 
 impl<'r> ChunkSink<'r> {
@@ -137,26 +165,36 @@ impl<'r> ChunkSink<'r> {
         }
         Ok(ChunkSink {
             repo,
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            sent: Condvar::new(),
             tx: Mutex::new(Some(tx)),
             writer_stopped: Default::default(),
             written,
             writer: Mutex::new(Some(handle)),
             pool,
             stats: SinkStats::default(),
+            #[cfg(test)]
+            hook: None,
         })
     }
 
     /// Store `data` as a chunk unless the repository already has it. `compressible` is
     /// false for content known to be compressed already (JPEG, PNG, ...).
+    ///
+    /// Returns once the chunk is in the index or in the pack writer's channel, so that
+    /// whatever the caller writes next that names it (a list chunk, a tree) enters the
+    /// channel after it: the writer never seals a tree pack before the data pack that
+    /// holds what the tree names (write order 2).
     pub fn put(&self, kind: ChunkKind, data: &[u8], compressible: bool) -> Result<ChunkId> {
         let id = ChunkId::of(data);
-        if self.lock_pending()?.contains(&id) || self.repo.index().get(&id)?.is_some() {
+        if !self.claim(&id)? {
             return Ok(id);
         }
-        if !self.lock_pending()?.insert(id) {
-            return Ok(id);
-        }
+        let claim = Claim {
+            sink: self,
+            id,
+            sent: false,
+        };
         let mut buf = self.buffer();
         let compression = if compressible {
             compress::maybe_compress(data, self.repo.config().zstd_level, &mut buf)
@@ -176,8 +214,49 @@ impl<'r> ChunkSink<'r> {
             raw_len: data.len() as u32,
             payload: buf,
         };
+        #[cfg(test)]
+        self.test_point(TestPoint::BeforeSend);
         self.send(msg)?;
+        claim.sent();
         Ok(id)
+    }
+
+    /// Whether the caller is to store chunk `id`: false when the repository has it or
+    /// another worker has sent it. A chunk another worker is still compressing is waited
+    /// for; if that worker fails, the chunk is free to be claimed again.
+    fn claim(&self, id: &ChunkId) -> Result<bool> {
+        loop {
+            {
+                let mut pending = self.lock_pending()?;
+                while pending.get(id) == Some(&Pending::Sending) {
+                    #[cfg(test)]
+                    self.test_point(TestPoint::Waiting);
+                    pending = self
+                        .sent
+                        .wait(pending)
+                        .map_err(|_| poisoned("the dedup set"))?;
+                }
+                if pending.contains_key(id) {
+                    return Ok(false);
+                }
+            }
+            // Entries are inserted only once their pack is durable.
+            if self.repo.index().get(id)?.is_some() {
+                return Ok(false);
+            }
+            if let Entry::Vacant(v) = self.lock_pending()?.entry(*id) {
+                v.insert(Pending::Sending);
+                return Ok(true);
+            }
+            // Claimed by another worker between the two looks: wait for it.
+        }
+    }
+
+    #[cfg(test)]
+    fn test_point(&self, p: TestPoint) {
+        if let Some(hook) = &self.hook {
+            hook(p);
+        }
     }
 
     /// Store an already-encoded record again (gc repacking a live chunk): no dedup check,
@@ -234,7 +313,7 @@ impl<'r> ChunkSink<'r> {
         }
     }
 
-    fn lock_pending(&self) -> Result<std::sync::MutexGuard<'_, HashSet<ChunkId>>> {
+    fn lock_pending(&self) -> Result<std::sync::MutexGuard<'_, HashMap<ChunkId, Pending>>> {
         self.pending.lock().map_err(|_| poisoned("the dedup set"))
     }
 
@@ -263,6 +342,34 @@ impl<'r> ChunkSink<'r> {
                 .unwrap_or_else(|_| Err(Error::internal("the pack writer panicked"))),
             None => Ok(()),
         }
+    }
+}
+
+/// A worker's claim on a new chunk: marked sent once it is in the writer's channel, or
+/// dropped (on an error or a panic) so that a waiting worker can take the chunk on.
+struct Claim<'s, 'r> {
+    sink: &'s ChunkSink<'r>,
+    id: ChunkId,
+    sent: bool,
+}
+
+impl Claim<'_, '_> {
+    fn sent(mut self) {
+        self.sent = true;
+    }
+}
+
+impl Drop for Claim<'_, '_> {
+    fn drop(&mut self) {
+        // The set holds plain ids: it stays meaningful even if a panic poisoned it.
+        let mut pending = self.sink.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.sent {
+            pending.insert(self.id, Pending::Sent);
+        } else {
+            pending.remove(&self.id);
+        }
+        drop(pending);
+        self.sink.sent.notify_all();
     }
 }
 
@@ -436,4 +543,60 @@ fn sync_packs(
             .push(p.id);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    /// A worker that finds a chunk claimed by another worker that has not sent it yet
+    /// returns only once that worker has: a list chunk or tree naming the chunk cannot
+    /// reach the pack writer (and so a sealed pack) before it. The interleaving is forced
+    /// through the test points: the owner stops before sending until the test lets it go.
+    #[test]
+    fn a_chunk_claimed_by_another_worker_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&path).unwrap();
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let mut sink = ChunkSink::new(&repo).unwrap();
+        let (events, seen) = channel::<&str>();
+        let (release, released) = channel::<()>();
+        let (to_test, released) = (Mutex::new(events.clone()), Mutex::new(released));
+        sink.hook = Some(Box::new(move |p| {
+            let ev = to_test.lock().unwrap().clone();
+            match p {
+                TestPoint::BeforeSend => {
+                    let _ = ev.send("owner about to send");
+                    let _ = released.lock().unwrap().recv();
+                }
+                TestPoint::Waiting => {
+                    let _ = ev.send("duplicate waits");
+                }
+            }
+        }));
+        let data = b"<Item><Name>Movie</Name></Item>\n".repeat(100);
+        let (sink_ref, data) = (&sink, &data);
+        // Everything the test thread holds moves into the scope, so that a failed
+        // assertion drops `release` and the stopped owner ends instead of waiting.
+        std::thread::scope(move |s| {
+            let sink = sink_ref;
+            s.spawn(move || sink.put(ChunkKind::Data, data, true));
+            assert_eq!(seen.recv().unwrap(), "owner about to send");
+            s.spawn(move || {
+                sink.put(ChunkKind::Data, data, true).unwrap();
+                let _ = events.send("duplicate returned");
+            });
+            let first = seen.recv().unwrap();
+            if first != "duplicate waits" {
+                drop(release);
+                panic!("the second put returned before the chunk was sent ({first})");
+            }
+            release.send(()).unwrap();
+            while seen.recv().unwrap() != "duplicate returned" {}
+        });
+        assert_eq!(sink.stats.new_chunks.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.finish().unwrap().len(), 1);
+    }
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
-use crate::format::pack::{self, PackEntry, FOOTER_LEN, RECORD_HEADER_LEN};
+use crate::format::pack::{self, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN};
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
@@ -39,6 +39,10 @@ pub struct Repository {
     index: Arc<dyn ChunkIndex>,
     /// Set when opening had to rebuild the index from the packs.
     pub index_rebuilt: Option<RebuildReport>,
+    /// A reader's snapshots: those listed before its index view was opened.
+    listed: Option<Vec<SnapshotId>>,
+    /// The longest chunks this repository's chunkers and tree encoders make.
+    raw_limits: RawLimits,
     _locks: Vec<LockGuard>,
 }
 
@@ -80,6 +84,7 @@ impl Repository {
         }
         let store = crate::store::open(path);
         let config = load_config(store.as_ref())?;
+        let raw_limits = RawLimits::of(&config);
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
@@ -95,6 +100,7 @@ impl Repository {
         )?);
         let index_path = path.join("index");
         let mut index_rebuilt = None;
+        let mut listed = None;
         let index: Arc<dyn ChunkIndex> = match access {
             Access::Write | Access::Exclusive => {
                 locks.push(lock::lock(
@@ -105,27 +111,49 @@ impl Repository {
                 store.clear_scratch();
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
-                    index_rebuilt = Some(rebuild_into(store.as_ref(), &idx)?);
+                    index_rebuilt = Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
                 }
                 Arc::new(idx)
             }
-            Access::Read => match RocksIndex::open_read_only(&index_path)? {
-                Some(idx) => Arc::new(idx),
-                None => {
-                    // Missing or outdated index: rebuild it under the writer lock, then use it.
-                    let _w = lock::lock(
-                        &locks_dir.join("writer"),
-                        LockMode::Exclusive,
-                        LOCK_WAIT_WRITER,
-                    )?;
-                    let (idx, current) = RocksIndex::open(&index_path)?;
-                    if !current {
-                        index_rebuilt = Some(rebuild_into(store.as_ref(), &idx)?);
+            Access::Read => {
+                // The snapshot listing is taken before the index view: a snapshot is
+                // committed only after its chunks are indexed (synced), so every snapshot
+                // listed here has its chunks in the view opened below. A snapshot a
+                // backup commits later is not listed by this reader.
+                listed = Some(list_snapshots(store.as_ref())?);
+                match RocksIndex::open_read_only(&index_path)? {
+                    Some(idx) => Arc::new(idx),
+                    None => {
+                        // Missing or outdated index: rebuild it under the writer lock,
+                        // then close it and read through a read-only view, so that a
+                        // backup can start while this command runs.
+                        let _w = lock::lock(
+                            &locks_dir.join("writer"),
+                            LockMode::Exclusive,
+                            LOCK_WAIT_WRITER,
+                        )?;
+                        {
+                            let (idx, current) = RocksIndex::open(&index_path)?;
+                            if !current {
+                                index_rebuilt =
+                                    Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
+                            }
+                        }
+                        let idx = RocksIndex::open_read_only(&index_path)?.ok_or_else(|| {
+                            Error::Index {
+                                path: index_path.clone(),
+                                detail: "the index just rebuilt does not open read-only; run `jellysnap repair index`".into(),
+                            }
+                        })?;
+                        Arc::new(idx)
                     }
-                    Arc::new(idx)
                 }
-            },
+            }
         };
+        #[cfg(feature = "test-hooks")]
+        if access == Access::Read {
+            crate::store::testing::point("reader-after-index-open");
+        }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
         Ok(Repository {
@@ -134,6 +162,8 @@ impl Repository {
             config,
             index,
             index_rebuilt,
+            listed,
+            raw_limits,
             _locks: locks,
         })
     }
@@ -142,10 +172,11 @@ impl Repository {
     pub fn open_with_mem_index(path: &Path) -> Result<Self> {
         let store = crate::store::open(path);
         let config = load_config(store.as_ref())?;
+        let raw_limits = RawLimits::of(&config);
         let idx = MemIndex::default();
         let mut entries = Vec::new();
         for pack in list_packs(store.as_ref())? {
-            let (es, _) = read_pack_entries(store.as_ref(), &pack)?;
+            let (es, _) = read_pack_entries(store.as_ref(), &pack, &raw_limits)?;
             entries.extend(
                 es.iter()
                     .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e))),
@@ -158,6 +189,8 @@ impl Repository {
             config,
             index: Arc::new(idx),
             index_rebuilt: None,
+            listed: None,
+            raw_limits,
             _locks: Vec::new(),
         })
     }
@@ -170,7 +203,7 @@ impl Repository {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
         let store = crate::store::open(path);
-        load_config(store.as_ref())?;
+        let config = load_config(store.as_ref())?;
         let locks_dir = path.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
@@ -184,7 +217,7 @@ impl Repository {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
         let (idx, _) = RocksIndex::open(&index_path)?;
-        rebuild_into(store.as_ref(), &idx)
+        rebuild_into(store.as_ref(), &idx, &RawLimits::of(&config))
     }
 
     pub fn path(&self) -> &Path {
@@ -207,7 +240,13 @@ impl Repository {
 
     /// The entries of a pack (see [`read_pack_entries`]).
     pub fn pack_entries(&self, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
-        read_pack_entries(self.store.as_ref(), id)
+        read_pack_entries(self.store.as_ref(), id, &self.raw_limits)
+    }
+
+    /// The longest chunk of each kind this repository can hold: a record or index entry
+    /// claiming more is damaged.
+    pub fn raw_limits(&self) -> &RawLimits {
+        &self.raw_limits
     }
 
     /// A pack's size in bytes.
@@ -293,6 +332,16 @@ impl Repository {
             .index
             .get(id)?
             .ok_or(Error::ChunkMissing { chunk: *id })?;
+        // The index's lengths are checked before anything is allocated for them.
+        self.raw_limits
+            .check(e.kind, e.compression, e.raw_len, e.stored_len)
+            .map_err(|d| {
+                Error::corrupt(
+                    "index entry",
+                    format!("chunk {id}"),
+                    format!("{d}; run `jellysnap repair index`"),
+                )
+            })?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
         if scratch.len() < len {
             scratch.resize(len, 0);
@@ -316,7 +365,12 @@ impl Repository {
         }
         let hdr = pack::decode_record_header(record, e.offset)
             .map_err(|d| Error::corrupt("pack", loc(), d))?;
-        if hdr.id != *id || hdr.stored_len != e.stored_len || hdr.compression != e.compression {
+        if hdr.id != *id
+            || hdr.kind != e.kind
+            || hdr.compression != e.compression
+            || hdr.raw_len != e.raw_len
+            || hdr.stored_len != e.stored_len
+        {
             return Err(Error::corrupt(
                 "pack",
                 loc(),
@@ -324,7 +378,8 @@ impl Repository {
             ));
         }
         let payload = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
-        pack::verify_payload(&hdr, payload, out).map_err(|d| Error::corrupt("chunk", loc(), d))?;
+        pack::verify_payload(&hdr, payload, out, &self.raw_limits)
+            .map_err(|d| Error::corrupt("chunk", loc(), d))?;
         Ok(match hdr.compression {
             crate::format::compress::Compression::None => payload,
             crate::format::compress::Compression::Zstd => out.as_slice(),
@@ -342,8 +397,12 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for key in self.store.list(Kind::Snapshot)? {
-            let Key::Snapshot(id) = key else { continue };
+        let ids = match &self.listed {
+            Some(ids) => ids.clone(),
+            None => list_snapshots(self.store.as_ref())?,
+        };
+        for id in ids {
+            let key = Key::Snapshot(id);
             match self
                 .store
                 .get(key)
@@ -444,6 +503,18 @@ fn newer_record(bad: Vec<Error>, query: &str) -> Option<Error> {
     hits.next().is_none().then_some(hit)
 }
 
+/// Every snapshot record in the store.
+fn list_snapshots(store: &dyn Store) -> Result<Vec<SnapshotId>> {
+    Ok(store
+        .list(Kind::Snapshot)?
+        .into_iter()
+        .filter_map(|k| match k {
+            Key::Snapshot(id) => Some(id),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Every pack in the store, sorted by id.
 fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
     let mut out: Vec<PackId> = store
@@ -461,7 +532,11 @@ fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
 /// The entries of a pack: from its trailer, or by scanning its records when the trailer
 /// is damaged. Returns the entries and whether a scan was needed. A pack of a newer
 /// format is refused (its records may not be what this jellysnap would read them as).
-fn read_pack_entries(store: &dyn Store, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
+fn read_pack_entries(
+    store: &dyn Store,
+    id: &PackId,
+    limits: &RawLimits,
+) -> Result<(Vec<PackEntry>, bool)> {
     let key = Key::Pack(*id);
     let len = store.size(key)?;
     let mut header = [0u8; pack::PACK_HEADER_LEN];
@@ -481,22 +556,25 @@ fn read_pack_entries(store: &dyn Store, id: &PackId) -> Result<(Vec<PackEntry>, 
         store
             .read_at(key, len - tl, &mut tail)
             .map_err(|e| e.to_string())?;
-        pack::decode_trailer(&tail, len)
+        let es = pack::decode_trailer(&tail, len)?;
+        // An entry no chunker or tree encoder could have made: the records say more.
+        es.iter().try_for_each(|e| limits.check_entry(e))?;
+        Ok(es)
     };
     match from_trailer() {
         Ok(es) => Ok((es, false)),
         Err(_) => {
-            let (es, _) = pack::scan_records(&store.get(key)?);
+            let (es, _) = pack::scan_records(&store.get(key)?, limits);
             Ok((es, true))
         }
     }
 }
 
-fn rebuild_into(store: &dyn Store, idx: &RocksIndex) -> Result<RebuildReport> {
+fn rebuild_into(store: &dyn Store, idx: &RocksIndex, limits: &RawLimits) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
     for pack in list_packs(store)? {
-        let (entries, scanned) = read_pack_entries(store, &pack)?;
+        let (entries, scanned) = read_pack_entries(store, &pack, limits)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
@@ -592,5 +670,47 @@ mod tests {
             matches!(&e, Error::NewerFormat { what: "pack", found, .. } if *found == pack::PACK_VERSION + 1),
             "{e}"
         );
+    }
+
+    /// A read compares the record's lengths with the index's and refuses lengths no
+    /// chunk of this repository can have before allocating anything for them.
+    #[test]
+    fn a_record_that_disagrees_with_the_index_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&path).unwrap();
+        let text = b"<Item><Name>Movie</Name></Item>\n".repeat(500);
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let sink = ChunkSink::new(&repo).unwrap();
+        let id = sink.put(ChunkKind::Data, &text, true).unwrap();
+        sink.finish().unwrap();
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let honest = repo.index().get(&id).unwrap().unwrap();
+        let max = repo.config().chunker.max;
+        for (raw_len, stored_len) in [
+            (honest.raw_len + 1, honest.stored_len),
+            (u32::MAX, honest.stored_len),
+            (max + 2, honest.stored_len),
+            (honest.raw_len, u32::MAX),
+        ] {
+            let e = IndexEntry {
+                raw_len,
+                stored_len,
+                ..honest
+            };
+            repo.index().insert(&[(id, e)]).unwrap();
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            let r = repo.read_chunk(&id, &mut out, &mut scratch);
+            assert!(
+                matches!(r, Err(Error::Corrupt { .. })),
+                "{raw_len}/{stored_len}: {:?}",
+                r.map(|bytes| bytes.len())
+            );
+            assert!(
+                out.capacity() + scratch.capacity() < 1 << 20,
+                "{raw_len}/{stored_len}: reserved {} bytes",
+                out.capacity() + scratch.capacity()
+            );
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! | point | moment |
 //! |---|---|
 //! | `init-before-config` | before the config object is written |
+//! | `reader-after-index-open` | a reading command has listed the snapshots and opened its index view |
 //! | `backup-before-commit` | before a snapshot record is written |
 //! | `gc-after-repack` | before the first index entries are removed |
 //! | `gc-after-unindex` | before the first pack is deleted |

@@ -1,0 +1,215 @@
+//! The repository engine at its edges, through the built binary: readers beside a backup,
+//! gc over a stale index, a repository on a small disk.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+use common::env::{need_root, s, wait_until, Cmd, Env};
+use common::fixture;
+use common::verify::{assert_same, describe, expected_state};
+
+/// How long a paused reader holds its view of the repository.
+const PAUSE_MS: u64 = 20_000;
+
+/// Start `args` paused at `reader-after-index-open`.
+fn paused_reader(env: &Env, args: &[&str]) -> Child {
+    env.cmd(args)
+        .pause_at("reader-after-index-open", PAUSE_MS)
+        .spawn()
+}
+
+/// Whether process `pid` holds a table file of `index` open (its index view is open).
+fn has_index_view(pid: u32, index: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .is_ok_and(|t| t.starts_with(index) && t.extension().is_some_and(|x| x == "sst"))
+    })
+}
+
+/// The outputs of paused readers, which must all still have been running (paused) until
+/// now.
+#[track_caller]
+fn finish_readers(mut readers: Vec<(Child, &str)>) -> Vec<Output> {
+    let ended: Vec<&str> = readers
+        .iter_mut()
+        .filter_map(|(child, what)| child.try_wait().unwrap().map(|_| *what))
+        .collect();
+    let outs: Vec<Output> = readers
+        .into_iter()
+        .map(|(child, _)| child.wait_with_output().unwrap())
+        .collect();
+    assert!(
+        ended.is_empty(),
+        "{ended:?} ended before the backup did (the pause of {PAUSE_MS} ms was too short?): {:?}",
+        outs.iter()
+            .map(|o| format!("{}\n{}", s(&o.stdout), s(&o.stderr)))
+            .collect::<Vec<_>>()
+    );
+    outs
+}
+
+/// A restore that had to rebuild the missing index reads through a read-only view once
+/// the rebuild is done: a backup started meanwhile gets the writer lock and the index,
+/// and succeeds. (The reader used to keep the rebuilt index open for writing, so the
+/// backup failed, asking for `repair index`.)
+#[test]
+fn a_backup_runs_beside_a_reader_that_rebuilt_the_index() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    fs::remove_dir_all(env.repo.join("index")).unwrap();
+    fixture::day_of_changes(&fx, 5).unwrap();
+    let later = expected_state(&fx);
+
+    let t = env.root.join("during");
+    let reader = paused_reader(&env, &["restore", "base", "--target", t.to_str().unwrap()]);
+    // The reader holds the writer lock while it rebuilds: the backup waits for it.
+    wait_until("the reader rebuilds the index", || {
+        env.repo.join("index/CURRENT").exists()
+    });
+    env.backup(&fx, &["--name", "later"]);
+    let out = finish_readers(vec![(reader, "the restore")]).remove(0);
+    let err = s(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("rebuilt it from"),
+        "the restore rebuilt the index: {err}"
+    );
+    assert_same(&describe(&t, &[]), &base);
+    env.assert_restores("later", "after", &later);
+    env.expect(&["check", "--read-data"], 0);
+}
+
+/// Readers list the snapshots before they open their index view: a backup that
+/// commits while they run is not seen by them, rather than seen without its chunks
+/// (`restore latest` failed with a missing chunk, `check` reported chunks "not in the
+/// index").
+#[test]
+fn a_snapshot_committed_beside_a_reader_is_not_half_seen() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    fixture::day_of_changes(&fx, 7).unwrap();
+    let later = expected_state(&fx);
+
+    let t = env.root.join("during");
+    let restore = paused_reader(
+        &env,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    );
+    let check = paused_reader(&env, &["check"]);
+    let index = env.repo.join("index");
+    for (child, what) in [(&restore, "the restore"), (&check, "the check")] {
+        wait_until(&format!("{what} opens its index view"), || {
+            has_index_view(child.id(), &index)
+        });
+    }
+    env.backup(&fx, &["--name", "later"]);
+    let mut outs = finish_readers(vec![(restore, "the restore"), (check, "the check")]);
+    let (check, restore) = (outs.remove(1), outs.remove(0));
+    assert!(restore.status.success(), "{}", s(&restore.stderr));
+    assert_same(&describe(&t, &[]), &base);
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        s(&check.stdout),
+        s(&check.stderr)
+    );
+    env.assert_restores("latest", "after", &later);
+}
+
+/// Point every data chunk's index entry at a pack that does not exist (the layout is
+/// docs/FORMAT.md, "Index (derived)": key 'c' ++ chunk id, value pack id[32] first, kind
+/// at byte 48). Returns how many entries it changed.
+fn index_data_chunks_in_a_missing_pack(repo: &Path) -> usize {
+    let db = rocksdb::DB::open_default(repo.join("index")).unwrap();
+    let mut moved = Vec::new();
+    for kv in db.prefix_iterator(b"c") {
+        let (k, v) = kv.unwrap();
+        if k.first() != Some(&b'c') {
+            break;
+        }
+        if v.len() == 50 && v[48] == 0 {
+            let mut v = v.to_vec();
+            v[..32].copy_from_slice(&[0xab; 32]);
+            moved.push((k.to_vec(), v));
+        }
+    }
+    for (k, v) in &moved {
+        db.put(k, v).unwrap();
+    }
+    db.flush().unwrap();
+    moved.len()
+}
+
+/// gc over an index that places live data chunks in a pack that is not there (lost, or
+/// the index is stale): the chunks are live where they are. gc used to count them dead
+/// in the packs that hold them and delete their last copies.
+#[test]
+fn gc_keeps_chunks_the_index_places_in_a_missing_pack() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    let base = expected_state(&fx);
+    assert!(index_data_chunks_in_a_missing_pack(&env.repo) > 0);
+
+    env.json(&["gc", "--max-unused", "0"], 0);
+    env.json(&["repair", "index"], 0);
+    env.expect(&["check", "--read-data"], 0);
+    env.assert_restores("base", "after", &base);
+}
+
+/// A size-limited tmpfs (root only), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", s(&out.stderr));
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A first backup of 40 MiB fits a repository on a 100 MiB disk: the index reserves
+/// space in proportion to itself, not RocksDB's ~70 MiB of write-ahead log and manifest
+/// up front.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_first_backup_fits_a_small_disk() {
+    need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let mut big = vec![0u8; 40 << 20];
+    fixture::Rng::new(22).fill(&mut big);
+    fs::write(fx.metadata_dir.join("library/big-backdrop.jpg"), &big).unwrap();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "100m");
+    let repo = disk.0.join("repo");
+    let data = fx.data_dir.to_str().unwrap();
+    Cmd::at_repo(&repo, &["backup", "--init", "--data-dir", data]).expect(0);
+    let t = env.root.join("restored");
+    Cmd::at_repo(
+        &repo,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    )
+    .expect(0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+}
