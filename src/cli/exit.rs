@@ -19,6 +19,7 @@ pub enum ExitCode {
     ServerRunning = 17,
     Damaged = 18,
     DatabaseRestore = 19,
+    NoSpace = 20,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -26,7 +27,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 15] = [
+    pub const ALL: [ExitCode; 16] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -41,6 +42,7 @@ impl ExitCode {
         ExitCode::ServerRunning,
         ExitCode::Damaged,
         ExitCode::DatabaseRestore,
+        ExitCode::NoSpace,
         ExitCode::BrokenPipe,
     ];
 
@@ -59,12 +61,13 @@ impl ExitCode {
             ExitCode::Version => "unsupported repository format version",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`)",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
+            ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -88,7 +91,9 @@ impl ExitCode {
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) => ExitCode::DuplicateName,
-            Error::SourceMissing(_) | Error::NotJellyfin { .. } => ExitCode::NotJellyfin,
+            Error::SourceMissing(_)
+            | Error::NotJellyfin { .. }
+            | Error::RestoreIntoEmpty { .. } => ExitCode::NotJellyfin,
             Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
             Error::Locked { .. } => ExitCode::Locked,
             Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
@@ -99,6 +104,7 @@ impl ExitCode {
             | Error::PackMissing { .. }
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
+            Error::NoSpace { .. } => ExitCode::NoSpace,
         }
     }
 }

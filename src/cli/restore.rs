@@ -25,6 +25,7 @@ fn options(a: &RestoreArgs) -> Result<RestoreOptions, Error> {
             .transpose()?
             .map(Components::into_set),
         force: a.force,
+        verify: a.verify,
     })
 }
 
@@ -100,6 +101,19 @@ fn plan_text(snap: &Snapshot, plan: &RestorePlan, dry_run: bool, verbose: bool) 
             ", leave {} path(s) as they are (not captured by the backup)",
             plan.not_captured
         ));
+    }
+    if !plan.unfinished_restore.is_empty() {
+        t.push_str(&format!(
+            "\n  an earlier in-place restore ({}) did not finish here: files whose size and mtime \
+             match are compared by content",
+            plan.unfinished_restore
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    } else if plan.content_compared && plan.keep_files > 0 {
+        t.push_str("\n  files whose size and mtime match were compared by content (--verify)");
     }
     for a in &plan.actions {
         if let Some(line) = database_line(a) {

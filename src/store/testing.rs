@@ -24,6 +24,7 @@
 //! | `gc-after-unindex` | before the first pack is deleted |
 //! | `gc-after-first-delete` | after the first pack is deleted |
 //! | `restore-after-db-rename` | between a restored database's rename and the removal of the old side files |
+//! | `restore-before-sync` | a restore has written everything, before its final syncs |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -100,6 +100,11 @@ fn rebuild_beside(
         return Err(match (stream.err.take(), e) {
             (Some(chunk_err), _) => chunk_err,
             (None, logical::LogicalError::Io(io)) => Error::io(path, io),
+            (None, logical::LogicalError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                Error::io(path, std::io::ErrorKind::StorageFull.into())
+            }
             (None, e) => fail(format!(
                 "its logical dump does not rebuild with SQLite {}: {e}",
                 capture::sqlite_version()
@@ -223,8 +228,12 @@ pub(super) fn install_databases(plan: &RestorePlan, ready: Vec<Prepared>) -> Res
     Ok((files, bytes))
 }
 
-/// A database step's failure as the restore reports it (exit code 19).
+/// A database step's failure as the restore reports it (exit code 19); a full or
+/// read-only destination stays what it is (the restore reports it as such).
 fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
+    if super::no_space(&e).is_some() {
+        return e;
+    }
     let detail = match e {
         Error::DatabaseRestore { detail, .. } => detail,
         e => e.to_string(),
