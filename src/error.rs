@@ -117,6 +117,21 @@ pub enum Error {
         undo: String,
     },
 
+    #[error("the restore stopped at {path}: {reason}; {} still to write, {} free there. {state}", bytes(*to_write), free.map(bytes).unwrap_or_else(|| "unknown".into()))]
+    NoSpace {
+        path: PathBuf,
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+        to_write: u64,
+        free: Option<u64>,
+        /// What the destination holds now and what to do next.
+        state: String,
+    },
+
+    #[error("in-place restore refused: {path} {state}. Is the disk that holds it mounted? Restoring now would write the whole snapshot onto whatever file system holds that path. Mount it and retry; to restore onto a new, empty disk mounted there, pass --force")]
+    RestoreIntoEmpty { path: PathBuf, state: String },
+
     /// A command-line value an option type refused (see [`OptionError`]).
     #[error(transparent)]
     Option(#[from] OptionError),
@@ -217,6 +232,22 @@ impl Error {
             location: location.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// A byte count as messages show it (KiB, MiB, ... with one decimal).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -29,6 +29,22 @@ pub fn start_writeback(f: &File) {
     let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
+/// The bytes an unprivileged writer may still use on the file system holding `path`
+/// (`statvfs`: available blocks times the fragment size).
+pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `statvfs` is a C struct of integers, for which all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` outlives the call, which only writes it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// This process's effective user id (for messages about what it may see).
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.

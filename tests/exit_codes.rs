@@ -268,6 +268,30 @@ fn an_interrupted_in_place_restore_is_21() {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_full_restore_target_is_20() {
+    common::env::need_root("mounts a small tmpfs");
+    let (env, _fx) = one_snapshot();
+    let disk = env.root.join("disk");
+    fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let t = disk.join("restored");
+    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
+    let _ = Command::new("umount").arg("-l").arg(&disk).status();
+    expect(&out, 20);
+    assert!(
+        s(&out.stderr).contains("still to write"),
+        "{}",
+        s(&out.stderr)
+    );
+}
+
+#[test]
 fn a_partial_backup_is_3() {
     let env = Env::new();
     let fx = env.small_fixture();

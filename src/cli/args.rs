@@ -176,9 +176,14 @@ pub struct RestoreArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Restore in place even though a process holds the data dir open
+    /// Restore in place even though a process holds the data dir open, or into a data
+    /// dir (or other root) that is missing or empty: a new, empty disk mounted there
     #[arg(long)]
     pub force: bool,
+    /// Also compare the content of files whose size and mtime match, and rewrite those that
+    /// differ (by default they are kept)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn default_repo() -> PathBuf {

@@ -19,6 +19,7 @@ pub enum ExitCode {
     ServerRunning = 17,
     Damaged = 18,
     DatabaseRestore = 19,
+    NoSpace = 20,
     RestoreInterrupted = 21,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
@@ -27,7 +28,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 16] = [
+    pub const ALL: [ExitCode; 17] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -42,6 +43,7 @@ impl ExitCode {
         ExitCode::ServerRunning,
         ExitCode::Damaged,
         ExitCode::DatabaseRestore,
+        ExitCode::NoSpace,
         ExitCode::RestoreInterrupted,
         ExitCode::BrokenPipe,
     ];
@@ -61,12 +63,13 @@ impl ExitCode {
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir, or system.xml's MetadataPath holds or lies inside another of its directories",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), or system.xml's MetadataPath holds or lies inside another of its directories",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
+            ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
@@ -93,7 +96,9 @@ impl ExitCode {
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) => ExitCode::DuplicateName,
-            Error::SourceMissing(_) | Error::NotJellyfin { .. } => ExitCode::NotJellyfin,
+            Error::SourceMissing(_)
+            | Error::NotJellyfin { .. }
+            | Error::RestoreIntoEmpty { .. } => ExitCode::NotJellyfin,
             // A bad flag is a bad command line; a bad system.xml a bad install.
             Error::DirsOverlap {
                 from_flag: true, ..
@@ -111,6 +116,7 @@ impl ExitCode {
             | Error::PackMissing { .. }
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
+            Error::NoSpace { .. } => ExitCode::NoSpace,
             Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
         }
     }

@@ -27,6 +27,7 @@ fn options(ctx: &Ctx, a: &RestoreArgs) -> Result<RestoreOptions, Error> {
         force: a.force,
         // Never rolled back, wherever they sit: the repository read and its cache.
         protect: vec![ctx.repo_path.clone(), super::args::cache_dir()],
+        verify: a.verify,
     })
 }
 
@@ -107,6 +108,19 @@ fn plan_text(snap: &Snapshot, plan: &RestorePlan, dry_run: bool, verbose: bool) 
         t.push_str(&format!(
             "\n  leave {p} alone: it is jellysnap's repository (or its cache), inside the restored data"
         ));
+    }
+    if !plan.unfinished_restore.is_empty() {
+        t.push_str(&format!(
+            "\n  an earlier in-place restore ({}) did not finish here: files whose size and mtime \
+             match are compared by content",
+            plan.unfinished_restore
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    } else if plan.content_compared && plan.keep_files > 0 {
+        t.push_str("\n  files whose size and mtime match were compared by content (--verify)");
     }
     for a in &plan.actions {
         if let Some(line) = database_line(a) {

@@ -47,10 +47,20 @@ pub enum Class {
     Skip,
 }
 
+/// The mark an in-place restore leaves at the top of each root it restores until all it
+/// wrote is durable: while it is there, the next restore compares every file it would
+/// keep by content. Never state: no backup captures it and no restore deletes it.
+pub const UNFINISHED_RESTORE: &str = ".jellysnap-unfinished-restore";
+
 /// Never state, wherever they appear: live-database side files and leftovers.
 pub fn excluded_name(name: &[u8]) -> bool {
     let ends = |s: &[u8]| name.ends_with(s);
-    if ends(b"-wal") || ends(b"-shm") || ends(b"-journal") || name == b"library.db.old" {
+    if ends(b"-wal")
+        || ends(b"-shm")
+        || ends(b"-journal")
+        || name == b"library.db.old"
+        || name == UNFINISHED_RESTORE.as_bytes()
+    {
         return true;
     }
     // `*.bakN` leftovers of database migrations.

@@ -29,6 +29,7 @@
 //! | `restore-swap-<n>` | after the n-th step of an in-place restore's database swap (intent record written, each side file set aside, each database renamed in, each set-aside file removed) |
 //! | `restore-link-made` | a restored symlink is made under its temp name, not yet renamed |
 //! | `check-rebuilt` | `check --read-data` has rebuilt a database dump in scratch space |
+//! | `restore-before-sync` | a restore has written everything, before its final syncs |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

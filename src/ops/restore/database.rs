@@ -103,6 +103,11 @@ fn rebuild_beside(
             (None, logical::LogicalError::Newer { found, supported }) => {
                 Error::newer_format("database dump", dump_location(path), found, supported)
             }
+            (None, logical::LogicalError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                Error::io(path, std::io::ErrorKind::StorageFull.into())
+            }
             (None, e) => fail(format!(
                 "its logical dump does not rebuild with SQLite {}: {e}",
                 capture::sqlite_version()
@@ -300,8 +305,12 @@ fn dump_location(path: &Path) -> String {
 
 /// A database step's failure as the restore reports it (exit code 19). A record of a
 /// newer format is not a failed restore: it keeps its own error (exit code 11), naming
-/// the snapshot.
+/// the snapshot; a full or read-only destination stays what it is (the restore
+/// reports it as such).
 fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
+    if super::no_space(&e).is_some() {
+        return e;
+    }
     let snapshot = plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string();
     let detail = match e {
         Error::NewerFormat {

@@ -2,11 +2,23 @@
 //! then installed), then deletions and directories in plan order (parents before
 //! children for mkdir, children before parents for delete), then files and links in
 //! parallel, then stale side files and kept files' metadata, then directory metadata
-//! deepest-first, then one syncfs per root.
+//! deepest-first, then one syncfs per file system written to.
+//!
+//! Files are not fsynced one by one (on many small files that costs far more than one
+//! syncfs at the end). In place, a mark (`UNFINISHED_RESTORE`) is made durable in every
+//! root before anything there changes and removed only once the syncfs calls succeeded:
+//! a restore cut short (a kill, a power cut, a full disk) leaves it, and the next
+//! restore then compares every file it would keep by content, so a file whose content
+//! was lost with the page cache is written again even though its size and mtime match.
+//!
+//! A full, over-quota or read-only file system stops the restore at the first write it
+//! refuses, with one error that says how much was still to write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -14,11 +26,14 @@ use rayon::prelude::*;
 
 use super::database::{install_databases, prepare_databases, swaps};
 use super::intent;
-use super::write::{link_file, set_meta, write_file, write_symlink};
-use super::{Action, RestorePlan, RestoreReport};
+use super::write::{link_file, set_meta, temp_beside, write_file, write_symlink};
+use super::{no_space, unfinished_mark, Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
+use crate::format::snapshot::Component;
 use crate::format::tree::Entry;
+use crate::jellyfin::layout::UNFINISHED_RESTORE;
 use crate::ops::progress::Progress;
+use crate::store::durable;
 use crate::store::repo::Repository;
 
 /// Carry out a plan (runs in the I/O thread pool, see `parallel`).
@@ -37,7 +52,11 @@ fn execute_in_pool(
 ) -> Result<RestoreReport> {
     progress.phase("restoring", Some(plan.write_bytes));
     let is_root = crate::sys::is_root();
-    let ready = prepare_databases(repo, plan, is_root, progress)?;
+    let ready = prepare_databases(repo, plan, is_root, progress)
+        .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
+    if plan.in_place.is_some() {
+        mark_unfinished(plan).map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
+    }
     // In place, the data is neither old nor new from the first rename until the last one
     // is durable: the intent record marks that window for every later command.
     let intent = match &plan.in_place {
@@ -48,7 +67,8 @@ fn execute_in_pool(
                 &plan.snapshot,
                 &plan.components,
                 swaps(&ready),
-            )?;
+            )
+            .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
             #[cfg(feature = "test-hooks")]
             crate::store::testing::step("restore-swap");
             Some(at)
@@ -67,7 +87,7 @@ fn execute_in_pool(
                     intent::end(at)?;
                 }
             }
-            return Err(e);
+            return Err(stopped(plan, e, plan.write_bytes, installed > 0));
         }
     };
     let mut report = RestoreReport {
@@ -75,17 +95,25 @@ fn execute_in_pool(
         bytes_written: bytes,
         ..RestoreReport::default()
     };
-    delete_and_mkdir(plan, &mut report)?;
+    let file_bytes = plan.write_bytes.saturating_sub(bytes);
+    delete_and_mkdir(plan, &mut report).map_err(|e| stopped(plan, e, file_bytes, true))?;
     write_files(repo, plan, is_root, progress, &mut report)?;
-    remove_sides_and_keep(plan, is_root, &mut report)?;
+    remove_sides_and_keep(plan, is_root, &mut report).map_err(|e| stopped(plan, e, 0, true))?;
     // Directory metadata deepest-first (the plan lists a directory after its contents).
     for d in &plan.directories {
-        set_meta(&d.path, &d.entry, is_root).at(&d.path)?;
+        set_meta(&d.path, &d.entry, is_root)
+            .at(&d.path)
+            .map_err(|e| stopped(plan, e, 0, true))?;
     }
-    for m in &plan.roots {
-        if let Ok(f) = File::open(&m.to) {
-            crate::sys::syncfs(&f).at(&m.to)?;
-        }
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point("restore-before-sync");
+    for dir in written_file_systems(plan) {
+        File::open(&dir)
+            .and_then(|f| crate::sys::syncfs(&f))
+            .at(&dir)?;
+    }
+    if plan.in_place.is_some() {
+        clear_unfinished(plan)?;
     }
     // A database outside the roots (the target of a symlinked one) is durable already.
     if let Some(at) = &intent {
@@ -93,6 +121,121 @@ fn execute_in_pool(
     }
     progress.finish();
     Ok(report)
+}
+
+/// Mark every root (made if missing) as holding an unfinished restore of the components
+/// of this plan and of any earlier unfinished one, durably, before anything changes.
+fn mark_unfinished(plan: &RestorePlan) -> Result<()> {
+    let mut marked: BTreeSet<Component> = plan.unfinished_restore.iter().copied().collect();
+    marked.extend(plan.components.iter().copied());
+    let text = unfinished_mark(&marked);
+    for m in &plan.roots {
+        durable::create_dir_durable(&m.to)?;
+        write_mark(&m.to.join(UNFINISHED_RESTORE), &text)?;
+    }
+    Ok(())
+}
+
+/// Write a mark durably, through a temp name a later restore removes if this one dies.
+fn write_mark(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = temp_beside(path)?;
+    tmp.write_all(text.as_bytes()).at(path)?;
+    tmp.as_file().sync_all().at(path)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    durable::sync_dir(durable::parent_dir(path))
+}
+
+/// Everything this plan wrote is durable: remove the marks, or keep naming the components
+/// an earlier unfinished restore was restoring that this one did not restore.
+fn clear_unfinished(plan: &RestorePlan) -> Result<()> {
+    let left: BTreeSet<Component> = plan
+        .unfinished_restore
+        .iter()
+        .filter(|c| !plan.components.contains(c))
+        .copied()
+        .collect();
+    for m in &plan.roots {
+        let mark = m.to.join(UNFINISHED_RESTORE);
+        if !left.is_empty() {
+            write_mark(&mark, &unfinished_mark(&left))?;
+            continue;
+        }
+        match fs::remove_file(&mark) {
+            Ok(()) => durable::sync_dir(&m.to)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&mark, e)),
+        }
+    }
+    Ok(())
+}
+
+/// One directory on each file system the plan writes to: the roots and the directories
+/// of what it writes or deletes (a restored tree may reach another disk through a
+/// symlinked directory, which a syncfs of its root would miss).
+fn written_file_systems(plan: &RestorePlan) -> Vec<PathBuf> {
+    let mut dirs: HashSet<&Path> = plan.roots.iter().map(|m| m.to.as_path()).collect();
+    for a in &plan.actions {
+        match a {
+            Action::Mkdir { path } => {
+                dirs.insert(path);
+            }
+            Action::Write { path, .. }
+            | Action::Symlink { path, .. }
+            | Action::Database { path, .. }
+            | Action::Delete { path }
+            | Action::RemoveSideFile { path } => {
+                dirs.insert(durable::parent_dir(path));
+            }
+            Action::Keep { .. } | Action::NotCaptured { .. } | Action::Protected { .. } => {}
+        }
+    }
+    let mut by_dev: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    for d in dirs {
+        if let Ok(m) = fs::metadata(d) {
+            by_dev.entry(m.dev()).or_insert_with(|| d.to_path_buf());
+        }
+    }
+    by_dev.into_values().collect()
+}
+
+/// The error a restore stops with. A full, over-quota or read-only file system becomes
+/// one error saying how much was still to write, how much is free there, and what the
+/// destination holds now (`changed`: whether anything in it has changed); any other
+/// error is returned as it is.
+fn stopped(plan: &RestorePlan, e: Error, to_write: u64, changed: bool) -> Error {
+    let Some(reason) = no_space(&e) else {
+        return e;
+    };
+    let (path, source) = match e {
+        Error::Io { path, source } => (path, source),
+        e => return e,
+    };
+    let free = path
+        .ancestors()
+        .find_map(|p| crate::sys::free_space(p).ok());
+    let state = if !changed {
+        "Nothing was changed: free space there (or make it writable) and run the restore again."
+            .to_string()
+    } else if plan.in_place.is_some() {
+        format!(
+            "What was restored so far is in place and the rest is as it was; each restored root \
+             is marked ({UNFINISHED_RESTORE}). Free space there (or make it writable) and run \
+             the same restore again to finish it: while the mark is there it compares every \
+             file it keeps by content."
+        )
+    } else {
+        "The target holds a partial restore: remove it, then restore again onto a file \
+         system with enough space."
+            .to_string()
+    };
+    Error::NoSpace {
+        path,
+        reason,
+        source,
+        to_write,
+        free,
+        state,
+    }
 }
 
 /// Deletions and new directories, in plan order.
@@ -140,7 +283,19 @@ fn write_files(
         .filter(|a| matches!(a, Action::Write { .. } | Action::Symlink { .. }))
         .filter(|a| !matches!(a, Action::Write { path, .. } if links.contains_key(path.as_path())))
         .collect();
-    files.par_iter().try_for_each(|a| -> Result<()> {
+    let file_bytes: u64 = plan
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Write { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let stop = |e: Error| {
+        let done = bytes.load(Ordering::Relaxed);
+        stopped(plan, e, file_bytes.saturating_sub(done), true)
+    };
+    let run = files.par_iter().try_for_each(|a| -> Result<()> {
         let (path, r) = match a {
             Action::Write { path, entry, .. } => (
                 path,
@@ -156,6 +311,8 @@ fn write_files(
                 written.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
+            // The destination takes nothing more: stop here, not once per file.
+            Err(e) if no_space(&e).is_some() => Err(e),
             Err(
                 e @ (Error::Corrupt { .. }
                 | Error::ChunkMissing { .. }
@@ -176,7 +333,11 @@ fn write_files(
             }
             Err(e) => Err(e),
         }
-    })?;
+    });
+    if let Err(e) = run {
+        report.files_written += written.load(Ordering::Relaxed);
+        return Err(stop(e));
+    }
     // The other links of each hard-link group, to the file written first (written as a
     // file of their own when that one failed or cannot be linked to).
     let failed = failed
@@ -200,6 +361,10 @@ fn write_files(
         match r {
             Ok(()) => {
                 written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if no_space(&e).is_some() => {
+                report.files_written += written.load(Ordering::Relaxed);
+                return Err(stop(e));
             }
             Err(
                 e @ (Error::Corrupt { .. }

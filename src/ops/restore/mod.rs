@@ -8,7 +8,10 @@
 //! capture (a partial snapshot): the snapshot cannot say what belongs there, so such a
 //! path and everything below it stays as it is. Next to every restored database the stale
 //! `-wal`/`-shm`/`-journal` are removed: they belong to the replaced file. Everything is
-//! synced with one syncfs per root at the end.
+//! synced with one syncfs per file system at the end; in place, a mark in each root says
+//! until then that the restore is unfinished, and makes the next one compare by content
+//! (see `execute`). Plain files count as unchanged on size and mtime, or with `verify`
+//! on their content.
 //!
 //! Databases are all-or-nothing and go first: each one is rebuilt from its logical dump
 //! (streamed from the verified chunks into `logical::rebuild`) or written from its
@@ -67,10 +70,15 @@ pub struct RestoreOptions {
     pub destination: Destination,
     /// Components to restore, exactly these; `None` = all components of the snapshot.
     pub components: Option<BTreeSet<Component>>,
+    /// In place: restore even while the server seems to run, and into a root that is
+    /// missing or holds nothing of the snapshot (a new, empty disk).
     pub force: bool,
     /// Directories a restore never writes into or deletes from, wherever they sit in the
     /// restored trees: the repository it reads and its cache directory.
     pub protect: Vec<PathBuf>,
+    /// Compare the content of every plain file whose size and mtime match, instead of
+    /// keeping it on those alone.
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +178,12 @@ pub struct RestorePlan {
     pub not_captured: u64,
     /// The repository (or its cache) inside a restored tree, left alone.
     pub protected: Vec<String>,
+    /// Whether plain files that match in size and mtime were also compared by content
+    /// (`--verify`, or an earlier in-place restore did not finish here).
+    pub content_compared: bool,
+    /// The components an earlier in-place restore was restoring when it stopped (its
+    /// marks were found in the roots); empty when none.
+    pub unfinished_restore: Vec<Component>,
     /// Every restored directory, each after its contents: its mode, owner and mtime are
     /// set once everything inside is in place. Not listed as actions: every directory
     /// of the snapshot gets it.
@@ -184,6 +198,35 @@ pub struct RestorePlan {
 struct DirMeta {
     path: PathBuf,
     entry: Entry,
+}
+
+/// The mark an unfinished in-place restore leaves in a root (see `UNFINISHED_RESTORE`):
+/// a line for the reader, then the components it was restoring.
+fn unfinished_mark(components: &BTreeSet<Component>) -> String {
+    let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
+    format!(
+        "An in-place jellysnap restore did not finish here: what it wrote may not all be on disk. \
+         Run the restore again; while this file exists it compares every file it keeps by content.\n\
+         components: {}\n",
+        names.join(",")
+    )
+}
+
+/// The components a mark names; every component when it cannot be read (the next
+/// restore then verifies everything and keeps the mark until all are restored).
+fn read_unfinished_mark(text: &str) -> BTreeSet<Component> {
+    let named = text
+        .lines()
+        .find_map(|l| l.strip_prefix("components: "))
+        .map(|l| {
+            l.split(',')
+                .map(Component::parse)
+                .collect::<Option<BTreeSet<_>>>()
+        });
+    match named {
+        Some(Some(set)) if !set.is_empty() => set,
+        _ => Component::ALL.into_iter().collect(),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -203,6 +246,22 @@ fn side_path(db: &Path, suffix: &str) -> PathBuf {
     let mut p = db.as_os_str().to_os_string();
     p.push(suffix);
     PathBuf::from(p)
+}
+
+/// Why a write into the destination can go no further, if that is the error: the file
+/// system is full, over quota or read-only. The restore stops at the first of these
+/// instead of failing file after file.
+fn no_space(e: &crate::error::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    let crate::error::Error::Io { source, .. } = e else {
+        return None;
+    };
+    match source.kind() {
+        ErrorKind::StorageFull => Some("the file system is full"),
+        ErrorKind::QuotaExceeded => Some("the disk quota is exceeded"),
+        ErrorKind::ReadOnlyFilesystem => Some("the file system is read-only"),
+        _ => None,
+    }
 }
 
 const TEMP_PREFIX: &str = ".jellysnap-restore-";

@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 
 use super::compare::{same_content, same_logical, same_observed};
 use super::{
-    is_restore_leftover, side_path, Action, Destination, DirMeta, RestoreOptions, RestorePlan,
-    RootMapping, SIDE_SUFFIXES,
+    is_restore_leftover, read_unfinished_mark, side_path, Action, Destination, DirMeta,
+    RestoreOptions, RestorePlan, RootMapping, SIDE_SUFFIXES,
 };
 use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
+use crate::jellyfin::layout::UNFINISHED_RESTORE;
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
 
@@ -32,7 +33,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
-    check_destination(rec, opts)?;
+    check_destination(rec, opts, &roots, &selection)?;
     let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
         let data_dir = PathBuf::from(&rec.data_dir);
         let chosen: Vec<Component> = components.iter().copied().collect();
@@ -42,15 +43,38 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         super::ensure_no_interrupted_restore(data_dir, Some((&snap.id.to_hex(), chosen)))?;
     }
 
+    let unfinished = if in_place.is_some() {
+        unfinished_marks(&roots)
+    } else {
+        BTreeSet::new()
+    };
+
     let root_tree = repo.load_tree(&rec.tree)?;
     let mut p = Planner::new(repo, rec, &selection, &opts.protect);
     p.snapshot = snap.id.short();
+    p.verify = opts.verify || !unfinished.is_empty();
     for m in &roots {
         p.root(snap, &root_tree, m)?;
     }
     let mut plan = RestorePlan::new(snap, roots, components, p);
     plan.in_place = in_place.map(|(d, _)| d);
+    plan.unfinished_restore = unfinished.into_iter().collect();
     Ok(plan)
+}
+
+/// The components that earlier in-place restores were restoring when they stopped, from
+/// the marks they left in the roots.
+fn unfinished_marks(roots: &[RootMapping]) -> BTreeSet<Component> {
+    let mut marked = BTreeSet::new();
+    for m in roots {
+        let mark = m.to.join(UNFINISHED_RESTORE);
+        if fs::symlink_metadata(&mark).is_ok() {
+            marked.extend(read_unfinished_mark(
+                &fs::read_to_string(&mark).unwrap_or_default(),
+            ));
+        }
+    }
+    marked
 }
 
 /// The components to restore: those asked for, each of which the snapshot must have, or
@@ -99,8 +123,14 @@ fn map_roots(rec: &SnapshotRecord, destination: &Destination) -> Vec<RootMapping
         .collect()
 }
 
-/// A target must be new or empty; in place, the server must be stopped (unless forced).
-fn check_destination(rec: &SnapshotRecord, opts: &RestoreOptions) -> Result<()> {
+/// A target must be new or empty; in place, every restored root must be there and hold
+/// something, and the server must be stopped (unless forced).
+fn check_destination(
+    rec: &SnapshotRecord,
+    opts: &RestoreOptions,
+    roots: &[RootMapping],
+    selection: &Selection,
+) -> Result<()> {
     match &opts.destination {
         Destination::Target(t) => {
             if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
@@ -109,11 +139,38 @@ fn check_destination(rec: &SnapshotRecord, opts: &RestoreOptions) -> Result<()> 
         }
         Destination::InPlace => {
             if !opts.force {
+                for m in roots {
+                    if selection.items.iter().any(|i| i.root == m.label) {
+                        ensure_not_empty(&m.to)?;
+                    }
+                }
                 running::ensure_stopped(Path::new(&rec.data_dir))?;
             }
         }
     }
     Ok(())
+}
+
+/// A root of an in-place restore that is missing or empty is most likely a disk that is
+/// not mounted (its mount point is an empty directory on another file system): restoring
+/// would fill that file system with the whole snapshot. `lost+found` and a mark of an
+/// unfinished restore do not count as content.
+fn ensure_not_empty(root: &Path) -> Result<()> {
+    let state = match fs::read_dir(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        Err(e) => return Err(Error::io(root, e)),
+        Ok(rd) => {
+            let mut names = rd.filter_map(|e| e.ok()).map(|e| e.file_name());
+            if names.any(|n| n != "lost+found" && n != UNFINISHED_RESTORE) {
+                return Ok(());
+            }
+            "is empty"
+        }
+    };
+    Err(Error::RestoreIntoEmpty {
+        path: root.to_path_buf(),
+        state: state.to_string(),
+    })
 }
 
 impl RestorePlan {
@@ -135,6 +192,8 @@ impl RestorePlan {
             delete_paths: 0,
             not_captured: 0,
             protected: Vec::new(),
+            content_compared: p.verify,
+            unfinished_restore: Vec::new(),
             directories: p.directories,
             in_place: None,
         };
@@ -167,6 +226,9 @@ struct Planner<'a> {
     directories: Vec<DirMeta>,
     db_physical_chunker: Chunker,
     db_chunker: Chunker,
+    file_chunker: Chunker,
+    /// Compare plain files whose size and mtime match by content too.
+    verify: bool,
     /// Root label -> paths (relative, lossy) the backup could not capture.
     not_captured: BTreeMap<String, BTreeSet<String>>,
     /// The directories never touched (device, inode): found by identity, so that a
@@ -233,6 +295,8 @@ impl<'a> Planner<'a> {
             directories: Vec::new(),
             db_physical_chunker: repo.db_physical_chunker(),
             db_chunker: repo.db_chunker(),
+            file_chunker: repo.chunker(),
+            verify: false,
             not_captured,
             protect: protect
                 .iter()
@@ -488,9 +552,13 @@ impl<'a> Planner<'a> {
         };
         let chunks = || self.repo.file_chunks(&at.entry.node).ok();
         match database {
+            // Size and mtime, as backup compares; a change that kept both (bit rot, a
+            // write lost in a power cut) is seen only when content is compared.
             DbCapture::None => {
                 m.size() == size
                     && crate::ops::clock::stat_ns(m.mtime(), m.mtime_nsec()).0 == at.entry.mtime_ns
+                    && (!self.verify
+                        || chunks().is_some_and(|c| same_content(&at.path, &c, &self.file_chunker)))
             }
             DbCapture::Physical => {
                 m.size() == size

@@ -1,10 +1,11 @@
 //! Writing one file or link of a restore: into a temp name beside its destination, with
 //! the entry's mode, owner (as root) and mtime, then renamed over the final name, so a
-//! reader never sees half a file.
+//! reader never sees half a file. All-zero blocks are skipped, not written, so a sparse
+//! file comes back sparse (the temp file is new: what is never written reads as zeros).
 
 use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -48,14 +49,46 @@ pub(super) fn fill_beside(
         let mut n = 0u64;
         for c in chunks {
             let bytes = repo.read_chunk(&c.id, buf, scratch)?;
-            tmp.write_all(bytes).at(path)?;
+            write_sparse(tmp.as_file_mut(), bytes, n).at(path)?;
             n += bytes.len() as u64;
             progress.advance(bytes.len() as u64);
         }
         Ok(n)
     })?;
+    // A file that ends in a hole gets its length here: seeking wrote nothing.
+    tmp.as_file().set_len(n).at(path)?;
     tmp.as_file().flush().at(path)?;
     Ok((tmp.into_temp_path(), n))
+}
+
+/// Append `bytes` (which start at file offset `at`) to `f`, seeking over every run of
+/// all-zero blocks (4 KiB, aligned to the file's offsets) instead of writing it.
+fn write_sparse(f: &mut File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    const BLOCK: u64 = 4096;
+    let run = |f: &mut File, part: &[u8], zero: bool| {
+        if zero {
+            f.seek(SeekFrom::Current(part.len() as i64)).map(|_| ())
+        } else {
+            f.write_all(part)
+        }
+    };
+    let (mut start, mut pos) = (0usize, 0usize);
+    let mut zero_run = None;
+    while let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) {
+        let to_boundary = (BLOCK - (at + pos as u64) % BLOCK) as usize;
+        let block = rest.get(..to_boundary).unwrap_or(rest);
+        let zero = block.iter().all(|&b| b == 0);
+        if zero_run.is_some_and(|z| z != zero) {
+            run(f, bytes.get(start..pos).unwrap_or_default(), !zero)?;
+            start = pos;
+        }
+        zero_run = Some(zero);
+        pos += block.len();
+    }
+    match zero_run {
+        Some(zero) => run(f, bytes.get(start..).unwrap_or_default(), zero),
+        None => Ok(()),
+    }
 }
 
 /// Write a file entry at `path` from its chunks; returns the bytes written.
@@ -135,4 +168,43 @@ fn mtime(entry: &Entry) -> filetime::FileTime {
         entry.mtime_ns.div_euclid(1_000_000_000),
         entry.mtime_ns.rem_euclid(1_000_000_000) as u32,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Chunks of zeros and data, at every alignment, come back byte for byte, with the
+    /// holes where the zero blocks were.
+    #[test]
+    fn sparse_writes_keep_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 64 * 1024];
+        for (i, b) in data.iter_mut().enumerate() {
+            if (5000..5003).contains(&i) || (40_000..45_000).contains(&i) || i == 65_535 {
+                *b = (i % 251) as u8 + 1;
+            }
+        }
+        for cut in [1usize, 1000, 4096, 7777, 20_000] {
+            let p = dir.path().join(format!("f{cut}"));
+            let mut f = File::create(&p).unwrap();
+            let mut at = 0u64;
+            for part in data.chunks(cut) {
+                write_sparse(&mut f, part, at).unwrap();
+                at += part.len() as u64;
+            }
+            f.set_len(at).unwrap();
+            let mut back = Vec::new();
+            File::open(&p).unwrap().read_to_end(&mut back).unwrap();
+            assert!(back == data, "cut {cut}");
+        }
+        let mut trailing = File::create(dir.path().join("t")).unwrap();
+        write_sparse(&mut trailing, &[0u8; 10_000], 0).unwrap();
+        assert_eq!(
+            trailing.metadata().unwrap().len(),
+            0,
+            "a hole is not written"
+        );
+    }
 }
