@@ -107,13 +107,14 @@ fn commit_newer_dump(env: &Env) -> String {
     format!("{}/{}", item.root, item.rel)
 }
 
-/// Snapshot `newer-tree`: `one` whose root tree says it is one version newer.
+/// Snapshot `newer-tree`: `one` whose root tree says it is one version newer than the
+/// newest this jellysnap reads (2: trees with hard links).
 fn commit_newer_tree(env: &Env) {
     let repo = Repository::open(&env.repo, Access::Write).unwrap();
     let one = repo.resolve("one").unwrap().record;
     let mut bytes = repo.load_tree(&one.tree).unwrap().encode().unwrap();
     assert_eq!(&bytes[..5], b"JSTR\x01");
-    bytes[4] = 2;
+    bytes[4] = 3;
     let sink = ChunkSink::new(&repo).unwrap();
     let root = sink.put(ChunkKind::Tree, &bytes, true).unwrap();
     sink.finish().unwrap();
@@ -174,7 +175,7 @@ fn a_newer_tree_is_refused_with_exit_11_by_readers_check_and_gc() {
     let fx = env.small_fixture();
     env.backup(&fx, &["--name", "one"]);
     commit_newer_tree(&env);
-    let newer = "was written by a newer jellysnap (format 2, this one reads up to 1): upgrade jellysnap to read it";
+    let newer = "was written by a newer jellysnap (format 3, this one reads up to 2): upgrade jellysnap to read it";
 
     let out = env.expect(&["ls", "newer-tree"], 11);
     assert!(s(&out.stderr).contains("tree chunk "), "{}", s(&out.stderr));

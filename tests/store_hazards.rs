@@ -213,3 +213,38 @@ fn a_first_backup_fits_a_small_disk() {
     .expect(0);
     assert_same(&describe(&t, &[]), &expected_state(&fx));
 }
+
+/// Two first backups into one new repository at once: the first writes the config (it is
+/// held just before, at `init-before-config`), the second waits for it and backs up into
+/// that repository instead of writing a config of its own, which the first then replaced.
+#[test]
+fn two_first_backups_at_once_make_one_repository() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    let first = env
+        .cmd(&["backup", "--init", "--data-dir", data, "--name", "a"])
+        .pause_at("init-before-config", 4000)
+        .spawn();
+    wait_until("the first backup lays out the repository", || {
+        env.repo.join("snapshots").exists()
+    });
+    // Past its layout, the first reaches the config well within this.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let second = env
+        .cmd(&["backup", "--init", "--data-dir", data, "--name", "b"])
+        .output();
+    let config_after_second = fs::read(env.repo.join("config")).unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", s(&first.stderr));
+    assert!(second.status.success(), "{}", s(&second.stderr));
+    assert_eq!(
+        fs::read(env.repo.join("config")).unwrap(),
+        config_after_second,
+        "the config was written twice"
+    );
+    env.expect(&["check", "--read-data"], 0);
+    for snap in ["a", "b"] {
+        env.restore_to(snap, snap);
+    }
+}

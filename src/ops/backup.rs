@@ -77,8 +77,12 @@ pub fn open_repository(path: &Path, opts: &BackupOptions) -> Result<(Repository,
             return Err(Error::NoRepository(path.to_path_buf()));
         }
         jellyfin::detect(&opts.source)?;
-        Repository::init(path)?;
-        created = true;
+        match Repository::init(path) {
+            Ok(_) => created = true,
+            // A backup started at the same moment made it: back up into it.
+            Err(Error::AlreadyInitialized { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok((Repository::open(path, Access::Write)?, created))
 }

@@ -60,12 +60,29 @@ impl Repository {
     /// Create a new, empty repository at `path` (which must be absent or empty).
     pub fn init(path: &Path) -> Result<RepoConfig> {
         let store = crate::store::open(path);
+        let already = || Error::AlreadyInitialized {
+            path: path.to_path_buf(),
+        };
         if store.exists(Key::Config)? {
-            return Err(Error::AlreadyInitialized {
-                path: path.to_path_buf(),
-            });
+            return Err(already());
         }
-        store.init()?;
+        match store.init() {
+            // Another init finished between the two looks.
+            Err(Error::InitNotEmpty(_)) if store.exists(Key::Config)? => return Err(already()),
+            r => r?,
+        }
+        // Two inits at once (two first backups into one new repository): the writer lock
+        // lets one write the config; the other then finds it instead of replacing it.
+        let locks_dir = path.join("locks");
+        durable::create_dir_durable(&locks_dir)?;
+        let _writer = lock::lock(
+            &locks_dir.join("writer"),
+            LockMode::Exclusive,
+            LOCK_WAIT_WRITER,
+        )?;
+        if store.exists(Key::Config)? {
+            return Err(already());
+        }
         let mut seed = [0u8; 16];
         crate::sys::getrandom(&mut seed);
         let cfg = RepoConfig::new_default(seed);
