@@ -162,6 +162,29 @@ impl Repository {
         })
     }
 
+    /// A repository on `store` and `index`, opened as [`Repository::open`] opens one for
+    /// `access` but without locks or RocksDB (the crash tests' simulated file system).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn on_store(
+        path: &Path,
+        store: Arc<dyn Store>,
+        index: Arc<dyn ChunkIndex>,
+        access: Access,
+    ) -> Result<Self> {
+        let config = load_config(store.as_ref())?;
+        if access != Access::Read {
+            store.clear_scratch();
+        }
+        Ok(Repository {
+            path: path.to_path_buf(),
+            store,
+            config,
+            index,
+            index_rebuilt: None,
+            _locks: Vec::new(),
+        })
+    }
+
     /// Rebuild the index from scratch from the packs (`jellysnap repair index`): takes
     /// the exclusive locks, deletes `index/` and reads every pack's trailer (or scans its
     /// records when the trailer is damaged).
