@@ -178,11 +178,26 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
 /// (see the contract above); missing parents are created the same way first.
 pub fn create_dir_durable_on(fs: &dyn Fs, dir: &Path) -> Result<()> {
     let parent = parent_dir(dir);
-    match fs.create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound && parent != dir => {
-            create_dir_durable_on(fs, parent)?;
+    match fs.kind(dir) {
+        // (A symlink to a directory, e.g. a repository on another disk, is fine.)
+        Ok(EntryKind::File) => {
+            return Err(Error::io(
+                dir,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ),
+            ))
+        }
+        // There already, but perhaps made by a run that died before syncing the parent.
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent_missing = fs
+                .kind(parent)
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            if parent_missing && parent != dir {
+                create_dir_durable_on(fs, parent)?;
+            }
             match fs.create_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -190,16 +205,6 @@ pub fn create_dir_durable_on(fs: &dyn Fs, dir: &Path) -> Result<()> {
             }
         }
         Err(e) => return Err(Error::io(dir, e)),
-    }
-    // (A symlink to a directory, e.g. a repository on another disk, is fine.)
-    if fs.kind(dir).at(dir)? == EntryKind::File {
-        return Err(Error::io(
-            dir,
-            io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "exists and is not a directory",
-            ),
-        ));
     }
     sync_dir_on(fs, parent)
 }

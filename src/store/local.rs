@@ -231,6 +231,14 @@ impl Store for LocalStore {
         durable::sync_dir_on(self.fs.as_ref(), durable::parent_dir(&path))
     }
 
+    fn sync_visible(&self) -> Result<()> {
+        // Packs need nothing: one left visible is unindexed until a later run puts it
+        // again (synced), and gc treats an unindexed copy as a spare.
+        let fs = self.fs.as_ref();
+        durable::sync_dir_on(fs, &self.root)?;
+        durable::sync_dir_on(fs, &self.root.join("snapshots"))
+    }
+
     fn clear_scratch(&self) {
         // Packs being staged, database captures, their rebuilds and private copies.
         remove_matching(

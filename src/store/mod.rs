@@ -189,6 +189,14 @@ pub trait Store: Send + Sync {
     /// captures). Only the holder of the writer lock calls it, when it opens the store.
     fn clear_scratch(&self);
 
+    /// Make durable what a process that died may have left visible but not durable: an
+    /// object renamed into place, or a delete, whose directory it never synced (the
+    /// config, a snapshot record, a forget's removal). Until then a power cut can take
+    /// back what every command already sees: a snapshot that forget kept in place of
+    /// older ones, a record that gc deleted the chunks of. The holder of the writer lock
+    /// calls it when it opens the store, before it acts on a listing.
+    fn sync_visible(&self) -> Result<()>;
+
     /// Remove the temporary objects interrupted atomic writes left behind; returns how
     /// many. Only the holder of the writer lock calls it (gc).
     fn remove_leftovers(&self) -> Result<u64>;

@@ -103,6 +103,7 @@ impl Repository {
                     LOCK_WAIT_WRITER,
                 )?);
                 store.clear_scratch();
+                store.sync_visible()?;
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
                     index_rebuilt = Some(rebuild_into(store.as_ref(), &idx)?);
@@ -174,6 +175,7 @@ impl Repository {
         let config = load_config(store.as_ref())?;
         if access != Access::Read {
             store.clear_scratch();
+            store.sync_visible()?;
         }
         Ok(Repository {
             path: path.to_path_buf(),

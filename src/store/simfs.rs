@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::config::RepoConfig;
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::store::durable::{EntryKind, Fs, FsFile, FsRead};
-use crate::store::index::{ChunkIndex, IndexEntry, MemIndex};
+use crate::store::index::{ChunkIndex, IndexEntry};
 use crate::store::local::LocalStore;
 use crate::store::repo::{Access, Repository};
 use crate::store::{Key, Store};
@@ -305,11 +305,14 @@ impl State {
     }
 }
 
+/// The index's entries.
+type Entries = HashMap<ChunkId, IndexEntry>;
+
 /// The simulated file system and the index beside it. Clones share them.
 #[derive(Clone)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
-    index: Arc<MemIndex>,
+    index: Arc<Mutex<Entries>>,
 }
 
 impl Default for SimFs {
@@ -332,7 +335,7 @@ impl SimFs {
                 crash_at: None,
                 crashed: false,
             })),
-            index: Arc::new(MemIndex::default()),
+            index: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -382,6 +385,19 @@ impl SimFs {
     /// make it all durable, and come back up with nothing planned.
     pub fn crash(&self, how: Crash, seed: u64) {
         self.lock().crash(how, seed);
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The packs the index names, sorted: after a crash, each must still be there (an
+    /// entry is written only once its pack is durable, and removed before it goes).
+    pub fn indexed_packs(&self) -> Vec<PackId> {
+        let mut packs: Vec<PackId> = self.entries().values().map(|e| e.pack).collect();
+        packs.sort_unstable();
+        packs.dedup();
+        packs
     }
 
     /// Create a repository at `path` as `jellysnap init` does, sealing packs at
@@ -614,36 +630,40 @@ impl SimIndex {
 
     /// Run a write as one operation, under the file system's lock so that it is ordered
     /// with the file operations around it.
-    fn write(&self, f: impl FnOnce(&MemIndex) -> Result<()>) -> Result<()> {
+    fn write(&self, f: impl FnOnce(&mut Entries)) -> Result<()> {
         let mut s = self.fs.lock();
         s.step().map_err(Self::err)?;
-        f(&self.fs.index)
+        f(&mut self.fs.entries());
+        Ok(())
     }
 }
 
 impl ChunkIndex for SimIndex {
     fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>> {
         self.fs.lock().alive().map_err(Self::err)?;
-        self.fs.index.get(id)
+        Ok(self.fs.entries().get(id).copied())
     }
 
     fn insert(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<()> {
-        self.write(|i| i.insert(entries))
+        self.write(|m| m.extend(entries.iter().copied()))
     }
 
     fn remove(&self, ids: &[ChunkId]) -> Result<()> {
-        self.write(|i| i.remove(ids))
+        self.write(|m| {
+            for id in ids {
+                m.remove(id);
+            }
+        })
     }
 
     fn len_estimate(&self) -> u64 {
-        self.fs.index.len_estimate()
+        self.fs.entries().len() as u64
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::PackId;
     use crate::store::durable;
 
     fn sim_at(root: &Path) -> SimFs {
