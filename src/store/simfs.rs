@@ -741,6 +741,30 @@ mod tests {
         assert_eq!(names, [("a".to_string(), EntryKind::Dir)]);
     }
 
+    /// A snapshot record removed and one added by a run killed before it synced the
+    /// directory: once a writer has opened the repository, a power cut takes neither back.
+    #[test]
+    fn a_writer_makes_what_a_killed_run_left_visible_durable() {
+        let root = Path::new("/sim/repo");
+        let sim = sim_at(root.parent().unwrap());
+        sim.init_repository(root, 1 << 20).unwrap();
+        let store = LocalStore::on(Arc::new(sim.clone()), root);
+        let gone = Key::Snapshot(crate::id::SnapshotId::of(b"forgotten"));
+        let added = Key::Snapshot(crate::id::SnapshotId::of(b"added"));
+        store.put(gone, b"forgotten").unwrap();
+        let fs: &dyn Fs = &sim;
+        fs.remove_file(&store.describe(gone)).unwrap();
+        let (mut f, tmp) = fs.create_temp(&root.join("snapshots"), ".tmp-").unwrap();
+        f.write_all(b"added").unwrap();
+        f.sync().unwrap();
+        fs.rename(&tmp, &store.describe(added)).unwrap();
+        sim.crash(Crash::Kill, 0);
+        drop(sim.open_repository(root, Access::Write).unwrap());
+        sim.crash(Crash::PowerCut, 0);
+        let store = LocalStore::on(Arc::new(sim.clone()), root);
+        assert_eq!(store.list(crate::store::Kind::Snapshot).unwrap(), [added]);
+    }
+
     /// A pack directory made by a run that died before syncing its parent, then used by
     /// the next run: the pack put in it must survive a power cut.
     #[test]
