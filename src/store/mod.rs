@@ -194,7 +194,8 @@ pub trait Store: Send + Sync {
     /// config, a snapshot record, a forget's removal). Until then a power cut can take
     /// back what every command already sees: a snapshot that forget kept in place of
     /// older ones, a record that gc deleted the chunks of. The holder of the writer lock
-    /// calls it when it opens the store, before it acts on a listing.
+    /// calls it when it opens the store, before it acts on a listing. A store whose
+    /// writes and deletes are durable once visible (an object store) does nothing.
     fn sync_visible(&self) -> Result<()>;
 
     /// Remove the temporary objects interrupted atomic writes left behind; returns how
