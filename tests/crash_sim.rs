@@ -12,9 +12,9 @@
 //! left half done meets the next run's fsyncs.
 //!
 //! `CRASHSIM_SEEDS` (default 2) sets how many seeds run every crash point; seed s
-//! changes the crash kinds and the crash's choices; `CRASHSIM_SEED=s` runs (replays) seed
-//! s alone. `CRASHSIM_POINTS` keeps every n-th
-//! point only (default 1: all). Long run:
+//! changes the data dir, the crash kinds and the crash's choices; `CRASHSIM_SEED=s`
+//! runs (replays) seed s alone. `CRASHSIM_POINTS=n` keeps every n-th point only
+//! (default 1: all). Long run:
 //! `CRASHSIM_SEEDS=20 cargo test --release --features test-hooks --test crash_sim -- --nocapture`.
 
 mod common;
@@ -74,7 +74,8 @@ struct World {
 }
 
 impl World {
-    fn new() -> World {
+    /// A world whose data dir is generated from `seed`.
+    fn new(seed: u64) -> World {
         // On a tmpfs where there is one: restores end with a syncfs, which on a disk
         // shared with other work costs more than the rest of a run.
         let shm = std::path::Path::new("/dev/shm");
@@ -87,6 +88,7 @@ impl World {
         let spec = FixtureSpec {
             items: 3,
             db_rows: 40,
+            seed: 42 + seed,
             ..FixtureSpec::small(Layout::Docker)
         };
         let fx = fixture::generate(&tmp.path().join("jf"), &spec).unwrap();
@@ -267,9 +269,9 @@ impl World {
     }
 }
 
-/// How many ops the history takes without a crash.
-fn ops_of_history() -> u64 {
-    let mut w = World::new();
+/// How many ops the history of `seed` takes without a crash.
+fn ops_of_history(seed: u64) -> u64 {
+    let mut w = World::new(seed);
     assert_eq!(w.run_until_crash(0), None);
     w.verify("the history without a crash");
     assert!(
@@ -292,7 +294,7 @@ const POWER_CUTS: [Crash; 3] = [Crash::PowerCut, Crash::PowerCutInOrder, Crash::
 /// power cut a few operations later.
 fn run_with_crash_at(point: u64, seed: u64) -> Vec<Crash> {
     let mut rng = Rng::derive(seed, point);
-    let mut w = World::new();
+    let mut w = World::new(seed);
     w.label = format!("seed {seed}, crash point {point}");
     let mut crashes = Vec::new();
     let mut next = Some((point, pick(&mut rng, true)));
@@ -337,7 +339,6 @@ fn pick(rng: &mut Rng, kill: bool) -> Crash {
 #[test]
 fn every_crash_point_keeps_every_committed_snapshot() {
     jellysnap::set_io_threads(2);
-    let total = ops_of_history();
     let seeds = match std::env::var("CRASHSIM_SEED") {
         Ok(s) => {
             let s: u64 = s.parse().expect("CRASHSIM_SEED is a number");
@@ -346,9 +347,11 @@ fn every_crash_point_keeps_every_committed_snapshot() {
         Err(_) => 0..env_u64("CRASHSIM_SEEDS", 2),
     };
     let every = env_u64("CRASHSIM_POINTS", 1).max(1);
-    let mut runs = 0;
+    let (mut runs, mut points) = (0, Vec::new());
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     for seed in seeds.clone() {
+        let total = ops_of_history(seed);
+        points.push(total);
         for point in (1..=total).step_by(every as usize) {
             for how in run_with_crash_at(point, seed) {
                 *kinds.entry(format!("{how:?}")).or_default() += 1;
@@ -357,6 +360,6 @@ fn every_crash_point_keeps_every_committed_snapshot() {
         }
     }
     eprintln!(
-        "crash_sim: {total} operations in the history; {runs} runs over seeds {seeds:?}; crashes: {kinds:?}"
+        "crash_sim: seeds {seeds:?}, operations per history {points:?}; {runs} runs; crashes: {kinds:?}"
     );
 }
