@@ -80,6 +80,12 @@ pub mod progress {
     pub use crate::ops::progress::{NoProgress, Progress};
 }
 
+/// The crash tests' simulated file system, which forgets what was never synced.
+#[cfg(feature = "test-hooks")]
+pub mod simulation {
+    pub use crate::store::simfs::{Crash, SimFs};
+}
+
 /// Times as the CLI prints them.
 pub mod timefmt {
     pub use crate::ops::timefmt::utc;

@@ -4,14 +4,15 @@
 //! ([`durable`]); staged packs are built in `tmp/`, on the same file system, so that the
 //! final rename is atomic.
 
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::{PackId, SnapshotId};
-use crate::store::{durable, Key, Kind, Staged, Store};
+use crate::store::durable::{self, EntryKind, Fs, FsRead, StdFs};
+use crate::store::{Key, Kind, Staged, Store};
 
 /// The directories `init` creates before the config is written: the objects' own, and
 /// the repository's local index, locks and scratch space.
@@ -19,12 +20,27 @@ const SKELETON: [&str; 5] = ["packs", "snapshots", "index", "locks", "tmp"];
 
 pub struct LocalStore {
     root: PathBuf,
+    fs: Arc<dyn Fs>,
+    /// Tells this store's cached pack handles from another's (see `open_cached`).
+    id: u64,
+    /// Pack directories this store has made durable in their parent (one fsync each per
+    /// run, not one per pack).
+    durable_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 impl LocalStore {
     pub fn new(root: &Path) -> Self {
+        Self::on(Arc::new(StdFs), root)
+    }
+
+    /// A store at `root` on the file system `fs`.
+    pub fn on(fs: Arc<dyn Fs>, root: &Path) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         LocalStore {
             root: root.to_path_buf(),
+            fs,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            durable_dirs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -42,45 +58,56 @@ impl LocalStore {
 
     /// Open a pack for reading; each thread keeps its most recent pack open, since reads
     /// of one file or directory mostly hit the same pack. A hit compares the key and the
-    /// root only: no path is built per chunk read.
-    fn open_cached(&self, key: Key) -> std::io::Result<Arc<File>> {
+    /// store's id only: no path is built per chunk read, and a handle is never shared
+    /// between two stores (the crash tests open a new one on each simulated restart).
+    fn open_cached(&self, key: Key) -> std::io::Result<Arc<dyn FsRead>> {
+        type Last = Option<(u64, Key, Arc<dyn FsRead>)>;
         thread_local! {
-            static LAST: std::cell::RefCell<Option<(PathBuf, Key, Arc<File>)>> =
+            static LAST: std::cell::RefCell<Last> =
                 const { std::cell::RefCell::new(None) };
         }
         let cached = LAST.with(|l| {
             l.borrow()
                 .as_ref()
-                .filter(|(root, k, _)| *k == key && root == &self.root)
+                .filter(|(id, k, _)| *k == key && *id == self.id)
                 .map(|(_, _, f)| f.clone())
         });
         if let Some(f) = cached {
             return Ok(f);
         }
-        let f = Arc::new(File::open(self.path(key))?);
-        LAST.with(|l| *l.borrow_mut() = Some((self.root.clone(), key, f.clone())));
+        let f = self.fs.open_read(&self.path(key))?;
+        LAST.with(|l| *l.borrow_mut() = Some((self.id, key, f.clone())));
         Ok(f)
+    }
+
+    /// Make a pack directory exist, durably, once per run.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        let mut done = self
+            .durable_dirs
+            .lock()
+            .map_err(|_| Error::internal("the pack directory set was poisoned"))?;
+        if !done.contains(dir) {
+            durable::create_dir_durable_on(self.fs.as_ref(), dir)?;
+            done.insert(dir.to_path_buf());
+        }
+        Ok(())
     }
 
     /// True for an empty directory, or one holding only what an `init` that was
     /// interrupted before writing `config` leaves (empty skeleton directories, temp files).
     fn empty_or_interrupted_init(&self) -> Result<bool> {
         let path = &self.root;
-        for e in fs::read_dir(path).at(path)? {
-            let e = e.at(path)?;
-            let name = e.file_name().to_string_lossy().into_owned();
+        for (name, kind) in self.fs.list(path).at(path)? {
             if name.starts_with(".tmp-") {
                 continue;
             }
-            if !SKELETON.contains(&name.as_str()) || !e.file_type().at(e.path())?.is_dir() {
+            if !SKELETON.contains(&name.as_str()) || kind != EntryKind::Dir {
                 return Ok(false);
             }
             // Only the index and the locks may hold files (RocksDB creates them on open);
             // nothing that a repository's data lives in.
-            if name != "index"
-                && name != "locks"
-                && fs::read_dir(e.path()).at(e.path())?.next().is_some()
-            {
+            let sub = path.join(&name);
+            if name != "index" && name != "locks" && !self.fs.list(&sub).at(&sub)?.is_empty() {
                 return Ok(false);
             }
         }
@@ -90,10 +117,9 @@ impl LocalStore {
     fn list_snapshots(&self) -> Result<Vec<Key>> {
         let dir = self.root.join("snapshots");
         let mut out = Vec::new();
-        for ent in fs::read_dir(&dir).at(&dir)? {
-            let name = ent.at(&dir)?.file_name();
+        for (name, _) in self.fs.list(&dir).at(&dir)? {
             // Anything else is the temp file of an interrupted write.
-            if let Some(id) = SnapshotId::from_hex(&name.to_string_lossy()) {
+            if let Some(id) = SnapshotId::from_hex(&name) {
                 out.push(Key::Snapshot(id));
             }
         }
@@ -103,14 +129,13 @@ impl LocalStore {
     fn list_packs(&self) -> Result<Vec<Key>> {
         let dir = self.root.join("packs");
         let mut out = Vec::new();
-        for sub in fs::read_dir(&dir).at(&dir)? {
-            let sub = sub.at(&dir)?;
-            if !sub.file_type().at(sub.path())?.is_dir() {
+        for (sub, kind) in self.fs.list(&dir).at(&dir)? {
+            if kind != EntryKind::Dir {
                 continue;
             }
-            for f in fs::read_dir(sub.path()).at(sub.path())? {
-                let f = f.at(sub.path())?;
-                if let Some(id) = PackId::from_hex(&f.file_name().to_string_lossy()) {
+            let sub = dir.join(sub);
+            for (name, _) in self.fs.list(&sub).at(&sub)? {
+                if let Some(id) = PackId::from_hex(&name) {
                     out.push(Key::Pack(id));
                 }
             }
@@ -125,38 +150,48 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
-        durable::write_atomic(&self.path(key), bytes)
+        durable::write_atomic(self.fs.as_ref(), &self.path(key), bytes)
     }
 
     fn init(&self) -> Result<()> {
         let path = &self.root;
-        if path.exists() && !self.empty_or_interrupted_init()? {
+        let exists = match self.fs.kind(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        if exists && !self.empty_or_interrupted_init()? {
             return Err(Error::InitNotEmpty(path.to_path_buf()));
         }
-        durable::create_dir_durable(path)?;
+        let fs = self.fs.as_ref();
+        durable::create_dir_durable_on(fs, path)?;
         for d in SKELETON {
-            durable::create_dir_durable(&path.join(d))?;
+            durable::create_dir_durable_on(fs, &path.join(d))?;
         }
         Ok(())
     }
 
     fn stage(&self) -> Result<Staged> {
-        Staged::create(&self.root.join("tmp"))
+        Staged::create(self.fs.clone(), &self.root.join("tmp"))
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
-        let (file, tmp) = staged.finish()?;
-        file.sync_all().at(&*tmp)?;
+        let (mut file, tmp) = staged.finish()?;
+        file.sync().at(tmp.path())?;
+        drop(file);
         let path = self.path(key);
         let dir = durable::parent_dir(&path);
-        durable::create_dir_durable(dir)?;
-        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        durable::sync_dir(dir)
+        self.ensure_dir(dir)?;
+        self.fs
+            .rename(tmp.path(), &path)
+            .map_err(|e| Error::io(&path, e))?;
+        tmp.persisted();
+        durable::sync_dir_on(self.fs.as_ref(), dir)
     }
 
     fn get(&self, key: Key) -> Result<Vec<u8>> {
         let path = self.path(key);
-        fs::read(&path).at(&path)
+        self.fs.read(&path).at(&path)
     }
 
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -167,12 +202,12 @@ impl Store for LocalStore {
 
     fn size(&self, key: Key) -> Result<u64> {
         let path = self.path(key);
-        Ok(fs::metadata(&path).at(&path)?.len())
+        self.fs.len(&path).at(&path)
     }
 
     fn exists(&self, key: Key) -> Result<bool> {
         let path = self.path(key);
-        match fs::symlink_metadata(&path) {
+        match self.fs.kind(&path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(path, e)),
@@ -188,17 +223,26 @@ impl Store for LocalStore {
 
     fn delete(&self, key: Key) -> Result<()> {
         let path = self.path(key);
-        match fs::remove_file(&path) {
+        match self.fs.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path, e)),
         }
-        durable::sync_dir(durable::parent_dir(&path))
+        durable::sync_dir_on(self.fs.as_ref(), durable::parent_dir(&path))
+    }
+
+    fn sync_visible(&self) -> Result<()> {
+        // Packs need nothing: one left visible is unindexed until a later run puts it
+        // again (synced), and gc treats an unindexed copy as a spare.
+        let fs = self.fs.as_ref();
+        durable::sync_dir_on(fs, &self.root)?;
+        durable::sync_dir_on(fs, &self.root.join("snapshots"))
     }
 
     fn clear_scratch(&self) {
         // Packs being staged, database captures, their rebuilds and private copies.
         remove_matching(
+            self.fs.as_ref(),
             &self.root.join("tmp"),
             &["pack-", "db-capture-", "db-rebuild-", "db-source-"],
         );
@@ -208,11 +252,16 @@ impl Store for LocalStore {
         let mut n = 0;
         // Temp files of interrupted atomic writes, beside the objects.
         let mut dirs = vec![self.root.join("snapshots"), self.root.clone()];
-        if let Ok(rd) = fs::read_dir(self.root.join("packs")) {
-            dirs.extend(rd.flatten().map(|e| e.path()));
+        let packs = self.root.join("packs");
+        if let Ok(subs) = self.fs.list(&packs) {
+            dirs.extend(
+                subs.into_iter()
+                    .filter(|(_, k)| *k == EntryKind::Dir)
+                    .map(|(name, _)| packs.join(name)),
+            );
         }
         for d in dirs {
-            n += remove_matching(&d, &[".tmp-"]);
+            n += remove_matching(self.fs.as_ref(), &d, &[".tmp-"]);
         }
         Ok(n)
     }
@@ -224,18 +273,17 @@ impl Store for LocalStore {
 
 /// Remove the files (and directories) of `dir` whose names start with one of
 /// `prefixes`; how many.
-fn remove_matching(dir: &Path, prefixes: &[&str]) -> u64 {
-    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+fn remove_matching(fs: &dyn Fs, dir: &Path, prefixes: &[&str]) -> u64 {
+    let Ok(entries) = fs.list(dir) else { return 0 };
     let mut n = 0;
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
+    for (name, kind) in entries {
         if !prefixes.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        let removed = match e.file_type() {
-            Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
-            _ => fs::remove_file(e.path()),
+        let path = dir.join(&name);
+        let removed = match kind {
+            EntryKind::Dir => fs.remove_dir_all(&path),
+            _ => fs.remove_file(&path),
         };
         if removed.is_ok() {
             n += 1;
@@ -245,8 +293,9 @@ fn remove_matching(dir: &Path, prefixes: &[&str]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::fs;
 
     /// The contract of [`Store`], as any implementation must keep it.
     pub(crate) fn check_contract(store: &dyn Store) {

@@ -3,7 +3,9 @@
 //! - [`Store`]: the repository's objects (config, snapshot records, packs, the gc
 //!   marker) behind a narrow trait, with its durability contract; [`local::LocalStore`]
 //!   keeps them in a directory.
-//! - [`durable`]: atomic, durable writes to a local file system.
+//! - [`durable`]: atomic, durable writes to a local file system, through the narrow
+//!   file-operation trait that the crash tests' simulated file system (`simfs`, with the
+//!   `test-hooks` feature) also implements.
 //! - [`lock`], [`index`], [`packer`], [`repo`]: the repository's locks, its chunk index
 //!   (derived data, rebuilt from the packs), the pack writer and the handle that ties
 //!   them together.
@@ -19,15 +21,17 @@ pub mod lock;
 pub mod packer;
 pub mod repo;
 #[cfg(feature = "test-hooks")]
+pub mod simfs;
+#[cfg(feature = "test-hooks")]
 pub mod testing;
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::{PackId, SnapshotId};
+use crate::store::durable::{Fs, FsFile};
 
 /// An object of the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,23 +61,48 @@ pub type WriteHook = Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
 /// bytes): written to local scratch space, then handed to [`Store::put_staged`].
 /// Dropping it without putting it deletes the scratch file.
 pub struct Staged {
-    file: std::io::BufWriter<File>,
-    tmp: tempfile::TempPath,
+    file: std::io::BufWriter<Box<dyn FsFile>>,
+    tmp: TempName,
     len: u64,
     hook: Option<WriteHook>,
 }
 
+/// The name of a scratch file on `fs`, removed when dropped unless it was
+/// [`TempName::persisted`] under another name.
+pub struct TempName {
+    fs: Arc<dyn Fs>,
+    path: Option<PathBuf>,
+}
+
+impl TempName {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file was renamed away: nothing is left to remove.
+    pub fn persisted(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempName {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = self.fs.remove_file(&p);
+        }
+    }
+}
+
 impl Staged {
-    /// A new, empty scratch file in `dir`.
-    pub fn create(dir: &Path) -> Result<Self> {
-        let tmp = tempfile::Builder::new()
-            .prefix("pack-")
-            .tempfile_in(dir)
-            .at(dir)?;
-        let (file, tmp) = tmp.into_parts();
+    /// A new, empty scratch file in `dir` on `fs`.
+    pub fn create(fs: Arc<dyn Fs>, dir: &Path) -> Result<Self> {
+        let (file, path) = fs.create_temp(dir, "pack-").at(dir)?;
         Ok(Staged {
             file: std::io::BufWriter::with_capacity(1 << 20, file),
-            tmp,
+            tmp: TempName {
+                fs,
+                path: Some(path),
+            },
             len: 0,
             hook: None,
         })
@@ -87,9 +116,9 @@ impl Staged {
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         if let Some(hook) = &self.hook {
-            hook(&self.tmp).at(&*self.tmp)?;
+            hook(self.tmp.path()).at(self.tmp.path())?;
         }
-        self.file.write_all(bytes).at(&*self.tmp)?;
+        self.file.write_all(bytes).at(self.tmp.path())?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -100,11 +129,11 @@ impl Staged {
     }
 
     /// The finished scratch file: flushed, not yet synced.
-    pub fn finish(self) -> Result<(File, tempfile::TempPath)> {
+    pub fn finish(self) -> Result<(Box<dyn FsFile>, TempName)> {
         let file = self
             .file
             .into_inner()
-            .map_err(|e| Error::io(&*self.tmp, e.into_error()))?;
+            .map_err(|e| Error::io(self.tmp.path(), e.into_error()))?;
         Ok((file, self.tmp))
     }
 }
@@ -159,6 +188,15 @@ pub trait Store: Send + Sync {
     /// Empty the local scratch space of a process that died (staged packs, database
     /// captures). Only the holder of the writer lock calls it, when it opens the store.
     fn clear_scratch(&self);
+
+    /// Make durable what a process that died may have left visible but not durable: an
+    /// object renamed into place, or a delete, whose directory it never synced (the
+    /// config, a snapshot record, a forget's removal). Until then a power cut can take
+    /// back what every command already sees: a snapshot that forget kept in place of
+    /// older ones, a record that gc deleted the chunks of. The holder of the writer lock
+    /// calls it when it opens the store, before it acts on a listing. A store whose
+    /// writes and deletes are durable once visible (an object store) does nothing.
+    fn sync_visible(&self) -> Result<()>;
 
     /// Remove the temporary objects interrupted atomic writes left behind; returns how
     /// many. Only the holder of the writer lock calls it (gc).

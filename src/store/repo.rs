@@ -126,6 +126,7 @@ impl Repository {
                     LOCK_WAIT_WRITER,
                 )?);
                 store.clear_scratch();
+                store.sync_visible()?;
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
                     index_rebuilt = Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
@@ -208,6 +209,30 @@ impl Repository {
             index_rebuilt: None,
             listed: None,
             raw_limits,
+            _locks: Vec::new(),
+        })
+    }
+
+    /// A repository on `store` and `index`, opened as [`Repository::open`] opens one for
+    /// `access` but without locks or RocksDB (the crash tests' simulated file system).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn on_store(
+        path: &Path,
+        store: Arc<dyn Store>,
+        index: Arc<dyn ChunkIndex>,
+        access: Access,
+    ) -> Result<Self> {
+        let config = load_config(store.as_ref())?;
+        if access != Access::Read {
+            store.clear_scratch();
+            store.sync_visible()?;
+        }
+        Ok(Repository {
+            path: path.to_path_buf(),
+            store,
+            config,
+            index,
+            index_rebuilt: None,
             _locks: Vec::new(),
         })
     }

@@ -232,6 +232,10 @@ impl Store for FaultStore {
         self.inner.clear_scratch()
     }
 
+    fn sync_visible(&self) -> Result<()> {
+        self.inner.sync_visible()
+    }
+
     fn remove_leftovers(&self) -> Result<u64> {
         self.inner.remove_leftovers()
     }
