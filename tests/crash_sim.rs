@@ -233,6 +233,8 @@ impl World {
                 destination: jellysnap::restore::Destination::Target(target.clone()),
                 components: None,
                 force: false,
+                protect: Vec::new(),
+                verify: false,
             };
             let plan = jellysnap::restore::plan(&repo, snap, &opts)
                 .unwrap_or_else(|e| panic!("{what}: restore plan of {id}: {e}"));

@@ -227,12 +227,15 @@ impl Repository {
             store.clear_scratch();
             store.sync_visible()?;
         }
+        let raw_limits = RawLimits::of(&config);
         Ok(Repository {
             path: path.to_path_buf(),
             store,
             config,
             index,
             index_rebuilt: None,
+            listed: None,
+            raw_limits,
             _locks: Vec::new(),
         })
     }

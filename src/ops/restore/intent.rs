@@ -66,7 +66,7 @@ pub(super) fn begin(
     // A data dir restored onto a new disk may not be there yet (making it destroys
     // nothing).
     crate::store::durable::create_dir_durable(data_dir)?;
-    crate::store::durable::write_atomic(&path, &bytes)?;
+    crate::store::durable::write_atomic(&crate::store::durable::StdFs, &path, &bytes)?;
     Ok(path)
 }
 
