@@ -204,6 +204,23 @@ impl Error {
         }
     }
 
+    /// An I/O error that says nothing about the bytes stored: the system refused the
+    /// read (a permission, a resource limit, an interrupted or timed-out call). Such an
+    /// error is reported as what it is, never as damaged data. A missing object, a read
+    /// past its end, bytes the medium could not give back (EIO) or invalid data are not
+    /// refusals: those are what damage looks like.
+    pub fn is_refusal(&self) -> bool {
+        let Error::Io { source, .. } = self else {
+            return false;
+        };
+        !matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::InvalidData
+        ) && source.raw_os_error() != Some(libc::EIO)
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         Error::Internal(detail.into())
     }

@@ -248,3 +248,48 @@ fn two_first_backups_at_once_make_one_repository() {
         env.restore_to(snap, snap);
     }
 }
+
+/// A pack the user may not read is a permission problem, not damage: `check` stops with
+/// the I/O error naming the pack (exit 1) and a restore names the same cause; neither
+/// calls the repository damaged, since nothing is known about the pack's bytes.
+#[test]
+#[ignore = "needs root: runs commands as user nobody"]
+fn a_pack_the_user_may_not_read_is_not_called_damaged() {
+    use std::os::unix::fs::PermissionsExt;
+    need_root("runs commands as user nobody");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    common::env::open_up(&env.root, true);
+    let pack = common::env::files_under(&env.repo.join("packs"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o000)).unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+
+    let out = env.nobody(&["check", "--read-data"]).output();
+    let err = s(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains(&name),
+        "{err}"
+    );
+    assert!(
+        err.contains("check stopped: the system refused a read"),
+        "{err}"
+    );
+    assert!(!err.contains("damaged pack"), "{err}");
+
+    let t = env.root.join("restored");
+    let out = env
+        .nobody(&["restore", "one", "--target", t.to_str().unwrap()])
+        .output();
+    let err = s(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        !err.contains("damaged") && !err.contains("corrupt") && !err.contains("missing"),
+        "{err}"
+    );
+}

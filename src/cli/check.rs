@@ -13,7 +13,13 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
     let mode = ReadData::new(a.read_data, a.read_data_subset, &args::cache_dir())?;
     let repo = Repository::open(&ctx.repo_path, Access::Read)?;
     report_rebuild(&repo, ctx.out);
-    let r = check::check(&repo, &mode, ctx.progress)?;
+    let r = check::check(&repo, &mode, ctx.progress).inspect_err(|e| {
+        if e.is_refusal() {
+            ctx.out.err(
+                "jellysnap: check stopped: the system refused a read (below); that says nothing about the repository's data. Give this user read access to the whole repository (or run as its owner) and run check again",
+            );
+        }
+    })?;
     ctx.out.json(json!(r));
     ctx.out.text(&counts_text(&r));
     if r.ok() && r.newer_format.is_empty() {

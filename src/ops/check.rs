@@ -163,6 +163,8 @@ impl Checker<'_> {
         let (snaps, bad_records) = self.repo.snapshots()?;
         for e in bad_records {
             match e {
+                // The system refused the read: nothing is known about the record.
+                e if e.is_refusal() => return Err(e),
                 Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
                 e => self
                     .report
@@ -225,6 +227,7 @@ impl Checker<'_> {
         let mut failed: HashMap<ChunkId, String> = HashMap::new();
         for (id, e) in failed_trees {
             match e {
+                e if e.is_refusal() => return Err(e),
                 // Not damage: the chunk itself is still located and (with read_data) read.
                 Error::NewerFormat { .. } => self.report.newer_format.push(e.to_string()),
                 e => {
@@ -249,11 +252,11 @@ impl Checker<'_> {
         }
         for id in &ids {
             let size = self.repo.pack_size(id).unwrap_or(0);
-            let entries = self.trailer(id);
+            let entries = self.trailer(id)?;
             let here = located.remove(id).unwrap_or_default();
             self.check_located(id, size, entries.as_deref(), here, &failed);
             if let Some(entries) = entries.filter(|_| chosen.contains(id)) {
-                self.read_pack_data(id, &entries, progress);
+                self.read_pack_data(id, &entries, progress)?;
             }
         }
         let mut missing: Vec<(PackId, Vec<Located>)> = located.into_iter().collect();
@@ -271,9 +274,10 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// A pack's entries from its trailer (or a scan); a damaged trailer is a problem.
-    fn trailer(&mut self, id: &PackId) -> Option<Vec<PackEntry>> {
-        match self.repo.pack_entries(id) {
+    /// A pack's entries from its trailer (or a scan); a damaged trailer is a problem, a
+    /// read the system refuses ends the check.
+    fn trailer(&mut self, id: &PackId) -> Result<Option<Vec<PackEntry>>> {
+        Ok(match self.repo.pack_entries(id) {
             Ok((entries, scanned)) => {
                 if scanned {
                     self.report.problems.push(problem(
@@ -292,13 +296,14 @@ impl Checker<'_> {
                 self.report.newer_format.push(e.to_string());
                 None
             }
+            Err(e) if e.is_refusal() => return Err(e),
             Err(e) => {
                 self.report
                     .problems
                     .push(problem("pack", Some(id), vec![], e.to_string()));
                 None
             }
-        }
+        })
     }
 
     /// The referenced chunks the index places in pack `id` (of `size` bytes): each lies
@@ -346,8 +351,13 @@ impl Checker<'_> {
     }
 
     /// Read, decompress and hash every chunk of one pack; damaged ones are a problem.
-    fn read_pack_data(&mut self, id: &PackId, entries: &[PackEntry], progress: &dyn Progress) {
-        let damaged = self.read_pack(id, entries, progress);
+    fn read_pack_data(
+        &mut self,
+        id: &PackId,
+        entries: &[PackEntry],
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let damaged = self.read_pack(id, entries, progress)?;
         self.report.packs_read += 1;
         if !damaged.is_empty() {
             self.bad.extend(damaged.iter().copied());
@@ -358,24 +368,30 @@ impl Checker<'_> {
                 "content does not match its id (damaged on disk)".into(),
             ));
         }
+        Ok(())
     }
 
-    /// The chunks of one pack whose content does not match their id.
+    /// The chunks of one pack whose content does not match their id (a read the system
+    /// refuses ends the check instead).
     fn read_pack(
         &mut self,
         id: &PackId,
         entries: &[PackEntry],
         progress: &dyn Progress,
-    ) -> Vec<ChunkId> {
+    ) -> Result<Vec<ChunkId>> {
         let mut damaged = Vec::new();
         let (mut buf, mut out) = (Vec::new(), Vec::new());
         for e in entries {
             buf.resize(e.record_len() as usize, 0);
-            let ok = self
+            let read = match self
                 .repo
                 .store()
                 .read_at(Key::Pack(*id), e.offset, &mut buf)
-                .is_ok()
+            {
+                Err(err) if err.is_refusal() => return Err(err),
+                r => r.is_ok(),
+            };
+            let ok = read
                 && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h.id == e.id)
                 && pack::verify_payload(
                     e,
@@ -390,7 +406,7 @@ impl Checker<'_> {
             self.report.bytes_read += e.record_len();
             progress.advance(e.record_len());
         }
-        damaged
+        Ok(damaged)
     }
 
     /// Trace damaged chunks back to the snapshots and paths that use them.

@@ -395,17 +395,14 @@ impl Repository {
         let record = scratch.get_mut(..len).unwrap_or_default();
         match self.store.read_at(Key::Pack(e.pack), e.offset, record) {
             Ok(()) => {}
-            Err(Error::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::PackMissing {
                     pack: e.pack,
                     detail: source.to_string(),
                 })
             }
+            // A permission or a resource limit, not the pack's bytes: said as it is.
+            Err(err) if err.is_refusal() => return Err(err),
             Err(err) => return Err(Error::corrupt("pack", loc(), format!("chunk {id}: {err}"))),
         }
         let hdr = pack::decode_record_header(record, e.offset)
@@ -588,27 +585,32 @@ fn read_pack_entries(
     if store.read_at(key, 0, &mut header).is_ok() {
         pack::refuse_newer(&header, &store.describe(key).display().to_string())?;
     }
-    let from_trailer = || -> std::result::Result<Vec<PackEntry>, String> {
+    // A read the system refuses ends here as that error (nothing says the trailer is
+    // damaged); anything else wrong with the trailer is damage, recovered by a scan.
+    let read = |offset: u64, buf: &mut [u8]| match store.read_at(key, offset, buf) {
+        Err(e) if e.is_refusal() => Err(Err(e)),
+        r => r.map_err(|e| Ok(e.to_string())),
+    };
+    let from_trailer = || -> std::result::Result<Vec<PackEntry>, Result<String>> {
         if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
-            return Err("shorter than a pack".into());
+            return Err(Ok("shorter than a pack".into()));
         }
         let mut footer = [0u8; FOOTER_LEN];
-        store
-            .read_at(key, len - FOOTER_LEN as u64, &mut footer)
-            .map_err(|e| e.to_string())?;
-        let tl = pack::trailer_len_from_footer(&footer, len)?;
+        read(len - FOOTER_LEN as u64, &mut footer)?;
+        let tl = pack::trailer_len_from_footer(&footer, len).map_err(Ok)?;
         let mut tail = vec![0u8; tl as usize];
-        store
-            .read_at(key, len - tl, &mut tail)
-            .map_err(|e| e.to_string())?;
-        let es = pack::decode_trailer(&tail, len)?;
+        read(len - tl, &mut tail)?;
+        let es = pack::decode_trailer(&tail, len).map_err(Ok)?;
         // An entry no chunker or tree encoder could have made: the records say more.
-        es.iter().try_for_each(|e| limits.check_entry(e))?;
+        es.iter()
+            .try_for_each(|e| limits.check_entry(e))
+            .map_err(Ok)?;
         Ok(es)
     };
     match from_trailer() {
         Ok(es) => Ok((es, false)),
-        Err(_) => {
+        Err(Err(refused)) => Err(refused),
+        Err(Ok(_)) => {
             let (es, _) = pack::scan_records(&store.get(key)?, limits);
             Ok((es, true))
         }
