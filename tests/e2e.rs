@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::env::{entries_in, files_under, kill_running, need_root, s, wait_until, Cmd, Env};
+use common::env::{
+    entries_in, files_under, kill_running, need_root, s, wait_until, Cmd, Env, SmallDisk,
+};
 use common::fixture::{self, FixtureSpec, Layout};
 use common::verify::{assert_same, db_content, describe, expected_state};
 use serde_json::Value;
@@ -1298,37 +1300,6 @@ fn file_over_4_gib_round_trips() {
 // ---------------------------------------------------------------------------------------
 // Faults: a full disk during backup
 
-/// A size-limited tmpfs (root only), unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount tmpfs: {}", s(&out.stderr));
-        SmallDisk(at.to_path_buf())
-    }
-
-    fn grow(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", s(&out.stderr));
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root: mounts a small tmpfs"]
 fn full_disk_during_backup_loses_nothing_and_recovers() {
@@ -1341,7 +1312,7 @@ fn full_disk_during_backup_loses_nothing_and_recovers() {
     let mut big = vec![0u8; 12 << 20];
     rng.fill(&mut big);
     fs::write(fx.metadata_dir.join("library/big-backdrop.jpg"), &big).unwrap();
-    let repo = disk.0.join("repo");
+    let repo = disk.path().join("repo");
     let run = |args: &[&str]| Cmd::at_repo(&repo, args);
     let data = fx.data_dir.to_str().unwrap();
     let restored = |snap: &str, name: &str| {

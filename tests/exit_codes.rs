@@ -273,16 +273,10 @@ fn a_full_restore_target_is_20() {
     common::env::need_root("mounts a small tmpfs");
     let (env, _fx) = one_snapshot();
     let disk = env.root.join("disk");
-    fs::create_dir(&disk).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
+    let mounted = common::env::SmallDisk::mount(&disk, "64k");
     let t = disk.join("restored");
     let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
-    let _ = Command::new("umount").arg("-l").arg(&disk).status();
+    drop(mounted);
     expect(&out, 20);
     assert!(
         s(&out.stderr).contains("still to write"),

@@ -8,11 +8,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-use common::env::{files_under, need_root, s, Env};
+use common::env::{files_under, need_root, s, Env, SmallDisk};
 use common::fixture::{self, Fixture, FixtureSpec, Layout};
 use common::verify::{assert_same, expected_state};
 
@@ -264,28 +263,6 @@ fn a_sparse_file_comes_back_sparse() {
     );
 }
 
-/// A size-limited tmpfs (root only), unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount tmpfs: {}", s(&out.stderr));
-        SmallDisk(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Fill the file system holding `dir` with `filler` until it is full, then free `leave`
 /// bytes of it again.
 fn fill_leaving(filler: &Path, leave: u64) {
@@ -309,7 +286,7 @@ fn a_full_disk_stops_an_in_place_restore_once_and_a_rerun_finishes_it() {
         sheet_bytes: 48 * 1024,
         ..FixtureSpec::small(Layout::Docker)
     };
-    let fx = fixture::generate(&disk.0.join("jellyfin"), &spec).unwrap();
+    let fx = fixture::generate(&disk.path().join("jellyfin"), &spec).unwrap();
     env.backup(&fx, &[]);
     let before = expected_state(&fx);
     // An upgrade removed every trickplay sheet (to make new ones); then the disk filled
@@ -319,7 +296,7 @@ fn a_full_disk_stops_an_in_place_restore_once_and_a_rerun_finishes_it() {
     for p in &sheets {
         fs::remove_file(p).unwrap();
     }
-    let filler = disk.0.join("filler");
+    let filler = disk.path().join("filler");
     fill_leaving(&filler, 100 << 10);
 
     let out = env.expect(&["restore", "latest", "--in-place", "--force"], 20);
@@ -329,7 +306,7 @@ fn a_full_disk_stops_an_in_place_restore_once_and_a_rerun_finishes_it() {
         "{err}"
     );
     assert!(
-        err.contains(disk.0.to_str().unwrap()),
+        err.contains(disk.path().to_str().unwrap()),
         "the error names the path: {err}"
     );
     assert_eq!(

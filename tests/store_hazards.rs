@@ -4,10 +4,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::path::Path;
+use std::process::{Child, Output};
 
-use common::env::{need_root, s, wait_until, Cmd, Env};
+use common::env::{need_root, s, wait_until, Cmd, Env, SmallDisk};
 use common::fixture;
 use common::verify::{assert_same, describe, expected_state};
 
@@ -167,28 +167,6 @@ fn gc_keeps_chunks_the_index_places_in_a_missing_pack() {
     env.assert_restores("base", "after", &base);
 }
 
-/// A size-limited tmpfs (root only), unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount tmpfs: {}", s(&out.stderr));
-        SmallDisk(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A first backup of 40 MiB fits a repository on a 100 MiB disk: the index reserves
 /// space in proportion to itself, not RocksDB's ~70 MiB of write-ahead log and manifest
 /// up front.
@@ -202,7 +180,7 @@ fn a_first_backup_fits_a_small_disk() {
     fixture::Rng::new(22).fill(&mut big);
     fs::write(fx.metadata_dir.join("library/big-backdrop.jpg"), &big).unwrap();
     let disk = SmallDisk::mount(&env.root.join("disk"), "100m");
-    let repo = disk.0.join("repo");
+    let repo = disk.path().join("repo");
     let data = fx.data_dir.to_str().unwrap();
     Cmd::at_repo(&repo, &["backup", "--init", "--data-dir", data]).expect(0);
     let t = env.root.join("restored");

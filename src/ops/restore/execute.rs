@@ -276,7 +276,8 @@ fn write_files(
     let written = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let links = link_groups(plan);
-    let failed = Mutex::new(HashSet::new());
+    let failed: Mutex<HashSet<PathBuf>> = Mutex::new(HashSet::new());
+    let poisoned = || Error::internal("restore error list poisoned");
     let files: Vec<&Action> = plan
         .actions
         .iter()
@@ -291,27 +292,20 @@ fn write_files(
             _ => 0,
         })
         .sum();
-    let stop = |e: Error| {
-        let done = bytes.load(Ordering::Relaxed);
-        stopped(plan, e, file_bytes.saturating_sub(done), true)
+    let write = |path: &Path, entry: &Entry| {
+        write_file(repo, path, entry, is_root, progress).map(|n| {
+            bytes.fetch_add(n, Ordering::Relaxed);
+        })
     };
-    let run = files.par_iter().try_for_each(|a| -> Result<()> {
-        let (path, r) = match a {
-            Action::Write { path, entry, .. } => (
-                path,
-                write_file(repo, path, entry, is_root, progress).map(|n| {
-                    bytes.fetch_add(n, Ordering::Relaxed);
-                }),
-            ),
-            Action::Symlink { path, entry } => (path, write_symlink(path, entry, is_root)),
-            _ => return Ok(()),
-        };
+    // One file's outcome: counted; or named in the report's errors while the others go
+    // on; or the end of the restore (a destination that takes nothing more, stopped
+    // here rather than once per file; a bug).
+    let settle = |path: &Path, r: Result<()>| -> Result<()> {
         match r {
             Ok(()) => {
                 written.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            // The destination takes nothing more: stop here, not once per file.
             Err(e) if no_space(&e).is_some() => Err(e),
             Err(
                 e @ (Error::Corrupt { .. }
@@ -321,72 +315,50 @@ fn write_files(
             ) => {
                 let msg = format!("{}: {e}", path.display());
                 progress.warn(&msg);
-                errors
-                    .lock()
-                    .map_err(|_| Error::internal("restore error list poisoned"))?
-                    .push(msg);
+                errors.lock().map_err(|_| poisoned())?.push(msg);
                 failed
                     .lock()
-                    .map_err(|_| Error::internal("restore error list poisoned"))?
-                    .insert(path.as_path());
+                    .map_err(|_| poisoned())?
+                    .insert(path.to_path_buf());
                 Ok(())
             }
             Err(e) => Err(e),
         }
-    });
-    if let Err(e) = run {
-        report.files_written += written.load(Ordering::Relaxed);
-        return Err(stop(e));
-    }
-    // The other links of each hard-link group, to the file written first (written as a
-    // file of their own when that one failed or cannot be linked to).
-    let failed = failed
-        .into_inner()
-        .map_err(|_| Error::internal("restore error list poisoned"))?;
-    for a in &plan.actions {
-        let Action::Write { path, entry, .. } = a else {
-            continue;
-        };
-        let Some(first) = links.get(path.as_path()) else {
-            continue;
-        };
-        let linked = !failed.contains(first) && link_file(first, path).is_ok();
-        let r = if linked {
+    };
+    let run = files
+        .par_iter()
+        .try_for_each(|a| match a {
+            Action::Write { path, entry, .. } => settle(path, write(path, entry)),
+            Action::Symlink { path, entry } => settle(path, write_symlink(path, entry, is_root)),
+            _ => Ok(()),
+        })
+        .and_then(|()| {
+            // The other names of each hard-link group, linked to the one written first
+            // (written as files of their own when that one failed or cannot be linked to).
+            for a in &plan.actions {
+                let Action::Write { path, entry, .. } = a else {
+                    continue;
+                };
+                let Some(first) = links.get(path.as_path()) else {
+                    continue;
+                };
+                let first_failed = failed.lock().map_err(|_| poisoned())?.contains(*first);
+                let r = if !first_failed && link_file(first, path).is_ok() {
+                    Ok(())
+                } else {
+                    write(path, entry)
+                };
+                settle(path, r)?;
+            }
             Ok(())
-        } else {
-            write_file(repo, path, entry, is_root, progress).map(|n| {
-                bytes.fetch_add(n, Ordering::Relaxed);
-            })
-        };
-        match r {
-            Ok(()) => {
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) if no_space(&e).is_some() => {
-                report.files_written += written.load(Ordering::Relaxed);
-                return Err(stop(e));
-            }
-            Err(
-                e @ (Error::Corrupt { .. }
-                | Error::ChunkMissing { .. }
-                | Error::PackMissing { .. }
-                | Error::Io { .. }),
-            ) => {
-                let msg = format!("{}: {e}", path.display());
-                progress.warn(&msg);
-                errors
-                    .lock()
-                    .map_err(|_| Error::internal("restore error list poisoned"))?
-                    .push(msg);
-            }
-            Err(e) => return Err(e),
-        }
+        });
+    report.files_written += written.load(Ordering::Relaxed);
+    if let Err(e) = run {
+        let done = bytes.load(Ordering::Relaxed);
+        return Err(stopped(plan, e, file_bytes.saturating_sub(done), true));
     }
-    report.files_written += written.into_inner();
     report.bytes_written += bytes.into_inner();
-    report.errors = errors
-        .into_inner()
-        .map_err(|_| Error::internal("restore error list poisoned"))?;
+    report.errors = errors.into_inner().map_err(|_| poisoned())?;
     Ok(())
 }
 
