@@ -395,3 +395,27 @@ fn an_in_place_restore_killed_at_any_step_of_the_database_swap_is_old_new_or_mar
     }
     assert!(marked >= 3, "only {marked} step(s) left a marked state");
 }
+
+/// The command that finishes an interrupted rollback names the repository by its absolute
+/// path, so it works from any directory, whatever path the restore was given.
+#[test]
+fn the_command_that_finishes_a_rollback_works_from_any_directory() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    let relative = env.repo.strip_prefix(&env.root).unwrap();
+    Cmd::new(&["--repo"])
+        .arg(relative)
+        .args(&["restore", "one", "--in-place", "--force"])
+        .current_dir(&env.root)
+        .crash_at("restore-swap-1")
+        .crashes();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.run_exact(&["backup", "--data-dir", data]);
+    let err = s(&out.stderr);
+    assert_eq!(out.status.code(), Some(21), "{err}");
+    assert!(
+        err.contains(&format!("jellysnap --repo {} restore", env.repo.display())),
+        "{err}"
+    );
+}

@@ -271,3 +271,30 @@ fn a_pack_the_user_may_not_read_is_not_called_damaged() {
         "{err}"
     );
 }
+
+/// A record whose header disagrees with its trailer entry (here its raw length, under a
+/// valid header checksum) is damage to `check --read-data`, as it is to a restore.
+#[test]
+fn check_compares_each_record_header_with_its_trailer_entry() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    let pack = common::env::files_under(&env.repo.join("packs"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    // The first record follows the 12-byte pack header: "JSCK", id[32], kind, compression,
+    // 0u16, raw_len u32 at 40, stored_len u32 at 44, check u32 at 48.
+    let h = 12;
+    assert_eq!(&bytes[h..h + 4], b"JSCK");
+    let raw = u32::from_le_bytes(bytes[h + 40..h + 44].try_into().unwrap());
+    bytes[h + 40..h + 44].copy_from_slice(&(raw + 1).to_le_bytes());
+    let check = blake3::hash(&bytes[h..h + 48]);
+    bytes[h + 48..h + 52].copy_from_slice(&check.as_bytes()[..4]);
+    fs::write(&pack, &bytes).unwrap();
+
+    let out = env.expect(&["check", "--read-data"], 18);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(s(&out.stderr).contains(name), "{}", s(&out.stderr));
+}

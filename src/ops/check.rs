@@ -392,7 +392,9 @@ impl Checker<'_> {
                 r => r.is_ok(),
             };
             let ok = read
-                && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h.id == e.id)
+                // The record's header says what the trailer says (a reader compares it with the
+                // index the same way).
+                && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h == *e)
                 && pack::verify_payload(
                     e,
                     buf.get(pack::RECORD_HEADER_LEN..).unwrap_or_default(),

@@ -259,7 +259,7 @@ fn read_verified<'b>(
     };
     let hdr = crate::format::pack::decode_record_header(buf, e.offset)
         .map_err(|d| Error::corrupt("pack", loc(), d))?;
-    if hdr.id != e.id {
+    if hdr != *e {
         return Err(Error::corrupt(
             "pack",
             loc(),

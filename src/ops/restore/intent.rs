@@ -57,7 +57,8 @@ pub(super) fn begin(
     let intent = Intent {
         what: "jellysnap in-place restore in progress; run any jellysnap backup or restore of this data dir to be told how to finish or undo it".into(),
         snapshot: snapshot.to_string(),
-        repository: lossy(repository),
+        // Absolute: the finishing command it prints must work from any directory.
+        repository: lossy(&std::path::absolute(repository).unwrap_or_else(|_| repository.to_path_buf())),
         components: components.iter().map(|c| c.name().to_string()).collect(),
         databases,
     };
