@@ -290,6 +290,20 @@ fn a_wrong_clock_does_not_break_retention() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(kept, [past.as_str()], "{f}");
+    // A date rule alone keeps it too: the snapshot written last is never removed by a
+    // policy, whatever its date says.
+    let f = env
+        .cmd(&["forget", "--keep-within", "2d", "--dry-run"])
+        .clock_at(now)
+        .json(0);
+    let past_decision = f["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == past.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(past_decision["keep"], true, "{f}");
 
     // A clock a year ahead, then back to normal.
     backup_at(&env, data, T0 + 400 * DAY);

@@ -189,6 +189,11 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
             }
         }
     }
+    // The snapshot written last is never removed by a policy: taken while the clock was
+    // wrong, its date may put it outside every date rule.
+    if let Some(d) = out.first_mut() {
+        d.reasons.push("newest".into());
+    }
     let newest = out.iter().map(|d| d.time_ns).max();
     if let (Some(w), Some(newest)) = (policy.within_secs, newest) {
         let cutoff = newest.saturating_sub((w as i64).saturating_mul(NS));
