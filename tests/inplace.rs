@@ -419,3 +419,25 @@ fn the_command_that_finishes_a_rollback_works_from_any_directory() {
         "{err}"
     );
 }
+
+/// A restore killed while writing its intent record leaves that record's temp file in the
+/// data dir; the next in-place restore removes it and finishes.
+#[test]
+fn the_temp_file_of_a_killed_intent_record_is_cleared() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    env.cmd(&["restore", "one", "--in-place", "--force"])
+        .crash_at("restore-intent-temp")
+        .crashes();
+    let temps = || -> Vec<String> {
+        fs::read_dir(&fx.data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".jellysnap-restore-") || n.starts_with(".tmp-"))
+            .collect()
+    };
+    assert_eq!(temps().len(), 1, "{:?}", temps());
+    env.expect(&["restore", "one", "--in-place", "--force"], 0);
+    assert!(temps().is_empty(), "{:?}", temps());
+}

@@ -30,6 +30,7 @@
 //! | `restore-link-made` | a restored symlink is made under its temp name, not yet renamed |
 //! | `check-rebuilt` | `check --read-data` has rebuilt a database dump in scratch space |
 //! | `restore-before-sync` | a restore has written everything, before its final syncs |
+//! | `restore-mark-temp`, `restore-intent-temp` | an in-place restore's unfinished-restore mark or intent record is written under its temp name, not yet renamed |
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +25,7 @@ use rayon::prelude::*;
 
 use super::database::{install_databases, prepare_databases, swaps};
 use super::intent;
-use super::write::{link_file, set_meta, temp_beside, write_file, write_symlink};
+use super::write::{link_file, set_meta, write_durably, write_file, write_symlink};
 use super::{no_space, unfinished_mark, Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Component;
@@ -138,11 +137,7 @@ fn mark_unfinished(plan: &RestorePlan) -> Result<()> {
 
 /// Write a mark durably, through a temp name a later restore removes if this one dies.
 fn write_mark(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = temp_beside(path)?;
-    tmp.write_all(text.as_bytes()).at(path)?;
-    tmp.as_file().sync_all().at(path)?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    durable::sync_dir(durable::parent_dir(path))
+    write_durably(path, text.as_bytes(), "restore-mark-temp")
 }
 
 /// Everything this plan wrote is durable: remove the marks, or keep naming the components

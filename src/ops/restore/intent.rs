@@ -67,7 +67,9 @@ pub(super) fn begin(
     // A data dir restored onto a new disk may not be there yet (making it destroys
     // nothing).
     crate::store::durable::create_dir_durable(data_dir)?;
-    crate::store::durable::write_atomic(&crate::store::durable::StdFs, &path, &bytes)?;
+    // What an earlier restore killed while writing this record left (its temp file).
+    super::clear_dead_temps(data_dir);
+    super::write::write_durably(&path, &bytes, "restore-intent-temp")?;
     Ok(path)
 }
 

@@ -278,14 +278,31 @@ fn is_restore_leftover(name: &[u8]) -> bool {
     if name.starts_with(b".jellysnap-stale-") {
         return true;
     }
-    let owned = |prefix: &str| {
-        let tail = name.strip_prefix(prefix.as_bytes())?;
-        let tail = std::str::from_utf8(tail).unwrap_or("");
-        // A name without an owner (made by an earlier jellysnap) has no live owner.
-        let tag = tail.split('-').next().unwrap_or("");
-        Some(crate::sys::owner_alive(tag) != Some(true))
+    dead_owner(name, TEMP_PREFIX).or_else(|| dead_owner(name, LINK_PREFIX)) == Some(true)
+}
+
+/// Remove the temp files of restores that died, directly in `dir` (not below it): what a
+/// restore killed while writing a record there left. Best effort.
+fn clear_dead_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
     };
-    owned(TEMP_PREFIX).or_else(|| owned(LINK_PREFIX)) == Some(true)
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let dead = dead_owner(name.as_encoded_bytes(), TEMP_PREFIX) == Some(true);
+        if dead && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// For a name made with `prefix` and its owner's tag: whether that owner is gone.
+fn dead_owner(name: &[u8], prefix: &str) -> Option<bool> {
+    let tail = name.strip_prefix(prefix.as_bytes())?;
+    let tail = std::str::from_utf8(tail).unwrap_or("");
+    // A name without an owner (made by an earlier jellysnap) has no live owner.
+    let tag = tail.split('-').next().unwrap_or("");
+    Some(crate::sys::owner_alive(tag) != Some(true))
 }
 
 #[cfg(test)]

@@ -33,6 +33,21 @@ pub(super) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
         .at(dir)
 }
 
+/// Write a small file durably, through a temp name of this restore's (removed as a
+/// leftover by a later restore if this one dies before the rename). `point` names the
+/// moment the temp file is written, for the crash tests.
+pub(super) fn write_durably(path: &Path, bytes: &[u8], point: &'static str) -> Result<()> {
+    let mut tmp = temp_beside(path)?;
+    tmp.write_all(bytes).at(path)?;
+    tmp.as_file().sync_all().at(path)?;
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point(point);
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = point;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    crate::store::durable::sync_dir(crate::store::durable::parent_dir(path))
+}
+
 /// Write a file's chunks (each verified by its id) into a temp file next to `path`.
 pub(super) fn fill_beside(
     repo: &Repository,
