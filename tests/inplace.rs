@@ -441,3 +441,22 @@ fn the_temp_file_of_a_killed_intent_record_is_cleared() {
     env.expect(&["restore", "one", "--in-place", "--force"], 0);
     assert!(temps().is_empty(), "{:?}", temps());
 }
+
+/// A `data/jellyfin.db` that links to a database on a disk that is not mounted: the backup
+/// says so, naming the link's target, instead of calling the dir no Jellyfin data dir.
+#[test]
+fn a_backup_names_the_missing_target_of_a_linked_database() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let db = fx.data_dir.join("data/jellyfin.db");
+    fs::remove_file(&db).unwrap();
+    let gone = env.root.join("ssd-not-mounted/jellyfin.db");
+    std::os::unix::fs::symlink(&gone, &db).unwrap();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["backup", "--data-dir", data], 14);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains(&gone.display().to_string()) && err.contains("is the disk"),
+        "{err}"
+    );
+}

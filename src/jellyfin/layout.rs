@@ -255,7 +255,13 @@ fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
     if has_db(&data_dir) {
         return Ok(data_dir);
     }
-    let hint = if has_db(&data_dir.join("data")) {
+    let db = data_dir.join("data/jellyfin.db");
+    let hint = if let (Ok(to), false) = (std::fs::read_link(&db), db.exists()) {
+        format!(
+            "data/jellyfin.db is a link to {}, which is not there: is the disk that holds the database mounted?",
+            to.display()
+        )
+    } else if has_db(&data_dir.join("data")) {
         format!(
             "it looks like the linuxserver.io /config dir: pass --data-dir {}",
             data_dir.join("data").display()
