@@ -92,6 +92,9 @@ pub enum Error {
     #[error("repository {path} is locked by another jellysnap process ({detail}); wait for it to finish and retry")]
     Locked { path: PathBuf, detail: String },
 
+    #[error("data dir {path} is in use: {detail}")]
+    DataDirLocked { path: PathBuf, detail: String },
+
     #[error("Jellyfin appears to be running: {detail}; stop the server first (e.g. `systemctl stop jellyfin` or `docker stop jellyfin`) or pass --force")]
     ServerRunning { detail: String },
 

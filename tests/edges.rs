@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::env::{s, Env};
+use common::env::{need_root, s, Env};
 use serde_json::Value;
 
 fn notices<'a>(b: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -89,6 +89,71 @@ fn metadata_dirs_that_overlap_other_dirs_are_refused() {
     fs::write(own.join("library/poster.jpg"), b"jpeg").unwrap();
     set_metadata_path(&fx.config_dir, &own);
     env.backup(&fx, &[]);
+}
+
+/// A bind mount of a directory, unmounted on drop.
+struct BindMount(std::path::PathBuf);
+
+impl BindMount {
+    fn new(from: &Path, at: &Path) -> BindMount {
+        fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount --bind: {}", s(&out.stderr));
+        BindMount(at.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A bind mount shows the data dir under another name: as a metadata dir it (or its
+/// `data/` under that name) passed a check of names, and an in-place restore of the
+/// metadata then wrote a raw database over the live one and deleted new config files.
+/// Directories are compared by identity, so it is refused like the data dir itself.
+#[test]
+#[ignore = "needs root: bind mounts"]
+fn a_bind_mount_of_the_data_dir_is_refused_as_the_metadata_dir() {
+    need_root("bind mounts");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    let bind = env.root.join("bind");
+    let _mount = BindMount::new(&fx.data_dir, &bind);
+    for (dir, says) in [
+        (bind.clone(), "is the data dir"),
+        (bind.join("data"), "holds"),
+    ] {
+        let out = env.expect(
+            &[
+                "backup",
+                "--data-dir",
+                data,
+                "--metadata-dir",
+                dir.to_str().unwrap(),
+            ],
+            2,
+        );
+        let err = s(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("--metadata-dir"),
+            "{dir:?}: {err}"
+        );
+        assert!(
+            !env.repo.exists(),
+            "nothing is created for a refused backup"
+        );
+    }
 }
 
 /// Media in the metadata dir is backed up as metadata, and reported: a rollback of the

@@ -460,3 +460,81 @@ fn a_backup_names_the_missing_target_of_a_linked_database() {
         "{err}"
     );
 }
+
+/// Whether a process holds a lock on `dir` that keeps this one from taking it
+/// (`exclusive`: any lock; otherwise: an exclusive lock).
+fn dir_locked(dir: &Path, exclusive: bool) -> bool {
+    let f = fs::File::open(dir).unwrap();
+    let r = if exclusive {
+        f.try_lock()
+    } else {
+        f.try_lock_shared()
+    };
+    matches!(r, Err(fs::TryLockError::WouldBlock))
+}
+
+/// A backup running beside an in-place restore of the same data dir saved a state that
+/// never existed (half old, half new files) and listed the restore's temp files as
+/// vanished. They exclude each other, and the one that comes second says so at once
+/// (exit 16); backups into two repositories, or a restore elsewhere, still run together.
+#[test]
+fn a_backup_and_an_in_place_restore_of_one_data_dir_exclude_each_other() {
+    const PAUSE_MS: u64 = 6000;
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    common::fixture::day_of_changes(&fx, 3).unwrap();
+    let data = data_arg(&fx);
+    let other_repo = env.root.join("repo2");
+    let other = |args: &[&str]| Cmd::at_repo(&other_repo, args);
+
+    let mut restore = env
+        .cmd(&["restore", "latest", "--in-place", "--force"])
+        .pause_at("restore-databases-prepared", PAUSE_MS)
+        .quiet()
+        .spawn();
+    wait_until("the in-place restore holds the data dir", || {
+        dir_locked(&fx.data_dir, false)
+    });
+    for backup in [
+        env.cmd(&["backup", "--data-dir", data]),
+        other(&["backup", "--init", "--data-dir", data]),
+    ] {
+        let out = backup.expect(16);
+        let err = s(&out.stderr);
+        assert!(
+            err.contains(data) && err.contains("restoring it in place"),
+            "{err}"
+        );
+    }
+    let elsewhere = env.root.join("elsewhere");
+    env.cmd(&["restore", "latest", "--target", elsewhere.to_str().unwrap()])
+        .expect(0);
+    assert!(
+        restore.try_wait().unwrap().is_none(),
+        "the in-place restore was still running (the other commands took more than {PAUSE_MS} ms?)"
+    );
+    assert!(restore.wait().unwrap().success());
+
+    let mut backup = env
+        .cmd(&["backup", "--data-dir", data])
+        .pause_at("backup-before-commit", PAUSE_MS)
+        .quiet()
+        .spawn();
+    wait_until("the backup holds the data dir", || {
+        dir_locked(&fx.data_dir, true)
+    });
+    let out = env
+        .cmd(&["restore", "latest", "--in-place", "--force"])
+        .expect(16);
+    let err = s(&out.stderr);
+    assert!(err.contains(data) && err.contains("backing it up"), "{err}");
+    other(&["backup", "--init", "--data-dir", data]).expect(0);
+    assert!(
+        backup.try_wait().unwrap().is_none(),
+        "the backup was still running (the other commands took more than {PAUSE_MS} ms?)"
+    );
+    assert!(backup.wait().unwrap().success());
+    env.cmd(&["restore", "latest", "--in-place", "--force"])
+        .expect(0);
+}

@@ -65,7 +65,7 @@ impl ExitCode {
             ExitCode::DuplicateName => "a snapshot with that name already exists",
             ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), or system.xml's MetadataPath holds or lies inside another of its directories",
             ExitCode::TargetNotEmpty => "restore target is not empty",
-            ExitCode::Locked => "repository locked by another jellysnap process",
+            ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
@@ -107,7 +107,7 @@ impl ExitCode {
                 from_flag: false, ..
             } => ExitCode::NotJellyfin,
             Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
-            Error::Locked { .. } => ExitCode::Locked,
+            Error::Locked { .. } | Error::DataDirLocked { .. } => ExitCode::Locked,
             Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
                 ExitCode::ServerRunning
             }

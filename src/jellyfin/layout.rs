@@ -3,6 +3,7 @@
 //! roots and items (the [`Selection`]) that backup walks and restore scopes its deletes to.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -277,6 +278,30 @@ fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The (device, inode) of what `p` names, links followed.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `a` and `b` are one directory: by name, or by identity (a bind mount shows one
+/// directory under two names that compare as strangers).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || identity(a).is_some_and(|i| identity(b) == Some(i))
+}
+
+/// Whether directory `a` is `b` or one of its ancestors, by name or by identity: `b`
+/// (canonical) or a directory above it is `a` itself. Parts of `b` that do not exist yet
+/// are skipped.
+fn holds(a: &Path, b: &Path) -> bool {
+    if b.starts_with(a) {
+        return true;
+    }
+    let Some(a) = identity(a) else {
+        return false;
+    };
+    b.ancestors().any(|p| identity(p) == Some(a))
+}
+
 /// The directories of an install.
 struct Dirs {
     data: PathBuf,
@@ -350,11 +375,11 @@ impl Dirs {
         }
         let mut found = None;
         for (what, p, may_not_hold) in &others {
-            if p == m {
+            if same_dir(p, m) {
                 found = Some(format!("is {what}"));
-            } else if p.starts_with(m) {
+            } else if holds(m, p) {
                 found = Some(format!("holds {what} ({})", p.display()));
-            } else if *may_not_hold && m.starts_with(p) {
+            } else if *may_not_hold && holds(p, m) {
                 found = Some(format!("lies inside {what}"));
             }
             if found.is_some() {
@@ -384,7 +409,7 @@ impl Dirs {
                 from_flag,
             });
         }
-        if self.config == self.data {
+        if same_dir(&self.config, &self.data) {
             return Err(Error::DirsOverlap {
                 path: self.config.clone(),
                 detail: "the config dir is the data dir: an in-place restore of the config state would delete whatever is new in the data dir; pass the directory that holds system.xml with --config-dir".into(),

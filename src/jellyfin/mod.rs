@@ -2,6 +2,7 @@
 //! server version and whether a server is running.
 
 pub mod capture;
+pub mod datalock;
 pub mod layout;
 pub mod livedb;
 pub mod logical;

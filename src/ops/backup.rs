@@ -188,6 +188,9 @@ fn backup_in_pool(
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
+    // Held until the snapshot is committed: an in-place restore meanwhile would make it
+    // half old, half new.
+    let _data_lock = jellyfin::datalock::for_backup(&source.data_dir)?;
     // A half-done rollback is neither state: storing it would make a snapshot of neither.
     crate::ops::restore::ensure_no_interrupted_restore(&source.data_dir, None)?;
     let parent: Option<&Snapshot> = snapshots

@@ -25,6 +25,7 @@
 //! | `gc-after-repack` | before the first index entries are removed |
 //! | `gc-after-unindex` | before the first pack is deleted |
 //! | `gc-after-first-delete` | after the first pack is deleted |
+//! | `restore-databases-prepared` | a restore has written its databases under temp names beside them, before it changes anything else |
 //! | `restore-after-db-rename` | between a restored database's rename and the removal of the old side files |
 //! | `restore-swap-<n>` | after the n-th step of an in-place restore's database swap (intent record written, each side file set aside, each database renamed in, each set-aside file removed) |
 //! | `restore-link-made` | a restored symlink is made under its temp name, not yet renamed |

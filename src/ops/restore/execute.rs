@@ -49,10 +49,22 @@ fn execute_in_pool(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    // Before the first temp file appears beside a database: a backup of this data dir
+    // now would save a state that never existed. (A missing data dir is made here, as
+    // the marks below would make it, so that it is locked from the start.)
+    let _data_lock = match &plan.in_place {
+        Some(data_dir) => {
+            durable::create_dir_durable(data_dir)?;
+            Some(crate::jellyfin::datalock::for_restore(data_dir)?)
+        }
+        None => None,
+    };
     progress.phase("restoring", Some(plan.write_bytes));
     let is_root = crate::sys::is_root();
     let ready = prepare_databases(repo, plan, is_root, progress)
         .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
+    #[cfg(feature = "test-hooks")]
+    crate::store::testing::point("restore-databases-prepared");
     if plan.in_place.is_some() {
         mark_unfinished(plan).map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
     }
