@@ -135,6 +135,13 @@ pub enum Error {
     #[error("in-place restore refused: {path} {state}. Is the disk that holds it mounted? Restoring now would write the whole snapshot onto whatever file system holds that path. Mount it and retry; to restore onto a new, empty disk mounted there, pass --force")]
     RestoreIntoEmpty { path: PathBuf, state: String },
 
+    #[error("in-place restore refused: it would delete {count} media file(s) that snapshot {snapshot} does not have ({examples}). Jellyfin never writes media into its own directories: the metadata dir probably overlaps a media library. Nothing was changed; move the media out of Jellyfin's directories, or restore other components (--components)")]
+    MediaWouldBeDeleted {
+        snapshot: String,
+        count: usize,
+        examples: String,
+    },
+
     /// A command-line value an option type refused (see [`OptionError`]).
     #[error(transparent)]
     Option(#[from] OptionError),

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::env::{need_root, s, Env};
+use common::env::{files_under, need_root, s, Cmd, Env};
 use serde_json::Value;
 
 fn notices<'a>(b: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -394,4 +394,81 @@ fn a_wrong_clock_does_not_break_retention() {
         .filter(|d| d["keep"] == true)
         .count();
     assert_eq!(kept, 1, "{f}");
+}
+
+/// A second jellysnap repository in the data dir (an older one, in the metadata dir) was
+/// backed up as ordinary files and then rolled back by an in-place restore, losing its
+/// newer snapshots. It is left out of backups, said so, and left alone by restores, also
+/// those of a snapshot that holds its files (taken while it was not recognisable).
+#[test]
+fn another_repository_in_the_data_dir_is_neither_backed_up_nor_rolled_back() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    let old = fx.metadata_dir.join("oldrepo");
+    let old_run = |args: &[&str]| Cmd::at_repo(&old, args);
+    old_run(&["backup", "--init", "--data-dir", data, "--name", "o1"]).json(0);
+
+    // Its config moved aside, the repository is ordinary files to a backup.
+    let config = old.join("config");
+    fs::rename(&config, old.join("config.aside")).unwrap();
+    env.backup(&fx, &["--name", "hidden"]);
+    fs::rename(old.join("config.aside"), &config).unwrap();
+
+    let b = env.backup(&fx, &["--name", "n1"]);
+    let n = notices(&b, "repository-skipped");
+    assert_eq!(n.len(), 1, "{b}");
+    assert_eq!(n[0]["path"].as_str(), Some(old.to_str().unwrap()), "{b}");
+    let (t, _) = env.restore_to("n1", "t");
+    let leaked: Vec<_> = files_under(&t)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("oldrepo"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+
+    old_run(&["backup", "--data-dir", data, "--name", "o2"]).json(0);
+    for snap in ["n1", "hidden"] {
+        let r = env.json(&["restore", snap, "--in-place", "--force"], 0);
+        let protected = r["plan"]["protected"].as_array().unwrap();
+        assert!(
+            protected.iter().any(|p| p == old.to_str().unwrap()),
+            "{snap}: {r}"
+        );
+        let snaps = old_run(&["snapshots"]).json(0);
+        assert_eq!(snaps.as_array().unwrap().len(), 2, "{snap}: {snaps}");
+        assert!(config.is_file(), "{snap}");
+    }
+    old_run(&["check", "--read-data"]).json(0);
+}
+
+/// Video files in the metadata dir belong to a library that overlaps it: an in-place
+/// restore silently deleted the ones added after the snapshot. It refuses (exit 14),
+/// naming them, before anything changes; other components still restore.
+#[test]
+fn an_in_place_restore_refuses_to_delete_media() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let lib = fx.metadata_dir.join("library");
+    fs::create_dir_all(&lib).unwrap();
+    fs::write(lib.join("old.mkv"), b"an old movie").unwrap();
+    env.backup(&fx, &[]);
+    let new = lib.join("new.mkv");
+    fs::write(&new, b"a new movie").unwrap();
+    fs::write(lib.join("new-poster.jpg"), b"x").unwrap();
+
+    let out = env.expect(&["restore", "latest", "--in-place", "--force"], 14);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("1 media file(s)") && err.contains("new.mkv"),
+        "{err}"
+    );
+    assert!(new.is_file() && lib.join("new-poster.jpg").is_file());
+
+    let other = ["restore", "latest", "--in-place", "--force", "--components"];
+    env.json(&[&other[..], &["config"]].concat(), 0);
+    assert!(new.is_file());
+    // Without the new movie, the metadata rolls back as before.
+    fs::remove_file(&new).unwrap();
+    env.json(&["restore", "latest", "--in-place", "--force"], 0);
+    assert!(!lib.join("new-poster.jpg").exists() && lib.join("old.mkv").is_file());
 }

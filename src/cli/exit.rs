@@ -63,7 +63,7 @@ impl ExitCode {
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), or system.xml's MetadataPath holds or lies inside another of its directories",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, or an in-place restore would delete media files (a library overlaps Jellyfin's directories)",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
@@ -98,7 +98,8 @@ impl ExitCode {
             Error::DuplicateName(_) => ExitCode::DuplicateName,
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
-            | Error::RestoreIntoEmpty { .. } => ExitCode::NotJellyfin,
+            | Error::RestoreIntoEmpty { .. }
+            | Error::MediaWouldBeDeleted { .. } => ExitCode::NotJellyfin,
             // A bad flag is a bad command line; a bad system.xml a bad install.
             Error::DirsOverlap {
                 from_flag: true, ..

@@ -3,6 +3,7 @@
 //! roots and items (the [`Selection`]) that backup walks and restore scopes its deletes to.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -171,6 +172,20 @@ impl Selection {
             .find(|r| r.label == label)
             .map(|r| r.path.as_str())
     }
+}
+
+/// Extensions of video files, which Jellyfin reads from libraries and never writes into
+/// its metadata dir (it writes images and `.nfo`-like text there): one there belongs to a
+/// library that overlaps the metadata dir.
+const MEDIA_EXTENSIONS: [&str; 18] = [
+    "mkv", "mp4", "m4v", "avi", "ts", "m2ts", "mts", "webm", "mov", "wmv", "mpg", "mpeg", "flv",
+    "vob", "ogv", "3gp", "iso", "divx",
+];
+
+pub fn is_media(path: &Path) -> bool {
+    path.extension()
+        .and_then(OsStr::to_str)
+        .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| e.eq_ignore_ascii_case(m)))
 }
 
 /// Read a simple `<Tag>value</Tag>` from system.xml.

@@ -317,8 +317,8 @@ fn missing_components(ctx: &Ctx) -> Tally {
 }
 
 /// Media files found in the metadata dir, reported once: Jellyfin never writes them
-/// there, and an in-place restore of the metadata component deletes whatever the
-/// snapshot does not have, new media included.
+/// there, and an in-place restore of the metadata component would delete media the
+/// snapshot does not have (it refuses to).
 fn media_in_metadata(ctx: &Ctx, tally: &mut Tally) {
     let found = std::mem::take(&mut tally.foreign_in_metadata);
     let Some(dir) = ctx.source.metadata_dir.as_deref() else {
@@ -338,7 +338,7 @@ fn media_in_metadata(ctx: &Ctx, tally: &mut Tally) {
         examples.push_str(", ...");
     }
     let detail = format!(
-        "the metadata dir holds {} media file(s) Jellyfin never writes there ({examples}); they are backed up as metadata, and an in-place restore of the metadata component would delete media added after the snapshot: keep media outside the metadata dir",
+        "the metadata dir holds {} media file(s) Jellyfin never writes there ({examples}); they are backed up as metadata, and an in-place restore of the metadata component refuses while media the snapshot does not have is there (it would delete it): keep media outside the metadata dir",
         found.len()
     );
     ctx.notice(tally, "media-in-metadata", dir, detail);

@@ -95,6 +95,17 @@ impl Repository {
         path.join("config").is_file()
     }
 
+    /// Does `dir` hold a jellysnap repository (a `config` that starts with the magic)?
+    /// One read of a few bytes: the backup walk and the restore planner ask it of every
+    /// directory they enter, to leave other repositories in the data alone.
+    pub fn holds_repository(dir: &Path) -> bool {
+        use std::io::Read;
+        let mut magic = [0u8; 8];
+        fs::File::open(dir.join("config"))
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok_and(|()| &magic == crate::format::config::CONFIG_MAGIC)
+    }
+
     pub fn open(path: &Path, access: Access) -> Result<Self> {
         if !Self::exists(path) {
             return Err(Error::NotARepository(path.to_path_buf()));

@@ -19,9 +19,11 @@ use crate::format::pack::ChunkKind;
 use crate::format::snapshot::{Component, NotCapturedKind};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
+use crate::jellyfin::layout::is_media;
 use crate::jellyfin::Class;
 use crate::ops::clock::stat_ns;
 use crate::ops::timefmt;
+use crate::store::repo::Repository;
 
 /// Walk every root of the selection and write the root tree. `parent_root` is the root
 /// tree of the parent snapshot, whose unchanged files are reused.
@@ -141,6 +143,12 @@ fn child(ctx: &Ctx, dir: &Dir, name: &[u8], tally: &mut Tally) -> Result<Option<
         if (meta.dev(), meta.ino()) == ctx.repo_id {
             let _ = ctx.repo_inside.set(path);
             return Ok(None); // never back up the repository into itself
+        }
+        if Repository::holds_repository(&path) {
+            // Rolled back by an in-place restore, it would lose its newer snapshots.
+            let detail = "another jellysnap repository: left out of every snapshot and of every restore; keep repositories outside the server's data, on another disk".to_string();
+            ctx.notice(tally, "repository-skipped", &path, detail);
+            return Ok(None);
         }
         let prev_tree = prev_tree(ctx, prev)?;
         let (tree, t) = walk_dir(ctx, dir.root, &path, &rel, prev_tree.as_ref())?;
@@ -281,19 +289,6 @@ fn special_kind(ft: fs::FileType) -> &'static str {
     } else {
         "a special file"
     }
-}
-
-/// Extensions of video files, which Jellyfin reads from libraries and never writes into
-/// its metadata dir (it writes images and `.nfo`-like text there).
-const MEDIA_EXTENSIONS: [&str; 18] = [
-    "mkv", "mp4", "m4v", "avi", "ts", "m2ts", "mts", "webm", "mov", "wmv", "mpg", "mpeg", "flv",
-    "vob", "ogv", "3gp", "iso", "divx",
-];
-
-fn is_media(path: &Path) -> bool {
-    path.extension()
-        .and_then(OsStr::to_str)
-        .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| e.eq_ignore_ascii_case(m)))
 }
 
 fn entry_from_meta(name: Vec<u8>, m: &Metadata, node: Node) -> Entry {

@@ -20,7 +20,7 @@ use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
-use crate::jellyfin::layout::UNFINISHED_RESTORE;
+use crate::jellyfin::layout::{is_media, UNFINISHED_RESTORE};
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
 
@@ -57,9 +57,43 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         p.root(snap, &root_tree, m)?;
     }
     let mut plan = RestorePlan::new(snap, roots, components, p);
+    if in_place.is_some() {
+        refuse_deleting_media(snap, &plan.actions)?;
+    }
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
     Ok(plan)
+}
+
+/// Media files the plan would delete are a library's, not Jellyfin's (it never writes
+/// media into its own directories): refused before anything changes.
+fn refuse_deleting_media(snap: &Snapshot, actions: &[Action]) -> Result<()> {
+    let media: Vec<&Path> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete { path } if is_media(path) => Some(path.as_path()),
+            _ => None,
+        })
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()))
+        .collect();
+    if media.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 3;
+    let mut examples = media
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if media.len() > SHOWN {
+        examples.push_str(", ...");
+    }
+    Err(Error::MediaWouldBeDeleted {
+        snapshot: snap.id.short(),
+        count: media.len(),
+        examples,
+    })
 }
 
 /// The components that earlier in-place restores were restoring when they stopped, from
@@ -307,10 +341,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Is `path` (its metadata `m`, not followed) a protected directory? Then it is left
-    /// alone, said so in the plan, and nothing below it is looked at.
+    /// Is `path` (its metadata `m`, not followed) a protected directory (the repository,
+    /// the cache dir, or any other jellysnap repository)? Then it is left alone, said so in the plan, and nothing below it is looked at.
     fn protected(&mut self, path: &Path, m: Option<&fs::Metadata>) -> bool {
-        let hit = m.is_some_and(|m| m.is_dir() && self.protect.contains(&(m.dev(), m.ino())));
+        let hit = m.is_some_and(|m| {
+            m.is_dir()
+                && (self.protect.contains(&(m.dev(), m.ino()))
+                    || Repository::holds_repository(path))
+        });
         if hit {
             self.actions.push(Action::Protected {
                 path: path.to_path_buf(),
