@@ -342,7 +342,8 @@ impl<'a> Planner<'a> {
     }
 
     /// Is `path` (its metadata `m`, not followed) a protected directory (the repository,
-    /// the cache dir, or any other jellysnap repository)? Then it is left alone, said so in the plan, and nothing below it is looked at.
+    /// the cache dir, or any other jellysnap repository)? Then it is left alone, said so
+    /// in the plan, and nothing below it is looked at.
     fn protected(&mut self, path: &Path, m: Option<&fs::Metadata>) -> bool {
         let hit = m.is_some_and(|m| {
             m.is_dir()
