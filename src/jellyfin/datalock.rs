@@ -47,8 +47,18 @@ pub fn for_backup(data_dir: &Path) -> Result<DataDirLock> {
             data_dir,
             "another jellysnap process is restoring it in place, and a backup now would save a state that never existed; run the backup again once the restore has finished",
         )),
+        Err(TryLockError::Error(e)) if unsupported(&e) => Ok(DataDirLock { _dir: dir }),
         Err(TryLockError::Error(e)) => Err(Error::io(data_dir, e)),
     }
+}
+
+/// A file system that cannot lock (some network file systems): the data dir goes
+/// unlocked rather than making every backup and restore of it impossible.
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF)
+    )
 }
 
 /// The exclusive lock an in-place restore into `data_dir` holds while it changes it.
@@ -66,6 +76,7 @@ pub fn for_restore(data_dir: &Path) -> Result<DataDirLock> {
             };
             Err(busy(data_dir, detail))
         }
+        Err(TryLockError::Error(e)) if unsupported(&e) => Ok(DataDirLock { _dir: dir }),
         Err(TryLockError::Error(e)) => Err(Error::io(data_dir, e)),
     }
 }
