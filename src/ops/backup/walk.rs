@@ -250,7 +250,7 @@ fn leaf_node(
     } else if !ft.is_file() {
         // Jellyfin keeps no state in them: left out, but said so by path.
         let what = special_kind(ft);
-        let detail = format!("{what}: not stored (a snapshot holds files, directories and symlinks); a restore does not recreate it");
+        let detail = format!("{what}: not stored (a snapshot holds files, directories and symlinks); a restore does not recreate it, and an in-place restore of this component removes it");
         ctx.notice(tally, "special-file-skipped", leaf.path, detail);
         return Ok(None);
     } else if leaf.component == Component::Database && ctx.captures.contains(leaf.path) {
