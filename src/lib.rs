@@ -25,7 +25,7 @@ mod ops;
 mod store;
 mod sys;
 
-pub use error::{Error, OptionError, Result};
+pub use error::{Error, OptionError, RemoteErrorKind, Result};
 pub use format::pack::ChunkKind;
 pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
