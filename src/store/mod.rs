@@ -20,6 +20,7 @@ pub mod local;
 pub mod lock;
 pub mod packer;
 pub mod repo;
+pub mod s3;
 #[cfg(feature = "test-hooks")]
 pub mod simfs;
 #[cfg(feature = "test-hooks")]
