@@ -35,6 +35,7 @@ pub use ops::options::{Components, SnapshotName};
 pub use ops::parallel::set_io_threads;
 pub use store::packer::ChunkSink;
 pub use store::repo::{Access, Repository};
+pub use store::{Location, Place};
 
 /// Taking a snapshot.
 pub mod backup {
