@@ -2,193 +2,224 @@
 //!
 //! - [`client`]: the signed, retried HTTP requests (put, get, ranged and suffix get,
 //!   head, list, delete) over one bucket and key prefix, and the typed errors they end in.
-//! - [`S3Config`]: where the repository is and how to reach it, parsed from
+//! - [`config`]: where the repository is and how to reach it, parsed from
 //!   `s3:https://HOST[:PORT]/BUCKET[/PREFIX]` and the caller's environment.
+//! - [`S3Store`]: the repository's objects under the prefix, laid out as in a local
+//!   repository (`config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`,
+//!   `leases/<id>`).
+//!
+//! Every object is written whole by one PUT, with its Content-MD5: an object is either
+//! absent or complete, and a write that returned is durable (what object stores promise),
+//! so nothing needs syncing or cleaning up after a crash; packs are staged in the local
+//! scratch directory and streamed from there. The local state (index, locks, scratch)
+//! lives in the cache directory, not here.
 
 pub mod client;
+pub mod config;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 pub use client::{Addressing, Client, Credentials, PutMode, Retry, S3Config};
+pub use config::is_s3_location;
 
-use crate::error::{Error, OptionError, Result};
+use crate::error::{Error, RemoteErrorKind, Result};
+use crate::id::{PackId, SnapshotId};
+use crate::store::durable::StdFs;
+use crate::store::{Key, Kind, LeaseId, Staged, Store};
 
-/// The scheme of a repository location in an object store.
-pub const SCHEME: &str = "s3:";
+/// The name of the objects that probe for conditional writes (a random suffix each).
+const PROBE: &str = "conditional-write-probe-";
 
-/// Whether a repository location names an object store.
-pub fn is_s3_location(location: &str) -> bool {
-    location.starts_with(SCHEME)
+pub struct S3Store {
+    client: Client,
+    /// Whether the server honours `If-None-Match: *`: probed once, on first need.
+    conditional: Mutex<Option<bool>>,
 }
 
-impl S3Config {
-    /// The config for `location`, with credentials and defaults from `lookup` (the
-    /// environment, in the CLI): `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_DEFAULT_REGION` (default `us-east-1`),
-    /// and `AWS_ENDPOINT_URL` for a location without an endpoint (`s3:BUCKET[/PREFIX]`;
-    /// without it, AWS itself).
-    ///
-    /// An endpoint in the location uses path-style addressing, which self-hosted servers
-    /// need; AWS's own endpoint uses virtual-host style. Set `addressing` to change it.
-    pub fn from_env(location: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let bad = |detail: &str| {
-            Error::Option(OptionError::S3Location {
-                location: location.to_string(),
-                detail: detail.to_string(),
-            })
-        };
-        let rest = location
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| bad("it does not start with `s3:`"))?;
-        if rest.contains("://") && split_endpoint(rest).is_none() {
-            return Err(bad("the endpoint must start with http:// or https://"));
-        }
-        let region = get("AWS_REGION")
-            .or_else(|| get("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".to_string());
-        let (endpoint, path, addressing) = match split_endpoint(rest) {
-            Some((endpoint, path)) => (endpoint, path, Addressing::Path),
-            None => match get("AWS_ENDPOINT_URL") {
-                Some(e) => (e.trim_end_matches('/').to_string(), rest, Addressing::Path),
-                None => (
-                    format!("https://s3.{region}.amazonaws.com"),
-                    rest,
-                    Addressing::VirtualHost,
-                ),
-            },
-        };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(bad("the endpoint must start with http:// or https://"));
-        }
-        if endpoint.contains('@') || endpoint.contains('?') || endpoint.contains('#') {
-            return Err(bad(
-                "the endpoint must not carry credentials, a query or a fragment (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-            ));
-        }
-        let path = path.trim_matches('/');
-        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-        if bucket.is_empty() {
-            return Err(bad("it names no bucket"));
-        }
-        if !bucket
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return Err(bad(
-                "a bucket name holds only letters, digits, `.`, `-` and `_`",
-            ));
-        }
-        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-            return Err(bad("the prefix must not hold empty, `.` or `..` parts"));
-        }
-        let missing = |what: &'static str| {
-            Error::Option(OptionError::S3Credentials {
-                location: location.to_string(),
-                missing: what,
-            })
-        };
-        let access_key = get("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
-        let secret_key =
-            get("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
-        Ok(S3Config {
-            endpoint,
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-            addressing,
-            credentials: Credentials {
-                access_key,
-                secret_key,
-                session_token: get("AWS_SESSION_TOKEN"),
-                region,
-            },
-            retry: Retry::default(),
+impl S3Store {
+    pub fn new(config: &S3Config) -> Result<Self> {
+        Ok(S3Store {
+            client: Client::new(config)?,
+            conditional: Mutex::new(None),
         })
     }
-}
 
-/// `http(s)://authority` and the path after it, when `rest` starts with an endpoint.
-fn split_endpoint(rest: &str) -> Option<(String, &str)> {
-    let scheme_end = if rest.starts_with("https://") {
-        8
-    } else if rest.starts_with("http://") {
-        7
-    } else {
-        return None;
-    };
-    let after = &rest[scheme_end..];
-    let (authority, path) = match after.find('/') {
-        Some(i) => (&after[..i], &after[i..]),
-        None => (after, ""),
-    };
-    Some((format!("{}{authority}", &rest[..scheme_end]), path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
-
-    const KEYS: [(&str, &str); 2] = [
-        ("AWS_ACCESS_KEY_ID", "AKID"),
-        ("AWS_SECRET_ACCESS_KEY", "shh-secret"),
-    ];
-
-    #[test]
-    fn an_endpoint_a_bucket_and_a_prefix() {
-        let c = S3Config::from_env("s3:http://127.0.0.1:8333/bkt/a/b", env(&KEYS)).expect("ok");
-        assert_eq!(c.endpoint, "http://127.0.0.1:8333");
-        assert_eq!(c.bucket, "bkt");
-        assert_eq!(c.prefix, "a/b");
-        assert_eq!(c.addressing, Addressing::Path);
-        assert_eq!(c.credentials.region, "us-east-1");
-        assert_eq!(c.location(), "s3:http://127.0.0.1:8333/bkt/a/b");
-        let c = S3Config::from_env("s3:https://s3.example.org/bkt/", env(&KEYS)).expect("ok");
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bkt", ""));
-        assert_eq!(c.location(), "s3:https://s3.example.org/bkt");
-    }
-
-    #[test]
-    fn the_endpoint_and_region_from_the_environment() {
-        let mut vars = KEYS.to_vec();
-        vars.push(("AWS_ENDPOINT_URL", "https://minio.lan:9000/"));
-        vars.push(("AWS_DEFAULT_REGION", "eu-west-3"));
-        vars.push(("AWS_SESSION_TOKEN", "tok"));
-        let c = S3Config::from_env("s3:bkt/p", env(&vars)).expect("ok");
-        assert_eq!(c.endpoint, "https://minio.lan:9000");
-        assert_eq!(c.credentials.region, "eu-west-3");
-        assert_eq!(c.credentials.session_token.as_deref(), Some("tok"));
-        let c = S3Config::from_env("s3:bkt", env(&KEYS)).expect("ok");
-        assert_eq!(c.endpoint, "https://s3.us-east-1.amazonaws.com");
-        assert_eq!(c.addressing, Addressing::VirtualHost);
-    }
-
-    #[test]
-    fn bad_locations_and_missing_keys_are_refused_without_the_secret() {
-        for bad in [
-            "s3:",
-            "s3:http://host",
-            "s3:ftp://host/bkt",
-            "s3:b:k/t",
-            "s3:http://user:pw@host/bkt",
-            "s3:http://host/bkt/a/../b",
-            "file:/x",
-        ] {
-            let e = S3Config::from_env(bad, env(&KEYS)).expect_err(bad);
-            assert!(
-                matches!(e, Error::Option(OptionError::S3Location { .. })),
-                "{bad}: {e}"
-            );
+    fn name(key: Key) -> String {
+        match key {
+            Key::Config => "config".to_string(),
+            Key::Snapshot(id) => format!("snapshots/{}", id.to_hex()),
+            Key::Pack(id) => {
+                let hex = id.to_hex();
+                format!("packs/{}/{hex}", &hex[..2])
+            }
+            Key::GcMarker => "gc-in-progress".to_string(),
+            Key::Lease(id) => format!("leases/{}", id.to_hex()),
         }
-        let e = S3Config::from_env("s3:http://h/b", env(&[("AWS_ACCESS_KEY_ID", "AKID")]))
-            .expect_err("no secret");
-        assert!(e.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{e}");
-        let c = S3Config::from_env("s3:http://h/b", env(&KEYS)).expect("ok");
-        assert!(!format!("{c:?}").contains("shh-secret"));
+    }
+
+    /// Whether the server refuses a second create-only write of one object (412), found
+    /// by writing a probe object twice and deleting it; remembered for the store's life.
+    /// A server that ignores the header (it overwrites) or rejects it (501) has none.
+    pub fn probe_conditional_writes(&self) -> Result<bool> {
+        let mut known = self
+            .conditional
+            .lock()
+            .map_err(|_| Error::internal("the conditional-write probe was poisoned"))?;
+        if let Some(v) = *known {
+            return Ok(v);
+        }
+        let name = format!("{PROBE}{}", LeaseId::random().to_hex());
+        let first = self.client.put(&name, b"1", PutMode::IfAbsent);
+        let supported = match first {
+            Ok(_) => !self.client.put(&name, b"2", PutMode::IfAbsent)?,
+            Err(Error::Remote {
+                kind: RemoteErrorKind::Denied,
+                status: Some(400 | 501),
+                ..
+            }) => false,
+            Err(e) => return Err(e),
+        };
+        self.client.delete(&name)?;
+        *known = Some(supported);
+        Ok(supported)
+    }
+
+    /// An error for a write the server refused because of a precondition we did not ask.
+    fn refused_write(&self, key: Key) -> Error {
+        Error::Remote {
+            object: self.describe(key),
+            status: Some(412),
+            kind: RemoteErrorKind::Denied,
+            detail: "the server refused to replace the object (precondition failed); check the bucket's object-lock or versioning rules".to_string(),
+        }
+    }
+
+    /// A write that found the object already there (412) succeeded for an object named
+    /// by the hash of its bytes: those bytes are what is there.
+    fn written(&self, key: Key, created: bool) -> Result<()> {
+        match (created, key) {
+            (true, _) | (false, Key::Snapshot(_) | Key::Pack(_)) => Ok(()),
+            (false, _) => Err(self.refused_write(key)),
+        }
+    }
+}
+
+impl Store for S3Store {
+    fn location(&self) -> String {
+        self.client.location().to_string()
+    }
+
+    fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        let created = self
+            .client
+            .put(&Self::name(key), bytes, PutMode::Overwrite)?;
+        self.written(key, created)
+    }
+
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        if self.probe_conditional_writes()? {
+            return self.client.put(&Self::name(key), bytes, PutMode::IfAbsent);
+        }
+        // No conditional writes: another host may write between the two requests
+        // (`conditional_writes` says so to the caller).
+        if self.exists(key)? {
+            return Ok(false);
+        }
+        self.put(key, bytes)?;
+        Ok(true)
+    }
+
+    /// Probes the server on first call; a probe that fails (the network) answers `false`
+    /// without remembering it.
+    fn conditional_writes(&self) -> bool {
+        self.probe_conditional_writes().unwrap_or(false)
+    }
+
+    fn stage(&self, scratch: &Path) -> Result<Staged> {
+        Staged::create(Arc::new(StdFs), scratch)
+    }
+
+    fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
+        // Flushed to the scratch file; the upload reads it back, so no fsync is needed:
+        // the object store makes the object durable.
+        let (file, tmp) = staged.finish()?;
+        drop(file);
+        let created = self
+            .client
+            .put_file(&Self::name(key), tmp.path(), PutMode::Overwrite)?;
+        self.written(key, created)
+    }
+
+    fn init(&self) -> Result<()> {
+        // An interrupted init leaves nothing (the config is its only object) but maybe
+        // a probe object.
+        let found = self.client.list("")?;
+        if found.iter().any(|(name, _)| !name.starts_with(PROBE)) {
+            return Err(Error::InitNotEmpty(self.location().into()));
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: Key) -> Result<Vec<u8>> {
+        self.client.get(&Self::name(key))
+    }
+
+    fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.client.get_range(&Self::name(key), offset, buf)
+    }
+
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        self.client.get_tail(&Self::name(key), len)
+    }
+
+    fn size(&self, key: Key) -> Result<u64> {
+        self.client.head(&Self::name(key))
+    }
+
+    fn exists(&self, key: Key) -> Result<bool> {
+        match self.client.head(&Self::name(key)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
+        let (dir, parse): (&str, fn(&str) -> Option<Key>) = match kind {
+            Kind::Snapshot => ("snapshots/", |n| SnapshotId::from_hex(n).map(Key::Snapshot)),
+            Kind::Pack => ("packs/", |n| {
+                let (sub, hex) = n.split_once('/')?;
+                let id = PackId::from_hex(hex)?;
+                (hex.get(..2) == Some(sub)).then_some(Key::Pack(id))
+            }),
+            Kind::Lease => ("leases/", |n| LeaseId::from_hex(n).map(Key::Lease)),
+        };
+        Ok(self
+            .client
+            .list(dir)?
+            .into_iter()
+            .filter_map(|(name, size)| Some((parse(name.strip_prefix(dir)?)?, size)))
+            .collect())
+    }
+
+    fn delete(&self, key: Key) -> Result<()> {
+        self.client.delete(&Self::name(key))
+    }
+
+    fn clear_scratch(&self, scratch: &Path) {
+        crate::store::local::clear_scratch_on(&StdFs, scratch);
+    }
+
+    fn sync_visible(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_leftovers(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn describe(&self, key: Key) -> String {
+        self.client.describe(&Self::name(key))
     }
 }
