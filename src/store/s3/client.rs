@@ -1021,4 +1021,215 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// A server on loopback that answers each request with the next of `script` (raw
+    /// HTTP responses; an empty one: accept, read the request, never answer), then 500s;
+    /// returns its port and a count of the requests it read.
+    fn scripted(script: Vec<Vec<u8>>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            let mut script = script.into_iter();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                // The request: headers, then a body of Content-Length bytes.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let _ = std::io::copy(&mut (&mut conn).take(len), &mut std::io::sink());
+                seen.fetch_add(1, Ordering::SeqCst);
+                let answer = script.next().unwrap_or_else(|| {
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+                });
+                if answer.is_empty() {
+                    // Hold the connection open, silent, while the next ones are served.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(2));
+                        drop(conn);
+                    });
+                    continue;
+                }
+                let _ = conn.write_all(&answer);
+            }
+        });
+        (port, count)
+    }
+
+    fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for h in headers {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        if !headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("content-length"))
+        {
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn error_xml(code: &str) -> Vec<u8> {
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>").into_bytes()
+    }
+
+    fn on(port: u16) -> Client {
+        Client::new(&target(&format!("http://127.0.0.1:{port}"))).expect("client")
+    }
+
+    fn remote_kind(e: &Error) -> RemoteErrorKind {
+        match e {
+            Error::Remote { kind, .. } => *kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn busy_servers_are_retried_until_they_answer() {
+        let (port, n) = scripted(vec![
+            answer("503 Service Unavailable", &[], &error_xml("SlowDown")),
+            answer("429 Too Many Requests", &["Retry-After: 0"], b""),
+            answer("200 OK", &[], b"hello"),
+        ]);
+        assert_eq!(on(port).get("a").expect("third time"), b"hello");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (port, n) = scripted(vec![
+            answer("400 Bad Request", &[], &error_xml("RequestTimeout")),
+            answer("200 OK", &[], b"ok"),
+        ]);
+        assert_eq!(on(port).get("a").expect("second time"), b"ok");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_body_cut_short_is_retried() {
+        let (port, n) = scripted(vec![
+            answer("200 OK", &["Content-Length: 10"], b"12345"),
+            answer("200 OK", &[], b"1234567890"),
+        ]);
+        assert_eq!(on(port).get("a").expect("whole"), b"1234567890");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A range whose body ends early, every time: transient, not damage.
+        let (port, _) = scripted(vec![
+            answer(
+                "206 Partial Content",
+                &["Content-Range: bytes 0-9/100", "Content-Length: 10"],
+                b"12345"
+            );
+            3
+        ]);
+        let e = on(port)
+            .get_range("a", 0, &mut [0u8; 10])
+            .expect_err("cut short");
+        assert_eq!(remote_kind(&e), Transient, "{e}");
+    }
+
+    #[test]
+    fn a_range_the_server_did_not_send_is_corrupt() {
+        let (port, n) = scripted(vec![answer(
+            "206 Partial Content",
+            &["Content-Range: bytes 10-19/100"],
+            b"0123456789",
+        )]);
+        let e = on(port)
+            .get_range("a", 0, &mut [0u8; 10])
+            .expect_err("wrong range");
+        assert_eq!(remote_kind(&e), Corrupt, "{e}");
+        assert!(!e.is_refusal());
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_error_sent_with_status_200_is_retried() {
+        let listing = br#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated><EncodingType>url</EncodingType><Contents><Key>pre/fix/snapshots/a</Key><Size>3</Size></Contents></ListBucketResult>"#;
+        let (port, n) = scripted(vec![
+            answer("200 OK", &[], &error_xml("InternalError")),
+            answer("200 OK", &[], listing),
+        ]);
+        assert_eq!(
+            on(port).list("snapshots/").expect("second time"),
+            vec![("snapshots/a".to_string(), 3)]
+        );
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let (port, n) = scripted(vec![
+            answer("200 OK", &[], &error_xml("SlowDown")),
+            answer("200 OK", &[], b""),
+        ]);
+        assert!(on(port)
+            .put("a", b"x", PutMode::Overwrite)
+            .expect("second time"));
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_digest_the_server_keeps_refusing_is_corrupt_after_the_retries() {
+        let (port, n) = scripted(vec![
+            answer("400 Bad Request", &[], &error_xml("BadDigest"));
+            3
+        ]);
+        let e = on(port)
+            .put("a", b"x", PutMode::Overwrite)
+            .expect_err("bad digest");
+        assert_eq!(remote_kind(&e), Corrupt, "{e}");
+        assert!(e.to_string().contains("after 3 attempts"), "{e}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn refusals_and_missing_objects_are_not_retried() {
+        let (port, n) = scripted(vec![answer(
+            "403 Forbidden",
+            &[],
+            &error_xml("AccessDenied"),
+        )]);
+        let e = on(port).get("a").expect_err("denied");
+        assert_eq!(remote_kind(&e), Denied, "{e}");
+        assert!(matches!(
+            e,
+            Error::Remote {
+                status: Some(403),
+                ..
+            }
+        ));
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let (port, n) = scripted(vec![answer("404 Not Found", &[], &error_xml("NoSuchKey"))]);
+        let e = on(port).get("a").expect_err("missing");
+        assert!(e.is_not_found(), "{e}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A create-only write that finds the object: an answer, not an error.
+        let (port, _) = scripted(vec![answer("412 Precondition Failed", &[], b"")]);
+        assert!(!on(port).put("a", b"x", PutMode::IfAbsent).expect("exists"));
+    }
+
+    #[test]
+    fn a_server_that_stops_answering_times_out_and_is_transient() {
+        let (port, n) = scripted(vec![Vec::new(); 3]);
+        let mut t = target(&format!("http://127.0.0.1:{port}"));
+        t.retry.io_timeout = Duration::from_millis(200);
+        let e = Client::new(&t)
+            .expect("client")
+            .get("a")
+            .expect_err("silent");
+        assert_eq!(remote_kind(&e), Transient, "{e}");
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 }
