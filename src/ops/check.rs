@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
 use crate::format::pack::{self, PackEntry};
+use crate::format::record;
 use crate::format::snapshot::{Component, Snapshot};
 use crate::format::tree::{DbCapture, Node};
 use crate::id::{ChunkId, PackId};
@@ -391,17 +392,9 @@ impl Checker<'_> {
                 Err(err) if err.is_refusal() => return Err(err),
                 r => r.is_ok(),
             };
-            let ok = read
-                // The record's header says what the trailer says (a reader compares it with the
-                // index the same way).
-                && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h == *e)
-                && pack::verify_payload(
-                    e,
-                    buf.get(pack::RECORD_HEADER_LEN..).unwrap_or_default(),
-                    &mut out,
-                    self.repo.raw_limits(),
-                )
-                .is_ok();
+            // The record's header says what the trailer says (a reader compares it with the
+            // index the same way).
+            let ok = read && record::open(&buf, e, self.repo.raw_limits(), &mut out).is_ok();
             if !ok {
                 damaged.push(e.id);
             }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
 use crate::format::pack::PackEntry;
+use crate::format::record;
 use crate::id::PackId;
 use crate::ops::progress::Progress;
 use crate::ops::reach;
@@ -188,8 +189,7 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             for e in &p.live {
                 let payload =
                     read_verified(repo, &id, e, &mut buf).map_err(|err| sink.cause(err))?;
-                sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)
-                    .map_err(|err| sink.cause(err))?;
+                sink.put_record(e, payload).map_err(|err| sink.cause(err))?;
                 progress.advance(e.record_len());
             }
             report.packs_repacked += 1;
@@ -240,14 +240,16 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
     Ok(report)
 }
 
-/// Read one record of an open pack and verify it before it is copied anywhere.
+/// Read one record of an open pack and verify it before it is copied anywhere; returns
+/// the record's bytes.
 fn read_verified<'b>(
     repo: &Repository,
     pack: &PackId,
     e: &PackEntry,
     buf: &'b mut Vec<u8>,
 ) -> Result<&'b [u8]> {
-    let len = e.record_len() as usize;
+    let len = record::span(e, repo.raw_limits())
+        .map_err(|d| Error::corrupt("pack", format!("pack {pack} offset {}", e.offset), d))?;
     buf.resize(len, 0);
     repo.store().read_at(Key::Pack(*pack), e.offset, buf)?;
     let loc = || {
@@ -257,19 +259,12 @@ fn read_verified<'b>(
             e.offset
         )
     };
-    let hdr = crate::format::pack::decode_record_header(buf, e.offset)
-        .map_err(|d| Error::corrupt("pack", loc(), d))?;
-    if hdr != *e {
-        return Err(Error::corrupt(
-            "pack",
+    record::open(buf, e, repo.raw_limits(), &mut Vec::new()).map_err(|d| {
+        Error::corrupt(
+            d.what(),
             loc(),
-            "record does not match the trailer",
-        ));
-    }
-    let payload = buf
-        .get(crate::format::pack::RECORD_HEADER_LEN..)
-        .unwrap_or_default();
-    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new(), repo.raw_limits())
-        .map_err(|d| Error::corrupt("chunk", loc(), d))?;
-    Ok(payload)
+            d.detail(|| "record does not match the trailer".into()),
+        )
+    })?;
+    Ok(buf)
 }
