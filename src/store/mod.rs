@@ -8,7 +8,7 @@
 //!   `test-hooks` feature) also implements.
 //! - [`lock`], [`index`], [`packer`], [`repo`], [`reads`]: the repository's locks, its
 //!   chunk index (derived data, rebuilt from the packs), the pack writer, the handle that
-//!   ties them together and its reads of chunks.
+//!   ties them together and its reads of chunks (coalesced when many are read).
 //!
 //! The trait is shaped so that an object store (ranged reads, listing by prefix, atomic
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends

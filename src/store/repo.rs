@@ -383,7 +383,8 @@ impl Repository {
     }
 
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
-    /// (stored raw) or `out` (decompressed); both buffers are reused across calls.
+    /// (stored raw) or `out` (decompressed); both buffers are reused across calls. (Many
+    /// chunks at once: [`Repository::read_chunks`], [`Repository::read_run`].)
     pub fn read_chunk<'b>(
         &self,
         id: &ChunkId,
