@@ -309,6 +309,125 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// A batch of small files read together: each file comes back byte for byte, in one
+    /// store read; a damaged chunk fails its own file only, which is not left behind.
+    #[test]
+    fn a_batch_writes_its_files_and_fails_only_the_damaged_one() {
+        use crate::format::pack::ChunkKind;
+        use crate::format::tree::DbCapture;
+        use crate::store::packer::ChunkSink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&path).unwrap();
+        // Files of 1 to 3 chunks, the chunks of the files interleaved in the pack.
+        let contents: Vec<Vec<Vec<u8>>> = (0..12u32)
+            .map(|f| {
+                (0..1 + f % 3)
+                    .map(|c| {
+                        let mut b = vec![0u8; 5000 + (f * 100 + c) as usize];
+                        blake3::Hasher::new_derive_key(&format!("{f}/{c}"))
+                            .finalize_xof()
+                            .fill(&mut b);
+                        b
+                    })
+                    .collect()
+            })
+            .collect();
+        let entries: Vec<Entry> = {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            let sink = ChunkSink::new(&repo).unwrap();
+            let mut refs: Vec<Vec<ChunkRef>> = vec![Vec::new(); contents.len()];
+            for c in 0..3 {
+                for (f, chunks) in contents.iter().enumerate() {
+                    if let Some(b) = chunks.get(c) {
+                        let id = sink.put(ChunkKind::Data, b, true).unwrap();
+                        refs[f].push(ChunkRef {
+                            id,
+                            len: b.len() as u32,
+                        });
+                    }
+                }
+            }
+            sink.finish().unwrap();
+            refs.into_iter()
+                .map(|chunks| Entry {
+                    name: b"f".to_vec(),
+                    node: Node::File {
+                        size: chunks.iter().map(|c| c.len as u64).sum(),
+                        chunks,
+                        indirect: 0,
+                        trusted: true,
+                        database: DbCapture::None,
+                    },
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    mtime_ns: 1_700_000_000_000_000_000,
+                    ctime_ns: 0,
+                    inode: 1,
+                    link: None,
+                })
+                .collect()
+        };
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        // Damage the second chunk of file 5.
+        let Node::File { chunks, .. } = &entries[5].node else {
+            unreachable!()
+        };
+        let e = repo.index().get(&chunks[1].id).unwrap().unwrap();
+        let pack = repo.pack_location(&e.pack);
+        let mut bytes = fs::read(&pack).unwrap();
+        bytes[e.offset as usize + crate::format::pack::RECORD_HEADER_LEN + 7] ^= 1;
+        fs::write(&pack, &bytes).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let paths: Vec<_> = (0..entries.len())
+            .map(|f| out.join(format!("f{f}")))
+            .collect();
+        let files: Vec<BatchFile<'_>> = entries
+            .iter()
+            .zip(&paths)
+            .map(|(e, p)| (p.as_path(), e, batch_chunks(e).unwrap()))
+            .collect();
+        let mut outcomes = Vec::new();
+        #[cfg(feature = "test-hooks")]
+        let before = crate::store::testing::reads_on_this_thread();
+        write_batch(
+            &repo,
+            &files,
+            false,
+            &crate::ops::progress::NoProgress,
+            &mut |p, r| {
+                outcomes.push((p.to_path_buf(), r.map_err(|e| e.to_string())));
+                Ok(())
+            },
+        )
+        .unwrap();
+        #[cfg(feature = "test-hooks")]
+        assert_eq!(crate::store::testing::reads_on_this_thread() - before, 1);
+        assert_eq!(outcomes.len(), entries.len());
+        for (f, p) in paths.iter().enumerate() {
+            let r = &outcomes.iter().find(|o| &o.0 == p).unwrap().1;
+            if f == 5 {
+                assert!(
+                    r.as_ref().is_err_and(|e| e.contains("corrupt chunk")),
+                    "{r:?}"
+                );
+                assert!(!p.exists());
+                continue;
+            }
+            assert_eq!(*r.as_ref().unwrap(), entries[f].size(), "file {f}");
+            assert!(fs::read(p).unwrap() == contents[f].concat(), "file {f}");
+            let mode = fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o640);
+        }
+        assert_eq!(
+            fs::read_dir(&out).unwrap().count(),
+            entries.len() - 1,
+            "no temp file is left"
+        );
+    }
+
     /// A restore writes a file of many chunks with a handful of store reads, not one
     /// per chunk, and the file comes back byte for byte.
     #[cfg(feature = "test-hooks")]
