@@ -6,6 +6,8 @@
 //! its chunk only, and a read the store refuses is that refusal, never damage. Memory is
 //! one read (at most [`MAX_READ`] bytes, or one record) and, for a run, [`RUN_BYTES`].
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
 use crate::format::record;
@@ -14,7 +16,7 @@ use crate::store::repo::Repository;
 use crate::store::{Key, Store};
 
 /// The most bytes one coalesced read fetches (a record longer than this is read alone).
-pub const MAX_READ: usize = 8 << 20;
+pub const MAX_READ: usize = 4 << 20;
 /// The widest gap between two records that one read still spans: fetching it costs less
 /// than another request.
 pub const MAX_GAP: u64 = 64 << 10;
@@ -158,9 +160,29 @@ impl Repository {
         self.read_located(at, f)
     }
 
-    fn read_located(&self, mut at: Vec<(usize, Located)>, f: &mut Each<'_>) -> Result<()> {
+    fn read_located(&self, at: Vec<(usize, Located)>, f: &mut Each<'_>) -> Result<()> {
+        thread_local! {
+            // Reused by every batch a thread reads: no page faults for each new buffer.
+            static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        }
+        BUFS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (buf, out) = &mut *bufs;
+                self.read_located_into(at, buf, out, f)
+            }
+            // A read inside another's callback.
+            Err(_) => self.read_located_into(at, &mut Vec::new(), &mut Vec::new(), f),
+        })
+    }
+
+    fn read_located_into(
+        &self,
+        mut at: Vec<(usize, Located)>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        f: &mut Each<'_>,
+    ) -> Result<()> {
         at.sort_by_key(|(_, l)| (l.pack, l.record.offset));
-        let (mut buf, mut out) = (Vec::new(), Vec::new());
         for group in at.chunk_by(|a, b| a.1.pack == b.1.pack) {
             let Some((_, first)) = group.first() else {
                 continue;
@@ -169,12 +191,12 @@ impl Repository {
                 .iter()
                 .map(|(_, l)| (l.record.offset, l.span))
                 .collect();
-            read_ranges(self.store(), first.pack, &items, &mut buf, &mut |k, r| {
+            read_ranges(self.store(), first.pack, &items, buf, &mut |k, r| {
                 let Some((i, l)) = group.get(k) else {
                     return Ok(());
                 };
                 match r {
-                    Ok(rec) => f(*i, open_located(l, rec, &mut out, self.raw_limits())),
+                    Ok(rec) => f(*i, open_located(l, rec, out, self.raw_limits())),
                     Err(e) => f(*i, Err(read_failed(l, e))),
                 }
             })?;

@@ -391,7 +391,7 @@ enum Work<'a> {
 
 /// The most files, and bytes, of one batch of small files.
 const BATCH_FILES: usize = 256;
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
 
 /// The files and links to write as units of work: small files (most of a Jellyfin data
 /// dir: images, trickplay sheets, `.nfo`, small JSON) in batches of neighbours in the
