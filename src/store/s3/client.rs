@@ -915,10 +915,10 @@ fn jitter(upper: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn target(endpoint: &str) -> S3Config {
+    pub(crate) fn target(endpoint: &str) -> S3Config {
         S3Config {
             endpoint: endpoint.into(),
             bucket: "bkt".into(),
@@ -1025,7 +1025,9 @@ mod tests {
     /// A server on loopback that answers each request with the next of `script` (raw
     /// HTTP responses; an empty one: accept, read the request, never answer), then 500s;
     /// returns its port and a count of the requests it read.
-    fn scripted(script: Vec<Vec<u8>>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    pub(crate) fn scripted(
+        script: Vec<Vec<u8>>,
+    ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::Write;
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1070,7 +1072,7 @@ mod tests {
         (port, count)
     }
 
-    fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    pub(crate) fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
         for h in headers {
             out.push_str(h);
@@ -1088,7 +1090,7 @@ mod tests {
         out
     }
 
-    fn error_xml(code: &str) -> Vec<u8> {
+    pub(crate) fn error_xml(code: &str) -> Vec<u8> {
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>").into_bytes()
     }
 
