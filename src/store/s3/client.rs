@@ -150,6 +150,8 @@ struct Failure {
     detail: String,
     /// The server asked for this pause (`Retry-After`).
     retry_after: Option<Duration>,
+    /// The detail already says what to do: no generic next step.
+    says_next: bool,
 }
 
 impl Failure {
@@ -159,6 +161,7 @@ impl Failure {
             kind,
             detail: detail.into(),
             retry_after: None,
+            says_next: false,
         }
     }
 }
@@ -256,9 +259,15 @@ impl Client {
 
     /// Write a whole object from memory. `Ok(false)`: the server answered 412, the object
     /// exists (with [`PutMode::IfAbsent`], or a server that enforces it by itself).
+    ///
+    /// A create-only write retried after an attempt that may have reached the server
+    /// (a timeout, a reset) can find its own object there: the object is read back,
+    /// and if it holds these bytes the write is the one that created it.
     pub fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<bool> {
         let md5 = md5_base64(bytes);
-        self.with_retries(name, || {
+        let mut attempts = 0u32;
+        let created = self.with_retries(name, || {
+            attempts += 1;
             let url = self.sign_put(name, &md5);
             let mut req = self
                 .agent
@@ -271,7 +280,11 @@ impl Client {
                 Ok(resp) => self.put_outcome(resp, mode),
                 Err(e) => transport(e),
             }
-        })
+        })?;
+        if !created && mode == PutMode::IfAbsent && attempts > 1 {
+            return Ok(self.get(name)? == bytes);
+        }
+        Ok(created)
     }
 
     /// Write a whole object from a local file, streamed from the file on each attempt.
@@ -723,6 +736,7 @@ impl Client {
             String::new()
         };
         let next = match f.kind {
+            _ if f.says_next => "",
             NotFound => "",
             Denied => "; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the region (AWS_REGION), the bucket's name and its permissions",
             Transient => "; the object store could not be reached or kept failing: check the network and the server, then run the command again",
@@ -772,7 +786,8 @@ impl Client {
                 f.detail = format!(
                     "bucket `{}` does not exist on this server; create it, or correct the bucket in the repository's location",
                     self.bucket.name()
-                )
+                );
+                f.says_next = true;
             }
             ("", 404) => f.detail = "no such object".into(),
             ("", 301 | 302 | 307 | 308) => {
@@ -806,7 +821,7 @@ impl Client {
 fn transport<T>(e: ureq::Error) -> Attempt<T> {
     // Never `e`'s own text for a bad URI: it would carry the signed URL.
     let detail = match &e {
-        ureq::Error::Io(io) => format!("{} ({:?})", io, io.kind()),
+        ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => "the server's host name does not resolve".to_string(),
         ureq::Error::ConnectionFailed => "the connection failed".to_string(),
@@ -1233,6 +1248,28 @@ pub(super) mod tests {
         // A create-only write that finds the object: an answer, not an error.
         let (port, _) = scripted(vec![answer("412 Precondition Failed", &[], b"")]);
         assert!(!on(port).put("a", b"x", PutMode::IfAbsent).expect("exists"));
+    }
+
+    #[test]
+    fn a_create_only_write_that_finds_its_own_earlier_attempt_created_the_object() {
+        // The first attempt is stored but its answer lost; the retry finds the object.
+        let (port, n) = scripted(vec![
+            answer("503 Service Unavailable", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("200 OK", &[], b"mine"),
+        ]);
+        assert!(on(port)
+            .put("lease", b"mine", PutMode::IfAbsent)
+            .expect("ours"));
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (port, _) = scripted(vec![
+            answer("503 Service Unavailable", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("200 OK", &[], b"theirs"),
+        ]);
+        assert!(!on(port)
+            .put("lease", b"mine", PutMode::IfAbsent)
+            .expect("theirs"));
     }
 
     #[test]
