@@ -49,10 +49,10 @@ pub struct S3Server {
 
 /// The `weed` binary: on PATH or in pip's scripts directory.
 pub fn weed() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // pip puts the binary in its scripts directory, which may not be on PATH.
+    let mut dirs = Vec::new();
+    // pip puts the binary in its scripts directory, which may not be on PATH; it comes
+    // first because what PATH finds may be a wrapper (a pyenv shim) that runs the binary
+    // as its child, and the server is stopped by the PID of the process this starts.
     if let Ok(o) = Command::new("python3")
         .args([
             "-c",
@@ -61,6 +61,9 @@ pub fn weed() -> PathBuf {
         .output()
     {
         dirs.push(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
     }
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".local/bin"));
@@ -201,6 +204,19 @@ impl S3Server {
                 ));
             }
             if answers(self.port("s3.port")) {
+                // A server that lost a port race exits soon after it starts; what
+                // answered may then be another's.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    return Err(format!(
+                        "it exited ({status}); its log: {}",
+                        self.log_tail()
+                    ));
+                }
                 break;
             }
             if Instant::now() > deadline {
