@@ -527,8 +527,9 @@ impl Client {
                     ),
                 ));
             }
+            // 200: a server that ignores ranges sent the whole object.
             let total = total.unwrap_or(got);
-            if got != len.min(total) {
+            if status == 206 && got != len.min(total) {
                 return Again(Failure::new(
                     Some(status),
                     Corrupt,
@@ -1171,6 +1172,16 @@ pub(super) mod tests {
             .get_range("a", 0, &mut [0u8; 10])
             .expect_err("cut short");
         assert_eq!(remote_kind(&e), Transient, "{e}");
+    }
+
+    #[test]
+    fn a_server_that_ignores_ranges_still_gives_the_parts_asked_for() {
+        let (port, _) = scripted(vec![answer("200 OK", &[], b"0123456789"); 2]);
+        let c = on(port);
+        assert_eq!(c.get_tail("a", 3).expect("tail"), (b"789".to_vec(), 10));
+        let mut buf = [0u8; 4];
+        c.get_range("a", 2, &mut buf).expect("range");
+        assert_eq!(&buf, b"2345");
     }
 
     #[test]
