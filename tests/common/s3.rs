@@ -43,6 +43,8 @@ pub struct S3Server {
     weed: PathBuf,
     dir: tempfile::TempDir,
     ports: Vec<u16>,
+    /// The buckets made here: after a restart, the server is ready once it lists them.
+    buckets: std::sync::Mutex<Vec<String>>,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -112,6 +114,7 @@ impl S3Server {
             weed,
             dir,
             ports: Vec::new(),
+            buckets: std::sync::Mutex::new(Vec::new()),
             child: None,
             watchdog: None,
         };
@@ -287,6 +290,7 @@ impl S3Server {
         client
             .create_bucket()
             .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
+        self.buckets.lock().unwrap().push(bucket.to_string());
     }
 
     /// A new bucket of its own for one test.
@@ -319,6 +323,26 @@ impl S3Server {
         }
         self.launch()
             .unwrap_or_else(|e| panic!("weed mini did not restart: {e}"));
+        // The S3 port answers before the buckets are loaded again, and objects answer
+        // 500 until their volumes are: wait until every object reads.
+        let buckets = self.buckets.lock().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for b in buckets {
+            let client = jellysnap::s3::Client::new(&self.config(&b, "")).unwrap();
+            let objects = loop {
+                match client.list("") {
+                    Ok(o) => break o,
+                    Err(e) => assert!(Instant::now() < deadline, "bucket {b} after a restart: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            for (name, _) in objects {
+                while let Err(e) = client.head(&name) {
+                    assert!(Instant::now() < deadline, "{name} after a restart: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     fn stop_watchdog(&mut self) {
