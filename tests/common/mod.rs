@@ -7,13 +7,16 @@
 //! - `verify`: describing trees and databases and comparing them;
 //! - `server`: the stand-in running server (`wal_server.py`, Python's own SQLite);
 //! - `sqlcli`: the system `sqlite3` CLI as the outside judge of databases;
-//! - `corpus`: the database corpus of `tests/corpus/` and its oracle.
+//! - `corpus`: the database corpus of `tests/corpus/` and its oracle;
+//! - `faultproxy`: a loopback HTTP proxy that injects faults between jellysnap and an S3
+//!   server, and counts requests and bytes.
 //!
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
 pub mod corpus;
 pub mod env;
+pub mod faultproxy;
 pub mod fixture;
 pub mod server;
 pub mod sqlcli;
