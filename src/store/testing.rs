@@ -33,7 +33,7 @@
 //! | `restore-before-sync` | a restore has written everything, before its final syncs |
 //! | `restore-mark-temp`, `restore-intent-temp` | an in-place restore's unfinished-restore mark or intent record is written under its temp name, not yet renamed |
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -167,8 +167,25 @@ impl FaultStore {
 }
 
 impl Store for FaultStore {
-    fn root(&self) -> &Path {
-        self.inner.root()
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        if key == Key::Config {
+            point("init-before-config");
+        }
+        self.fail(Op::Write, key)?;
+        self.fail(Op::Fsync, key)?;
+        self.inner.put_new(key, bytes)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
+    }
+
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        self.inner.read_tail(key, len)
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
@@ -186,9 +203,9 @@ impl Store for FaultStore {
         self.inner.init()
     }
 
-    fn stage(&self) -> Result<Staged> {
+    fn stage(&self, scratch: &Path) -> Result<Staged> {
         let hook = Arc::new(|_: &Path| count(Op::Write));
-        Ok(self.inner.stage()?.with_hook(hook))
+        Ok(self.inner.stage(scratch)?.with_hook(hook))
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
@@ -212,7 +229,7 @@ impl Store for FaultStore {
         self.inner.exists(key)
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Key>> {
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
         self.inner.list(kind)
     }
 
@@ -230,8 +247,8 @@ impl Store for FaultStore {
         Ok(())
     }
 
-    fn clear_scratch(&self) {
-        self.inner.clear_scratch()
+    fn clear_scratch(&self, scratch: &Path) {
+        self.inner.clear_scratch(scratch)
     }
 
     fn sync_visible(&self) -> Result<()> {
@@ -242,7 +259,7 @@ impl Store for FaultStore {
         self.inner.remove_leftovers()
     }
 
-    fn describe(&self, key: Key) -> PathBuf {
+    fn describe(&self, key: Key) -> String {
         self.inner.describe(key)
     }
 }
