@@ -84,18 +84,20 @@ impl ExitCode {
             | Error::DatabaseCapture { .. }
             | Error::Internal(_)
             | Error::ThreadStart { .. } => ExitCode::Failure,
-            Error::Option(_) | Error::InvalidName(_) | Error::SnapshotInFuture { .. } => {
-                ExitCode::Usage
-            }
+            Error::Option(_)
+            | Error::InvalidName(_)
+            | Error::SnapshotInFuture { .. }
+            | Error::CopyIntoItself { .. } => ExitCode::Usage,
             Error::NotARepository(_)
             | Error::NoRepository(_)
             | Error::AlreadyInitialized { .. }
-            | Error::InitNotEmpty(_) => ExitCode::Repository,
+            | Error::InitNotEmpty(_)
+            | Error::CopyNoRepository(_) => ExitCode::Repository,
             Error::NewerFormat { .. } => ExitCode::Version,
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
-            Error::DuplicateName(_) => ExitCode::DuplicateName,
+            Error::DuplicateName(_) | Error::CopyNameTaken { .. } => ExitCode::DuplicateName,
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
             | Error::RestoreIntoEmpty { .. }

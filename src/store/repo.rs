@@ -59,6 +59,17 @@ const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
 impl Repository {
     /// Create a new, empty repository at `path` (which must be absent or empty).
     pub fn init(path: &Path) -> Result<RepoConfig> {
+        Self::init_with(path, RepoConfig::new_default)
+    }
+
+    /// [`Repository::init`] with the chunker, capture, pack and compression parameters of
+    /// `template` and a fresh repository id (a copy's destination: the same parameters
+    /// cut the same chunks, so dedup holds across the two).
+    pub fn init_like(path: &Path, template: &RepoConfig) -> Result<RepoConfig> {
+        Self::init_with(path, |seed| template.with_id(seed))
+    }
+
+    fn init_with(path: &Path, make: impl FnOnce([u8; 16]) -> RepoConfig) -> Result<RepoConfig> {
         let store = crate::store::open(path);
         let already = || Error::AlreadyInitialized {
             path: path.to_path_buf(),
@@ -85,7 +96,7 @@ impl Repository {
         }
         let mut seed = [0u8; 16];
         crate::sys::getrandom(&mut seed);
-        let cfg = RepoConfig::new_default(seed);
+        let cfg = make(seed);
         // The config is written last: its presence marks a complete repository.
         store.put(Key::Config, &cfg.encode()?)?;
         Ok(cfg)
@@ -467,6 +478,15 @@ impl Repository {
         }
         out.sort_by_key(Snapshot::write_order);
         Ok((out, bad))
+    }
+
+    /// The ids of the snapshot records (a reader's: those listed when it opened), without
+    /// reading the records.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        match &self.listed {
+            Some(ids) => Ok(ids.clone()),
+            None => list_snapshots(self.store.as_ref()),
+        }
     }
 
     /// Resolve `latest`, a name, or a unique id prefix. An id prefix that only a record
