@@ -41,8 +41,8 @@ fn put_tree(sink: &ChunkSink, entries: Vec<Entry>) -> ChunkId {
 /// A repository whose one snapshot references `n` distinct 128-byte chunks, all in one
 /// data pack (n * 180 bytes stays under the 16 MiB pack target).
 fn build(path: &Path, n: usize) {
-    Repository::init(path).expect("init");
-    let repo = Repository::open(path, Access::Write).expect("open");
+    Repository::init(&jellysnap::Place::local(path)).expect("init");
+    let repo = Repository::open(&jellysnap::Place::local(path), Access::Write).expect("open");
     let sink = ChunkSink::new(&repo).expect("pack writer");
     let mut files = Vec::new();
     let mut buf = [0u8; 128];
@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
     for n in SIZES {
         let path = dir.path().join(format!("repo-{n}"));
         build(&path, n);
-        let repo = Repository::open(&path, Access::Read).expect("open");
+        let repo = Repository::open(&jellysnap::Place::local(&path), Access::Read).expect("open");
         let mode = ReadData::new(true, None, &state).expect("mode");
         let r = check(&repo, &mode, &NoProgress).expect("check");
         assert!(r.ok() && r.data_chunks == n as u64 && r.packs == 2, "{r:?}");

@@ -107,10 +107,10 @@ fn main() {
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("repo");
-    Repository::init(&path).expect("init");
+    Repository::init(&jellysnap::Place::local(&path)).expect("init");
     let t0 = Instant::now();
     {
-        let repo = Repository::open(&path, Access::Write).expect("open");
+        let repo = Repository::open(&jellysnap::Place::local(&path), Access::Write).expect("open");
         let sink = ChunkSink::new(&repo).expect("pack writer");
         let mut files = Vec::new();
         let mut buf = [0u8; 128];

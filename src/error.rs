@@ -6,6 +6,20 @@ use std::path::PathBuf;
 
 use crate::id::{ChunkId, PackId};
 
+/// What an object store's failure says about the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// The object is not there.
+    NotFound,
+    /// Credentials, permission, region or bucket refused: nothing is known of the bytes.
+    Denied,
+    /// The network or the server failed and retries did not help: nothing is known of
+    /// the bytes.
+    Transient,
+    /// The server answered with bytes that are not what was asked for.
+    Corrupt,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +29,16 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+
+    /// An object store's answer (or its silence): the object, the HTTP status when there
+    /// was one, and what to do. Only `Corrupt` says anything about the stored bytes.
+    #[error("{object}: {}{detail}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    Remote {
+        object: String,
+        status: Option<u16>,
+        kind: RemoteErrorKind,
+        detail: String,
     },
 
     #[error("{0} is not a jellysnap repository (no `config` file); create one with `jellysnap init` or check --repo / JELLYSNAP_REPO")]
@@ -235,6 +259,9 @@ impl Error {
     /// past its end, bytes the medium could not give back (EIO) or invalid data are not
     /// refusals: those are what damage looks like.
     pub fn is_refusal(&self) -> bool {
+        if let Error::Remote { kind, .. } = self {
+            return matches!(kind, RemoteErrorKind::Denied | RemoteErrorKind::Transient);
+        }
         let Error::Io { source, .. } = self else {
             return false;
         };
@@ -244,6 +271,16 @@ impl Error {
                 | std::io::ErrorKind::UnexpectedEof
                 | std::io::ErrorKind::InvalidData
         ) && source.raw_os_error() != Some(libc::EIO)
+    }
+
+    /// The object asked for is not there (a local file or a remote object): for a pack
+    /// a record names, that is damage; for a marker or a lease, an answer.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            Error::Remote { kind, .. } => *kind == RemoteErrorKind::NotFound,
+            _ => false,
+        }
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {

@@ -25,7 +25,7 @@ mod ops;
 mod store;
 mod sys;
 
-pub use error::{Error, OptionError, Result};
+pub use error::{Error, OptionError, RemoteErrorKind, Result};
 pub use format::pack::ChunkKind;
 pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
@@ -35,6 +35,7 @@ pub use ops::options::{Components, SnapshotName};
 pub use ops::parallel::set_io_threads;
 pub use store::packer::ChunkSink;
 pub use store::repo::{Access, Repository};
+pub use store::{Location, Place};
 
 /// Taking a snapshot.
 pub mod backup {

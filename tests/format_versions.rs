@@ -50,7 +50,7 @@ fn commit_as(repo: &Repository, name: &str, tree: ChunkId) {
 /// Snapshot `newer-dump`: `one` with its database's dump marked one version newer.
 /// Returns the database's path inside the snapshot (`root/rel`).
 fn commit_newer_dump(env: &Env) -> String {
-    let repo = Repository::open(&env.repo, Access::Write).unwrap();
+    let repo = Repository::open(&jellysnap::Place::local(&env.repo), Access::Write).unwrap();
     let one = repo.resolve("one").unwrap().record;
     let item = one
         .items
@@ -110,7 +110,7 @@ fn commit_newer_dump(env: &Env) -> String {
 /// Snapshot `newer-tree`: `one` whose root tree says it is one version newer than the
 /// newest this jellysnap reads (2: trees with hard links).
 fn commit_newer_tree(env: &Env) {
-    let repo = Repository::open(&env.repo, Access::Write).unwrap();
+    let repo = Repository::open(&jellysnap::Place::local(&env.repo), Access::Write).unwrap();
     let one = repo.resolve("one").unwrap().record;
     let mut bytes = repo.load_tree(&one.tree).unwrap().encode().unwrap();
     assert_eq!(&bytes[..5], b"JSTR\x01");

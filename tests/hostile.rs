@@ -31,7 +31,7 @@ fn entry(name: &[u8], node: Node) -> Entry {
 
 /// Commit a snapshot whose `data` root holds `entries` (encoded without validation).
 fn craft(env: &Env, name: &str, entries: Vec<(Vec<u8>, &'static [u8], bool)>) {
-    let repo = Repository::open(&env.repo, Access::Write).unwrap();
+    let repo = Repository::open(&jellysnap::Place::local(&env.repo), Access::Write).unwrap();
     let template: SnapshotRecord = repo.resolve("base").unwrap().record;
     let sink = ChunkSink::new(&repo).unwrap();
     let mut listing = Vec::new();

@@ -200,7 +200,9 @@ fn utf16_databases_keep_text_that_is_not_valid_utf16() {
 /// The database's first data chunk: flip a byte of its stored payload.
 fn damage_database(env: &Env) {
     use jellysnap::Node;
-    let repo = jellysnap::Repository::open(&env.repo, jellysnap::Access::Read).unwrap();
+    let repo =
+        jellysnap::Repository::open(&jellysnap::Place::local(&env.repo), jellysnap::Access::Read)
+            .unwrap();
     let snap = repo.resolve("latest").unwrap();
     let mut tree = repo.load_tree(&snap.record.tree).unwrap();
     let mut node = None;

@@ -216,6 +216,15 @@ pub fn default_repo() -> PathBuf {
     home.join(".local/share/jellysnap/repo")
 }
 
+/// The repository `--repo` names, with the cache dir its local state lives in when it
+/// is not a local directory.
+pub fn place(repo: &std::path::Path) -> Result<jellysnap::Place, jellysnap::Error> {
+    Ok(jellysnap::Place::new(
+        jellysnap::Location::Local(repo.to_path_buf()),
+        cache_dir(),
+    ))
+}
+
 /// Where `check --read-data-subset` remembers the next slice: `$XDG_CACHE_HOME/jellysnap`,
 /// else `~/.cache/jellysnap`.
 pub fn cache_dir() -> PathBuf {

@@ -12,7 +12,7 @@ use super::exit::ExitCode;
 use super::{paren_name, render, report_rebuild, Ctx, Out};
 
 pub fn init(ctx: &Ctx) -> Result<ExitCode, Error> {
-    let cfg = Repository::init(&ctx.repo_path)?;
+    let cfg = Repository::init(&ctx.place)?;
     ctx.out.text(&format!(
         "created jellysnap repository at {}",
         ctx.repo_path.display()
@@ -50,7 +50,7 @@ fn options(ctx: &Ctx, a: &BackupArgs) -> Result<BackupOptions, Error> {
 
 pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<ExitCode, Error> {
     let opts = options(ctx, a)?;
-    let (repo, created) = backup::open_repository(&ctx.repo_path, &opts)?;
+    let (repo, created) = backup::open_repository(&ctx.place, &opts)?;
     if created {
         // Also under -q: a new repository where one was expected is news.
         ctx.out.err(&format!(

@@ -8,7 +8,7 @@ use super::exit::ExitCode;
 use super::{render, Ctx};
 
 pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     let (snaps, bad) = repo.snapshots()?;
     for e in &bad {
         ctx.out.warn(&e.to_string());
@@ -90,7 +90,7 @@ pub fn ls(
     path: Option<&str>,
     recursive: bool,
 ) -> Result<ExitCode, Error> {
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     let snap = repo.resolve(snapshot)?;
     let entries = jellysnap::browse::ls(&repo, &snap, path.unwrap_or(""), recursive)?;
     ctx.out.json(json!(entries));
@@ -110,7 +110,7 @@ pub fn ls(
 }
 
 pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     let (a, b) = (repo.resolve(from)?, repo.resolve(to)?);
     let d = jellysnap::browse::diff(&repo, &a, &b)?;
     ctx.out

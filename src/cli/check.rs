@@ -11,7 +11,7 @@ use super::{paren_name, render, report_rebuild, Ctx, Out};
 
 pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
     let mode = ReadData::new(a.read_data, a.read_data_subset, &args::cache_dir())?;
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&repo, ctx.out);
     let r = check::check(&repo, &mode, ctx.progress).inspect_err(|e| {
         if e.is_refusal() {

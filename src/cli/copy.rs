@@ -16,9 +16,10 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
         dry_run: a.dry_run,
     };
     let out = ctx.out;
-    let src = Repository::open(&ctx.repo_path, Access::Read)?;
+    let src = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&src, out);
-    let (dst, created) = copy::open_destination(&a.to, &src, a.init, a.dry_run)?;
+    let to = super::args::place(&a.to)?;
+    let (dst, created) = copy::open_destination(&to, &src, a.init, a.dry_run)?;
     if created {
         // Also under -q: a new repository where one may have been expected is news.
         out.err(&format!(

@@ -21,6 +21,7 @@ pub enum ExitCode {
     DatabaseRestore = 19,
     NoSpace = 20,
     RestoreInterrupted = 21,
+    Remote = 22,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -28,7 +29,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 17] = [
+    pub const ALL: [ExitCode; 18] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -45,6 +46,7 @@ impl ExitCode {
         ExitCode::DatabaseRestore,
         ExitCode::NoSpace,
         ExitCode::RestoreInterrupted,
+        ExitCode::Remote,
         ExitCode::BrokenPipe,
     ];
 
@@ -71,6 +73,7 @@ impl ExitCode {
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
+            ExitCode::Remote => "the object store refused (credentials, permission, bucket) or could not be reached after retries: the message names the object, the HTTP status and what to do; nothing stored was damaged",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -121,6 +124,11 @@ impl ExitCode {
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
             Error::NoSpace { .. } => ExitCode::NoSpace,
             Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
+            Error::Remote {
+                kind: jellysnap::RemoteErrorKind::Corrupt,
+                ..
+            } => ExitCode::Damaged,
+            Error::Remote { .. } => ExitCode::Remote,
         }
     }
 }

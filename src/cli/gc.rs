@@ -13,7 +13,7 @@ use super::{render, report_rebuild, Ctx};
 pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
     let max_unused = MaxUnused::new(a.max_unused)?;
     let (out, progress) = (ctx.out, ctx.progress);
-    let repo = Repository::open(&ctx.repo_path, Access::Exclusive)?;
+    let repo = Repository::open(&ctx.place, Access::Exclusive)?;
     report_rebuild(&repo, out);
     let plan = gc::plan(&repo, max_unused, progress)?;
     let report = if a.dry_run {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde_json::json;
 
-use jellysnap::{Error, Repository};
+use jellysnap::{Error, Place, Repository};
 
 use args::{Cli, Command};
 use exit::ExitCode;
@@ -32,7 +32,10 @@ use progress::TermProgress;
 
 /// What every command is given: where the repository is, how to print, progress.
 pub(crate) struct Ctx<'a> {
+    /// The repository as the user named it, for messages.
     pub(crate) repo_path: PathBuf,
+    /// Where the repository is, and the cache dir for its local state.
+    pub(crate) place: Place,
     /// Whether the repository path is the default one (no --repo / JELLYSNAP_REPO).
     pub(crate) default_repo: bool,
     pub(crate) out: &'a Out,
@@ -51,9 +54,15 @@ pub fn run() -> ExitCode {
     let out = Out::new(cli.json, cli.quiet);
     let progress = TermProgress::new(cli.quiet, cli.json, cli.verbose > 0);
     let default_repo = args::default_repo();
+    let repo_path = cli.repo.clone().unwrap_or(default_repo.clone());
+    let place = match args::place(&repo_path) {
+        Ok(p) => p,
+        Err(e) => return out.finish(report_error(&out, &e)),
+    };
     let ctx = Ctx {
         default_repo: cli.repo.as_ref().is_none_or(|r| *r == default_repo),
-        repo_path: cli.repo.clone().unwrap_or(default_repo),
+        repo_path,
+        place,
         out: &out,
         progress: &progress,
         verbose: cli.verbose > 0,

@@ -36,7 +36,7 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&repo, ctx.out);
     let snap = repo.resolve(&a.snapshot)?;
     let opts = options(ctx, a)?;

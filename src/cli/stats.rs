@@ -8,7 +8,7 @@ use super::exit::ExitCode;
 use super::{paren_name, render, report_rebuild, Ctx};
 
 pub fn stats(ctx: &Ctx, snapshots: &[String]) -> Result<ExitCode, Error> {
-    let repo = Repository::open(&ctx.repo_path, Access::Read)?;
+    let repo = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&repo, ctx.out);
     let s = stats::repo_stats(&repo)?;
     let mut per = Vec::new();

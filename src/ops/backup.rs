@@ -29,6 +29,7 @@ use crate::ops::progress::Progress;
 use crate::ops::timefmt;
 use crate::store::packer::ChunkSink;
 use crate::store::repo::{Access, Repository};
+use crate::store::Place;
 
 /// Files modified this close to the scan start are re-read next time: a write in the same
 /// timestamp tick after our read would leave size and mtime unchanged.
@@ -70,21 +71,21 @@ impl BackupOutcome {
 /// Open the repository a backup writes to, creating it first when it holds none and
 /// `opts.create_repository` allows it. The source is checked before anything is
 /// created. Returns the repository and whether it was created.
-pub fn open_repository(path: &Path, opts: &BackupOptions) -> Result<(Repository, bool)> {
+pub fn open_repository(place: &Place, opts: &BackupOptions) -> Result<(Repository, bool)> {
     let mut created = false;
-    if !Repository::exists(path) {
+    if !Repository::exists(place)? {
         if !opts.create_repository {
-            return Err(Error::NoRepository(path.to_path_buf()));
+            return Err(Error::NoRepository(place.location.as_path()));
         }
         jellyfin::detect(&opts.source)?;
-        match Repository::init(path) {
+        match Repository::init(place) {
             Ok(_) => created = true,
             // A backup started at the same moment made it: back up into it.
             Err(Error::AlreadyInitialized { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((Repository::open(path, Access::Write)?, created))
+    Ok((Repository::open(place, Access::Write)?, created))
 }
 
 /// What the walk needs, shared by all its threads. Counters are not here: each part of
@@ -122,7 +123,7 @@ impl<'a> Ctx<'a> {
             db_physical_chunker: repo.db_physical_chunker(),
             source,
             captures,
-            repo_id: fs::metadata(repo.path())
+            repo_id: fs::metadata(repo.state_dir())
                 .map(|m| (m.dev(), m.ino()))
                 .unwrap_or((0, 0)),
             repo_inside: std::sync::OnceLock::new(),

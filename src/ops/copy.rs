@@ -31,7 +31,7 @@ use crate::ops::progress::Progress;
 use crate::store::index::IndexEntry;
 use crate::store::packer::ChunkSink;
 use crate::store::repo::{resolve_in, Access, Repository};
-use crate::store::Key;
+use crate::store::{Key, Place};
 
 /// Records closer than this in one pack are read together (the gap is read and dropped):
 /// one request instead of two matters more than the bytes on object storage.
@@ -126,32 +126,35 @@ impl Destination<'_> {
 /// refused: a disk that is not mounted must not receive a full copy in its mount point.
 /// Returns the repository and whether it was created.
 pub fn open_destination(
-    path: &std::path::Path,
+    place: &Place,
     source: &Repository,
     create: bool,
     dry_run: bool,
 ) -> Result<(Option<Repository>, bool)> {
-    let mut created = false;
-    if !Repository::exists(path) {
-        if !create {
-            return Err(Error::CopyNoRepository(path.to_path_buf()));
-        }
-        if dry_run {
-            return Ok((None, false));
-        }
-        match Repository::init_like(path, source.config()) {
-            Ok(_) => created = true,
-            // Another process made it meanwhile: copy into it.
-            Err(Error::AlreadyInitialized { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
     let access = if dry_run { Access::Read } else { Access::Write };
-    let repo = Repository::open(path, access)?;
-    // Same id: the same repository (under another path), or a byte copy of it.
+    let mut created = false;
+    let repo = match Repository::open(place, access) {
+        Err(Error::NotARepository(_)) if !create => {
+            return Err(Error::CopyNoRepository(place.location.as_path()))
+        }
+        Err(Error::NotARepository(_)) if dry_run => return Ok((None, false)),
+        Err(Error::NotARepository(_)) => {
+            let mut seed = [0u8; 16];
+            crate::sys::getrandom(&mut seed);
+            match Repository::init_with(place, source.config().with_id(seed)) {
+                Ok(_) => created = true,
+                // Another process made it meanwhile: copy into it.
+                Err(Error::AlreadyInitialized { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Repository::open(place, access)?
+        }
+        r => r?,
+    };
+    // Same id: the same repository (under another name), or a byte copy of it.
     if repo.config().repo_id == source.config().repo_id {
         return Err(Error::CopyIntoItself {
-            path: path.to_path_buf(),
+            path: place.location.as_path(),
         });
     }
     Ok((Some(repo), created))
@@ -311,7 +314,7 @@ fn choose(
 fn is_damage(e: &Error) -> bool {
     match e {
         Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => true,
-        Error::Io { .. } => !e.is_refusal(),
+        Error::Io { .. } | Error::Remote { .. } => !e.is_refusal(),
         _ => false,
     }
 }
@@ -712,13 +715,12 @@ fn read_run(
     buf.resize((end - start) as usize, 0);
     match src.store().read_at(Key::Pack(e.pack), start, buf) {
         Ok(()) => Ok(()),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(Error::PackMissing {
-                pack: e.pack,
-                detail: source.to_string(),
-            })
-        }
-        Err(err) if !is_damage(&err) || err.is_refusal() => Err(err),
+        Err(err) if err.is_not_found() => Err(Error::PackMissing {
+            pack: e.pack,
+            detail: err.to_string(),
+        }),
+        // A permission, a resource limit, a network that failed: said as it is.
+        Err(err) if !is_damage(&err) => Err(err),
         Err(err) => Err(Error::corrupt(
             "pack",
             format!("pack {} offset {start}", e.pack),

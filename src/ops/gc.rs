@@ -250,13 +250,7 @@ fn read_verified<'b>(
     let len = e.record_len() as usize;
     buf.resize(len, 0);
     repo.store().read_at(Key::Pack(*pack), e.offset, buf)?;
-    let loc = || {
-        format!(
-            "pack {} offset {}",
-            repo.pack_location(pack).display(),
-            e.offset
-        )
-    };
+    let loc = || format!("pack {} offset {}", repo.pack_location(pack), e.offset);
     let hdr = crate::format::pack::decode_record_header(buf, e.offset)
         .map_err(|d| Error::corrupt("pack", loc(), d))?;
     if hdr != *e {

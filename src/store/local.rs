@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{PackId, SnapshotId};
 use crate::store::durable::{self, EntryKind, Fs, FsRead, StdFs};
-use crate::store::{Key, Kind, Staged, Store};
+use crate::store::{Key, Kind, LeaseId, Staged, Store};
 
 /// The directories `init` creates before the config is written: the objects' own, and
 /// the repository's local index, locks and scratch space.
@@ -53,6 +53,7 @@ impl LocalStore {
                 self.root.join("packs").join(&hex[..2]).join(hex)
             }
             Key::GcMarker => self.root.join("gc-in-progress"),
+            Key::Lease(id) => self.root.join("leases").join(id.to_hex()),
         }
     }
 
@@ -114,43 +115,68 @@ impl LocalStore {
         Ok(true)
     }
 
-    fn list_snapshots(&self) -> Result<Vec<Key>> {
-        let dir = self.root.join("snapshots");
+    /// The objects named in `dir` that `parse` accepts (anything else is the temp file of
+    /// an interrupted write), with their sizes. An object removed between the listing
+    /// and its stat (a gc elsewhere) is left out.
+    fn list_dir(&self, dir: &Path, parse: impl Fn(&str) -> Option<Key>) -> Result<Vec<(Key, u64)>> {
         let mut out = Vec::new();
-        for (name, _) in self.fs.list(&dir).at(&dir)? {
-            // Anything else is the temp file of an interrupted write.
-            if let Some(id) = SnapshotId::from_hex(&name) {
-                out.push(Key::Snapshot(id));
+        let names = match self.fs.list(dir) {
+            Ok(n) => n,
+            // Leases are made on first use.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.ends_with("leases") => {
+                return Ok(out)
+            }
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        for (name, _) in names {
+            let Some(key) = parse(&name) else { continue };
+            let path = dir.join(&name);
+            match self.fs.len(&path) {
+                Ok(len) => out.push((key, len)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
             }
         }
         Ok(out)
     }
 
-    fn list_packs(&self) -> Result<Vec<Key>> {
+    fn list_packs(&self) -> Result<Vec<(Key, u64)>> {
         let dir = self.root.join("packs");
         let mut out = Vec::new();
         for (sub, kind) in self.fs.list(&dir).at(&dir)? {
             if kind != EntryKind::Dir {
                 continue;
             }
-            let sub = dir.join(sub);
-            for (name, _) in self.fs.list(&sub).at(&sub)? {
-                if let Some(id) = PackId::from_hex(&name) {
-                    out.push(Key::Pack(id));
-                }
-            }
+            out.extend(self.list_dir(&dir.join(sub), |n| PackId::from_hex(n).map(Key::Pack))?);
         }
         Ok(out)
     }
 }
 
 impl Store for LocalStore {
-    fn root(&self) -> &Path {
-        &self.root
+    fn location(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        if let Key::Lease(_) = key {
+            self.ensure_dir(&self.root.join("leases"))?;
+        }
         durable::write_atomic(self.fs.as_ref(), &self.path(key), bytes)
+    }
+
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        // One host's writers exclude each other with the local locks; this store is not
+        // shared by hosts that would race here.
+        if self.exists(key)? {
+            return Ok(false);
+        }
+        self.put(key, bytes)?;
+        Ok(true)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        false
     }
 
     fn init(&self) -> Result<()> {
@@ -171,8 +197,8 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn stage(&self) -> Result<Staged> {
-        Staged::create(self.fs.clone(), &self.root.join("tmp"))
+    fn stage(&self, scratch: &Path) -> Result<Staged> {
+        Staged::create(self.fs.clone(), scratch)
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
@@ -200,6 +226,16 @@ impl Store for LocalStore {
             .map_err(|e| Error::io(self.path(key), e))
     }
 
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        let path = self.path(key);
+        let f = self.open_cached(key).map_err(|e| Error::io(&path, e))?;
+        let size = self.fs.len(&path).at(&path)?;
+        let n = len.min(size);
+        let mut buf = vec![0u8; usize::try_from(n).map_err(|_| Error::internal("tail too long"))?];
+        f.read_exact_at(&mut buf, size - n).at(&path)?;
+        Ok((buf, size))
+    }
+
     fn size(&self, key: Key) -> Result<u64> {
         let path = self.path(key);
         self.fs.len(&path).at(&path)
@@ -214,10 +250,15 @@ impl Store for LocalStore {
         }
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Key>> {
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
         match kind {
-            Kind::Snapshot => self.list_snapshots(),
+            Kind::Snapshot => self.list_dir(&self.root.join("snapshots"), |n| {
+                SnapshotId::from_hex(n).map(Key::Snapshot)
+            }),
             Kind::Pack => self.list_packs(),
+            Kind::Lease => self.list_dir(&self.root.join("leases"), |n| {
+                LeaseId::from_hex(n).map(Key::Lease)
+            }),
         }
     }
 
@@ -239,19 +280,18 @@ impl Store for LocalStore {
         durable::sync_dir_on(fs, &self.root.join("snapshots"))
     }
 
-    fn clear_scratch(&self) {
-        // Packs being staged, database captures, their rebuilds and private copies.
-        remove_matching(
-            self.fs.as_ref(),
-            &self.root.join("tmp"),
-            &["pack-", "db-capture-", "db-rebuild-", "db-source-"],
-        );
+    fn clear_scratch(&self, scratch: &Path) {
+        clear_scratch_on(self.fs.as_ref(), scratch);
     }
 
     fn remove_leftovers(&self) -> Result<u64> {
         let mut n = 0;
         // Temp files of interrupted atomic writes, beside the objects.
-        let mut dirs = vec![self.root.join("snapshots"), self.root.clone()];
+        let mut dirs = vec![
+            self.root.join("snapshots"),
+            self.root.join("leases"),
+            self.root.clone(),
+        ];
         let packs = self.root.join("packs");
         if let Ok(subs) = self.fs.list(&packs) {
             dirs.extend(
@@ -266,9 +306,19 @@ impl Store for LocalStore {
         Ok(n)
     }
 
-    fn describe(&self, key: Key) -> PathBuf {
-        self.path(key)
+    fn describe(&self, key: Key) -> String {
+        self.path(key).display().to_string()
     }
+}
+
+/// Empty a repository's scratch directory of what a process that died left: packs being
+/// staged, database captures, their rebuilds and private copies.
+pub fn clear_scratch_on(fs: &dyn Fs, scratch: &Path) {
+    remove_matching(
+        fs,
+        scratch,
+        &["pack-", "db-capture-", "db-rebuild-", "db-source-"],
+    );
 }
 
 /// Remove the files (and directories) of `dir` whose names start with one of
@@ -298,43 +348,67 @@ pub(crate) mod tests {
     use std::fs;
 
     /// The contract of [`Store`], as any implementation must keep it.
-    pub(crate) fn check_contract(store: &dyn Store) {
+    pub(crate) fn check_contract(store: &dyn Store, scratch: &Path) {
         store.init().unwrap();
+        let keys = |kind| -> Vec<Key> {
+            store
+                .list(kind)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
         let snap = Key::Snapshot(SnapshotId::of(b"record"));
         assert!(!store.exists(snap).unwrap());
         store.put(snap, b"record").unwrap();
         assert!(store.exists(snap).unwrap());
         assert_eq!(store.get(snap).unwrap(), b"record");
         assert_eq!(store.size(snap).unwrap(), 6);
-        assert_eq!(store.list(Kind::Snapshot).unwrap(), vec![snap]);
+        assert_eq!(store.list(Kind::Snapshot).unwrap(), vec![(snap, 6)]);
 
         // A staged object is invisible until it is put, and then whole.
-        let mut staged = store.stage().unwrap();
+        let mut staged = store.stage(scratch).unwrap();
         staged.write(b"pack ").unwrap();
         staged.write(b"bytes").unwrap();
         assert_eq!(staged.written(), 10);
         let pack = Key::Pack(PackId(*blake3::hash(b"pack bytes").as_bytes()));
-        assert!(store.list(Kind::Pack).unwrap().is_empty());
+        assert!(keys(Kind::Pack).is_empty());
         store.put_staged(pack, staged).unwrap();
-        assert_eq!(store.list(Kind::Pack).unwrap(), vec![pack]);
+        assert_eq!(store.list(Kind::Pack).unwrap(), vec![(pack, 10)]);
         let mut buf = [0u8; 5];
         store.read_at(pack, 5, &mut buf).unwrap();
         assert_eq!(&buf, b"bytes");
+        assert_eq!(store.read_tail(pack, 3).unwrap(), (b"tes".to_vec(), 10));
+        assert_eq!(
+            store.read_tail(pack, 99).unwrap(),
+            (b"pack bytes".to_vec(), 10)
+        );
         assert!(
             store.read_at(pack, 8, &mut buf).is_err(),
             "a short read fails"
         );
 
         // A staged object that is dropped leaves nothing behind.
-        let mut dropped = store.stage().unwrap();
+        let mut dropped = store.stage(scratch).unwrap();
         dropped.write(b"never put").unwrap();
         drop(dropped);
-        assert_eq!(store.list(Kind::Pack).unwrap(), vec![pack]);
+        assert_eq!(keys(Kind::Pack), vec![pack]);
+
+        // A lease is created only where none is.
+        let lease = Key::Lease(LeaseId::random());
+        assert!(keys(Kind::Lease).is_empty());
+        assert!(store.put_new(lease, b"mine").unwrap());
+        assert!(!store.put_new(lease, b"theirs").unwrap());
+        assert_eq!(store.get(lease).unwrap(), b"mine");
+        assert_eq!(keys(Kind::Lease), vec![lease]);
+        store.delete(lease).unwrap();
+        assert!(keys(Kind::Lease).is_empty());
 
         store.delete(pack).unwrap();
         store.delete(pack).unwrap();
-        assert!(store.list(Kind::Pack).unwrap().is_empty());
-        assert!(store.get(pack).is_err());
+        assert!(keys(Kind::Pack).is_empty());
+        let missing = store.get(pack).unwrap_err();
+        assert!(missing.is_not_found(), "{missing}");
         assert!(
             store.init().is_err(),
             "init refuses a store holding objects"
@@ -345,7 +419,7 @@ pub(crate) mod tests {
     fn the_local_store_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(&dir.path().join("repo"));
-        check_contract(&store);
+        check_contract(&store, &dir.path().join("repo/tmp"));
         // Temp files of interrupted writes are never listed, and are removed.
         let tmp = dir.path().join("repo/snapshots/.tmp-abc");
         fs::write(&tmp, b"half").unwrap();
@@ -365,7 +439,7 @@ pub(crate) mod tests {
         }
         fs::create_dir(scratch.join("db-source-4")).unwrap();
         fs::write(scratch.join("db-source-4/db"), b"x").unwrap();
-        store.clear_scratch();
+        store.clear_scratch(&scratch);
         let left: Vec<_> = fs::read_dir(&scratch)
             .unwrap()
             .map(|e| e.unwrap().file_name())

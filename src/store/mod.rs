@@ -44,6 +44,36 @@ pub enum Key {
     Pack(PackId),
     /// Present while a gc sweep has not finished.
     GcMarker,
+    /// A lease: a process on some host says, until the time written in it, that it
+    /// uses the repository (see `store::lease`). Named by a random id.
+    Lease(LeaseId),
+}
+
+/// A lease's name: 16 random bytes, in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub [u8; 16]);
+
+impl LeaseId {
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        crate::sys::getrandom(&mut b);
+        LeaseId(b)
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        for (i, out) in b.iter_mut().enumerate() {
+            *out = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(LeaseId(b))
+    }
 }
 
 /// The kinds of object a store lists.
@@ -51,6 +81,7 @@ pub enum Key {
 pub enum Kind {
     Snapshot,
     Pack,
+    Lease,
 }
 
 /// A hook the test store sets on the objects it stages (see [`Staged`]); `None` in
@@ -153,14 +184,24 @@ impl Staged {
 /// - A store never renames, appends to or rewrites part of an object; objects named by
 ///   a hash are written once.
 pub trait Store: Send + Sync {
-    /// Where the store is, for messages and for the local scratch space.
-    fn root(&self) -> &Path;
+    /// Where the store is, for messages (a path, or an `s3:` URL).
+    fn location(&self) -> String;
 
     /// Write a whole small object.
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()>;
 
-    /// Local scratch space for a large object (see [`Staged`]).
-    fn stage(&self) -> Result<Staged>;
+    /// Write a whole small object only if none is under `key`: `Ok(false)` when one is.
+    /// Atomic where the store can make it so (a local hard link, an object store's
+    /// conditional write); [`Store::conditional_writes`] says whether it is.
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool>;
+
+    /// Whether [`Store::put_new`] is atomic against another host writing the same key.
+    fn conditional_writes(&self) -> bool;
+
+    /// A new scratch file for a large object (see [`Staged`]), in `scratch` (the
+    /// repository's local scratch directory; for a local store, on the store's own file
+    /// system).
+    fn stage(&self, scratch: &Path) -> Result<Staged>;
 
     /// Make a staged object durable under `key`.
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()>;
@@ -175,19 +216,24 @@ pub trait Store: Send + Sync {
     /// `buf.len()` bytes of an object from `offset` (a chunk of a pack).
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// The last `len` bytes of an object (all of it when it is shorter) and the object's
+    /// size, in one request (a pack's trailer).
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)>;
+
     /// An object's size in bytes.
     fn size(&self, key: Key) -> Result<u64>;
 
     fn exists(&self, key: Key) -> Result<bool>;
 
-    /// Every complete object of a kind, in no particular order.
-    fn list(&self, kind: Kind) -> Result<Vec<Key>>;
+    /// Every complete object of a kind with its size, in no particular order.
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>>;
 
     fn delete(&self, key: Key) -> Result<()>;
 
-    /// Empty the local scratch space of a process that died (staged packs, database
-    /// captures). Only the holder of the writer lock calls it, when it opens the store.
-    fn clear_scratch(&self);
+    /// Empty the local scratch directory `scratch` of what a process that died left
+    /// (staged packs, database captures). Only the holder of the writer lock calls it,
+    /// when it opens the repository.
+    fn clear_scratch(&self, scratch: &Path);
 
     /// Make durable what a process that died may have left visible but not durable: an
     /// object renamed into place, or a delete, whose directory it never synced (the
@@ -204,14 +250,81 @@ pub trait Store: Send + Sync {
 
     /// Where a key lives, for messages (`packs/ab/ab12…` under the root for a local
     /// store).
-    fn describe(&self, key: Key) -> PathBuf;
+    fn describe(&self, key: Key) -> String;
 }
 
-/// The store of the repository at `path`. Builds with the `test-hooks` feature wrap it in
-/// the test store, which injects the faults a test asks for.
-pub fn open(path: &Path) -> Arc<dyn Store> {
-    let store: Arc<dyn Store> = Arc::new(local::LocalStore::new(path));
+/// Where a repository's objects are.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A directory; the repository's local state (index, locks, scratch) lives in it.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// The location as the user wrote it, for messages.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+        }
+    }
+
+    /// The local directory, for a local repository.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+        }
+    }
+
+    /// The location as a path, for errors that name a repository.
+    pub fn as_path(&self) -> PathBuf {
+        PathBuf::from(self.display())
+    }
+}
+
+/// A repository as a command is given it: where its objects are, and the cache
+/// directory where a repository that is not a local directory keeps its local state
+/// (`<cache>/repos/<repository id>/`: index, locks, scratch).
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub location: Location,
+    pub cache_dir: PathBuf,
+}
+
+impl Place {
+    pub fn new(location: Location, cache_dir: PathBuf) -> Self {
+        Place {
+            location,
+            cache_dir,
+        }
+    }
+
+    /// A local repository at `path` (its state lives in it; the cache dir is unused).
+    pub fn local(path: &Path) -> Self {
+        Place {
+            location: Location::Local(path.to_path_buf()),
+            cache_dir: path.join("tmp"),
+        }
+    }
+
+    /// The directory holding the repository's local state (index, locks, scratch):
+    /// the repository itself when it is local, else a directory of the cache named by
+    /// the repository id (known once the config is read).
+    pub fn state_dir(&self, repo_id: &str) -> PathBuf {
+        match &self.location {
+            Location::Local(p) => p.clone(),
+            #[allow(unreachable_patterns)]
+            _ => self.cache_dir.join("repos").join(repo_id),
+        }
+    }
+}
+
+/// The store at `location`. Builds with the `test-hooks` feature wrap it in the test
+/// store, which injects the faults a test asks for.
+pub fn open(location: &Location) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match location {
+        Location::Local(path) => Arc::new(local::LocalStore::new(path)),
+    };
     #[cfg(feature = "test-hooks")]
     let store = testing::wrap_store(store);
-    store
+    Ok(store)
 }

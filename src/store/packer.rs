@@ -127,6 +127,7 @@ impl<'r> ChunkSink<'r> {
         let (start_tx, start_rx) = sync_channel::<Syncer>(1);
         let mut writer = PackWriter {
             store: repo.store_arc(),
+            scratch: repo.tmp_dir(),
             target: repo.config().pack_target_bytes,
             data: None,
             tree: None,
@@ -375,6 +376,8 @@ impl Drop for Claim<'_, '_> {
 
 struct PackWriter {
     store: Arc<dyn Store>,
+    /// The repository's local scratch directory, where packs are staged.
+    scratch: std::path::PathBuf,
     target: u64,
     data: Option<OpenPack>,
     tree: Option<OpenPack>,
@@ -401,9 +404,9 @@ struct SealedPack {
 }
 
 impl OpenPack {
-    fn create(store: &dyn Store) -> Result<Self> {
+    fn create(store: &dyn Store, scratch: &std::path::Path) -> Result<Self> {
         let mut p = OpenPack {
-            staged: store.stage()?,
+            staged: store.stage(scratch)?,
             hasher: blake3::Hasher::new(),
             len: 0,
             entries: Vec::new(),
@@ -461,7 +464,7 @@ impl PackWriter {
                 ChunkKind::Tree => &mut self.tree,
             };
             if slot.is_none() {
-                *slot = Some(OpenPack::create(self.store.as_ref())?);
+                *slot = Some(OpenPack::create(self.store.as_ref(), &self.scratch)?);
             }
             let full = match slot.as_mut() {
                 Some(p) => {
@@ -558,7 +561,7 @@ mod tests {
     fn a_chunk_claimed_by_another_worker_is_waited_for() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
-        Repository::init(&path).unwrap();
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
         let repo = Repository::open_with_mem_index(&path).unwrap();
         let mut sink = ChunkSink::new(&repo).unwrap();
         let (events, seen) = channel::<&str>();

@@ -18,7 +18,7 @@ use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
 use crate::store::lock::{self, LockGuard, LockMode};
-use crate::store::{Key, Kind, Store};
+use crate::store::{Key, Kind, Location, Place, Store};
 
 /// What a command needs from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,9 @@ pub enum Access {
 }
 
 pub struct Repository {
-    path: PathBuf,
+    location: Location,
+    /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
+    state: PathBuf,
     store: Arc<dyn Store>,
     config: RepoConfig,
     index: Arc<dyn ChunkIndex>,
@@ -57,22 +59,19 @@ pub struct RebuildReport {
 const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
 
 impl Repository {
-    /// Create a new, empty repository at `path` (which must be absent or empty).
-    pub fn init(path: &Path) -> Result<RepoConfig> {
-        Self::init_with(path, RepoConfig::new_default)
+    /// Create a new, empty repository at `place` (which must be absent or empty).
+    pub fn init(place: &Place) -> Result<RepoConfig> {
+        let mut seed = [0u8; 16];
+        crate::sys::getrandom(&mut seed);
+        Self::init_with(place, RepoConfig::new_default(seed))
     }
 
-    /// [`Repository::init`] with the chunker, capture, pack and compression parameters of
-    /// `template` and a fresh repository id (a copy's destination: the same parameters
-    /// cut the same chunks, so dedup holds across the two).
-    pub fn init_like(path: &Path, template: &RepoConfig) -> Result<RepoConfig> {
-        Self::init_with(path, |seed| template.with_id(seed))
-    }
-
-    fn init_with(path: &Path, make: impl FnOnce([u8; 16]) -> RepoConfig) -> Result<RepoConfig> {
-        let store = crate::store::open(path);
+    /// Create a new, empty repository at `place` with the config `cfg` (a copy's
+    /// destination takes its source's chunker parameters).
+    pub fn init_with(place: &Place, cfg: RepoConfig) -> Result<RepoConfig> {
+        let store = crate::store::open(&place.location)?;
         let already = || Error::AlreadyInitialized {
-            path: path.to_path_buf(),
+            path: place.location.as_path(),
         };
         if store.exists(Key::Config)? {
             return Err(already());
@@ -84,7 +83,9 @@ impl Repository {
         }
         // Two inits at once (two first backups into one new repository): the writer lock
         // lets one write the config; the other then finds it instead of replacing it.
-        let locks_dir = path.join("locks");
+        // Across hosts, a store with conditional writes decides the same race.
+        let state = place.state_dir(&cfg.repo_id);
+        let locks_dir = state.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let _writer = lock::lock(
             &locks_dir.join("writer"),
@@ -94,16 +95,17 @@ impl Repository {
         if store.exists(Key::Config)? {
             return Err(already());
         }
-        let mut seed = [0u8; 16];
-        crate::sys::getrandom(&mut seed);
-        let cfg = make(seed);
         // The config is written last: its presence marks a complete repository.
-        store.put(Key::Config, &cfg.encode()?)?;
+        if !store.put_new(Key::Config, &cfg.encode()?)? {
+            return Err(already());
+        }
         Ok(cfg)
     }
 
-    pub fn exists(path: &Path) -> bool {
-        path.join("config").is_file()
+    /// Whether `place` holds a repository (its config). A store that cannot be reached
+    /// says so: that is not "no repository".
+    pub fn exists(place: &Place) -> Result<bool> {
+        crate::store::open(&place.location)?.exists(Key::Config)
     }
 
     /// Does `dir` hold a jellysnap repository (a `config` that starts with the magic)?
@@ -117,14 +119,15 @@ impl Repository {
             .is_ok_and(|()| &magic == crate::format::config::CONFIG_MAGIC)
     }
 
-    pub fn open(path: &Path, access: Access) -> Result<Self> {
-        if !Self::exists(path) {
-            return Err(Error::NotARepository(path.to_path_buf()));
+    pub fn open(place: &Place, access: Access) -> Result<Self> {
+        let store = crate::store::open(&place.location)?;
+        if !store.exists(Key::Config)? {
+            return Err(Error::NotARepository(place.location.as_path()));
         }
-        let store = crate::store::open(path);
         let config = load_config(store.as_ref())?;
         let raw_limits = RawLimits::of(&config);
-        let locks_dir = path.join("locks");
+        let state = place.state_dir(&config.repo_id);
+        let locks_dir = state.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
         let repo_mode = if access == Access::Exclusive {
@@ -137,7 +140,7 @@ impl Repository {
             repo_mode,
             Duration::ZERO,
         )?);
-        let index_path = path.join("index");
+        let index_path = state.join("index");
         let mut index_rebuilt = None;
         let mut listed = None;
         let index: Arc<dyn ChunkIndex> = match access {
@@ -147,7 +150,9 @@ impl Repository {
                     LockMode::Exclusive,
                     LOCK_WAIT_WRITER,
                 )?);
-                store.clear_scratch();
+                let scratch = state.join("tmp");
+                durable::create_dir_durable(&scratch)?;
+                store.clear_scratch(&scratch);
                 store.sync_visible()?;
                 let (idx, current) = RocksIndex::open(&index_path)?;
                 if !current {
@@ -197,7 +202,8 @@ impl Repository {
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
         Ok(Repository {
-            path: path.to_path_buf(),
+            location: place.location.clone(),
+            state,
             store,
             config,
             index,
@@ -210,7 +216,8 @@ impl Repository {
 
     /// A repository whose index lives in memory (tests of the engine's I/O seams).
     pub fn open_with_mem_index(path: &Path) -> Result<Self> {
-        let store = crate::store::open(path);
+        let location = Location::Local(path.to_path_buf());
+        let store = crate::store::open(&location)?;
         let config = load_config(store.as_ref())?;
         let raw_limits = RawLimits::of(&config);
         let idx = MemIndex::default();
@@ -224,7 +231,8 @@ impl Repository {
         }
         idx.insert(&entries)?;
         Ok(Repository {
-            path: path.to_path_buf(),
+            location,
+            state: path.to_path_buf(),
             store,
             config,
             index: Arc::new(idx),
@@ -246,12 +254,13 @@ impl Repository {
     ) -> Result<Self> {
         let config = load_config(store.as_ref())?;
         if access != Access::Read {
-            store.clear_scratch();
+            store.clear_scratch(&path.join("tmp"));
             store.sync_visible()?;
         }
         let raw_limits = RawLimits::of(&config);
         Ok(Repository {
-            path: path.to_path_buf(),
+            location: Location::Local(path.to_path_buf()),
+            state: path.to_path_buf(),
             store,
             config,
             index,
@@ -265,13 +274,14 @@ impl Repository {
     /// Rebuild the index from scratch from the packs (`jellysnap repair index`): takes
     /// the exclusive locks, deletes `index/` and reads every pack's trailer (or scans its
     /// records when the trailer is damaged).
-    pub fn repair_index(path: &Path) -> Result<RebuildReport> {
-        if !Self::exists(path) {
-            return Err(Error::NotARepository(path.to_path_buf()));
+    pub fn repair_index(place: &Place) -> Result<RebuildReport> {
+        let store = crate::store::open(&place.location)?;
+        if !store.exists(Key::Config)? {
+            return Err(Error::NotARepository(place.location.as_path()));
         }
-        let store = crate::store::open(path);
         let config = load_config(store.as_ref())?;
-        let locks_dir = path.join("locks");
+        let state = place.state_dir(&config.repo_id);
+        let locks_dir = state.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
         let _writer = lock::lock(
@@ -279,7 +289,7 @@ impl Repository {
             LockMode::Exclusive,
             Duration::ZERO,
         )?;
-        let index_path = path.join("index");
+        let index_path = state.join("index");
         if index_path.exists() {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
@@ -287,8 +297,15 @@ impl Repository {
         rebuild_into(store.as_ref(), &idx, &RawLimits::of(&config))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the repository's objects are.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The directory of the repository's local state (index, locks, scratch): the
+    /// repository itself when it is local, a directory of the cache otherwise.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
     }
 
     /// The store holding the repository's objects.
@@ -322,7 +339,7 @@ impl Repository {
     }
 
     /// Where a pack lives, for messages.
-    pub fn pack_location(&self, id: &PackId) -> PathBuf {
+    pub fn pack_location(&self, id: &PackId) -> String {
         self.store.describe(Key::Pack(*id))
     }
 
@@ -383,8 +400,9 @@ impl Repository {
         Ok(self.read_chunk(id, &mut out, &mut scratch)?.to_vec())
     }
 
+    /// The repository's local scratch directory (staged packs, database captures).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.path.join("tmp")
+        self.state.join("tmp")
     }
 
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
@@ -417,10 +435,10 @@ impl Repository {
         let record = scratch.get_mut(..len).unwrap_or_default();
         match self.store.read_at(Key::Pack(e.pack), e.offset, record) {
             Ok(()) => {}
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(err) if err.is_not_found() => {
                 return Err(Error::PackMissing {
                     pack: e.pack,
-                    detail: source.to_string(),
+                    detail: err.to_string(),
                 })
             }
             // A permission or a resource limit, not the pack's bytes: said as it is.
@@ -520,7 +538,7 @@ impl Repository {
 /// The repository's config, decoded.
 fn load_config(store: &dyn Store) -> Result<RepoConfig> {
     let bytes = store.get(Key::Config)?;
-    RepoConfig::decode(&bytes, &store.describe(Key::Config))
+    RepoConfig::decode(&bytes, Path::new(&store.describe(Key::Config)))
 }
 
 pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
@@ -581,7 +599,7 @@ fn list_snapshots(store: &dyn Store) -> Result<Vec<SnapshotId>> {
     Ok(store
         .list(Kind::Snapshot)?
         .into_iter()
-        .filter_map(|k| match k {
+        .filter_map(|(k, _)| match k {
             Key::Snapshot(id) => Some(id),
             _ => None,
         })
@@ -593,7 +611,7 @@ fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
     let mut out: Vec<PackId> = store
         .list(Kind::Pack)?
         .into_iter()
-        .filter_map(|k| match k {
+        .filter_map(|(k, _)| match k {
             Key::Pack(id) => Some(id),
             _ => None,
         })
@@ -614,7 +632,7 @@ fn read_pack_entries(
     let len = store.size(key)?;
     let mut header = [0u8; pack::PACK_HEADER_LEN];
     if store.read_at(key, 0, &mut header).is_ok() {
-        pack::refuse_newer(&header, &store.describe(key).display().to_string())?;
+        pack::refuse_newer(&header, &store.describe(key))?;
     }
     // A read the system refuses ends here as that error (nothing says the trailer is
     // damaged); anything else wrong with the trailer is damage, recovered by a scan.
@@ -681,7 +699,7 @@ mod tests {
     fn chunks_round_trip_through_the_mem_index() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
-        Repository::init(&path).unwrap();
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
         let text = b"<Item><Name>Movie</Name></Item>\n".repeat(500);
         let jpeg: Vec<u8> = b"\xFF\xD8\xFF"
             .iter()
@@ -730,7 +748,7 @@ mod tests {
     fn a_newer_pack_is_refused_when_its_trailer_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
-        Repository::init(&path).unwrap();
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
         {
             let repo = Repository::open_with_mem_index(&path).unwrap();
             let sink = ChunkSink::new(&repo).unwrap();
@@ -756,7 +774,7 @@ mod tests {
     fn a_record_that_disagrees_with_the_index_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
-        Repository::init(&path).unwrap();
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
         let text = b"<Item><Name>Movie</Name></Item>\n".repeat(500);
         let repo = Repository::open_with_mem_index(&path).unwrap();
         let sink = ChunkSink::new(&repo).unwrap();

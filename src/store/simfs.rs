@@ -677,7 +677,7 @@ mod tests {
         let root = Path::new("/sim/repo");
         let sim = sim_at(root.parent().unwrap());
         let store = LocalStore::on(Arc::new(sim), root);
-        crate::store::local::tests::check_contract(&store);
+        crate::store::local::tests::check_contract(&store, &root.join("tmp"));
     }
 
     #[test]
@@ -753,16 +753,19 @@ mod tests {
         let added = Key::Snapshot(crate::id::SnapshotId::of(b"added"));
         store.put(gone, b"forgotten").unwrap();
         let fs: &dyn Fs = &sim;
-        fs.remove_file(&store.describe(gone)).unwrap();
+        fs.remove_file(Path::new(&store.describe(gone))).unwrap();
         let (mut f, tmp) = fs.create_temp(&root.join("snapshots"), ".tmp-").unwrap();
         f.write_all(b"added").unwrap();
         f.sync().unwrap();
-        fs.rename(&tmp, &store.describe(added)).unwrap();
+        fs.rename(&tmp, Path::new(&store.describe(added))).unwrap();
         sim.crash(Crash::Kill, 0);
         drop(sim.open_repository(root, Access::Write).unwrap());
         sim.crash(Crash::PowerCut, 0);
         let store = LocalStore::on(Arc::new(sim.clone()), root);
-        assert_eq!(store.list(crate::store::Kind::Snapshot).unwrap(), [added]);
+        assert_eq!(
+            store.list(crate::store::Kind::Snapshot).unwrap(),
+            [(added, 5)]
+        );
     }
 
     /// A pack directory made by a run that died before syncing its parent, then used by
@@ -775,13 +778,13 @@ mod tests {
         store.init().unwrap();
         let bytes = b"pack bytes";
         let pack = PackId(*blake3::hash(bytes).as_bytes());
-        let dir = durable::parent_dir(&store.describe(Key::Pack(pack))).to_path_buf();
+        let dir = durable::parent_dir(Path::new(&store.describe(Key::Pack(pack)))).to_path_buf();
         // The killed run: the directory is created, its parent never synced.
         Fs::create_dir(&sim, &dir).unwrap();
         sim.crash(Crash::Kill, 0);
         // The next run puts the pack, durably.
         let store = LocalStore::on(Arc::new(sim.clone()), root);
-        let mut staged = store.stage().unwrap();
+        let mut staged = store.stage(&root.join("tmp")).unwrap();
         staged.write(bytes).unwrap();
         store.put_staged(Key::Pack(pack), staged).unwrap();
         sim.crash(Crash::PowerCut, 0);

@@ -14,9 +14,9 @@
 //!   command at that moment.
 //! - `JELLYSNAP_NOW=<unix seconds>`: the clock reads this (a wrong clock, past or future).
 //! - `JELLYSNAP_COUNT_REQUESTS=<file>`: each store, when dropped, appends one line per
-//!   kind of request it served, `<root>\t<kind>\t<count>` (kinds: `get`, `read_at`,
-//!   `size`, `exists`, `list`, `put`, `put_staged`, `delete`), so that a test can tell
-//!   what a command cost on object storage.
+//!   kind of request it served, `<location>\t<kind>\t<count>` (kinds: `get`,
+//!   `read_at`, `read_tail`, `put_new`, `size`, `exists`, `list`, `put`, `put_staged`,
+//!   `delete`), so that a test can tell what a command cost on object storage.
 //!
 //! Points are moments of the store's and the index's life, named by what the command is
 //! doing then:
@@ -38,7 +38,7 @@
 //! | `restore-before-sync` | a restore has written everything, before its final syncs |
 //! | `restore-mark-temp`, `restore-intent-temp` | an in-place restore's unfinished-restore mark or intent record is written under its temp name, not yet renamed |
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -154,9 +154,11 @@ pub fn wrap_store(inner: Arc<dyn Store>) -> Arc<dyn Store> {
 
 /// The kinds of request `JELLYSNAP_COUNT_REQUESTS` counts, in the order of
 /// [`FaultStore::requests`].
-const REQUESTS: [&str; 8] = [
+const REQUESTS: [&str; 10] = [
     "get",
     "read_at",
+    "read_tail",
+    "put_new",
     "size",
     "exists",
     "list",
@@ -178,7 +180,7 @@ struct FaultStore {
     inner: Arc<dyn Store>,
     deleted_packs: AtomicU64,
     /// Requests served, by kind (see [`REQUESTS`]).
-    requests: [AtomicU64; 8],
+    requests: [AtomicU64; 10],
 }
 
 impl FaultStore {
@@ -203,7 +205,7 @@ impl Drop for FaultStore {
         for (kind, n) in REQUESTS.iter().zip(&self.requests) {
             let n = n.load(Ordering::Relaxed);
             if n > 0 {
-                lines.push_str(&format!("{}\t{kind}\t{n}\n", self.inner.root().display()));
+                lines.push_str(&format!("{}\t{kind}\t{n}\n", self.inner.location()));
             }
         }
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -217,8 +219,27 @@ impl Drop for FaultStore {
 }
 
 impl Store for FaultStore {
-    fn root(&self) -> &Path {
-        self.inner.root()
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        self.request("put_new");
+        if key == Key::Config {
+            point("init-before-config");
+        }
+        self.fail(Op::Write, key)?;
+        self.fail(Op::Fsync, key)?;
+        self.inner.put_new(key, bytes)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
+    }
+
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        self.request("read_tail");
+        self.inner.read_tail(key, len)
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
@@ -237,9 +258,9 @@ impl Store for FaultStore {
         self.inner.init()
     }
 
-    fn stage(&self) -> Result<Staged> {
+    fn stage(&self, scratch: &Path) -> Result<Staged> {
         let hook = Arc::new(|_: &Path| count(Op::Write));
-        Ok(self.inner.stage()?.with_hook(hook))
+        Ok(self.inner.stage(scratch)?.with_hook(hook))
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
@@ -272,7 +293,7 @@ impl Store for FaultStore {
         self.inner.exists(key)
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Key>> {
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
         self.request("list");
         self.inner.list(kind)
     }
@@ -292,8 +313,8 @@ impl Store for FaultStore {
         Ok(())
     }
 
-    fn clear_scratch(&self) {
-        self.inner.clear_scratch()
+    fn clear_scratch(&self, scratch: &Path) {
+        self.inner.clear_scratch(scratch)
     }
 
     fn sync_visible(&self) -> Result<()> {
@@ -304,7 +325,7 @@ impl Store for FaultStore {
         self.inner.remove_leftovers()
     }
 
-    fn describe(&self, key: Key) -> PathBuf {
+    fn describe(&self, key: Key) -> String {
         self.inner.describe(key)
     }
 }

@@ -74,7 +74,7 @@ fn execute_in_pool(
         Some(data_dir) => {
             let at = intent::begin(
                 data_dir,
-                repo.path(),
+                &repo.location().as_path(),
                 &plan.snapshot,
                 &plan.components,
                 swaps(&ready),
