@@ -364,3 +364,23 @@ fn a_backup_into_the_copy_dedups_against_the_copied_chunks() {
     assert!(stored(&at_dst) < logical / 4, "{at_dst}");
     dst.assert_restores("latest", "dst-latest", &expected_state(&fx));
 }
+
+/// A destination write that fails (a full disk) ends the run with the error naming the
+/// destination; the snapshots copied before it are whole, and a rerun finishes.
+#[test]
+fn a_failed_destination_write_ends_the_run_and_a_rerun_finishes() {
+    need_hooks();
+    let (src, fx) = source();
+    let dst = Env::new();
+    copy(&src, &dst.repo, &["base", "--init"], 0);
+    let out = copy_cmd(&src, &dst.repo, &[]).fault("write:3:28").output();
+    common::env::assert_exit(&out, 1, &"copy onto a full disk");
+    let err = s(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains(dst.repo.to_str().unwrap()), "{err}");
+    assert_eq!(listing(&dst).len(), 1);
+    dst.json(&["check", "--read-data"], 0);
+    let rest = copy(&src, &dst.repo, &[], 0);
+    assert_eq!(names(&rest, "copied"), ["day1"], "{rest}");
+    dst.assert_restores("day1", "dst-day1", &expected_state(&fx));
+}

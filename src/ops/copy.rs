@@ -200,6 +200,7 @@ pub fn copy(
         dst: &dst,
         good: HashSet::new(),
         sent: HashSet::new(),
+        present: HashSet::new(),
         progress,
     };
     for (snap, bytes) in chosen {
@@ -354,6 +355,8 @@ struct Run<'a> {
     good: HashSet<ChunkId>,
     /// Chunks sent (or, in a dry run, counted) by this run.
     sent: HashSet<ChunkId>,
+    /// Chunks found at the destination already (counted once).
+    present: HashSet<ChunkId>,
     progress: &'a dyn Progress,
 }
 
@@ -379,16 +382,18 @@ impl Run<'_> {
                 continue;
             }
             if self.dst.has_chunk(id)? {
-                report.chunks_present += 1;
+                self.present.insert(*id);
             } else {
                 data.push(*id);
             }
         }
-        report.chunks_present += walked
+        let present = walked
             .meta
             .iter()
             .filter(|(id, m)| m.payload.is_none() && !self.sent.contains(id))
-            .count() as u64;
+            .map(|(id, _)| *id);
+        self.present.extend(present);
+        report.chunks_present = self.present.len() as u64;
         let trees = post_order(&snap.record.tree, &walked.meta);
         let data_bytes: u64 = data
             .iter()
