@@ -59,6 +59,16 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
 }
 
 fn summary(r: &CopyReport, to: &str) -> String {
+    if r.copied.is_empty() && r.refused.is_empty() {
+        return format!(
+            "nothing to copy: {to} already has {}",
+            if r.already_present.is_empty() {
+                "every snapshot".to_string()
+            } else {
+                format!("the {} snapshot(s) asked for", r.already_present.len())
+            }
+        );
+    }
     let verb = if r.dry_run { "would copy" } else { "copied" };
     let mut t = format!("{verb} {} snapshot(s) to {to}", r.copied.len());
     for s in &r.copied {
