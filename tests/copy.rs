@@ -384,3 +384,32 @@ fn a_failed_destination_write_ends_the_run_and_a_rerun_finishes() {
     assert_eq!(names(&rest, "copied"), ["day1"], "{rest}");
     dst.assert_restores("day1", "dst-day1", &expected_state(&fx));
 }
+
+/// A destination made with other parameters takes the copy (chunk ids are content
+/// hashes) and the run says that dedup between the two is weaker.
+#[test]
+fn a_destination_with_other_parameters_works_with_a_notice() {
+    let (src, _fx) = source();
+    let dst = Env::new();
+    dst.expect(&["init"], 0);
+    let path = dst.repo.join("config");
+    let raw = fs::read(&path).unwrap();
+    let mut body: Value = serde_json::from_slice(&raw[12..]).unwrap();
+    body["db_capture"] = "physical".into();
+    let mut bytes = raw[..12].to_vec();
+    bytes.extend_from_slice(serde_json::to_string_pretty(&body).unwrap().as_bytes());
+    fs::write(&path, bytes).unwrap();
+
+    let out = copy_cmd(&src, &dst.repo, &[]).output();
+    common::env::assert_exit(&out, 0, &"copy into other parameters");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["chunking_differs"], true, "{v}");
+    assert!(
+        s(&out.stderr).contains("other chunker parameters"),
+        "{}",
+        s(&out.stderr)
+    );
+    assert_eq!(listing(&src), listing(&dst));
+    let want = src.restored_state("day1", "src-day1");
+    dst.assert_restores("day1", "dst-day1", &want);
+}
