@@ -14,6 +14,7 @@
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
 //! to or partially overwrites an object.
 
+pub mod cache;
 pub mod durable;
 pub mod index;
 pub mod local;
