@@ -201,6 +201,7 @@ pub fn copy(
         good: HashSet::new(),
         sent: HashSet::new(),
         present: HashSet::new(),
+        dry_run: opts.dry_run,
         progress,
     };
     for (snap, bytes) in chosen {
@@ -357,6 +358,7 @@ struct Run<'a> {
     sent: HashSet<ChunkId>,
     /// Chunks found at the destination already (counted once).
     present: HashSet<ChunkId>,
+    dry_run: bool,
     progress: &'a dyn Progress,
 }
 
@@ -436,7 +438,7 @@ impl Run<'_> {
         if let Some(d) = sent {
             return Ok(Some(d));
         }
-        dst.store().put(Key::Snapshot(snap.id), record)?;
+        dst.commit_snapshot_bytes(&snap.id, record)?;
         self.good.extend(walked.meta.into_keys());
         Ok(None)
     }
@@ -564,6 +566,11 @@ impl Run<'_> {
                 let payload = if self.sent.contains(&id) || self.dst.has_chunk(&id)? {
                     None
                 } else {
+                    // A destination kept elsewhere keeps a local copy of the trees it
+                    // gets, as of those a backup writes (read only once indexed).
+                    if let Some(d) = self.dst.repo().filter(|_| !self.dry_run) {
+                        d.cache_tree(&id, r.raw);
+                    }
                     Some(r.payload.to_vec())
                 };
                 w.meta.insert(

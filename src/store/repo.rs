@@ -554,6 +554,21 @@ impl Repository {
         }
     }
 
+    /// Write a snapshot record made elsewhere, byte for byte (a copy): the commit point,
+    /// as for [`Repository::commit_snapshot`]. `bytes` must hash to `id`.
+    pub fn commit_snapshot_bytes(&self, id: &SnapshotId, bytes: &[u8]) -> Result<()> {
+        if SnapshotId::of(bytes) != *id {
+            return Err(Error::internal(format!(
+                "snapshot record {id} does not hash to its id"
+            )));
+        }
+        self.store.put(Key::Snapshot(*id), bytes)?;
+        if let Some(c) = &self.cache {
+            c.put_snapshot(id, bytes);
+        }
+        Ok(())
+    }
+
     /// Write a snapshot record: the commit point. Everything it references must already be
     /// durable (packs synced, index entries synced).
     pub fn commit_snapshot(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
