@@ -293,16 +293,20 @@ fn choose(
         let bytes = src.store().get(Key::Snapshot(id))?;
         match SnapshotRecord::decode(&bytes, &id) {
             Ok(record) => out.push((Snapshot { id, record }, bytes)),
-            Err(error) if is_damage(&error) => report.refused.push(Refused {
-                snapshot: SnapshotRef {
-                    id: id.to_hex(),
-                    name: None,
-                    time_ns: 0,
-                },
-                chunk: None,
-                reason: format!("snapshot {} not copied: {error}", id.short()),
-                error,
-            }),
+            // A damaged record, or one only a newer jellysnap reads: that snapshot stays
+            // out, the others go.
+            Err(error) if is_damage(&error) || matches!(error, Error::NewerFormat { .. }) => {
+                report.refused.push(Refused {
+                    snapshot: SnapshotRef {
+                        id: id.to_hex(),
+                        name: None,
+                        time_ns: 0,
+                    },
+                    chunk: None,
+                    reason: format!("snapshot {} not copied: {error}", id.short()),
+                    error,
+                })
+            }
             Err(e) => return Err(e),
         }
     }
@@ -502,7 +506,10 @@ impl Run<'_> {
     }
 
     /// Walk a snapshot's trees and list chunks from `root`, level by level, skipping
-    /// those whose descendants this run already placed. The inner `Err`: damage.
+    /// those whose descendants this run already placed. A chunk the destination has
+    /// and the source keeps a local copy of (a source kept elsewhere) is read from
+    /// that copy; the others are read from the source's packs, a level at a time. The
+    /// inner `Err`: damage.
     fn walk(&self, root: &ChunkId) -> Result<std::result::Result<Walked, Damage>> {
         let mut w = Walked::default();
         let mut level: Vec<(ChunkId, Role)> = Vec::new();
@@ -511,9 +518,33 @@ impl Run<'_> {
         }
         let mut queued: HashSet<ChunkId> = level.iter().map(|(id, _)| *id).collect();
         while !level.is_empty() {
-            let roles: HashMap<ChunkId, Role> = level.iter().copied().collect();
-            let ids: Vec<ChunkId> = level.iter().map(|(id, _)| *id).collect();
             let mut next: Vec<(ChunkId, Role)> = Vec::new();
+            let mut roles: HashMap<ChunkId, Role> = HashMap::new();
+            for (id, role) in level {
+                let there = self.sent.contains(&id) || self.dst.has_chunk(&id)?;
+                let cached = match (there, self.src.index().get(&id)?) {
+                    (true, Some(entry)) => self.src.cached_tree(&id).map(|b| (entry, b)),
+                    _ => None,
+                };
+                let Some((entry, plain)) = cached else {
+                    roles.insert(id, role);
+                    continue;
+                };
+                match self.expand(&id, role, &plain, &mut w, &mut queued, &mut next) {
+                    Ok(children) => {
+                        w.meta.insert(
+                            id,
+                            Meta {
+                                entry,
+                                payload: None,
+                                children,
+                            },
+                        );
+                    }
+                    Err(e) => return Ok(Err((Some(id), e))),
+                }
+            }
+            let ids: Vec<ChunkId> = roles.keys().copied().collect();
             let mut damage: Option<Damage> = None;
             read_records(self.src, &ids, &mut |id, rec| {
                 let r = match rec {
@@ -523,46 +554,14 @@ impl Run<'_> {
                         return Ok(false);
                     }
                 };
-                let mut children = Vec::new();
-                let mut child = |c: ChunkId, role: Role, next: &mut Vec<(ChunkId, Role)>| {
-                    children.push(c);
-                    if !self.good.contains(&c) && queued.insert(c) {
-                        next.push((c, role));
+                let role = roles.get(&id).copied().unwrap_or(Role::Tree);
+                let children = match self.expand(&id, role, r.raw, &mut w, &mut queued, &mut next) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        damage = Some((Some(id), e));
+                        return Ok(false);
                     }
                 };
-                let decoded = match roles.get(&id).copied().unwrap_or(Role::Tree) {
-                    Role::Tree => Tree::decode(r.raw, &id).map(|t| {
-                        for e in t.entries {
-                            match e.node {
-                                Node::Dir { tree } => child(tree, Role::Tree, &mut next),
-                                Node::File {
-                                    chunks, indirect, ..
-                                } if indirect > 0 => {
-                                    for c in chunks {
-                                        child(c.id, Role::List(indirect), &mut next);
-                                    }
-                                }
-                                Node::File { chunks, .. } => {
-                                    w.data.extend(chunks.iter().map(|c| c.id))
-                                }
-                                Node::Symlink { .. } => {}
-                            }
-                        }
-                    }),
-                    Role::List(levels) => chunklist::decode_list(r.raw, &id).map(|refs| {
-                        for c in refs {
-                            if levels <= 1 {
-                                w.data.insert(c.id);
-                            } else {
-                                child(c.id, Role::List(levels - 1), &mut next);
-                            }
-                        }
-                    }),
-                };
-                if let Err(e) = decoded {
-                    damage = Some((Some(id), e));
-                    return Ok(false);
-                }
                 let payload = if self.sent.contains(&id) || self.dst.has_chunk(&id)? {
                     None
                 } else {
@@ -589,6 +588,54 @@ impl Run<'_> {
             level = next;
         }
         Ok(Ok(w))
+    }
+
+    /// Decode one tree-kind chunk (`plain`, verified): its data chunks go to `w`, the
+    /// tree-kind chunks it names not yet queued to `next`. Returns those it names.
+    fn expand(
+        &self,
+        id: &ChunkId,
+        role: Role,
+        plain: &[u8],
+        w: &mut Walked,
+        queued: &mut HashSet<ChunkId>,
+        next: &mut Vec<(ChunkId, Role)>,
+    ) -> Result<Vec<ChunkId>> {
+        let mut children = Vec::new();
+        let mut child = |c: ChunkId, role: Role| {
+            children.push(c);
+            if !self.good.contains(&c) && queued.insert(c) {
+                next.push((c, role));
+            }
+        };
+        match role {
+            Role::Tree => {
+                for e in Tree::decode(plain, id)?.entries {
+                    match e.node {
+                        Node::Dir { tree } => child(tree, Role::Tree),
+                        Node::File {
+                            chunks, indirect, ..
+                        } if indirect > 0 => {
+                            for c in chunks {
+                                child(c.id, Role::List(indirect));
+                            }
+                        }
+                        Node::File { chunks, .. } => w.data.extend(chunks.iter().map(|c| c.id)),
+                        Node::Symlink { .. } => {}
+                    }
+                }
+            }
+            Role::List(levels) => {
+                for c in chunklist::decode_list(plain, id)? {
+                    if levels <= 1 {
+                        w.data.insert(c.id);
+                    } else {
+                        child(c.id, Role::List(levels - 1));
+                    }
+                }
+            }
+        }
+        Ok(children)
     }
 }
 

@@ -490,6 +490,12 @@ impl Repository {
         Ok(plain)
     }
 
+    /// The local copy of a tree chunk (its plain bytes, verified against `id`), when
+    /// this repository keeps one (a repository that is not a local directory).
+    pub fn cached_tree(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        self.cache.as_ref()?.tree(id)
+    }
+
     /// Keep a local copy of a tree chunk this run wrote or read (a repository that is
     /// not a local directory; see `store/cache.rs`).
     pub fn cache_tree(&self, id: &ChunkId, plain: &[u8]) {
