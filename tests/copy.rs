@@ -295,8 +295,15 @@ fn a_killed_copy_resumes_and_sends_again_at_most_one_pack() {
 
 #[test]
 fn a_damaged_source_chunk_keeps_its_snapshot_out_and_the_others_go() {
+    // A data chunk, then a tree.
+    for kind in [0u8, 1] {
+        damaged_chunk_of_kind(kind);
+    }
+}
+
+fn damaged_chunk_of_kind(want: u8) {
     let (src, _fx) = source();
-    // The newest data pack holds only chunks `day1` added.
+    // The newest pack of a kind holds only chunks `day1` added.
     let mut data_packs: Vec<(std::time::SystemTime, PathBuf)> = packs(&src.repo)
         .into_iter()
         .filter(|(p, _)| {
@@ -305,7 +312,7 @@ fn a_damaged_source_chunk_keeps_its_snapshot_out_and_the_others_go() {
                 .unwrap()
                 .read_exact_at(&mut kind, 12 + 36)
                 .unwrap();
-            kind[0] == 0
+            kind[0] == want
         })
         .map(|(p, _)| (fs::metadata(&p).unwrap().modified().unwrap(), p))
         .collect();
