@@ -186,9 +186,11 @@ pub fn copy(
         progress.finish();
         return Ok(report);
     }
-    // Names the destination's snapshots hold: a copied one may not take another's.
+    // Names the destination's snapshots hold: a copied one may not take another's
+    // (read only when a chosen snapshot has a name: each record is a request).
     let mut names: HashMap<String, SnapshotId> = HashMap::new();
-    if let Some(d) = dst.repo() {
+    let named = chosen.iter().any(|(s, _)| s.record.name.is_some());
+    if let Some(d) = dst.repo().filter(|_| named) {
         for s in d.snapshots()?.0 {
             if let Some(n) = s.record.name {
                 names.insert(n, s.id);
