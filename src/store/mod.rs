@@ -263,6 +263,8 @@ pub trait Store: Send + Sync {
 pub enum Location {
     /// A directory; the repository's local state (index, locks, scratch) lives in it.
     Local(PathBuf),
+    /// A bucket (and key prefix) of an S3-compatible object store.
+    S3(Box<s3::S3Config>),
 }
 
 impl Location {
@@ -270,6 +272,7 @@ impl Location {
     pub fn display(&self) -> String {
         match self {
             Location::Local(p) => p.display().to_string(),
+            Location::S3(c) => c.location(),
         }
     }
 
@@ -277,6 +280,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Location::Local(p) => Some(p),
+            Location::S3(_) => None,
         }
     }
 
@@ -317,8 +321,7 @@ impl Place {
     pub fn state_dir(&self, repo_id: &str) -> PathBuf {
         match &self.location {
             Location::Local(p) => p.clone(),
-            #[allow(unreachable_patterns)]
-            _ => self.cache_dir.join("repos").join(repo_id),
+            Location::S3(_) => self.cache_dir.join("repos").join(repo_id),
         }
     }
 }
@@ -328,6 +331,7 @@ impl Place {
 pub fn open(location: &Location) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match location {
         Location::Local(path) => Arc::new(local::LocalStore::new(path)),
+        Location::S3(config) => Arc::new(s3::S3Store::new(config)?),
     };
     #[cfg(feature = "test-hooks")]
     let store = testing::wrap_store(store);
