@@ -420,3 +420,55 @@ fn a_destination_with_other_parameters_works_with_a_notice() {
     let want = src.restored_state("day1", "src-day1");
     dst.assert_restores("day1", "dst-day1", &want);
 }
+
+/// Local to S3 and S3 to local, through a real S3-compatible server on loopback: the
+/// records arrive unchanged both ways, a restore from the second copy is the data, and a
+/// second copy into the bucket sends nothing and asks it a handful of requests.
+#[test]
+fn copies_go_to_a_bucket_and_back() {
+    need_hooks();
+    let server = common::s3::shared();
+    let (src, fx) = source();
+    let bucket = server.new_bucket();
+    let s3 = server.location(&bucket, "jellysnap");
+    let cache = src.root.join("cache");
+    let run = |repo: &Path, to: &Path, args: &[&str]| {
+        let mut c = common::env::Cmd::at_repo(repo, &["--json", "copy", "--to"])
+            .arg(to)
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache);
+        for (k, v) in server.env() {
+            c = c.env(k, v);
+        }
+        c
+    };
+    let out = run(&src.repo, Path::new(&s3), &["--init"]).output();
+    common::env::assert_exit(&out, 0, &"copy into a bucket");
+    let up: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(names(&up, "copied"), ["base", "day1"], "{up}");
+
+    let back = Env::new();
+    let out = run(Path::new(&s3), &back.repo, &["--init"]).output();
+    common::env::assert_exit(&out, 0, &"copy out of a bucket");
+    let down: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(names(&down, "copied"), ["base", "day1"], "{down}");
+    assert_eq!(n(&down, "chunks_sent"), n(&up, "chunks_sent"));
+    assert_eq!(listing(&src), listing(&back));
+    back.assert_restores("day1", "back-day1", &expected_state(&fx));
+    back.json(&["check", "--read-data"], 0);
+
+    let counts = src.root.join("requests-s3");
+    let out = run(&src.repo, Path::new(&s3), &[])
+        .env("JELLYSNAP_COUNT_REQUESTS", &counts)
+        .output();
+    common::env::assert_exit(&out, 0, &"second copy into the bucket");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&again, "chunks_sent"), 0, "{again}");
+    let all = fs::read_to_string(&counts).unwrap();
+    let remote: u64 = all
+        .lines()
+        .filter(|l| !l.starts_with(src.repo.to_str().unwrap()))
+        .filter_map(|l| l.rsplit('\t').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(remote <= 4, "requests to the bucket:\n{all}");
+}

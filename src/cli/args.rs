@@ -79,8 +79,9 @@ pub struct CopyArgs {
     /// Snapshots to copy (name, id prefix or `latest`) [default: every snapshot the
     /// destination lacks]
     pub snapshots: Vec<String>,
-    /// The destination repository
-    #[arg(long, value_name = "PATH")]
+    /// The destination repository: a path, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]
+    /// (credentials from the environment, as for --repo)
+    #[arg(long, value_name = "REPO")]
     pub to: PathBuf,
     /// Create the destination if the path holds no repository, with this repository's
     /// chunker parameters (without it, a path that is no repository is refused: is the
