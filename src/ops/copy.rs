@@ -403,11 +403,15 @@ impl Run<'_> {
         self.present.extend(present);
         report.chunks_present = self.present.len() as u64;
         let trees = post_order(&snap.record.tree, &walked.meta);
-        let data_bytes: u64 = data
-            .iter()
-            .filter_map(|id| self.src.index().get(id).ok().flatten())
-            .map(|e| u64::from(e.stored_len))
-            .sum();
+        // A chunk the source's index does not have is missing there: the snapshot
+        // stays out before anything is sent (and a dry run says so too).
+        let mut data_bytes = 0u64;
+        for id in &data {
+            match self.src.index().get(id)? {
+                Some(e) => data_bytes += u64::from(e.stored_len),
+                None => return Ok(Some((Some(*id), Error::ChunkMissing { chunk: *id }))),
+            }
+        }
         let tree_bytes: u64 = trees
             .iter()
             .filter_map(|id| walked.meta.get(id)?.payload.as_ref())
