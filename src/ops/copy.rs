@@ -22,22 +22,15 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::chunklist;
-use crate::format::compress::Compression;
-use crate::format::pack::{self, RECORD_HEADER_LEN};
+use crate::format::pack::PackEntry;
+use crate::format::record;
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{Node, Tree};
-use crate::id::{ChunkId, SnapshotId};
+use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::ops::progress::Progress;
-use crate::store::index::IndexEntry;
 use crate::store::packer::ChunkSink;
 use crate::store::repo::{resolve_in, Access, Repository};
 use crate::store::{Key, Place};
-
-/// Records closer than this in one pack are read together (the gap is read and dropped):
-/// one request instead of two matters more than the bytes on object storage.
-const MAX_GAP: u64 = 64 * 1024;
-/// The most one read asks for (a pack's records, coalesced).
-const MAX_READ: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -329,9 +322,9 @@ fn is_damage(e: &Error) -> bool {
 
 /// A tree-kind chunk found by the walk.
 struct Meta {
-    entry: IndexEntry,
-    /// Its stored record's payload, kept when the destination lacks it.
-    payload: Option<Vec<u8>>,
+    /// Its stored record (what its header says, and its bytes), kept when the
+    /// destination lacks it.
+    record: Option<(PackEntry, Vec<u8>)>,
     /// The tree-kind chunks it names.
     children: Vec<ChunkId>,
 }
@@ -398,7 +391,7 @@ impl Run<'_> {
         let present = walked
             .meta
             .iter()
-            .filter(|(id, m)| m.payload.is_none() && !self.sent.contains(id))
+            .filter(|(id, m)| m.record.is_none() && !self.sent.contains(id))
             .map(|(id, _)| *id);
         self.present.extend(present);
         report.chunks_present = self.present.len() as u64;
@@ -414,8 +407,8 @@ impl Run<'_> {
         }
         let tree_bytes: u64 = trees
             .iter()
-            .filter_map(|id| walked.meta.get(id)?.payload.as_ref())
-            .map(|p| p.len() as u64)
+            .filter_map(|id| walked.meta.get(id)?.record.as_ref())
+            .map(|(e, _)| u64::from(e.stored_len))
             .sum();
         let dst = match self.dst.repo() {
             Some(d) if !report.dry_run => d,
@@ -424,7 +417,7 @@ impl Run<'_> {
                 // would be the copy's cost without its use).
                 let n_trees = trees
                     .iter()
-                    .filter(|id| walked.meta.get(id).is_some_and(|m| m.payload.is_some()))
+                    .filter(|id| walked.meta.get(id).is_some_and(|m| m.record.is_some()))
                     .count();
                 report.chunks_sent += (data.len() + n_trees) as u64;
                 report.bytes_sent += data_bytes + tree_bytes;
@@ -468,17 +461,11 @@ impl Run<'_> {
         let progress = self.progress;
         read_records(self.src, data, &mut |id, rec| match rec {
             Ok(r) => {
-                sink.put_stored(
-                    id,
-                    r.entry.kind,
-                    r.entry.compression,
-                    r.entry.raw_len,
-                    r.payload,
-                )?;
+                sink.put_record(&r.entry, r.record)?;
                 sent.insert(id);
                 report.chunks_sent += 1;
-                report.bytes_sent += r.payload.len() as u64;
-                progress.advance(r.payload.len() as u64);
+                report.bytes_sent += u64::from(r.entry.stored_len);
+                progress.advance(u64::from(r.entry.stored_len));
                 Ok(true)
             }
             Err(e) => {
@@ -493,20 +480,16 @@ impl Run<'_> {
             let Some(m) = walked.meta.get(id) else {
                 continue;
             };
-            let Some(payload) = &m.payload else { continue };
+            let Some((entry, bytes)) = &m.record else {
+                continue;
+            };
             if !sent.insert(*id) {
                 continue;
             }
-            sink.put_stored(
-                *id,
-                m.entry.kind,
-                m.entry.compression,
-                m.entry.raw_len,
-                payload,
-            )?;
+            sink.put_record(entry, bytes)?;
             report.chunks_sent += 1;
-            report.bytes_sent += payload.len() as u64;
-            progress.advance(payload.len() as u64);
+            report.bytes_sent += u64::from(entry.stored_len);
+            progress.advance(u64::from(entry.stored_len));
         }
         Ok(None)
     }
@@ -528,11 +511,11 @@ impl Run<'_> {
             let mut roles: HashMap<ChunkId, Role> = HashMap::new();
             for (id, role) in level {
                 let there = self.sent.contains(&id) || self.dst.has_chunk(&id)?;
-                let cached = match (there, self.src.index().get(&id)?) {
-                    (true, Some(entry)) => self.src.cached_tree(&id).map(|b| (entry, b)),
-                    _ => None,
+                let cached = match there {
+                    true => self.src.cached_tree(&id),
+                    false => None,
                 };
-                let Some((entry, plain)) = cached else {
+                let Some(plain) = cached else {
                     roles.insert(id, role);
                     continue;
                 };
@@ -541,8 +524,7 @@ impl Run<'_> {
                         w.meta.insert(
                             id,
                             Meta {
-                                entry,
-                                payload: None,
+                                record: None,
                                 children,
                             },
                         );
@@ -568,7 +550,7 @@ impl Run<'_> {
                         return Ok(false);
                     }
                 };
-                let payload = if self.sent.contains(&id) || self.dst.has_chunk(&id)? {
+                let record = if self.sent.contains(&id) || self.dst.has_chunk(&id)? {
                     None
                 } else {
                     // A destination kept elsewhere keeps a local copy of the trees it
@@ -576,16 +558,9 @@ impl Run<'_> {
                     if let Some(d) = self.dst.repo().filter(|_| !self.dry_run) {
                         d.cache_tree(&id, r.raw);
                     }
-                    Some(r.payload.to_vec())
+                    Some((r.entry, r.record.to_vec()))
                 };
-                w.meta.insert(
-                    id,
-                    Meta {
-                        entry: r.entry,
-                        payload,
-                        children,
-                    },
-                );
+                w.meta.insert(id, Meta { record, children });
                 Ok(true)
             })?;
             if let Some(d) = damage {
@@ -675,26 +650,27 @@ fn post_order(root: &ChunkId, meta: &HashMap<ChunkId, Meta>) -> Vec<ChunkId> {
 
 /// One verified record read from the source.
 struct Record<'b> {
-    entry: IndexEntry,
-    /// As stored (compressed or not).
-    payload: &'b [u8],
+    entry: PackEntry,
+    /// The whole record as stored (header and payload, compressed or not).
+    record: &'b [u8],
     /// The chunk's bytes.
     raw: &'b [u8],
 }
 
-/// Read the records of `ids` from `src`: pack by pack in offset order, records closer
-/// than [`MAX_GAP`] in one read, each verified against its id and its index entry before
-/// `f` sees it. A chunk that is missing or damaged goes to `f` as its error; `f` returns
-/// whether to go on. A read the system refuses ends it as that error.
+/// Read the records of `ids` from `src`: pack by pack in offset order, records close
+/// together in one read (`Repository::read_records`), each verified against its id and
+/// its index entry (`format::record::open`) before `f` sees it. A chunk that is missing
+/// or damaged goes to `f` as its error; `f` returns whether to go on. A read the system
+/// refuses ends it as that error.
 fn read_records(
     src: &Repository,
     ids: &[ChunkId],
     f: &mut dyn FnMut(ChunkId, Result<Record<'_>>) -> Result<bool>,
 ) -> Result<()> {
-    let mut located: Vec<(ChunkId, IndexEntry)> = Vec::with_capacity(ids.len());
+    let mut located: Vec<(PackId, PackEntry)> = Vec::with_capacity(ids.len());
     for id in ids {
         match src.index().get(id)? {
-            Some(e) => located.push((*id, e)),
+            Some(e) => located.push((e.pack, e.record(*id))),
             None => {
                 if !f(*id, Err(Error::ChunkMissing { chunk: *id }))? {
                     return Ok(());
@@ -702,172 +678,63 @@ fn read_records(
             }
         }
     }
-    located.sort_by_key(|a| (a.1.pack, a.1.offset));
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < located.len() {
-        // One run: records of one pack, each starting within MAX_GAP of the last's end.
-        let (_, first) = located[i];
-        let start = first.offset;
-        let mut end = first.offset + record_len(&first);
-        let mut j = i + 1;
-        while let Some((_, e)) = located.get(j) {
-            let e_end = e.offset + record_len(e);
-            if e.pack != first.pack || e.offset > end + MAX_GAP || e_end - start > MAX_READ {
-                break;
-            }
-            end = end.max(e_end);
-            j += 1;
-        }
-        let run = &located[i..j];
-        i = j;
-        let go_on = match read_run(src, run, start, end, &mut buf) {
-            Ok(()) => deliver(src, run, start, &buf, &mut out, f)?,
-            // A refusal is not the data's fault: the run ends.
-            Err(e) if !is_damage(&e) => return Err(e),
-            Err(e) if run.len() == 1 => f(run[0].0, Err(e))?,
-            // Which record is bad: read them one by one.
-            Err(_) => {
-                let mut go_on = true;
-                for one in run {
-                    let (s, e) = (one.1.offset, one.1.offset + record_len(&one.1));
-                    go_on = match read_run(src, std::slice::from_ref(one), s, e, &mut buf) {
-                        Ok(()) => deliver(src, std::slice::from_ref(one), s, &buf, &mut out, f)?,
-                        Err(e) if !is_damage(&e) => return Err(e),
-                        Err(e) => f(one.0, Err(e))?,
-                    };
-                    if !go_on {
-                        break;
-                    }
-                }
-                go_on
-            }
+    located.sort_by_key(|(pack, e)| (*pack, e.offset));
+    let mut out = Vec::new();
+    for group in located.chunk_by(|a, b| a.0 == b.0) {
+        let Some((pack, _)) = group.first() else {
+            continue;
         };
-        if !go_on {
+        let entries: Vec<PackEntry> = group.iter().map(|(_, e)| *e).collect();
+        let mut stopped = false;
+        src.read_records(pack, &entries, &mut |k, read| {
+            let Some(e) = entries.get(k).filter(|_| !stopped) else {
+                return Ok(());
+            };
+            let loc = || format!("pack {pack} offset {}", e.offset);
+            let opened = match read {
+                Ok(rec) => record::open(rec, e, src.raw_limits(), &mut out)
+                    .map(|raw| Record {
+                        entry: *e,
+                        record: rec,
+                        raw,
+                    })
+                    .map_err(|d| {
+                        Error::corrupt(
+                            d.what(),
+                            loc(),
+                            d.detail(|| format!("record does not hold chunk {}", e.id)),
+                        )
+                    }),
+                Err(err) if err.is_not_found() => Err(Error::PackMissing {
+                    pack: *pack,
+                    detail: err.to_string(),
+                }),
+                // A permission, a resource limit, a network that failed: said as it
+                // is, and the run ends.
+                Err(err) if !is_damage(&err) => return Err(err),
+                Err(err) => Err(Error::corrupt(
+                    "pack",
+                    loc(),
+                    format!("chunk {}: {err}", e.id),
+                )),
+            };
+            stopped = !f(e.id, opened)?;
+            Ok(())
+        })?;
+        if stopped {
             return Ok(());
         }
     }
     Ok(())
 }
 
-fn record_len(e: &IndexEntry) -> u64 {
-    RECORD_HEADER_LEN as u64 + u64::from(e.stored_len)
-}
-
-/// Read bytes `start..end` of the pack the `run`'s records are in.
-fn read_run(
-    src: &Repository,
-    run: &[(ChunkId, IndexEntry)],
-    start: u64,
-    end: u64,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    let Some((id, e)) = run.first() else {
-        return Ok(());
-    };
-    // The lengths are checked before anything is allocated for them.
-    for (id, e) in run {
-        src.raw_limits()
-            .check(e.kind, e.compression, e.raw_len, e.stored_len)
-            .map_err(|d| {
-                Error::corrupt(
-                    "index entry",
-                    format!("chunk {id}"),
-                    format!("{d}; run `jellysnap repair index`"),
-                )
-            })?;
-    }
-    buf.resize((end - start) as usize, 0);
-    match src.store().read_at(Key::Pack(e.pack), start, buf) {
-        Ok(()) => Ok(()),
-        Err(err) if err.is_not_found() => Err(Error::PackMissing {
-            pack: e.pack,
-            detail: err.to_string(),
-        }),
-        // A permission, a resource limit, a network that failed: said as it is.
-        Err(err) if !is_damage(&err) => Err(err),
-        Err(err) => Err(Error::corrupt(
-            "pack",
-            format!("pack {} offset {start}", e.pack),
-            format!("chunk {id}: {err}"),
-        )),
-    }
-}
-
-/// Verify each record of a run read into `buf` (from pack offset `start`) and hand it to
-/// `f`. Returns whether to go on.
-fn deliver(
-    src: &Repository,
-    run: &[(ChunkId, IndexEntry)],
-    start: u64,
-    buf: &[u8],
-    out: &mut Vec<u8>,
-    f: &mut dyn FnMut(ChunkId, Result<Record<'_>>) -> Result<bool>,
-) -> Result<bool> {
-    for (id, e) in run {
-        let at = (e.offset - start) as usize;
-        let bytes = buf.get(at..at + record_len(e) as usize).unwrap_or_default();
-        let loc = || format!("pack {} offset {}", e.pack, e.offset);
-        let checked = pack::decode_record_header(bytes, e.offset)
-            .map_err(|d| Error::corrupt("pack", loc(), d))
-            .and_then(|hdr| {
-                if hdr.id != *id
-                    || hdr.kind != e.kind
-                    || hdr.compression != e.compression
-                    || hdr.raw_len != e.raw_len
-                    || hdr.stored_len != e.stored_len
-                {
-                    return Err(Error::corrupt(
-                        "pack",
-                        loc(),
-                        format!("record does not hold chunk {id}"),
-                    ));
-                }
-                let payload = bytes.get(RECORD_HEADER_LEN..).unwrap_or_default();
-                pack::verify_payload(&hdr, payload, out, src.raw_limits())
-                    .map_err(|d| Error::corrupt("chunk", loc(), d))?;
-                Ok(payload)
-            });
-        let go_on = match checked {
-            Ok(payload) => {
-                let raw = match e.compression {
-                    Compression::None => payload,
-                    Compression::Zstd => out.as_slice(),
-                };
-                f(
-                    *id,
-                    Ok(Record {
-                        entry: *e,
-                        payload,
-                        raw,
-                    }),
-                )?
-            }
-            Err(err) => f(*id, Err(err))?,
-        };
-        if !go_on {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pack::ChunkKind;
 
     fn meta(children: &[ChunkId]) -> Meta {
         Meta {
-            entry: IndexEntry {
-                pack: crate::id::PackId([0; 32]),
-                offset: 0,
-                stored_len: 0,
-                raw_len: 0,
-                kind: ChunkKind::Tree,
-                compression: Compression::None,
-            },
-            payload: None,
+            record: None,
             children: children.to_vec(),
         }
     }

@@ -7,9 +7,9 @@
 //! - [`durable`]: atomic, durable writes to a local file system, through the narrow
 //!   file-operation trait that the crash tests' simulated file system (`simfs`, with the
 //!   `test-hooks` feature) also implements.
-//! - [`lock`], [`index`], [`packer`], [`repo`]: the repository's locks, its chunk index
-//!   (derived data, rebuilt from the packs), the pack writer and the handle that ties
-//!   them together.
+//! - [`lock`], [`index`], [`packer`], [`repo`], [`reads`]: the repository's locks, its
+//!   chunk index (derived data, rebuilt from the packs), the pack writer, the handle that
+//!   ties them together and its reads of chunks (coalesced when many are read).
 //!
 //! The trait is shaped so that an object store (ranged reads, listing by prefix, atomic
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
@@ -23,6 +23,7 @@ pub mod lock;
 #[cfg(feature = "test-hooks")]
 pub mod mem;
 pub mod packer;
+pub mod reads;
 pub mod repo;
 pub mod s3;
 #[cfg(feature = "test-hooks")]
