@@ -434,8 +434,13 @@ impl Repository {
     ) -> Result<&'b [u8]> {
         let at = reads::locate(self, id)?;
         let tree = at.record.kind == ChunkKind::Tree;
-        if tree {
-            if let Some(bytes) = self.cache.as_ref().and_then(|c| c.tree(id)) {
+        if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
+            let mut hit = cache.tree(id);
+            if hit.is_none() {
+                self.warm_tree_cache(&at.pack, cache);
+                hit = cache.tree(id);
+            }
+            if let Some(bytes) = hit {
                 *out = bytes;
                 return Ok(out.as_slice());
             }
@@ -458,6 +463,29 @@ impl Repository {
     /// this repository keeps one (a repository that is not a local directory).
     pub fn cached_tree(&self, id: &ChunkId) -> Option<Vec<u8>> {
         self.cache.as_ref()?.tree(id)
+    }
+
+    /// A tree the cache lacks (a new host, a deleted cache): its pack holds only trees,
+    /// which a walk mostly wants next, so every tree the index places there is fetched
+    /// in a few coalesced reads and kept, instead of one request per tree. Best effort:
+    /// what fails here is read (and reported) one by one.
+    fn warm_tree_cache(&self, pack: &PackId, cache: &ObjectCache) {
+        let Ok((entries, _)) = self.pack_entries(pack) else {
+            return;
+        };
+        let ids: Vec<ChunkId> = entries
+            .iter()
+            .filter(|e| e.kind == ChunkKind::Tree)
+            .filter(|e| matches!(self.index.get(&e.id), Ok(Some(at)) if at.pack == *pack))
+            .filter(|e| cache.tree(&e.id).is_none())
+            .map(|e| e.id)
+            .collect();
+        let _ = self.read_chunks(&ids, &mut |i, r| {
+            if let (Ok(bytes), Some(id)) = (r, ids.get(i)) {
+                cache.put_tree(id, bytes);
+            }
+            Ok(())
+        });
     }
 
     /// Keep a local copy of a tree chunk this run wrote or read (a repository that is
