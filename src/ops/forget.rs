@@ -18,7 +18,6 @@ use crate::id::SnapshotId;
 use crate::ops::clock::NS;
 use crate::ops::timefmt;
 use crate::store::repo::{resolve_in, Repository};
-use crate::store::Key;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
@@ -273,11 +272,10 @@ fn refuse_future(snaps: &[Snapshot], now_ns: i64) -> Result<()> {
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
     let mut n = 0;
     for id in ids {
-        let Some(key) = SnapshotId::from_hex(id).map(Key::Snapshot) else {
+        let Some(id) = SnapshotId::from_hex(id) else {
             continue;
         };
-        if repo.store().exists(key)? {
-            repo.store().delete(key)?;
+        if repo.remove_snapshot(&id)? {
             n += 1;
         }
     }

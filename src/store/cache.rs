@@ -52,6 +52,24 @@ impl ObjectCache {
         self.put(self.path("snapshots", &id.to_hex()), bytes);
     }
 
+    /// The snapshot records this cache holds a copy of.
+    pub fn snapshot_ids(&self) -> Vec<SnapshotId> {
+        let dir = self.dir.join("snapshots");
+        let Ok(subs) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        subs.flatten()
+            .filter_map(|sub| fs::read_dir(sub.path()).ok())
+            .flat_map(|files| files.flatten())
+            .filter_map(|f| SnapshotId::from_hex(&f.file_name().to_string_lossy()))
+            .collect()
+    }
+
+    /// Drop the copy of a record that is no longer in the repository.
+    pub fn remove_snapshot(&self, id: &SnapshotId) {
+        let _ = fs::remove_file(self.path("snapshots", &id.to_hex()));
+    }
+
     /// Write a copy under a temp name and rename it, so that no reader sees half of one.
     /// Not synced: a copy a crash truncates fails its check and is read again.
     fn put(&self, path: PathBuf, bytes: &[u8]) {

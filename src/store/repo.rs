@@ -507,10 +507,11 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        let ids = match &self.listed {
+        let mut ids = match &self.listed {
             Some(ids) => ids.clone(),
             None => list_snapshots(self.store.as_ref())?,
         };
+        ids.extend(self.unlisted_but_stored(&ids)?);
         for id in ids {
             let key = Key::Snapshot(id);
             let cached = self.cache.as_ref().and_then(|c| c.snapshot(&id));
@@ -538,6 +539,43 @@ impl Repository {
             Some(ids) => Ok(ids.clone()),
             None => list_snapshots(self.store.as_ref()),
         }
+    }
+
+    /// Records this host has seen that the listing left out but that are still stored.
+    /// An object store's listing can be incomplete (a load balancer in front of several
+    /// servers): a snapshot it leaves out would look forgotten, and a gc would delete
+    /// its chunks. Each known record missing from the listing is asked for by name; one
+    /// that is gone was forgotten elsewhere and its copy is dropped.
+    fn unlisted_but_stored(&self, listed: &[SnapshotId]) -> Result<Vec<SnapshotId>> {
+        let Some(cache) = &self.cache else {
+            return Ok(Vec::new());
+        };
+        let listed: std::collections::HashSet<&SnapshotId> = listed.iter().collect();
+        let mut out = Vec::new();
+        for id in cache.snapshot_ids() {
+            if listed.contains(&id) {
+                continue;
+            }
+            if self.store.exists(Key::Snapshot(id))? {
+                out.push(id);
+            } else {
+                cache.remove_snapshot(&id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a snapshot record (forget), durably; false when it was already gone.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<bool> {
+        let key = Key::Snapshot(*id);
+        let there = self.store.exists(key)?;
+        if there {
+            self.store.delete(key)?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.remove_snapshot(id);
+        }
+        Ok(there)
     }
 
     /// Resolve `latest`, a name, or a unique id prefix. An id prefix that only a record

@@ -28,6 +28,10 @@ use crate::error::{Error, RemoteErrorKind, Result};
 /// to be useless soon if it leaks.
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
+/// The most a 200 answer to a ranged read is read (a server that ignores ranges sends the
+/// whole object: a pack is about 16 MiB).
+const MAX_IGNORED_RANGE: u64 = 256 << 20;
+
 /// The largest error or listing body read into memory (a listing page of 1000 keys is
 /// ~350 KiB).
 const MAX_XML: u64 = 16 << 20;
@@ -388,6 +392,9 @@ impl Client {
                     Transient,
                     format!("the body ended after {} of {n} bytes", out.len()),
                 )),
+                // No object of a repository starts with an XML error (each starts with
+                // its magic): a server or proxy that answered 200 with an error.
+                _ if is_error_xml(&out) => Again(self.xml_failure(200, &out, Transient)),
                 _ => Done(out),
             }
         })
@@ -412,8 +419,7 @@ impl Client {
                 Err(e) => return transport(e),
             };
             let status = resp.status().as_u16();
-            // 200: a server that ignores ranges sends the whole object; take the part.
-            let skip = match status {
+            match status {
                 206 => {
                     match content_range(&resp) {
                         Some((start, end, _)) if start == offset && end == last => {}
@@ -429,9 +435,41 @@ impl Client {
                         }
                         None => {}
                     }
-                    0
                 }
-                200 => offset,
+                200 => {
+                    // A server that ignores ranges sends the whole object: take the part.
+                    // A 200 whose body is an XML error, or shorter than the range (a real
+                    // object that short is answered 416), is a failed answer, not bytes.
+                    let mut body = Vec::new();
+                    if let Err(e) = resp
+                        .into_body()
+                        .into_reader()
+                        .take(MAX_IGNORED_RANGE)
+                        .read_to_end(&mut body)
+                    {
+                        return body_failure(e);
+                    }
+                    if is_error_xml(&body) {
+                        return Again(self.xml_failure(200, &body, Transient));
+                    }
+                    let part = usize::try_from(offset)
+                        .ok()
+                        .and_then(|o| body.get(o..o.checked_add(buf.len())?));
+                    return match part {
+                        Some(part) => {
+                            buf.copy_from_slice(part);
+                            Done(())
+                        }
+                        None => Again(Failure::new(
+                            Some(200),
+                            Transient,
+                            format!(
+                                "asked for bytes {offset}-{last}, the server answered 200 with {} bytes",
+                                body.len()
+                            ),
+                        )),
+                    };
+                }
                 416 => {
                     return Fail(Failure::new(
                         Some(416),
@@ -442,23 +480,10 @@ impl Client {
                 _ => return self.status_failure(resp),
             };
             let mut r = resp.into_body().into_reader();
-            if skip > 0 {
-                match std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink()) {
-                    Ok(n) if n == skip => {}
-                    Ok(_) => {
-                        return Fail(Failure::new(
-                            Some(200),
-                            Corrupt,
-                            format!("the object ends before bytes {offset}-{last}"),
-                        ))
-                    }
-                    Err(e) => return body_failure(e),
-                }
-            }
             if let Err(e) = r.read_exact(buf) {
                 return body_failure(e);
             }
-            if status == 206 {
+            {
                 // The body must end here: a longer one is not the range asked for.
                 let mut extra = [0u8; 1];
                 match r.read(&mut extra) {
@@ -526,6 +551,9 @@ impl Client {
                         expected.unwrap_or(0)
                     ),
                 ));
+            }
+            if status == 200 && is_error_xml(&body) {
+                return Again(self.xml_failure(200, &body, Transient));
             }
             // 200: a server that ignores ranges sent the whole object.
             let total = total.unwrap_or(got);
