@@ -306,8 +306,8 @@ fn requests_go_through_byte_for_byte_on_one_kept_alive_connection() {
     assert_eq!(proxy.count("PUT", "packs/"), 1);
     assert_eq!(
         proxy.count("GET", "packs/"),
-        2,
-        "the ranged GET and the listing"
+        1,
+        "the ranged GET, not the listing"
     );
     assert_eq!(proxy.count("LIST", ""), 1);
     assert_eq!(proxy.count("HEAD", "index/x+y"), 1, "keys are decoded");
@@ -598,6 +598,19 @@ fn rules_match_by_key_header_and_query() {
     assert_eq!(
         once(&proxy, "GET", "/b/p/packs/aa", b"").unwrap().status,
         200
+    );
+    proxy.clear_rules();
+
+    proxy.add(Rule::new(Fault::internal_error()).method("GET"));
+    let listing = once(&proxy, "GET", "/b?list-type=2&prefix=p%2Fpacks%2F", b"");
+    assert_eq!(
+        listing.unwrap().status,
+        200,
+        "GET is an object read, not a listing"
+    );
+    assert_eq!(
+        once(&proxy, "GET", "/b/p/packs/aa", b"").unwrap().status,
+        500
     );
     proxy.clear_rules();
 

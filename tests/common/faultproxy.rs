@@ -147,7 +147,8 @@ impl Rule {
             fault,
         }
     }
-    /// An HTTP method, or `LIST` for a ListObjectsV2 request (a `GET` matches those too).
+    /// An HTTP method, or `LIST` for a ListObjectsV2 request (which `GET` does not match:
+    /// `GET` is an object read).
     pub fn method(mut self, m: &str) -> Rule {
         self.method = Some(m.to_string());
         self
@@ -191,7 +192,7 @@ impl Rule {
         let method_ok = match self.method.as_deref() {
             None => true,
             Some("LIST") => req.method == "GET" && is_listing(&req.query),
-            Some(m) => req.method.eq_ignore_ascii_case(m),
+            Some(m) => req.method.eq_ignore_ascii_case(m) && !is_listing(&req.query),
         };
         method_ok
             && self
@@ -397,14 +398,15 @@ impl FaultProxy {
         log.entries.clear();
     }
 
-    /// Requests with `method` (any if empty; `LIST` for listings) whose key starts with
+    /// Requests with `method` (any if empty; `LIST` for listings, which `GET` does not
+    /// count) whose key starts with
     /// `key_prefix`.
     pub fn count(&self, method: &str, key_prefix: &str) -> usize {
         self.count_where(|e| {
             let m = match method {
                 "" => true,
                 "LIST" => e.is_listing(),
-                m => e.method.eq_ignore_ascii_case(m),
+                m => e.method.eq_ignore_ascii_case(m) && !e.is_listing(),
             };
             m && e.key.starts_with(key_prefix)
         })
