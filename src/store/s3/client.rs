@@ -610,8 +610,25 @@ impl Client {
             };
             let size = match resp.status().as_u16() {
                 206 => content_range(&resp).and_then(|(_, _, total)| total),
-                // A server that ignores ranges; the body is not read.
-                200 => content_length(&resp),
+                // A server that ignores ranges: the whole object, whose first bytes are
+                // read to tell it from an error answered with 200 (no repository object
+                // starts with XML).
+                200 => {
+                    let size = content_length(&resp);
+                    let mut head = Vec::new();
+                    if let Err(e) = resp
+                        .into_body()
+                        .into_reader()
+                        .take(512)
+                        .read_to_end(&mut head)
+                    {
+                        return body_failure(e);
+                    }
+                    if is_error_xml(&head) {
+                        return Again(self.xml_failure(200, &head, Transient));
+                    }
+                    size
+                }
                 // An empty object has no first byte.
                 416 => Some(
                     resp.headers()
