@@ -22,6 +22,8 @@
 //! that exist then and deletes only the marked packs that are still dead (a marked pack
 //! that a newer snapshot references through the index is kept), then writes a new
 //! pack-set epoch (other hosts' indexes reconcile) and only then removes `gc-pending`.
+//! Phase 1 writes a new epoch too when it repacked, so that other hosts adopt the new
+//! packs instead of storing those chunks again.
 //! A gc that finds a due `gc-pending` runs phase 2 and then marks anew.
 
 use std::collections::HashSet;
@@ -399,11 +401,7 @@ fn sweep_two_phase(
                 .count() as u64;
             // Other hosts' indexes learn of the deletes from the new epoch; the marks
             // go only after it is written.
-            let epoch = PackEpoch::random();
-            store.put(Key::PackEpoch, &epoch.encode()?)?;
-            if let Some(rocks) = repo.rocks_index() {
-                rocks.record_seen(&[], false, Some(&epoch.token))?;
-            }
+            new_epoch(repo)?;
             store.delete(Key::GcPending)?;
             report.scratch_files_removed = store.remove_leftovers()?;
             store.delete(Key::GcMarker)?;
@@ -447,7 +445,22 @@ fn sweep_two_phase(
             .sum();
         report.marked_deletable_at = Some(now.saturating_add(plan.grace_secs));
     }
+    // Other hosts adopt the repacked packs (and stop storing those chunks again).
+    if !written.is_empty() {
+        new_epoch(repo)?;
+    }
     store.delete(Key::GcMarker)?;
+    Ok(())
+}
+
+/// Write a new pack-set epoch, and record it in this host's index, which is already in
+/// line with the store.
+fn new_epoch(repo: &Repository) -> Result<()> {
+    let epoch = PackEpoch::random();
+    repo.store().put(Key::PackEpoch, &epoch.encode()?)?;
+    if let Some(rocks) = repo.rocks_index() {
+        rocks.record_seen(&[], false, Some(&epoch.token))?;
+    }
     Ok(())
 }
 
