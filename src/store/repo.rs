@@ -1057,6 +1057,187 @@ mod tests {
         ));
     }
 
+    /// A writer's open reconciles the index with the packs listed: a pack deleted
+    /// behind the index's back is dropped (and the next backup stores its chunks
+    /// again), a pack another writer added is adopted.
+    #[test]
+    fn a_writer_reconciles_the_index_with_the_packs_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let place = crate::store::Place::local(&path);
+        Repository::init(&place).unwrap();
+        let stored = |repo: &Repository, bytes: &[u8]| {
+            let sink = ChunkSink::new(repo).unwrap();
+            let id = sink.put(ChunkKind::Data, bytes, true).unwrap();
+            let n = sink
+                .stats
+                .new_chunks
+                .load(std::sync::atomic::Ordering::Relaxed);
+            sink.finish().unwrap();
+            (id, n)
+        };
+        let (a, pack_a) = {
+            let repo = Repository::open(&place, Access::Write).unwrap();
+            let (a, _) = stored(&repo, b"chunk a");
+            (a, repo.index().get(&a).unwrap().unwrap().pack)
+        };
+        // Another writer, with its own index, adds a pack.
+        let b = {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            stored(&repo, b"chunk b").0
+        };
+        fs::remove_file(LocalStoreFor(&path).pack(&pack_a)).unwrap();
+
+        let repo = Repository::open(&place, Access::Write).unwrap();
+        let r = repo.reconciled.clone().expect("reconciled");
+        assert_eq!(
+            (r.packs_dropped, r.chunks_dropped, r.packs_added),
+            (1, 1, 1)
+        );
+        assert!(repo.index().get(&a).unwrap().is_none());
+        assert!(repo.index().get(&b).unwrap().is_some());
+        assert_eq!(stored(&repo, b"chunk a"), (a, 1), "stored again");
+        assert_eq!(stored(&repo, b"chunk b"), (b, 0), "deduplicated");
+        drop(repo);
+        let repo = Repository::open(&place, Access::Write).unwrap();
+        assert!(repo.reconciled.is_none(), "nothing changed since");
+    }
+
+    struct LocalStoreFor<'a>(&'a Path);
+    impl LocalStoreFor<'_> {
+        fn pack(&self, id: &PackId) -> PathBuf {
+            PathBuf::from(crate::store::local::LocalStore::new(self.0).describe(Key::Pack(*id)))
+        }
+    }
+
+    /// A store that counts its listings of packs.
+    struct Counting(
+        crate::store::local::LocalStore,
+        std::sync::atomic::AtomicU64,
+    );
+    impl Counting {
+        fn pack_lists(&self) -> u64 {
+            self.1.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+    impl Store for Counting {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn put(&self, k: Key, b: &[u8]) -> Result<()> {
+            self.0.put(k, b)
+        }
+        fn put_new(&self, k: Key, b: &[u8]) -> Result<bool> {
+            self.0.put_new(k, b)
+        }
+        fn conditional_writes(&self) -> bool {
+            false
+        }
+        fn stage(&self, s: &Path) -> Result<crate::store::Staged> {
+            self.0.stage(s)
+        }
+        fn put_staged(&self, k: Key, s: crate::store::Staged) -> Result<()> {
+            self.0.put_staged(k, s)
+        }
+        fn init(&self) -> Result<()> {
+            self.0.init()
+        }
+        fn get(&self, k: Key) -> Result<Vec<u8>> {
+            self.0.get(k)
+        }
+        fn read_at(&self, k: Key, o: u64, b: &mut [u8]) -> Result<()> {
+            self.0.read_at(k, o, b)
+        }
+        fn read_tail(&self, k: Key, n: u64) -> Result<(Vec<u8>, u64)> {
+            self.0.read_tail(k, n)
+        }
+        fn size(&self, k: Key) -> Result<u64> {
+            self.0.size(k)
+        }
+        fn exists(&self, k: Key) -> Result<bool> {
+            self.0.exists(k)
+        }
+        fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
+            if kind == Kind::Pack {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.0.list(kind)
+        }
+        fn delete(&self, k: Key) -> Result<()> {
+            self.0.delete(k)
+        }
+        fn clear_scratch(&self, s: &Path) {
+            self.0.clear_scratch(s)
+        }
+        fn sync_visible(&self) -> Result<()> {
+            self.0.sync_visible()
+        }
+        fn remove_leftovers(&self) -> Result<u64> {
+            self.0.remove_leftovers()
+        }
+        fn describe(&self, k: Key) -> String {
+            self.0.describe(k)
+        }
+    }
+
+    /// A shared repository's index lists the packs only when the pack-set epoch changed
+    /// or a snapshot it has not seen appeared: never for an unchanged store.
+    #[test]
+    fn a_shared_index_lists_packs_only_when_the_store_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
+        {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            let sink = ChunkSink::new(&repo).unwrap();
+            sink.put(ChunkKind::Data, b"chunk", true).unwrap();
+            sink.finish().unwrap();
+        }
+        let store = Counting(
+            crate::store::local::LocalStore::new(&path),
+            Default::default(),
+        );
+        let limits = RawLimits::of(&load_config(&store).unwrap());
+        let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        rebuild_into(&store, &idx, &limits, Some(&seen)).unwrap();
+        assert_eq!(store.pack_lists(), 1);
+        let none = HashSet::new();
+        for _ in 0..3 {
+            let seen = SeenNow::read(&store, None).unwrap();
+            assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+                .unwrap()
+                .is_none());
+        }
+        assert_eq!(store.pack_lists(), 1, "an unchanged store is not listed");
+
+        // A gc elsewhere deleted the pack and wrote a new epoch.
+        let (pack, _) = store.list(Kind::Pack).unwrap()[0];
+        store.delete(pack).unwrap();
+        store
+            .put(Key::PackEpoch, &PackEpoch::random().encode().unwrap())
+            .unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        let r = reconcile(&store, &idx, &limits, Some(&seen), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.packs_dropped, r.chunks_dropped), (1, 1));
+        assert_eq!(store.pack_lists(), 3);
+        let seen = SeenNow::read(&store, None).unwrap();
+        assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+            .unwrap()
+            .is_none());
+        assert_eq!(store.pack_lists(), 3, "the new epoch was recorded");
+
+        // A snapshot the index has not seen (another host's backup) is reconciled for.
+        store
+            .put(Key::Snapshot(SnapshotId::of(b"elsewhere")), b"elsewhere")
+            .unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        reconcile(&store, &idx, &limits, Some(&seen), &none).unwrap();
+        assert_eq!(store.pack_lists(), 4);
+    }
+
     /// A pack whose header says a newer version is refused where its trailer is read
     /// (an index rebuild), as a newer format: not scanned as a damaged trailer.
     #[test]
