@@ -678,9 +678,10 @@ impl Repository {
         self.check_lease()?;
         self.store.put(Key::Snapshot(id), &bytes)?;
         // The index holds this snapshot's chunks: the next open has nothing to
-        // reconcile for it.
+        // reconcile for it. The snapshot is committed whatever happens here; had this
+        // failed, the next open would only reconcile once more.
         if let Some(rocks) = &self.rocks {
-            rocks.record_seen(&[id], false, None)?;
+            let _ = rocks.record_seen(&[id], false, None);
         }
         Ok(id)
     }
