@@ -225,6 +225,15 @@ pub enum OptionError {
     #[error("invalid option: --components names no component")]
     NoComponents,
 
+    #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
+    S3Location { location: String, detail: String },
+
+    #[error("invalid option: no credentials for {location}: set {missing} in the environment (never on the command line)")]
+    S3Credentials {
+        location: String,
+        missing: &'static str,
+    },
+
     #[error("invalid option: snapshot {snapshot} does not contain the {component} component (it has: {has})")]
     ComponentNotInSnapshot {
         snapshot: String,

@@ -81,6 +81,23 @@ pub mod progress {
     pub use crate::ops::progress::{NoProgress, Progress};
 }
 
+/// A repository in an S3-compatible object store: its location and credentials.
+pub mod s3 {
+    pub use crate::store::s3::{is_s3_location, Addressing, Credentials, Retry, S3Config, S3Store};
+    /// The store's HTTP client on its own (tests of a real server).
+    #[cfg(feature = "test-hooks")]
+    pub use crate::store::s3::{Client, PutMode};
+}
+
+/// The store trait and every store on their own (the store contract tests).
+#[cfg(feature = "test-hooks")]
+pub mod stores {
+    pub use crate::store::local::LocalStore;
+    pub use crate::store::mem::MemStore;
+    pub use crate::store::s3::S3Store;
+    pub use crate::store::{Key, Kind, LeaseId, Staged, Store};
+}
+
 /// The crash tests' simulated file system, which forgets what was never synced.
 #[cfg(feature = "test-hooks")]
 pub mod simulation {

@@ -2,7 +2,8 @@
 //!
 //! - [`Store`]: the repository's objects (config, snapshot records, packs, the gc
 //!   marker) behind a narrow trait, with its durability contract; [`local::LocalStore`]
-//!   keeps them in a directory.
+//!   keeps them in a directory, [`s3::S3Store`] in a bucket of an S3-compatible object
+//!   store, and `mem::MemStore` (with the `test-hooks` feature) in memory.
 //! - [`durable`]: atomic, durable writes to a local file system, through the narrow
 //!   file-operation trait that the crash tests' simulated file system (`simfs`, with the
 //!   `test-hooks` feature) also implements.
@@ -14,13 +15,17 @@
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
 //! to or partially overwrites an object.
 
+pub mod cache;
 pub mod durable;
 pub mod index;
 pub mod lease;
 pub mod local;
 pub mod lock;
+#[cfg(feature = "test-hooks")]
+pub mod mem;
 pub mod packer;
 pub mod repo;
+pub mod s3;
 #[cfg(feature = "test-hooks")]
 pub mod simfs;
 #[cfg(feature = "test-hooks")]

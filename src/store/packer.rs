@@ -188,6 +188,9 @@ impl<'r> ChunkSink<'r> {
     /// holds what the tree names (write order 2).
     pub fn put(&self, kind: ChunkKind, data: &[u8], compressible: bool) -> Result<ChunkId> {
         let id = ChunkId::of(data);
+        if kind == ChunkKind::Tree {
+            self.repo.cache_tree(&id, data);
+        }
         if !self.claim(&id)? {
             return Ok(id);
         }

@@ -15,10 +15,11 @@ use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
-use crate::format::pack::{self, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN};
+use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN};
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::store::cache::ObjectCache;
 use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
 use crate::store::lease::{Holder, Lease};
@@ -61,6 +62,9 @@ pub struct Repository {
     /// Set when opening reconciled the index with the store's packs.
     pub reconciled: Option<ReconcileReport>,
     lease: Option<Lease>,
+    /// Local copies of snapshot records and trees, for a repository that is not a local
+    /// directory (`store/cache.rs`).
+    cache: Option<ObjectCache>,
     _locks: Vec<LockGuard>,
 }
 
@@ -321,6 +325,11 @@ impl Repository {
         }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
+        let cache = place
+            .location
+            .local_path()
+            .is_none()
+            .then(|| ObjectCache::new(state.join("cache")));
         Ok(Repository {
             location: place.location.clone(),
             state,
@@ -336,6 +345,7 @@ impl Repository {
             doomed,
             reconciled,
             lease,
+            cache,
             _locks: locks,
         })
     }
@@ -371,6 +381,7 @@ impl Repository {
             doomed: HashSet::new(),
             reconciled: None,
             lease: None,
+            cache: None,
             _locks: Vec::new(),
         })
     }
@@ -405,6 +416,7 @@ impl Repository {
             doomed: HashSet::new(),
             reconciled: None,
             lease: None,
+            cache: None,
             _locks: Vec::new(),
         })
     }
@@ -571,6 +583,12 @@ impl Repository {
             .index
             .get(id)?
             .ok_or(Error::ChunkMissing { chunk: *id })?;
+        if e.kind == ChunkKind::Tree {
+            if let Some(bytes) = self.cache.as_ref().and_then(|c| c.tree(id)) {
+                *out = bytes;
+                return Ok(out.as_slice());
+            }
+        }
         // The index's lengths are checked before anything is allocated for them.
         self.raw_limits
             .check(e.kind, e.compression, e.raw_len, e.stored_len)
@@ -616,10 +634,22 @@ impl Repository {
         let payload = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
         pack::verify_payload(&hdr, payload, out, &self.raw_limits)
             .map_err(|d| Error::corrupt("chunk", loc(), d))?;
-        Ok(match hdr.compression {
+        let plain = match hdr.compression {
             crate::format::compress::Compression::None => payload,
             crate::format::compress::Compression::Zstd => out.as_slice(),
-        })
+        };
+        if e.kind == ChunkKind::Tree {
+            self.cache_tree(id, plain);
+        }
+        Ok(plain)
+    }
+
+    /// Keep a local copy of a tree chunk this run wrote or read (a repository that is
+    /// not a local directory; see `store/cache.rs`).
+    pub fn cache_tree(&self, id: &ChunkId, plain: &[u8]) {
+        if let Some(c) = &self.cache {
+            c.put_tree(id, plain);
+        }
     }
 
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree> {
@@ -639,11 +669,16 @@ impl Repository {
         };
         for id in ids {
             let key = Key::Snapshot(id);
-            match self
-                .store
-                .get(key)
-                .and_then(|b| SnapshotRecord::decode(&b, &id))
-            {
+            let cached = self.cache.as_ref().and_then(|c| c.snapshot(&id));
+            let bytes = match cached {
+                Some(b) => Ok(b),
+                None => self.store.get(key).inspect(|b| {
+                    if let Some(c) = &self.cache {
+                        c.put_snapshot(&id, b);
+                    }
+                }),
+            };
+            match bytes.and_then(|b| SnapshotRecord::decode(&b, &id)) {
                 Ok(record) => out.push(Snapshot { id, record }),
                 Err(e) => bad.push(e),
             }
@@ -682,6 +717,9 @@ impl Repository {
         // failed, the next open would only reconcile once more.
         if let Some(rocks) = &self.rocks {
             let _ = rocks.record_seen(&[id], false, None);
+        }
+        if let Some(c) = &self.cache {
+            c.put_snapshot(&id, &bytes);
         }
         Ok(id)
     }

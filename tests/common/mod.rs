@@ -7,7 +7,8 @@
 //! - `verify`: describing trees and databases and comparing them;
 //! - `server`: the stand-in running server (`wal_server.py`, Python's own SQLite);
 //! - `sqlcli`: the system `sqlite3` CLI as the outside judge of databases;
-//! - `corpus`: the database corpus of `tests/corpus/` and its oracle.
+//! - `corpus`: the database corpus of `tests/corpus/` and its oracle;
+//! - `s3`: a real S3-compatible server on loopback (SeaweedFS `weed mini`).
 //!
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
@@ -15,6 +16,7 @@
 pub mod corpus;
 pub mod env;
 pub mod fixture;
+pub mod s3;
 pub mod server;
 pub mod sqlcli;
 pub mod verify;

@@ -1,0 +1,94 @@
+//! The local copies a repository kept elsewhere reads instead of asking its store again:
+//! snapshot records and tree chunks, which never change once written (they are named by
+//! the hash of their bytes). A backup reads every snapshot record (to find its parent)
+//! and its parent's trees (to reuse unchanged files); from an object store each would be
+//! a request, so an unchanged snapshot would cost as many requests as the data dir has
+//! directories.
+//!
+//! A cache, not state: every copy is verified against its name when read, one that fails
+//! is ignored (and read from the store again), a lost or deleted cache costs requests,
+//! never data, and a failed write is not an error.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::id::{ChunkId, SnapshotId};
+
+pub struct ObjectCache {
+    dir: PathBuf,
+}
+
+impl ObjectCache {
+    /// The cache in `dir` (created on first write).
+    pub fn new(dir: PathBuf) -> Self {
+        ObjectCache { dir }
+    }
+
+    fn path(&self, kind: &str, hex: &str) -> PathBuf {
+        self.dir
+            .join(kind)
+            .join(hex.get(..2).unwrap_or("00"))
+            .join(hex)
+    }
+
+    /// A tree chunk's plain bytes, if a copy is here and is the chunk.
+    pub fn tree(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.path("trees", &id.to_hex())).ok()?;
+        (ChunkId::of(&bytes) == *id).then_some(bytes)
+    }
+
+    pub fn put_tree(&self, id: &ChunkId, bytes: &[u8]) {
+        self.put(self.path("trees", &id.to_hex()), bytes);
+    }
+
+    /// A snapshot record's bytes, if a copy is here and is the record.
+    pub fn snapshot(&self, id: &SnapshotId) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.path("snapshots", &id.to_hex())).ok()?;
+        (SnapshotId::of(&bytes) == *id).then_some(bytes)
+    }
+
+    pub fn put_snapshot(&self, id: &SnapshotId, bytes: &[u8]) {
+        self.put(self.path("snapshots", &id.to_hex()), bytes);
+    }
+
+    /// Write a copy under a temp name and rename it, so that no reader sees half of one.
+    /// Not synced: a copy a crash truncates fails its check and is read again.
+    fn put(&self, path: PathBuf, bytes: &[u8]) {
+        let Some(dir) = path.parent() else { return };
+        if path.exists() || fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let Ok(mut tmp) = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) else {
+            return;
+        };
+        if tmp.write_all(bytes).is_ok() {
+            let _ = tmp.persist(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_verified_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ObjectCache::new(dir.path().join("cache"));
+        let tree = b"a tree's bytes".to_vec();
+        let id = ChunkId::of(&tree);
+        assert_eq!(cache.tree(&id), None);
+        cache.put_tree(&id, &tree);
+        assert_eq!(cache.tree(&id), Some(tree.clone()));
+        // A copy that rotted is not served.
+        let hex = id.to_hex();
+        let file = dir.path().join("cache/trees").join(&hex[..2]).join(&hex);
+        fs::write(&file, b"another tree's bytes").unwrap();
+        assert_eq!(cache.tree(&id), None);
+        let rec = b"a record".to_vec();
+        let sid = SnapshotId::of(&rec);
+        cache.put_snapshot(&sid, &rec);
+        assert_eq!(cache.snapshot(&sid), Some(rec));
+    }
+}

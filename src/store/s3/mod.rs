@@ -1,0 +1,227 @@
+//! A repository in a bucket of an S3-compatible object store.
+//!
+//! - [`client`]: the signed, retried HTTP requests (put, get, ranged and suffix get,
+//!   head, list, delete) over one bucket and key prefix, and the typed errors they end in.
+//! - [`config`]: where the repository is and how to reach it, parsed from
+//!   `s3:https://HOST[:PORT]/BUCKET[/PREFIX]` and the caller's environment.
+//! - [`S3Store`]: the repository's objects under the prefix, laid out as in a local
+//!   repository (`config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`,
+//!   `leases/<id>`).
+//!
+//! Every object is written whole by one PUT, with its Content-MD5: an object is either
+//! absent or complete, and a write that returned is durable (what object stores promise),
+//! so nothing needs syncing or cleaning up after a crash; packs are staged in the local
+//! scratch directory and streamed from there. The local state (index, locks, scratch)
+//! lives in the cache directory, not here.
+
+pub mod client;
+pub mod config;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use client::{Addressing, Client, Credentials, PutMode, Retry, S3Config};
+pub use config::is_s3_location;
+
+use crate::error::{Error, RemoteErrorKind, Result};
+use crate::id::{PackId, SnapshotId};
+use crate::store::durable::StdFs;
+use crate::store::{Key, Kind, LeaseId, Staged, Store};
+
+/// The name of the objects that probe for conditional writes (a random suffix each).
+const PROBE: &str = "conditional-write-probe-";
+
+pub struct S3Store {
+    client: Client,
+    /// Whether the server honours `If-None-Match: *`: probed once, on first need.
+    conditional: Mutex<Option<bool>>,
+}
+
+impl S3Store {
+    pub fn new(config: &S3Config) -> Result<Self> {
+        Ok(S3Store {
+            client: Client::new(config)?,
+            conditional: Mutex::new(None),
+        })
+    }
+
+    fn name(key: Key) -> String {
+        match key {
+            Key::Config => "config".to_string(),
+            Key::Snapshot(id) => format!("snapshots/{}", id.to_hex()),
+            Key::Pack(id) => {
+                let hex = id.to_hex();
+                format!("packs/{}/{hex}", &hex[..2])
+            }
+            Key::GcMarker => "gc-in-progress".to_string(),
+            Key::Lease(id) => format!("leases/{}", id.to_hex()),
+            Key::GcPending => "gc-pending".to_string(),
+            Key::PackEpoch => "pack-epoch".to_string(),
+        }
+    }
+
+    /// Whether the server refuses a second create-only write of one object (412), found
+    /// by writing a probe object twice and deleting it; remembered for the store's life.
+    /// A server that ignores the header (it overwrites) or rejects it (501) has none.
+    pub fn probe_conditional_writes(&self) -> Result<bool> {
+        let mut known = self
+            .conditional
+            .lock()
+            .map_err(|_| Error::internal("the conditional-write probe was poisoned"))?;
+        if let Some(v) = *known {
+            return Ok(v);
+        }
+        let name = format!("{PROBE}{}", LeaseId::random().to_hex());
+        let first = self.client.put(&name, b"1", PutMode::IfAbsent);
+        let supported = match first {
+            Ok(_) => !self.client.put(&name, b"2", PutMode::IfAbsent)?,
+            Err(Error::Remote {
+                kind: RemoteErrorKind::Denied,
+                status: Some(400 | 501),
+                ..
+            }) => false,
+            Err(e) => return Err(e),
+        };
+        self.client.delete(&name)?;
+        *known = Some(supported);
+        Ok(supported)
+    }
+
+    /// An error for a write the server refused because of a precondition we did not ask.
+    fn refused_write(&self, key: Key) -> Error {
+        Error::Remote {
+            object: self.describe(key),
+            status: Some(412),
+            kind: RemoteErrorKind::Denied,
+            detail: "the server refused to replace the object (precondition failed); check the bucket's object-lock or versioning rules".to_string(),
+        }
+    }
+
+    /// A write that found the object already there (412) succeeded for an object named
+    /// by the hash of its bytes: those bytes are what is there.
+    fn written(&self, key: Key, created: bool) -> Result<()> {
+        match (created, key) {
+            (true, _) | (false, Key::Snapshot(_) | Key::Pack(_)) => Ok(()),
+            (false, _) => Err(self.refused_write(key)),
+        }
+    }
+}
+
+impl Store for S3Store {
+    fn location(&self) -> String {
+        self.client.location().to_string()
+    }
+
+    fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        let created = self
+            .client
+            .put(&Self::name(key), bytes, PutMode::Overwrite)?;
+        self.written(key, created)
+    }
+
+    fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        if self.probe_conditional_writes()? {
+            return self.client.put(&Self::name(key), bytes, PutMode::IfAbsent);
+        }
+        // No conditional writes: another host may write between the two requests
+        // (`conditional_writes` says so to the caller).
+        if self.exists(key)? {
+            return Ok(false);
+        }
+        self.put(key, bytes)?;
+        Ok(true)
+    }
+
+    /// Probes the server on first call; a probe that fails (the network) answers `false`
+    /// without remembering it.
+    fn conditional_writes(&self) -> bool {
+        self.probe_conditional_writes().unwrap_or(false)
+    }
+
+    fn stage(&self, scratch: &Path) -> Result<Staged> {
+        Staged::create(Arc::new(StdFs), scratch)
+    }
+
+    fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
+        // Flushed to the scratch file; the upload reads it back, so no fsync is needed:
+        // the object store makes the object durable.
+        let (file, tmp) = staged.finish()?;
+        drop(file);
+        let created = self
+            .client
+            .put_file(&Self::name(key), tmp.path(), PutMode::Overwrite)?;
+        self.written(key, created)
+    }
+
+    fn init(&self) -> Result<()> {
+        // An interrupted init leaves nothing (the config is its only object) but maybe
+        // a probe object.
+        let found = self.client.list("")?;
+        if found.iter().any(|(name, _)| !name.starts_with(PROBE)) {
+            return Err(Error::InitNotEmpty(self.location().into()));
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: Key) -> Result<Vec<u8>> {
+        self.client.get(&Self::name(key))
+    }
+
+    fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.client.get_range(&Self::name(key), offset, buf)
+    }
+
+    fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        self.client.get_tail(&Self::name(key), len)
+    }
+
+    fn size(&self, key: Key) -> Result<u64> {
+        self.client.head(&Self::name(key))
+    }
+
+    fn exists(&self, key: Key) -> Result<bool> {
+        match self.client.head(&Self::name(key)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
+        let (dir, parse): (&str, fn(&str) -> Option<Key>) = match kind {
+            Kind::Snapshot => ("snapshots/", |n| SnapshotId::from_hex(n).map(Key::Snapshot)),
+            Kind::Pack => ("packs/", |n| {
+                let (sub, hex) = n.split_once('/')?;
+                let id = PackId::from_hex(hex)?;
+                (hex.get(..2) == Some(sub)).then_some(Key::Pack(id))
+            }),
+            Kind::Lease => ("leases/", |n| LeaseId::from_hex(n).map(Key::Lease)),
+        };
+        Ok(self
+            .client
+            .list(dir)?
+            .into_iter()
+            .filter_map(|(name, size)| Some((parse(name.strip_prefix(dir)?)?, size)))
+            .collect())
+    }
+
+    fn delete(&self, key: Key) -> Result<()> {
+        self.client.delete(&Self::name(key))
+    }
+
+    fn clear_scratch(&self, scratch: &Path) {
+        crate::store::local::clear_scratch_on(&StdFs, scratch);
+    }
+
+    fn sync_visible(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_leftovers(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn describe(&self, key: Key) -> String {
+        self.client.describe(&Self::name(key))
+    }
+}
