@@ -2,7 +2,8 @@
 //! index, locks, scratch), the repository one store they both reach. The test build's
 //! `JELLYSNAP_TEST_SHARED=1` makes a local directory stand in for a store hosts share
 //! (leases instead of the flocks alone, two-phase gc, an index in the cache that
-//! reconciles with the store), so these run without an object-store server.
+//! reconciles with the store), so these run without an object-store server. The leases
+//! themselves are also taken by two hosts on one bucket of a real S3-compatible server.
 
 mod common;
 
@@ -246,4 +247,62 @@ fn phase_two_keeps_marked_packs_a_newer_snapshot_uses() {
     assert_same(&b.restore(T + 3600 + GRACE + 2, "late", "late-b"), &full);
     assert_same(&a.restore(T + 3600 + GRACE + 2, "late", "late-a"), &full);
     b.json(T + 3600 + GRACE + 3, &["check", "--read-data"], 0);
+}
+
+/// Two hosts' stores on one bucket of a real S3-compatible server (SeaweedFS, which has
+/// conditional writes): an exclusive lease excludes and is excluded by the other host's,
+/// shared leases coexist, an expired one is ignored, and a refused request leaves
+/// nothing behind.
+#[test]
+fn leases_exclude_each_other_on_one_bucket() {
+    use jellysnap::leases::{Holder, Lease, LeaseMode, CLOCK_SKEW, LEASE_TTL};
+    use jellysnap::s3::S3Store;
+    use jellysnap::stores::{Kind, Store};
+    use std::sync::Arc;
+
+    let server = common::s3::shared();
+    let bucket = server.new_bucket();
+    let host = |name: &str| -> Arc<dyn Store> {
+        let _ = name;
+        Arc::new(S3Store::new(&server.config(&bucket, "repo")).unwrap())
+    };
+    let (a, b) = (host("a"), host("b"));
+    assert!(
+        a.conditional_writes(),
+        "SeaweedFS answers 412 to a second create"
+    );
+    let take = |store: &Arc<dyn Store>, mode, name: &str, now| {
+        Lease::acquire_at(
+            store.clone(),
+            PathBuf::from(server.location(&bucket, "repo")),
+            mode,
+            &Holder {
+                host: name.into(),
+                pid: 1,
+                command: if mode == LeaseMode::Exclusive {
+                    "gc"
+                } else {
+                    "backup"
+                }
+                .into(),
+            },
+            now,
+        )
+    };
+    let leases = || a.list(Kind::Lease).unwrap().len();
+
+    let backup = take(&a, LeaseMode::Shared, "host-a", T).unwrap();
+    let gc = take(&b, LeaseMode::Exclusive, "host-b", T + 5).unwrap_err();
+    assert!(gc.to_string().contains("\"host-a\""), "{gc}");
+    assert_eq!(leases(), 1, "the refused lease was deleted");
+    let other_backup = take(&b, LeaseMode::Shared, "host-b", T + 5).unwrap();
+    assert_eq!(leases(), 2);
+    drop((backup, other_backup));
+    assert_eq!(leases(), 0);
+
+    let gc = take(&b, LeaseMode::Exclusive, "host-b", T).unwrap();
+    assert!(take(&a, LeaseMode::Shared, "host-a", T + 60).is_err());
+    // host-b's gc died: its lease is ignored once expired beyond the skew margin.
+    std::mem::forget(gc);
+    take(&a, LeaseMode::Shared, "host-a", T + LEASE_TTL + CLOCK_SKEW).unwrap();
 }
