@@ -262,11 +262,10 @@ fn leases_exclude_each_other_on_one_bucket() {
 
     let server = common::s3::shared();
     let bucket = server.new_bucket();
-    let host = |name: &str| -> Arc<dyn Store> {
-        let _ = name;
-        Arc::new(S3Store::new(&server.config(&bucket, "repo")).unwrap())
-    };
-    let (a, b) = (host("a"), host("b"));
+    // Each host has its own store (its own client) on the bucket.
+    let host =
+        || -> Arc<dyn Store> { Arc::new(S3Store::new(&server.config(&bucket, "repo")).unwrap()) };
+    let (a, b) = (host(), host());
     assert!(
         a.conditional_writes(),
         "SeaweedFS answers 412 to a second create"
