@@ -144,8 +144,9 @@ pub mod decoders {
     pub use crate::format::config::RepoConfig;
     pub use crate::format::dump::decode as decode_dump;
     pub use crate::format::pack::{
-        decode_record_header, decode_trailer, scan_records, trailer_len_from_footer,
-        verify_payload, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN,
+        decode_trailer, open_trailer, scan_records, trailer_len_from_footer, PackEntry, RawLimits,
+        FOOTER_LEN, RECORD_HEADER_LEN,
     };
+    pub use crate::format::record::{decode_header as decode_record_header, open, verify_payload};
     pub use crate::jellyfin::logical::rebuild as rebuild_dump;
 }

@@ -97,6 +97,12 @@ fn contract(store: &dyn Store, scratch: &Path) {
     assert_eq!(store.list(Kind::Snapshot).unwrap(), vec![(s, 3000)]);
     assert_eq!(store.list(Kind::Pack).unwrap(), vec![(p, 300_000)]);
 
+    // An empty object has a size and a tail.
+    store.put(Key::GcMarker, b"").unwrap();
+    assert_eq!(store.size(Key::GcMarker).unwrap(), 0);
+    assert_eq!(store.get(Key::GcMarker).unwrap(), b"");
+    assert_eq!(store.read_tail(Key::GcMarker, 16).unwrap(), (vec![], 0));
+
     // Overwrite (the config and the marker are written more than once).
     store.put(Key::GcMarker, b"one").unwrap();
     store.put(Key::GcMarker, b"two, longer").unwrap();
@@ -384,7 +390,10 @@ fn nothing_listening_is_transient_after_the_retries() {
 fn a_missing_bucket_is_a_clear_refusal_not_a_missing_object() {
     let server = s3::shared();
     let c = Client::new(&server.config("no-such-bucket-here", "p")).unwrap();
+    let store = S3Store::new(&server.config("no-such-bucket-here", "p")).unwrap();
     for e in [
+        store.exists(Key::Config).unwrap_err(),
+        store.size(Key::Config).unwrap_err(),
         c.get("config").unwrap_err(),
         c.put("config", b"x", PutMode::Overwrite).unwrap_err(),
         c.list("").unwrap_err(),

@@ -13,5 +13,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = pack::decode_trailer(&data[data.len() - tl as usize..], len);
         }
         let _ = pack::decode_trailer(data, len + 12);
+        let _ = pack::open_trailer(data, len, &pack::RawLimits::ANY);
+        let _ = pack::open_trailer(&data[data.len() / 2..], len, &pack::RawLimits::ANY);
     }
 });

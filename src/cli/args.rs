@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "jellysnap", version, about = "Incremental, deduplicated snapshots of a Jellyfin server, and exact restores", long_about = None)]
 pub struct Cli {
-    /// Repository path [default: $JELLYSNAP_REPO, else ~/.local/share/jellysnap/repo]
-    #[arg(long, global = true, env = "JELLYSNAP_REPO", value_name = "PATH")]
+    /// Repository: a path, or s3:https://HOST[:PORT]/BUCKET[/PREFIX] with credentials in
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY [default: $JELLYSNAP_REPO, else
+    /// ~/.local/share/jellysnap/repo]
+    #[arg(long, global = true, env = "JELLYSNAP_REPO", value_name = "REPO")]
     pub repo: Option<PathBuf>,
     /// Print results as JSON on stdout
     #[arg(long, global = true)]
@@ -198,11 +200,18 @@ pub fn default_repo() -> PathBuf {
 
 /// The repository `--repo` names, with the cache dir its local state lives in when it
 /// is not a local directory.
+/// An `s3:` location takes its credentials from the environment (`AWS_*`), never from
+/// the command line, where `ps` would show them.
 pub fn place(repo: &std::path::Path) -> Result<jellysnap::Place, jellysnap::Error> {
-    Ok(jellysnap::Place::new(
-        jellysnap::Location::Local(repo.to_path_buf()),
-        cache_dir(),
-    ))
+    let location = match repo.to_str() {
+        Some(s) if jellysnap::s3::is_s3_location(s) => {
+            jellysnap::Location::S3(Box::new(jellysnap::s3::S3Config::from_env(s, |k| {
+                std::env::var(k).ok()
+            })?))
+        }
+        _ => jellysnap::Location::Local(repo.to_path_buf()),
+    };
+    Ok(jellysnap::Place::new(location, cache_dir()))
 }
 
 /// Where `check --read-data-subset` remembers the next slice: `$XDG_CACHE_HOME/jellysnap`,

@@ -56,9 +56,16 @@ thread_local! {
 /// with `Compression::None`, `out` is left empty and the caller stores `raw` itself.
 pub fn maybe_compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<Compression> {
     out.clear();
+    compress_after(raw, level, out)
+}
+
+/// [`maybe_compress`] appending to `out` (a record's header is already there): with
+/// `Compression::None`, `out` is left as it was.
+pub fn compress_after(raw: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<Compression> {
     if raw.len() < 64 {
         return Ok(Compression::None);
     }
+    let at = out.len();
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -67,12 +74,17 @@ pub fn maybe_compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Res
         let Some((_, c)) = slot.as_mut() else {
             return Ok(Compression::None);
         };
-        out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-        c.compress_to_buffer(raw, out)?;
-        if out.len() as u64 * 100 <= raw.len() as u64 * 97 {
+        out.resize(at + zstd::zstd_safe::compress_bound(raw.len()), 0);
+        let n = match out.get_mut(at..) {
+            Some(dst) => c.compress_to_buffer(raw, dst),
+            None => Ok(0),
+        };
+        let n = n.inspect_err(|_| out.truncate(at))?;
+        if n as u64 * 100 <= raw.len() as u64 * 97 {
+            out.truncate(at + n);
             Ok(Compression::Zstd)
         } else {
-            out.clear();
+            out.truncate(at);
             Ok(Compression::None)
         }
     })

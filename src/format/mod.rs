@@ -9,6 +9,7 @@ pub mod config;
 pub mod dump;
 pub mod hosts;
 pub mod pack;
+pub mod record;
 pub mod snapshot;
 pub mod tree;
 
@@ -19,7 +20,7 @@ mod golden {
     use std::path::{Path, PathBuf};
 
     use super::pack::{self, ChunkKind};
-    use super::{chunklist, config, snapshot, tree};
+    use super::{chunklist, config, record, snapshot, tree};
     use crate::id::{ChunkId, SnapshotId};
 
     fn repo() -> PathBuf {
@@ -62,24 +63,20 @@ mod golden {
         for p in files(&repo().join("packs")) {
             let bytes = std::fs::read(&p).unwrap();
             let len = bytes.len() as u64;
-            let footer = &bytes[bytes.len() - pack::FOOTER_LEN..];
-            let tl = pack::trailer_len_from_footer(footer, len).unwrap() as usize;
-            let entries = pack::decode_trailer(&bytes[bytes.len() - tl..], len).unwrap();
-            assert_eq!(pack::encode_trailer(&entries), &bytes[bytes.len() - tl..]);
+            let entries = pack::open_trailer(&bytes, len, &pack::RawLimits::ANY).unwrap();
+            let tl = entries.len() * pack::ENTRY_LEN + pack::FOOTER_LEN;
+            assert_eq!(pack::seal_trailer(&entries), &bytes[bytes.len() - tl..]);
             let mut out = Vec::new();
             for e in &entries {
                 let at = e.offset as usize;
-                let record = &bytes[at..at + pack::RECORD_HEADER_LEN + e.stored_len as usize];
-                assert_eq!(
-                    pack::encode_record_header(e),
-                    record[..pack::RECORD_HEADER_LEN]
-                );
-                let payload = &record[pack::RECORD_HEADER_LEN..];
-                pack::verify_payload(e, payload, &mut out, &pack::RawLimits::ANY).unwrap();
-                let raw = match e.compression {
-                    super::compress::Compression::None => payload,
-                    super::compress::Compression::Zstd => out.as_slice(),
-                };
+                let rec = &bytes[at..at + pack::RECORD_HEADER_LEN + e.stored_len as usize];
+                assert_eq!(record::encode_header(e), rec[..pack::RECORD_HEADER_LEN]);
+                let raw = record::open(rec, e, &pack::RawLimits::ANY, &mut out).unwrap();
+                if e.compression == super::compress::Compression::None {
+                    let mut again = Vec::new();
+                    record::seal(e.kind, e.id, raw, record::Compress::Never, &mut again).unwrap();
+                    assert_eq!(again, rec, "chunk {}", e.id);
+                }
                 if e.kind == ChunkKind::Data {
                     data += 1;
                     continue;

@@ -1,4 +1,7 @@
-//! Pack file format (docs/FORMAT.md, "Packs"). Pure encode/decode, no I/O.
+//! Pack file format (docs/FORMAT.md, "Packs"). Pure encode/decode, no I/O. A record's
+//! bytes are made and read back only by `record` ([`seal`](super::record::seal) /
+//! [`open`](super::record::open)); a pack's trailer only by [`seal_trailer`] /
+//! [`open_trailer`].
 //!
 //! ```text
 //! pack    = header record* trailer footer
@@ -21,6 +24,7 @@
 
 use crate::format::compress::Compression;
 use crate::format::config::RepoConfig;
+use crate::format::record;
 use crate::id::ChunkId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"JSNPPACK";
@@ -152,58 +156,6 @@ impl RawLimits {
     }
 }
 
-pub fn encode_record_header(e: &PackEntry) -> [u8; RECORD_HEADER_LEN] {
-    let mut h = [0u8; RECORD_HEADER_LEN];
-    let mut w = Writer(&mut h[..], 0);
-    w.put(RECORD_MAGIC);
-    w.put(&e.id.0);
-    w.put(&[e.kind as u8, e.compression as u8, 0, 0]);
-    w.put(&e.raw_len.to_le_bytes());
-    w.put(&e.stored_len.to_le_bytes());
-    let check = header_check(w.0.get(..48).unwrap_or_default());
-    w.put(&check);
-    h
-}
-
-fn header_check(bytes: &[u8]) -> [u8; 4] {
-    let h = blake3::hash(bytes);
-    let b = h.as_bytes();
-    [b[0], b[1], b[2], b[3]]
-}
-
-/// Parse a record header found at `offset`. Returns the entry it describes.
-pub fn decode_record_header(bytes: &[u8], offset: u64) -> Result<PackEntry, String> {
-    let h = bytes
-        .get(..RECORD_HEADER_LEN)
-        .ok_or_else(|| format!("record header at offset {offset} is truncated"))?;
-    let mut r = Reader(h, 0);
-    if r.take(4)? != RECORD_MAGIC {
-        return Err(format!("no record magic at offset {offset}"));
-    }
-    let id = ChunkId(r.array()?);
-    let kind = r.u8()?;
-    let comp = r.u8()?;
-    r.take(2)?;
-    let raw_len = r.u32()?;
-    let stored_len = r.u32()?;
-    let check: [u8; 4] = r.array()?;
-    if check != header_check(h.get(..48).unwrap_or_default()) {
-        return Err(format!(
-            "record header checksum mismatch at offset {offset}"
-        ));
-    }
-    Ok(PackEntry {
-        id,
-        kind: ChunkKind::from_u8(kind)
-            .ok_or_else(|| format!("unknown chunk kind {kind} at offset {offset}"))?,
-        compression: Compression::from_u8(comp)
-            .ok_or_else(|| format!("unknown compression {comp} at offset {offset}"))?,
-        offset,
-        raw_len,
-        stored_len,
-    })
-}
-
 /// Builds a pack in memory (tests; the backup streams packs to disk in `packer`).
 #[cfg(test)]
 pub struct PackBuilder {
@@ -246,7 +198,7 @@ impl PackBuilder {
             raw_len,
             stored_len: payload.len() as u32,
         };
-        self.buf.extend_from_slice(&encode_record_header(&e));
+        self.buf.extend_from_slice(&record::encode_header(&e));
         self.buf.extend_from_slice(payload);
         self.entries.push(e);
         e
@@ -254,13 +206,13 @@ impl PackBuilder {
 
     /// Append the trailer and footer; returns the pack bytes and its entries.
     pub fn finish(mut self) -> (Vec<u8>, Vec<PackEntry>) {
-        self.buf.extend_from_slice(&encode_trailer(&self.entries));
+        self.buf.extend_from_slice(&seal_trailer(&self.entries));
         (self.buf, self.entries)
     }
 }
 
 /// The trailer and footer for `entries` (written after the last record).
-pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
+pub fn seal_trailer(entries: &[PackEntry]) -> Vec<u8> {
     let mut t = Vec::with_capacity(entries.len() * ENTRY_LEN + FOOTER_LEN);
     for e in entries {
         t.extend_from_slice(&e.id.0);
@@ -278,8 +230,51 @@ pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
     t
 }
 
+/// Why a trailer did not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailerOpen {
+    /// The bytes given end the pack but do not hold the whole trailer: read this many
+    /// bytes from its end and open again.
+    Need(u64),
+    /// The trailer is damaged (the records can still be recovered by [`scan_records`]).
+    Damaged(String),
+}
+
+/// The entries of a pack of `pack_len` bytes from `tail`, any suffix of the pack (at
+/// least its footer; one read of a guessed length usually holds the whole trailer). An
+/// entry no chunker or tree encoder could have made (beyond `limits`) is damage: the
+/// records say more.
+pub fn open_trailer(
+    tail: &[u8],
+    pack_len: u64,
+    limits: &RawLimits,
+) -> Result<Vec<PackEntry>, TrailerOpen> {
+    let damaged = TrailerOpen::Damaged;
+    if pack_len < (FOOTER_LEN + PACK_HEADER_LEN) as u64 {
+        return Err(damaged("shorter than a pack".into()));
+    }
+    if tail.len() as u64 > pack_len {
+        return Err(damaged("more bytes than the pack holds".into()));
+    }
+    let footer_at = tail
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or(TrailerOpen::Need(FOOTER_LEN as u64))?;
+    let footer = tail.get(footer_at..).unwrap_or_default();
+    let tl = trailer_len_from_footer(footer, pack_len).map_err(damaged)?;
+    let at = (tail.len() as u64)
+        .checked_sub(tl)
+        .ok_or(TrailerOpen::Need(tl))?;
+    let es =
+        decode_trailer(tail.get(at as usize..).unwrap_or_default(), pack_len).map_err(damaged)?;
+    es.iter()
+        .try_for_each(|e| limits.check_entry(e))
+        .map_err(damaged)?;
+    Ok(es)
+}
+
 /// How many bytes from the end of a pack of length `pack_len` hold its trailer and footer,
-/// given the footer's 32 bytes.
+/// given the footer's 32 bytes. (Public for the fuzz targets; readers use [`open_trailer`].)
 pub fn trailer_len_from_footer(footer: &[u8], pack_len: u64) -> Result<u64, String> {
     let mut r = Reader(footer, 0);
     let count = r.u32()? as u64;
@@ -298,6 +293,7 @@ pub fn trailer_len_from_footer(footer: &[u8], pack_len: u64) -> Result<u64, Stri
 }
 
 /// Decode the trailer+footer (the last `trailer_len_from_footer` bytes of a pack).
+/// (Public for the fuzz targets; readers use [`open_trailer`].)
 pub fn decode_trailer(tail: &[u8], pack_len: u64) -> Result<Vec<PackEntry>, String> {
     let split = tail
         .len()
@@ -370,62 +366,21 @@ pub fn scan_records(pack: &[u8], limits: &RawLimits) -> (Vec<PackEntry>, bool) {
         if rest.is_empty() {
             return (out, true);
         }
-        let Ok(e) = decode_record_header(rest, pos as u64) else {
+        let Ok(e) = record::peek(rest, pos as u64) else {
             // The trailer starts where record headers stop; that is a clean end if the
             // remaining bytes are exactly a trailer for what was found.
             let clean = rest.len() == out.len() * ENTRY_LEN + FOOTER_LEN;
             return (out, clean);
         };
-        let Some(body) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + e.stored_len as usize)
-        else {
+        let Some(rec) = record::span(&e, limits).ok().and_then(|n| rest.get(..n)) else {
             return (out, false);
         };
-        if verify_payload(&e, body, &mut payload, limits).is_err() {
+        if record::open(rec, &e, limits, &mut payload).is_err() {
             return (out, false);
         }
         out.push(e);
         pos += RECORD_HEADER_LEN + e.stored_len as usize;
     }
-}
-
-/// Decompress (if needed) and verify a record's payload against its id. On success the
-/// chunk's raw bytes are in `out` (or, for uncompressed records, equal `payload`). A
-/// record whose lengths exceed `limits` is refused before anything is decompressed.
-pub fn verify_payload(
-    e: &PackEntry,
-    payload: &[u8],
-    out: &mut Vec<u8>,
-    limits: &RawLimits,
-) -> Result<(), String> {
-    limits.check_entry(e)?;
-    if payload.len() != e.stored_len as usize {
-        return Err(format!(
-            "chunk {}: {} stored bytes, the record says {}",
-            e.id,
-            payload.len(),
-            e.stored_len
-        ));
-    }
-    let raw: &[u8] = match e.compression {
-        Compression::None => payload,
-        Compression::Zstd => {
-            crate::format::compress::decompress(payload, e.raw_len as usize, out)
-                .map_err(|err| format!("chunk {} does not decompress: {err}", e.id))?;
-            out
-        }
-    };
-    if raw.len() != e.raw_len as usize {
-        return Err(format!(
-            "chunk {} has {} bytes, expected {}",
-            e.id,
-            raw.len(),
-            e.raw_len
-        ));
-    }
-    if ChunkId::of(raw) != e.id {
-        return Err(format!("chunk {} does not hash to its id", e.id));
-    }
-    Ok(())
 }
 
 /// Refuse a pack whose header (its first [`PACK_HEADER_LEN`] bytes) names a newer
@@ -447,10 +402,10 @@ pub fn refuse_newer(header: &[u8], location: &str) -> crate::error::Result<()> {
     }
 }
 
-struct Writer<'a>(&'a mut [u8], usize);
+pub(super) struct Writer<'a>(pub(super) &'a mut [u8], pub(super) usize);
 
 impl Writer<'_> {
-    fn put(&mut self, b: &[u8]) {
+    pub(super) fn put(&mut self, b: &[u8]) {
         if let Some(dst) = self.0.get_mut(self.1..self.1 + b.len()) {
             dst.copy_from_slice(b);
         }
@@ -458,10 +413,10 @@ impl Writer<'_> {
     }
 }
 
-struct Reader<'a>(&'a [u8], usize);
+pub(super) struct Reader<'a>(pub(super) &'a [u8], pub(super) usize);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let s = self
             .0
             .get(self.1..self.1 + n)
@@ -469,18 +424,18 @@ impl<'a> Reader<'a> {
         self.1 += n;
         Ok(s)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         let s = self.take(N)?;
         s.try_into()
             .map_err(|_| "unexpected end of data".to_string())
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    pub(super) fn u8(&mut self) -> Result<u8, String> {
         Ok(u8::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(super) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(super) fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 }
@@ -505,10 +460,14 @@ mod tests {
         b.finish()
     }
 
-    fn read_trailer(pack: &[u8]) -> Result<Vec<PackEntry>, String> {
-        let footer = &pack[pack.len() - FOOTER_LEN..];
-        let tl = trailer_len_from_footer(footer, pack.len() as u64)? as usize;
-        decode_trailer(&pack[pack.len() - tl..], pack.len() as u64)
+    fn read_trailer(pack: &[u8]) -> Result<Vec<PackEntry>, TrailerOpen> {
+        let len = pack.len() as u64;
+        match open_trailer(&pack[pack.len() - FOOTER_LEN..], len, &RawLimits::ANY) {
+            Err(TrailerOpen::Need(n)) => {
+                open_trailer(&pack[pack.len() - n as usize..], len, &RawLimits::ANY)
+            }
+            r => r,
+        }
     }
 
     proptest! {
@@ -516,6 +475,7 @@ mod tests {
         fn trailer_and_scan_agree(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12)) {
             let (pack, entries) = build(&chunks);
             prop_assert_eq!(read_trailer(&pack).unwrap(), entries.clone());
+            prop_assert_eq!(open_trailer(&pack, pack.len() as u64, &RawLimits::ANY).unwrap(), entries.clone());
             let (scanned, clean) = scan_records(&pack, &RawLimits::ANY);
             prop_assert!(clean);
             prop_assert_eq!(scanned, entries);
@@ -524,7 +484,8 @@ mod tests {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = scan_records(&bytes, &RawLimits::ANY);
-            let _ = decode_record_header(&bytes, 0);
+            let _ = record::peek(&bytes, 0);
+            let _ = open_trailer(&bytes, bytes.len() as u64, &RawLimits::ANY);
             if bytes.len() >= FOOTER_LEN {
                 let _ = trailer_len_from_footer(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64);
                 let _ = decode_trailer(&bytes, bytes.len() as u64 + 100);
@@ -561,64 +522,17 @@ mod tests {
         assert_eq!(scanned, entries);
     }
 
-    /// A record claiming more raw bytes than a chunk can have (a damaged or hostile
-    /// pack) is refused before anything is allocated for it, and so is a zstd frame that
-    /// states another size than its record.
-    #[test]
-    fn a_hostile_raw_length_is_refused_unallocated() {
-        let raw = b"delta".repeat(400);
-        let mut z = Vec::new();
-        let c = crate::format::compress::maybe_compress(&raw, 3, &mut z).unwrap();
-        assert_eq!(c, Compression::Zstd);
-        let honest = PackEntry {
-            id: ChunkId::of(&raw),
-            kind: ChunkKind::Data,
-            compression: Compression::Zstd,
-            offset: PACK_HEADER_LEN as u64,
-            raw_len: raw.len() as u32,
-            stored_len: z.len() as u32,
-        };
-        let repo = RawLimits {
-            data: 1 << 20,
-            tree: RawLimits::ANY.tree,
-        };
-        let mut out = Vec::new();
-        verify_payload(&honest, &z, &mut out, &repo).unwrap();
-        assert_eq!(out, raw);
-        for (raw_len, kind, limits) in [
-            (u32::MAX, ChunkKind::Data, RawLimits::ANY),
-            (u32::MAX, ChunkKind::Tree, RawLimits::ANY),
-            (2 << 20, ChunkKind::Data, repo),
-            (raw.len() as u32 + 1, ChunkKind::Data, repo),
-        ] {
-            let e = PackEntry {
-                raw_len,
-                kind,
-                ..honest
-            };
-            let mut out = Vec::new();
-            let err = verify_payload(&e, &z, &mut out, &limits).unwrap_err();
-            assert!(
-                out.capacity() < 1 << 16,
-                "{raw_len}: {} bytes reserved ({err})",
-                out.capacity()
-            );
-        }
-        let stored = PackEntry {
-            stored_len: z.len() as u32 + 1,
-            ..honest
-        };
-        assert!(verify_payload(&stored, &z, &mut out, &repo).is_err());
-    }
-
     #[test]
     fn flipped_payload_byte_fails_verification() {
         let chunks = vec![b"gamma".repeat(30)];
         let (mut pack, entries) = build(&chunks);
         let off = entries[0].offset as usize + RECORD_HEADER_LEN + 3;
         pack[off] ^= 1;
-        let body = &pack[off - 3..off - 3 + entries[0].stored_len as usize];
-        assert!(verify_payload(&entries[0], body, &mut Vec::new(), &RawLimits::ANY).is_err());
+        let rec = &pack[entries[0].offset as usize..][..entries[0].record_len() as usize];
+        assert!(matches!(
+            record::open(rec, &entries[0], &RawLimits::ANY, &mut Vec::new()),
+            Err(record::Damage::Payload(_))
+        ));
         let (scanned, clean) = scan_records(&pack, &RawLimits::ANY);
         assert!(scanned.is_empty() && !clean);
     }

@@ -16,13 +16,13 @@ use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
 use crate::format::pack::{self, PackEntry};
+use crate::format::record;
 use crate::format::snapshot::{Component, Snapshot};
 use crate::format::tree::{DbCapture, Node};
 use crate::id::{ChunkId, PackId};
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::repo::Repository;
-use crate::store::Key;
 
 /// How much pack data a check reads, besides the structure.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,34 +380,25 @@ impl Checker<'_> {
         progress: &dyn Progress,
     ) -> Result<Vec<ChunkId>> {
         let mut damaged = Vec::new();
-        let (mut buf, mut out) = (Vec::new(), Vec::new());
-        for e in entries {
-            buf.resize(e.record_len() as usize, 0);
-            let read = match self
-                .repo
-                .store()
-                .read_at(Key::Pack(*id), e.offset, &mut buf)
-            {
-                Err(err) if err.is_refusal() => return Err(err),
-                r => r.is_ok(),
+        let mut out = Vec::new();
+        let (repo, report) = (self.repo, &mut self.report);
+        repo.read_records(id, entries, &mut |k, r| {
+            let Some(e) = entries.get(k) else {
+                return Ok(());
             };
-            let ok = read
-                // The record's header says what the trailer says (a reader compares it with the
-                // index the same way).
-                && pack::decode_record_header(&buf, e.offset).is_ok_and(|h| h == *e)
-                && pack::verify_payload(
-                    e,
-                    buf.get(pack::RECORD_HEADER_LEN..).unwrap_or_default(),
-                    &mut out,
-                    self.repo.raw_limits(),
-                )
-                .is_ok();
+            let ok = match r {
+                Err(err) if err.is_refusal() => return Err(err),
+                // The record's header says what the trailer says (a reader compares it
+                // with the index the same way).
+                r => r.is_ok_and(|rec| record::open(rec, e, repo.raw_limits(), &mut out).is_ok()),
+            };
             if !ok {
                 damaged.push(e.id);
             }
-            self.report.bytes_read += e.record_len();
+            report.bytes_read += e.record_len();
             progress.advance(e.record_len());
-        }
+            Ok(())
+        })?;
         Ok(damaged)
     }
 

@@ -33,6 +33,7 @@ use serde::Serialize;
 use crate::error::{Error, OptionError, Result};
 use crate::format::hosts::{GcPending, PackEpoch};
 use crate::format::pack::PackEntry;
+use crate::format::record;
 use crate::id::PackId;
 use crate::ops::clock::{now_ns, NS};
 use crate::ops::progress::Progress;
@@ -307,15 +308,28 @@ fn repack(
     }
     progress.phase("repacking", Some(plan.bytes_repacked));
     let sink = ChunkSink::new(repo)?;
-    let mut buf = Vec::new();
+    let mut out = Vec::new();
     for p in &plan.repack {
         let Some(id) = p.id else { continue };
-        for e in &p.live {
-            let payload = read_verified(repo, &id, e, &mut buf).map_err(|err| sink.cause(err))?;
-            sink.put_stored(e.id, e.kind, e.compression, e.raw_len, payload)
-                .map_err(|err| sink.cause(err))?;
+        let location = repo.pack_location(&id);
+        repo.read_records(&id, &p.live, &mut |k, r| {
+            let Some(e) = p.live.get(k) else {
+                return Ok(());
+            };
+            let rec = r?;
+            // Verified before it is copied anywhere.
+            record::open(rec, e, repo.raw_limits(), &mut out).map_err(|d| {
+                Error::corrupt(
+                    d.what(),
+                    format!("pack {} offset {}", location, e.offset),
+                    d.detail(|| "record does not match the trailer".into()),
+                )
+            })?;
+            sink.put_record(e, rec)?;
             progress.advance(e.record_len());
-        }
+            Ok(())
+        })
+        .map_err(|err| sink.cause(err))?;
         report.packs_repacked += 1;
     }
     report.chunks_repacked = sink
@@ -462,32 +476,4 @@ fn new_epoch(repo: &Repository) -> Result<()> {
         rocks.record_seen(&[], false, Some(&epoch.token))?;
     }
     Ok(())
-}
-
-/// Read one record of an open pack and verify it before it is copied anywhere.
-fn read_verified<'b>(
-    repo: &Repository,
-    pack: &PackId,
-    e: &PackEntry,
-    buf: &'b mut Vec<u8>,
-) -> Result<&'b [u8]> {
-    let len = e.record_len() as usize;
-    buf.resize(len, 0);
-    repo.store().read_at(Key::Pack(*pack), e.offset, buf)?;
-    let loc = || format!("pack {} offset {}", repo.pack_location(pack), e.offset);
-    let hdr = crate::format::pack::decode_record_header(buf, e.offset)
-        .map_err(|d| Error::corrupt("pack", loc(), d))?;
-    if hdr != *e {
-        return Err(Error::corrupt(
-            "pack",
-            loc(),
-            "record does not match the trailer",
-        ));
-    }
-    let payload = buf
-        .get(crate::format::pack::RECORD_HEADER_LEN..)
-        .unwrap_or_default();
-    crate::format::pack::verify_payload(&hdr, payload, &mut Vec::new(), repo.raw_limits())
-        .map_err(|d| Error::corrupt("chunk", loc(), d))?;
-    Ok(payload)
 }

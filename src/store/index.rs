@@ -51,6 +51,18 @@ impl IndexEntry {
         }
     }
 
+    /// The record the entry says holds chunk `id`: what a read expects to find there.
+    pub fn record(&self, id: ChunkId) -> PackEntry {
+        PackEntry {
+            id,
+            kind: self.kind,
+            compression: self.compression,
+            offset: self.offset,
+            raw_len: self.raw_len,
+            stored_len: self.stored_len,
+        }
+    }
+
     fn encode(&self) -> [u8; 50] {
         let mut v = [0u8; 50];
         v[..32].copy_from_slice(&self.pack.0);

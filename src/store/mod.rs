@@ -7,9 +7,9 @@
 //! - [`durable`]: atomic, durable writes to a local file system, through the narrow
 //!   file-operation trait that the crash tests' simulated file system (`simfs`, with the
 //!   `test-hooks` feature) also implements.
-//! - [`lock`], [`index`], [`packer`], [`repo`]: the repository's locks, its chunk index
-//!   (derived data, rebuilt from the packs), the pack writer and the handle that ties
-//!   them together.
+//! - [`lock`], [`index`], [`packer`], [`repo`], [`reads`]: the repository's locks, its
+//!   chunk index (derived data, rebuilt from the packs), the pack writer, the handle that
+//!   ties them together and its reads of chunks (coalesced when many are read).
 //!
 //! The trait is shaped so that an object store (ranged reads, listing by prefix, atomic
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
@@ -24,6 +24,7 @@ pub mod lock;
 #[cfg(feature = "test-hooks")]
 pub mod mem;
 pub mod packer;
+pub mod reads;
 pub mod repo;
 pub mod s3;
 #[cfg(feature = "test-hooks")]
@@ -270,6 +271,8 @@ pub trait Store: Send + Sync {
 pub enum Location {
     /// A directory; the repository's local state (index, locks, scratch) lives in it.
     Local(PathBuf),
+    /// A bucket (and key prefix) of an S3-compatible object store.
+    S3(Box<s3::S3Config>),
 }
 
 impl Location {
@@ -277,6 +280,7 @@ impl Location {
     pub fn display(&self) -> String {
         match self {
             Location::Local(p) => p.display().to_string(),
+            Location::S3(c) => c.location(),
         }
     }
 
@@ -284,6 +288,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Location::Local(p) => Some(p),
+            Location::S3(_) => None,
         }
     }
 
@@ -346,6 +351,7 @@ impl Place {
 pub fn open(location: &Location) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match location {
         Location::Local(path) => Arc::new(local::LocalStore::new(path)),
+        Location::S3(config) => Arc::new(s3::S3Store::new(config)?),
     };
     #[cfg(feature = "test-hooks")]
     let store = testing::wrap_store(store);

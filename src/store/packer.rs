@@ -8,7 +8,7 @@
 //! returns only once its chunk is indexed or in the writer's channel (a worker that finds
 //! the chunk claimed by another waits for that one to send it), so whatever names a chunk
 //! reaches the writer after it: a durable tree never names a chunk that is not yet
-//! durable. The bounded channel and the recycled payload buffers keep memory flat
+//! durable. The bounded channel and the recycled record buffers keep memory flat
 //! whatever the data size. Records stream into a staged object
 //! ([`Store::stage`]); a sealed pack goes to a second thread that makes it durable and
 //! indexes it, in seal order, while the next one fills.
@@ -21,8 +21,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::format::compress::{self, Compression};
 use crate::format::pack::{self, ChunkKind, PackEntry};
+use crate::format::record::{self, Compress};
 use crate::id::{ChunkId, PackId};
 use crate::store::index::{ChunkIndex, IndexEntry};
 use crate::store::repo::Repository;
@@ -50,12 +50,10 @@ fn poisoned(what: &str) -> Error {
     Error::internal(format!("{what} poisoned by a panicked thread"))
 }
 
+/// A sealed record on its way to the pack writer: what its header says, and its bytes.
 struct NewChunk {
-    id: ChunkId,
-    kind: ChunkKind,
-    compression: Compression,
-    raw_len: u32,
-    payload: Vec<u8>,
+    entry: PackEntry,
+    record: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -200,24 +198,14 @@ impl<'r> ChunkSink<'r> {
             sent: false,
         };
         let mut buf = self.buffer();
-        let compression = if compressible {
-            compress::maybe_compress(data, self.repo.config().zstd_level, &mut buf)
-                .map_err(|e| Error::internal(format!("zstd compression failed: {e}")))?
+        let how = if compressible {
+            Compress::IfWorth(self.repo.config().zstd_level)
         } else {
-            Compression::None
+            Compress::Never
         };
-        if compression == Compression::None {
-            buf.clear();
-            buf.extend_from_slice(data);
-        }
-        self.stats.count(data.len(), buf.len());
-        let msg = NewChunk {
-            id,
-            kind,
-            compression,
-            raw_len: data.len() as u32,
-            payload: buf,
-        };
+        let entry = record::seal(kind, id, data, how, &mut buf).map_err(Error::internal)?;
+        self.stats.count(data.len(), entry.stored_len as usize);
+        let msg = NewChunk { entry, record: buf };
         #[cfg(test)]
         self.test_point(TestPoint::BeforeSend);
         self.send(msg)?;
@@ -267,30 +255,26 @@ impl<'r> ChunkSink<'r> {
         }
     }
 
-    /// Store an already-encoded record again (gc repacking a live chunk): no dedup check,
-    /// no recompression. The index entry moves to the new pack once it is durable.
-    pub fn put_stored(
-        &self,
-        id: ChunkId,
-        kind: ChunkKind,
-        compression: Compression,
-        raw_len: u32,
-        payload: &[u8],
-    ) -> Result<()> {
+    /// Store a record again as it is (gc moving a live chunk to a new pack): `record`
+    /// is the record's bytes, opened and verified by the caller, and `entry` what its
+    /// header says. No dedup check, no recompression. The index entry moves to the new
+    /// pack once it is durable.
+    pub fn put_record(&self, entry: &PackEntry, record: &[u8]) -> Result<()> {
         let mut buf = self.buffer();
         buf.clear();
-        buf.extend_from_slice(payload);
-        self.stats.count(raw_len as usize, payload.len());
+        buf.extend_from_slice(record);
+        self.stats
+            .count(entry.raw_len as usize, entry.stored_len as usize);
         self.send(NewChunk {
-            id,
-            kind,
-            compression,
-            raw_len,
-            payload: buf,
+            entry: PackEntry {
+                offset: 0,
+                ..*entry
+            },
+            record: buf,
         })
     }
 
-    /// A payload buffer recycled by the writer (no allocation per chunk once warm).
+    /// A record buffer recycled by the writer (no allocation per chunk once warm).
     fn buffer(&self) -> Vec<u8> {
         self.pool
             .lock()
@@ -432,21 +416,16 @@ impl OpenPack {
 
     fn add(&mut self, c: &NewChunk) -> Result<()> {
         let e = PackEntry {
-            id: c.id,
-            kind: c.kind,
-            compression: c.compression,
             offset: self.len,
-            raw_len: c.raw_len,
-            stored_len: c.payload.len() as u32,
+            ..c.entry
         };
-        self.write(&pack::encode_record_header(&e))?;
-        self.write(&c.payload)?;
+        self.write(&c.record)?;
         self.entries.push(e);
         Ok(())
     }
 
     fn seal(mut self) -> Result<SealedPack> {
-        let trailer = pack::encode_trailer(&self.entries);
+        let trailer = pack::seal_trailer(&self.entries);
         self.write(&trailer)?;
         Ok(SealedPack {
             staged: self.staged,
@@ -466,7 +445,7 @@ impl PackWriter {
 
     fn fill(&mut self, rx: Receiver<NewChunk>) -> Result<()> {
         for c in rx {
-            let slot = match c.kind {
+            let slot = match c.entry.kind {
                 ChunkKind::Data => &mut self.data,
                 ChunkKind::Tree => &mut self.tree,
             };
@@ -482,15 +461,15 @@ impl PackWriter {
             };
             if let Ok(mut p) = self.pool.lock() {
                 if p.len() < 64 {
-                    p.push(c.payload);
+                    p.push(c.record);
                 }
             }
             if full {
-                if c.kind == ChunkKind::Tree {
+                if c.entry.kind == ChunkKind::Tree {
                     // A tree pack never becomes durable before the data it references.
                     self.seal(ChunkKind::Data)?;
                 }
-                self.seal(c.kind)?;
+                self.seal(c.entry.kind)?;
             }
         }
         self.seal(ChunkKind::Data)?;

@@ -15,7 +15,7 @@ use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
-use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, FOOTER_LEN, RECORD_HEADER_LEN};
+use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
@@ -24,6 +24,7 @@ use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
 use crate::store::lease::{Holder, Lease};
 use crate::store::lock::{self, LockGuard, LockMode};
+use crate::store::reads;
 use crate::store::{Key, Kind, Location, Place, Store};
 
 /// What a command needs from the repository.
@@ -89,6 +90,11 @@ pub struct RebuildReport {
 }
 
 const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
+
+/// How much of a pack's end one read takes for its trailer: the trailer of a full pack of
+/// file chunks is a few KiB, one of a pack of database-dump chunks about twice this (read
+/// again whole).
+const TRAILER_GUESS: u64 = 64 * 1024;
 
 impl Repository {
     /// Create a new, empty repository at `place` (which must be absent or empty).
@@ -572,73 +578,31 @@ impl Repository {
     }
 
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
-    /// (stored raw) or `out` (decompressed); both buffers are reused across calls.
+    /// (stored raw) or `out` (decompressed); both buffers are reused across calls. (Many
+    /// chunks at once: [`Repository::read_chunks`], [`Repository::read_run`].)
     pub fn read_chunk<'b>(
         &self,
         id: &ChunkId,
         out: &'b mut Vec<u8>,
         scratch: &'b mut Vec<u8>,
     ) -> Result<&'b [u8]> {
-        let e = self
-            .index
-            .get(id)?
-            .ok_or(Error::ChunkMissing { chunk: *id })?;
-        if e.kind == ChunkKind::Tree {
+        let at = reads::locate(self, id)?;
+        let tree = at.record.kind == ChunkKind::Tree;
+        if tree {
             if let Some(bytes) = self.cache.as_ref().and_then(|c| c.tree(id)) {
                 *out = bytes;
                 return Ok(out.as_slice());
             }
         }
-        // The index's lengths are checked before anything is allocated for them.
-        self.raw_limits
-            .check(e.kind, e.compression, e.raw_len, e.stored_len)
-            .map_err(|d| {
-                Error::corrupt(
-                    "index entry",
-                    format!("chunk {id}"),
-                    format!("{d}; run `jellysnap repair index`"),
-                )
-            })?;
-        let len = RECORD_HEADER_LEN + e.stored_len as usize;
-        if scratch.len() < len {
-            scratch.resize(len, 0);
+        if scratch.len() < at.span {
+            scratch.resize(at.span, 0);
         }
-        let loc = || format!("pack {} offset {}", e.pack, e.offset);
-        let record = scratch.get_mut(..len).unwrap_or_default();
-        match self.store.read_at(Key::Pack(e.pack), e.offset, record) {
-            Ok(()) => {}
-            Err(err) if err.is_not_found() => {
-                return Err(Error::PackMissing {
-                    pack: e.pack,
-                    detail: err.to_string(),
-                })
-            }
-            // A permission or a resource limit, not the pack's bytes: said as it is.
-            Err(err) if err.is_refusal() => return Err(err),
-            Err(err) => return Err(Error::corrupt("pack", loc(), format!("chunk {id}: {err}"))),
-        }
-        let hdr = pack::decode_record_header(record, e.offset)
-            .map_err(|d| Error::corrupt("pack", loc(), d))?;
-        if hdr.id != *id
-            || hdr.kind != e.kind
-            || hdr.compression != e.compression
-            || hdr.raw_len != e.raw_len
-            || hdr.stored_len != e.stored_len
-        {
-            return Err(Error::corrupt(
-                "pack",
-                loc(),
-                format!("record does not hold chunk {id}"),
-            ));
-        }
-        let payload = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
-        pack::verify_payload(&hdr, payload, out, &self.raw_limits)
-            .map_err(|d| Error::corrupt("chunk", loc(), d))?;
-        let plain = match hdr.compression {
-            crate::format::compress::Compression::None => payload,
-            crate::format::compress::Compression::Zstd => out.as_slice(),
-        };
-        if e.kind == ChunkKind::Tree {
+        let rec = scratch.get_mut(..at.span).unwrap_or_default();
+        self.store
+            .read_at(Key::Pack(at.pack), at.record.offset, rec)
+            .map_err(|err| reads::read_failed(&at, err))?;
+        let plain = reads::open_located(&at, rec, out, &self.raw_limits)?;
+        if tree {
             self.cache_tree(id, plain);
         }
         Ok(plain)
@@ -853,37 +817,45 @@ fn read_pack_entries(
     limits: &RawLimits,
 ) -> Result<(Vec<PackEntry>, bool)> {
     let key = Key::Pack(*id);
-    let len = store.size(key)?;
-    let mut header = [0u8; pack::PACK_HEADER_LEN];
-    if store.read_at(key, 0, &mut header).is_ok() {
-        pack::refuse_newer(&header, &store.describe(key))?;
-    }
     // A read the system refuses ends here as that error (nothing says the trailer is
     // damaged); anything else wrong with the trailer is damage, recovered by a scan.
     let read = |offset: u64, buf: &mut [u8]| match store.read_at(key, offset, buf) {
-        Err(e) if e.is_refusal() => Err(Err(e)),
-        r => r.map_err(|e| Ok(e.to_string())),
+        Err(e) if e.is_refusal() => Err(e),
+        r => Ok(r.is_ok()),
     };
-    let from_trailer = || -> std::result::Result<Vec<PackEntry>, Result<String>> {
-        if len < (FOOTER_LEN + pack::PACK_HEADER_LEN) as u64 {
-            return Err(Ok("shorter than a pack".into()));
+    // One request for the pack's end and its size: it usually holds the whole trailer
+    // (and, for a small pack, its header too).
+    let (mut tail, len, mut tail_read) = match store.read_tail(key, TRAILER_GUESS) {
+        Ok((tail, len)) => (tail, len, true),
+        Err(e) if e.is_refusal() => return Err(e),
+        Err(_) => (Vec::new(), store.size(key)?, false),
+    };
+    let mut header = [0u8; pack::PACK_HEADER_LEN];
+    let header_read = match tail.get(..pack::PACK_HEADER_LEN) {
+        Some(h) if tail_read && tail.len() as u64 == len => {
+            header.copy_from_slice(h);
+            true
         }
-        let mut footer = [0u8; FOOTER_LEN];
-        read(len - FOOTER_LEN as u64, &mut footer)?;
-        let tl = pack::trailer_len_from_footer(&footer, len).map_err(Ok)?;
-        let mut tail = vec![0u8; tl as usize];
-        read(len - tl, &mut tail)?;
-        let es = pack::decode_trailer(&tail, len).map_err(Ok)?;
-        // An entry no chunker or tree encoder could have made: the records say more.
-        es.iter()
-            .try_for_each(|e| limits.check_entry(e))
-            .map_err(Ok)?;
-        Ok(es)
+        _ => store.read_at(key, 0, &mut header).is_ok(),
     };
-    match from_trailer() {
+    if header_read {
+        pack::refuse_newer(&header, &store.describe(key))?;
+    }
+    let mut opened = Err(TrailerOpen::Damaged("not read".into()));
+    if tail_read {
+        opened = pack::open_trailer(&tail, len, limits);
+        if let Err(TrailerOpen::Need(n)) = opened {
+            tail = vec![0u8; n.min(len) as usize];
+            tail_read = read(len - tail.len() as u64, &mut tail)?;
+            opened = match tail_read {
+                true => pack::open_trailer(&tail, len, limits),
+                false => Err(TrailerOpen::Damaged("not read".into())),
+            };
+        }
+    }
+    match opened {
         Ok(es) => Ok((es, false)),
-        Err(Err(refused)) => Err(refused),
-        Err(Ok(_)) => {
+        Err(_) => {
             let (es, _) = pack::scan_records(&store.get(key)?, limits);
             Ok((es, true))
         }

@@ -147,6 +147,17 @@ pub fn source_open() -> std::io::Result<()> {
     count(Op::Read)
 }
 
+thread_local! {
+    static READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many ranged reads of the test store this thread has made (the unit tests count
+/// the reads a restore makes).
+#[cfg(test)]
+pub fn reads_on_this_thread() -> u64 {
+    READS.with(|n| n.get())
+}
+
 /// Wrap the store of a command in the test store.
 pub fn wrap_store(inner: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(FaultStore {
@@ -227,6 +238,7 @@ impl Store for FaultStore {
     }
 
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        READS.with(|n| n.set(n.get() + 1));
         self.inner.read_at(key, offset, buf)
     }
 

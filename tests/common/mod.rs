@@ -8,13 +8,16 @@
 //! - `server`: the stand-in running server (`wal_server.py`, Python's own SQLite);
 //! - `sqlcli`: the system `sqlite3` CLI as the outside judge of databases;
 //! - `corpus`: the database corpus of `tests/corpus/` and its oracle;
-//! - `s3`: a real S3-compatible server on loopback (SeaweedFS `weed mini`).
+//! - `s3`: a real S3-compatible server on loopback (SeaweedFS `weed mini`);
+//! - `faultproxy`: a loopback HTTP proxy that injects faults between jellysnap and an S3
+//!   server, and counts requests and bytes.
 //!
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
 pub mod corpus;
 pub mod env;
+pub mod faultproxy;
 pub mod fixture;
 pub mod s3;
 pub mod server;

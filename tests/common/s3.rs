@@ -43,16 +43,18 @@ pub struct S3Server {
     weed: PathBuf,
     dir: tempfile::TempDir,
     ports: Vec<u16>,
+    /// The buckets made here: after a restart, the server is ready once it lists them.
+    buckets: std::sync::Mutex<Vec<String>>,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
 
 /// The `weed` binary: on PATH or in pip's scripts directory.
 pub fn weed() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // pip puts the binary in its scripts directory, which may not be on PATH.
+    let mut dirs = Vec::new();
+    // pip puts the binary in its scripts directory, which may not be on PATH; it comes
+    // first because what PATH finds may be a wrapper (a pyenv shim) that runs the binary
+    // as its child, and the server is stopped by the PID of the process this starts.
     if let Ok(o) = Command::new("python3")
         .args([
             "-c",
@@ -61,6 +63,9 @@ pub fn weed() -> PathBuf {
         .output()
     {
         dirs.push(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
     }
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".local/bin"));
@@ -109,6 +114,7 @@ impl S3Server {
             weed,
             dir,
             ports: Vec::new(),
+            buckets: std::sync::Mutex::new(Vec::new()),
             child: None,
             watchdog: None,
         };
@@ -201,6 +207,19 @@ impl S3Server {
                 ));
             }
             if answers(self.port("s3.port")) {
+                // A server that lost a port race exits soon after it starts; what
+                // answered may then be another's.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    return Err(format!(
+                        "it exited ({status}); its log: {}",
+                        self.log_tail()
+                    ));
+                }
                 break;
             }
             if Instant::now() > deadline {
@@ -271,6 +290,7 @@ impl S3Server {
         client
             .create_bucket()
             .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
+        self.buckets.lock().unwrap().push(bucket.to_string());
     }
 
     /// A new bucket of its own for one test.
@@ -303,6 +323,26 @@ impl S3Server {
         }
         self.launch()
             .unwrap_or_else(|e| panic!("weed mini did not restart: {e}"));
+        // The S3 port answers before the buckets are loaded again, and objects answer
+        // 500 until their volumes are: wait until every object reads.
+        let buckets = self.buckets.lock().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for b in buckets {
+            let client = jellysnap::s3::Client::new(&self.config(&b, "")).unwrap();
+            let objects = loop {
+                match client.list("") {
+                    Ok(o) => break o,
+                    Err(e) => assert!(Instant::now() < deadline, "bucket {b} after a restart: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            for (name, _) in objects {
+                while let Err(e) = client.head(&name) {
+                    assert!(Instant::now() < deadline, "{name} after a restart: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     fn stop_watchdog(&mut self) {

@@ -11,20 +11,21 @@ use super::write::{fill_beside, set_meta, temp_beside};
 use super::{side_path, Action, RestorePlan, SIDE_SUFFIXES};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{ChunkRef, DbCapture, Entry, Node};
+use crate::id::ChunkId;
 use crate::jellyfin::{capture, logical};
 use crate::ops::progress::Progress;
 use crate::store::repo::Repository;
 
-/// The bytes of a file's chunks as one stream, each chunk verified by `read_chunk`. The
-/// first repository error is kept in `err` (the reader returns an I/O error to its
-/// caller, which cannot carry it).
+/// The bytes of a file's chunks as one stream, each chunk verified, a run of chunks at a
+/// time (`Repository::read_run`: a dump of thousands of small chunks is a few store
+/// reads). The first repository error is kept in `err` (the reader returns an I/O error
+/// to its caller, which cannot carry it).
 struct ChunkStream<'a> {
     repo: &'a Repository,
-    chunks: std::slice::Iter<'a, ChunkRef>,
+    ids: Vec<ChunkId>,
+    next: usize,
     cur: Vec<u8>,
     pos: usize,
-    out: Vec<u8>,
-    scratch: Vec<u8>,
     err: Option<Error>,
     progress: &'a dyn Progress,
 }
@@ -32,20 +33,18 @@ struct ChunkStream<'a> {
 impl Read for ChunkStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.cur.len() {
-            let Some(c) = self.chunks.next() else {
+            let Some(rest) = self.ids.get(self.next..).filter(|r| !r.is_empty()) else {
                 return Ok(0);
             };
-            match self
-                .repo
-                .read_chunk(&c.id, &mut self.out, &mut self.scratch)
-            {
-                Ok(bytes) => {
-                    self.cur.clear();
-                    self.cur.extend_from_slice(bytes);
+            match self.repo.read_run(rest, &mut self.cur) {
+                Ok(n) => {
+                    self.next += n;
                     self.pos = 0;
-                    self.progress.advance(bytes.len() as u64);
+                    self.progress.advance(self.cur.len() as u64);
                 }
                 Err(e) => {
+                    self.cur.clear();
+                    self.pos = 0;
                     let msg = e.to_string();
                     self.err = Some(e);
                     return Err(std::io::Error::other(msg));
@@ -86,11 +85,10 @@ fn rebuild_beside(
     fs::remove_file(&tmp).at(&tmp)?;
     let mut stream = ChunkStream {
         repo,
-        chunks: chunks.iter(),
+        ids: chunks.iter().map(|c| c.id).collect(),
+        next: 0,
         cur: Vec::new(),
         pos: 0,
-        out: Vec::new(),
-        scratch: Vec::new(),
         err: None,
         progress,
     };

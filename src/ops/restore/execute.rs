@@ -25,7 +25,10 @@ use rayon::prelude::*;
 
 use super::database::{install_databases, prepare_databases, swaps};
 use super::intent;
-use super::write::{link_file, set_meta, write_durably, write_file, write_symlink};
+use super::write::{
+    batch_chunks, link_file, set_meta, write_batch, write_durably, write_file, write_symlink,
+    BatchFile,
+};
 use super::{no_space, unfinished_mark, Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Component;
@@ -332,12 +335,22 @@ fn write_files(
             Err(e) => Err(e),
         }
     };
-    let run = files
+    let run = batch_small_files(repo, &files)
         .par_iter()
-        .try_for_each(|a| match a {
-            Action::Write { path, entry, .. } => settle(path, write(path, entry)),
-            Action::Symlink { path, entry } => settle(path, write_symlink(path, entry, is_root)),
-            _ => Ok(()),
+        .try_for_each(|w| match w {
+            Work::One(Action::Write { path, entry, .. }) => settle(path, write(path, entry)),
+            Work::One(Action::Symlink { path, entry }) => {
+                settle(path, write_symlink(path, entry, is_root))
+            }
+            Work::One(_) => Ok(()),
+            Work::Batch(batch) => write_batch(repo, batch, is_root, progress, &mut |path, r| {
+                settle(
+                    path,
+                    r.map(|n| {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }),
+                )
+            }),
         })
         .and_then(|()| {
             // The other names of each hard-link group, linked to the one written first
@@ -367,6 +380,61 @@ fn write_files(
     report.bytes_written += bytes.into_inner();
     report.errors = errors.into_inner().map_err(|_| poisoned())?;
     Ok(())
+}
+
+/// A unit of the parallel file phase: one file or link, or a batch of small files whose
+/// chunks are read together.
+enum Work<'a> {
+    One(&'a Action),
+    Batch(Vec<BatchFile<'a>>),
+}
+
+/// The most files, and bytes, of one batch of small files.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 4 << 20;
+
+/// The files and links to write as units of work: small files (most of a Jellyfin data
+/// dir: images, trickplay sheets, `.nfo`, small JSON) in batches of neighbours in the
+/// packs (sorted by where the index places their first chunk), so that one store read
+/// fetches the chunks of many of them; batches small enough that every I/O thread has
+/// some.
+fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a>> {
+    let mut work = Vec::new();
+    let mut small = Vec::new();
+    for &a in files {
+        match a {
+            Action::Write { path, entry, size } => match batch_chunks(entry) {
+                Some(chunks) => {
+                    // Unindexed (or an index that fails): sorted first; its read says why.
+                    let at = chunks
+                        .first()
+                        .and_then(|c| repo.index().get(&c.id).ok().flatten())
+                        .map(|e| (e.pack, e.offset));
+                    small.push((at, (path.as_path(), entry, chunks), *size));
+                }
+                None => work.push(Work::One(a)),
+            },
+            a => work.push(Work::One(a)),
+        }
+    }
+    small.sort_by_key(|(at, _, _)| *at);
+    let per_batch = small
+        .len()
+        .div_ceil(crate::ops::parallel::io_threads() * 2)
+        .clamp(1, BATCH_FILES);
+    let (mut batch, mut batch_bytes) = (Vec::new(), 0u64);
+    for (_, file, size) in small {
+        batch.push(file);
+        batch_bytes += size;
+        if batch.len() >= per_batch || batch_bytes >= BATCH_BYTES {
+            work.push(Work::Batch(std::mem::take(&mut batch)));
+            batch_bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        work.push(Work::Batch(batch));
+    }
+    work
 }
 
 /// The files of the plan that were hard links of a file written (or kept) before them

@@ -150,6 +150,8 @@ struct Failure {
     detail: String,
     /// The server asked for this pause (`Retry-After`).
     retry_after: Option<Duration>,
+    /// The detail already says what to do: no generic next step.
+    says_next: bool,
 }
 
 impl Failure {
@@ -159,6 +161,7 @@ impl Failure {
             kind,
             detail: detail.into(),
             retry_after: None,
+            says_next: false,
         }
     }
 }
@@ -256,9 +259,15 @@ impl Client {
 
     /// Write a whole object from memory. `Ok(false)`: the server answered 412, the object
     /// exists (with [`PutMode::IfAbsent`], or a server that enforces it by itself).
+    ///
+    /// A create-only write retried after an attempt that may have reached the server
+    /// (a timeout, a reset) can find its own object there: the object is read back,
+    /// and if it holds these bytes the write is the one that created it.
     pub fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<bool> {
         let md5 = md5_base64(bytes);
-        self.with_retries(name, || {
+        let mut attempts = 0u32;
+        let created = self.with_retries(name, || {
+            attempts += 1;
             let url = self.sign_put(name, &md5);
             let mut req = self
                 .agent
@@ -271,7 +280,11 @@ impl Client {
                 Ok(resp) => self.put_outcome(resp, mode),
                 Err(e) => transport(e),
             }
-        })
+        })?;
+        if !created && mode == PutMode::IfAbsent && attempts > 1 {
+            return Ok(self.get(name)? == bytes);
+        }
+        Ok(created)
     }
 
     /// Write a whole object from a local file, streamed from the file on each attempt.
@@ -514,8 +527,9 @@ impl Client {
                     ),
                 ));
             }
+            // 200: a server that ignores ranges sent the whole object.
             let total = total.unwrap_or(got);
-            if got != len.min(total) {
+            if status == 206 && got != len.min(total) {
                 return Again(Failure::new(
                     Some(status),
                     Corrupt,
@@ -553,28 +567,41 @@ impl Client {
             .into()
     }
 
-    /// An object's size.
+    /// An object's size. Asked with a GET of its first byte rather than a HEAD: an
+    /// answer to HEAD has no body, so a missing bucket would look like a missing object.
     pub fn head(&self, name: &str) -> Result<u64> {
-        let key = self.key(name);
         self.with_retries(name, || {
-            let url = self
-                .bucket
-                .head_object(Some(&self.credentials), &key)
-                .sign(SIGNATURE_LIFETIME);
-            let resp = match self.agent.head(url.as_str()).call() {
+            let resp = match self
+                .agent
+                .get(self.sign_get(name).as_str())
+                .header("range", "bytes=0-0")
+                .call()
+            {
                 Ok(r) => r,
                 Err(e) => return transport(e),
             };
-            match resp.status().as_u16() {
-                200 => match content_length(&resp) {
-                    Some(n) => Done(n),
-                    None => Again(Failure::new(
-                        Some(200),
-                        Transient,
-                        "the answer has no Content-Length",
-                    )),
-                },
-                _ => self.status_failure(resp),
+            let size = match resp.status().as_u16() {
+                206 => content_range(&resp).and_then(|(_, _, total)| total),
+                // A server that ignores ranges; the body is not read.
+                200 => content_length(&resp),
+                // An empty object has no first byte.
+                416 => Some(
+                    resp.headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().strip_prefix("bytes */"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                ),
+                _ => return self.status_failure(resp),
+            };
+            match size {
+                Some(n) => Done(n),
+                None => Again(Failure::new(
+                    Some(200),
+                    Transient,
+                    "the answer gives no size",
+                )),
             }
         })
     }
@@ -710,6 +737,7 @@ impl Client {
             String::new()
         };
         let next = match f.kind {
+            _ if f.says_next => "",
             NotFound => "",
             Denied => "; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the region (AWS_REGION), the bucket's name and its permissions",
             Transient => "; the object store could not be reached or kept failing: check the network and the server, then run the command again",
@@ -759,7 +787,8 @@ impl Client {
                 f.detail = format!(
                     "bucket `{}` does not exist on this server; create it, or correct the bucket in the repository's location",
                     self.bucket.name()
-                )
+                );
+                f.says_next = true;
             }
             ("", 404) => f.detail = "no such object".into(),
             ("", 301 | 302 | 307 | 308) => {
@@ -793,7 +822,7 @@ impl Client {
 fn transport<T>(e: ureq::Error) -> Attempt<T> {
     // Never `e`'s own text for a bad URI: it would carry the signed URL.
     let detail = match &e {
-        ureq::Error::Io(io) => format!("{} ({:?})", io, io.kind()),
+        ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => "the server's host name does not resolve".to_string(),
         ureq::Error::ConnectionFailed => "the connection failed".to_string(),
@@ -915,10 +944,10 @@ fn jitter(upper: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn target(endpoint: &str) -> S3Config {
+    pub(crate) fn target(endpoint: &str) -> S3Config {
         S3Config {
             endpoint: endpoint.into(),
             bucket: "bkt".into(),
@@ -1025,7 +1054,9 @@ mod tests {
     /// A server on loopback that answers each request with the next of `script` (raw
     /// HTTP responses; an empty one: accept, read the request, never answer), then 500s;
     /// returns its port and a count of the requests it read.
-    fn scripted(script: Vec<Vec<u8>>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    pub(crate) fn scripted(
+        script: Vec<Vec<u8>>,
+    ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::Write;
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1070,7 +1101,7 @@ mod tests {
         (port, count)
     }
 
-    fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    pub(crate) fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
         for h in headers {
             out.push_str(h);
@@ -1088,7 +1119,7 @@ mod tests {
         out
     }
 
-    fn error_xml(code: &str) -> Vec<u8> {
+    pub(crate) fn error_xml(code: &str) -> Vec<u8> {
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>").into_bytes()
     }
 
@@ -1141,6 +1172,16 @@ mod tests {
             .get_range("a", 0, &mut [0u8; 10])
             .expect_err("cut short");
         assert_eq!(remote_kind(&e), Transient, "{e}");
+    }
+
+    #[test]
+    fn a_server_that_ignores_ranges_still_gives_the_parts_asked_for() {
+        let (port, _) = scripted(vec![answer("200 OK", &[], b"0123456789"); 2]);
+        let c = on(port);
+        assert_eq!(c.get_tail("a", 3).expect("tail"), (b"789".to_vec(), 10));
+        let mut buf = [0u8; 4];
+        c.get_range("a", 2, &mut buf).expect("range");
+        assert_eq!(&buf, b"2345");
     }
 
     #[test]
@@ -1218,6 +1259,28 @@ mod tests {
         // A create-only write that finds the object: an answer, not an error.
         let (port, _) = scripted(vec![answer("412 Precondition Failed", &[], b"")]);
         assert!(!on(port).put("a", b"x", PutMode::IfAbsent).expect("exists"));
+    }
+
+    #[test]
+    fn a_create_only_write_that_finds_its_own_earlier_attempt_created_the_object() {
+        // The first attempt is stored but its answer lost; the retry finds the object.
+        let (port, n) = scripted(vec![
+            answer("503 Service Unavailable", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("200 OK", &[], b"mine"),
+        ]);
+        assert!(on(port)
+            .put("lease", b"mine", PutMode::IfAbsent)
+            .expect("ours"));
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (port, _) = scripted(vec![
+            answer("503 Service Unavailable", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("200 OK", &[], b"theirs"),
+        ]);
+        assert!(!on(port)
+            .put("lease", b"mine", PutMode::IfAbsent)
+            .expect("theirs"));
     }
 
     #[test]

@@ -225,3 +225,66 @@ impl Store for S3Store {
         self.client.describe(&Self::name(key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::client::tests::{answer, error_xml, scripted, target};
+    use super::*;
+
+    fn store(script: Vec<Vec<u8>>) -> S3Store {
+        let (port, _) = scripted(script);
+        S3Store::new(&target(&format!("http://127.0.0.1:{port}"))).expect("store")
+    }
+
+    #[test]
+    fn a_server_that_ignores_if_none_match_has_no_conditional_writes() {
+        // Probe: two create-only writes both succeed, then the delete.
+        let ok = || answer("200 OK", &[], b"");
+        let s = store(vec![
+            ok(),
+            ok(),
+            answer("204 No Content", &[], b""),
+            // put_new without conditional writes: HEAD finds nothing, then a plain PUT.
+            answer("404 Not Found", &[], b""),
+            ok(),
+        ]);
+        let lease = Key::Lease(LeaseId::random());
+        assert!(s.put_new(lease, b"x").expect("created"));
+        assert!(!s.conditional_writes());
+    }
+
+    #[test]
+    fn a_server_that_rejects_if_none_match_has_no_conditional_writes() {
+        let s = store(vec![
+            answer("501 Not Implemented", &[], &error_xml("NotImplemented")),
+            answer("204 No Content", &[], b""),
+        ]);
+        assert!(!s.probe_conditional_writes().expect("probed"));
+    }
+
+    #[test]
+    fn a_server_that_honours_if_none_match_is_asked_once() {
+        let s = store(vec![
+            answer("200 OK", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("204 No Content", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+        ]);
+        assert!(s.conditional_writes());
+        assert!(s.conditional_writes());
+        assert!(!s.put_new(Key::GcMarker, b"x").expect("exists"));
+    }
+
+    #[test]
+    fn a_412_is_success_only_for_an_object_named_by_its_bytes() {
+        let refused = || answer("412 Precondition Failed", &[], b"");
+        let s = store(vec![refused(), refused(), refused()]);
+        s.put(Key::Pack(PackId::of(b"p")), b"p")
+            .expect("the same bytes are there");
+        s.put(Key::Snapshot(SnapshotId::of(b"s")), b"s")
+            .expect("the same bytes are there");
+        let e = s.put(Key::Config, b"c").expect_err("not replaced");
+        assert!(e.is_refusal(), "{e}");
+        assert!(e.to_string().contains("/config"), "{e}");
+    }
+}

@@ -1,0 +1,430 @@
+//! Reading chunks out of packs. One chunk: [`Repository::read_chunk`]. Many: the records
+//! they need are grouped by pack and sorted by offset, and each run of records with small
+//! gaps between them is fetched with one [`Store::read_at`] (on object storage every read
+//! is a request: a dump of thousands of small chunks is a handful of reads, not thousands).
+//! Every record is then opened on its own (`format::record::open`): a damaged record fails
+//! its chunk only, and a read the store refuses is that refusal, never damage. Memory is
+//! one read (at most [`MAX_READ`] bytes, or one record) and, for a run, [`RUN_BYTES`].
+
+use std::cell::RefCell;
+
+use crate::error::{Error, Result};
+use crate::format::pack::PackEntry;
+use crate::format::record;
+use crate::id::{ChunkId, PackId};
+use crate::store::repo::Repository;
+use crate::store::{Key, Store};
+
+/// The most bytes one coalesced read fetches (a record longer than this is read alone).
+pub const MAX_READ: usize = 4 << 20;
+/// The widest gap between two records that one read still spans: fetching it costs less
+/// than another request.
+pub const MAX_GAP: u64 = 64 << 10;
+/// The most chunk bytes [`Repository::read_run`] gathers before handing them on.
+pub const RUN_BYTES: u64 = 4 << 20;
+
+/// Where the index places a chunk, and how much to read for it.
+pub(super) struct Located {
+    pub pack: PackId,
+    /// What the record there must say.
+    pub record: PackEntry,
+    pub span: usize,
+}
+
+/// Where chunk `id` is, by the index; its lengths are checked before anything is
+/// allocated for them.
+pub(super) fn locate(repo: &Repository, id: &ChunkId) -> Result<Located> {
+    let e = repo
+        .index()
+        .get(id)?
+        .ok_or(Error::ChunkMissing { chunk: *id })?;
+    let rec = e.record(*id);
+    let span = record::span(&rec, repo.raw_limits()).map_err(|d| {
+        Error::corrupt(
+            "index entry",
+            format!("chunk {id}"),
+            format!("{d}; run `jellysnap repair index`"),
+        )
+    })?;
+    Ok(Located {
+        pack: e.pack,
+        record: rec,
+        span,
+    })
+}
+
+fn location(at: &Located) -> String {
+    format!("pack {} offset {}", at.pack, at.record.offset)
+}
+
+/// A failed read of a located record, as the reader reports it.
+pub(super) fn read_failed(at: &Located, err: Error) -> Error {
+    match err {
+        err if err.is_not_found() => Error::PackMissing {
+            pack: at.pack,
+            detail: err.to_string(),
+        },
+        // A permission or a resource limit, not the pack's bytes: said as it is.
+        err if err.is_refusal() => err,
+        err => Error::corrupt(
+            "pack",
+            location(at),
+            format!("chunk {}: {err}", at.record.id),
+        ),
+    }
+}
+
+/// The chunk in the bytes read for a located record, verified.
+pub(super) fn open_located<'b>(
+    at: &Located,
+    rec: &'b [u8],
+    out: &'b mut Vec<u8>,
+    limits: &crate::format::pack::RawLimits,
+) -> Result<&'b [u8]> {
+    record::open(rec, &at.record, limits, out).map_err(|d| {
+        Error::corrupt(
+            d.what(),
+            location(at),
+            d.detail(|| format!("record does not hold chunk {}", at.record.id)),
+        )
+    })
+}
+
+/// What a batched read hands on: an item's index and its bytes, or its own error.
+pub type Each<'f> = dyn FnMut(usize, Result<&[u8]>) -> Result<()> + 'f;
+
+/// Read the byte ranges `items` ((offset, length), sorted by offset) of pack `pack`,
+/// each run of neighbours in one read, and hand each range to `f` with its index. A
+/// read that fails is retried range by range, so that each range gets its own outcome
+/// (a pack cut short fails only the records beyond its end).
+fn read_ranges(
+    store: &dyn Store,
+    pack: PackId,
+    items: &[(u64, usize)],
+    buf: &mut Vec<u8>,
+    f: &mut Each<'_>,
+) -> Result<()> {
+    let key = Key::Pack(pack);
+    let mut i = 0;
+    while let Some(&(start, len)) = items.get(i) {
+        let mut end = start.saturating_add(len as u64);
+        let mut j = i + 1;
+        while let Some(&(o, l)) = items.get(j) {
+            let e = o.saturating_add(l as u64).max(end);
+            if o > end.saturating_add(MAX_GAP) || e - start > MAX_READ as u64 {
+                break;
+            }
+            end = e;
+            j += 1;
+        }
+        let run = items.get(i..j).unwrap_or_default();
+        buf.resize((end - start) as usize, 0);
+        match store.read_at(key, start, buf) {
+            Ok(()) => {
+                for (k, &(o, l)) in run.iter().enumerate() {
+                    let at = (o - start) as usize;
+                    f(i + k, Ok(buf.get(at..at + l).unwrap_or_default()))?;
+                }
+            }
+            Err(err) if run.len() == 1 => f(i, Err(err))?,
+            Err(_) => {
+                for (k, &(o, l)) in run.iter().enumerate() {
+                    buf.resize(l, 0);
+                    match store.read_at(key, o, buf) {
+                        Ok(()) => f(i + k, Ok(buf))?,
+                        Err(err) => f(i + k, Err(err))?,
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+impl Repository {
+    /// Read many chunks, each verified against its id, in as few store reads as their
+    /// places in the packs allow. `f` gets each chunk's index in `ids` and its bytes, or
+    /// its own error (a damaged record fails its chunk only), once per index, in the
+    /// packs' order rather than `ids`'. An error `f` returns ends the reading with it.
+    pub fn read_chunks(&self, ids: &[ChunkId], f: &mut Each<'_>) -> Result<()> {
+        let mut at = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            match locate(self, id) {
+                Ok(l) => at.push((i, l)),
+                Err(e) => f(i, Err(e))?,
+            }
+        }
+        self.read_located(at, f)
+    }
+
+    fn read_located(&self, at: Vec<(usize, Located)>, f: &mut Each<'_>) -> Result<()> {
+        thread_local! {
+            // Reused by every batch a thread reads: no page faults for each new buffer.
+            static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        }
+        BUFS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (buf, out) = &mut *bufs;
+                self.read_located_into(at, buf, out, f)
+            }
+            // A read inside another's callback.
+            Err(_) => self.read_located_into(at, &mut Vec::new(), &mut Vec::new(), f),
+        })
+    }
+
+    fn read_located_into(
+        &self,
+        mut at: Vec<(usize, Located)>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        f: &mut Each<'_>,
+    ) -> Result<()> {
+        at.sort_by_key(|(_, l)| (l.pack, l.record.offset));
+        for group in at.chunk_by(|a, b| a.1.pack == b.1.pack) {
+            let Some((_, first)) = group.first() else {
+                continue;
+            };
+            let items: Vec<(u64, usize)> = group
+                .iter()
+                .map(|(_, l)| (l.record.offset, l.span))
+                .collect();
+            read_ranges(self.store(), first.pack, &items, buf, &mut |k, r| {
+                let Some((i, l)) = group.get(k) else {
+                    return Ok(());
+                };
+                match r {
+                    Ok(rec) => f(*i, open_located(l, rec, out, self.raw_limits())),
+                    Err(e) => f(*i, Err(read_failed(l, e))),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The next chunks of a stream (a file's, a dump's), in order: fills `into` with the
+    /// bytes of `ids[..n]`, each verified, for the largest `n` (at least 1 when `ids` is
+    /// not empty) whose bytes fit in [`RUN_BYTES`], fetched in as few store reads as their
+    /// places allow. Returns `n`; the first of them that fails is the error.
+    pub fn read_run(&self, ids: &[ChunkId], into: &mut Vec<u8>) -> Result<usize> {
+        into.clear();
+        let mut at = Vec::new();
+        let mut pos = Vec::new();
+        let mut total = 0u64;
+        for (i, id) in ids.iter().enumerate() {
+            let l = match locate(self, id) {
+                Ok(l) => l,
+                Err(e) if at.is_empty() => return Err(e),
+                // Its error comes in its turn, first of the next run.
+                Err(_) => break,
+            };
+            let raw = l.record.raw_len as u64;
+            if !at.is_empty() && total + raw > RUN_BYTES {
+                break;
+            }
+            at.push((i, l));
+            pos.push(total as usize);
+            total += raw;
+        }
+        let n = at.len();
+        into.resize(total as usize, 0);
+        let mut first_err: Option<(usize, Error)> = None;
+        self.read_located(at, &mut |i, r| {
+            let placed = r.and_then(|bytes| {
+                let at = pos.get(i).copied().unwrap_or(usize::MAX);
+                let dst = into.get_mut(at..at.saturating_add(bytes.len()));
+                dst.map(|d| d.copy_from_slice(bytes))
+                    .ok_or_else(|| Error::internal("a chunk longer than its index entry"))
+            });
+            match placed {
+                Ok(()) => Ok(()),
+                // Not about this chunk: no need to read the others.
+                Err(e) if e.is_refusal() => Err(e),
+                Err(e) => {
+                    if first_err.as_ref().is_none_or(|(j, _)| i < *j) {
+                        first_err = Some((i, e));
+                    }
+                    Ok(())
+                }
+            }
+        })?;
+        match first_err {
+            Some((_, e)) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// The stored bytes of records of pack `pack` (`entries`, from its trailer, in any
+    /// order), in as few store reads as the gaps allow: `f` gets each entry's index and
+    /// the record's bytes (to open with `format::record::open`), or the store's error.
+    pub fn read_records(
+        &self,
+        pack: &PackId,
+        entries: &[PackEntry],
+        f: &mut Each<'_>,
+    ) -> Result<()> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&k| entries.get(k).map(|e| e.offset));
+        let mut items = Vec::with_capacity(order.len());
+        let mut keep = Vec::with_capacity(order.len());
+        for &k in &order {
+            let Some(e) = entries.get(k) else { continue };
+            match record::span(e, self.raw_limits()) {
+                Ok(n) => {
+                    items.push((e.offset, n));
+                    keep.push(k);
+                }
+                Err(d) => f(
+                    k,
+                    Err(Error::corrupt(
+                        "pack",
+                        format!("pack {pack} offset {}", e.offset),
+                        format!("chunk {}: {d}", e.id),
+                    )),
+                )?,
+            }
+        }
+        read_ranges(self.store(), *pack, &items, &mut Vec::new(), &mut |j, r| {
+            f(keep.get(j).copied().unwrap_or(usize::MAX), r)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::ChunkKind;
+    use crate::store::packer::ChunkSink;
+
+    /// `n` distinct chunks of `len` bytes stored in a new repository at `path`.
+    fn stored(path: &std::path::Path, n: usize, len: usize) -> Vec<(ChunkId, Vec<u8>)> {
+        Repository::init(&crate::store::Place::local(path)).unwrap();
+        let repo = Repository::open_with_mem_index(path).unwrap();
+        let sink = ChunkSink::new(&repo).unwrap();
+        let chunks: Vec<(ChunkId, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|j| ((i * 31 + j * 7) % 251) as u8 ^ (j / 97) as u8)
+                    .collect();
+                (
+                    sink.put(ChunkKind::Data, &bytes, i % 2 == 0).unwrap(),
+                    bytes,
+                )
+            })
+            .collect();
+        sink.finish().unwrap();
+        chunks
+    }
+
+    /// Many chunks come back in a few reads, each verified; a damaged record, a chunk
+    /// the index does not have and records beyond the end of a pack cut short fail
+    /// alone, each with the error a single read gives it.
+    #[test]
+    fn coalesced_reads_fail_chunk_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let chunks = stored(&path, 40, 3000);
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let mut ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        ids.push(ChunkId::of(b"never stored"));
+        ids.push(ids[3]);
+        let read_all = |repo: &Repository| {
+            let mut got: Vec<Option<Result<Vec<u8>>>> = (0..ids.len()).map(|_| None).collect();
+            repo.read_chunks(&ids, &mut |i, r| {
+                assert!(got[i].is_none(), "index {i} handed twice");
+                got[i] = Some(r.map(|b| b.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            got.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+        };
+        let got = read_all(&repo);
+        for (i, (_, bytes)) in chunks.iter().enumerate() {
+            assert_eq!(got[i].as_ref().unwrap(), bytes, "chunk {i}");
+        }
+        assert_eq!(got[41].as_ref().unwrap(), &chunks[3].1);
+        assert!(matches!(got[40], Err(Error::ChunkMissing { .. })));
+
+        // Flip a payload byte of chunk 5, and cut the pack inside chunk 38.
+        let e5 = repo.index().get(&ids[5]).unwrap().unwrap();
+        let e38 = repo.index().get(&ids[38]).unwrap().unwrap();
+        let file = repo.pack_location(&e5.pack);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[e5.offset as usize + crate::format::pack::RECORD_HEADER_LEN + 10] ^= 1;
+        bytes.truncate(e38.offset as usize + 100);
+        std::fs::write(&file, &bytes).unwrap();
+        let got = read_all(&repo);
+        for (i, r) in got.iter().enumerate().take(40) {
+            match (i, r) {
+                (
+                    5,
+                    Err(Error::Corrupt {
+                        what: "chunk",
+                        location,
+                        ..
+                    }),
+                ) => {
+                    assert_eq!(location, &format!("pack {} offset {}", e5.pack, e5.offset))
+                }
+                (38 | 39, Err(Error::Corrupt { what: "pack", .. })) => {}
+                (5 | 38 | 39, r) => panic!("chunk {i}: {:?}", r.as_ref().map(|b| b.len())),
+                (_, r) => assert_eq!(r.as_ref().unwrap(), &chunks[i].1, "chunk {i}"),
+            }
+        }
+    }
+
+    /// A run is the chunks in order, as many as fit; its first failure is the error.
+    #[test]
+    fn runs_are_in_order_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let chunks = stored(&path, 30, 200_000);
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let mut ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        ids.reverse();
+        let (mut run, mut all) = (Vec::new(), Vec::new());
+        let mut rest = ids.as_slice();
+        while !rest.is_empty() {
+            let n = repo.read_run(rest, &mut run).unwrap();
+            assert!(n >= 1 && run.len() as u64 <= RUN_BYTES, "{n} chunks");
+            all.extend_from_slice(&run);
+            rest = &rest[n..];
+        }
+        let want: Vec<u8> = chunks.iter().rev().flat_map(|c| c.1.clone()).collect();
+        assert!(all == want);
+        let missing = [ids[0], ChunkId::of(b"never stored")];
+        assert_eq!(repo.read_run(&missing, &mut run).unwrap(), 1);
+        assert!(matches!(
+            repo.read_run(&missing[1..], &mut run),
+            Err(Error::ChunkMissing { .. })
+        ));
+    }
+
+    /// The reads of a many-chunk file: one per chunk read one at a time, a handful when
+    /// read as runs.
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn a_many_chunk_file_is_a_handful_of_reads() {
+        use crate::store::testing::reads_on_this_thread;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let chunks = stored(&path, 500, 8000);
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        let before = reads_on_this_thread();
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        for id in &ids {
+            repo.read_chunk(id, &mut out, &mut scratch).unwrap();
+        }
+        let one_by_one = reads_on_this_thread() - before;
+        let before = reads_on_this_thread();
+        let mut run = Vec::new();
+        let mut rest = ids.as_slice();
+        while !rest.is_empty() {
+            rest = &rest[repo.read_run(rest, &mut run).unwrap()..];
+        }
+        let coalesced = reads_on_this_thread() - before;
+        assert_eq!(one_by_one, 500);
+        assert!(coalesced <= 3, "{coalesced} reads for 500 chunks");
+    }
+}
