@@ -18,10 +18,12 @@ use std::process::Child;
 const T: i64 = 1_900_000_000;
 const GRACE: i64 = 3600;
 
-/// A host: its own cache dir, the shared repository.
+/// A host: its own cache dir, the shared repository (`s3` for one in a bucket, else the
+/// local directory standing in for a shared store).
 struct Host<'e> {
     env: &'e Env,
     cache: PathBuf,
+    s3: Option<String>,
 }
 
 impl<'e> Host<'e> {
@@ -29,16 +31,30 @@ impl<'e> Host<'e> {
         Host {
             env,
             cache: env.root.join(format!("cache-{name}")),
+            s3: None,
+        }
+    }
+
+    fn on_s3(env: &'e Env, name: &str, location: &str) -> Self {
+        Host {
+            s3: Some(location.to_string()),
+            ..Host::new(env, name)
         }
     }
 
     /// The binary on this host at time `now`.
     fn cmd(&self, now: i64, args: &[&str]) -> Cmd {
-        self.env
-            .cmd(args)
-            .env("XDG_CACHE_HOME", &self.cache)
-            .env("JELLYSNAP_TEST_SHARED", "1")
-            .clock_at(now)
+        let c = match &self.s3 {
+            Some(loc) => {
+                let mut c = Cmd::new(&["--repo", loc]).args(args);
+                for (k, v) in common::s3::shared().env() {
+                    c = c.env(k, v);
+                }
+                c
+            }
+            None => self.env.cmd(args).env("JELLYSNAP_TEST_SHARED", "1"),
+        };
+        c.env("XDG_CACHE_HOME", &self.cache).clock_at(now)
     }
 
     fn json(&self, now: i64, args: &[&str], code: i32) -> Value {
@@ -304,4 +320,66 @@ fn leases_exclude_each_other_on_one_bucket() {
     // host-b's gc died: its lease is ignored once expired beyond the skew margin.
     std::mem::forget(gc);
     take(&a, LeaseMode::Shared, "host-a", T + LEASE_TTL + CLOCK_SKEW).unwrap();
+}
+
+/// Two hosts against one bucket of a real S3-compatible server, through the binary:
+/// both back up, B's gc refuses while A holds a lease, gc marks and, after the grace
+/// period, deletes across both hosts' indexes, and both restore byte for byte.
+#[test]
+fn two_hosts_share_one_bucket() {
+    let server = common::s3::shared();
+    let bucket = server.new_bucket();
+    let location = server.location(&bucket, "repo");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let (a, b) = (
+        Host::on_s3(&env, "a", &location),
+        Host::on_s3(&env, "b", &location),
+    );
+    a.backup(T, &fx.data_dir, &["--name", "full"]);
+    b.backup(
+        T + 60,
+        &fx.data_dir,
+        &["--name", "meta", "--components", "metadata"],
+    );
+    let full = a.restore(T + 70, "full", "full-before");
+    let meta = b.restore(T + 70, "meta", "meta-before");
+
+    let reader = a
+        .cmd(T + 80, &["restore", "full", "--target"])
+        .arg(env.root.join("full-during"))
+        .pause_at("reader-after-index-open", 4000)
+        .quiet()
+        .spawn();
+    let store = jellysnap::s3::S3Store::new(&server.config(&bucket, "repo")).unwrap();
+    wait_until("A's restore holds its lease", || {
+        use jellysnap::stores::{Kind, Store};
+        !store.list(Kind::Lease).unwrap().is_empty()
+    });
+    let out = b.cmd(T + 90, &["gc"]).expect(16);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs `read`"), "{err}");
+    finish(reader, "A's restore");
+
+    a.json(T + 100, &["forget", "full"], 0);
+    let g = b.gc(T + 200);
+    let marked = g["report"]["packs_marked"].as_u64().unwrap();
+    assert!(marked > 0, "{g}");
+    assert_eq!(g["report"]["packs_deleted"], 0, "{g}");
+    assert_eq!(g["plan"]["conditional_writes"], true, "{g}");
+    let between = a.backup(T + 300, &fx.data_dir, &["--name", "between"]);
+    assert!(
+        between["snapshot"]["summary"]["new_chunks"].as_u64() > Some(0),
+        "{between}"
+    );
+    let g = a.gc(T + 200 + GRACE + 1);
+    assert_eq!(g["report"]["packs_deleted"].as_u64(), Some(marked), "{g}");
+    assert_eq!(g["report"]["marked_kept"], 0, "{g}");
+
+    let later = T + 200 + GRACE + 100;
+    for (h, n) in [(&a, "a"), (&b, "b")] {
+        assert_same(&h.restore(later, "meta", &format!("meta-{n}")), &meta);
+        assert_same(&h.restore(later, "between", &format!("between-{n}")), &full);
+    }
+    b.json(later, &["check", "--read-data"], 0);
 }
