@@ -57,6 +57,21 @@ pub enum Error {
         supported: u32,
     },
 
+    #[error("{0} is not a jellysnap repository (is the disk mounted?); to create one there with the source's chunker parameters, pass `--init` to copy")]
+    CopyNoRepository(PathBuf),
+
+    #[error(
+        "{path} is the source repository itself (same repository id); copy into another repository"
+    )]
+    CopyIntoItself { path: PathBuf },
+
+    #[error("snapshot {snapshot} not copied: its name `{name}` belongs to snapshot {other} in the destination; forget or rename one of them there")]
+    CopyNameTaken {
+        snapshot: String,
+        name: String,
+        other: String,
+    },
+
     #[error("{path} already holds a repository; use it as it is, or pick another --repo")]
     AlreadyInitialized { path: PathBuf },
 

@@ -6,7 +6,7 @@
 //!
 //! The layers, each using only those below it:
 //!
-//! - `ops`: the operations (backup, restore, check, gc, forget, browse, stats);
+//! - `ops`: the operations (backup, restore, copy, check, gc, forget, browse, stats);
 //! - `jellyfin`: the Jellyfin data dir and its databases; `store`: the repository's
 //!   storage (the store, durable writes, locks, the chunk index, the packer);
 //! - `format`: the bytes of every record, pure encoders and decoders;
@@ -46,6 +46,13 @@ pub mod backup {
 pub mod restore {
     pub use crate::ops::restore::{
         execute, plan, Action, Destination, RestoreOptions, RestorePlan, RestoreReport,
+    };
+}
+
+/// Copying snapshots into another repository.
+pub mod copy {
+    pub use crate::ops::copy::{
+        copy, open_destination, CopyOptions, CopyReport, Destination, Refused, SnapshotRef,
     };
 }
 

@@ -184,3 +184,28 @@ fn an_unchanged_backup_makes_few_requests_and_lists_no_packs() {
         "an unchanged backup uploaded a pack: {summary:#?}"
     );
 }
+
+/// A host with no cache (a new machine, a deleted cache) fetches the trees of a snapshot
+/// a pack at a time, not one request per directory.
+#[test]
+fn a_host_without_a_cache_fetches_trees_by_the_pack() {
+    let b = Bucket::new(true);
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    let snap = b.json(&["backup", "--init", "--data-dir", data], 0);
+    let dirs = snap["snapshot"]["summary"]["dirs"].as_u64().unwrap();
+    assert!(dirs > 60, "{snap}");
+    fs::remove_dir_all(&b.cache).unwrap();
+    b.proxy().reset_counters();
+    let target = b.env.root.join("restored");
+    b.json(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        0,
+    );
+    let requests = b.proxy().log().len() as u64;
+    assert!(
+        requests < dirs / 2,
+        "{requests} requests to restore {dirs} directories"
+    );
+    assert_same(&describe(&target, &[]), &expected_state(&fx));
+}

@@ -33,6 +33,8 @@ pub enum Command {
     Init,
     /// Take a snapshot of a Jellyfin server (safe while it runs)
     Backup(BackupArgs),
+    /// Copy snapshots into another repository, sending only what it lacks
+    Copy(CopyArgs),
     /// List snapshots
     Snapshots,
     /// List files in a snapshot (PATH starts with a root label, e.g. data/data)
@@ -70,6 +72,25 @@ pub enum Command {
 pub enum RepairWhat {
     /// Rebuild the chunk index from the packs
     Index,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy (name, id prefix or `latest`) [default: every snapshot the
+    /// destination lacks]
+    pub snapshots: Vec<String>,
+    /// The destination repository: a path, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]
+    /// (credentials from the environment, as for --repo)
+    #[arg(long, value_name = "REPO")]
+    pub to: PathBuf,
+    /// Create the destination if the path holds no repository, with this repository's
+    /// chunker parameters (without it, a path that is no repository is refused: is the
+    /// disk mounted?)
+    #[arg(long)]
+    pub init: bool,
+    /// Print what would be copied and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -59,17 +59,17 @@ impl ExitCode {
         match self {
             ExitCode::Success => "success",
             ExitCode::Failure => "I/O or internal error (the message names the path)",
-            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`)",
+            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
-            ExitCode::Repository => "no jellysnap repository at the path (a backup without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
+            ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
-            ExitCode::DuplicateName => "a snapshot with that name already exists",
+            ExitCode::DuplicateName => "a snapshot with that name already exists (for `copy`: another snapshot has it in the destination)",
             ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, or an in-place restore would delete media files (a library overlaps Jellyfin's directories)",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
-            ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable)",
+            ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable; copy leaves out a snapshot whose chunks are damaged)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
@@ -87,18 +87,20 @@ impl ExitCode {
             | Error::DatabaseCapture { .. }
             | Error::Internal(_)
             | Error::ThreadStart { .. } => ExitCode::Failure,
-            Error::Option(_) | Error::InvalidName(_) | Error::SnapshotInFuture { .. } => {
-                ExitCode::Usage
-            }
+            Error::Option(_)
+            | Error::InvalidName(_)
+            | Error::SnapshotInFuture { .. }
+            | Error::CopyIntoItself { .. } => ExitCode::Usage,
             Error::NotARepository(_)
             | Error::NoRepository(_)
             | Error::AlreadyInitialized { .. }
-            | Error::InitNotEmpty(_) => ExitCode::Repository,
+            | Error::InitNotEmpty(_)
+            | Error::CopyNoRepository(_) => ExitCode::Repository,
             Error::NewerFormat { .. } => ExitCode::Version,
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
-            Error::DuplicateName(_) => ExitCode::DuplicateName,
+            Error::DuplicateName(_) | Error::CopyNameTaken { .. } => ExitCode::DuplicateName,
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
             | Error::RestoreIntoEmpty { .. }

@@ -7,6 +7,7 @@ mod args;
 mod backup;
 mod browse;
 mod check;
+mod copy;
 mod exit;
 mod forget;
 mod gc;
@@ -89,6 +90,7 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
     match command {
         Command::Init => backup::init(ctx),
         Command::Backup(a) => backup::backup(ctx, a),
+        Command::Copy(a) => copy::copy(ctx, a),
         Command::Snapshots => browse::snapshots(ctx),
         Command::Ls {
             snapshot,

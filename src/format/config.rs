@@ -74,6 +74,23 @@ impl RepoConfig {
         }
     }
 
+    /// These parameters under a new repository id (`seed`, random).
+    pub fn with_id(&self, seed: [u8; 16]) -> Self {
+        RepoConfig {
+            repo_id: crate::id::hex(&seed),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` cuts data the same way (the three chunkers, the database
+    /// capture): only then do the same files make the same chunks in both repositories.
+    pub fn same_chunking(&self, other: &RepoConfig) -> bool {
+        self.chunker == other.chunker
+            && self.db_chunker == other.db_chunker
+            && self.db_physical_chunker == other.db_physical_chunker
+            && self.db_capture == other.db_capture
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(CONFIG_MAGIC);

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod browse;
 pub mod check;
 pub mod clock;
+pub mod copy;
 pub mod forget;
 pub mod gc;
 pub mod options;

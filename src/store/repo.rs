@@ -588,8 +588,13 @@ impl Repository {
     ) -> Result<&'b [u8]> {
         let at = reads::locate(self, id)?;
         let tree = at.record.kind == ChunkKind::Tree;
-        if tree {
-            if let Some(bytes) = self.cache.as_ref().and_then(|c| c.tree(id)) {
+        if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
+            let mut hit = cache.tree(id);
+            if hit.is_none() {
+                self.warm_tree_cache(&at.pack, cache);
+                hit = cache.tree(id);
+            }
+            if let Some(bytes) = hit {
                 *out = bytes;
                 return Ok(out.as_slice());
             }
@@ -606,6 +611,35 @@ impl Repository {
             self.cache_tree(id, plain);
         }
         Ok(plain)
+    }
+
+    /// The local copy of a tree chunk (its plain bytes, verified against `id`), when
+    /// this repository keeps one (a repository that is not a local directory).
+    pub fn cached_tree(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        self.cache.as_ref()?.tree(id)
+    }
+
+    /// A tree the cache lacks (a new host, a deleted cache): its pack holds only trees,
+    /// which a walk mostly wants next, so every tree the index places there is fetched
+    /// in a few coalesced reads and kept, instead of one request per tree. Best effort:
+    /// what fails here is read (and reported) one by one.
+    fn warm_tree_cache(&self, pack: &PackId, cache: &ObjectCache) {
+        let Ok((entries, _)) = self.pack_entries(pack) else {
+            return;
+        };
+        let ids: Vec<ChunkId> = entries
+            .iter()
+            .filter(|e| e.kind == ChunkKind::Tree)
+            .filter(|e| matches!(self.index.get(&e.id), Ok(Some(at)) if at.pack == *pack))
+            .filter(|e| cache.tree(&e.id).is_none())
+            .map(|e| e.id)
+            .collect();
+        let _ = self.read_chunks(&ids, &mut |i, r| {
+            if let (Ok(bytes), Some(id)) = (r, ids.get(i)) {
+                cache.put_tree(id, bytes);
+            }
+            Ok(())
+        });
     }
 
     /// Keep a local copy of a tree chunk this run wrote or read (a repository that is
@@ -651,6 +685,15 @@ impl Repository {
         Ok((out, bad))
     }
 
+    /// The ids of the snapshot records (a reader's: those listed when it opened), without
+    /// reading the records.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        match &self.listed {
+            Some(ids) => Ok(ids.clone()),
+            None => list_snapshots(self.store.as_ref()),
+        }
+    }
+
     /// Resolve `latest`, a name, or a unique id prefix. An id prefix that only a record
     /// of a newer format has gets that record's error, not "no such snapshot".
     pub fn resolve(&self, query: &str) -> Result<Snapshot> {
@@ -661,6 +704,21 @@ impl Repository {
             }
             r => r,
         }
+    }
+
+    /// Write a snapshot record made elsewhere, byte for byte (a copy): the commit point,
+    /// as for [`Repository::commit_snapshot`]. `bytes` must hash to `id`.
+    pub fn commit_snapshot_bytes(&self, id: &SnapshotId, bytes: &[u8]) -> Result<()> {
+        if SnapshotId::of(bytes) != *id {
+            return Err(Error::internal(format!(
+                "snapshot record {id} does not hash to its id"
+            )));
+        }
+        self.store.put(Key::Snapshot(*id), bytes)?;
+        if let Some(c) = &self.cache {
+            c.put_snapshot(id, bytes);
+        }
+        Ok(())
     }
 
     /// Write a snapshot record: the commit point. Everything it references must already be

@@ -16,6 +16,10 @@
 //! - `JELLYSNAP_TEST_SHARED=1`: a local repository is treated as one that hosts share
 //!   (state in the cache dir, leases, two-phase gc), so that two cache dirs play two
 //!   hosts against one directory.
+//! - `JELLYSNAP_COUNT_REQUESTS=<file>`: each store, when dropped, appends one line per
+//!   kind of request it served, `<location>\t<kind>\t<count>` (kinds: `get`,
+//!   `read_at`, `read_tail`, `put_new`, `size`, `exists`, `list`, `put`, `put_staged`,
+//!   `delete`), so that a test can tell what a command cost on object storage.
 //!
 //! Points are moments of the store's and the index's life, named by what the command is
 //! doing then:
@@ -24,7 +28,8 @@
 //! |---|---|
 //! | `init-before-config` | before the config object is written |
 //! | `reader-after-index-open` | a reading command has listed the snapshots and opened its index view |
-//! | `backup-before-commit` | before a snapshot record is written |
+//! | `backup-before-commit` | before a snapshot record is written (by a backup or a copy) |
+//! | `pack-stored-<n>` | the n-th pack of the process is durable in the store, not yet indexed |
 //! | `gc-after-repack` | before the first index entries are removed |
 //! | `gc-after-unindex` | before the first pack is deleted |
 //! | `gc-after-first-delete` | after the first pack is deleted |
@@ -163,8 +168,24 @@ pub fn wrap_store(inner: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(FaultStore {
         inner,
         deleted_packs: AtomicU64::new(0),
+        requests: Default::default(),
     })
 }
+
+/// The kinds of request `JELLYSNAP_COUNT_REQUESTS` counts, in the order of
+/// [`FaultStore::requests`].
+const REQUESTS: [&str; 10] = [
+    "get",
+    "read_at",
+    "read_tail",
+    "put_new",
+    "size",
+    "exists",
+    "list",
+    "put",
+    "put_staged",
+    "delete",
+];
 
 /// Wrap the chunk index of a command in the test index.
 pub fn wrap_index(inner: Arc<dyn ChunkIndex>) -> Arc<dyn ChunkIndex> {
@@ -178,11 +199,42 @@ pub fn wrap_index(inner: Arc<dyn ChunkIndex>) -> Arc<dyn ChunkIndex> {
 struct FaultStore {
     inner: Arc<dyn Store>,
     deleted_packs: AtomicU64,
+    /// Requests served, by kind (see [`REQUESTS`]).
+    requests: [AtomicU64; 10],
 }
 
 impl FaultStore {
     fn fail(&self, op: Op, key: Key) -> Result<()> {
         count(op).map_err(|e| Error::io(self.inner.describe(key), e))
+    }
+
+    fn request(&self, kind: &str) {
+        if let Some(i) = REQUESTS.iter().position(|k| *k == kind) {
+            self.requests[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FaultStore {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let Some(file) = std::env::var_os("JELLYSNAP_COUNT_REQUESTS") else {
+            return;
+        };
+        let mut lines = String::new();
+        for (kind, n) in REQUESTS.iter().zip(&self.requests) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                lines.push_str(&format!("{}\t{kind}\t{n}\n", self.inner.location()));
+            }
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let _ = f.write_all(lines.as_bytes());
+        }
     }
 }
 
@@ -192,6 +244,7 @@ impl Store for FaultStore {
     }
 
     fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
+        self.request("put_new");
         if key == Key::Config {
             point("init-before-config");
         }
@@ -205,10 +258,12 @@ impl Store for FaultStore {
     }
 
     fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
+        self.request("read_tail");
         self.inner.read_tail(key, len)
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
+        self.request("put");
         match key {
             Key::Config => point("init-before-config"),
             Key::Snapshot(_) => point("backup-before-commit"),
@@ -229,32 +284,43 @@ impl Store for FaultStore {
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {
+        self.request("put_staged");
         self.fail(Op::Fsync, key)?;
-        self.inner.put_staged(key, staged)
+        self.inner.put_staged(key, staged)?;
+        if matches!(key, Key::Pack(_)) {
+            step("pack-stored");
+        }
+        Ok(())
     }
 
     fn get(&self, key: Key) -> Result<Vec<u8>> {
+        self.request("get");
         self.inner.get(key)
     }
 
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.request("read_at");
         READS.with(|n| n.set(n.get() + 1));
         self.inner.read_at(key, offset, buf)
     }
 
     fn size(&self, key: Key) -> Result<u64> {
+        self.request("size");
         self.inner.size(key)
     }
 
     fn exists(&self, key: Key) -> Result<bool> {
+        self.request("exists");
         self.inner.exists(key)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
+        self.request("list");
         self.inner.list(kind)
     }
 
     fn delete(&self, key: Key) -> Result<()> {
+        self.request("delete");
         let first_pack =
             matches!(key, Key::Pack(_)) && self.deleted_packs.fetch_add(1, Ordering::SeqCst) == 0;
         if first_pack {

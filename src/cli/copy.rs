@@ -1,0 +1,118 @@
+//! `copy`: snapshots into another repository, only what it lacks.
+
+use serde_json::json;
+
+use jellysnap::copy::{self, CopyOptions, CopyReport, Destination};
+use jellysnap::progress::Progress;
+use jellysnap::{Access, Error, Repository};
+
+use super::args::CopyArgs;
+use super::exit::ExitCode;
+use super::{paren_name, render, report_rebuild, Ctx};
+
+pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
+    let opts = CopyOptions {
+        snapshots: a.snapshots.clone(),
+        dry_run: a.dry_run,
+    };
+    let out = ctx.out;
+    let src = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&src, out);
+    let to = super::args::place(&a.to)?;
+    let (dst, created) = copy::open_destination(&to, &src, a.init, a.dry_run)?;
+    if created {
+        // Also under -q: a new repository where one may have been expected is news.
+        out.err(&format!(
+            "created jellysnap repository at {} with the chunker parameters of {}",
+            a.to.display(),
+            ctx.repo_path.display()
+        ));
+    }
+    if let Some(d) = &dst {
+        report_rebuild(d, out);
+    }
+    let dest = match &dst {
+        Some(d) => Destination::Repository(d),
+        None => Destination::Absent,
+    };
+    let r = copy::copy(&src, dest, &opts, ctx.progress)?;
+    ctx.progress.finish();
+    out.json(json!({
+        "source": ctx.repo_path.to_string_lossy(),
+        "destination": a.to.to_string_lossy(),
+        "destination_created": created,
+        "report": r,
+    }));
+    if r.chunking_differs {
+        out.warn(&format!(
+            "{} cuts data with other chunker parameters than {}: the copied snapshots are whole, but backups made there dedup less against them",
+            a.to.display(),
+            ctx.repo_path.display()
+        ));
+    }
+    out.text(&summary(&r, &a.to.display().to_string()));
+    for f in &r.refused {
+        // Also under -q: a snapshot the run was asked for is not in the destination.
+        out.err(&format!("jellysnap: {}", f.reason));
+    }
+    Ok(exit_code(&r))
+}
+
+fn summary(r: &CopyReport, to: &str) -> String {
+    if r.copied.is_empty() && r.refused.is_empty() {
+        return format!(
+            "nothing to copy: {to} already has {}",
+            if r.already_present.is_empty() {
+                "every snapshot".to_string()
+            } else {
+                format!("the {} snapshot(s) asked for", r.already_present.len())
+            }
+        );
+    }
+    let verb = if r.dry_run { "would copy" } else { "copied" };
+    let mut t = format!("{verb} {} snapshot(s) to {to}", r.copied.len());
+    for s in &r.copied {
+        t.push_str(&format!(
+            "\n  {}{}  {}",
+            &s.id[..8.min(s.id.len())],
+            paren_name(&s.name),
+            render::time(s.time_ns)
+        ));
+    }
+    if !r.already_present.is_empty() {
+        t.push_str(&format!(
+            "\n{} snapshot(s) already there",
+            r.already_present.len()
+        ));
+    }
+    if !r.refused.is_empty() {
+        t.push_str(&format!("\n{} snapshot(s) not copied", r.refused.len()));
+    }
+    let packs = if r.dry_run {
+        String::new()
+    } else {
+        format!(" in {} pack(s)", r.packs_written)
+    };
+    t.push_str(&format!(
+        "\n{} {} chunk(s), {} stored{packs}; {} chunk(s) were already there",
+        if r.dry_run { "would send" } else { "sent" },
+        r.chunks_sent,
+        render::size(r.bytes_sent),
+        r.chunks_present
+    ));
+    if r.dry_run {
+        t.push_str("\ndry run: nothing was written");
+    }
+    t
+}
+
+/// Success when every chosen snapshot is in the destination; otherwise the code of what
+/// kept one out, damage first.
+fn exit_code(r: &CopyReport) -> ExitCode {
+    let codes: Vec<ExitCode> = r.refused.iter().map(|f| ExitCode::of(&f.error)).collect();
+    if codes.contains(&ExitCode::Damaged) {
+        ExitCode::Damaged
+    } else {
+        codes.first().copied().unwrap_or(ExitCode::Success)
+    }
+}

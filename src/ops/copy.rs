@@ -1,0 +1,763 @@
+//! Copying snapshots into another repository (docs/ARCHITECTURE.md, "Copy").
+//!
+//! Only what the destination lacks moves: for each chosen snapshot, oldest first, the
+//! source's trees and list chunks are walked (level by level, each level's records read
+//! pack by pack with adjacent records in one read), the chunks the destination's index
+//! already has are dropped, and the rest go over as their stored records: verified
+//! against their ids on the way (nothing unverified is written), never recompressed.
+//! Data chunks go to the destination's pack writer first, then list chunks and trees
+//! children first; the pack writer's finish makes them durable and indexed; only then is
+//! the snapshot record written, byte for byte, so the snapshot keeps its id, name, tags,
+//! parent, summary, database proofs and `seq`. A run killed anywhere leaves every copied
+//! snapshot whole, and the next run sends only what is not indexed at the destination
+//! (at most the packs that were durable but not yet indexed).
+//!
+//! A damaged source chunk stops its snapshot, not the run: the others are copied, and
+//! the report names the snapshot and the chunk. A failed destination write, or a read
+//! the system refuses (which says nothing about the bytes), ends the run.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::chunklist;
+use crate::format::pack::PackEntry;
+use crate::format::record;
+use crate::format::snapshot::{Snapshot, SnapshotRecord};
+use crate::format::tree::{Node, Tree};
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::ops::progress::Progress;
+use crate::store::packer::ChunkSink;
+use crate::store::repo::{resolve_in, Access, Repository};
+use crate::store::{Key, Place};
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Snapshots to copy (names, id prefixes, `latest`); empty: every snapshot the
+    /// destination lacks.
+    pub snapshots: Vec<String>,
+    /// Work out what would be copied; write nothing.
+    pub dry_run: bool,
+}
+
+/// A snapshot, as the report names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRef {
+    pub id: String,
+    pub name: Option<String>,
+    pub time_ns: i64,
+}
+
+impl SnapshotRef {
+    fn of(s: &Snapshot) -> Self {
+        SnapshotRef {
+            id: s.id.to_hex(),
+            name: s.record.name.clone(),
+            time_ns: s.record.time_ns,
+        }
+    }
+}
+
+/// A snapshot that was not copied, and why.
+#[derive(Debug, Serialize)]
+pub struct Refused {
+    pub snapshot: SnapshotRef,
+    /// The source chunk that could not be read or verified, when one is the cause.
+    pub chunk: Option<String>,
+    pub reason: String,
+    #[serde(skip)]
+    pub error: Error,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CopyReport {
+    pub dry_run: bool,
+    /// Copied (with `dry_run`: would be copied), oldest first.
+    pub copied: Vec<SnapshotRef>,
+    /// Chosen, but the destination already has them (same id).
+    pub already_present: Vec<SnapshotRef>,
+    /// Not copied: a name taken by another snapshot in the destination, damage.
+    pub refused: Vec<Refused>,
+    /// Chunks sent (would be sent) and their stored bytes.
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+    /// Chunks the copied snapshots need that the destination already had.
+    pub chunks_present: u64,
+    pub packs_written: u64,
+    /// The destination cuts data with other parameters than the source: the copied
+    /// chunks still serve, but the two repositories' own backups share less.
+    pub chunking_differs: bool,
+}
+
+/// The destination of a copy: a repository, or none yet (a dry run of `--init`).
+pub enum Destination<'a> {
+    Repository(&'a Repository),
+    /// Not created yet: everything would be copied.
+    Absent,
+}
+
+impl Destination<'_> {
+    fn repo(&self) -> Option<&Repository> {
+        match self {
+            Destination::Repository(r) => Some(r),
+            Destination::Absent => None,
+        }
+    }
+
+    fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        match self.repo() {
+            Some(r) => Ok(r.index().get(id)?.is_some()),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Open the destination of a copy from `source` at `path`, for writing (for reading in a
+/// dry run). With `create`, a path that holds no repository gets a new one with the
+/// source's parameters (a dry run creates nothing: `None`). Without it, such a path is
+/// refused: a disk that is not mounted must not receive a full copy in its mount point.
+/// Returns the repository and whether it was created.
+pub fn open_destination(
+    place: &Place,
+    source: &Repository,
+    create: bool,
+    dry_run: bool,
+) -> Result<(Option<Repository>, bool)> {
+    let access = if dry_run { Access::Read } else { Access::Write };
+    let mut created = false;
+    let repo = match Repository::open(place, access) {
+        Err(Error::NotARepository(_)) if !create => {
+            return Err(Error::CopyNoRepository(place.location.as_path()))
+        }
+        Err(Error::NotARepository(_)) if dry_run => return Ok((None, false)),
+        Err(Error::NotARepository(_)) => {
+            let mut seed = [0u8; 16];
+            crate::sys::getrandom(&mut seed);
+            match Repository::init_with(place, source.config().with_id(seed)) {
+                Ok(_) => created = true,
+                // Another process made it meanwhile: copy into it.
+                Err(Error::AlreadyInitialized { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Repository::open(place, access)?
+        }
+        r => r?,
+    };
+    // Same id: the same repository (under another name), or a byte copy of it.
+    if repo.config().repo_id == source.config().repo_id {
+        return Err(Error::CopyIntoItself {
+            path: place.location.as_path(),
+        });
+    }
+    Ok((Some(repo), created))
+}
+
+/// Copy the chosen snapshots of `src` into `dst` (see the module doc). A snapshot that
+/// cannot be copied is in the report's `refused`; an error ends the run, every snapshot
+/// copied before it whole.
+pub fn copy(
+    src: &Repository,
+    dst: Destination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let mut report = CopyReport {
+        dry_run: opts.dry_run,
+        chunking_differs: dst
+            .repo()
+            .is_some_and(|d| !d.config().same_chunking(src.config())),
+        ..CopyReport::default()
+    };
+    let present: HashSet<SnapshotId> = match dst.repo() {
+        Some(d) => d.snapshot_ids()?.into_iter().collect(),
+        None => HashSet::new(),
+    };
+    progress.phase("choosing snapshots", None);
+    let chosen = choose(src, &present, opts, &mut report)?;
+    if chosen.is_empty() {
+        progress.finish();
+        return Ok(report);
+    }
+    // Names the destination's snapshots hold: a copied one may not take another's
+    // (read only when a chosen snapshot has a name: each record is a request).
+    let mut names: HashMap<String, SnapshotId> = HashMap::new();
+    let named = chosen.iter().any(|(s, _)| s.record.name.is_some());
+    if let Some(d) = dst.repo().filter(|_| named) {
+        for s in d.snapshots()?.0 {
+            if let Some(n) = s.record.name {
+                names.insert(n, s.id);
+            }
+        }
+    }
+    let mut run = Run {
+        src,
+        dst: &dst,
+        good: HashSet::new(),
+        sent: HashSet::new(),
+        present: HashSet::new(),
+        dry_run: opts.dry_run,
+        progress,
+    };
+    for (snap, bytes) in chosen {
+        if let Some(name) = &snap.record.name {
+            if let Some(other) = names.get(name).filter(|o| **o != snap.id) {
+                let error = Error::CopyNameTaken {
+                    snapshot: snap.id.to_hex(),
+                    name: name.clone(),
+                    other: other.to_hex(),
+                };
+                report.refused.push(Refused {
+                    snapshot: SnapshotRef::of(&snap),
+                    chunk: None,
+                    reason: error.to_string(),
+                    error,
+                });
+                continue;
+            }
+        }
+        match run.one(&snap, &bytes, &mut report)? {
+            None => {
+                if let Some(n) = &snap.record.name {
+                    names.insert(n.clone(), snap.id);
+                }
+                report.copied.push(SnapshotRef::of(&snap));
+            }
+            Some((chunk, error)) => report.refused.push(Refused {
+                snapshot: SnapshotRef::of(&snap),
+                chunk: chunk.map(|c| c.to_hex()),
+                reason: match chunk {
+                    Some(c) => format!(
+                        "snapshot {}{} not copied: chunk {c}: {error}",
+                        snap.id.short(),
+                        paren(&snap.record.name)
+                    ),
+                    None => format!(
+                        "snapshot {}{} not copied: {error}",
+                        snap.id.short(),
+                        paren(&snap.record.name)
+                    ),
+                },
+                error,
+            }),
+        }
+    }
+    progress.finish();
+    Ok(report)
+}
+
+/// ` (name)`, or nothing.
+fn paren(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+}
+
+/// The snapshots to copy with their record bytes, oldest first; those the destination
+/// has go to `already_present`, unreadable source records to `refused`.
+fn choose(
+    src: &Repository,
+    present: &HashSet<SnapshotId>,
+    opts: &CopyOptions,
+    report: &mut CopyReport,
+) -> Result<Vec<(Snapshot, Vec<u8>)>> {
+    let mut ids: Vec<SnapshotId> = Vec::new();
+    if opts.snapshots.is_empty() {
+        // Only the records the destination lacks are read: a run with nothing new costs
+        // two listings.
+        ids = src.snapshot_ids()?;
+    } else {
+        let (snaps, _) = src.snapshots()?;
+        for q in &opts.snapshots {
+            let s = resolve_in(snaps.clone(), q)?;
+            if !ids.contains(&s.id) {
+                ids.push(s.id);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        if present.contains(&id) {
+            if !opts.snapshots.is_empty() {
+                let bytes = src.store().get(Key::Snapshot(id))?;
+                let record = SnapshotRecord::decode(&bytes, &id)?;
+                report
+                    .already_present
+                    .push(SnapshotRef::of(&Snapshot { id, record }));
+            }
+            continue;
+        }
+        let bytes = src.store().get(Key::Snapshot(id))?;
+        match SnapshotRecord::decode(&bytes, &id) {
+            Ok(record) => out.push((Snapshot { id, record }, bytes)),
+            // A damaged record, or one only a newer jellysnap reads: that snapshot stays
+            // out, the others go.
+            Err(error) if is_damage(&error) || matches!(error, Error::NewerFormat { .. }) => {
+                report.refused.push(Refused {
+                    snapshot: SnapshotRef {
+                        id: id.to_hex(),
+                        name: None,
+                        time_ns: 0,
+                    },
+                    chunk: None,
+                    reason: format!("snapshot {} not copied: {error}", id.short()),
+                    error,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by_key(|(s, _)| s.write_order());
+    report.already_present.sort_by_key(|s| s.time_ns);
+    Ok(out)
+}
+
+/// Whether an error says the source's bytes are damaged or missing (the snapshot is not
+/// copied, the run goes on), rather than that the system refused (the run ends).
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. } => true,
+        Error::Io { .. } | Error::Remote { .. } => !e.is_refusal(),
+        _ => false,
+    }
+}
+
+/// A tree-kind chunk found by the walk.
+struct Meta {
+    /// Its stored record (what its header says, and its bytes), kept when the
+    /// destination lacks it.
+    record: Option<(PackEntry, Vec<u8>)>,
+    /// The tree-kind chunks it names.
+    children: Vec<ChunkId>,
+}
+
+/// What one snapshot reaches beyond what this run already placed at the destination.
+#[derive(Default)]
+struct Walked {
+    meta: HashMap<ChunkId, Meta>,
+    data: HashSet<ChunkId>,
+}
+
+/// How a tree-kind chunk is decoded.
+#[derive(Clone, Copy)]
+enum Role {
+    Tree,
+    /// A list chunk `levels` above the data chunks.
+    List(u8),
+}
+
+/// A damaged chunk (when known) and the error.
+type Damage = (Option<ChunkId>, Error);
+
+struct Run<'a> {
+    src: &'a Repository,
+    dst: &'a Destination<'a>,
+    /// Tree-kind chunks whose every descendant is at the destination (walked for a
+    /// snapshot this run copied): not walked again.
+    good: HashSet<ChunkId>,
+    /// Chunks sent (or, in a dry run, counted) by this run.
+    sent: HashSet<ChunkId>,
+    /// Chunks found at the destination already (counted once).
+    present: HashSet<ChunkId>,
+    dry_run: bool,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// Copy one snapshot. `Ok(Some(..))`: not copied, because of damage in the source.
+    fn one(
+        &mut self,
+        snap: &Snapshot,
+        record: &[u8],
+        report: &mut CopyReport,
+    ) -> Result<Option<Damage>> {
+        let label = format!("snapshot {}{}", snap.id.short(), paren(&snap.record.name));
+        self.progress
+            .phase(&format!("reading the trees of {label}"), None);
+        let walked = match self.walk(&snap.record.tree)? {
+            Ok(w) => w,
+            Err(d) => return Ok(Some(d)),
+        };
+        // What the destination lacks.
+        let mut data = Vec::new();
+        for id in &walked.data {
+            if self.sent.contains(id) {
+                continue;
+            }
+            if self.dst.has_chunk(id)? {
+                self.present.insert(*id);
+            } else {
+                data.push(*id);
+            }
+        }
+        let present = walked
+            .meta
+            .iter()
+            .filter(|(id, m)| m.record.is_none() && !self.sent.contains(id))
+            .map(|(id, _)| *id);
+        self.present.extend(present);
+        report.chunks_present = self.present.len() as u64;
+        let trees = post_order(&snap.record.tree, &walked.meta);
+        // A chunk the source's index does not have is missing there: the snapshot
+        // stays out before anything is sent (and a dry run says so too).
+        let mut data_bytes = 0u64;
+        for id in &data {
+            match self.src.index().get(id)? {
+                Some(e) => data_bytes += u64::from(e.stored_len),
+                None => return Ok(Some((Some(*id), Error::ChunkMissing { chunk: *id }))),
+            }
+        }
+        let tree_bytes: u64 = trees
+            .iter()
+            .filter_map(|id| walked.meta.get(id)?.record.as_ref())
+            .map(|(e, _)| u64::from(e.stored_len))
+            .sum();
+        let dst = match self.dst.repo() {
+            Some(d) if !report.dry_run => d,
+            _ => {
+                // A dry run: count, and check nothing more (reading every data record
+                // would be the copy's cost without its use).
+                let n_trees = trees
+                    .iter()
+                    .filter(|id| walked.meta.get(id).is_some_and(|m| m.record.is_some()))
+                    .count();
+                report.chunks_sent += (data.len() + n_trees) as u64;
+                report.bytes_sent += data_bytes + tree_bytes;
+                self.sent.extend(data);
+                self.sent.extend(trees);
+                self.good.extend(walked.meta.into_keys());
+                return Ok(None);
+            }
+        };
+        self.progress
+            .phase(&format!("copying {label}"), Some(data_bytes + tree_bytes));
+        let sink = ChunkSink::new(dst)?;
+        let sent = self.send(&sink, &data, &trees, &walked, report);
+        let sent = match sent {
+            Ok(s) => s,
+            Err(e) => return Err(sink.cause(e)),
+        };
+        // Durable and indexed before the record that needs them (write order 2, 3).
+        let packs = sink.finish()?;
+        report.packs_written += packs.len() as u64;
+        if let Some(d) = sent {
+            return Ok(Some(d));
+        }
+        dst.commit_snapshot_bytes(&snap.id, record)?;
+        self.good.extend(walked.meta.into_keys());
+        Ok(None)
+    }
+
+    /// Send the missing data chunks, then the missing list chunks and trees in `order`
+    /// (children first). `Ok(Some(..))`: a damaged source chunk stopped it.
+    fn send(
+        &mut self,
+        sink: &ChunkSink,
+        data: &[ChunkId],
+        order: &[ChunkId],
+        walked: &Walked,
+        report: &mut CopyReport,
+    ) -> Result<Option<Damage>> {
+        let mut damage = None;
+        let sent = &mut self.sent;
+        let progress = self.progress;
+        read_records(self.src, data, &mut |id, rec| match rec {
+            Ok(r) => {
+                sink.put_record(&r.entry, r.record)?;
+                sent.insert(id);
+                report.chunks_sent += 1;
+                report.bytes_sent += u64::from(r.entry.stored_len);
+                progress.advance(u64::from(r.entry.stored_len));
+                Ok(true)
+            }
+            Err(e) => {
+                damage = Some((Some(id), e));
+                Ok(false)
+            }
+        })?;
+        if damage.is_some() {
+            return Ok(damage);
+        }
+        for id in order {
+            let Some(m) = walked.meta.get(id) else {
+                continue;
+            };
+            let Some((entry, bytes)) = &m.record else {
+                continue;
+            };
+            if !sent.insert(*id) {
+                continue;
+            }
+            sink.put_record(entry, bytes)?;
+            report.chunks_sent += 1;
+            report.bytes_sent += u64::from(entry.stored_len);
+            progress.advance(u64::from(entry.stored_len));
+        }
+        Ok(None)
+    }
+
+    /// Walk a snapshot's trees and list chunks from `root`, level by level, skipping
+    /// those whose descendants this run already placed. A chunk the destination has
+    /// and the source keeps a local copy of (a source kept elsewhere) is read from
+    /// that copy; the others are read from the source's packs, a level at a time. The
+    /// inner `Err`: damage.
+    fn walk(&self, root: &ChunkId) -> Result<std::result::Result<Walked, Damage>> {
+        let mut w = Walked::default();
+        let mut level: Vec<(ChunkId, Role)> = Vec::new();
+        if !self.good.contains(root) {
+            level.push((*root, Role::Tree));
+        }
+        let mut queued: HashSet<ChunkId> = level.iter().map(|(id, _)| *id).collect();
+        while !level.is_empty() {
+            let mut next: Vec<(ChunkId, Role)> = Vec::new();
+            let mut roles: HashMap<ChunkId, Role> = HashMap::new();
+            for (id, role) in level {
+                let there = self.sent.contains(&id) || self.dst.has_chunk(&id)?;
+                let cached = match there {
+                    true => self.src.cached_tree(&id),
+                    false => None,
+                };
+                let Some(plain) = cached else {
+                    roles.insert(id, role);
+                    continue;
+                };
+                match self.expand(&id, role, &plain, &mut w, &mut queued, &mut next) {
+                    Ok(children) => {
+                        w.meta.insert(
+                            id,
+                            Meta {
+                                record: None,
+                                children,
+                            },
+                        );
+                    }
+                    Err(e) => return Ok(Err((Some(id), e))),
+                }
+            }
+            let ids: Vec<ChunkId> = roles.keys().copied().collect();
+            let mut damage: Option<Damage> = None;
+            read_records(self.src, &ids, &mut |id, rec| {
+                let r = match rec {
+                    Ok(r) => r,
+                    Err(e) => {
+                        damage = Some((Some(id), e));
+                        return Ok(false);
+                    }
+                };
+                let role = roles.get(&id).copied().unwrap_or(Role::Tree);
+                let children = match self.expand(&id, role, r.raw, &mut w, &mut queued, &mut next) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        damage = Some((Some(id), e));
+                        return Ok(false);
+                    }
+                };
+                let record = if self.sent.contains(&id) || self.dst.has_chunk(&id)? {
+                    None
+                } else {
+                    // A destination kept elsewhere keeps a local copy of the trees it
+                    // gets, as of those a backup writes (read only once indexed).
+                    if let Some(d) = self.dst.repo().filter(|_| !self.dry_run) {
+                        d.cache_tree(&id, r.raw);
+                    }
+                    Some((r.entry, r.record.to_vec()))
+                };
+                w.meta.insert(id, Meta { record, children });
+                Ok(true)
+            })?;
+            if let Some(d) = damage {
+                return Ok(Err(d));
+            }
+            level = next;
+        }
+        Ok(Ok(w))
+    }
+
+    /// Decode one tree-kind chunk (`plain`, verified): its data chunks go to `w`, the
+    /// tree-kind chunks it names not yet queued to `next`. Returns those it names.
+    fn expand(
+        &self,
+        id: &ChunkId,
+        role: Role,
+        plain: &[u8],
+        w: &mut Walked,
+        queued: &mut HashSet<ChunkId>,
+        next: &mut Vec<(ChunkId, Role)>,
+    ) -> Result<Vec<ChunkId>> {
+        let mut children = Vec::new();
+        let mut child = |c: ChunkId, role: Role| {
+            children.push(c);
+            if !self.good.contains(&c) && queued.insert(c) {
+                next.push((c, role));
+            }
+        };
+        match role {
+            Role::Tree => {
+                for e in Tree::decode(plain, id)?.entries {
+                    match e.node {
+                        Node::Dir { tree } => child(tree, Role::Tree),
+                        Node::File {
+                            chunks, indirect, ..
+                        } if indirect > 0 => {
+                            for c in chunks {
+                                child(c.id, Role::List(indirect));
+                            }
+                        }
+                        Node::File { chunks, .. } => w.data.extend(chunks.iter().map(|c| c.id)),
+                        Node::Symlink { .. } => {}
+                    }
+                }
+            }
+            Role::List(levels) => {
+                for c in chunklist::decode_list(plain, id)? {
+                    if levels <= 1 {
+                        w.data.insert(c.id);
+                    } else {
+                        child(c.id, Role::List(levels - 1));
+                    }
+                }
+            }
+        }
+        Ok(children)
+    }
+}
+
+/// The walked tree-kind chunks under `root`, each after every chunk it names, so a
+/// tree pack never holds a tree before what it lists (write order 3).
+fn post_order(root: &ChunkId, meta: &HashMap<ChunkId, Meta>) -> Vec<ChunkId> {
+    let mut out = Vec::with_capacity(meta.len());
+    let mut done: HashSet<ChunkId> = HashSet::new();
+    // An explicit stack: (chunk, whether its children are already pushed).
+    let mut stack = vec![(*root, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        let Some(m) = meta.get(&id) else { continue };
+        if expanded {
+            if done.insert(id) {
+                out.push(id);
+            }
+            continue;
+        }
+        if done.contains(&id) {
+            continue;
+        }
+        stack.push((id, true));
+        for c in m.children.iter().rev() {
+            if !done.contains(c) {
+                stack.push((*c, false));
+            }
+        }
+    }
+    out
+}
+
+/// One verified record read from the source.
+struct Record<'b> {
+    entry: PackEntry,
+    /// The whole record as stored (header and payload, compressed or not).
+    record: &'b [u8],
+    /// The chunk's bytes.
+    raw: &'b [u8],
+}
+
+/// Read the records of `ids` from `src`: pack by pack in offset order, records close
+/// together in one read (`Repository::read_records`), each verified against its id and
+/// its index entry (`format::record::open`) before `f` sees it. A chunk that is missing
+/// or damaged goes to `f` as its error; `f` returns whether to go on. A read the system
+/// refuses ends it as that error.
+fn read_records(
+    src: &Repository,
+    ids: &[ChunkId],
+    f: &mut dyn FnMut(ChunkId, Result<Record<'_>>) -> Result<bool>,
+) -> Result<()> {
+    let mut located: Vec<(PackId, PackEntry)> = Vec::with_capacity(ids.len());
+    for id in ids {
+        match src.index().get(id)? {
+            Some(e) => located.push((e.pack, e.record(*id))),
+            None => {
+                if !f(*id, Err(Error::ChunkMissing { chunk: *id }))? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    located.sort_by_key(|(pack, e)| (*pack, e.offset));
+    let mut out = Vec::new();
+    for group in located.chunk_by(|a, b| a.0 == b.0) {
+        let Some((pack, _)) = group.first() else {
+            continue;
+        };
+        let entries: Vec<PackEntry> = group.iter().map(|(_, e)| *e).collect();
+        let mut stopped = false;
+        src.read_records(pack, &entries, &mut |k, read| {
+            let Some(e) = entries.get(k).filter(|_| !stopped) else {
+                return Ok(());
+            };
+            let loc = || format!("pack {pack} offset {}", e.offset);
+            let opened = match read {
+                Ok(rec) => record::open(rec, e, src.raw_limits(), &mut out)
+                    .map(|raw| Record {
+                        entry: *e,
+                        record: rec,
+                        raw,
+                    })
+                    .map_err(|d| {
+                        Error::corrupt(
+                            d.what(),
+                            loc(),
+                            d.detail(|| format!("record does not hold chunk {}", e.id)),
+                        )
+                    }),
+                Err(err) if err.is_not_found() => Err(Error::PackMissing {
+                    pack: *pack,
+                    detail: err.to_string(),
+                }),
+                // A permission, a resource limit, a network that failed: said as it
+                // is, and the run ends.
+                Err(err) if !is_damage(&err) => return Err(err),
+                Err(err) => Err(Error::corrupt(
+                    "pack",
+                    loc(),
+                    format!("chunk {}: {err}", e.id),
+                )),
+            };
+            stopped = !f(e.id, opened)?;
+            Ok(())
+        })?;
+        if stopped {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(children: &[ChunkId]) -> Meta {
+        Meta {
+            record: None,
+            children: children.to_vec(),
+        }
+    }
+
+    /// Every chunk comes after the chunks it names, also when two parents share a child
+    /// that the first parent reached first.
+    #[test]
+    fn post_order_puts_children_first() {
+        let id = |n: u8| ChunkId([n; 32]);
+        let (root, a, b, shared, leaf) = (id(1), id(2), id(3), id(4), id(5));
+        let mut m = HashMap::new();
+        m.insert(root, meta(&[a, b]));
+        m.insert(a, meta(&[shared]));
+        m.insert(b, meta(&[shared, leaf]));
+        m.insert(shared, meta(&[leaf]));
+        m.insert(leaf, meta(&[]));
+        let order = post_order(&root, &m);
+        assert_eq!(order.len(), 5);
+        let pos = |c: ChunkId| order.iter().position(|x| *x == c).unwrap();
+        for (parent, m) in &m {
+            for c in &m.children {
+                assert!(pos(*c) < pos(*parent), "{order:?}");
+            }
+        }
+    }
+}
