@@ -131,6 +131,9 @@ pub enum Error {
     #[error("repository {path} is locked by another jellysnap process ({detail}); wait for it to finish and retry")]
     Locked { path: PathBuf, detail: String },
 
+    #[error("this process cannot commit to repository {path}: {detail}")]
+    LeaseExpired { path: PathBuf, detail: String },
+
     #[error("data dir {path} is in use: {detail}")]
     DataDirLocked { path: PathBuf, detail: String },
 

@@ -105,6 +105,13 @@ pub mod stores {
     pub use crate::store::{Key, Kind, LeaseId, Staged, Store};
 }
 
+/// Leases on a store hosts share, on their own (two hosts against one bucket).
+#[cfg(feature = "test-hooks")]
+pub mod leases {
+    pub use crate::format::hosts::LeaseMode;
+    pub use crate::store::lease::{Holder, Lease, CLOCK_SKEW, LEASE_TTL};
+}
+
 /// The crash tests' simulated file system, which forgets what was never synced.
 #[cfg(feature = "test-hooks")]
 pub mod simulation {

@@ -130,3 +130,15 @@ pub fn owner_alive(tag: &str) -> Option<bool> {
     let (pid, start): (u32, u64) = (pid.parse().ok()?, start.parse().ok()?);
     Some(process_start(pid) == Some(start))
 }
+
+/// This machine's host name, for the leases other hosts read ("" when it has none).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned()
+}

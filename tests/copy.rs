@@ -193,7 +193,9 @@ fn copy_moves_every_snapshot_once_and_a_second_run_reads_next_to_nothing() {
     let (sr, dr) = (requests(&counts, &src.repo), requests(&counts, &dst.repo));
     assert_eq!(sr.get("read_at"), None, "source: {sr:?}");
     assert!(sr.values().sum::<u64>() <= 3, "source: {sr:?}");
-    assert!(dr.values().sum::<u64>() <= 3, "destination: {dr:?}");
+    // The destination is opened as a writer, which reconciles its index with one
+    // listing of its packs.
+    assert!(dr.values().sum::<u64>() <= 4, "destination: {dr:?}");
     assert!(
         !dr.contains_key("put") && !dr.contains_key("put_staged"),
         "{dr:?}"
@@ -470,5 +472,8 @@ fn copies_go_to_a_bucket_and_back() {
         .filter(|l| !l.starts_with(src.repo.to_str().unwrap()))
         .filter_map(|l| l.rsplit('\t').next()?.parse::<u64>().ok())
         .sum();
-    assert!(remote <= 4, "requests to the bucket:\n{all}");
+    // Four, plus what opening a repository hosts share costs: the lease (create, list,
+    // delete), the gc-pending and pack-epoch reads, and the snapshot listing the index
+    // compares with what it has seen.
+    assert!(remote <= 10, "requests to the bucket:\n{all}");
 }

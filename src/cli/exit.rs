@@ -113,7 +113,9 @@ impl ExitCode {
                 from_flag: false, ..
             } => ExitCode::NotJellyfin,
             Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
-            Error::Locked { .. } | Error::DataDirLocked { .. } => ExitCode::Locked,
+            Error::Locked { .. } | Error::DataDirLocked { .. } | Error::LeaseExpired { .. } => {
+                ExitCode::Locked
+            }
             Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
                 ExitCode::ServerRunning
             }

@@ -33,7 +33,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     } else {
         Access::Exclusive
     };
-    let repo = Repository::open(&ctx.place, access)?;
+    let repo = Repository::open_as(&ctx.place, access, "forget")?;
     report_rebuild(&repo, ctx.out);
     let (snaps, _) = repo.snapshots()?;
     let decisions = forget::select(&snaps, &selection, jellysnap::clock::now_ns())?;

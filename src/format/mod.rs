@@ -7,6 +7,7 @@ pub mod chunklist;
 pub mod compress;
 pub mod config;
 pub mod dump;
+pub mod hosts;
 pub mod pack;
 pub mod record;
 pub mod snapshot;

@@ -270,6 +270,7 @@ fn refuse_future(snaps: &[Snapshot], now_ns: i64) -> Result<()> {
 
 /// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
+    repo.check_lease()?;
     let mut n = 0;
     for id in ids {
         let Some(id) = SnapshotId::from_hex(id) else {

@@ -13,15 +13,29 @@
 //! unindexed after its new copy is durable and indexed, and a file is only deleted after
 //! nothing in the index points at it. The `gc-in-progress` marker records that a sweep
 //! started; the next gc reports it and, recomputing from the snapshots, finishes the job.
+//!
+//! A repository hosts share is swept in two phases, since a backup on another host may
+//! have deduplicated against a pack this plan finds dead. Phase 1 (mark) repacks as
+//! above, then records the packs to delete in `gc-pending` instead of deleting them;
+//! backups that open the repository from then on do not deduplicate against them. Phase
+//! 2, in a later gc once the grace period has passed, plans again from the snapshots
+//! that exist then and deletes only the marked packs that are still dead (a marked pack
+//! that a newer snapshot references through the index is kept), then writes a new
+//! pack-set epoch (other hosts' indexes reconcile) and only then removes `gc-pending`.
+//! Phase 1 writes a new epoch too when it repacked, so that other hosts adopt the new
+//! packs instead of storing those chunks again.
+//! A gc that finds a due `gc-pending` runs phase 2 and then marks anew.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
+use crate::format::hosts::{GcPending, PackEpoch};
 use crate::format::pack::PackEntry;
 use crate::format::record;
 use crate::id::PackId;
+use crate::ops::clock::{now_ns, NS};
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::packer::ChunkSink;
@@ -29,6 +43,23 @@ use crate::store::repo::Repository;
 use crate::store::Key;
 
 pub const DEFAULT_MAX_UNUSED_PCT: f64 = 5.0;
+
+/// How long packs marked by a gc of a shared repository wait before a later gc may
+/// delete them: longer than a backup that started before the mark takes to commit.
+pub const DEFAULT_GRACE_SECS: i64 = 3600;
+
+/// The packs an earlier gc marked, as this gc found them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    /// Unix seconds.
+    pub marked_at: i64,
+    pub deletable_at: i64,
+    pub packs: u64,
+    /// The grace period has passed: this gc deletes those still unreferenced.
+    pub due: bool,
+    #[serde(skip)]
+    ids: Vec<PackId>,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PackPlan {
@@ -61,6 +92,15 @@ pub struct GcPlan {
     /// A previous gc was interrupted; this one finishes its work.
     pub resumes_interrupted: bool,
     pub max_unused_pct: f64,
+    /// The repository is shared by hosts: the sweep marks, and deletes what an earlier
+    /// gc marked once its grace period has passed.
+    pub two_phase: bool,
+    /// Whether the store creates objects only-if-absent atomically across hosts (so
+    /// that leases exclude each other); without it the grace period alone protects
+    /// backups running elsewhere.
+    pub conditional_writes: bool,
+    pub grace_secs: i64,
+    pub pending: Option<Pending>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,6 +110,16 @@ pub struct GcReport {
     pub chunks_repacked: u64,
     pub bytes_freed: u64,
     pub scratch_files_removed: u64,
+    /// Two-phase: packs marked for deletion by this gc, and when they become deletable
+    /// (Unix seconds).
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    pub marked_deletable_at: Option<i64>,
+    /// Two-phase: packs an earlier gc marked that this one kept, because a snapshot
+    /// written since references them.
+    pub marked_kept: u64,
+    /// Leases expired for more than a day (their processes died), removed.
+    pub stale_leases_removed: u64,
 }
 
 /// The share of a pack that may be unused before gc repacks it, in percent (0 to 100).
@@ -97,7 +147,32 @@ impl Default for MaxUnused {
 }
 
 pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -> Result<GcPlan> {
+    plan_with_grace(repo, max_unused, DEFAULT_GRACE_SECS, progress)
+}
+
+/// [`plan`] with a grace period of `grace_secs` for a shared repository's marked packs.
+pub fn plan_with_grace(
+    repo: &Repository,
+    max_unused: MaxUnused,
+    grace_secs: i64,
+    progress: &dyn Progress,
+) -> Result<GcPlan> {
     let max_unused_pct = max_unused.pct();
+    let two_phase = repo.shared_by_hosts();
+    let pending = match repo.gc_pending().filter(|_| two_phase) {
+        Some(g) => {
+            let ids = g.pack_ids(&repo.store().describe(Key::GcPending))?;
+            let deletable_at = g.marked_at.saturating_add(grace_secs);
+            Some(Pending {
+                marked_at: g.marked_at,
+                deletable_at,
+                packs: ids.len() as u64,
+                due: now_ns() / NS >= deletable_at,
+                ids,
+            })
+        }
+        None => None,
+    };
     let (snaps, bad) = repo.snapshots()?;
     if let Some(e) = bad.into_iter().next() {
         return Err(match e {
@@ -124,6 +199,10 @@ pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -
         bytes_repacked: 0,
         resumes_interrupted: repo.store().exists(Key::GcMarker)?,
         max_unused_pct,
+        two_phase,
+        conditional_writes: repo.store().conditional_writes(),
+        grace_secs,
+        pending,
     };
     for id in packs {
         let size = repo.pack_size(&id)?;
@@ -172,47 +251,19 @@ pub fn plan(repo: &Repository, max_unused: MaxUnused, progress: &dyn Progress) -
 }
 
 pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    if plan.two_phase {
+        sweep_two_phase(repo, plan, progress, &mut report)?;
+        progress.finish();
+        return Ok(report);
+    }
     repo.store().put(
         Key::GcMarker,
         b"gc sweep started; the next gc finishes it\n",
     )?;
-    let mut report = GcReport::default();
 
     // 1. Live chunks of packs to repack: into new packs, durable and indexed.
-    let mut written = Vec::new();
-    if !plan.repack.is_empty() {
-        progress.phase("repacking", Some(plan.bytes_repacked));
-        let sink = ChunkSink::new(repo)?;
-        let mut out = Vec::new();
-        for p in &plan.repack {
-            let Some(id) = p.id else { continue };
-            let location = repo.pack_location(&id);
-            repo.read_records(&id, &p.live, &mut |k, r| {
-                let Some(e) = p.live.get(k) else {
-                    return Ok(());
-                };
-                let rec = r?;
-                // Verified before it is copied anywhere.
-                record::open(rec, e, repo.raw_limits(), &mut out).map_err(|d| {
-                    Error::corrupt(
-                        d.what(),
-                        format!("pack {} offset {}", location, e.offset),
-                        d.detail(|| "record does not match the trailer".into()),
-                    )
-                })?;
-                sink.put_record(e, rec)?;
-                progress.advance(e.record_len());
-                Ok(())
-            })
-            .map_err(|err| sink.cause(err))?;
-            report.packs_repacked += 1;
-        }
-        report.chunks_repacked = sink
-            .stats
-            .new_chunks
-            .load(std::sync::atomic::Ordering::Relaxed);
-        written = sink.finish()?;
-    }
+    let written = repack(repo, plan, progress, &mut report)?;
 
     // 2. Unindex what still points at the packs that go (synced before any delete). A
     // pack is named by its bytes, so a repack can write a pack the plan meant to delete:
@@ -226,16 +277,7 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
         .filter(|p| p.id.is_none_or(|id| !written.contains(&id)))
         .collect();
     for p in &doomed {
-        let Some(id) = p.id else { continue };
-        let mut stale = Vec::new();
-        for e in &p.all {
-            if let Some(ix) = repo.index().get(&e.id)? {
-                if ix.pack == id {
-                    stale.push(e.id);
-                }
-            }
-        }
-        repo.index().remove(&stale)?;
+        unindex(repo, p)?;
     }
 
     // 3. Delete the files.
@@ -251,4 +293,187 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
     repo.store().delete(Key::GcMarker)?;
     progress.finish();
     Ok(report)
+}
+
+/// Copy the live chunks of the packs to repack into new packs, durable and indexed;
+/// returns the packs written.
+fn repack(
+    repo: &Repository,
+    plan: &GcPlan,
+    progress: &dyn Progress,
+    report: &mut GcReport,
+) -> Result<Vec<PackId>> {
+    if plan.repack.is_empty() {
+        return Ok(Vec::new());
+    }
+    progress.phase("repacking", Some(plan.bytes_repacked));
+    let sink = ChunkSink::new(repo)?;
+    let mut out = Vec::new();
+    for p in &plan.repack {
+        let Some(id) = p.id else { continue };
+        let location = repo.pack_location(&id);
+        repo.read_records(&id, &p.live, &mut |k, r| {
+            let Some(e) = p.live.get(k) else {
+                return Ok(());
+            };
+            let rec = r?;
+            // Verified before it is copied anywhere.
+            record::open(rec, e, repo.raw_limits(), &mut out).map_err(|d| {
+                Error::corrupt(
+                    d.what(),
+                    format!("pack {} offset {}", location, e.offset),
+                    d.detail(|| "record does not match the trailer".into()),
+                )
+            })?;
+            sink.put_record(e, rec)?;
+            progress.advance(e.record_len());
+            Ok(())
+        })
+        .map_err(|err| sink.cause(err))?;
+        report.packs_repacked += 1;
+    }
+    report.chunks_repacked = sink
+        .stats
+        .new_chunks
+        .load(std::sync::atomic::Ordering::Relaxed);
+    sink.finish()
+}
+
+/// Remove (synced) the index entries that still point at a pack about to be deleted.
+fn unindex(repo: &Repository, p: &PackPlan) -> Result<()> {
+    let Some(id) = p.id else { return Ok(()) };
+    let mut stale = Vec::new();
+    for e in &p.all {
+        if let Some(ix) = repo.index().get(&e.id)? {
+            if ix.pack == id {
+                stale.push(e.id);
+            }
+        }
+    }
+    repo.index().remove_pack(id, &stale)
+}
+
+/// The sweep of a repository hosts share: phase 2 of an earlier mark when its grace
+/// period has passed, then a new mark; nothing while an earlier mark waits.
+fn sweep_two_phase(
+    repo: &Repository,
+    plan: &GcPlan,
+    progress: &dyn Progress,
+    report: &mut GcReport,
+) -> Result<()> {
+    let store = repo.store();
+    if let Some(lease) = repo.lease() {
+        for id in lease.stale() {
+            store.delete(Key::Lease(*id))?;
+            report.stale_leases_removed += 1;
+        }
+    }
+    let mut deleted: HashSet<PackId> = HashSet::new();
+    match &plan.pending {
+        Some(p) if !p.due => return Ok(()),
+        Some(p) => {
+            // Phase 2: of the marked packs, those this plan (made from the snapshots
+            // that exist now) finds dead. A marked pack that holds a chunk a newer
+            // snapshot uses, where the index has no other copy, is live here and kept.
+            store.put(
+                Key::GcMarker,
+                b"gc deleting marked packs; the next gc finishes it\n",
+            )?;
+            progress.phase("deleting marked packs", None);
+            let marked: HashSet<PackId> = p.ids.iter().copied().collect();
+            let dead: Vec<&PackPlan> = plan
+                .delete
+                .iter()
+                .filter(|d| d.id.is_some_and(|id| marked.contains(&id)))
+                .collect();
+            repo.check_lease()?;
+            for d in &dead {
+                unindex(repo, d)?;
+            }
+            for d in &dead {
+                let Some(id) = d.id else { continue };
+                store.delete(Key::Pack(id))?;
+                deleted.insert(id);
+                report.packs_deleted += 1;
+                report.bytes_freed += d.size;
+            }
+            let listed: HashSet<PackId> = plan
+                .delete
+                .iter()
+                .chain(plan.repack.iter())
+                .filter_map(|d| d.id)
+                .collect();
+            report.marked_kept = p
+                .ids
+                .iter()
+                .filter(|id| !deleted.contains(id) && !listed.contains(id))
+                .count() as u64;
+            report.marked_kept += plan
+                .repack
+                .iter()
+                .filter(|d| d.id.is_some_and(|id| marked.contains(&id)))
+                .count() as u64;
+            // Other hosts' indexes learn of the deletes from the new epoch; the marks
+            // go only after it is written.
+            new_epoch(repo)?;
+            store.delete(Key::GcPending)?;
+            report.scratch_files_removed = store.remove_leftovers()?;
+            store.delete(Key::GcMarker)?;
+        }
+        None => {}
+    }
+
+    // Phase 1: repack, then mark what goes (packs phase 2 just deleted aside).
+    let to_mark: Vec<&PackPlan> = plan
+        .delete
+        .iter()
+        .chain(plan.repack.iter())
+        .filter(|d| d.id.is_some_and(|id| !deleted.contains(&id)))
+        .collect();
+    let repacking = plan
+        .repack
+        .iter()
+        .any(|d| d.id.is_some_and(|id| !deleted.contains(&id)));
+    if to_mark.is_empty() && !repacking {
+        return Ok(());
+    }
+    store.put(
+        Key::GcMarker,
+        b"gc marking packs; the next gc finishes it\n",
+    )?;
+    let written = repack(repo, plan, progress, report)?;
+    let marked: Vec<PackId> = to_mark
+        .iter()
+        .filter_map(|d| d.id)
+        .filter(|id| !written.contains(id))
+        .collect();
+    if !marked.is_empty() {
+        let now = now_ns() / NS;
+        repo.check_lease()?;
+        store.put(Key::GcPending, &GcPending::new(now, &marked).encode()?)?;
+        report.packs_marked = marked.len() as u64;
+        report.bytes_marked = to_mark
+            .iter()
+            .filter(|d| d.id.is_some_and(|id| marked.contains(&id)))
+            .map(|d| d.size)
+            .sum();
+        report.marked_deletable_at = Some(now.saturating_add(plan.grace_secs));
+    }
+    // Other hosts adopt the repacked packs (and stop storing those chunks again).
+    if !written.is_empty() {
+        new_epoch(repo)?;
+    }
+    store.delete(Key::GcMarker)?;
+    Ok(())
+}
+
+/// Write a new pack-set epoch, and record it in this host's index, which is already in
+/// line with the store.
+fn new_epoch(repo: &Repository) -> Result<()> {
+    let epoch = PackEpoch::random();
+    repo.store().put(Key::PackEpoch, &epoch.encode()?)?;
+    if let Some(rocks) = repo.rocks_index() {
+        rocks.record_seen(&[], false, Some(&epoch.token))?;
+    }
+    Ok(())
 }

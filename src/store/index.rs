@@ -5,20 +5,29 @@
 //! RocksDB behind the narrow [`ChunkIndex`] trait, with an in-memory implementation for
 //! tests. Value layout (50 bytes): pack id[32], offset u64le, stored_len u32le,
 //! raw_len u32le, kind u8, compression u8.
+//!
+//! Beside the chunks the RocksDB index records what it was built from, so that it can be
+//! reconciled with the store instead of rebuilt (see `repo::reconcile`): the packs it
+//! holds entries for (`p` + pack id -> size u64le, written in the same batch as their
+//! entries), the pack-set epoch it last saw (`m:epoch`) and the snapshots it has seen
+//! covered (`s` + snapshot id).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::compress::Compression;
 use crate::format::pack::{ChunkKind, PackEntry};
-use crate::id::{ChunkId, PackId};
+use crate::id::{ChunkId, PackId, SnapshotId};
 
 /// Bump when the value layout or key scheme changes: a mismatch rebuilds the index.
-pub const INDEX_SCHEMA: u32 = 1;
+pub const INDEX_SCHEMA: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"m:schema";
+const EPOCH_KEY: &[u8] = b"m:epoch";
 const CHUNK_PREFIX: u8 = b'c';
+const PACK_PREFIX: u8 = b'p';
+const SNAPSHOT_PREFIX: u8 = b's';
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -85,6 +94,25 @@ pub trait ChunkIndex: Send + Sync {
     /// Remove entries; returns after the removal is durable.
     fn remove(&self, ids: &[ChunkId]) -> Result<()>;
     fn len_estimate(&self) -> u64;
+
+    /// Insert the entries of a durable pack of `size` bytes and record the pack as
+    /// known, in one durable write.
+    fn insert_pack(
+        &self,
+        pack: PackId,
+        size: u64,
+        entries: &[(ChunkId, IndexEntry)],
+    ) -> Result<()> {
+        let _ = (pack, size);
+        self.insert(entries)
+    }
+
+    /// Remove entries of a pack about to be deleted, and the pack from the known set,
+    /// in one durable write.
+    fn remove_pack(&self, pack: PackId, ids: &[ChunkId]) -> Result<()> {
+        let _ = pack;
+        self.remove(ids)
+    }
 }
 
 /// In-memory index for tests.
@@ -224,6 +252,121 @@ impl RocksIndex {
         self.write(batch)
     }
 
+    /// The packs the index holds entries for, with their sizes.
+    pub fn packs(&self) -> Result<HashMap<PackId, u64>> {
+        let mut out = HashMap::new();
+        for item in self.db.prefix_iterator([PACK_PREFIX]) {
+            let (k, v) = item.map_err(|e| Self::err(&self.path, e))?;
+            if k.first() != Some(&PACK_PREFIX) {
+                break;
+            }
+            let id = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok());
+            let size = <[u8; 8]>::try_from(&*v).ok().map(u64::from_le_bytes);
+            match (id, size) {
+                (Some(id), Some(size)) => {
+                    out.insert(PackId(id), size);
+                }
+                _ => return Err(Self::err(&self.path, "a damaged pack-set entry")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forget the packs `gone` (no longer in the store): their entries and their
+    /// place in the pack set, durably. Returns how many chunk entries went. One pass
+    /// over the index: rare (another host's gc deleted packs).
+    pub fn drop_packs(&self, gone: &HashSet<PackId>) -> Result<u64> {
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut n = 0;
+        for item in self.db.prefix_iterator([CHUNK_PREFIX]) {
+            let (k, v) = item.map_err(|e| Self::err(&self.path, e))?;
+            if k.first() != Some(&CHUNK_PREFIX) {
+                break;
+            }
+            let pack = v.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok());
+            if pack.is_some_and(|p| gone.contains(&PackId(p))) {
+                batch.delete(&k);
+                n += 1;
+            }
+        }
+        for p in gone {
+            batch.delete(pack_key(p));
+        }
+        self.write(batch)?;
+        Ok(n)
+    }
+
+    /// Add the entries of a pack found in the store, for chunks the index does not
+    /// hold yet or places in a pack a gc marked for deletion (`doomed`); a chunk it
+    /// already places elsewhere stays where it is. Records the pack.
+    pub fn adopt_pack(
+        &self,
+        pack: PackId,
+        size: u64,
+        entries: &[(ChunkId, IndexEntry)],
+        doomed: &HashSet<PackId>,
+    ) -> Result<()> {
+        let mut fresh = Vec::new();
+        for (id, e) in entries {
+            if self.get(id)?.is_none_or(|old| doomed.contains(&old.pack)) {
+                fresh.push((*id, *e));
+            }
+        }
+        self.insert_pack(pack, size, &fresh)
+    }
+
+    /// The pack-set epoch last seen: `None` when none was recorded, `Some("")` when the
+    /// store had none.
+    pub fn epoch(&self) -> Result<Option<String>> {
+        let v = self
+            .db
+            .get(EPOCH_KEY)
+            .map_err(|e| Self::err(&self.path, e))?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The snapshots whose chunks the index has seen (committed here, or present when
+    /// it was last reconciled).
+    pub fn seen_snapshots(&self) -> Result<HashSet<SnapshotId>> {
+        let mut out = HashSet::new();
+        for item in self.db.prefix_iterator([SNAPSHOT_PREFIX]) {
+            let (k, _) = item.map_err(|e| Self::err(&self.path, e))?;
+            if k.first() != Some(&SNAPSHOT_PREFIX) {
+                break;
+            }
+            if let Some(id) = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                out.insert(SnapshotId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record that the index has seen the packs of these snapshots (`replace`: only
+    /// these, the others were forgotten) and, when given, the pack-set epoch.
+    pub fn record_seen(
+        &self,
+        snapshots: &[SnapshotId],
+        replace: bool,
+        epoch: Option<&str>,
+    ) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        if replace {
+            for old in self.seen_snapshots()? {
+                batch.delete(snapshot_key(&old));
+            }
+        }
+        for s in snapshots {
+            batch.put(snapshot_key(s), []);
+        }
+        if let Some(e) = epoch {
+            batch.put(EPOCH_KEY, e.as_bytes());
+        }
+        self.write(batch)
+    }
+
     /// Mark the index as complete for the current schema (after a rebuild).
     pub fn mark_current(&self) -> Result<()> {
         let mut batch = rocksdb::WriteBatch::default();
@@ -255,6 +398,20 @@ fn write_buffer_size(path: &Path) -> usize {
         .map(|m| m.len())
         .sum();
     (tables / 8).clamp(MIN, MAX) as usize
+}
+
+fn pack_key(id: &PackId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = PACK_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn snapshot_key(id: &SnapshotId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = SNAPSHOT_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
 }
 
 fn chunk_key(id: &ChunkId) -> [u8; 33] {
@@ -295,6 +452,29 @@ impl ChunkIndex for RocksIndex {
         for id in ids {
             batch.delete(chunk_key(id));
         }
+        self.write(batch)
+    }
+
+    fn insert_pack(
+        &self,
+        pack: PackId,
+        size: u64,
+        entries: &[(ChunkId, IndexEntry)],
+    ) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (id, e) in entries {
+            batch.put(chunk_key(id), e.encode());
+        }
+        batch.put(pack_key(&pack), size.to_le_bytes());
+        self.write(batch)
+    }
+
+    fn remove_pack(&self, pack: PackId, ids: &[ChunkId]) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for id in ids {
+            batch.delete(chunk_key(id));
+        }
+        batch.delete(pack_key(&pack));
         self.write(batch)
     }
 

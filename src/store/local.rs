@@ -1,5 +1,6 @@
 //! A store in a local directory (docs/FORMAT.md, "Repository layout"):
-//! `config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`, with scratch files
+//! `config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`, `leases/<id>`,
+//! `gc-pending`, `pack-epoch`, with scratch files
 //! in `tmp/`. Atomic writes are temp file, fsync, rename, fsync of the directory
 //! ([`durable`]); staged packs are built in `tmp/`, on the same file system, so that the
 //! final rename is atomic.
@@ -54,6 +55,8 @@ impl LocalStore {
             }
             Key::GcMarker => self.root.join("gc-in-progress"),
             Key::Lease(id) => self.root.join("leases").join(id.to_hex()),
+            Key::GcPending => self.root.join("gc-pending"),
+            Key::PackEpoch => self.root.join("pack-epoch"),
         }
     }
 

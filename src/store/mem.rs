@@ -167,6 +167,8 @@ impl Store for MemStore {
             Key::Pack(id) => format!("packs/{}", id.to_hex()),
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
+            Key::GcPending => "gc-pending".to_string(),
+            Key::PackEpoch => "pack-epoch".to_string(),
         };
         format!("{}/{name}", self.name)
     }

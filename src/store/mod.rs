@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod durable;
 pub mod index;
+pub mod lease;
 pub mod local;
 pub mod lock;
 #[cfg(feature = "test-hooks")]
@@ -53,6 +54,12 @@ pub enum Key {
     /// A lease: a process on some host says, until the time written in it, that it
     /// uses the repository (see `store::lease`). Named by a random id.
     Lease(LeaseId),
+    /// The packs a gc of a repository shared by hosts marked for deletion, waiting for
+    /// their grace period (see `ops::gc`).
+    GcPending,
+    /// The pack-set epoch: a token a gc of a shared repository changes after deleting
+    /// packs, so that other hosts' caches know to reconcile their index.
+    PackEpoch,
 }
 
 /// A lease's name: 16 random bytes, in hex.
@@ -320,10 +327,22 @@ impl Place {
     /// the repository itself when it is local, else a directory of the cache named by
     /// the repository id (known once the config is read).
     pub fn state_dir(&self, repo_id: &str) -> PathBuf {
-        match &self.location {
-            Location::Local(p) => p.clone(),
-            Location::S3(_) => self.cache_dir.join("repos").join(repo_id),
+        match self.location.local_path() {
+            Some(p) if !self.shared_by_hosts() => p.to_path_buf(),
+            _ => self.cache_dir.join("repos").join(repo_id),
         }
+    }
+
+    /// Whether other hosts may use the repository at the same time: every location
+    /// that is not a local directory. Such a repository is coordinated by leases and
+    /// collected in two phases; a local one by its flocks alone. (A test build can make
+    /// a local directory stand in for a shared store, see `testing::local_as_shared`.)
+    pub fn shared_by_hosts(&self) -> bool {
+        #[cfg(feature = "test-hooks")]
+        if testing::local_as_shared() {
+            return true;
+        }
+        self.location.local_path().is_none()
     }
 }
 

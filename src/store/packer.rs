@@ -232,9 +232,13 @@ impl<'r> ChunkSink<'r> {
                     return Ok(false);
                 }
             }
-            // Entries are inserted only once their pack is durable.
-            if self.repo.index().get(id)?.is_some() {
-                return Ok(false);
+            // Entries are inserted only once their pack is durable. A chunk in a pack a
+            // gc marked for deletion is stored again: that pack may be gone before the
+            // snapshot that would name it is committed.
+            if let Some(e) = self.repo.index().get(id)? {
+                if !self.repo.is_doomed(&e.pack) {
+                    return Ok(false);
+                }
             }
             if let Entry::Vacant(v) = self.lock_pending()?.entry(*id) {
                 v.insert(Pending::Sending);
@@ -515,13 +519,14 @@ fn sync_packs(
     written: &Mutex<Vec<PackId>>,
 ) -> Result<()> {
     for p in rx {
+        let size = p.staged.written();
         store.put_staged(Key::Pack(p.id), p.staged)?;
         let batch: Vec<(ChunkId, IndexEntry)> = p
             .entries
             .iter()
             .map(|e| (e.id, IndexEntry::from_pack_entry(p.id, e)))
             .collect();
-        index.insert(&batch)?;
+        index.insert_pack(p.id, size, &batch)?;
         written
             .lock()
             .map_err(|_| poisoned("the list of packs written"))?

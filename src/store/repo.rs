@@ -1,7 +1,10 @@
 //! A repository: its store (config, packs, snapshot records), the RocksDB index and the
 //! locks (docs/ARCHITECTURE.md, "The repository"). Opening a repository takes the locks
-//! its access mode needs; reads verify every chunk against its id.
+//! its access mode needs (and, for a repository hosts share, a lease: see
+//! [`crate::store::lease`]), and reconciles the index with the store's packs when they
+//! may have changed behind it; reads verify every chunk against its id.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
+use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
@@ -18,6 +22,7 @@ use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::store::cache::ObjectCache;
 use crate::store::durable;
 use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
+use crate::store::lease::{Holder, Lease};
 use crate::store::lock::{self, LockGuard, LockMode};
 use crate::store::reads;
 use crate::store::{Key, Kind, Location, Place, Store};
@@ -47,10 +52,33 @@ pub struct Repository {
     listed: Option<Vec<SnapshotId>>,
     /// The longest chunks this repository's chunkers and tree encoders make.
     raw_limits: RawLimits,
+    /// The writable RocksDB index, for what only it records (the snapshots it has seen).
+    rocks: Option<Arc<RocksIndex>>,
+    /// Whether other hosts may use the repository at once (see [`Place::shared_by_hosts`]).
+    shared: bool,
+    /// What a gc marked for deletion, read at open by writers of a shared repository:
+    /// its packs are not deduplicated against.
+    gc_pending: Option<GcPending>,
+    doomed: HashSet<PackId>,
+    /// Set when opening reconciled the index with the store's packs.
+    pub reconciled: Option<ReconcileReport>,
+    lease: Option<Lease>,
     /// Local copies of snapshot records and trees, for a repository that is not a local
     /// directory (`store/cache.rs`).
     cache: Option<ObjectCache>,
     _locks: Vec<LockGuard>,
+}
+
+/// What reconciling the index with the store's listing of packs changed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Packs the index knew that the store no longer lists (deleted by a gc
+    /// elsewhere): their entries were dropped.
+    pub packs_dropped: u64,
+    pub chunks_dropped: u64,
+    /// Packs the store lists that the index did not know (written by another host or
+    /// by `copy`): their trailers were read and their chunks indexed.
+    pub packs_added: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -130,6 +158,17 @@ impl Repository {
     }
 
     pub fn open(place: &Place, access: Access) -> Result<Self> {
+        let command = match access {
+            Access::Read => "read",
+            Access::Write => "backup",
+            Access::Exclusive => "gc or forget",
+        };
+        Self::open_as(place, access, command)
+    }
+
+    /// Open for `access`, as the command named `command` (what another host's lease
+    /// conflict names).
+    pub fn open_as(place: &Place, access: Access, command: &str) -> Result<Self> {
         let store = crate::store::open(&place.location)?;
         if !store.exists(Key::Config)? {
             return Err(Error::NotARepository(place.location.as_path()));
@@ -137,6 +176,7 @@ impl Repository {
         let config = load_config(store.as_ref())?;
         let raw_limits = RawLimits::of(&config);
         let state = place.state_dir(&config.repo_id);
+        let shared = place.shared_by_hosts();
         let locks_dir = state.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
@@ -150,9 +190,40 @@ impl Repository {
             repo_mode,
             Duration::ZERO,
         )?);
+        // Across hosts: a lease, taken after the local locks (a process of this host
+        // that waits for them holds no lease meanwhile).
+        let lease = if shared {
+            let mode = if access == Access::Exclusive {
+                LeaseMode::Exclusive
+            } else {
+                LeaseMode::Shared
+            };
+            Some(Lease::acquire(
+                store.clone(),
+                place.location.as_path(),
+                mode,
+                &Holder::this_process(command),
+            )?)
+        } else {
+            None
+        };
+        let gc_pending = if shared && access != Access::Read {
+            read_gc_pending(store.as_ref())?
+        } else {
+            None
+        };
+        let doomed = match &gc_pending {
+            Some(g) => g
+                .pack_ids(&store.describe(Key::GcPending))?
+                .into_iter()
+                .collect(),
+            None => HashSet::new(),
+        };
         let index_path = state.join("index");
         let mut index_rebuilt = None;
+        let mut reconciled = None;
         let mut listed = None;
+        let mut rocks = None;
         let index: Arc<dyn ChunkIndex> = match access {
             Access::Write | Access::Exclusive => {
                 locks.push(lock::lock(
@@ -165,23 +236,52 @@ impl Repository {
                 store.clear_scratch(&scratch);
                 store.sync_visible()?;
                 let (idx, current) = RocksIndex::open(&index_path)?;
+                let seen = if shared {
+                    Some(SeenNow::read(store.as_ref(), None)?)
+                } else {
+                    None
+                };
                 if !current {
-                    index_rebuilt = Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
+                    index_rebuilt = Some(rebuild_into(
+                        store.as_ref(),
+                        &idx,
+                        &raw_limits,
+                        seen.as_ref(),
+                    )?);
+                } else {
+                    reconciled =
+                        reconcile(store.as_ref(), &idx, &raw_limits, seen.as_ref(), &doomed)?;
                 }
-                Arc::new(idx)
+                let idx = Arc::new(idx);
+                rocks = Some(idx.clone());
+                idx
             }
             Access::Read => {
                 // The snapshot listing is taken before the index view: a snapshot is
                 // committed only after its chunks are indexed (synced), so every snapshot
                 // listed here has its chunks in the view opened below. A snapshot a
                 // backup commits later is not listed by this reader.
-                listed = Some(list_snapshots(store.as_ref())?);
-                match RocksIndex::open_read_only(&index_path)? {
-                    Some(idx) => Arc::new(idx),
-                    None => {
-                        // Missing or outdated index: rebuild it under the writer lock,
-                        // then close it and read through a read-only view, so that a
-                        // backup can start while this command runs.
+                let ids = list_snapshots(store.as_ref())?;
+                let seen = if shared {
+                    Some(SeenNow::read(store.as_ref(), Some(ids.clone()))?)
+                } else {
+                    None
+                };
+                listed = Some(ids);
+                let view = RocksIndex::open_read_only(&index_path)?;
+                let usable = match (&view, &seen) {
+                    (Some(v), Some(seen)) => !seen.changed(v)?,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                match view {
+                    Some(idx) if usable => Arc::new(idx),
+                    view => {
+                        drop(view);
+                        // Missing, outdated or behind the store: rebuild or reconcile
+                        // it under the writer lock, then close it and read through a
+                        // read-only view, so that a backup can start while this command
+                        // runs.
                         let _w = lock::lock(
                             &locks_dir.join("writer"),
                             LockMode::Exclusive,
@@ -190,8 +290,28 @@ impl Repository {
                         {
                             let (idx, current) = RocksIndex::open(&index_path)?;
                             if !current {
-                                index_rebuilt =
-                                    Some(rebuild_into(store.as_ref(), &idx, &raw_limits)?);
+                                index_rebuilt = Some(rebuild_into(
+                                    store.as_ref(),
+                                    &idx,
+                                    &raw_limits,
+                                    seen.as_ref(),
+                                )?);
+                            } else if seen.is_some() {
+                                let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
+                                {
+                                    Some(g) => g
+                                        .pack_ids(&store.describe(Key::GcPending))?
+                                        .into_iter()
+                                        .collect(),
+                                    None => HashSet::new(),
+                                };
+                                reconciled = reconcile(
+                                    store.as_ref(),
+                                    &idx,
+                                    &raw_limits,
+                                    seen.as_ref(),
+                                    &doomed,
+                                )?;
                             }
                         }
                         let idx = RocksIndex::open_read_only(&index_path)?.ok_or_else(|| {
@@ -225,6 +345,12 @@ impl Repository {
             index_rebuilt,
             listed,
             raw_limits,
+            rocks,
+            shared,
+            gc_pending,
+            doomed,
+            reconciled,
+            lease,
             cache,
             _locks: locks,
         })
@@ -255,6 +381,12 @@ impl Repository {
             index_rebuilt: None,
             listed: None,
             raw_limits,
+            rocks: None,
+            shared: false,
+            gc_pending: None,
+            doomed: HashSet::new(),
+            reconciled: None,
+            lease: None,
             cache: None,
             _locks: Vec::new(),
         })
@@ -284,6 +416,12 @@ impl Repository {
             index_rebuilt: None,
             listed: None,
             raw_limits,
+            rocks: None,
+            shared: false,
+            gc_pending: None,
+            doomed: HashSet::new(),
+            reconciled: None,
+            lease: None,
             cache: None,
             _locks: Vec::new(),
         })
@@ -307,12 +445,28 @@ impl Repository {
             LockMode::Exclusive,
             Duration::ZERO,
         )?;
+        let shared = place.shared_by_hosts();
+        let _lease = if shared {
+            Some(Lease::acquire(
+                store.clone(),
+                place.location.as_path(),
+                LeaseMode::Exclusive,
+                &Holder::this_process("repair index"),
+            )?)
+        } else {
+            None
+        };
+        let seen = if shared {
+            Some(SeenNow::read(store.as_ref(), None)?)
+        } else {
+            None
+        };
         let index_path = state.join("index");
         if index_path.exists() {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
         let (idx, _) = RocksIndex::open(&index_path)?;
-        rebuild_into(store.as_ref(), &idx, &RawLimits::of(&config))
+        rebuild_into(store.as_ref(), &idx, &RawLimits::of(&config), seen.as_ref())
     }
 
     /// Where the repository's objects are.
@@ -616,11 +770,52 @@ impl Repository {
         }
         let bytes = record.encode()?;
         let id = SnapshotId::of(&bytes);
+        self.check_lease()?;
         self.store.put(Key::Snapshot(id), &bytes)?;
+        // The index holds this snapshot's chunks: the next open has nothing to
+        // reconcile for it. The snapshot is committed whatever happens here; had this
+        // failed, the next open would only reconcile once more.
+        if let Some(rocks) = &self.rocks {
+            let _ = rocks.record_seen(&[id], false, None);
+        }
         if let Some(c) = &self.cache {
             c.put_snapshot(&id, &bytes);
         }
         Ok(id)
+    }
+
+    /// Whether other hosts may use this repository at once (leases, two-phase gc).
+    pub fn shared_by_hosts(&self) -> bool {
+        self.shared
+    }
+
+    /// This process's lease, for a repository hosts share.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// Before a commit (a snapshot record, a gc's deletes): refuse when this process
+    /// may have lost its lease.
+    pub fn check_lease(&self) -> Result<()> {
+        match &self.lease {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// What a gc marked for deletion, as read when the repository was opened.
+    pub fn gc_pending(&self) -> Option<&GcPending> {
+        self.gc_pending.as_ref()
+    }
+
+    /// Whether `pack` is marked for deletion by a gc (not to be deduplicated against).
+    pub fn is_doomed(&self, pack: &PackId) -> bool {
+        self.doomed.contains(pack)
+    }
+
+    /// The writable RocksDB index, when this handle has one.
+    pub fn rocks_index(&self) -> Option<&RocksIndex> {
+        self.rocks.as_deref()
     }
 }
 
@@ -763,10 +958,137 @@ fn read_pack_entries(
     }
 }
 
-fn rebuild_into(store: &dyn Store, idx: &RocksIndex, limits: &RawLimits) -> Result<RebuildReport> {
+/// What a shared repository's store says now about what an index may have missed:
+/// its snapshots and its pack-set epoch, each read before the packs are listed (a
+/// snapshot is committed after its packs, an epoch changed after its gc's deletes).
+pub(crate) struct SeenNow {
+    snapshots: Vec<SnapshotId>,
+    /// "" when the store has no epoch object.
+    epoch: String,
+}
+
+impl SeenNow {
+    /// One GET of the epoch, and one LIST of the snapshots unless `listed` has them.
+    fn read(store: &dyn Store, listed: Option<Vec<SnapshotId>>) -> Result<Self> {
+        let epoch = match store.get(Key::PackEpoch) {
+            Ok(b) => PackEpoch::decode(&b, &store.describe(Key::PackEpoch))?.token,
+            Err(e) if e.is_not_found() => String::new(),
+            Err(e) => return Err(e),
+        };
+        let snapshots = match listed {
+            Some(l) => l,
+            None => list_snapshots(store)?,
+        };
+        Ok(SeenNow { snapshots, epoch })
+    }
+
+    /// Whether the index may lack packs the store has, or hold packs it no longer has:
+    /// the epoch changed (a gc deleted packs), or a snapshot the index has not seen
+    /// (another host's backup, a `copy`) is there.
+    fn changed(&self, idx: &RocksIndex) -> Result<bool> {
+        if idx.epoch()?.as_deref() != Some(self.epoch.as_str()) {
+            return Ok(true);
+        }
+        let seen = idx.seen_snapshots()?;
+        Ok(self.snapshots.iter().any(|s| !seen.contains(s)))
+    }
+
+    fn record(&self, idx: &RocksIndex) -> Result<()> {
+        idx.record_seen(&self.snapshots, true, Some(&self.epoch))
+    }
+}
+
+fn read_gc_pending(store: &dyn Store) -> Result<Option<GcPending>> {
+    match store.get(Key::GcPending) {
+        Ok(b) => Ok(Some(GcPending::decode(
+            &b,
+            &store.describe(Key::GcPending),
+        )?)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Bring the index in line with the store's packs, from ONE listing: the entries of
+/// packs no longer listed are dropped (a gc elsewhere deleted them; this deletes
+/// nothing from the store, and only makes the next backup store those chunks again),
+/// and listed packs the index does not know (another host's, a copy's) have their
+/// trailers read and their chunks indexed (taking the place of copies in packs a gc
+/// marked, `doomed`). A shared repository (`seen`) does this only when its epoch or snapshots
+/// changed; a local one at every writer open (its listing is a directory read).
+fn reconcile(
+    store: &dyn Store,
+    idx: &RocksIndex,
+    limits: &RawLimits,
+    seen: Option<&SeenNow>,
+    doomed: &HashSet<PackId>,
+) -> Result<Option<ReconcileReport>> {
+    if let Some(seen) = seen {
+        if !seen.changed(idx)? {
+            return Ok(None);
+        }
+    }
+    let listed = list_pack_sizes(store)?;
+    let known = idx.packs()?;
+    let gone: HashSet<PackId> = known
+        .keys()
+        .filter(|p| !listed.contains_key(p))
+        .copied()
+        .collect();
+    let mut report = ReconcileReport {
+        packs_dropped: gone.len() as u64,
+        ..Default::default()
+    };
+    report.chunks_dropped = idx.drop_packs(&gone)?;
+    let mut new: Vec<(&PackId, &u64)> = listed
+        .iter()
+        .filter(|(p, _)| !known.contains_key(p))
+        .collect();
+    new.sort();
+    for (pack, size) in new {
+        let entries = match read_pack_entries(store, pack, limits) {
+            Ok((es, _)) => es,
+            // Deleted between the listing and the read.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let batch: Vec<(ChunkId, IndexEntry)> = entries
+            .iter()
+            .map(|e| (e.id, IndexEntry::from_pack_entry(*pack, e)))
+            .collect();
+        idx.adopt_pack(*pack, *size, &batch, doomed)?;
+        report.packs_added += 1;
+    }
+    if let Some(seen) = seen {
+        seen.record(idx)?;
+    }
+    let changed = report.packs_added + report.packs_dropped > 0;
+    Ok(changed.then_some(report))
+}
+
+/// Every pack in the store with its size.
+fn list_pack_sizes(store: &dyn Store) -> Result<HashMap<PackId, u64>> {
+    Ok(store
+        .list(Kind::Pack)?
+        .into_iter()
+        .filter_map(|(k, n)| match k {
+            Key::Pack(id) => Some((id, n)),
+            _ => None,
+        })
+        .collect())
+}
+
+fn rebuild_into(
+    store: &dyn Store,
+    idx: &RocksIndex,
+    limits: &RawLimits,
+    seen: Option<&SeenNow>,
+) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
-    for pack in list_packs(store)? {
+    let mut packs: Vec<(PackId, u64)> = list_pack_sizes(store)?.into_iter().collect();
+    packs.sort();
+    for (pack, size) in packs {
         let (entries, scanned) = read_pack_entries(store, &pack, limits)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
@@ -775,9 +1097,12 @@ fn rebuild_into(store: &dyn Store, idx: &RocksIndex, limits: &RawLimits) -> Resu
             .iter()
             .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
             .collect();
-        idx.insert(&batch)?;
+        idx.insert_pack(pack, size, &batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
+    }
+    if let Some(seen) = seen {
+        seen.record(idx)?;
     }
     idx.mark_current()?;
     Ok(report)
@@ -837,6 +1162,187 @@ mod tests {
             repo.read_chunk(&missing, &mut out, &mut scratch),
             Err(Error::ChunkMissing { .. })
         ));
+    }
+
+    /// A writer's open reconciles the index with the packs listed: a pack deleted
+    /// behind the index's back is dropped (and the next backup stores its chunks
+    /// again), a pack another writer added is adopted.
+    #[test]
+    fn a_writer_reconciles_the_index_with_the_packs_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let place = crate::store::Place::local(&path);
+        Repository::init(&place).unwrap();
+        let stored = |repo: &Repository, bytes: &[u8]| {
+            let sink = ChunkSink::new(repo).unwrap();
+            let id = sink.put(ChunkKind::Data, bytes, true).unwrap();
+            let n = sink
+                .stats
+                .new_chunks
+                .load(std::sync::atomic::Ordering::Relaxed);
+            sink.finish().unwrap();
+            (id, n)
+        };
+        let (a, pack_a) = {
+            let repo = Repository::open(&place, Access::Write).unwrap();
+            let (a, _) = stored(&repo, b"chunk a");
+            (a, repo.index().get(&a).unwrap().unwrap().pack)
+        };
+        // Another writer, with its own index, adds a pack.
+        let b = {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            stored(&repo, b"chunk b").0
+        };
+        fs::remove_file(LocalStoreFor(&path).pack(&pack_a)).unwrap();
+
+        let repo = Repository::open(&place, Access::Write).unwrap();
+        let r = repo.reconciled.clone().expect("reconciled");
+        assert_eq!(
+            (r.packs_dropped, r.chunks_dropped, r.packs_added),
+            (1, 1, 1)
+        );
+        assert!(repo.index().get(&a).unwrap().is_none());
+        assert!(repo.index().get(&b).unwrap().is_some());
+        assert_eq!(stored(&repo, b"chunk a"), (a, 1), "stored again");
+        assert_eq!(stored(&repo, b"chunk b"), (b, 0), "deduplicated");
+        drop(repo);
+        let repo = Repository::open(&place, Access::Write).unwrap();
+        assert!(repo.reconciled.is_none(), "nothing changed since");
+    }
+
+    struct LocalStoreFor<'a>(&'a Path);
+    impl LocalStoreFor<'_> {
+        fn pack(&self, id: &PackId) -> PathBuf {
+            PathBuf::from(crate::store::local::LocalStore::new(self.0).describe(Key::Pack(*id)))
+        }
+    }
+
+    /// A store that counts its listings of packs.
+    struct Counting(
+        crate::store::local::LocalStore,
+        std::sync::atomic::AtomicU64,
+    );
+    impl Counting {
+        fn pack_lists(&self) -> u64 {
+            self.1.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+    impl Store for Counting {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn put(&self, k: Key, b: &[u8]) -> Result<()> {
+            self.0.put(k, b)
+        }
+        fn put_new(&self, k: Key, b: &[u8]) -> Result<bool> {
+            self.0.put_new(k, b)
+        }
+        fn conditional_writes(&self) -> bool {
+            false
+        }
+        fn stage(&self, s: &Path) -> Result<crate::store::Staged> {
+            self.0.stage(s)
+        }
+        fn put_staged(&self, k: Key, s: crate::store::Staged) -> Result<()> {
+            self.0.put_staged(k, s)
+        }
+        fn init(&self) -> Result<()> {
+            self.0.init()
+        }
+        fn get(&self, k: Key) -> Result<Vec<u8>> {
+            self.0.get(k)
+        }
+        fn read_at(&self, k: Key, o: u64, b: &mut [u8]) -> Result<()> {
+            self.0.read_at(k, o, b)
+        }
+        fn read_tail(&self, k: Key, n: u64) -> Result<(Vec<u8>, u64)> {
+            self.0.read_tail(k, n)
+        }
+        fn size(&self, k: Key) -> Result<u64> {
+            self.0.size(k)
+        }
+        fn exists(&self, k: Key) -> Result<bool> {
+            self.0.exists(k)
+        }
+        fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
+            if kind == Kind::Pack {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.0.list(kind)
+        }
+        fn delete(&self, k: Key) -> Result<()> {
+            self.0.delete(k)
+        }
+        fn clear_scratch(&self, s: &Path) {
+            self.0.clear_scratch(s)
+        }
+        fn sync_visible(&self) -> Result<()> {
+            self.0.sync_visible()
+        }
+        fn remove_leftovers(&self) -> Result<u64> {
+            self.0.remove_leftovers()
+        }
+        fn describe(&self, k: Key) -> String {
+            self.0.describe(k)
+        }
+    }
+
+    /// A shared repository's index lists the packs only when the pack-set epoch changed
+    /// or a snapshot it has not seen appeared: never for an unchanged store.
+    #[test]
+    fn a_shared_index_lists_packs_only_when_the_store_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
+        {
+            let repo = Repository::open_with_mem_index(&path).unwrap();
+            let sink = ChunkSink::new(&repo).unwrap();
+            sink.put(ChunkKind::Data, b"chunk", true).unwrap();
+            sink.finish().unwrap();
+        }
+        let store = Counting(
+            crate::store::local::LocalStore::new(&path),
+            Default::default(),
+        );
+        let limits = RawLimits::of(&load_config(&store).unwrap());
+        let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        rebuild_into(&store, &idx, &limits, Some(&seen)).unwrap();
+        assert_eq!(store.pack_lists(), 1);
+        let none = HashSet::new();
+        for _ in 0..3 {
+            let seen = SeenNow::read(&store, None).unwrap();
+            assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+                .unwrap()
+                .is_none());
+        }
+        assert_eq!(store.pack_lists(), 1, "an unchanged store is not listed");
+
+        // A gc elsewhere deleted the pack and wrote a new epoch.
+        let (pack, _) = store.list(Kind::Pack).unwrap()[0];
+        store.delete(pack).unwrap();
+        store
+            .put(Key::PackEpoch, &PackEpoch::random().encode().unwrap())
+            .unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        let r = reconcile(&store, &idx, &limits, Some(&seen), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.packs_dropped, r.chunks_dropped), (1, 1));
+        assert_eq!(store.pack_lists(), 3);
+        let seen = SeenNow::read(&store, None).unwrap();
+        assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+            .unwrap()
+            .is_none());
+        assert_eq!(store.pack_lists(), 3, "the new epoch was recorded");
+
+        // A snapshot the index has not seen (another host's backup) is reconciled for.
+        store
+            .put(Key::Snapshot(SnapshotId::of(b"elsewhere")), b"elsewhere")
+            .unwrap();
+        let seen = SeenNow::read(&store, None).unwrap();
+        reconcile(&store, &idx, &limits, Some(&seen), &none).unwrap();
+        assert_eq!(store.pack_lists(), 4);
     }
 
     /// A pack whose header says a newer version is refused where its trailer is read

@@ -13,6 +13,9 @@
 //!   (default 2000) milliseconds, holding its locks, so that a test can run another
 //!   command at that moment.
 //! - `JELLYSNAP_NOW=<unix seconds>`: the clock reads this (a wrong clock, past or future).
+//! - `JELLYSNAP_TEST_SHARED=1`: a local repository is treated as one that hosts share
+//!   (state in the cache dir, leases, two-phase gc), so that two cache dirs play two
+//!   hosts against one directory.
 //! - `JELLYSNAP_COUNT_REQUESTS=<file>`: each store, when dropped, appends one line per
 //!   kind of request it served, `<location>\t<kind>\t<count>` (kinds: `get`,
 //!   `read_at`, `read_tail`, `put_new`, `size`, `exists`, `list`, `put`, `put_staged`,
@@ -43,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::store::index::{ChunkIndex, IndexEntry};
 use crate::store::{Key, Kind, Staged, Store};
 
@@ -131,6 +134,12 @@ pub fn clock_ns() -> Option<i64> {
         let secs: i64 = std::env::var("JELLYSNAP_NOW").ok()?.parse().ok()?;
         secs.checked_mul(1_000_000_000)
     })
+}
+
+/// Whether `JELLYSNAP_TEST_SHARED` asks to treat local repositories as shared by hosts.
+pub fn local_as_shared() -> bool {
+    static SHARED: OnceLock<bool> = OnceLock::new();
+    *SHARED.get_or_init(|| std::env::var("JELLYSNAP_TEST_SHARED").is_ok_and(|v| v == "1"))
 }
 
 /// A thread is about to be started.
@@ -366,6 +375,22 @@ impl ChunkIndex for FaultIndex {
 
     fn len_estimate(&self) -> u64 {
         self.inner.len_estimate()
+    }
+
+    fn insert_pack(
+        &self,
+        pack: PackId,
+        size: u64,
+        entries: &[(ChunkId, IndexEntry)],
+    ) -> Result<()> {
+        self.inner.insert_pack(pack, size, entries)
+    }
+
+    fn remove_pack(&self, pack: PackId, ids: &[ChunkId]) -> Result<()> {
+        if self.removed.fetch_add(1, Ordering::SeqCst) == 0 {
+            point("gc-after-repack");
+        }
+        self.inner.remove_pack(pack, ids)
     }
 }
 

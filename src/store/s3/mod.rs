@@ -55,6 +55,8 @@ impl S3Store {
             }
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
+            Key::GcPending => "gc-pending".to_string(),
+            Key::PackEpoch => "pack-epoch".to_string(),
         }
     }
 
