@@ -28,12 +28,17 @@ fn failed_writes_and_fsyncs_lose_nothing() {
 
     let mut snapshots = 1;
     let mut triggered = 0;
+    let mut round = 1;
     for (op, errno, message) in [
         ("write", 28, "No space left on device"),
         ("write", 5, "Input/output error"),
         ("fsync", 5, "Input/output error"),
     ] {
         for n in [1, 2, 3, 5, 8, 13, 21, 34, 55] {
+            // Something new to store in every attempt: a backup that succeeds leaves
+            // nothing for the next one to write.
+            round += 1;
+            fixture::day_of_changes(&fx, round).unwrap();
             let out = backup_with_fault(&env, &data, &format!("{op}:{n}:{errno}"));
             if out.status.success() {
                 // This backup did fewer than n such operations.
