@@ -131,6 +131,16 @@ pub fn owner_alive(tag: &str) -> Option<bool> {
     Some(process_start(pid) == Some(start))
 }
 
+/// Where pids mean what they say: this boot of this machine's kernel and this process's
+/// pid namespace (two containers on one machine share the boot, not the namespace; two
+/// machines never share a boot id). `None` when either cannot be read.
+pub fn process_space() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    Some(format!("{}:{ns}", boot.trim()))
+}
+
 /// This machine's host name, for the leases other hosts read ("" when it has none).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

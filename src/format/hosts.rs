@@ -34,6 +34,13 @@ pub struct LeaseRecord {
     pub mode: LeaseMode,
     pub created: i64,
     pub expires: i64,
+    /// The machine and process namespace the holder runs in (boot id and pid namespace),
+    /// and its start time: on the same machine and namespace, a holder whose pid no
+    /// longer has that start time has died, and its lease is ignored at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
 }
 
 /// The packs a gc marked for deletion, at `marked_at` (Unix seconds). They are deleted
@@ -153,6 +160,8 @@ mod tests {
             mode: LeaseMode::Shared,
             created: 100,
             expires: 1900,
+            space: None,
+            start: None,
         };
         assert_eq!(LeaseRecord::decode(&l.encode().unwrap(), "x").unwrap(), l);
         let json = String::from_utf8(l.encode().unwrap()).unwrap();

@@ -152,6 +152,8 @@ impl Lease {
             mode,
             created: now,
             expires: now + LEASE_TTL,
+            space: crate::sys::process_space(),
+            start: crate::sys::process_start(holder.pid),
         };
         if !store.put_new(Key::Lease(id), &record.encode()?)? {
             return Err(Error::internal(
@@ -206,8 +208,9 @@ impl Lease {
                     })
                 }
             };
-            if theirs.expires + STALE_AFTER <= now {
+            if theirs.expires + STALE_AFTER <= now || holder_died(&theirs) {
                 stale.push(other);
+                continue;
             }
             if theirs.expires + CLOCK_SKEW <= now {
                 continue;
@@ -296,6 +299,19 @@ impl Lease {
 
     pub fn mode(&self) -> LeaseMode {
         self.record.mode
+    }
+}
+
+/// Whether a lease's holder ran where this process runs (same boot, same pid
+/// namespace) and is gone: killed before it could delete its lease. Only then is a lease
+/// known dead before it expires; another machine's holder is never judged this way.
+fn holder_died(theirs: &LeaseRecord) -> bool {
+    match (&theirs.space, theirs.start) {
+        (Some(space), Some(start)) => {
+            crate::sys::process_space().as_ref() == Some(space)
+                && crate::sys::process_start(theirs.pid) != Some(start)
+        }
+        _ => false,
     }
 }
 
@@ -391,6 +407,49 @@ mod tests {
 
     fn leases(store: &Arc<dyn Store>) -> usize {
         store.list(Kind::Lease).unwrap().len()
+    }
+
+    /// A lease whose holder ran on this machine, in this pid namespace, and has died
+    /// (killed before it could delete it) is ignored at once and reported stale; the
+    /// same lease from another machine is honoured until it expires.
+    #[test]
+    fn a_dead_holder_on_this_machine_does_not_block() {
+        let (_d, s) = store();
+        let t = 1_000_000;
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        for (space, blocks) in [
+            (crate::sys::process_space(), false),
+            (Some("another-machine:1".to_string()), true),
+        ] {
+            let theirs = LeaseRecord {
+                version: LEASE_VERSION,
+                host: "here".into(),
+                pid: dead,
+                command: "backup".into(),
+                mode: LeaseMode::Shared,
+                created: t,
+                expires: t + LEASE_TTL,
+                space,
+                start: Some(12345),
+            };
+            let key = Key::Lease(LeaseId::random());
+            s.put(key, &theirs.encode().unwrap()).unwrap();
+            let r = take(&s, LeaseMode::Exclusive, "gc-host", t + 60);
+            match (blocks, r) {
+                (true, Err(Error::Locked { .. })) => {}
+                (false, Ok(l)) => assert_eq!(
+                    l.stale(),
+                    &[match key {
+                        Key::Lease(id) => id,
+                        _ => unreachable!(),
+                    }]
+                ),
+                (_, r) => panic!("blocks {blocks}: {r:?}"),
+            }
+            s.delete(key).unwrap();
+        }
     }
 
     /// Shared leases coexist; an exclusive one excludes and is excluded by any other,
