@@ -145,7 +145,9 @@ PY
 restic -r "$RS_REPO" backup "${EXCL[@]}" "$DATA" >/dev/null 2>&1
 "$JS" --repo "$JS_REPO" forget --keep-last 1 >/dev/null 2>&1
 restic -r "$RS_REPO" forget --keep-last 1 >/dev/null 2>&1
-measure js-gc "$JS" --repo "$JS_REPO" gc
+# In a bucket gc marks, and a later gc deletes once the grace period has passed: both
+# runs are measured together (--grace 0: no other machine uses the bucket).
+measure js-gc sh -c "'$JS' --repo '$JS_REPO' gc --grace 0 && '$JS' --repo '$JS_REPO' gc --grace 0"
 measure rs-gc restic -r "$RS_REPO" prune
 
 # --- report ------------------------------------------------------------------------------

@@ -63,7 +63,9 @@ pub mod check {
 
 /// Reclaiming the space of chunks no snapshot references.
 pub mod gc {
-    pub use crate::ops::gc::{plan, sweep, GcPlan, GcReport, MaxUnused, DEFAULT_MAX_UNUSED_PCT};
+    pub use crate::ops::gc::{
+        plan, plan_with_grace, sweep, GcPlan, GcReport, MaxUnused, DEFAULT_MAX_UNUSED_PCT,
+    };
 }
 
 /// Removing snapshots by policy or by name.

@@ -209,3 +209,37 @@ fn a_host_without_a_cache_fetches_trees_by_the_pack() {
     );
     assert_same(&describe(&target, &[]), &expected_state(&fx));
 }
+
+/// `gc --grace 0` (a bucket no other machine uses): one gc marks, the next deletes; the
+/// default grace keeps the marked packs an hour; a malformed grace is a usage error.
+#[test]
+fn gc_with_no_grace_deletes_what_the_previous_gc_marked() {
+    let b = Bucket::new(false);
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    b.json(
+        &["backup", "--init", "--data-dir", data, "--name", "old"],
+        0,
+    );
+    common::fixture::day_of_changes(&fx, 7).unwrap();
+    b.json(&["backup", "--data-dir", data, "--name", "new"], 0);
+    let new = expected_state(&fx);
+    b.json(&["forget", "old"], 0);
+    let first = b.json(&["gc"], 0);
+    assert!(
+        first["report"]["packs_marked"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    let waiting = b.json(&["gc"], 0);
+    assert_eq!(waiting["report"]["packs_deleted"], 0, "{waiting}");
+    b.cmd(&["gc", "--grace", "soon"]).expect(2);
+    let done = b.json(&["gc", "--grace", "0"], 0);
+    assert!(
+        done["report"]["packs_deleted"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+    b.json(&["check", "--read-data"], 0);
+    let target = b.env.root.join("restored");
+    b.json(&["restore", "new", "--target", target.to_str().unwrap()], 0);
+    assert_same(&describe(&target, &[]), &new);
+}
