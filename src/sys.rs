@@ -131,6 +131,17 @@ pub fn owner_alive(tag: &str) -> Option<bool> {
     Some(process_start(pid) == Some(start))
 }
 
+/// Whether process `pid` is gone for sure (no such process). A process this user may not
+/// signal, or whose `/proc` entry is hidden from it (`hidepid`), is not gone.
+pub fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 checks for the process and sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Where pids mean what they say: this boot of this machine's kernel and this process's
 /// pid namespace (two containers on one machine share the boot, not the namespace; two
 /// machines never share a boot id). `None` when either cannot be read.

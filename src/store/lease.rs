@@ -307,9 +307,14 @@ impl Lease {
 /// known dead before it expires; another machine's holder is never judged this way.
 fn holder_died(theirs: &LeaseRecord) -> bool {
     match (&theirs.space, theirs.start) {
-        (Some(space), Some(start)) => {
-            crate::sys::process_space().as_ref() == Some(space)
-                && crate::sys::process_start(theirs.pid) != Some(start)
+        (Some(space), Some(start)) if crate::sys::process_space().as_ref() == Some(space) => {
+            match crate::sys::process_start(theirs.pid) {
+                // Its pid now names a later process.
+                Some(now) => now != start,
+                // No start time to read: gone only if there is no such process at all
+                // (a hidden `/proc` entry is not a dead process).
+                None => crate::sys::process_gone(theirs.pid),
+            }
         }
         _ => false,
     }
