@@ -64,7 +64,8 @@ pub mod check {
 /// Reclaiming the space of chunks no snapshot references.
 pub mod gc {
     pub use crate::ops::gc::{
-        plan, plan_with_grace, sweep, GcPlan, GcReport, MaxUnused, DEFAULT_MAX_UNUSED_PCT,
+        plan, plan_with_grace, sweep, GcPlan, GcReport, MaxUnused, DEFAULT_GRACE_SECS,
+        DEFAULT_MAX_UNUSED_PCT,
     };
 }
 

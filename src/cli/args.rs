@@ -102,9 +102,10 @@ pub struct GcArgs {
     #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
     pub max_unused: f64,
     /// In a repository machines share (a bucket): how long packs stay marked before a
-    /// later gc deletes them, e.g. 1h, 2d; 0 when no other machine uses the repository
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
-    pub grace: String,
+    /// later gc deletes them, e.g. 2h, 2d; 0 when no other machine uses the repository
+    /// [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -17,11 +17,11 @@ pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
     let (out, progress) = (ctx.out, ctx.progress);
     let repo = Repository::open_as(&ctx.place, Access::Exclusive, "gc")?;
     report_rebuild(&repo, out);
-    let grace = match a.grace.as_str() {
-        "0" => 0,
-        g => jellysnap::forget::parse_duration(g)?,
+    let grace = match a.grace.as_deref() {
+        None => gc::DEFAULT_GRACE_SECS,
+        Some("0") => 0,
+        Some(g) => i64::try_from(jellysnap::forget::parse_duration(g)?).unwrap_or(i64::MAX),
     };
-    let grace = i64::try_from(grace).unwrap_or(i64::MAX);
     let plan = gc::plan_with_grace(&repo, max_unused, grace, progress)?;
     let report = if a.dry_run {
         None
