@@ -243,3 +243,50 @@ fn gc_with_no_grace_deletes_what_the_previous_gc_marked() {
     b.json(&["restore", "new", "--target", target.to_str().unwrap()], 0);
     assert_same(&describe(&target, &[]), &new);
 }
+
+/// The bundled sample's database after the system `sqlite3` ran ANALYZE on it (the
+/// `sqlite_stat1` rows Jellyfin's own optimize step leaves), backed up into a bucket and
+/// copied back to a local repository: both restores `.dump` exactly as the original.
+#[test]
+fn a_database_analyzed_by_the_system_sqlite3_comes_back_from_a_bucket_exactly() {
+    let b = Bucket::new(false);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = b.env.root.join("sample");
+    let cp = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(root.join("fixtures/sample"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let db = src.join("data/jellyfin.db");
+    common::sqlcli::sqlite3(&db, "ANALYZE;");
+    assert_ne!(
+        common::sqlcli::sqlite3(&db, "SELECT count(*) FROM sqlite_stat1;").trim(),
+        "0"
+    );
+    let original = common::sqlcli::dump_of(&db);
+    b.json(
+        &["backup", "--init", "--data-dir", src.to_str().unwrap()],
+        0,
+    );
+    let direct = b.env.root.join("from-bucket");
+    b.json(
+        &["restore", "latest", "--target", direct.to_str().unwrap()],
+        0,
+    );
+    let local = b.env.root.join("local-copy");
+    b.json(&["copy", "--to", local.to_str().unwrap(), "--init"], 0);
+    let via_copy = b.env.root.join("from-copy");
+    Cmd::new(&["--repo", local.to_str().unwrap()])
+        .args(&["restore", "latest", "--target", via_copy.to_str().unwrap()])
+        .expect(0);
+    for restored in [&direct, &via_copy] {
+        assert_eq!(
+            common::sqlcli::dump_of(&restored.join("data/jellyfin.db")),
+            original,
+            "{}",
+            restored.display()
+        );
+    }
+}
