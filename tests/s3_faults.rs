@@ -356,6 +356,65 @@ fn a_permanent_upload_failure_names_the_object_and_loses_nothing() {
     r.assert_restores("next", "r-next", &expected_state(&fx));
 }
 
+/// A byte changed on the way (a flaky NIC, a proxy) is not damage at rest: a record or a
+/// trailer that does not open is read once more on its own, so `check --read-data` finds
+/// nothing wrong and a restore is exact. The same byte changed on every read of a pack is
+/// indistinguishable from damage, and is reported as such.
+#[test]
+fn a_byte_changed_on_the_wire_is_read_again_never_called_damage() {
+    let server = s3::shared();
+    let r = Remote::on(server);
+    let fx = r.env.small_fixture();
+    r.backup(&fx, &["--name", "one"]);
+    let one = expected_state(&fx);
+
+    // Each of the first GETs of packs, in turn, with a byte flipped: the trailer reads of
+    // the check, and its reads of records.
+    for n in 1..=6 {
+        for at in [40, 5000] {
+            let id = r.proxy.add(
+                Rule::new(Fault::CorruptByte { at })
+                    .method("GET")
+                    .key_prefix("packs/")
+                    .nth(n),
+            );
+            let what = format!("check --read-data, byte {at} of GET packs/ number {n} flipped");
+            let out = r.run(&["--json", "check", "--read-data"]);
+            fired(&r, &what, id);
+            exits(&out, 0, &what);
+            r.proxy.clear_rules();
+        }
+    }
+    for n in 1..=3 {
+        r.drop_cache();
+        let id = r.proxy.add(
+            Rule::new(Fault::CorruptByte { at: 3000 })
+                .method("GET")
+                .key_prefix("packs/")
+                .nth(n),
+        );
+        r.assert_restores("one", &format!("r-one-{n}"), &one);
+        fired(&r, &format!("restore, GET packs/ number {n} flipped"), id);
+        r.proxy.clear_rules();
+    }
+
+    // Every read of the packs changed: damage, said as damage, never a success.
+    let id = r.proxy.add(
+        Rule::new(Fault::CorruptByte { at: 3000 })
+            .method("GET")
+            .key_prefix("packs/"),
+    );
+    let out = r.run(&["--json", "check", "--read-data"]);
+    fired(&r, "every GET of packs/ flipped", id);
+    exits(
+        &out,
+        DAMAGED,
+        "check --read-data, every GET of packs/ flipped",
+    );
+    r.proxy.clear_rules();
+    r.json(&["check", "--read-data"], 0);
+}
+
 #[test]
 fn a_refusal_is_reported_as_a_refusal_never_as_damage() {
     let server = s3::shared();

@@ -98,7 +98,8 @@ pub struct GcArgs {
     /// Print what would be freed and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Repack a pack when more than PCT percent of it is unused
+    /// Repack packs until at most PCT percent of the repository is unused (the packs
+    /// with the largest unused share first; 0 repacks every pack with anything unused)
     #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
     pub max_unused: f64,
     /// In a repository machines share (a bucket): how long packs stay marked before a

@@ -124,6 +124,16 @@ pub fn open<'b>(
     })
 }
 
+/// The chunk's bytes of a record [`open`] accepted, found again without opening it twice
+/// (for a caller that had to let go of `open`'s answer): inside `record` when stored raw,
+/// in `out` when decompressed.
+pub fn opened<'b>(record: &'b [u8], expected: &PackEntry, out: &'b [u8]) -> &'b [u8] {
+    match expected.compression {
+        Compression::None => record.get(RECORD_HEADER_LEN..).unwrap_or_default(),
+        Compression::Zstd => out,
+    }
+}
+
 /// What the record header at the start of `bytes` (at `offset` in its pack) claims,
 /// unverified: where a scan of a pack whose trailer is damaged finds the next record.
 /// The claims are then checked by [`open`].

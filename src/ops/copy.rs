@@ -23,12 +23,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::chunklist;
 use crate::format::pack::PackEntry;
-use crate::format::record;
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::ops::progress::Progress;
 use crate::store::packer::ChunkSink;
+use crate::store::reads::Unopened;
 use crate::store::repo::{resolve_in, Access, Repository};
 use crate::store::{Key, Place};
 
@@ -679,7 +679,6 @@ fn read_records(
         }
     }
     located.sort_by_key(|(pack, e)| (*pack, e.offset));
-    let mut out = Vec::new();
     for group in located.chunk_by(|a, b| a.0 == b.0) {
         let Some((pack, _)) = group.first() else {
             continue;
@@ -692,27 +691,24 @@ fn read_records(
             };
             let loc = || format!("pack {pack} offset {}", e.offset);
             let opened = match read {
-                Ok(rec) => record::open(rec, e, src.raw_limits(), &mut out)
-                    .map(|raw| Record {
-                        entry: *e,
-                        record: rec,
-                        raw,
-                    })
-                    .map_err(|d| {
-                        Error::corrupt(
-                            d.what(),
-                            loc(),
-                            d.detail(|| format!("record does not hold chunk {}", e.id)),
-                        )
-                    }),
-                Err(err) if err.is_not_found() => Err(Error::PackMissing {
+                Ok(rec) => Ok(Record {
+                    entry: *e,
+                    record: rec.record,
+                    raw: rec.raw,
+                }),
+                Err(Unopened::Damaged(d)) => Err(Error::corrupt(
+                    d.what(),
+                    loc(),
+                    d.detail(|| format!("record does not hold chunk {}", e.id)),
+                )),
+                Err(Unopened::Read(err)) if err.is_not_found() => Err(Error::PackMissing {
                     pack: *pack,
                     detail: err.to_string(),
                 }),
                 // A permission, a resource limit, a network that failed: said as it
                 // is, and the run ends.
-                Err(err) if !is_damage(&err) => return Err(err),
-                Err(err) => Err(Error::corrupt(
+                Err(Unopened::Read(err)) if !is_damage(&err) => return Err(err),
+                Err(Unopened::Read(err)) => Err(Error::corrupt(
                     "pack",
                     loc(),
                     format!("chunk {}: {err}", e.id),

@@ -33,12 +33,12 @@ use serde::Serialize;
 use crate::error::{Error, OptionError, Result};
 use crate::format::hosts::{GcPending, PackEpoch};
 use crate::format::pack::PackEntry;
-use crate::format::record;
 use crate::id::PackId;
 use crate::ops::clock::{now_ns, NS};
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::packer::ChunkSink;
+use crate::store::reads::Unopened;
 use crate::store::repo::Repository;
 use crate::store::Key;
 
@@ -122,7 +122,8 @@ pub struct GcReport {
     pub stale_leases_removed: u64,
 }
 
-/// The share of a pack that may be unused before gc repacks it, in percent (0 to 100).
+/// How much of the repository may stay unused after gc, in percent (0 to 100): gc repacks
+/// the packs with the largest unused share until no more than this is left unused.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MaxUnused(f64);
 
@@ -204,6 +205,7 @@ pub fn plan_with_grace(
         grace_secs,
         pending,
     };
+    let (mut live_bytes, mut partial) = (0u64, Vec::new());
     for id in packs {
         let size = repo.pack_size(&id)?;
         plan.repository_bytes += size;
@@ -241,11 +243,37 @@ pub fn plan_with_grace(
         if p.live_chunks == 0 {
             plan.bytes_freed += size;
             plan.delete.push(p);
-        } else if p.dead_bytes as f64 > size as f64 * max_unused_pct / 100.0 {
-            plan.bytes_freed += p.dead_bytes;
-            plan.bytes_repacked += p.live_bytes;
-            plan.repack.push(p);
+        } else {
+            live_bytes += p.live_bytes;
+            if p.dead_chunks > 0 {
+                partial.push(p);
+            }
         }
+    }
+    // The unused share is the repository's, not each pack's: the packs with the most
+    // unused bytes for what they hold are repacked first, and only until what stays
+    // unused is at most `max_unused_pct` of what remains. (Churn spreads over every pack;
+    // a share per pack would rewrite nearly all of them, and on object storage each
+    // rewritten byte is uploaded again.)
+    partial.sort_by(|a, b| {
+        let share =
+            |p: &PackPlan| p.dead_bytes as f64 / (p.live_bytes + p.dead_bytes).max(1) as f64;
+        share(b).total_cmp(&share(a)).then(a.pack.cmp(&b.pack))
+    });
+    let allowed = if max_unused_pct >= 100.0 {
+        f64::INFINITY
+    } else {
+        live_bytes as f64 * max_unused_pct / (100.0 - max_unused_pct)
+    };
+    let mut unused: u64 = partial.iter().map(|p| p.dead_bytes).sum();
+    for p in partial {
+        if unused as f64 <= allowed {
+            break;
+        }
+        unused -= p.dead_bytes;
+        plan.bytes_freed += p.dead_bytes;
+        plan.bytes_repacked += p.live_bytes;
+        plan.repack.push(p);
     }
     Ok(plan)
 }
@@ -308,7 +336,6 @@ fn repack(
     }
     progress.phase("repacking", Some(plan.bytes_repacked));
     let sink = ChunkSink::new(repo)?;
-    let mut out = Vec::new();
     for p in &plan.repack {
         let Some(id) = p.id else { continue };
         let location = repo.pack_location(&id);
@@ -316,15 +343,18 @@ fn repack(
             let Some(e) = p.live.get(k) else {
                 return Ok(());
             };
-            let rec = r?;
             // Verified before it is copied anywhere.
-            record::open(rec, e, repo.raw_limits(), &mut out).map_err(|d| {
-                Error::corrupt(
-                    d.what(),
-                    format!("pack {} offset {}", location, e.offset),
-                    d.detail(|| "record does not match the trailer".into()),
-                )
-            })?;
+            let rec = match r {
+                Ok(rec) => rec.record,
+                Err(Unopened::Read(err)) => return Err(err),
+                Err(Unopened::Damaged(d)) => {
+                    return Err(Error::corrupt(
+                        d.what(),
+                        format!("pack {} offset {}", location, e.offset),
+                        d.detail(|| "record does not match the trailer".into()),
+                    ))
+                }
+            };
             sink.put_record(e, rec)?;
             progress.advance(e.record_len());
             Ok(())

@@ -223,6 +223,10 @@ impl Store for LocalStore {
         self.fs.read(&path).at(&path)
     }
 
+    fn read_shape(&self) -> crate::store::ReadShape {
+        crate::store::ReadShape::LOCAL
+    }
+
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.open_cached(key)
             .and_then(|f| f.read_exact_at(buf, offset))

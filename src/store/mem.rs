@@ -96,6 +96,10 @@ impl Store for MemStore {
         Ok(self.object(key)?.as_ref().clone())
     }
 
+    fn read_shape(&self) -> crate::store::ReadShape {
+        crate::store::ReadShape::LOCAL
+    }
+
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         let obj = self.object(key)?;
         let part = usize::try_from(offset)

@@ -229,6 +229,9 @@ pub trait Store: Send + Sync {
     /// `buf.len()` bytes of an object from `offset` (a chunk of a pack).
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// How reads of many records are best grouped (see `store::reads`).
+    fn read_shape(&self) -> ReadShape;
+
     /// The last `len` bytes of an object (all of it when it is shorter) and the object's
     /// size, in one request (a pack's trailer).
     fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)>;
@@ -264,6 +267,36 @@ pub trait Store: Send + Sync {
     /// Where a key lives, for messages (`packs/ab/ab12…` under the root for a local
     /// store).
     fn describe(&self, key: Key) -> String;
+}
+
+/// How a store is best read in bulk: the longest single read, and the widest gap between
+/// two wanted byte ranges that one read still spans (fetching the gap costs less than
+/// another read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadShape {
+    pub max_read: usize,
+    pub max_gap: u64,
+    /// Reads are best whole packs: a reader that can choose what it reads together
+    /// (a restore's batches of small files) groups it by pack.
+    pub by_pack: bool,
+}
+
+impl ReadShape {
+    /// A local file system: a read is a system call, and 4 MiB reads keep each reading
+    /// thread's buffer small.
+    pub const LOCAL: ReadShape = ReadShape {
+        max_read: 4 << 20,
+        max_gap: 64 << 10,
+        by_pack: false,
+    };
+    /// An object store: every read is a request, with a round trip (tens of milliseconds
+    /// to a provider) and often a price, so one read takes a whole pack of the default
+    /// size, and a gap of up to 1 MiB is fetched rather than split into two requests.
+    pub const REMOTE: ReadShape = ReadShape {
+        max_read: 16 << 20,
+        max_gap: 1 << 20,
+        by_pack: true,
+    };
 }
 
 /// Where a repository's objects are.

@@ -1,27 +1,23 @@
 //! Reading chunks out of packs. One chunk: [`Repository::read_chunk`]. Many: the records
 //! they need are grouped by pack and sorted by offset, and each run of records with small
-//! gaps between them is fetched with one [`Store::read_at`] (on object storage every read
-//! is a request: a dump of thousands of small chunks is a handful of reads, not thousands).
-//! Every record is then opened on its own (`format::record::open`): a damaged record fails
-//! its chunk only, and a read the store refuses is that refusal, never damage. Memory is
-//! one read (at most [`MAX_READ`] bytes, or one record) and, for a run, [`RUN_BYTES`].
+//! gaps between them is fetched with one [`Store::read_at`], as long as the store's
+//! [`ReadShape`] allows (on object storage every read is a request: a dump of thousands
+//! of small chunks is a handful of reads, not thousands). Every record is then opened on
+//! its own (`format::record::open`), in one place for every reader: a record that does
+//! not open is read once more on its own before it is called damaged (a byte changed on
+//! the way is not damage at rest); a damaged record fails its chunk only; a read the
+//! store refuses is that refusal, never damage; a pack that is gone is asked for once.
+//! Memory is one read (at most the shape's `max_read` bytes, or one record) and, for a
+//! run, as much again.
 
 use std::cell::RefCell;
 
 use crate::error::{Error, Result};
-use crate::format::pack::PackEntry;
-use crate::format::record;
+use crate::format::pack::{PackEntry, RawLimits};
+use crate::format::record::{self, Damage};
 use crate::id::{ChunkId, PackId};
 use crate::store::repo::Repository;
-use crate::store::{Key, Store};
-
-/// The most bytes one coalesced read fetches (a record longer than this is read alone).
-pub const MAX_READ: usize = 4 << 20;
-/// The widest gap between two records that one read still spans: fetching it costs less
-/// than another request.
-pub const MAX_GAP: u64 = 64 << 10;
-/// The most chunk bytes [`Repository::read_run`] gathers before handing them on.
-pub const RUN_BYTES: u64 = 4 << 20;
+use crate::store::{Key, ReadShape, Store};
 
 /// Where the index places a chunk, and how much to read for it.
 pub(super) struct Located {
@@ -74,65 +70,201 @@ pub(super) fn read_failed(at: &Located, err: Error) -> Error {
     }
 }
 
-/// The chunk in the bytes read for a located record, verified.
-pub(super) fn open_located<'b>(
-    at: &Located,
-    rec: &'b [u8],
-    out: &'b mut Vec<u8>,
-    limits: &crate::format::pack::RawLimits,
-) -> Result<&'b [u8]> {
-    record::open(rec, &at.record, limits, out).map_err(|d| {
-        Error::corrupt(
-            d.what(),
-            location(at),
-            d.detail(|| format!("record does not hold chunk {}", at.record.id)),
-        )
-    })
+/// A located record that does not open, as the reader reports it.
+pub(super) fn damaged(at: &Located, d: Damage) -> Error {
+    Error::corrupt(
+        d.what(),
+        location(at),
+        d.detail(|| format!("record does not hold chunk {}", at.record.id)),
+    )
+}
+
+/// A record read and opened: its stored bytes (to copy as they are) and the chunk's.
+pub struct Opened<'b> {
+    pub record: &'b [u8],
+    pub raw: &'b [u8],
+}
+
+/// Why a record could not be had: the store's error for its read, or bytes that did not
+/// open, twice.
+pub enum Unopened {
+    Read(Error),
+    Damaged(Damage),
 }
 
 /// What a batched read hands on: an item's index and its bytes, or its own error.
 pub type Each<'f> = dyn FnMut(usize, Result<&[u8]>) -> Result<()> + 'f;
 
-/// Read the byte ranges `items` ((offset, length), sorted by offset) of pack `pack`,
-/// each run of neighbours in one read, and hand each range to `f` with its index. A
-/// read that fails is retried range by range, so that each range gets its own outcome
-/// (a pack cut short fails only the records beyond its end).
-fn read_ranges(
+/// What a batched read of records hands on: an item's index and the record, opened, or
+/// why not.
+pub type EachRecord<'f> =
+    dyn FnMut(usize, std::result::Result<Opened<'_>, Unopened>) -> Result<()> + 'f;
+
+/// The same failure again, for a later range of a pack whose read already failed this way
+/// (the store is not asked again for a pack that is gone or a read it refuses).
+fn again(err: &Error) -> Error {
+    match err {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Remote {
+            object,
+            status,
+            kind,
+            detail,
+        } => Error::Remote {
+            object: object.clone(),
+            status: *status,
+            kind: *kind,
+            detail: detail.clone(),
+        },
+        other => Error::internal(other.to_string()),
+    }
+}
+
+/// Buffers a batched read reuses: the coalesced read, a record read again alone, and the
+/// decompressed chunk. `nested`: the read runs inside another read's callback, and must
+/// not wait for a [`Lent`] buffer the outer read may hold.
+#[derive(Default)]
+struct Bufs {
+    read: Vec<u8>,
+    alone: Vec<u8>,
+    out: Vec<u8>,
+    nested: bool,
+}
+
+/// How many reads larger than a local one (whole packs, from object storage) a process
+/// holds at once: their buffers are lent from one pool, so memory does not grow with the
+/// number of reading threads (4 × 16 MiB).
+const LENT_MAX: usize = 4;
+
+static LENDER: std::sync::Mutex<(Vec<Vec<u8>>, usize)> = std::sync::Mutex::new((Vec::new(), 0));
+static RETURNED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A buffer for one large read, from the pool; back to it when dropped.
+struct Lent(Vec<u8>);
+
+impl Lent {
+    /// Waits while [`LENT_MAX`] are out.
+    fn take() -> Lent {
+        let mut pool = LENDER.lock().unwrap_or_else(|p| p.into_inner());
+        while pool.1 >= LENT_MAX {
+            pool = RETURNED.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+        pool.1 += 1;
+        Lent(pool.0.pop().unwrap_or_default())
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let mut pool = LENDER.lock().unwrap_or_else(|p| p.into_inner());
+        pool.1 = pool.1.saturating_sub(1);
+        pool.0.push(std::mem::take(&mut self.0));
+        RETURNED.notify_one();
+    }
+}
+
+/// Read the records `items` (each expected entry with its span, sorted by offset) of pack
+/// `pack`, each run of neighbours in one read as `shape` allows, open each, and hand it
+/// to `f` with its index. A record that does not open is read again alone, and only then
+/// handed on as damaged. A read that fails is retried range by range, so that each
+/// record gets its own outcome (a pack cut short fails only the records beyond its end),
+/// except when the pack is gone or the store refuses: every record left gets that answer
+/// without another request.
+fn read_opened(
     store: &dyn Store,
     pack: PackId,
-    items: &[(u64, usize)],
-    buf: &mut Vec<u8>,
-    f: &mut Each<'_>,
+    items: &[(PackEntry, usize)],
+    limits: &RawLimits,
+    bufs: &mut Bufs,
+    f: &mut EachRecord<'_>,
 ) -> Result<()> {
     let key = Key::Pack(pack);
+    let shape: ReadShape = store.read_shape();
+    let Bufs {
+        read: own,
+        alone,
+        out,
+        nested,
+    } = bufs;
+    let mut open_or_again = |k: usize, e: &PackEntry, bytes: &[u8], f: &mut EachRecord<'_>| {
+        if let Ok(raw) = record::open(bytes, e, limits, out) {
+            return f(k, Ok(Opened { record: bytes, raw }));
+        }
+        alone.resize(bytes.len(), 0);
+        match store.read_at(key, e.offset, alone) {
+            Ok(()) => match record::open(alone, e, limits, out) {
+                Ok(raw) => f(k, Ok(Opened { record: alone, raw })),
+                Err(d) => f(k, Err(Unopened::Damaged(d))),
+            },
+            Err(err) => f(k, Err(Unopened::Read(err))),
+        }
+    };
+    let mut gone: Option<Error> = None;
     let mut i = 0;
-    while let Some(&(start, len)) = items.get(i) {
-        let mut end = start.saturating_add(len as u64);
+    while let Some((first, len)) = items.get(i) {
+        let start = first.offset;
+        let mut end = start.saturating_add(*len as u64);
         let mut j = i + 1;
-        while let Some(&(o, l)) = items.get(j) {
-            let e = o.saturating_add(l as u64).max(end);
-            if o > end.saturating_add(MAX_GAP) || e - start > MAX_READ as u64 {
+        while let Some((e, l)) = items.get(j) {
+            let o = e.offset;
+            let stop = o.saturating_add(*l as u64).max(end);
+            if o > end.saturating_add(shape.max_gap) || stop - start > shape.max_read as u64 {
                 break;
             }
-            end = e;
+            end = stop;
             j += 1;
         }
         let run = items.get(i..j).unwrap_or_default();
-        buf.resize((end - start) as usize, 0);
-        match store.read_at(key, start, buf) {
+        let want = (end - start) as usize;
+        let mut lent = (want > ReadShape::LOCAL.max_read && !*nested).then(Lent::take);
+        let read: &mut Vec<u8> = match lent.as_mut() {
+            Some(l) => &mut l.0,
+            None => &mut *own,
+        };
+        let result = match &gone {
+            Some(err) => Err(again(err)),
+            None => {
+                read.clear();
+                read.reserve_exact(want);
+                read.resize(want, 0);
+                store.read_at(key, start, read)
+            }
+        };
+        match result {
             Ok(()) => {
-                for (k, &(o, l)) in run.iter().enumerate() {
-                    let at = (o - start) as usize;
-                    f(i + k, Ok(buf.get(at..at + l).unwrap_or_default()))?;
+                for (k, (e, l)) in run.iter().enumerate() {
+                    let at = (e.offset - start) as usize;
+                    let bytes = read.get(at..at + l).unwrap_or_default();
+                    open_or_again(i + k, e, bytes, f)?;
                 }
             }
-            Err(err) if run.len() == 1 => f(i, Err(err))?,
+            Err(err) if run.len() == 1 => {
+                if gone.is_none() && (err.is_not_found() || err.is_refusal()) {
+                    gone = Some(again(&err));
+                }
+                f(i, Err(Unopened::Read(err)))?
+            }
+            Err(err) if gone.is_some() || err.is_not_found() || err.is_refusal() => {
+                for k in i + 1..j {
+                    f(k, Err(Unopened::Read(again(&err))))?;
+                }
+                if gone.is_none() {
+                    gone = Some(again(&err));
+                }
+                f(i, Err(Unopened::Read(err)))?;
+            }
             Err(_) => {
-                for (k, &(o, l)) in run.iter().enumerate() {
-                    buf.resize(l, 0);
-                    match store.read_at(key, o, buf) {
-                        Ok(()) => f(i + k, Ok(buf))?,
-                        Err(err) => f(i + k, Err(err))?,
+                for (k, (e, l)) in run.iter().enumerate() {
+                    read.resize(*l, 0);
+                    match store.read_at(key, e.offset, read) {
+                        Ok(()) => {
+                            let bytes: &[u8] = read;
+                            open_or_again(i + k, e, bytes, f)?
+                        }
+                        Err(err) => f(i + k, Err(Unopened::Read(err)))?,
                     }
                 }
             }
@@ -161,23 +293,25 @@ impl Repository {
     fn read_located(&self, at: Vec<(usize, Located)>, f: &mut Each<'_>) -> Result<()> {
         thread_local! {
             // Reused by every batch a thread reads: no page faults for each new buffer.
-            static BUFS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+            static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
         }
         BUFS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut bufs) => {
-                let (buf, out) = &mut *bufs;
-                self.read_located_into(at, buf, out, f)
-            }
+            Ok(mut bufs) => self.read_located_into(at, &mut bufs, f),
             // A read inside another's callback.
-            Err(_) => self.read_located_into(at, &mut Vec::new(), &mut Vec::new(), f),
+            Err(_) => {
+                let mut bufs = Bufs {
+                    nested: true,
+                    ..Bufs::default()
+                };
+                self.read_located_into(at, &mut bufs, f)
+            }
         })
     }
 
     fn read_located_into(
         &self,
         mut at: Vec<(usize, Located)>,
-        buf: &mut Vec<u8>,
-        out: &mut Vec<u8>,
+        bufs: &mut Bufs,
         f: &mut Each<'_>,
     ) -> Result<()> {
         at.sort_by_key(|(_, l)| (l.pack, l.record.offset));
@@ -185,32 +319,41 @@ impl Repository {
             let Some((_, first)) = group.first() else {
                 continue;
             };
-            let items: Vec<(u64, usize)> = group
-                .iter()
-                .map(|(_, l)| (l.record.offset, l.span))
-                .collect();
-            read_ranges(self.store(), first.pack, &items, buf, &mut |k, r| {
-                let Some((i, l)) = group.get(k) else {
-                    return Ok(());
-                };
-                match r {
-                    Ok(rec) => f(*i, open_located(l, rec, out, self.raw_limits())),
-                    Err(e) => f(*i, Err(read_failed(l, e))),
-                }
-            })?;
+            let items: Vec<(PackEntry, usize)> =
+                group.iter().map(|(_, l)| (l.record, l.span)).collect();
+            let limits = self.raw_limits();
+            read_opened(
+                self.store(),
+                first.pack,
+                &items,
+                limits,
+                bufs,
+                &mut |k, r| {
+                    let Some((i, l)) = group.get(k) else {
+                        return Ok(());
+                    };
+                    match r {
+                        Ok(rec) => f(*i, Ok(rec.raw)),
+                        Err(Unopened::Read(e)) => f(*i, Err(read_failed(l, e))),
+                        Err(Unopened::Damaged(d)) => f(*i, Err(damaged(l, d))),
+                    }
+                },
+            )?;
         }
         Ok(())
     }
 
     /// The next chunks of a stream (a file's, a dump's), in order: fills `into` with the
     /// bytes of `ids[..n]`, each verified, for the largest `n` (at least 1 when `ids` is
-    /// not empty) whose bytes fit in [`RUN_BYTES`], fetched in as few store reads as their
-    /// places allow. Returns `n`; the first of them that fails is the error.
+    /// not empty) whose bytes fit in one read of the store's [`ReadShape`], fetched in as
+    /// few store reads as their places allow. Returns `n`; the first of them that fails
+    /// is the error.
     pub fn read_run(&self, ids: &[ChunkId], into: &mut Vec<u8>) -> Result<usize> {
         into.clear();
         let mut at = Vec::new();
         let mut pos = Vec::new();
         let mut total = 0u64;
+        let run_bytes = self.store().read_shape().max_read as u64;
         for (i, id) in ids.iter().enumerate() {
             let l = match locate(self, id) {
                 Ok(l) => l,
@@ -219,7 +362,7 @@ impl Repository {
                 Err(_) => break,
             };
             let raw = l.record.raw_len as u64;
-            if !at.is_empty() && total + raw > RUN_BYTES {
+            if !at.is_empty() && total + raw > run_bytes {
                 break;
             }
             at.push((i, l));
@@ -254,14 +397,16 @@ impl Repository {
         }
     }
 
-    /// The stored bytes of records of pack `pack` (`entries`, from its trailer, in any
-    /// order), in as few store reads as the gaps allow: `f` gets each entry's index and
-    /// the record's bytes (to open with `format::record::open`), or the store's error.
+    /// The records of pack `pack` (`entries`, from its trailer or the index, in any
+    /// order), each opened and verified against its entry, in as few store reads as the
+    /// gaps allow: `f` gets each entry's index and the record (its stored bytes, to copy
+    /// as they are, and the chunk's), or why it could not be had. A record that does not
+    /// open is read once more on its own before it is called damaged.
     pub fn read_records(
         &self,
         pack: &PackId,
         entries: &[PackEntry],
-        f: &mut Each<'_>,
+        f: &mut EachRecord<'_>,
     ) -> Result<()> {
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by_key(|&k| entries.get(k).map(|e| e.offset));
@@ -271,22 +416,21 @@ impl Repository {
             let Some(e) = entries.get(k) else { continue };
             match record::span(e, self.raw_limits()) {
                 Ok(n) => {
-                    items.push((e.offset, n));
+                    items.push((*e, n));
                     keep.push(k);
                 }
-                Err(d) => f(
-                    k,
-                    Err(Error::corrupt(
-                        "pack",
-                        format!("pack {pack} offset {}", e.offset),
-                        format!("chunk {}: {d}", e.id),
-                    )),
-                )?,
+                Err(d) => f(k, Err(Unopened::Damaged(Damage::Header(d))))?,
             }
         }
-        read_ranges(self.store(), *pack, &items, &mut Vec::new(), &mut |j, r| {
-            f(keep.get(j).copied().unwrap_or(usize::MAX), r)
-        })
+        let limits = self.raw_limits();
+        read_opened(
+            self.store(),
+            *pack,
+            &items,
+            limits,
+            &mut Bufs::default(),
+            &mut |j, r| f(keep.get(j).copied().unwrap_or(usize::MAX), r),
+        )
     }
 }
 
@@ -386,7 +530,10 @@ mod tests {
         let mut rest = ids.as_slice();
         while !rest.is_empty() {
             let n = repo.read_run(rest, &mut run).unwrap();
-            assert!(n >= 1 && run.len() as u64 <= RUN_BYTES, "{n} chunks");
+            assert!(
+                n >= 1 && run.len() <= ReadShape::LOCAL.max_read,
+                "{n} chunks"
+            );
             all.extend_from_slice(&run);
             rest = &rest[n..];
         }

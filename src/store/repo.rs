@@ -16,6 +16,7 @@ use crate::format::chunklist;
 use crate::format::config::RepoConfig;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
+use crate::format::record;
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
@@ -603,10 +604,21 @@ impl Repository {
             scratch.resize(at.span, 0);
         }
         let rec = scratch.get_mut(..at.span).unwrap_or_default();
-        self.store
-            .read_at(Key::Pack(at.pack), at.record.offset, rec)
-            .map_err(|err| reads::read_failed(&at, err))?;
-        let plain = reads::open_located(&at, rec, out, &self.raw_limits)?;
+        let read = |rec: &mut [u8]| {
+            self.store
+                .read_at(Key::Pack(at.pack), at.record.offset, rec)
+                .map_err(|err| reads::read_failed(&at, err))
+        };
+        read(rec)?;
+        let mut verdict = record::open(rec, &at.record, &self.raw_limits, out).map(|_| ());
+        if verdict.is_err() {
+            // Read once more before calling it damage: a byte changed on the way is not
+            // damage at rest.
+            read(rec)?;
+            verdict = record::open(rec, &at.record, &self.raw_limits, out).map(|_| ());
+        }
+        verdict.map_err(|d| reads::damaged(&at, d))?;
+        let plain = record::opened(rec, &at.record, out);
         if tree {
             self.cache_tree(id, plain);
         }
@@ -920,25 +932,24 @@ fn read_pack_entries(
         r => Ok(r.is_ok()),
     };
     // One request for the pack's end and its size: it usually holds the whole trailer
-    // (and, for a small pack, its header too).
-    let (mut tail, len, mut tail_read) = match store.read_tail(key, TRAILER_GUESS) {
-        Ok((tail, len)) => (tail, len, true),
-        Err(e) if e.is_refusal() => return Err(e),
-        Err(_) => (Vec::new(), store.size(key)?, false),
-    };
-    let mut header = [0u8; pack::PACK_HEADER_LEN];
-    let header_read = match tail.get(..pack::PACK_HEADER_LEN) {
-        Some(h) if tail_read && tail.len() as u64 == len => {
-            header.copy_from_slice(h);
-            true
-        }
-        _ => store.read_at(key, 0, &mut header).is_ok(),
-    };
-    if header_read {
-        pack::refuse_newer(&header, &store.describe(key))?;
-    }
+    // (and, for a small pack, its header too). A trailer that does not open is read once
+    // more before the pack is scanned as damaged: a byte changed on the way is not damage
+    // at rest.
+    let mut header: Option<[u8; pack::PACK_HEADER_LEN]> = None;
     let mut opened = Err(TrailerOpen::Damaged("not read".into()));
-    if tail_read {
+    for _ in 0..2 {
+        let (mut tail, len, mut tail_read) = match store.read_tail(key, TRAILER_GUESS) {
+            Ok((tail, len)) => (tail, len, true),
+            Err(e) if e.is_refusal() => return Err(e),
+            Err(_) => (Vec::new(), store.size(key)?, false),
+        };
+        header = match tail.get(..pack::PACK_HEADER_LEN) {
+            Some(h) if tail_read && tail.len() as u64 == len => h.try_into().ok(),
+            _ => None,
+        };
+        if !tail_read {
+            break;
+        }
         opened = pack::open_trailer(&tail, len, limits);
         if let Err(TrailerOpen::Need(n)) = opened {
             tail = vec![0u8; n.min(len) as usize];
@@ -947,6 +958,30 @@ fn read_pack_entries(
                 true => pack::open_trailer(&tail, len, limits),
                 false => Err(TrailerOpen::Damaged("not read".into())),
             };
+        }
+        if opened.is_ok() {
+            break;
+        }
+    }
+    // The pack's format version, from the tail when it held the whole pack. A header
+    // that says "newer" is read once more on its own before it is believed (a byte
+    // changed on the way is not a newer format).
+    let mut h = [0u8; pack::PACK_HEADER_LEN];
+    let mut header_read = match header {
+        Some(got) => {
+            h = got;
+            true
+        }
+        None => store.read_at(key, 0, &mut h).is_ok(),
+    };
+    for again in [false, true] {
+        if !header_read {
+            break;
+        }
+        match pack::refuse_newer(&h, &store.describe(key)) {
+            Ok(()) => break,
+            Err(e) if again => return Err(e),
+            Err(_) => header_read = store.read_at(key, 0, &mut h).is_ok(),
         }
     }
     match opened {
@@ -1251,6 +1286,9 @@ mod tests {
         }
         fn get(&self, k: Key) -> Result<Vec<u8>> {
             self.0.get(k)
+        }
+        fn read_shape(&self) -> crate::store::ReadShape {
+            self.0.read_shape()
         }
         fn read_at(&self, k: Key, o: u64, b: &mut [u8]) -> Result<()> {
             self.0.read_at(k, o, b)

@@ -298,6 +298,10 @@ impl Store for FaultStore {
         self.inner.get(key)
     }
 
+    fn read_shape(&self) -> crate::store::ReadShape {
+        self.inner.read_shape()
+    }
+
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.request("read_at");
         READS.with(|n| n.set(n.get() + 1));

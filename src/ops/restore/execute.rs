@@ -389,16 +389,19 @@ enum Work<'a> {
     Batch(Vec<BatchFile<'a>>),
 }
 
-/// The most files, and bytes, of one batch of small files.
+/// The most files of one batch of small files, and, on a store read by whole packs, of
+/// one pack's batch.
 const BATCH_FILES: usize = 256;
-const BATCH_BYTES: u64 = 4 << 20;
+const PACK_BATCH_FILES: usize = 4096;
 
 /// The files and links to write as units of work: small files (most of a Jellyfin data
 /// dir: images, trickplay sheets, `.nfo`, small JSON) in batches of neighbours in the
 /// packs (sorted by where the index places their first chunk), so that one store read
-/// fetches the chunks of many of them; batches small enough that every I/O thread has
-/// some.
+/// fetches the chunks of many of them. Locally, batches small enough that every I/O
+/// thread has some; on a store where every read is a request, a batch is the files of
+/// one pack, fetched in one read.
 fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a>> {
+    let shape = repo.store().read_shape();
     let mut work = Vec::new();
     let mut small = Vec::new();
     for &a in files {
@@ -418,15 +421,24 @@ fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a
         }
     }
     small.sort_by_key(|(at, _, _)| *at);
-    let per_batch = small
-        .len()
-        .div_ceil(crate::ops::parallel::io_threads() * 2)
-        .clamp(1, BATCH_FILES);
-    let (mut batch, mut batch_bytes) = (Vec::new(), 0u64);
-    for (_, file, size) in small {
+    let per_batch = match shape.by_pack {
+        true => PACK_BATCH_FILES,
+        false => small
+            .len()
+            .div_ceil(crate::ops::parallel::io_threads() * 2)
+            .clamp(1, BATCH_FILES),
+    };
+    let (mut batch, mut batch_bytes, mut batch_pack) = (Vec::new(), 0u64, None);
+    for (at, file, size) in small {
+        let pack = at.map(|(p, _)| p);
+        if shape.by_pack && !batch.is_empty() && pack != batch_pack {
+            work.push(Work::Batch(std::mem::take(&mut batch)));
+            batch_bytes = 0;
+        }
+        batch_pack = pack;
         batch.push(file);
         batch_bytes += size;
-        if batch.len() >= per_batch || batch_bytes >= BATCH_BYTES {
+        if batch.len() >= per_batch || batch_bytes >= shape.max_read as u64 {
             work.push(Work::Batch(std::mem::take(&mut batch)));
             batch_bytes = 0;
         }

@@ -26,7 +26,7 @@ pub use config::is_s3_location;
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::id::{PackId, SnapshotId};
 use crate::store::durable::StdFs;
-use crate::store::{Key, Kind, LeaseId, Staged, Store};
+use crate::store::{Key, Kind, LeaseId, ReadShape, Staged, Store};
 
 /// The name of the objects that probe for conditional writes (a random suffix each).
 const PROBE: &str = "conditional-write-probe-";
@@ -169,6 +169,10 @@ impl Store for S3Store {
 
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.client.get_range(&Self::name(key), offset, buf)
+    }
+
+    fn read_shape(&self) -> ReadShape {
+        ReadShape::REMOTE
     }
 
     fn read_tail(&self, key: Key, len: u64) -> Result<(Vec<u8>, u64)> {
