@@ -7,6 +7,7 @@
 #   first      first backup into an empty bucket prefix: bytes up, requests, seconds
 #   no-change  second backup, nothing changed: requests
 #   day        backup after `gen_dataset --day-of-changes` (database included): bytes up
+#   db-day     backup after a day of changes to the database alone: bytes up
 #   restore    restore of the latest snapshot from the server: seconds (caches dropped)
 #   copy-day   copy of the day's snapshot from a local repository to the server, the
 #              first snapshot already there: bytes up, requests
@@ -110,6 +111,15 @@ both first
 both no-change
 "$GEN" --out "$SRC" --layout docker --seed "$((SEED + 1000))" --day-of-changes >"$LOGS/day.txt" || die "day of changes failed"
 both day
+# A day in which only the database changed: the generator's day of changes applied to a
+# copy of the data dir, and only its jellyfin.db brought back. What each tool uploads for
+# the database alone (the day above is mostly new images, which both must upload whole).
+cp -a "$SRC" "$BENCH_DIR/dbday" || die "cannot copy the data dir"
+"$GEN" --out "$BENCH_DIR/dbday" --layout docker --seed "$((SEED + 2000))" --day-of-changes >"$LOGS/dbday.txt" \
+    || die "day of changes (database) failed"
+cp "$BENCH_DIR/dbday/config/data/jellyfin.db" "$DATA/data/jellyfin.db" || die "cannot copy the database"
+rm -rf -- "$BENCH_DIR/dbday" "$DATA/data/jellyfin.db-wal" "$DATA/data/jellyfin.db-shm"
+both db-day
 measure js-restore "$JS" --repo "$JS_REPO" restore latest --target "$BENCH_DIR/restore-js"
 measure rs-restore restic -r "$RS_REPO" restore latest --target "$BENCH_DIR/restore-rs"
 
@@ -159,7 +169,7 @@ echo "## jellysnap vs restic on one S3 server (SeaweedFS on loopback) — ${SCAL
 echo
 echo "| scenario | jellysnap requests | restic requests | jellysnap MiB up | restic MiB up | up ratio (js/restic) | jellysnap MiB down | restic MiB down | jellysnap s | restic s | time ratio (restic/js) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for s in first no-change day restore copy-day gc; do
+for s in first no-change day db-day restore copy-day gc; do
     jr=$(j "js-$s" requests); rr=$(j "rs-$s" requests)
     ju=$(j "js-$s" bytes_up); ru=$(j "rs-$s" bytes_up)
     jd=$(j "js-$s" bytes_down); rd=$(j "rs-$s" bytes_down)

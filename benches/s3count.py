@@ -10,6 +10,7 @@ usage: s3count.py LISTEN_PORT UPSTREAM_PORT
 """
 import http.client
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +78,9 @@ class Proxy(BaseHTTPRequestHandler):
         resp = conn.getresponse()
         data = resp.read()
         with LOCK:
+            if LOG:
+                LOG.write(f"{self.command} {self.path.split('?')[0]} {self.headers.get('Range', '-')} {len(body)} {len(data)}\n")
+                LOG.flush()
             STATS["requests"] += 1
             m = STATS["by_method"]
             m[self.command] = m.get(self.command, 0) + 1
@@ -97,4 +101,6 @@ class Proxy(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
 
+# S3COUNT_LOG=FILE: one line per request (method, path, range, bytes up, bytes down).
+LOG = open(os.environ["S3COUNT_LOG"], "a") if os.environ.get("S3COUNT_LOG") else None
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Proxy).serve_forever()
