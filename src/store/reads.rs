@@ -26,6 +26,8 @@ pub const RUN_BYTES: u64 = 4 << 20;
 /// Where the index places a chunk, and how much to read for it.
 pub(super) struct Located {
     pub pack: PackId,
+    /// The pack's key (which depends on the chunk's kind from format 2 on).
+    pub key: Key,
     /// What the record there must say.
     pub record: PackEntry,
     pub span: usize,
@@ -48,6 +50,7 @@ pub(super) fn locate(repo: &Repository, id: &ChunkId) -> Result<Located> {
     })?;
     Ok(Located {
         pack: e.pack,
+        key: repo.pack_key(e.pack, e.kind),
         record: rec,
         span,
     })
@@ -93,18 +96,17 @@ pub(super) fn open_located<'b>(
 /// What a batched read hands on: an item's index and its bytes, or its own error.
 pub type Each<'f> = dyn FnMut(usize, Result<&[u8]>) -> Result<()> + 'f;
 
-/// Read the byte ranges `items` ((offset, length), sorted by offset) of pack `pack`,
+/// Read the byte ranges `items` ((offset, length), sorted by offset) of pack `key`,
 /// each run of neighbours in one read, and hand each range to `f` with its index. A
 /// read that fails is retried range by range, so that each range gets its own outcome
 /// (a pack cut short fails only the records beyond its end).
 fn read_ranges(
     store: &dyn Store,
-    pack: PackId,
+    key: Key,
     items: &[(u64, usize)],
     buf: &mut Vec<u8>,
     f: &mut Each<'_>,
 ) -> Result<()> {
-    let key = Key::Pack(pack);
     let mut i = 0;
     while let Some(&(start, len)) = items.get(i) {
         let mut end = start.saturating_add(len as u64);
@@ -180,8 +182,8 @@ impl Repository {
         out: &mut Vec<u8>,
         f: &mut Each<'_>,
     ) -> Result<()> {
-        at.sort_by_key(|(_, l)| (l.pack, l.record.offset));
-        for group in at.chunk_by(|a, b| a.1.pack == b.1.pack) {
+        at.sort_by_key(|(_, l)| (l.key, l.record.offset));
+        for group in at.chunk_by(|a, b| a.1.key == b.1.key) {
             let Some((_, first)) = group.first() else {
                 continue;
             };
@@ -189,7 +191,7 @@ impl Repository {
                 .iter()
                 .map(|(_, l)| (l.record.offset, l.span))
                 .collect();
-            read_ranges(self.store(), first.pack, &items, buf, &mut |k, r| {
+            read_ranges(self.store(), first.key, &items, buf, &mut |k, r| {
                 let Some((i, l)) = group.get(k) else {
                     return Ok(());
                 };
@@ -254,15 +256,11 @@ impl Repository {
         }
     }
 
-    /// The stored bytes of records of pack `pack` (`entries`, from its trailer, in any
+    /// The stored bytes of records of pack `key` (`entries`, from its trailer, in any
     /// order), in as few store reads as the gaps allow: `f` gets each entry's index and
     /// the record's bytes (to open with `format::record::open`), or the store's error.
-    pub fn read_records(
-        &self,
-        pack: &PackId,
-        entries: &[PackEntry],
-        f: &mut Each<'_>,
-    ) -> Result<()> {
+    pub fn read_records(&self, key: Key, entries: &[PackEntry], f: &mut Each<'_>) -> Result<()> {
+        let pack = key.pack_id().map(|p| p.to_string()).unwrap_or_default();
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by_key(|&k| entries.get(k).map(|e| e.offset));
         let mut items = Vec::with_capacity(order.len());
@@ -284,7 +282,7 @@ impl Repository {
                 )?,
             }
         }
-        read_ranges(self.store(), *pack, &items, &mut Vec::new(), &mut |j, r| {
+        read_ranges(self.store(), key, &items, &mut Vec::new(), &mut |j, r| {
             f(keep.get(j).copied().unwrap_or(usize::MAX), r)
         })
     }
@@ -348,7 +346,7 @@ mod tests {
         // Flip a payload byte of chunk 5, and cut the pack inside chunk 38.
         let e5 = repo.index().get(&ids[5]).unwrap().unwrap();
         let e38 = repo.index().get(&ids[38]).unwrap().unwrap();
-        let file = repo.pack_location(&e5.pack);
+        let file = repo.pack_location(repo.pack_key(e5.pack, e5.kind));
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[e5.offset as usize + crate::format::pack::RECORD_HEADER_LEN + 10] ^= 1;
         bytes.truncate(e38.offset as usize + 100);
