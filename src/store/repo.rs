@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
@@ -72,6 +72,8 @@ pub struct Repository {
     cache: Option<ObjectCache>,
     /// Whether this run listed the tree packs to fill the cache (once a run).
     tree_packs_listed: AtomicBool,
+    /// Held while the cache is filled (see [`Repository::read_chunk`]).
+    warming: Mutex<()>,
     _locks: Vec<LockGuard>,
 }
 
@@ -357,6 +359,7 @@ impl Repository {
             lease,
             cache,
             tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: locks,
         })
     }
@@ -397,6 +400,7 @@ impl Repository {
             lease: None,
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: Vec::new(),
         })
     }
@@ -435,6 +439,7 @@ impl Repository {
             lease: None,
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: Vec::new(),
         })
     }
@@ -628,8 +633,14 @@ impl Repository {
         if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
             let mut hit = cache.tree(id);
             if hit.is_none() {
-                self.warm_tree_cache(at.key, cache);
+                // One warming at a time: threads that miss together (a parallel walk)
+                // wait for it instead of fetching the same pack again.
+                let _one = self.warming.lock();
                 hit = cache.tree(id);
+                if hit.is_none() {
+                    self.warm_tree_cache(at.key, cache);
+                    hit = cache.tree(id);
+                }
             }
             if let Some(bytes) = hit {
                 *out = bytes;
