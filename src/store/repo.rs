@@ -1297,6 +1297,61 @@ mod tests {
         ));
     }
 
+    /// A format-2 repository puts its tree packs under a key of their own and a
+    /// format-1 one beside the data packs; either way the index's pack set records
+    /// each pack's kind (from the key, or from the trailer), after a rebuild too.
+    #[test]
+    fn pack_keys_follow_the_format_and_the_pack_set_records_kinds() {
+        for format in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("repo");
+            let place = crate::store::Place::local(&path);
+            let cfg = RepoConfig {
+                format,
+                ..RepoConfig::new_default([format as u8; 16])
+            };
+            Repository::init_with(&place, cfg).unwrap();
+            let kinds_of = |repo: &Repository| -> Vec<(Key, ChunkKind)> {
+                let set = repo.rocks_index().unwrap().packs().unwrap();
+                let mut out: Vec<(Key, ChunkKind)> = repo
+                    .packs()
+                    .unwrap()
+                    .into_iter()
+                    .map(|k| (k, set[&k.pack_id().unwrap()].kind))
+                    .collect();
+                out.sort_by_key(|(_, kind)| *kind as u8);
+                out
+            };
+            let (data, tree) = {
+                let repo = Repository::open(&place, Access::Write).unwrap();
+                let sink = ChunkSink::new(&repo).unwrap();
+                let data = sink.put(ChunkKind::Data, b"file bytes", true).unwrap();
+                let tree = sink.put(ChunkKind::Tree, b"tree bytes", true).unwrap();
+                sink.finish().unwrap();
+                (data, tree)
+            };
+            fs::remove_dir_all(path.join("index")).unwrap();
+            let repo = Repository::open(&place, Access::Write).unwrap();
+            assert!(repo.index_rebuilt.is_some());
+            let got = kinds_of(&repo);
+            let (d, t) = (got[0].0.pack_id().unwrap(), got[1].0.pack_id().unwrap());
+            let want = match format {
+                1 => vec![
+                    (Key::Pack(d), ChunkKind::Data),
+                    (Key::Pack(t), ChunkKind::Tree),
+                ],
+                _ => vec![
+                    (Key::Pack(d), ChunkKind::Data),
+                    (Key::TreePack(t), ChunkKind::Tree),
+                ],
+            };
+            assert_eq!(got, want, "format {format}");
+            assert_eq!(path.join("trees").exists(), format == 2);
+            assert_eq!(repo.read_chunk_vec(&data).unwrap(), b"file bytes");
+            assert_eq!(repo.read_chunk_vec(&tree).unwrap(), b"tree bytes");
+        }
+    }
+
     /// A writer's open reconciles the index with the packs listed: a pack deleted
     /// behind the index's back is dropped (and the next backup stores its chunks
     /// again), a pack another writer added is adopted.
