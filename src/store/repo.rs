@@ -191,13 +191,7 @@ impl Repository {
         let layout = PackLayout::of(&config);
         let state = place.state_dir(&config.repo_id);
         let shared = place.shared_by_hosts();
-        // Local copies of snapshot records and trees, for a repository that is not a
-        // local directory.
-        let cache = place
-            .location
-            .local_path()
-            .is_none()
-            .then(|| ObjectCache::new(state.join("cache")));
+        let cache = object_cache(place, &state);
         let packs = PackReader {
             store: store.as_ref(),
             limits: &raw_limits,
@@ -483,11 +477,7 @@ impl Repository {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
         let (idx, _) = RocksIndex::open(&index_path)?;
-        let cache = place
-            .location
-            .local_path()
-            .is_none()
-            .then(|| ObjectCache::new(state.join("cache")));
+        let cache = object_cache(place, &state);
         let packs = PackReader {
             store: store.as_ref(),
             limits: &RawLimits::of(&config),
@@ -892,6 +882,16 @@ impl Repository {
     pub fn rocks_index(&self) -> Option<&RocksIndex> {
         self.rocks.as_deref()
     }
+}
+
+/// The local copies of snapshot records and trees a repository that is not a local
+/// directory keeps in its state directory `state`.
+fn object_cache(place: &Place, state: &Path) -> Option<ObjectCache> {
+    place
+        .location
+        .local_path()
+        .is_none()
+        .then(|| ObjectCache::new(state.join("cache")))
 }
 
 /// The repository's config, decoded.
