@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use common::env::{need_hooks, s, Cmd, Env};
 use common::faultproxy::FaultProxy;
 use common::verify::{assert_same, describe, expected_state};
+use jellysnap::decoders::{scan_records, RawLimits, RepoConfig};
 use jellysnap::s3::S3Store;
 use jellysnap::stores::{Key, Kind, Store};
+use jellysnap::ChunkKind;
 use serde_json::Value;
 
 /// One repository in its own bucket, reached directly or through a counting proxy, with
@@ -95,6 +97,12 @@ fn every_command_works_on_a_bucket() {
     let data = fx.data_dir.to_str().unwrap();
     let init = b.json(&["init"], 0);
     assert_eq!(init["repository"], b.location.as_str(), "{init}");
+    let config = b.store().get(Key::Config).unwrap();
+    assert_eq!(
+        &config[8..12],
+        &2u32.to_le_bytes(),
+        "a new repository is format 2"
+    );
     let first = b.json(&["backup", "--data-dir", data, "--name", "before"], 0);
     let before = expected_state(&fx);
     // A change, then a second snapshot.
@@ -131,6 +139,24 @@ fn every_command_works_on_a_bucket() {
     b.json(&["gc"], 0);
     b.json(&["repair", "index"], 0);
     b.json(&["check", "--read-data"], 0);
+    // Through gc and repair, tree packs stay under trees/ and hold trees only, data
+    // packs under packs/ and hold data only.
+    let store = b.store();
+    let limits = RawLimits::of(&RepoConfig::decode(&config, Path::new("config")).unwrap());
+    for (kind, holds) in [
+        (Kind::TreePack, ChunkKind::Tree),
+        (Kind::Pack, ChunkKind::Data),
+    ] {
+        let packs = store.list(kind).unwrap();
+        assert!(!packs.is_empty(), "{kind:?}");
+        for (key, _) in packs {
+            let (entries, _) = scan_records(&store.get(key).unwrap(), &limits);
+            assert!(
+                !entries.is_empty() && entries.iter().all(|e| e.kind == holds),
+                "{key:?}"
+            );
+        }
+    }
     let target = b.env.root.join("restored-after-gc");
     b.json(
         &["restore", "after", "--target", target.to_str().unwrap()],
