@@ -188,7 +188,12 @@ impl World {
             Err(_) if self.committed.is_empty() && self.in_flight.is_none() => return,
             Err(e) => panic!("{what}: the repository does not open: {e}"),
         };
-        let packs = repo.packs().unwrap();
+        let packs: Vec<_> = repo
+            .packs()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k.pack_id())
+            .collect();
         for p in self.sim.indexed_packs() {
             assert!(
                 packs.contains(&p),

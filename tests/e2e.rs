@@ -516,12 +516,12 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     let cfg = env.repo.join("config");
     let orig = fs::read(&cfg).unwrap();
     let mut future = orig.clone();
-    future[8] = 2;
+    future[8] = 3;
     fs::write(&cfg, &future).unwrap();
     let out = env.expect(&["snapshots"], 11);
     assert!(
         s(&out.stderr).contains(
-            "config was written by a newer jellysnap (format 2, this one reads up to 1): upgrade jellysnap"
+            "config was written by a newer jellysnap (format 3, this one reads up to 2): upgrade jellysnap"
         ),
         "{}",
         s(&out.stderr)

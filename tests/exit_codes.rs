@@ -170,7 +170,7 @@ fn snapshot_and_data_dir_problems_are_11_to_15() {
     let cfg = env.repo.join("config");
     let orig = fs::read(&cfg).unwrap();
     let mut future = orig.clone();
-    future[8] = 2;
+    future[8] = 3;
     fs::write(&cfg, &future).unwrap();
     expect(&env.run(&["snapshots"]), 11);
     fs::write(&cfg, &orig).unwrap();

@@ -86,9 +86,12 @@ impl<'e> Host<'e> {
     }
 }
 
+/// Every pack, data packs (`packs/`) and tree packs (`trees/`).
 fn pack_set(env: &Env) -> BTreeSet<PathBuf> {
-    fs::read_dir(env.repo.join("packs"))
-        .unwrap()
+    ["packs", "trees"]
+        .iter()
+        .filter_map(|top| fs::read_dir(env.repo.join(top)).ok())
+        .flatten()
         .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
         .map(|f| f.unwrap().path())
         .collect()

@@ -217,7 +217,7 @@ fn damage_database(env: &Env) {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(repo.pack_location(&at.pack))
+        .open(repo.pack_location(repo.pack_key(at.pack, at.kind)))
         .unwrap();
     let off = at.offset + jellysnap::decoders::RECORD_HEADER_LEN as u64 + 3;
     let mut b = [0u8; 1];

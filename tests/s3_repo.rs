@@ -1,22 +1,30 @@
 //! A repository in a bucket of a real S3-compatible server (SeaweedFS `weed mini` on
 //! loopback, tests/common/s3.rs), driven through the binary with `--repo s3:...` and
-//! credentials in the environment: every command, the local cache lost, and what an
-//! unchanged backup costs in requests (counted by the loopback proxy).
+//! credentials in the environment: every command, the local cache lost, what an
+//! unchanged backup costs in requests (counted by the loopback proxy), what a cold cache
+//! costs (counted by the test store), and copies between a format-1 directory and a
+//! bucket.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use common::env::{s, Cmd, Env};
+use common::env::{need_hooks, s, Cmd, Env};
 use common::faultproxy::FaultProxy;
 use common::verify::{assert_same, describe, expected_state};
+use jellysnap::decoders::{scan_records, RawLimits, RepoConfig};
+use jellysnap::s3::S3Store;
+use jellysnap::stores::{Key, Kind, Store};
+use jellysnap::ChunkKind;
 use serde_json::Value;
 
 /// One repository in its own bucket, reached directly or through a counting proxy, with
 /// its own cache dir.
 struct Bucket {
     env: Env,
+    bucket: String,
     location: String,
     cache: PathBuf,
     proxy: Option<FaultProxy>,
@@ -41,6 +49,7 @@ impl Bucket {
         Bucket {
             cache: env.root.join("cache"),
             env,
+            bucket,
             location,
             proxy,
         }
@@ -62,6 +71,23 @@ impl Bucket {
     fn proxy(&self) -> &FaultProxy {
         self.proxy.as_ref().unwrap()
     }
+
+    /// The repository's store, reached directly.
+    fn store(&self) -> S3Store {
+        S3Store::new(&common::s3::shared().config(&self.bucket, "repo")).unwrap()
+    }
+}
+
+/// Requests the test store counted (`JELLYSNAP_COUNT_REQUESTS`) in buckets, by kind.
+fn bucket_requests(file: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in fs::read_to_string(file).unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 3 && f[0].starts_with("s3:") {
+            *out.entry(f[1].to_string()).or_insert(0) += f[2].parse::<u64>().unwrap();
+        }
+    }
+    out
 }
 
 #[test]
@@ -71,6 +97,12 @@ fn every_command_works_on_a_bucket() {
     let data = fx.data_dir.to_str().unwrap();
     let init = b.json(&["init"], 0);
     assert_eq!(init["repository"], b.location.as_str(), "{init}");
+    let config = b.store().get(Key::Config).unwrap();
+    assert_eq!(
+        &config[8..12],
+        &2u32.to_le_bytes(),
+        "a new repository is format 2"
+    );
     let first = b.json(&["backup", "--data-dir", data, "--name", "before"], 0);
     let before = expected_state(&fx);
     // A change, then a second snapshot.
@@ -107,6 +139,24 @@ fn every_command_works_on_a_bucket() {
     b.json(&["gc"], 0);
     b.json(&["repair", "index"], 0);
     b.json(&["check", "--read-data"], 0);
+    // Through gc and repair, tree packs stay under trees/ and hold trees only, data
+    // packs under packs/ and hold data only.
+    let store = b.store();
+    let limits = RawLimits::of(&RepoConfig::decode(&config, Path::new("config")).unwrap());
+    for (kind, holds) in [
+        (Kind::TreePack, ChunkKind::Tree),
+        (Kind::Pack, ChunkKind::Data),
+    ] {
+        let packs = store.list(kind).unwrap();
+        assert!(!packs.is_empty(), "{kind:?}");
+        for (key, _) in packs {
+            let (entries, _) = scan_records(&store.get(key).unwrap(), &limits);
+            assert!(
+                !entries.is_empty() && entries.iter().all(|e| e.kind == holds),
+                "{key:?}"
+            );
+        }
+    }
     let target = b.env.root.join("restored-after-gc");
     b.json(
         &["restore", "after", "--target", target.to_str().unwrap()],
@@ -175,12 +225,13 @@ fn an_unchanged_backup_makes_few_requests_and_lists_no_packs() {
     assert!(log.len() <= 20, "{} requests: {summary:#?}", log.len());
     assert!(
         !log.iter()
-            .any(|e| e.is_listing() && e.key.starts_with("packs")),
+            .any(|e| e.is_listing() && (e.key.starts_with("packs") || e.key.starts_with("trees"))),
         "a backup listed the packs: {summary:#?}"
     );
     assert!(
-        !log.iter()
-            .any(|e| e.method == "PUT" && e.key.starts_with("packs")),
+        !log.iter().any(
+            |e| e.method == "PUT" && (e.key.starts_with("packs") || e.key.starts_with("trees"))
+        ),
         "an unchanged backup uploaded a pack: {summary:#?}"
     );
 }
@@ -289,4 +340,126 @@ fn a_database_analyzed_by_the_system_sqlite3_comes_back_from_a_bucket_exactly() 
             restored.display()
         );
     }
+}
+
+/// A host whose cache is cold gets the trees from the tree packs, which a listing of
+/// `trees/` names apart from the data packs: each fetched whole in one request, no
+/// trailer read to find them. With the tree copies lost and the index kept, a restore
+/// reads no pack trailer at all; with the whole cache lost, the index rebuild reads the
+/// trailers of the data packs only (the tree packs' entries come with their bytes).
+#[test]
+fn a_cold_cache_fetches_the_tree_packs_it_lists_and_reads_no_trailer_for_them() {
+    need_hooks();
+    let b = Bucket::new(false);
+    b.json(&["init"], 0);
+    // Small packs: many data packs whose trailers a cold cache must not read for trees.
+    let store = b.store();
+    let raw = store.get(Key::Config).unwrap();
+    let mut body: Value = serde_json::from_slice(&raw[12..]).unwrap();
+    body["pack_target_bytes"] = (64 * 1024).into();
+    let mut config = raw[..12].to_vec();
+    config.extend_from_slice(body.to_string().as_bytes());
+    store.put(Key::Config, &config).unwrap();
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    b.json(&["backup", "--data-dir", data, "--name", "one"], 0);
+    common::fixture::day_of_changes(&fx, 2).unwrap();
+    b.json(&["backup", "--data-dir", data, "--name", "two"], 0);
+    let expected = expected_state(&fx);
+    let data_packs = store.list(Kind::Pack).unwrap().len() as u64;
+    let tree_packs = store.list(Kind::TreePack).unwrap().len() as u64;
+    assert!(
+        data_packs > 0 && tree_packs >= 2,
+        "{data_packs} {tree_packs}"
+    );
+
+    let restore = |name: &str| -> BTreeMap<String, u64> {
+        let counts = b.env.root.join(format!("requests-{name}"));
+        let target = b.env.root.join(name);
+        b.cmd(&[
+            "--json",
+            "restore",
+            "two",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .env("JELLYSNAP_COUNT_REQUESTS", &counts)
+        .expect(0);
+        assert_same(&describe(&target, &[]), &expected);
+        bucket_requests(&counts)
+    };
+
+    // The copies of snapshot records and trees lost, the index kept.
+    let repos = b.cache.join("jellysnap/repos");
+    let state = fs::read_dir(&repos)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::remove_dir_all(state.join("cache")).unwrap();
+    let r = restore("copies-lost");
+    eprintln!("{data_packs} data packs, {tree_packs} tree packs; copies lost: {r:?}");
+    assert_eq!(r.get("read_tail"), None, "a trailer was read: {r:?}");
+    assert!(r["get"] >= tree_packs, "{r:?}");
+
+    // Everything lost: the index is rebuilt from the data packs' trailers and the tree
+    // packs' bytes.
+    fs::remove_dir_all(&b.cache).unwrap();
+    let r = restore("cache-lost");
+    eprintln!("cache lost: {r:?}");
+    assert_eq!(r.get("read_tail"), Some(&data_packs), "{r:?}");
+    assert!(r["get"] >= tree_packs, "{r:?}");
+
+    // The cache warm: no tree pack is fetched again.
+    let r = restore("warm");
+    eprintln!("warm: {r:?}");
+    assert!(r.get("get").copied().unwrap_or(0) < tree_packs + 3, "{r:?}");
+    assert_eq!(r.get("read_tail"), None, "{r:?}");
+}
+
+/// A bucket made by `copy --init` from a format-1 directory is format 2 (its tree packs
+/// under `trees/`), and copies back into a format-1 directory that stays format 1: both
+/// restore exactly.
+#[test]
+fn copies_between_a_format_1_directory_and_a_bucket_restore_exactly() {
+    need_hooks();
+    let b = Bucket::new(false);
+    let v1 = Env::new();
+    v1.cmd(&["init"])
+        .env("JELLYSNAP_TEST_FORMAT", "1")
+        .expect(0);
+    let fx = v1.small_fixture();
+    v1.backup(&fx, &["--name", "base"]);
+    let expected = expected_state(&fx);
+    assert!(!v1.repo.join("trees").exists());
+
+    let mut to_bucket = v1.cmd(&["--json", "copy", "--to", &b.location, "--init"]);
+    for (k, v) in common::s3::shared().env() {
+        to_bucket = to_bucket.env(k, v);
+    }
+    to_bucket.env("XDG_CACHE_HOME", &b.cache).expect(0);
+    let store = b.store();
+    let config = store.get(Key::Config).unwrap();
+    assert_eq!(&config[8..12], &2u32.to_le_bytes(), "format 2");
+    assert!(!store.list(Kind::TreePack).unwrap().is_empty());
+    assert!(!store.list(Kind::Pack).unwrap().is_empty());
+    b.json(&["check", "--read-data"], 0);
+    let target = b.env.root.join("from-bucket");
+    b.json(
+        &["restore", "base", "--target", target.to_str().unwrap()],
+        0,
+    );
+    assert_same(&describe(&target, &[]), &expected);
+
+    let back = Env::new();
+    back.cmd(&["init"])
+        .env("JELLYSNAP_TEST_FORMAT", "1")
+        .expect(0);
+    b.json(&["copy", "--to", back.repo.to_str().unwrap()], 0);
+    let raw = fs::read(back.repo.join("config")).unwrap();
+    assert_eq!(&raw[8..12], &1u32.to_le_bytes(), "still format 1");
+    assert!(!back.repo.join("trees").exists());
+    back.json(&["check", "--read-data"], 0);
+    back.assert_restores("base", "from-copy", &expected);
 }

@@ -44,7 +44,10 @@ fn contract(store: &dyn Store, scratch: &Path) {
     let s = Key::Snapshot(SnapshotId::of(&snap));
     let pack = bytes(300_000, 2);
     let p = Key::Pack(PackId::of(&pack));
-    for k in [Key::Config, s, p, Key::GcMarker] {
+    // A tree pack: its own prefix, so that a listing tells the kinds apart.
+    let trees = bytes(5000, 3);
+    let t = Key::TreePack(PackId::of(&trees));
+    for k in [Key::Config, s, p, t, Key::GcMarker] {
         assert!(!store.exists(k).unwrap(), "{k:?}");
         assert_missing(store.get(k), "get");
         assert_missing(store.size(k), "size");
@@ -53,6 +56,7 @@ fn contract(store: &dyn Store, scratch: &Path) {
     }
     assert!(store.list(Kind::Snapshot).unwrap().is_empty());
     assert!(store.list(Kind::Pack).unwrap().is_empty());
+    assert!(store.list(Kind::TreePack).unwrap().is_empty());
     assert!(store.list(Kind::Lease).unwrap().is_empty());
 
     store.put(Key::Config, b"config v1").unwrap();
@@ -96,6 +100,22 @@ fn contract(store: &dyn Store, scratch: &Path) {
 
     assert_eq!(store.list(Kind::Snapshot).unwrap(), vec![(s, 3000)]);
     assert_eq!(store.list(Kind::Pack).unwrap(), vec![(p, 300_000)]);
+    assert!(store.list(Kind::TreePack).unwrap().is_empty());
+    let mut staged = store.stage(scratch).unwrap();
+    staged.write(&trees).unwrap();
+    store.put_staged(t, staged).unwrap();
+    assert_eq!(store.list(Kind::TreePack).unwrap(), vec![(t, 5000)]);
+    assert_eq!(store.list(Kind::Pack).unwrap(), vec![(p, 300_000)]);
+    assert_eq!(store.get(t).unwrap(), trees);
+    assert!(!store.exists(Key::Pack(PackId::of(&trees))).unwrap());
+    assert!(
+        store.describe(t).contains("trees/"),
+        "{}",
+        store.describe(t)
+    );
+    // Written again (a content-addressed object), it is the same object.
+    store.put(t, &trees).unwrap();
+    assert_eq!(store.list(Kind::TreePack).unwrap(), vec![(t, 5000)]);
 
     // An empty object has a size and a tail.
     store.put(Key::GcMarker, b"").unwrap();
@@ -124,6 +144,7 @@ fn contract(store: &dyn Store, scratch: &Path) {
     // Deletes, an absent object's included.
     store.delete(p).unwrap();
     store.delete(p).unwrap();
+    store.delete(t).unwrap();
     store.delete(lease).unwrap();
     assert!(!store.exists(p).unwrap());
     assert_missing(store.get(p), "get after delete");
@@ -131,6 +152,7 @@ fn contract(store: &dyn Store, scratch: &Path) {
     // (Not `read_at` after a delete: a local store reads on through the pack file its
     // thread still holds open, which is not an error: those bytes are the pack's.)
     assert!(store.list(Kind::Pack).unwrap().is_empty());
+    assert!(store.list(Kind::TreePack).unwrap().is_empty());
     assert!(store.list(Kind::Lease).unwrap().is_empty());
     assert_eq!(sorted(store.list(Kind::Snapshot).unwrap()), vec![(s, 3000)]);
     assert!(store.describe(p).contains(&PackId::of(&pack).to_hex()));

@@ -13,7 +13,14 @@ use crate::error::{Error, Result};
 use crate::format::chunker::ChunkerParams;
 
 pub const CONFIG_MAGIC: &[u8; 8] = b"JSNPREPO";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format a new repository is made in. Format 2 names tree packs apart from data
+/// packs (docs/FORMAT.md, "Layout"); format 1 repositories are still read and written
+/// as format 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this jellysnap reads and writes.
+pub const OLDEST_FORMAT: u32 = 1;
+/// The first format whose tree packs have keys of their own.
+const TREE_PACKS_APART: u32 = 2;
 
 /// The capture a backup tries first for each database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +34,9 @@ pub enum DbCaptureMode {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoConfig {
+    /// The format version, from the config's header (not part of the JSON body).
+    #[serde(skip)]
+    pub format: u32,
     /// Random id of this repository (hex), fixed at `init`.
     pub repo_id: String,
     /// Content-defined chunking of ordinary files.
@@ -51,6 +61,7 @@ impl RepoConfig {
     /// The settings of a new repository; `seed` (random, from the store) names it.
     pub fn new_default(seed: [u8; 16]) -> Self {
         RepoConfig {
+            format: FORMAT_VERSION,
             repo_id: crate::id::hex(&seed),
             chunker: ChunkerParams {
                 min: 64 * 1024,
@@ -74,12 +85,20 @@ impl RepoConfig {
         }
     }
 
-    /// These parameters under a new repository id (`seed`, random).
+    /// These parameters under a new repository id (`seed`, random), in the format new
+    /// repositories are made in.
     pub fn with_id(&self, seed: [u8; 16]) -> Self {
         RepoConfig {
+            format: FORMAT_VERSION,
             repo_id: crate::id::hex(&seed),
             ..self.clone()
         }
+    }
+
+    /// Whether tree packs are named apart from data packs (format 2 on): a listing then
+    /// tells a pack's kind without reading it.
+    pub fn tree_packs_apart(&self) -> bool {
+        self.format >= TREE_PACKS_APART
     }
 
     /// Whether `other` cuts data the same way (the three chunkers, the database
@@ -94,7 +113,13 @@ impl RepoConfig {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(CONFIG_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&self.format) {
+            return Err(Error::internal(format!(
+                "a repository config of format {} cannot be written",
+                self.format
+            )));
+        }
+        out.extend_from_slice(&self.format.to_le_bytes());
         let body = serde_json::to_string_pretty(self)
             .map_err(|e| Error::internal(format!("cannot encode the repository config: {e}")))?;
         out.extend_from_slice(body.as_bytes());
@@ -127,7 +152,9 @@ impl RepoConfig {
         if version == 0 {
             return Err(corrupt("format version 0".into()));
         }
-        let cfg: RepoConfig = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        let mut cfg: RepoConfig =
+            serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+        cfg.format = version;
         cfg.chunker.validate().map_err(corrupt)?;
         cfg.db_chunker.validate().map_err(corrupt)?;
         cfg.db_physical_chunker.validate().map_err(corrupt)?;
@@ -170,6 +197,18 @@ mod tests {
                 "repository config c was written by a newer jellysnap (format {}, this one reads up to {FORMAT_VERSION}): upgrade jellysnap to read it",
                 FORMAT_VERSION + 1
             )
+        );
+        // A format-1 repository stays format 1: read as such, written back as such.
+        let mut v1 = bytes.clone();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let old = RepoConfig::decode(&v1, Path::new("c")).unwrap();
+        assert_eq!((old.format, old.tree_packs_apart()), (1, false));
+        assert_eq!(old.encode().unwrap(), v1);
+        assert!(cfg.tree_packs_apart());
+        assert_eq!(
+            old.with_id([8; 16]).format,
+            FORMAT_VERSION,
+            "a copy's new repository"
         );
         let mut zero = bytes.clone();
         zero[8..12].copy_from_slice(&0u32.to_le_bytes());

@@ -23,6 +23,7 @@ use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::reads::Unopened;
 use crate::store::repo::Repository;
+use crate::store::Key;
 
 /// How much pack data a check reads, besides the structure.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,8 +223,9 @@ impl Checker<'_> {
         read_data: &ReadData,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let ids = self.repo.packs()?;
-        self.report.packs = ids.len() as u64;
+        let keys = self.repo.packs()?;
+        let ids: Vec<PackId> = keys.iter().filter_map(Key::pack_id).collect();
+        self.report.packs = keys.len() as u64;
         let mut failed: HashMap<ChunkId, String> = HashMap::new();
         for (id, e) in failed_trees {
             match e {
@@ -244,19 +246,21 @@ impl Checker<'_> {
         if chosen.is_empty() {
             progress.phase("checking packs and index", None);
         } else {
-            let total = chosen
+            let total = keys
                 .iter()
-                .map(|p| self.repo.pack_size(p).unwrap_or(0))
+                .filter(|k| k.pack_id().is_some_and(|p| chosen.contains(&p)))
+                .map(|k| self.repo.pack_size(*k).unwrap_or(0))
                 .sum();
             progress.phase("checking packs and reading data", Some(total));
         }
-        for id in &ids {
-            let size = self.repo.pack_size(id).unwrap_or(0);
-            let entries = self.trailer(id)?;
-            let here = located.remove(id).unwrap_or_default();
-            self.check_located(id, size, entries.as_deref(), here, &failed);
-            if let Some(entries) = entries.filter(|_| chosen.contains(id)) {
-                self.read_pack_data(id, &entries, progress)?;
+        for key in keys {
+            let Some(id) = key.pack_id() else { continue };
+            let size = self.repo.pack_size(key).unwrap_or(0);
+            let entries = self.trailer(key)?;
+            let here = located.remove(&id).unwrap_or_default();
+            self.check_located(&id, size, entries.as_deref(), here, &failed);
+            if let Some(entries) = entries.filter(|_| chosen.contains(&id)) {
+                self.read_pack_data(key, &entries, progress)?;
             }
         }
         let mut missing: Vec<(PackId, Vec<Located>)> = located.into_iter().collect();
@@ -276,13 +280,15 @@ impl Checker<'_> {
 
     /// A pack's entries from its trailer (or a scan); a damaged trailer is a problem, a
     /// read the system refuses ends the check.
-    fn trailer(&mut self, id: &PackId) -> Result<Option<Vec<PackEntry>>> {
-        Ok(match self.repo.pack_entries(id) {
+    fn trailer(&mut self, key: Key) -> Result<Option<Vec<PackEntry>>> {
+        let pack = key.pack_id();
+        let id = pack.as_ref();
+        Ok(match self.repo.pack_entries(key) {
             Ok((entries, scanned)) => {
                 if scanned {
                     self.report.problems.push(problem(
                         "pack",
-                        Some(id),
+                        id,
                         vec![],
                         format!(
                             "trailer damaged; {} record(s) recoverable by scanning (run `jellysnap repair index`, then `jellysnap check --read-data`)",
@@ -300,7 +306,7 @@ impl Checker<'_> {
             Err(e) => {
                 self.report
                     .problems
-                    .push(problem("pack", Some(id), vec![], e.to_string()));
+                    .push(problem("pack", id, vec![], e.to_string()));
                 None
             }
         })
@@ -353,17 +359,17 @@ impl Checker<'_> {
     /// Read, decompress and hash every chunk of one pack; damaged ones are a problem.
     fn read_pack_data(
         &mut self,
-        id: &PackId,
+        key: Key,
         entries: &[PackEntry],
         progress: &dyn Progress,
     ) -> Result<()> {
-        let damaged = self.read_pack(id, entries, progress)?;
+        let damaged = self.read_pack(key, entries, progress)?;
         self.report.packs_read += 1;
         if !damaged.is_empty() {
             self.bad.extend(damaged.iter().copied());
             self.report.problems.push(problem(
                 "chunk",
-                Some(id),
+                key.pack_id().as_ref(),
                 damaged,
                 "content does not match its id (damaged on disk)".into(),
             ));
@@ -375,13 +381,13 @@ impl Checker<'_> {
     /// refuses ends the check instead).
     fn read_pack(
         &mut self,
-        id: &PackId,
+        key: Key,
         entries: &[PackEntry],
         progress: &dyn Progress,
     ) -> Result<Vec<ChunkId>> {
         let mut damaged = Vec::new();
         let (repo, report) = (self.repo, &mut self.report);
-        repo.read_records(id, entries, &mut |k, r| {
+        repo.read_records(key, entries, &mut |k, r| {
             let Some(e) = entries.get(k) else {
                 return Ok(());
             };

@@ -25,7 +25,7 @@ use crate::format::chunklist;
 use crate::format::pack::PackEntry;
 use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{Node, Tree};
-use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::Progress;
 use crate::store::packer::ChunkSink;
 use crate::store::reads::Unopened;
@@ -667,10 +667,10 @@ fn read_records(
     ids: &[ChunkId],
     f: &mut dyn FnMut(ChunkId, Result<Record<'_>>) -> Result<bool>,
 ) -> Result<()> {
-    let mut located: Vec<(PackId, PackEntry)> = Vec::with_capacity(ids.len());
+    let mut located: Vec<(Key, PackEntry)> = Vec::with_capacity(ids.len());
     for id in ids {
         match src.index().get(id)? {
-            Some(e) => located.push((e.pack, e.record(*id))),
+            Some(e) => located.push((src.pack_key(e.pack, e.kind), e.record(*id))),
             None => {
                 if !f(*id, Err(Error::ChunkMissing { chunk: *id }))? {
                     return Ok(());
@@ -680,12 +680,12 @@ fn read_records(
     }
     located.sort_by_key(|(pack, e)| (*pack, e.offset));
     for group in located.chunk_by(|a, b| a.0 == b.0) {
-        let Some((pack, _)) = group.first() else {
+        let Some((key, pack)) = group.first().and_then(|(k, _)| Some((*k, k.pack_id()?))) else {
             continue;
         };
         let entries: Vec<PackEntry> = group.iter().map(|(_, e)| *e).collect();
         let mut stopped = false;
-        src.read_records(pack, &entries, &mut |k, read| {
+        src.read_records(key, &entries, &mut |k, read| {
             let Some(e) = entries.get(k).filter(|_| !stopped) else {
                 return Ok(());
             };
@@ -702,7 +702,7 @@ fn read_records(
                     d.detail(|| format!("record does not hold chunk {}", e.id)),
                 )),
                 Err(Unopened::Read(err)) if err.is_not_found() => Err(Error::PackMissing {
-                    pack: *pack,
+                    pack,
                     detail: err.to_string(),
                 }),
                 // A permission, a resource limit, a network that failed: said as it

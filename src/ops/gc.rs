@@ -71,6 +71,9 @@ pub struct PackPlan {
     pub dead_bytes: u64,
     #[serde(skip)]
     id: Option<PackId>,
+    /// The pack's key as listed (its kind shows in it from format 2 on).
+    #[serde(skip)]
+    key: Option<Key>,
     #[serde(skip)]
     live: Vec<PackEntry>,
     #[serde(skip)]
@@ -188,7 +191,7 @@ pub fn plan_with_grace(
     let live = reach::mark(repo, &snaps)?;
     progress.phase("reading pack trailers", None);
     let packs = repo.packs()?;
-    let listed: HashSet<PackId> = packs.iter().copied().collect();
+    let listed: HashSet<PackId> = packs.iter().filter_map(Key::pack_id).collect();
     let mut plan = GcPlan {
         snapshots: snaps.len() as u64,
         live_chunks: live.len() as u64,
@@ -206,10 +209,11 @@ pub fn plan_with_grace(
         pending,
     };
     let (mut live_bytes, mut partial) = (0u64, Vec::new());
-    for id in packs {
-        let size = repo.pack_size(&id)?;
+    for key in packs {
+        let Some(id) = key.pack_id() else { continue };
+        let size = repo.pack_size(key)?;
         plan.repository_bytes += size;
-        let (entries, _) = repo.pack_entries(&id)?;
+        let (entries, _) = repo.pack_entries(key)?;
         let mut p = PackPlan {
             pack: id.to_hex(),
             size,
@@ -218,6 +222,7 @@ pub fn plan_with_grace(
             dead_chunks: 0,
             dead_bytes: 0,
             id: Some(id),
+            key: Some(key),
             live: Vec::new(),
             all: entries.clone(),
         };
@@ -310,8 +315,10 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
 
     // 3. Delete the files.
     for p in &doomed {
-        let Some(id) = p.id else { continue };
-        repo.store().delete(Key::Pack(id))?;
+        let (Some(id), Some(key)) = (p.id, p.key) else {
+            continue;
+        };
+        repo.store().delete(key)?;
         if plan.delete.iter().any(|d| d.id == Some(id)) {
             report.packs_deleted += 1;
         }
@@ -337,9 +344,9 @@ fn repack(
     progress.phase("repacking", Some(plan.bytes_repacked));
     let sink = ChunkSink::new(repo)?;
     for p in &plan.repack {
-        let Some(id) = p.id else { continue };
-        let location = repo.pack_location(&id);
-        repo.read_records(&id, &p.live, &mut |k, r| {
+        let Some(key) = p.key else { continue };
+        let location = repo.pack_location(key);
+        repo.read_records(key, &p.live, &mut |k, r| {
             let Some(e) = p.live.get(k) else {
                 return Ok(());
             };
@@ -421,8 +428,10 @@ fn sweep_two_phase(
                 unindex(repo, d)?;
             }
             for d in &dead {
-                let Some(id) = d.id else { continue };
-                store.delete(Key::Pack(id))?;
+                let (Some(id), Some(key)) = (d.id, d.key) else {
+                    continue;
+                };
+                store.delete(key)?;
                 deleted.insert(id);
                 report.packs_deleted += 1;
                 report.bytes_freed += d.size;

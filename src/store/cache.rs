@@ -5,6 +5,9 @@
 //! a request, so an unchanged snapshot would cost as many requests as the data dir has
 //! directories.
 //!
+//! Tree packs fetched whole are noted (`tree-packs/<xx>/<pack-id>`, empty), so that a
+//! later run that lists the tree packs fetches only those it has not taken in.
+//!
 //! A cache, not state: every copy is verified against its name when read, one that fails
 //! is ignored (and read from the store again), a lost or deleted cache costs requests,
 //! never data, and a failed write is not an error.
@@ -13,7 +16,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::id::{ChunkId, SnapshotId};
+use crate::id::{ChunkId, PackId, SnapshotId};
 
 pub struct ObjectCache {
     dir: PathBuf,
@@ -40,6 +43,17 @@ impl ObjectCache {
 
     pub fn put_tree(&self, id: &ChunkId, bytes: &[u8]) {
         self.put(self.path("trees", &id.to_hex()), bytes);
+    }
+
+    /// Whether every tree of tree pack `id` was taken in (see [`ObjectCache::note_tree_pack`]).
+    pub fn has_tree_pack(&self, id: &PackId) -> bool {
+        self.path("tree-packs", &id.to_hex()).exists()
+    }
+
+    /// Note that the trees of tree pack `id` were fetched and kept. Only a hint: a tree
+    /// missing here later is read from the store again.
+    pub fn note_tree_pack(&self, id: &PackId) {
+        self.put(self.path("tree-packs", &id.to_hex()), b"");
     }
 
     /// A snapshot record's bytes, if a copy is here and is the record.
@@ -108,5 +122,9 @@ mod tests {
         let sid = SnapshotId::of(&rec);
         cache.put_snapshot(&sid, &rec);
         assert_eq!(cache.snapshot(&sid), Some(rec));
+        let pack = PackId::of(b"a pack");
+        assert!(!cache.has_tree_pack(&pack));
+        cache.note_tree_pack(&pack);
+        assert!(cache.has_tree_pack(&pack));
     }
 }

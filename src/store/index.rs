@@ -8,8 +8,8 @@
 //!
 //! Beside the chunks the RocksDB index records what it was built from, so that it can be
 //! reconciled with the store instead of rebuilt (see `repo::reconcile`): the packs it
-//! holds entries for (`p` + pack id -> size u64le, written in the same batch as their
-//! entries), the pack-set epoch it last saw (`m:epoch`) and the snapshots it has seen
+//! holds entries for (`p` + pack id -> size u64le, kind u8, written in the same batch
+//! as their entries), the pack-set epoch it last saw (`m:epoch`) and the snapshots it has seen
 //! covered (`s` + snapshot id).
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +22,7 @@ use crate::format::pack::{ChunkKind, PackEntry};
 use crate::id::{ChunkId, PackId, SnapshotId};
 
 /// Bump when the value layout or key scheme changes: a mismatch rebuilds the index.
-pub const INDEX_SCHEMA: u32 = 2;
+pub const INDEX_SCHEMA: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"m:schema";
 const EPOCH_KEY: &[u8] = b"m:epoch";
 const CHUNK_PREFIX: u8 = b'c';
@@ -87,6 +87,30 @@ impl IndexEntry {
     }
 }
 
+/// A pack the index has read: its size and the kind of chunks it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    pub size: u64,
+    pub kind: ChunkKind,
+}
+
+impl PackInfo {
+    fn encode(&self) -> [u8; 9] {
+        let mut v = [0u8; 9];
+        v[..8].copy_from_slice(&self.size.to_le_bytes());
+        v[8] = self.kind as u8;
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Self> {
+        let v: &[u8; 9] = v.try_into().ok()?;
+        Some(PackInfo {
+            size: u64::from_le_bytes(v[..8].try_into().ok()?),
+            kind: ChunkKind::from_u8(v[8])?,
+        })
+    }
+}
+
 /// Durability contract: `insert` returns only after the entries are durable (synced).
 pub trait ChunkIndex: Send + Sync {
     fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>>;
@@ -95,15 +119,15 @@ pub trait ChunkIndex: Send + Sync {
     fn remove(&self, ids: &[ChunkId]) -> Result<()>;
     fn len_estimate(&self) -> u64;
 
-    /// Insert the entries of a durable pack of `size` bytes and record the pack as
-    /// known, in one durable write.
+    /// Insert the entries of a durable pack (`info`: its size and kind) and record the
+    /// pack as known, in one durable write.
     fn insert_pack(
         &self,
         pack: PackId,
-        size: u64,
+        info: PackInfo,
         entries: &[(ChunkId, IndexEntry)],
     ) -> Result<()> {
-        let _ = (pack, size);
+        let _ = (pack, info);
         self.insert(entries)
     }
 
@@ -252,8 +276,8 @@ impl RocksIndex {
         self.write(batch)
     }
 
-    /// The packs the index holds entries for, with their sizes.
-    pub fn packs(&self) -> Result<HashMap<PackId, u64>> {
+    /// The packs the index holds entries for, with their sizes and kinds.
+    pub fn packs(&self) -> Result<HashMap<PackId, PackInfo>> {
         let mut out = HashMap::new();
         for item in self.db.prefix_iterator([PACK_PREFIX]) {
             let (k, v) = item.map_err(|e| Self::err(&self.path, e))?;
@@ -261,10 +285,9 @@ impl RocksIndex {
                 break;
             }
             let id = k.get(1..).and_then(|b| <[u8; 32]>::try_from(b).ok());
-            let size = <[u8; 8]>::try_from(&*v).ok().map(u64::from_le_bytes);
-            match (id, size) {
-                (Some(id), Some(size)) => {
-                    out.insert(PackId(id), size);
+            match (id, PackInfo::decode(&v)) {
+                (Some(id), Some(info)) => {
+                    out.insert(PackId(id), info);
                 }
                 _ => return Err(Self::err(&self.path, "a damaged pack-set entry")),
             }
@@ -305,7 +328,7 @@ impl RocksIndex {
     pub fn adopt_pack(
         &self,
         pack: PackId,
-        size: u64,
+        info: PackInfo,
         entries: &[(ChunkId, IndexEntry)],
         doomed: &HashSet<PackId>,
     ) -> Result<()> {
@@ -315,7 +338,7 @@ impl RocksIndex {
                 fresh.push((*id, *e));
             }
         }
-        self.insert_pack(pack, size, &fresh)
+        self.insert_pack(pack, info, &fresh)
     }
 
     /// The pack-set epoch last seen: `None` when none was recorded, `Some("")` when the
@@ -458,14 +481,14 @@ impl ChunkIndex for RocksIndex {
     fn insert_pack(
         &self,
         pack: PackId,
-        size: u64,
+        info: PackInfo,
         entries: &[(ChunkId, IndexEntry)],
     ) -> Result<()> {
         let mut batch = rocksdb::WriteBatch::default();
         for (id, e) in entries {
             batch.put(chunk_key(id), e.encode());
         }
-        batch.put(pack_key(&pack), size.to_le_bytes());
+        batch.put(pack_key(&pack), info.encode());
         self.write(batch)
     }
 
@@ -507,6 +530,34 @@ mod tests {
         let e = entry(3);
         assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
         assert_eq!(IndexEntry::decode(&[0u8; 49]), None);
+        let p = PackInfo {
+            size: 1 << 40,
+            kind: ChunkKind::Tree,
+        };
+        assert_eq!(PackInfo::decode(&p.encode()), Some(p));
+        assert_eq!(PackInfo::decode(&[0u8; 8]), None, "schema 2's value");
+    }
+
+    /// The pack set keeps each pack's kind beside its size.
+    #[test]
+    fn the_pack_set_records_each_packs_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
+        let data = PackInfo {
+            size: 10,
+            kind: ChunkKind::Data,
+        };
+        let tree = PackInfo {
+            size: 20,
+            kind: ChunkKind::Tree,
+        };
+        idx.insert_pack(PackId([1; 32]), data, &[(ChunkId([1; 32]), entry(1))])
+            .unwrap();
+        idx.adopt_pack(PackId([2; 32]), tree, &[], &HashSet::new())
+            .unwrap();
+        let packs = idx.packs().unwrap();
+        assert_eq!(packs.get(&PackId([1; 32])), Some(&data));
+        assert_eq!(packs.get(&PackId([2; 32])), Some(&tree));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A store in a local directory (docs/FORMAT.md, "Repository layout"):
-//! `config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`, `leases/<id>`,
+//! `config`, `snapshots/<id>`, `packs/<xx>/<id>`, `trees/<xx>/<id>` (tree packs, format 2),
+//! `gc-in-progress`, `leases/<id>`,
 //! `gc-pending`, `pack-epoch`, with scratch files
 //! in `tmp/`. Atomic writes are temp file, fsync, rename, fsync of the directory
 //! ([`durable`]); staged packs are built in `tmp/`, on the same file system, so that the
@@ -52,6 +53,10 @@ impl LocalStore {
             Key::Pack(id) => {
                 let hex = id.to_hex();
                 self.root.join("packs").join(&hex[..2]).join(hex)
+            }
+            Key::TreePack(id) => {
+                let hex = id.to_hex();
+                self.root.join("trees").join(&hex[..2]).join(hex)
             }
             Key::GcMarker => self.root.join("gc-in-progress"),
             Key::Lease(id) => self.root.join("leases").join(id.to_hex()),
@@ -143,14 +148,21 @@ impl LocalStore {
         Ok(out)
     }
 
-    fn list_packs(&self) -> Result<Vec<(Key, u64)>> {
-        let dir = self.root.join("packs");
+    /// The packs under `top` (`packs` or `trees`), named by `key`. `trees/` is made with
+    /// its first pack: a repository without one has none.
+    fn list_packs(&self, top: &str, key: fn(PackId) -> Key) -> Result<Vec<(Key, u64)>> {
+        let dir = self.root.join(top);
         let mut out = Vec::new();
-        for (sub, kind) in self.fs.list(&dir).at(&dir)? {
+        let subs = match self.fs.list(&dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && top == "trees" => return Ok(out),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for (sub, kind) in subs {
             if kind != EntryKind::Dir {
                 continue;
             }
-            out.extend(self.list_dir(&dir.join(sub), |n| PackId::from_hex(n).map(Key::Pack))?);
+            out.extend(self.list_dir(&dir.join(sub), |n| PackId::from_hex(n).map(key))?);
         }
         Ok(out)
     }
@@ -262,7 +274,8 @@ impl Store for LocalStore {
             Kind::Snapshot => self.list_dir(&self.root.join("snapshots"), |n| {
                 SnapshotId::from_hex(n).map(Key::Snapshot)
             }),
-            Kind::Pack => self.list_packs(),
+            Kind::Pack => self.list_packs("packs", Key::Pack),
+            Kind::TreePack => self.list_packs("trees", Key::TreePack),
             Kind::Lease => self.list_dir(&self.root.join("leases"), |n| {
                 LeaseId::from_hex(n).map(Key::Lease)
             }),
@@ -299,13 +312,15 @@ impl Store for LocalStore {
             self.root.join("leases"),
             self.root.clone(),
         ];
-        let packs = self.root.join("packs");
-        if let Ok(subs) = self.fs.list(&packs) {
-            dirs.extend(
-                subs.into_iter()
-                    .filter(|(_, k)| *k == EntryKind::Dir)
-                    .map(|(name, _)| packs.join(name)),
-            );
+        for top in ["packs", "trees"] {
+            let packs = self.root.join(top);
+            if let Ok(subs) = self.fs.list(&packs) {
+                dirs.extend(
+                    subs.into_iter()
+                        .filter(|(_, k)| *k == EntryKind::Dir)
+                        .map(|(name, _)| packs.join(name)),
+                );
+            }
         }
         for d in dirs {
             n += remove_matching(self.fs.as_ref(), &d, &[".tmp-"]);

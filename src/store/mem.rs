@@ -140,6 +140,7 @@ impl Store for MemStore {
                     (kind, k),
                     (Kind::Snapshot, Key::Snapshot(_))
                         | (Kind::Pack, Key::Pack(_))
+                        | (Kind::TreePack, Key::TreePack(_))
                         | (Kind::Lease, Key::Lease(_))
                 )
             })
@@ -169,6 +170,7 @@ impl Store for MemStore {
             Key::Config => "config".to_string(),
             Key::Snapshot(id) => format!("snapshots/{}", id.to_hex()),
             Key::Pack(id) => format!("packs/{}", id.to_hex()),
+            Key::TreePack(id) => format!("trees/{}", id.to_hex()),
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
             Key::GcPending => "gc-pending".to_string(),

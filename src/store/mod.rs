@@ -37,18 +37,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::pack::ChunkKind;
 use crate::id::{PackId, SnapshotId};
 use crate::store::durable::{Fs, FsFile};
 
 /// An object of the repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
     /// The repository config; written once, by `init`, last.
     Config,
     /// A snapshot record, named by the hash of its bytes.
     Snapshot(SnapshotId),
-    /// A pack, named by the hash of its bytes.
+    /// A pack under `packs/`, named by the hash of its bytes: every pack of a format-1
+    /// repository, a data pack from format 2 on (see [`PackLayout`]).
     Pack(PackId),
+    /// A tree pack under `trees/` (format 2 on), named by the hash of its bytes.
+    TreePack(PackId),
     /// Present while a gc sweep has not finished.
     GcMarker,
     /// A lease: a process on some host says, until the time written in it, that it
@@ -60,6 +64,63 @@ pub enum Key {
     /// The pack-set epoch: a token a gc of a shared repository changes after deleting
     /// packs, so that other hosts' caches know to reconcile their index.
     PackEpoch,
+}
+
+impl Key {
+    /// The pack this key names, if it names one.
+    pub fn pack_id(&self) -> Option<PackId> {
+        match self {
+            Key::Pack(id) | Key::TreePack(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// How a repository names its packs (docs/FORMAT.md, "Layout"), from its format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackLayout {
+    /// Format 1: every pack under `packs/`; only its trailer tells its kind.
+    Together,
+    /// Format 2: data packs under `packs/`, tree packs under `trees/`, so that a
+    /// listing tells a pack's kind and a cache can fetch every tree pack without
+    /// listing, or reading anything of, the data packs.
+    Apart,
+}
+
+impl PackLayout {
+    pub fn of(config: &crate::format::config::RepoConfig) -> Self {
+        if config.tree_packs_apart() {
+            PackLayout::Apart
+        } else {
+            PackLayout::Together
+        }
+    }
+
+    /// The key of pack `id`, which holds chunks of `kind`.
+    pub fn key(self, id: PackId, kind: ChunkKind) -> Key {
+        match (self, kind) {
+            (PackLayout::Apart, ChunkKind::Tree) => Key::TreePack(id),
+            _ => Key::Pack(id),
+        }
+    }
+
+    /// The kinds of object a listing of every pack lists.
+    pub fn pack_kinds(self) -> &'static [Kind] {
+        match self {
+            PackLayout::Together => &[Kind::Pack],
+            PackLayout::Apart => &[Kind::Pack, Kind::TreePack],
+        }
+    }
+
+    /// The kind a pack's key says it holds: `None` where the name does not say (format
+    /// 1), and only its trailer can.
+    pub fn kind_of(self, key: Key) -> Option<ChunkKind> {
+        match (self, key) {
+            (PackLayout::Apart, Key::Pack(_)) => Some(ChunkKind::Data),
+            (_, Key::TreePack(_)) => Some(ChunkKind::Tree),
+            _ => None,
+        }
+    }
 }
 
 /// A lease's name: 16 random bytes, in hex.
@@ -93,7 +154,10 @@ impl LeaseId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Snapshot,
+    /// The packs under `packs/` ([`Key::Pack`]).
     Pack,
+    /// The packs under `trees/` ([`Key::TreePack`]).
+    TreePack,
     Lease,
 }
 

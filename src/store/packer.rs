@@ -24,9 +24,9 @@ use crate::error::{Error, Result};
 use crate::format::pack::{self, ChunkKind, PackEntry};
 use crate::format::record::{self, Compress};
 use crate::id::{ChunkId, PackId};
-use crate::store::index::{ChunkIndex, IndexEntry};
+use crate::store::index::{ChunkIndex, IndexEntry, PackInfo};
 use crate::store::repo::Repository;
-use crate::store::{Key, Staged, Store};
+use crate::store::{PackLayout, Staged, Store};
 
 /// Start a named thread; a thread that cannot start is an error, never a silent no-op.
 fn spawn<T: Send + 'static>(
@@ -141,8 +141,9 @@ impl<'r> ChunkSink<'r> {
             Err(_) => Ok(()),
         })?;
         let (store, to_syncer) = (repo.store_arc(), written.clone());
+        let layout = repo.pack_layout();
         let syncer = spawn("pack syncer", move || {
-            sync_packs(store.as_ref(), index, sync_rx, &to_syncer)
+            sync_packs(store.as_ref(), layout, index, sync_rx, &to_syncer)
         });
         let syncer = match syncer {
             Ok(h) => h,
@@ -391,6 +392,7 @@ struct OpenPack {
 struct SealedPack {
     staged: Staged,
     id: PackId,
+    kind: ChunkKind,
     entries: Vec<PackEntry>,
 }
 
@@ -424,12 +426,13 @@ impl OpenPack {
         Ok(())
     }
 
-    fn seal(mut self) -> Result<SealedPack> {
+    fn seal(mut self, kind: ChunkKind) -> Result<SealedPack> {
         let trailer = pack::seal_trailer(&self.entries);
         self.write(&trailer)?;
         Ok(SealedPack {
             staged: self.staged,
             id: PackId(*self.hasher.finalize().as_bytes()),
+            kind,
             entries: self.entries,
         })
     }
@@ -482,7 +485,7 @@ impl PackWriter {
             ChunkKind::Tree => &mut self.tree,
         };
         let Some(p) = slot.take() else { return Ok(()) };
-        let sealed = p.seal()?;
+        let sealed = p.seal(kind)?;
         match &self.syncer {
             Some((tx, _)) if tx.send(sealed).is_ok() => Ok(()),
             // The syncer stopped on an error: stop_syncer reports it. A sealed pack that
@@ -514,19 +517,21 @@ impl PackWriter {
 /// overlaps the next pack's writes.
 fn sync_packs(
     store: &dyn Store,
+    layout: PackLayout,
     index: Arc<dyn ChunkIndex>,
     rx: Receiver<SealedPack>,
     written: &Mutex<Vec<PackId>>,
 ) -> Result<()> {
     for p in rx {
         let size = p.staged.written();
-        store.put_staged(Key::Pack(p.id), p.staged)?;
+        store.put_staged(layout.key(p.id, p.kind), p.staged)?;
         let batch: Vec<(ChunkId, IndexEntry)> = p
             .entries
             .iter()
             .map(|e| (e.id, IndexEntry::from_pack_entry(p.id, e)))
             .collect();
-        index.insert_pack(p.id, size, &batch)?;
+        let info = PackInfo { size, kind: p.kind };
+        index.insert_pack(p.id, info, &batch)?;
         written
             .lock()
             .map_err(|_| poisoned("the list of packs written"))?

@@ -22,6 +22,8 @@ use crate::store::{Key, ReadShape, Store};
 /// Where the index places a chunk, and how much to read for it.
 pub(super) struct Located {
     pub pack: PackId,
+    /// The pack's key (which depends on the chunk's kind from format 2 on).
+    pub key: Key,
     /// What the record there must say.
     pub record: PackEntry,
     pub span: usize,
@@ -44,6 +46,7 @@ pub(super) fn locate(repo: &Repository, id: &ChunkId) -> Result<Located> {
     })?;
     Ok(Located {
         pack: e.pack,
+        key: repo.pack_key(e.pack, e.kind),
         record: rec,
         span,
     })
@@ -167,7 +170,7 @@ impl Drop for Lent {
 }
 
 /// Read the records `items` (each expected entry with its span, sorted by offset) of pack
-/// `pack`, each run of neighbours in one read as `shape` allows, open each, and hand it
+/// `key`, each run of neighbours in one read as `shape` allows, open each, and hand it
 /// to `f` with its index. A record that does not open is read again alone, and only then
 /// handed on as damaged. A read that fails is retried range by range, so that each
 /// record gets its own outcome (a pack cut short fails only the records beyond its end),
@@ -175,13 +178,12 @@ impl Drop for Lent {
 /// without another request.
 fn read_opened(
     store: &dyn Store,
-    pack: PackId,
+    key: Key,
     items: &[(PackEntry, usize)],
     limits: &RawLimits,
     bufs: &mut Bufs,
     f: &mut EachRecord<'_>,
 ) -> Result<()> {
-    let key = Key::Pack(pack);
     let shape: ReadShape = store.read_shape();
     let Bufs {
         read: own,
@@ -314,8 +316,8 @@ impl Repository {
         bufs: &mut Bufs,
         f: &mut Each<'_>,
     ) -> Result<()> {
-        at.sort_by_key(|(_, l)| (l.pack, l.record.offset));
-        for group in at.chunk_by(|a, b| a.1.pack == b.1.pack) {
+        at.sort_by_key(|(_, l)| (l.key, l.record.offset));
+        for group in at.chunk_by(|a, b| a.1.key == b.1.key) {
             let Some((_, first)) = group.first() else {
                 continue;
             };
@@ -324,7 +326,7 @@ impl Repository {
             let limits = self.raw_limits();
             read_opened(
                 self.store(),
-                first.pack,
+                first.key,
                 &items,
                 limits,
                 bufs,
@@ -397,14 +399,14 @@ impl Repository {
         }
     }
 
-    /// The records of pack `pack` (`entries`, from its trailer or the index, in any
+    /// The records of pack `key` (`entries`, from its trailer or the index, in any
     /// order), each opened and verified against its entry, in as few store reads as the
     /// gaps allow: `f` gets each entry's index and the record (its stored bytes, to copy
     /// as they are, and the chunk's), or why it could not be had. A record that does not
     /// open is read once more on its own before it is called damaged.
     pub fn read_records(
         &self,
-        pack: &PackId,
+        key: Key,
         entries: &[PackEntry],
         f: &mut EachRecord<'_>,
     ) -> Result<()> {
@@ -425,7 +427,7 @@ impl Repository {
         let limits = self.raw_limits();
         read_opened(
             self.store(),
-            *pack,
+            key,
             &items,
             limits,
             &mut Bufs::default(),
@@ -492,7 +494,7 @@ mod tests {
         // Flip a payload byte of chunk 5, and cut the pack inside chunk 38.
         let e5 = repo.index().get(&ids[5]).unwrap().unwrap();
         let e38 = repo.index().get(&ids[38]).unwrap().unwrap();
-        let file = repo.pack_location(&e5.pack);
+        let file = repo.pack_location(repo.pack_key(e5.pack, e5.kind));
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[e5.offset as usize + crate::format::pack::RECORD_HEADER_LEN + 10] ^= 1;
         bytes.truncate(e38.offset as usize + 100);

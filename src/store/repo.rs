@@ -7,7 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
@@ -22,11 +23,11 @@ use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::store::cache::ObjectCache;
 use crate::store::durable;
-use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, RocksIndex};
+use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, PackInfo, RocksIndex};
 use crate::store::lease::{Holder, Lease};
 use crate::store::lock::{self, LockGuard, LockMode};
 use crate::store::reads;
-use crate::store::{Key, Kind, Location, Place, Store};
+use crate::store::{Key, Kind, Location, PackLayout, Place, Store};
 
 /// What a command needs from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Repository {
     listed: Option<Vec<SnapshotId>>,
     /// The longest chunks this repository's chunkers and tree encoders make.
     raw_limits: RawLimits,
+    /// How the repository's format names its packs.
+    layout: PackLayout,
     /// The writable RocksDB index, for what only it records (the snapshots it has seen).
     rocks: Option<Arc<RocksIndex>>,
     /// Whether other hosts may use the repository at once (see [`Place::shared_by_hosts`]).
@@ -67,6 +70,10 @@ pub struct Repository {
     /// Local copies of snapshot records and trees, for a repository that is not a local
     /// directory (`store/cache.rs`).
     cache: Option<ObjectCache>,
+    /// Whether this run listed the tree packs to fill the cache (once a run).
+    tree_packs_listed: AtomicBool,
+    /// Held while the cache is filled (see [`Repository::read_chunk`]).
+    warming: Mutex<()>,
     _locks: Vec<LockGuard>,
 }
 
@@ -108,6 +115,11 @@ impl Repository {
     /// Create a new, empty repository at `place` with the config `cfg` (a copy's
     /// destination takes its source's chunker parameters).
     pub fn init_with(place: &Place, cfg: RepoConfig) -> Result<RepoConfig> {
+        #[cfg(feature = "test-hooks")]
+        let cfg = match crate::store::testing::init_format() {
+            Some(format) => RepoConfig { format, ..cfg },
+            None => cfg,
+        };
         let store = crate::store::open(&place.location)?;
         let already = || Error::AlreadyInitialized {
             path: place.location.as_path(),
@@ -176,8 +188,16 @@ impl Repository {
         }
         let config = load_config(store.as_ref())?;
         let raw_limits = RawLimits::of(&config);
+        let layout = PackLayout::of(&config);
         let state = place.state_dir(&config.repo_id);
         let shared = place.shared_by_hosts();
+        let cache = object_cache(place, &state);
+        let packs = PackReader {
+            store: store.as_ref(),
+            limits: &raw_limits,
+            layout,
+            cache: cache.as_ref(),
+        };
         let locks_dir = state.join("locks");
         durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
@@ -243,15 +263,9 @@ impl Repository {
                     None
                 };
                 if !current {
-                    index_rebuilt = Some(rebuild_into(
-                        store.as_ref(),
-                        &idx,
-                        &raw_limits,
-                        seen.as_ref(),
-                    )?);
+                    index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
                 } else {
-                    reconciled =
-                        reconcile(store.as_ref(), &idx, &raw_limits, seen.as_ref(), &doomed)?;
+                    reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
                 }
                 let idx = Arc::new(idx);
                 rocks = Some(idx.clone());
@@ -291,12 +305,7 @@ impl Repository {
                         {
                             let (idx, current) = RocksIndex::open(&index_path)?;
                             if !current {
-                                index_rebuilt = Some(rebuild_into(
-                                    store.as_ref(),
-                                    &idx,
-                                    &raw_limits,
-                                    seen.as_ref(),
-                                )?);
+                                index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
                             } else if seen.is_some() {
                                 let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
                                 {
@@ -306,13 +315,7 @@ impl Repository {
                                         .collect(),
                                     None => HashSet::new(),
                                 };
-                                reconciled = reconcile(
-                                    store.as_ref(),
-                                    &idx,
-                                    &raw_limits,
-                                    seen.as_ref(),
-                                    &doomed,
-                                )?;
+                                reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
                             }
                         }
                         let idx = RocksIndex::open_read_only(&index_path)?.ok_or_else(|| {
@@ -332,11 +335,6 @@ impl Repository {
         }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
-        let cache = place
-            .location
-            .local_path()
-            .is_none()
-            .then(|| ObjectCache::new(state.join("cache")));
         Ok(Repository {
             location: place.location.clone(),
             state,
@@ -346,6 +344,7 @@ impl Repository {
             index_rebuilt,
             listed,
             raw_limits,
+            layout,
             rocks,
             shared,
             gc_pending,
@@ -353,6 +352,8 @@ impl Repository {
             reconciled,
             lease,
             cache,
+            tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: locks,
         })
     }
@@ -363,10 +364,12 @@ impl Repository {
         let store = crate::store::open(&location)?;
         let config = load_config(store.as_ref())?;
         let raw_limits = RawLimits::of(&config);
+        let layout = PackLayout::of(&config);
         let idx = MemIndex::default();
         let mut entries = Vec::new();
-        for pack in list_packs(store.as_ref())? {
-            let (es, _) = read_pack_entries(store.as_ref(), &pack, &raw_limits)?;
+        for (key, _) in list_packs(store.as_ref(), layout)? {
+            let (es, _) = read_pack_entries(store.as_ref(), key, &raw_limits)?;
+            let Some(pack) = key.pack_id() else { continue };
             entries.extend(
                 es.iter()
                     .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e))),
@@ -382,6 +385,7 @@ impl Repository {
             index_rebuilt: None,
             listed: None,
             raw_limits,
+            layout,
             rocks: None,
             shared: false,
             gc_pending: None,
@@ -389,6 +393,8 @@ impl Repository {
             reconciled: None,
             lease: None,
             cache: None,
+            tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: Vec::new(),
         })
     }
@@ -408,6 +414,7 @@ impl Repository {
             store.sync_visible()?;
         }
         let raw_limits = RawLimits::of(&config);
+        let layout = PackLayout::of(&config);
         Ok(Repository {
             location: Location::Local(path.to_path_buf()),
             state: path.to_path_buf(),
@@ -417,6 +424,7 @@ impl Repository {
             index_rebuilt: None,
             listed: None,
             raw_limits,
+            layout,
             rocks: None,
             shared: false,
             gc_pending: None,
@@ -424,6 +432,8 @@ impl Repository {
             reconciled: None,
             lease: None,
             cache: None,
+            tree_packs_listed: AtomicBool::new(false),
+            warming: Mutex::new(()),
             _locks: Vec::new(),
         })
     }
@@ -467,7 +477,14 @@ impl Repository {
             fs::remove_dir_all(&index_path).at(&index_path)?;
         }
         let (idx, _) = RocksIndex::open(&index_path)?;
-        rebuild_into(store.as_ref(), &idx, &RawLimits::of(&config), seen.as_ref())
+        let cache = object_cache(place, &state);
+        let packs = PackReader {
+            store: store.as_ref(),
+            limits: &RawLimits::of(&config),
+            layout: PackLayout::of(&config),
+            cache: cache.as_ref(),
+        };
+        rebuild_into(&packs, &idx, seen.as_ref())
     }
 
     /// Where the repository's objects are.
@@ -490,14 +507,28 @@ impl Repository {
         self.store.clone()
     }
 
-    /// Every pack, sorted by id.
-    pub fn packs(&self) -> Result<Vec<PackId>> {
-        list_packs(self.store.as_ref())
+    /// Every pack, by the key the store lists it under (which tells its kind from
+    /// format 2 on), sorted by pack id.
+    pub fn packs(&self) -> Result<Vec<Key>> {
+        Ok(list_packs(self.store.as_ref(), self.layout)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The key of pack `id`, which holds chunks of `kind` (an index entry's kind).
+    pub fn pack_key(&self, id: PackId, kind: ChunkKind) -> Key {
+        self.layout.key(id, kind)
+    }
+
+    /// How this repository names its packs.
+    pub fn pack_layout(&self) -> PackLayout {
+        self.layout
     }
 
     /// The entries of a pack (see [`read_pack_entries`]).
-    pub fn pack_entries(&self, id: &PackId) -> Result<(Vec<PackEntry>, bool)> {
-        read_pack_entries(self.store.as_ref(), id, &self.raw_limits)
+    pub fn pack_entries(&self, key: Key) -> Result<(Vec<PackEntry>, bool)> {
+        read_pack_entries(self.store.as_ref(), key, &self.raw_limits)
     }
 
     /// The longest chunk of each kind this repository can hold: a record or index entry
@@ -507,13 +538,13 @@ impl Repository {
     }
 
     /// A pack's size in bytes.
-    pub fn pack_size(&self, id: &PackId) -> Result<u64> {
-        self.store.size(Key::Pack(*id))
+    pub fn pack_size(&self, key: Key) -> Result<u64> {
+        self.store.size(key)
     }
 
     /// Where a pack lives, for messages.
-    pub fn pack_location(&self, id: &PackId) -> String {
-        self.store.describe(Key::Pack(*id))
+    pub fn pack_location(&self, key: Key) -> String {
+        self.store.describe(key)
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -592,8 +623,14 @@ impl Repository {
         if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
             let mut hit = cache.tree(id);
             if hit.is_none() {
-                self.warm_tree_cache(&at.pack, cache);
+                // One warming at a time: threads that miss together (a parallel walk)
+                // wait for it instead of fetching the same pack again.
+                let _one = self.warming.lock();
                 hit = cache.tree(id);
+                if hit.is_none() {
+                    self.warm_tree_cache(at.key, cache);
+                    hit = cache.tree(id);
+                }
             }
             if let Some(bytes) = hit {
                 *out = bytes;
@@ -606,7 +643,7 @@ impl Repository {
         let rec = scratch.get_mut(..at.span).unwrap_or_default();
         let read = |rec: &mut [u8]| {
             self.store
-                .read_at(Key::Pack(at.pack), at.record.offset, rec)
+                .read_at(at.key, at.record.offset, rec)
                 .map_err(|err| reads::read_failed(&at, err))
         };
         read(rec)?;
@@ -632,17 +669,44 @@ impl Repository {
     }
 
     /// A tree the cache lacks (a new host, a deleted cache): its pack holds only trees,
-    /// which a walk mostly wants next, so every tree the index places there is fetched
-    /// in a few coalesced reads and kept, instead of one request per tree. Best effort:
-    /// what fails here is read (and reported) one by one.
-    fn warm_tree_cache(&self, pack: &PackId, cache: &ObjectCache) {
-        let Ok((entries, _)) = self.pack_entries(pack) else {
+    /// which a walk mostly wants next, so the trees are fetched by the pack and kept,
+    /// instead of one request per tree. Where tree packs have keys of their own (format
+    /// 2), the first miss of a run lists them (one listing, of tree packs only) and
+    /// fetches each one this cache has not taken in yet whole, one request each: no
+    /// trailer is read; a pack the listing missed is fetched whole when a tree in it is
+    /// wanted. In format 1 the trailer of the tree's pack is read and every tree the
+    /// index places there fetched in a few coalesced reads. Best effort: what fails
+    /// here is read (and reported) one by one.
+    fn warm_tree_cache(&self, key: Key, cache: &ObjectCache) {
+        if self.layout == PackLayout::Apart {
+            let packs = PackReader {
+                store: self.store.as_ref(),
+                limits: &self.raw_limits,
+                layout: self.layout,
+                cache: Some(cache),
+            };
+            if !self.tree_packs_listed.swap(true, Ordering::Relaxed) {
+                if let Ok(listed) = self.store.list(Kind::TreePack) {
+                    for (k, _) in listed {
+                        if let Some(id) = k.pack_id().filter(|id| !cache.has_tree_pack(id)) {
+                            let _ = packs.fetch_tree_pack(k, id);
+                        }
+                    }
+                }
+            }
+            if let Some(id) = key.pack_id().filter(|id| !cache.has_tree_pack(id)) {
+                let _ = packs.fetch_tree_pack(key, id);
+            }
+            return;
+        }
+        let Some(pack) = key.pack_id() else { return };
+        let Ok((entries, _)) = self.pack_entries(key) else {
             return;
         };
         let ids: Vec<ChunkId> = entries
             .iter()
             .filter(|e| e.kind == ChunkKind::Tree)
-            .filter(|e| matches!(self.index.get(&e.id), Ok(Some(at)) if at.pack == *pack))
+            .filter(|e| matches!(self.index.get(&e.id), Ok(Some(at)) if at.pack == pack))
             .filter(|e| cache.tree(&e.id).is_none())
             .map(|e| e.id)
             .collect();
@@ -831,6 +895,16 @@ impl Repository {
     }
 }
 
+/// The local copies of snapshot records and trees a repository that is not a local
+/// directory keeps in its state directory `state`.
+fn object_cache(place: &Place, state: &Path) -> Option<ObjectCache> {
+    place
+        .location
+        .local_path()
+        .is_none()
+        .then(|| ObjectCache::new(state.join("cache")))
+}
+
 /// The repository's config, decoded.
 fn load_config(store: &dyn Store) -> Result<RepoConfig> {
     let bytes = store.get(Key::Config)?;
@@ -902,17 +976,19 @@ fn list_snapshots(store: &dyn Store) -> Result<Vec<SnapshotId>> {
         .collect())
 }
 
-/// Every pack in the store, sorted by id.
-fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
-    let mut out: Vec<PackId> = store
-        .list(Kind::Pack)?
-        .into_iter()
-        .filter_map(|(k, _)| match k {
-            Key::Pack(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    out.sort();
+/// Every pack in the store (one listing per prefix the layout puts packs under) with
+/// its size, sorted by pack id.
+fn list_packs(store: &dyn Store, layout: PackLayout) -> Result<Vec<(Key, u64)>> {
+    let mut out = Vec::new();
+    for kind in layout.pack_kinds() {
+        out.extend(
+            store
+                .list(*kind)?
+                .into_iter()
+                .filter(|(k, _)| k.pack_id().is_some()),
+        );
+    }
+    out.sort_by_key(|(k, _)| k.pack_id());
     Ok(out)
 }
 
@@ -921,10 +997,9 @@ fn list_packs(store: &dyn Store) -> Result<Vec<PackId>> {
 /// format is refused (its records may not be what this jellysnap would read them as).
 fn read_pack_entries(
     store: &dyn Store,
-    id: &PackId,
+    key: Key,
     limits: &RawLimits,
 ) -> Result<(Vec<PackEntry>, bool)> {
-    let key = Key::Pack(*id);
     // A read the system refuses ends here as that error (nothing says the trailer is
     // damaged); anything else wrong with the trailer is damage, recovered by a scan.
     let read = |offset: u64, buf: &mut [u8]| match store.read_at(key, offset, buf) {
@@ -1044,7 +1119,87 @@ fn read_gc_pending(store: &dyn Store) -> Result<Option<GcPending>> {
     }
 }
 
-/// Bring the index in line with the store's packs, from ONE listing: the entries of
+/// What reads packs for the index: the store, the repository's limits and layout, and
+/// the local copies of trees a repository elsewhere keeps (its tree packs are then
+/// fetched whole, which fills the copies with the same one request a trailer costs).
+struct PackReader<'a> {
+    store: &'a dyn Store,
+    limits: &'a RawLimits,
+    layout: PackLayout,
+    cache: Option<&'a ObjectCache>,
+}
+
+impl PackReader<'_> {
+    /// A listed pack's entries (see [`read_pack_entries`]), whether a scan was needed,
+    /// and its kind: the one its key says (format 2), else the one its trailer says (a
+    /// pack holds one kind; format 1 named them alike). Entries of another kind than
+    /// the key says cannot be read under that key and are left out.
+    fn entries(&self, key: Key) -> Result<(Vec<PackEntry>, bool, ChunkKind)> {
+        let (mut entries, scanned) = match (key, key.pack_id(), self.cache) {
+            (Key::TreePack(_), Some(id), Some(_)) => self.fetch_tree_pack(key, id)?,
+            _ => read_pack_entries(self.store, key, self.limits)?,
+        };
+        let kind = match self.layout.kind_of(key) {
+            Some(kind) => {
+                entries.retain(|e| e.kind == kind);
+                kind
+            }
+            None if entries.iter().any(|e| e.kind == ChunkKind::Tree) => ChunkKind::Tree,
+            None => ChunkKind::Data,
+        };
+        Ok((entries, scanned, kind))
+    }
+
+    /// A tree pack fetched whole (one request), its entries from its trailer (or a scan
+    /// of its records), every tree in it kept in the cache, and the pack noted there as
+    /// taken in. A pack of a newer format is refused, as where a trailer is read.
+    fn fetch_tree_pack(&self, key: Key, id: PackId) -> Result<(Vec<PackEntry>, bool)> {
+        // A pack whose header or trailer does not read right is fetched once more before
+        // either is believed: a byte changed on the way is not damage, nor a newer format.
+        let mut bytes = self.store.get(key)?;
+        for again in [false, true] {
+            let len = bytes.len() as u64;
+            let header = bytes.get(..pack::PACK_HEADER_LEN).unwrap_or_default();
+            let sound = pack::refuse_newer(header, &self.store.describe(key)).is_ok()
+                && pack::open_trailer(&bytes, len, self.limits).is_ok();
+            if sound || again {
+                break;
+            }
+            bytes = self.store.get(key)?;
+        }
+        let len = bytes.len() as u64;
+        if let Some(header) = bytes.get(..pack::PACK_HEADER_LEN) {
+            pack::refuse_newer(header, &self.store.describe(key))?;
+        }
+        let (entries, scanned) = match pack::open_trailer(&bytes, len, self.limits) {
+            Ok(es) => (es, false),
+            Err(_) => (pack::scan_records(&bytes, self.limits).0, true),
+        };
+        if let Some(cache) = self.cache {
+            let mut out = Vec::new();
+            for e in entries.iter().filter(|e| e.kind == ChunkKind::Tree) {
+                let Ok(span) = record::span(e, self.limits) else {
+                    continue;
+                };
+                let rec = usize::try_from(e.offset)
+                    .ok()
+                    .and_then(|at| bytes.get(at..at.checked_add(span)?));
+                // A record that does not open is left to the read that wants it, which
+                // reports it.
+                if let Some(plain) =
+                    rec.and_then(|r| record::open(r, e, self.limits, &mut out).ok())
+                {
+                    cache.put_tree(&e.id, plain);
+                }
+            }
+            cache.note_tree_pack(&id);
+        }
+        Ok((entries, scanned))
+    }
+}
+
+/// Bring the index in line with the store's packs, from ONE listing (per prefix packs
+/// are under): the entries of
 /// packs no longer listed are dropped (a gc elsewhere deleted them; this deletes
 /// nothing from the store, and only makes the next backup store those chunks again),
 /// and listed packs the index does not know (another host's, a copy's) have their
@@ -1052,9 +1207,8 @@ fn read_gc_pending(store: &dyn Store) -> Result<Option<GcPending>> {
 /// marked, `doomed`). A shared repository (`seen`) does this only when its epoch or snapshots
 /// changed; a local one at every writer open (its listing is a directory read).
 fn reconcile(
-    store: &dyn Store,
+    packs: &PackReader<'_>,
     idx: &RocksIndex,
-    limits: &RawLimits,
     seen: Option<&SeenNow>,
     doomed: &HashSet<PackId>,
 ) -> Result<Option<ReconcileReport>> {
@@ -1063,7 +1217,10 @@ fn reconcile(
             return Ok(None);
         }
     }
-    let listed = list_pack_sizes(store)?;
+    let listed: HashMap<PackId, (Key, u64)> = list_packs(packs.store, packs.layout)?
+        .into_iter()
+        .filter_map(|(k, n)| Some((k.pack_id()?, (k, n))))
+        .collect();
     let known = idx.packs()?;
     let gone: HashSet<PackId> = known
         .keys()
@@ -1075,14 +1232,14 @@ fn reconcile(
         ..Default::default()
     };
     report.chunks_dropped = idx.drop_packs(&gone)?;
-    let mut new: Vec<(&PackId, &u64)> = listed
+    let mut new: Vec<(&PackId, &(Key, u64))> = listed
         .iter()
         .filter(|(p, _)| !known.contains_key(p))
         .collect();
     new.sort();
-    for (pack, size) in new {
-        let entries = match read_pack_entries(store, pack, limits) {
-            Ok((es, _)) => es,
+    for (pack, (key, size)) in new {
+        let (entries, _, kind) = match packs.entries(*key) {
+            Ok(found) => found,
             // Deleted between the listing and the read.
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
@@ -1091,7 +1248,8 @@ fn reconcile(
             .iter()
             .map(|e| (e.id, IndexEntry::from_pack_entry(*pack, e)))
             .collect();
-        idx.adopt_pack(*pack, *size, &batch, doomed)?;
+        let info = PackInfo { size: *size, kind };
+        idx.adopt_pack(*pack, info, &batch, doomed)?;
         report.packs_added += 1;
     }
     if let Some(seen) = seen {
@@ -1101,30 +1259,16 @@ fn reconcile(
     Ok(changed.then_some(report))
 }
 
-/// Every pack in the store with its size.
-fn list_pack_sizes(store: &dyn Store) -> Result<HashMap<PackId, u64>> {
-    Ok(store
-        .list(Kind::Pack)?
-        .into_iter()
-        .filter_map(|(k, n)| match k {
-            Key::Pack(id) => Some((id, n)),
-            _ => None,
-        })
-        .collect())
-}
-
 fn rebuild_into(
-    store: &dyn Store,
+    packs: &PackReader<'_>,
     idx: &RocksIndex,
-    limits: &RawLimits,
     seen: Option<&SeenNow>,
 ) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
-    let mut packs: Vec<(PackId, u64)> = list_pack_sizes(store)?.into_iter().collect();
-    packs.sort();
-    for (pack, size) in packs {
-        let (entries, scanned) = read_pack_entries(store, &pack, limits)?;
+    for (key, size) in list_packs(packs.store, packs.layout)? {
+        let Some(pack) = key.pack_id() else { continue };
+        let (entries, scanned, kind) = packs.entries(key)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
@@ -1132,7 +1276,7 @@ fn rebuild_into(
             .iter()
             .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
             .collect();
-        idx.insert_pack(pack, size, &batch)?;
+        idx.insert_pack(pack, PackInfo { size, kind }, &batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
     }
@@ -1197,6 +1341,61 @@ mod tests {
             repo.read_chunk(&missing, &mut out, &mut scratch),
             Err(Error::ChunkMissing { .. })
         ));
+    }
+
+    /// A format-2 repository puts its tree packs under a key of their own and a
+    /// format-1 one beside the data packs; either way the index's pack set records
+    /// each pack's kind (from the key, or from the trailer), after a rebuild too.
+    #[test]
+    fn pack_keys_follow_the_format_and_the_pack_set_records_kinds() {
+        for format in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("repo");
+            let place = crate::store::Place::local(&path);
+            let cfg = RepoConfig {
+                format,
+                ..RepoConfig::new_default([format as u8; 16])
+            };
+            Repository::init_with(&place, cfg).unwrap();
+            let kinds_of = |repo: &Repository| -> Vec<(Key, ChunkKind)> {
+                let set = repo.rocks_index().unwrap().packs().unwrap();
+                let mut out: Vec<(Key, ChunkKind)> = repo
+                    .packs()
+                    .unwrap()
+                    .into_iter()
+                    .map(|k| (k, set[&k.pack_id().unwrap()].kind))
+                    .collect();
+                out.sort_by_key(|(_, kind)| *kind as u8);
+                out
+            };
+            let (data, tree) = {
+                let repo = Repository::open(&place, Access::Write).unwrap();
+                let sink = ChunkSink::new(&repo).unwrap();
+                let data = sink.put(ChunkKind::Data, b"file bytes", true).unwrap();
+                let tree = sink.put(ChunkKind::Tree, b"tree bytes", true).unwrap();
+                sink.finish().unwrap();
+                (data, tree)
+            };
+            fs::remove_dir_all(path.join("index")).unwrap();
+            let repo = Repository::open(&place, Access::Write).unwrap();
+            assert!(repo.index_rebuilt.is_some());
+            let got = kinds_of(&repo);
+            let (d, t) = (got[0].0.pack_id().unwrap(), got[1].0.pack_id().unwrap());
+            let want = match format {
+                1 => vec![
+                    (Key::Pack(d), ChunkKind::Data),
+                    (Key::Pack(t), ChunkKind::Tree),
+                ],
+                _ => vec![
+                    (Key::Pack(d), ChunkKind::Data),
+                    (Key::TreePack(t), ChunkKind::Tree),
+                ],
+            };
+            assert_eq!(got, want, "format {format}");
+            assert_eq!(path.join("trees").exists(), format == 2);
+            assert_eq!(repo.read_chunk_vec(&data).unwrap(), b"file bytes");
+            assert_eq!(repo.read_chunk_vec(&tree).unwrap(), b"tree bytes");
+        }
     }
 
     /// A writer's open reconciles the index with the packs listed: a pack deleted
@@ -1343,14 +1542,20 @@ mod tests {
             Default::default(),
         );
         let limits = RawLimits::of(&load_config(&store).unwrap());
+        let packs = PackReader {
+            store: &store,
+            limits: &limits,
+            layout: PackLayout::Apart,
+            cache: None,
+        };
         let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
         let seen = SeenNow::read(&store, None).unwrap();
-        rebuild_into(&store, &idx, &limits, Some(&seen)).unwrap();
+        rebuild_into(&packs, &idx, Some(&seen)).unwrap();
         assert_eq!(store.pack_lists(), 1);
         let none = HashSet::new();
         for _ in 0..3 {
             let seen = SeenNow::read(&store, None).unwrap();
-            assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+            assert!(reconcile(&packs, &idx, Some(&seen), &none)
                 .unwrap()
                 .is_none());
         }
@@ -1363,13 +1568,13 @@ mod tests {
             .put(Key::PackEpoch, &PackEpoch::random().encode().unwrap())
             .unwrap();
         let seen = SeenNow::read(&store, None).unwrap();
-        let r = reconcile(&store, &idx, &limits, Some(&seen), &none)
+        let r = reconcile(&packs, &idx, Some(&seen), &none)
             .unwrap()
             .unwrap();
         assert_eq!((r.packs_dropped, r.chunks_dropped), (1, 1));
         assert_eq!(store.pack_lists(), 3);
         let seen = SeenNow::read(&store, None).unwrap();
-        assert!(reconcile(&store, &idx, &limits, Some(&seen), &none)
+        assert!(reconcile(&packs, &idx, Some(&seen), &none)
             .unwrap()
             .is_none());
         assert_eq!(store.pack_lists(), 3, "the new epoch was recorded");
@@ -1379,7 +1584,7 @@ mod tests {
             .put(Key::Snapshot(SnapshotId::of(b"elsewhere")), b"elsewhere")
             .unwrap();
         let seen = SeenNow::read(&store, None).unwrap();
-        reconcile(&store, &idx, &limits, Some(&seen), &none).unwrap();
+        reconcile(&packs, &idx, Some(&seen), &none).unwrap();
         assert_eq!(store.pack_lists(), 4);
     }
 
@@ -1398,11 +1603,11 @@ mod tests {
         }
         let repo = Repository::open_with_mem_index(&path).unwrap();
         let id = repo.packs().unwrap()[0];
-        let file = repo.pack_location(&id);
+        let file = repo.pack_location(id);
         let mut bytes = fs::read(&file).unwrap();
         bytes[8..12].copy_from_slice(&(pack::PACK_VERSION + 1).to_le_bytes());
         fs::write(&file, &bytes).unwrap();
-        let e = repo.pack_entries(&id).unwrap_err();
+        let e = repo.pack_entries(id).unwrap_err();
         assert!(
             matches!(&e, Error::NewerFormat { what: "pack", found, .. } if *found == pack::PACK_VERSION + 1),
             "{e}"

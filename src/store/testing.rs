@@ -13,6 +13,8 @@
 //!   (default 2000) milliseconds, holding its locks, so that a test can run another
 //!   command at that moment.
 //! - `JELLYSNAP_NOW=<unix seconds>`: the clock reads this (a wrong clock, past or future).
+//! - `JELLYSNAP_TEST_FORMAT=<n>`: `init` (and `backup --init`, `copy --init`) makes the
+//!   repository in format `n` (1: as a jellysnap before format 2 made it).
 //! - `JELLYSNAP_TEST_SHARED=1`: a local repository is treated as one that hosts share
 //!   (state in the cache dir, leases, two-phase gc), so that two cache dirs play two
 //!   hosts against one directory.
@@ -47,7 +49,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
-use crate::store::index::{ChunkIndex, IndexEntry};
+use crate::store::index::{ChunkIndex, IndexEntry, PackInfo};
 use crate::store::{Key, Kind, Staged, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,14 @@ pub fn clock_ns() -> Option<i64> {
 pub fn local_as_shared() -> bool {
     static SHARED: OnceLock<bool> = OnceLock::new();
     *SHARED.get_or_init(|| std::env::var("JELLYSNAP_TEST_SHARED").is_ok_and(|v| v == "1"))
+}
+
+/// The format a new repository is made in when a test asks for an older one
+/// (`JELLYSNAP_TEST_FORMAT=1`: a repository as an earlier jellysnap made it).
+pub fn init_format() -> Option<u32> {
+    std::env::var("JELLYSNAP_TEST_FORMAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 /// A thread is about to be started.
@@ -287,7 +297,7 @@ impl Store for FaultStore {
         self.request("put_staged");
         self.fail(Op::Fsync, key)?;
         self.inner.put_staged(key, staged)?;
-        if matches!(key, Key::Pack(_)) {
+        if key.pack_id().is_some() {
             step("pack-stored");
         }
         Ok(())
@@ -326,7 +336,7 @@ impl Store for FaultStore {
     fn delete(&self, key: Key) -> Result<()> {
         self.request("delete");
         let first_pack =
-            matches!(key, Key::Pack(_)) && self.deleted_packs.fetch_add(1, Ordering::SeqCst) == 0;
+            key.pack_id().is_some() && self.deleted_packs.fetch_add(1, Ordering::SeqCst) == 0;
         if first_pack {
             point("gc-after-unindex");
         }
@@ -384,10 +394,10 @@ impl ChunkIndex for FaultIndex {
     fn insert_pack(
         &self,
         pack: PackId,
-        size: u64,
+        info: PackInfo,
         entries: &[(ChunkId, IndexEntry)],
     ) -> Result<()> {
-        self.inner.insert_pack(pack, size, entries)
+        self.inner.insert_pack(pack, info, entries)
     }
 
     fn remove_pack(&self, pack: PackId, ids: &[ChunkId]) -> Result<()> {

@@ -375,7 +375,7 @@ mod tests {
             unreachable!()
         };
         let e = repo.index().get(&chunks[1].id).unwrap().unwrap();
-        let pack = repo.pack_location(&e.pack);
+        let pack = repo.pack_location(repo.pack_key(e.pack, e.kind));
         let mut bytes = fs::read(&pack).unwrap();
         bytes[e.offset as usize + crate::format::pack::RECORD_HEADER_LEN + 7] ^= 1;
         fs::write(&pack, &bytes).unwrap();

@@ -5,8 +5,8 @@
 //! - [`config`]: where the repository is and how to reach it, parsed from
 //!   `s3:https://HOST[:PORT]/BUCKET[/PREFIX]` and the caller's environment.
 //! - [`S3Store`]: the repository's objects under the prefix, laid out as in a local
-//!   repository (`config`, `snapshots/<id>`, `packs/<xx>/<id>`, `gc-in-progress`,
-//!   `leases/<id>`).
+//!   repository (`config`, `snapshots/<id>`, `packs/<xx>/<id>`, `trees/<xx>/<id>`,
+//!   `gc-in-progress`, `leases/<id>`).
 //!
 //! Every object is written whole by one PUT, with its Content-MD5: an object is either
 //! absent or complete, and a write that returned is durable (what object stores promise),
@@ -52,6 +52,10 @@ impl S3Store {
             Key::Pack(id) => {
                 let hex = id.to_hex();
                 format!("packs/{}/{hex}", &hex[..2])
+            }
+            Key::TreePack(id) => {
+                let hex = id.to_hex();
+                format!("trees/{}/{hex}", &hex[..2])
             }
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
@@ -101,10 +105,17 @@ impl S3Store {
     /// by the hash of its bytes: those bytes are what is there.
     fn written(&self, key: Key, created: bool) -> Result<()> {
         match (created, key) {
-            (true, _) | (false, Key::Snapshot(_) | Key::Pack(_)) => Ok(()),
+            (true, _) | (false, Key::Snapshot(_) | Key::Pack(_) | Key::TreePack(_)) => Ok(()),
             (false, _) => Err(self.refused_write(key)),
         }
     }
+}
+
+/// The pack named `<xx>/<id>` under its prefix.
+fn pack_name(n: &str) -> Option<PackId> {
+    let (sub, hex) = n.split_once('/')?;
+    let id = PackId::from_hex(hex)?;
+    (hex.get(..2) == Some(sub)).then_some(id)
 }
 
 impl Store for S3Store {
@@ -194,11 +205,8 @@ impl Store for S3Store {
     fn list(&self, kind: Kind) -> Result<Vec<(Key, u64)>> {
         let (dir, parse): (&str, fn(&str) -> Option<Key>) = match kind {
             Kind::Snapshot => ("snapshots/", |n| SnapshotId::from_hex(n).map(Key::Snapshot)),
-            Kind::Pack => ("packs/", |n| {
-                let (sub, hex) = n.split_once('/')?;
-                let id = PackId::from_hex(hex)?;
-                (hex.get(..2) == Some(sub)).then_some(Key::Pack(id))
-            }),
+            Kind::Pack => ("packs/", |n| pack_name(n).map(Key::Pack)),
+            Kind::TreePack => ("trees/", |n| pack_name(n).map(Key::TreePack)),
             Kind::Lease => ("leases/", |n| LeaseId::from_hex(n).map(Key::Lease)),
         };
         Ok(self
