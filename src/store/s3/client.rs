@@ -227,6 +227,8 @@ pub struct Client {
     ca_bundle: Option<PathBuf>,
     /// `scheme://host:port (from VAR)` of the proxy in use, for messages.
     proxy: Option<String>,
+    /// Whether a connection speaks TLS (to the server or to the proxy).
+    tls_used: bool,
 }
 
 impl fmt::Debug for Client {
@@ -334,6 +336,12 @@ impl Client {
             endpoint: config.endpoint.trim_end_matches('/').to_string(),
             ca_bundle: config.network.ca_bundle.as_ref().map(|b| b.path.clone()),
             proxy: config.network.proxy.as_ref().map(HttpProxy::shown),
+            tls_used: config.endpoint.starts_with("https://")
+                || config
+                    .network
+                    .proxy
+                    .as_ref()
+                    .is_some_and(|p| p.shown.starts_with("https://")),
         })
     }
 
@@ -951,6 +959,15 @@ impl Client {
         };
         // Never `e`'s own text for a bad URI: it would carry the signed URL.
         let detail = match &e {
+            // TLS over a connection fails as invalid data carrying the TLS error (an
+            // untrusted certificate, a fatal alert): final, and said as TLS.
+            ureq::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::InvalidData
+                    && io.get_ref().is_some()
+                    && self.tls_used =>
+            {
+                return Fail(self.tls_failure(io));
+            }
             ureq::Error::Io(io) => io.to_string(),
             ureq::Error::Timeout(t) => format!("timed out ({t})"),
             ureq::Error::HostNotFound => "the server's host name does not resolve".to_string(),
