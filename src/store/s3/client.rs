@@ -305,8 +305,14 @@ impl Client {
             Some(t) => rusty_s3::Credentials::new_with_token(&c.access_key, &c.secret_key, t),
             None => rusty_s3::Credentials::new(&c.access_key, &c.secret_key),
         };
+        let proxy_password = config
+            .network
+            .proxy
+            .as_ref()
+            .and_then(|p| p.proxy.password().map(str::to_string));
         let secrets = std::iter::once(c.secret_key.clone())
             .chain(c.session_token.clone())
+            .chain(proxy_password)
             .filter(|s| !s.is_empty())
             .collect();
         let r = &config.retry;

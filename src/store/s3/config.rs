@@ -38,7 +38,7 @@ impl S3Config {
     ///   the profile's `endpoint_url`, else AWS itself.
     /// - trusted CAs: `AWS_CA_BUNDLE` or the profile's `ca_bundle` (a PEM file), which
     ///   replaces the built-in roots.
-    /// - a proxy: [`proxy_from_env`].
+    /// - a proxy: `https_proxy`, `http_proxy`, `all_proxy`, `no_proxy` (`proxy_from_env`).
     ///
     /// An endpoint in the location uses path-style addressing, which self-hosted servers
     /// need; AWS's own endpoint uses virtual-host style. Set `addressing` to change it.
@@ -167,6 +167,9 @@ fn credentials(
         }
         (None, None) => {}
     }
+    if let Some((file, detail)) = &profile.unreadable {
+        return Err(profile.error(file, detail.clone()));
+    }
     for (file, section) in [
         (&profile.credentials, &profile.in_credentials),
         (&profile.config, &profile.in_config),
@@ -190,11 +193,7 @@ fn credentials(
                 } else {
                     "aws_secret_access_key"
                 };
-                return Err(Error::Option(OptionError::S3Profile {
-                    file: file.clone(),
-                    profile: profile.name.clone(),
-                    detail: format!("it has no {missing}: add it to the profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"),
-                }));
+                return Err(profile.error(file, format!("it has no {missing}: add it to the profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")));
             }
         };
         return Ok(Credentials {
@@ -222,6 +221,8 @@ struct Profile {
     config: PathBuf,
     in_credentials: Option<Vec<(String, String)>>,
     in_config: Option<Vec<(String, String)>>,
+    /// A file that could not be read and why, for when the key pair had to come from it.
+    unreadable: Option<(PathBuf, String)>,
 }
 
 impl Profile {
@@ -236,22 +237,27 @@ impl Profile {
         let config = file("AWS_CONFIG_FILE", "config");
         let chosen = get("AWS_PROFILE");
         let name = chosen.clone().unwrap_or_else(|| "default".to_string());
-        let read = |path: &Path| -> Result<Sections> {
+        // A file that cannot be read is an error only where it is needed: when the
+        // environment does not give the key pair (see `credentials`).
+        let mut unreadable = None;
+        let mut read = |path: &Path| -> Sections {
             match env.read_file(path) {
-                Ok(Some(bytes)) => Ok(parse_ini(&String::from_utf8_lossy(&bytes))),
-                Ok(None) => Ok(Vec::new()),
-                Err(e) => Err(Error::Option(OptionError::S3Profile {
-                    file: path.to_path_buf(),
-                    profile: name.clone(),
-                    detail: format!(
-                        "it cannot be read ({e}); fix its permissions, or point {} elsewhere",
-                        if path == credentials {
-                            "AWS_SHARED_CREDENTIALS_FILE"
-                        } else {
-                            "AWS_CONFIG_FILE"
-                        }
-                    ),
-                })),
+                Ok(Some(bytes)) => parse_ini(&String::from_utf8_lossy(&bytes)),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    let var = if path == credentials {
+                        "AWS_SHARED_CREDENTIALS_FILE"
+                    } else {
+                        "AWS_CONFIG_FILE"
+                    };
+                    unreadable.get_or_insert((
+                        path.to_path_buf(),
+                        format!(
+                            "it cannot be read ({e}); fix its permissions, or point {var} elsewhere"
+                        ),
+                    ));
+                    Vec::new()
+                }
             }
         };
         let section = |sections: Sections, names: &[String]| {
@@ -263,14 +269,21 @@ impl Profile {
             }
             found
         };
-        let in_credentials = section(read(&credentials)?, std::slice::from_ref(&name));
+        let in_credentials = section(read(&credentials), std::slice::from_ref(&name));
         let config_names = if name == "default" {
             vec!["default".to_string(), "profile default".to_string()]
         } else {
             vec![format!("profile {name}")]
         };
-        let in_config = section(read(&config)?, &config_names);
+        let in_config = section(read(&config), &config_names);
         if chosen.is_some() && in_credentials.is_none() && in_config.is_none() {
+            if let Some((file, detail)) = unreadable {
+                return Err(Error::Option(OptionError::S3Profile {
+                    file,
+                    profile: name,
+                    detail,
+                }));
+            }
             return Err(Error::Option(OptionError::S3Profile {
                 file: credentials.clone(),
                 profile: name.clone(),
@@ -286,6 +299,15 @@ impl Profile {
             config,
             in_credentials,
             in_config,
+            unreadable,
+        })
+    }
+
+    fn error(&self, file: &Path, detail: String) -> Error {
+        Error::Option(OptionError::S3Profile {
+            file: file.to_path_buf(),
+            profile: self.name.clone(),
+            detail,
         })
     }
 
@@ -399,7 +421,7 @@ fn request_host(endpoint: &str, bucket: &str, addressing: Addressing) -> (String
 /// `no_proxy`/`NO_PROXY` names the host: `*`, a host name that matches itself and its
 /// subdomains (a leading `.` or `*.` is the same), `host:port`, or an IP range in CIDR
 /// notation.
-pub fn proxy_from_env(
+fn proxy_from_env(
     endpoint: &str,
     host: &(String, u16),
     env: &dyn UserEnv,
@@ -731,6 +753,12 @@ aws_secret_access_key = cfg-secret-4
                 "AWS_SHARED_CREDENTIALS_FILE",
             ],
         );
+        // Not needed when the environment gives the key pair.
+        let env_keys = files()
+            .var("AWS_SHARED_CREDENTIALS_FILE", "/unreadable")
+            .var("AWS_ACCESS_KEY_ID", "AKID")
+            .var("AWS_SECRET_ACCESS_KEY", "shh");
+        S3Config::from_env("s3:http://h/b", &env_keys).expect("the environment's keys");
         // Debug of a config from the files shows no secret either.
         let c =
             S3Config::from_env("s3:http://h/b", &files().var("AWS_PROFILE", "nas")).expect("ok");
