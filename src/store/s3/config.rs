@@ -203,6 +203,22 @@ fn credentials(
             region,
         });
     }
+    // Credentials the AWS tools obtain by running something or asking a service.
+    if let Some(how) = [
+        "credential_process",
+        "role_arn",
+        "sso_session",
+        "sso_start_url",
+        "web_identity_token_file",
+    ]
+    .into_iter()
+    .find(|k| profile.setting(k).is_some())
+    {
+        return Err(profile.error(
+            &profile.config,
+            format!("it gets its credentials through `{how}`, which jellysnap does not run: give it a key pair (aws_access_key_id and aws_secret_access_key), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"),
+        ));
+    }
     Err(refuse(format!(
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or add aws_access_key_id and aws_secret_access_key to profile `{}` in {}",
         profile.name,
@@ -645,6 +661,10 @@ s3 =
 [profile only-config]
 aws_access_key_id = CFGKEY
 aws_secret_access_key = cfg-secret-4
+
+[profile sso]
+sso_session = corp
+region = eu-west-1
 ";
 
     fn files() -> Fake {
@@ -739,6 +759,15 @@ aws_secret_access_key = cfg-secret-4
                 "`half`",
                 "/home/u/.aws/credentials",
                 "aws_secret_access_key",
+            ],
+        );
+        check(
+            &files().var("AWS_PROFILE", "sso"),
+            &[
+                "`sso`",
+                "/home/u/.aws/config",
+                "sso_session",
+                "AWS_ACCESS_KEY_ID",
             ],
         );
         check(
