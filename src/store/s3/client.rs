@@ -10,7 +10,8 @@
 //!
 //! Secrets never leave this module: the signed URL (which carries the access key id and
 //! a session token) is never put in an error, and server messages are scrubbed of the
-//! secret and the token before they are.
+//! secret, the token and the proxy's password before they are; a proxy is shown as
+//! `scheme://host:port` only.
 
 use std::fmt;
 use std::io::Read;
@@ -221,7 +222,7 @@ pub struct Client {
     prefix: String,
     location: String,
     retry: Retry,
-    /// `scheme://host:port` of the endpoint, for TLS messages.
+    /// The endpoint, for TLS and proxy messages.
     endpoint: String,
     /// Where the trusted CAs come from, for TLS messages.
     ca_bundle: Option<PathBuf>,

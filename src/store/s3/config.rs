@@ -1,5 +1,7 @@
 //! Where an S3 repository is and how to reach it: `s3:https://HOST[:PORT]/BUCKET[/PREFIX]`
-//! and the caller's environment (the CLI hands its own in; the engine reads none).
+//! and the caller's environment, read as the AWS tools read it (variables, the shared
+//! credentials and config files, a CA bundle, proxies). The CLI hands its own environment
+//! in through [`UserEnv`]; the engine reads none.
 
 use std::path::{Path, PathBuf};
 
