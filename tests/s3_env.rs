@@ -194,6 +194,13 @@ fn a_server_behind_its_own_ca_is_trusted_through_aws_ca_bundle() {
         .env("AWS_CA_BUNDLE", &ca)
         .expect(0);
     assert_same(&describe(&target, &[]), &expected_state(&fx));
+    // Through a proxy, TLS runs inside the tunnel: the same CA is trusted.
+    let proxy = ConnectProxy::start(None);
+    r.cmd(&["snapshots"])
+        .env("AWS_CA_BUNDLE", &ca)
+        .env("HTTPS_PROXY", proxy.url(None))
+        .expect(0);
+    assert!(proxy.tunnels() > 0);
 }
 
 /// Every request goes through the proxy `HTTP_PROXY` or `ALL_PROXY` names (with its user
