@@ -243,11 +243,28 @@ pub enum OptionError {
     #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
     S3Location { location: String, detail: String },
 
-    #[error("invalid option: no credentials for {location}: set {missing} in the environment (never on the command line)")]
-    S3Credentials {
-        location: String,
-        missing: &'static str,
+    #[error("invalid option: no credentials for {location}: {detail} (never on the command line)")]
+    S3Credentials { location: String, detail: String },
+
+    /// A profile of the AWS shared files (credentials or config) that cannot be used;
+    /// never a value read from it.
+    #[error("invalid option: AWS profile `{profile}` in {}: {detail}", file.display())]
+    S3Profile {
+        file: PathBuf,
+        profile: String,
+        detail: String,
     },
+
+    #[error("invalid option: {from} names {}: {detail}", path.display())]
+    S3CaBundle {
+        path: PathBuf,
+        from: String,
+        detail: String,
+    },
+
+    /// A proxy variable that cannot be used; never its value (it may carry a password).
+    #[error("invalid option: the proxy in {var}: {detail}")]
+    S3Proxy { var: &'static str, detail: String },
 
     #[error("invalid option: snapshot {snapshot} does not contain the {component} component (it has: {has})")]
     ComponentNotInSnapshot {

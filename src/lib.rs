@@ -93,7 +93,10 @@ pub mod progress {
 
 /// A repository in an S3-compatible object store: its location and credentials.
 pub mod s3 {
-    pub use crate::store::s3::{is_s3_location, Addressing, Credentials, Retry, S3Config, S3Store};
+    pub use crate::store::s3::{
+        is_s3_location, Addressing, CaBundle, Credentials, HttpProxy, Network, Retry, S3Config,
+        S3Store, UserEnv,
+    };
     /// The store's HTTP client on its own (tests of a real server).
     #[cfg(feature = "test-hooks")]
     pub use crate::store::s3::{Client, PutMode};

@@ -225,20 +225,39 @@ pub fn default_repo() -> PathBuf {
     home.join(".local/share/jellysnap/repo")
 }
 
+/// The user's environment as the S3 store asks for it: this process's variables and
+/// the files they name (the AWS shared files, a CA bundle).
+struct ProcessEnv;
+
+impl jellysnap::s3::UserEnv for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The repository `--repo` names, with the cache dir its local state lives in when it
 /// is not a local directory.
-/// An `s3:` location takes its credentials from the environment (`AWS_*`), never from
-/// the command line, where `ps` would show them.
+/// An `s3:` location takes its credentials from the environment (`AWS_*`) or the AWS
+/// shared files, never from the command line, where `ps` would show them.
 pub fn place(repo: &std::path::Path) -> Result<jellysnap::Place, jellysnap::Error> {
+    let cache = cache_dir();
     let location = match repo.to_str() {
         Some(s) if jellysnap::s3::is_s3_location(s) => {
-            jellysnap::Location::S3(Box::new(jellysnap::s3::S3Config::from_env(s, |k| {
-                std::env::var(k).ok()
-            })?))
+            let mut config = jellysnap::s3::S3Config::from_env(s, &ProcessEnv)?;
+            config.cache_dir = Some(cache.clone());
+            jellysnap::Location::S3(Box::new(config))
         }
         _ => jellysnap::Location::Local(repo.to_path_buf()),
     };
-    Ok(jellysnap::Place::new(location, cache_dir()))
+    Ok(jellysnap::Place::new(location, cache))
 }
 
 /// Where `check --read-data-subset` remembers the next slice: `$XDG_CACHE_HOME/jellysnap`,

@@ -20,6 +20,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_jellysnap");
 /// The uid and gid of user `nobody`.
 pub const NOBODY: u32 = 65534;
 
+/// Variables of the tester's environment a command never inherits (see [`Cmd::command`]).
+pub const HOST_ENV: [&str; 12] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "AWS_PROFILE",
+    "AWS_CA_BUNDLE",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+];
+
 pub fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -218,6 +234,13 @@ impl Cmd {
             None => Command::new(BIN),
         };
         c.args(&self.args);
+        // What the tester's own environment would route or authenticate differently:
+        // proxies, AWS profiles and CAs (a test sets the ones it tests).
+        for k in HOST_ENV {
+            c.env_remove(k);
+        }
+        c.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_CONFIG_FILE", "/dev/null");
         for (k, v) in &self.envs {
             match v {
                 Some(v) => c.env(k, v),

@@ -10,11 +10,15 @@
 //! - `corpus`: the database corpus of `tests/corpus/` and its oracle;
 //! - `s3`: a real S3-compatible server on loopback (SeaweedFS `weed mini`);
 //! - `faultproxy`: a loopback HTTP proxy that injects faults between jellysnap and an S3
-//!   server, and counts requests and bytes.
+//!   server, and counts requests and bytes;
+//! - `connectproxy`: a forward (CONNECT) proxy on loopback, as a user's network has one,
+//!   that counts the requests it carried;
+//! - `tls`: a TLS endpoint with a throwaway CA's certificate in front of the S3 server.
 //!
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod connectproxy;
 pub mod corpus;
 pub mod env;
 pub mod faultproxy;
@@ -22,4 +26,5 @@ pub mod fixture;
 pub mod s3;
 pub mod server;
 pub mod sqlcli;
+pub mod tls;
 pub mod verify;

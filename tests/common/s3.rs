@@ -281,6 +281,8 @@ impl S3Server {
                 max_delay: Duration::from_secs(1),
                 ..Retry::default()
             },
+            network: Default::default(),
+            cache_dir: None,
         }
     }
 

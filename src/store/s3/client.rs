@@ -10,11 +10,12 @@
 //!
 //! Secrets never leave this module: the signed URL (which carries the access key id and
 //! a session token) is never put in an error, and server messages are scrubbed of the
-//! secret and the token before they are.
+//! secret, the token and the proxy's password before they are; a proxy is shown as
+//! `scheme://host:port` only.
 
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -95,6 +96,86 @@ impl Default for Retry {
     }
 }
 
+/// A PEM file of trusted certificate authorities (`AWS_CA_BUNDLE`): they replace the
+/// built-in roots, as in the AWS tools.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub(crate) certs: Vec<ureq::tls::Certificate<'static>>,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("path", &self.path)
+            .field("certificates", &self.certs.len())
+            .finish()
+    }
+}
+
+/// An HTTP(S) proxy every request goes through (a CONNECT tunnel). Its URL may carry a
+/// user and password: they are sent to the proxy only, and never shown.
+#[derive(Clone)]
+pub struct HttpProxy {
+    proxy: ureq::Proxy,
+    /// `scheme://host:port`, without credentials: what messages show.
+    shown: String,
+    /// The environment variable it came from.
+    pub var: &'static str,
+}
+
+impl HttpProxy {
+    /// The proxy at `url` (`http://[USER:PASSWORD@]HOST[:PORT]`, or `https://`), named
+    /// after the variable `var` in errors.
+    pub fn new(url: &str, var: &'static str) -> Result<Self> {
+        let refuse = |detail: &str| {
+            Error::Option(crate::error::OptionError::S3Proxy {
+                var,
+                detail: detail.to_string(),
+            })
+        };
+        let proxy = ureq::Proxy::new(url).map_err(|_| {
+            refuse("it is not a proxy URL: write it as http://[USER:PASSWORD@]HOST:PORT (user and password percent-encoded)")
+        })?;
+        let scheme = match proxy.protocol() {
+            ureq::ProxyProtocol::Http => "http",
+            ureq::ProxyProtocol::Https => "https",
+            _ => {
+                return Err(refuse(
+                    "only http:// and https:// proxies are supported (no SOCKS)",
+                ))
+            }
+        };
+        let host = proxy.host();
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let shown = format!("{scheme}://{host}:{}", proxy.port());
+        Ok(HttpProxy { proxy, shown, var })
+    }
+
+    /// `scheme://host:port (from VAR)`, never the credentials.
+    pub fn shown(&self) -> String {
+        format!("{} (from {})", self.shown, self.var)
+    }
+}
+
+impl fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+/// How requests reach the server: the CAs trusted for TLS, and a proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// `None`: the built-in roots (Mozilla's, compiled in).
+    pub ca_bundle: Option<CaBundle>,
+    pub proxy: Option<HttpProxy>,
+}
+
 /// What a client talks to.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -106,6 +187,10 @@ pub struct S3Config {
     pub addressing: Addressing,
     pub credentials: Credentials,
     pub retry: Retry,
+    pub network: Network,
+    /// Where what was learnt of the server (whether it has conditional writes) is
+    /// remembered between commands; `None`: nowhere, each command asks again.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl S3Config {
@@ -137,6 +222,14 @@ pub struct Client {
     prefix: String,
     location: String,
     retry: Retry,
+    /// The endpoint, for TLS and proxy messages.
+    endpoint: String,
+    /// Where the trusted CAs come from, for TLS messages.
+    ca_bundle: Option<PathBuf>,
+    /// `scheme://host:port (from VAR)` of the proxy in use, for messages.
+    proxy: Option<String>,
+    /// Whether a connection speaks TLS (to the server or to the proxy).
+    tls_used: bool,
 }
 
 impl fmt::Debug for Client {
@@ -213,8 +306,14 @@ impl Client {
             Some(t) => rusty_s3::Credentials::new_with_token(&c.access_key, &c.secret_key, t),
             None => rusty_s3::Credentials::new(&c.access_key, &c.secret_key),
         };
+        let proxy_password = config
+            .network
+            .proxy
+            .as_ref()
+            .and_then(|p| p.proxy.password().map(str::to_string));
         let secrets = std::iter::once(c.secret_key.clone())
             .chain(c.session_token.clone())
+            .chain(proxy_password)
             .filter(|s| !s.is_empty())
             .collect();
         let r = &config.retry;
@@ -223,7 +322,8 @@ impl Client {
             // A redirect from S3 means a wrong region or endpoint: say so instead.
             .max_redirects(0)
             // The caller decides about proxies; the engine reads no environment.
-            .proxy(None)
+            .proxy(config.network.proxy.as_ref().map(|p| p.proxy.clone()))
+            .tls_config(tls_config(&config.network))
             .timeout_connect(Some(r.connect_timeout))
             .timeout_per_read(Some(r.io_timeout))
             .timeout_per_write(Some(r.io_timeout))
@@ -240,6 +340,15 @@ impl Client {
                 attempts: r.attempts.max(1),
                 ..r.clone()
             },
+            endpoint: config.endpoint.trim_end_matches('/').to_string(),
+            ca_bundle: config.network.ca_bundle.as_ref().map(|b| b.path.clone()),
+            proxy: config.network.proxy.as_ref().map(HttpProxy::shown),
+            tls_used: config.endpoint.starts_with("https://")
+                || config
+                    .network
+                    .proxy
+                    .as_ref()
+                    .is_some_and(|p| p.shown.starts_with("https://")),
         })
     }
 
@@ -282,7 +391,7 @@ impl Client {
             }
             match req.send(bytes) {
                 Ok(resp) => self.put_outcome(resp, mode),
-                Err(e) => transport(e),
+                Err(e) => self.transport(e),
             }
         })?;
         if !created && mode == PutMode::IfAbsent && attempts > 1 {
@@ -332,7 +441,7 @@ impl Client {
             }
             match req.send(ureq::SendBody::from_owned_reader(file.take(len))) {
                 Ok(resp) => self.put_outcome(resp, mode),
-                Err(e) => transport(e),
+                Err(e) => self.transport(e),
             }
         });
         match local_err {
@@ -376,7 +485,7 @@ impl Client {
         self.with_retries(name, || {
             let resp = match self.agent.get(self.sign_get(name).as_str()).call() {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             if resp.status().as_u16() != 200 {
                 return self.status_failure(resp);
@@ -416,7 +525,7 @@ impl Client {
                 .call()
             {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             let status = resp.status().as_u16();
             match status {
@@ -517,7 +626,7 @@ impl Client {
                 .call()
             {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             let status = resp.status().as_u16();
             let total = match status {
@@ -606,7 +715,7 @@ impl Client {
                 .call()
             {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             let size = match resp.status().as_u16() {
                 206 => content_range(&resp).and_then(|(_, _, total)| total),
@@ -661,7 +770,7 @@ impl Client {
                 .sign(SIGNATURE_LIFETIME);
             let resp = match self.agent.delete(url.as_str()).call() {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             match resp.status().as_u16() {
                 200..=299 | 404 => Done(()),
@@ -687,7 +796,7 @@ impl Client {
                 let url = action.sign(SIGNATURE_LIFETIME);
                 let resp = match self.agent.get(url.as_str()).call() {
                     Ok(r) => r,
-                    Err(e) => return transport(e),
+                    Err(e) => return self.transport(e),
                 };
                 let status = resp.status().as_u16();
                 if status != 200 {
@@ -740,7 +849,7 @@ impl Client {
             let body = action.body();
             let resp = match self.agent.put(url.as_str()).send(body.as_bytes()) {
                 Ok(r) => r,
-                Err(e) => return transport(e),
+                Err(e) => return self.transport(e),
             };
             match resp.status().as_u16() {
                 200..=299 => Done(()),
@@ -849,6 +958,77 @@ impl Client {
         }
     }
 
+    /// A request that got no answer: the network, a timeout, a reset, TLS, the proxy.
+    fn transport<T>(&self, e: ureq::Error) -> Attempt<T> {
+        let via = match &self.proxy {
+            Some(p) => format!(" (through the proxy {p})"),
+            None => String::new(),
+        };
+        // Never `e`'s own text for a bad URI: it would carry the signed URL.
+        let detail = match &e {
+            // TLS over a connection fails as invalid data carrying the TLS error (an
+            // untrusted certificate, a fatal alert): final, and said as TLS.
+            ureq::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::InvalidData
+                    && io.get_ref().is_some()
+                    && self.tls_used =>
+            {
+                return Fail(self.tls_failure(io));
+            }
+            ureq::Error::Io(io) => io.to_string(),
+            ureq::Error::Timeout(t) => format!("timed out ({t})"),
+            ureq::Error::HostNotFound => "the server's host name does not resolve".to_string(),
+            ureq::Error::ConnectionFailed => "the connection failed".to_string(),
+            ureq::Error::Protocol(p) => format!("the server broke the HTTP protocol ({p})"),
+            ureq::Error::ConnectProxyFailed(why) => {
+                // The proxy's status line: never its credentials, which it does not echo.
+                let mut f = Failure::new(
+                    None,
+                    Denied,
+                    format!("the proxy refused the connection to {}{via}: {why}; check the proxy's address, user and password", self.endpoint),
+                );
+                f.says_next = true;
+                return Fail(f);
+            }
+            ureq::Error::Tls(t) => return Fail(self.tls_failure(t)),
+            ureq::Error::Rustls(t) => return Fail(self.tls_failure(t)),
+            ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
+                return Fail(Failure::new(
+                    None,
+                    Denied,
+                    "the request could not be made (a bad URL)",
+                ))
+            }
+            other => format!("the request failed ({})", error_kind_name(other)),
+        };
+        Again(Failure::new(None, Transient, format!("{detail}{via}")))
+    }
+
+    /// TLS with the server failed: which server, which trust, and what to do.
+    fn tls_failure(&self, why: &dyn fmt::Display) -> Failure {
+        let trust = match &self.ca_bundle {
+            Some(p) => format!(
+                "if its certificate is signed by a CA of your own, check that {} holds that CA's certificate",
+                p.display()
+            ),
+            None => "if its certificate is signed by a CA of your own, set AWS_CA_BUNDLE to that CA's certificate (a PEM file)".to_string(),
+        };
+        let via = match &self.proxy {
+            Some(p) => format!(" through the proxy {p}"),
+            None => String::new(),
+        };
+        let mut f = Failure::new(
+            None,
+            Denied,
+            format!(
+                "TLS with {}{via} failed ({why}); check that the endpoint is the server's own address; {trust}",
+                self.endpoint
+            ),
+        );
+        f.says_next = true;
+        f
+    }
+
     /// The `Code: Message` of an S3 `<Error>` body, scrubbed.
     fn xml_failure(&self, status: u16, body: &[u8], kind: RemoteErrorKind) -> Failure {
         let code = xml_field(body, "Code");
@@ -861,33 +1041,6 @@ impl Client {
         };
         Failure::new(Some(status), kind, self.scrub(detail))
     }
-}
-
-/// A request that got no answer: the network, a timeout, a reset.
-fn transport<T>(e: ureq::Error) -> Attempt<T> {
-    // Never `e`'s own text for a bad URI: it would carry the signed URL.
-    let detail = match &e {
-        ureq::Error::Io(io) => io.to_string(),
-        ureq::Error::Timeout(t) => format!("timed out ({t})"),
-        ureq::Error::HostNotFound => "the server's host name does not resolve".to_string(),
-        ureq::Error::ConnectionFailed => "the connection failed".to_string(),
-        ureq::Error::Protocol(p) => format!("the server broke the HTTP protocol ({p})"),
-        ureq::Error::Tls(t) => {
-            return Fail(Failure::new(None, Denied, format!("TLS failed ({t})")))
-        }
-        ureq::Error::Rustls(t) => {
-            return Fail(Failure::new(None, Denied, format!("TLS failed ({t})")))
-        }
-        ureq::Error::BadUri(_) | ureq::Error::Http(_) => {
-            return Fail(Failure::new(
-                None,
-                Denied,
-                "the request could not be made (a bad URL)",
-            ))
-        }
-        other => format!("the request failed ({})", error_kind_name(other)),
-    };
-    Again(Failure::new(None, Transient, detail))
 }
 
 fn error_kind_name(e: &ureq::Error) -> &'static str {
@@ -969,6 +1122,17 @@ fn xml_field(body: &[u8], name: &str) -> Option<String> {
     Some(text.chars().take(300).collect())
 }
 
+/// The roots TLS trusts: the bundle's certificates instead of the built-in roots.
+fn tls_config(network: &Network) -> ureq::tls::TlsConfig {
+    let b = ureq::tls::TlsConfig::builder();
+    match &network.ca_bundle {
+        Some(bundle) => b
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&bundle.certs))
+            .build(),
+        None => b.build(),
+    }
+}
+
 fn md5_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
 }
@@ -1011,6 +1175,8 @@ pub(super) mod tests {
                 connect_timeout: Duration::from_millis(500),
                 io_timeout: Duration::from_secs(2),
             },
+            network: Network::default(),
+            cache_dir: None,
         }
     }
 

@@ -17,11 +17,13 @@
 pub mod client;
 pub mod config;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use client::{Addressing, Client, Credentials, PutMode, Retry, S3Config};
-pub use config::is_s3_location;
+pub use client::{
+    Addressing, CaBundle, Client, Credentials, HttpProxy, Network, PutMode, Retry, S3Config,
+};
+pub use config::{is_s3_location, UserEnv};
 
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::id::{PackId, SnapshotId};
@@ -31,18 +33,90 @@ use crate::store::{Key, Kind, LeaseId, ReadShape, Staged, Store};
 /// The name of the objects that probe for conditional writes (a random suffix each).
 const PROBE: &str = "conditional-write-probe-";
 
+/// How long a probe's answer is trusted, in seconds. A server gains or loses conditional
+/// writes only when it is upgraded, reconfigured or replaced behind the same address,
+/// which is rare; a nightly schedule then probes once a week instead of on every command
+/// (3 requests each). A week-old "yes" that no longer holds costs only the atomicity of
+/// `put_new`, which gc's grace period stands in for anyway; a server that starts
+/// refusing the header is noticed at once (see `put_new`).
+pub const PROBE_FRESH_SECS: i64 = 7 * 24 * 3600;
+
+/// The first line of a remembered probe (its format's version).
+const PROBE_MAGIC: &str = "jellysnap conditional-write probe 1";
+
 pub struct S3Store {
     client: Client,
     /// Whether the server honours `If-None-Match: *`: probed once, on first need.
     conditional: Mutex<Option<bool>>,
+    /// Where the probe's answer is remembered between commands, if anywhere.
+    remembered: Option<PathBuf>,
 }
 
 impl S3Store {
     pub fn new(config: &S3Config) -> Result<Self> {
+        let client = Client::new(config)?;
+        // One file per endpoint, bucket and prefix (what the location names).
+        let remembered = config.cache_dir.as_ref().map(|dir| {
+            let hash = blake3::hash(client.location().as_bytes()).to_hex();
+            dir.join("servers")
+                .join(format!("{}.conditional-writes", &hash[..32]))
+        });
         Ok(S3Store {
-            client: Client::new(config)?,
+            client,
             conditional: Mutex::new(None),
+            remembered,
         })
+    }
+
+    /// The remembered answer of a probe made less than [`PROBE_FRESH_SECS`] ago.
+    fn recall(&self) -> Option<bool> {
+        let text = std::fs::read_to_string(self.remembered.as_ref()?).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != PROBE_MAGIC || lines.next()? != self.client.location() {
+            return None;
+        }
+        let (answer, at) = lines.next()?.split_once(' ')?;
+        let age = crate::store::lease::now_secs() - at.parse::<i64>().ok()?;
+        // A time in the future is a clock that moved: not trusted.
+        if !(0..PROBE_FRESH_SECS).contains(&age) {
+            return None;
+        }
+        match answer {
+            "yes" => Some(true),
+            "no" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Remember a probe's answer (a cache: a failure to write it costs a probe later).
+    fn remember(&self, supported: bool) {
+        let Some(path) = &self.remembered else { return };
+        let text = format!(
+            "{PROBE_MAGIC}\n{}\n{} {}\n",
+            self.client.location(),
+            if supported { "yes" } else { "no" },
+            crate::store::lease::now_secs()
+        );
+        let write = || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        let _ = write();
+    }
+
+    /// Forget the probe's answer, here and in the cache: the server did not behave as
+    /// it said.
+    fn forget_probe(&self) {
+        if let Ok(mut known) = self.conditional.lock() {
+            *known = None;
+        }
+        if let Some(path) = &self.remembered {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     fn name(key: Key) -> String {
@@ -65,14 +139,19 @@ impl S3Store {
     }
 
     /// Whether the server refuses a second create-only write of one object (412), found
-    /// by writing a probe object twice and deleting it; remembered for the store's life.
-    /// A server that ignores the header (it overwrites) or rejects it (501) has none.
+    /// by writing a probe object twice and deleting it; remembered for the store's life
+    /// and, in the cache dir, for [`PROBE_FRESH_SECS`]. A server that ignores the header
+    /// (it overwrites) or rejects it (400, 501) has none.
     pub fn probe_conditional_writes(&self) -> Result<bool> {
         let mut known = self
             .conditional
             .lock()
             .map_err(|_| Error::internal("the conditional-write probe was poisoned"))?;
         if let Some(v) = *known {
+            return Ok(v);
+        }
+        if let Some(v) = self.recall() {
+            *known = Some(v);
             return Ok(v);
         }
         let name = format!("{PROBE}{}", LeaseId::random().to_hex());
@@ -88,6 +167,7 @@ impl S3Store {
         };
         self.client.delete(&name)?;
         *known = Some(supported);
+        self.remember(supported);
         Ok(supported)
     }
 
@@ -118,6 +198,18 @@ fn pack_name(n: &str) -> Option<PackId> {
     (hex.get(..2) == Some(sub)).then_some(id)
 }
 
+/// The answer of a server that does not take `If-None-Match` (400 or 501).
+fn rejects_conditional(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Remote {
+            kind: RemoteErrorKind::Denied,
+            status: Some(400 | 501),
+            ..
+        }
+    )
+}
+
 impl Store for S3Store {
     fn location(&self) -> String {
         self.client.location().to_string()
@@ -132,7 +224,18 @@ impl Store for S3Store {
 
     fn put_new(&self, key: Key, bytes: &[u8]) -> Result<bool> {
         if self.probe_conditional_writes()? {
-            return self.client.put(&Self::name(key), bytes, PutMode::IfAbsent);
+            match self.client.put(&Self::name(key), bytes, PutMode::IfAbsent) {
+                // A server said to honour the header refuses it (upgraded, replaced or
+                // reconfigured since the probe): probe again, and without conditional
+                // writes fall back below.
+                Err(e) if rejects_conditional(&e) => {
+                    self.forget_probe();
+                    if self.probe_conditional_writes()? {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
         }
         // No conditional writes: another host may write between the two requests
         // (`conditional_writes` says so to the caller).
@@ -246,6 +349,79 @@ mod tests {
     fn store(script: Vec<Vec<u8>>) -> S3Store {
         let (port, _) = scripted(script);
         S3Store::new(&target(&format!("http://127.0.0.1:{port}"))).expect("store")
+    }
+
+    /// A store of the server on `port` that remembers its probe in `cache`.
+    fn remembering(port: u16, cache: &Path) -> S3Store {
+        let mut t = target(&format!("http://127.0.0.1:{port}"));
+        t.cache_dir = Some(cache.to_path_buf());
+        S3Store::new(&t).expect("store")
+    }
+
+    fn requests(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_probe_is_remembered_in_the_cache_dir_until_it_is_stale() {
+        let cache = tempfile::tempdir().expect("cache");
+        let (port, n) = scripted(vec![
+            answer("200 OK", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("204 No Content", &[], b""),
+            // The probe again, once the answer is stale.
+            answer("200 OK", &[], b""),
+            answer("200 OK", &[], b""),
+            answer("204 No Content", &[], b""),
+        ]);
+        assert!(remembering(port, cache.path()).conditional_writes());
+        assert_eq!(requests(&n), 3);
+        // The next command asks nothing.
+        assert!(remembering(port, cache.path()).conditional_writes());
+        assert_eq!(requests(&n), 3);
+        // A week later it asks again, and learns the server changed.
+        let file = std::fs::read_dir(cache.path().join("servers"))
+            .expect("remembered")
+            .next()
+            .expect("one file")
+            .expect("entry")
+            .path();
+        let text = std::fs::read_to_string(&file).expect("read");
+        let (head, at) = text.trim_end().rsplit_once(' ').expect("a time");
+        let old = at.parse::<i64>().expect("secs") - PROBE_FRESH_SECS;
+        std::fs::write(&file, format!("{head} {old}\n")).expect("write");
+        assert!(!remembering(port, cache.path()).conditional_writes());
+        assert_eq!(requests(&n), 6);
+        assert!(std::fs::read_to_string(&file)
+            .expect("read")
+            .contains("\nno "));
+    }
+
+    #[test]
+    fn a_server_that_starts_refusing_if_none_match_is_probed_again() {
+        let cache = tempfile::tempdir().expect("cache");
+        let (port, n) = scripted(vec![
+            answer("200 OK", &[], b""),
+            answer("412 Precondition Failed", &[], b""),
+            answer("204 No Content", &[], b""),
+            // Replaced by a server without conditional writes: the create-only write...
+            answer("501 Not Implemented", &[], &error_xml("NotImplemented")),
+            // ...the probe again...
+            answer("501 Not Implemented", &[], &error_xml("NotImplemented")),
+            answer("204 No Content", &[], b""),
+            // ...and the write without the header: a look, then a plain PUT.
+            answer("404 Not Found", &[], b""),
+            answer("200 OK", &[], b""),
+        ]);
+        assert!(remembering(port, cache.path()).conditional_writes());
+        let s = remembering(port, cache.path());
+        assert!(s
+            .put_new(Key::Lease(LeaseId::random()), b"x")
+            .expect("created"));
+        assert!(!s.conditional_writes());
+        assert_eq!(requests(&n), 8);
+        assert!(!remembering(port, cache.path()).conditional_writes());
+        assert_eq!(requests(&n), 8);
     }
 
     #[test]
