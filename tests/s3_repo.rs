@@ -463,3 +463,48 @@ fn copies_between_a_format_1_directory_and_a_bucket_restore_exactly() {
     back.json(&["check", "--read-data"], 0);
     back.assert_restores("base", "from-copy", &expected);
 }
+
+/// A restore machine often gets a key pair that can only read (so that a compromised
+/// machine cannot delete the backups): every command that only reads works with it, from
+/// an empty cache, and one that would write is refused as a refusal (403, exit 22), never
+/// as damage, leaving the repository as it was.
+#[test]
+fn a_read_only_key_pair_restores_lists_and_checks() {
+    let b = Bucket::new(false);
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    b.json(
+        &["backup", "--init", "--name", "one", "--data-dir", data],
+        0,
+    );
+    let expected = expected_state(&fx);
+    let before = b.store().list(Kind::Pack).unwrap().len();
+
+    let read_only = |args: &[&str]| {
+        let mut c = Cmd::new(&["--repo", &b.location]).args(args);
+        for (k, v) in common::s3::shared().read_only_env() {
+            c = c.env(k, v);
+        }
+        c.env("XDG_CACHE_HOME", b.env.root.join("reader-cache"))
+    };
+    let target = b.env.root.join("restored");
+    read_only(&["restore", "one", "--target", target.to_str().unwrap()]).expect(0);
+    assert_same(&describe(&target, &[]), &expected);
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "one"],
+        vec!["stats"],
+        vec!["check", "--read-data"],
+    ] {
+        read_only(&args).expect(0);
+    }
+
+    common::fixture::day_of_changes(&fx, 7).unwrap();
+    let out = read_only(&["backup", "--data-dir", data]).output();
+    let err = s(&out.stderr);
+    assert_eq!(out.status.code(), Some(22), "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(!err.contains("damage") && !err.contains("corrupt"), "{err}");
+    assert_eq!(b.store().list(Kind::Pack).unwrap().len(), before);
+    b.json(&["check", "--read-data"], 0);
+}

@@ -135,4 +135,11 @@ pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
             ));
         }
     }
+    if let Some(why) = repo.unleased() {
+        out.warn(&format!(
+            "this command left no lease in the repository ({why}): a gc run from another \
+             machine meanwhile will not know of it, but still keeps what it marks for its \
+             grace period"
+        ));
+    }
 }

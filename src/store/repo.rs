@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, RemoteErrorKind, Result};
 use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
@@ -67,6 +67,9 @@ pub struct Repository {
     /// Set when opening reconciled the index with the store's packs.
     pub reconciled: Option<ReconcileReport>,
     lease: Option<Lease>,
+    /// Why a command that only reads holds no lease on a repository hosts share (the
+    /// store refused to let it write one), for a warning.
+    unleased: Option<String>,
     /// Local copies of snapshot records and trees, for a repository that is not a local
     /// directory (`store/cache.rs`).
     cache: Option<ObjectCache>,
@@ -213,18 +216,35 @@ impl Repository {
         )?);
         // Across hosts: a lease, taken after the local locks (a process of this host
         // that waits for them holds no lease meanwhile).
+        let mut unleased = None;
         let lease = if shared {
             let mode = if access == Access::Exclusive {
                 LeaseMode::Exclusive
             } else {
                 LeaseMode::Shared
             };
-            Some(Lease::acquire(
+            match Lease::acquire(
                 store.clone(),
                 place.location.as_path(),
                 mode,
                 &Holder::this_process(command),
-            )?)
+            ) {
+                Ok(lease) => Some(lease),
+                // A key pair that may only read (a restore machine's, so that it cannot
+                // delete backups): a command that only reads goes on without a lease. A
+                // gc elsewhere then cannot know of it; its grace period still keeps what
+                // it marks for an hour or more.
+                Err(
+                    e @ Error::Remote {
+                        kind: RemoteErrorKind::Denied,
+                        ..
+                    },
+                ) if access == Access::Read => {
+                    unleased = Some(e.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -351,6 +371,7 @@ impl Repository {
             doomed,
             reconciled,
             lease,
+            unleased,
             cache,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
@@ -392,6 +413,7 @@ impl Repository {
             doomed: HashSet::new(),
             reconciled: None,
             lease: None,
+            unleased: None,
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
@@ -431,6 +453,7 @@ impl Repository {
             doomed: HashSet::new(),
             reconciled: None,
             lease: None,
+            unleased: None,
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
@@ -863,6 +886,12 @@ impl Repository {
     /// Whether other hosts may use this repository at once (leases, two-phase gc).
     pub fn shared_by_hosts(&self) -> bool {
         self.shared
+    }
+
+    /// Why this command holds no lease on a repository hosts share although it should
+    /// (the store refused to let it write one: a key pair that may only read).
+    pub fn unleased(&self) -> Option<&str> {
+        self.unleased.as_deref()
     }
 
     /// This process's lease, for a repository hosts share.

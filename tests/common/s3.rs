@@ -21,6 +21,9 @@ use jellysnap::s3::{Addressing, Credentials, Retry, S3Config};
 
 pub const ACCESS_KEY: &str = "jellysnaptest";
 pub const SECRET_KEY: &str = "jellysnap-test-secret-7f3a9c";
+/// A key pair the server lets read and list, never write or delete (a restore machine's).
+pub const READ_ONLY_ACCESS_KEY: &str = "jellysnapreader";
+pub const READ_ONLY_SECRET_KEY: &str = "jellysnap-reader-secret-41d2e8";
 pub const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/requirements-s3.txt");
 
 /// The ports `weed mini` listens on, each named by its flag.
@@ -106,7 +109,7 @@ impl S3Server {
         std::fs::write(
             dir.path().join("s3.json"),
             format!(
-                r#"{{"identities":[{{"name":"jellysnap-test","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+                r#"{{"identities":[{{"name":"jellysnap-test","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"jellysnap-reader","credentials":[{{"accessKey":"{READ_ONLY_ACCESS_KEY}","secretKey":"{READ_ONLY_SECRET_KEY}"}}],"actions":["Read","List"]}}]}}"#
             ),
         )
         .unwrap();
@@ -259,6 +262,15 @@ impl S3Server {
         vec![
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+    }
+
+    /// [`S3Server::env`] with the key pair that may only read and list.
+    pub fn read_only_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", READ_ONLY_ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", READ_ONLY_SECRET_KEY.to_string()),
             ("AWS_REGION", "us-east-1".to_string()),
         ]
     }
