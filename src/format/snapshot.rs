@@ -190,6 +190,19 @@ pub struct FileState {
     pub ctime_ns: i64,
 }
 
+/// A `-wal` as a backup saw it. No ctime: SQLite running as root gives the `-wal` the
+/// database's owner each time it opens it, which moves its ctime without a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalState {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The WAL header (its first 32 bytes: checkpoint sequence, salts, checksums), hex;
+    /// empty when the file is shorter.
+    pub header: String,
+}
+
 /// A database's files as a backup saw them: what any write or replacement changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbSourceState {
@@ -197,7 +210,7 @@ pub struct DbSourceState {
     /// SQLite's file change counter (header bytes 24..28).
     pub change_counter: u32,
     /// The `-wal`, when there was one.
-    pub wal: Option<FileState>,
+    pub wal: Option<WalState>,
     /// The Jellyfin version the database records (none for other databases).
     pub jellyfin_version: Option<String>,
 }

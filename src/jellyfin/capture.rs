@@ -180,13 +180,10 @@ pub fn dump_and_prove(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> 
                 Err(why) => return Ok(Err(why)),
             };
             if let Some(p) = earlier.filter(|p| p.dump_blake3 == dump.blake3) {
-                let source = joined(observer.take());
-                if let Some(Ok(o)) = &source {
-                    if o.digest() == p.digest {
-                        return Ok(Ok((dump, None)));
-                    }
+                source_seen = joined(observer.take());
+                if matches!(&source_seen, Some(Ok(o)) if o.digest() == p.digest) {
+                    return Ok(Ok((dump, None)));
                 }
-                source_seen = source;
             }
             let rebuilt = match rebuild_file(&dump.file, scratch)? {
                 Ok(r) => r,

@@ -2,14 +2,16 @@
 //! opening the database, that nothing has changed since a capture.
 //!
 //! Every write SQLite makes to committed content goes to the database file (rollback
-//! mode, a checkpoint, VACUUM) or to its `-wal` (WAL mode), and moves that file's ctime
-//! (which no one can set back) and mtime; a replacement changes the inode. So equal
+//! mode, a checkpoint, VACUUM) or to its `-wal` (WAL mode), and moves that file's mtime
+//! and ctime (which no one can set back); a replacement changes the inode. So equal
 //! states of the file and the `-wal`, each stat-ed, mean equal content, provided every
 //! time in them is older than the capture's start by more than the file system's
 //! timestamp granularity: a write in the same tick as the stat could otherwise leave the
-//! times as they were (the racy-timestamp rule the files cache follows). The header's
-//! change counter is compared as well, so a rollback-mode write is seen even where times
-//! are coarse. The `-shm` holds no content (it indexes the `-wal` and is rebuilt from
+//! times as they were (the racy-timestamp rule the files cache follows). The database
+//! header's change counter and the WAL header (whose salts change whenever the `-wal` is
+//! started over) are compared as well. The `-wal`'s ctime is not: SQLite running as root
+//! gives the `-wal` the database's owner on every open (jellysnap's own included), which
+//! moves its ctime without any write. The `-shm` holds no content (it indexes the `-wal` and is rebuilt from
 //! it), so its presence does not matter; a non-empty `-journal` means a write was under
 //! way or interrupted, and such a state is never trusted.
 //!
@@ -21,7 +23,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::format::snapshot::{DbSourceState, FileState};
+use crate::format::snapshot::{DbSourceState, FileState, WalState};
 use crate::jellyfin::running::side_file;
 
 /// The state of `db` and its `-wal`; `None` when it cannot be trusted to stand for the
@@ -36,7 +38,7 @@ pub fn read(db: &Path, jellyfin_version: Option<String>) -> Option<DbSourceState
     File::open(db).ok()?.read_exact(&mut header).ok()?;
     let counter = header.get(24..28)?.try_into().ok()?;
     let wal = match std::fs::metadata(side_file(db, "-wal")) {
-        Ok(m) => Some(file_state(&m)),
+        Ok(_) => Some(wal_state(&side_file(db, "-wal"))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(_) => return None,
     };
@@ -55,14 +57,41 @@ pub fn read(db: &Path, jellyfin_version: Option<String>) -> Option<DbSourceState
 
 /// Whether every time in `state` is before `limit_ns` (Unix nanoseconds).
 pub fn settled_before(state: &DbSourceState, limit_ns: i64) -> bool {
-    let old = |f: &FileState| f.mtime_ns < limit_ns && f.ctime_ns < limit_ns;
-    old(&state.db) && state.wal.as_ref().is_none_or(old)
+    let db = &state.db;
+    db.mtime_ns < limit_ns
+        && db.ctime_ns < limit_ns
+        && state.wal.as_ref().is_none_or(|w| w.mtime_ns < limit_ns)
 }
 
 /// Whether two states are of the same content: everything but the recorded Jellyfin
 /// version (derived from the content) must be equal.
 pub fn same_files(a: &DbSourceState, b: &DbSourceState) -> bool {
     a.db == b.db && a.change_counter == b.change_counter && a.wal == b.wal
+}
+
+/// The `-wal`'s stat and header, read as one state (a write between them gives none).
+fn wal_state(wal: &Path) -> Option<WalState> {
+    let before = stat(wal)?;
+    let mut header = Vec::with_capacity(32);
+    File::open(wal)
+        .ok()?
+        .take(32)
+        .read_to_end(&mut header)
+        .ok()?;
+    if stat(wal)?.mtime_ns != before.mtime_ns {
+        return None;
+    }
+    Some(WalState {
+        dev: before.dev,
+        ino: before.ino,
+        size: before.size,
+        mtime_ns: before.mtime_ns,
+        header: if header.len() == 32 {
+            crate::id::hex(&header)
+        } else {
+            String::new()
+        },
+    })
 }
 
 fn stat(path: &Path) -> Option<FileState> {
@@ -125,9 +154,12 @@ mod tests {
         assert!(!settled_before(&s, s.db.ctime_ns));
         assert!(settled_before(&s, s.db.mtime_ns.max(s.db.ctime_ns) + 1));
         let mut w = s.clone();
-        w.wal = Some(FileState {
+        w.wal = Some(WalState {
+            dev: 1,
+            ino: 2,
+            size: 0,
             mtime_ns: i64::MAX,
-            ..s.db
+            header: String::new(),
         });
         assert!(!settled_before(&w, s.db.mtime_ns.max(s.db.ctime_ns) + 1));
     }

@@ -138,7 +138,7 @@ impl Captures {
                 _ => None,
             };
             let state = match earlier.as_ref().and_then(|e| unchanged(e, &src)) {
-                Some(db) => Capture::Done(db),
+                Some(db) => Capture::Ready(db),
                 None => {
                     let tmp_dir = repo.tmp_dir();
                     let proven = earlier.map(|e| e.proven);
