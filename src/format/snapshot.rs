@@ -116,7 +116,7 @@ pub struct Summary {
     pub logical_bytes: u64,
     /// File content read from the source (database capture excluded).
     pub bytes_read: u64,
-    /// Bytes of captured databases.
+    /// Bytes of captured databases (none for a capture reused from the parent).
     pub db_bytes: u64,
     pub files_read: u64,
     pub files_reused: u64,
