@@ -297,7 +297,11 @@ fn parent_capture(
             dump_blake3,
             digest,
         },
-        node: parent_node(repo, parent.root, root, rel)?,
+        // Needed only to reuse the capture, which needs a recorded state.
+        node: match record.source {
+            Some(_) => parent_node(repo, parent.root, root, rel)?,
+            None => None,
+        },
     }))
 }
 
