@@ -271,3 +271,55 @@ fn rebuild_file(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proven(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> (Dump, [u8; 32], bool) {
+        match dump_and_prove(copy, scratch, earlier).unwrap() {
+            Logical::Exact {
+                dump,
+                digest,
+                proof_reused,
+            } => (dump, digest, proof_reused),
+            Logical::Refused(why) => panic!("refused: {why}"),
+        }
+    }
+
+    #[test]
+    fn an_earlier_proof_is_reused_only_for_the_same_dump_and_observation() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        let c = Connection::open(&copy).unwrap();
+        c.execute_batch("CREATE TABLE t(x PRIMARY KEY, y); INSERT INTO t VALUES (1, 'a');")
+            .unwrap();
+        drop(c);
+        let (dump, digest, reused) = proven(&copy, dir.path(), None);
+        assert!(!reused);
+        let earlier = Proven {
+            dump_blake3: dump.blake3,
+            digest,
+        };
+        let (again, d, reused) = proven(&copy, dir.path(), Some(&earlier));
+        assert!(reused, "the same dump and observation");
+        assert_eq!((again.blake3, d), (dump.blake3, digest));
+
+        // The same dump said to have been proven to another observation: rebuilt.
+        let other = Proven {
+            dump_blake3: dump.blake3,
+            digest: [7; 32],
+        };
+        let (_, d, reused) = proven(&copy, dir.path(), Some(&other));
+        assert!(!reused);
+        assert_eq!(d, digest);
+
+        // Another dump: rebuilt.
+        let c = Connection::open(&copy).unwrap();
+        c.execute("INSERT INTO t VALUES (2, 'b')", []).unwrap();
+        drop(c);
+        let (changed, _, reused) = proven(&copy, dir.path(), Some(&earlier));
+        assert!(!reused);
+        assert_ne!(changed.blake3, dump.blake3);
+    }
+}

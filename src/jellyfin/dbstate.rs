@@ -137,6 +137,23 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_to_the_wal_changes_the_state_but_not_the_files_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;")
+            .unwrap();
+        c.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        let a = read(&db, None).unwrap();
+        let header = a.wal.as_ref().unwrap().header.clone();
+        assert_eq!(header.len(), 64, "a 32-byte WAL header in hex");
+        c.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        let b = read(&db, None).unwrap();
+        assert_eq!((a.db, a.change_counter), (b.db, b.change_counter));
+        assert!(!same_files(&a, &b));
+    }
+
+    #[test]
     fn a_journal_in_use_is_never_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
