@@ -40,7 +40,7 @@ fn main() {
                 .expect("dumpable"),
         )
     });
-    let dump = dump.expect("dump");
+    let dump: database::Dump = dump.expect("dump");
     let mut source = None;
     time("observe the copy (rows + integrity_check)", &mut || {
         source = Some(database::observe_file(&copy).expect("observe"));
@@ -48,7 +48,7 @@ fn main() {
     });
     let rebuilt = scratch.path().join("rebuilt.db");
     time("rebuild the dump", &mut || {
-        let mut f = std::io::BufReader::new(std::fs::File::open(&dump).expect("dump file"));
+        let mut f = std::io::BufReader::new(std::fs::File::open(&dump.file).expect("dump file"));
         database::rebuild(&mut f, &rebuilt).expect("rebuild");
     });
     let mut again = None;
@@ -62,9 +62,24 @@ fn main() {
 
     time(
         "dump + proof as a backup runs them",
-        &mut || match database::dump_and_prove(&copy, scratch.path()).expect("prove") {
+        &mut || match database::dump_and_prove(&copy, scratch.path(), None).expect("prove") {
             database::Logical::Exact { .. } => {}
             database::Logical::Refused(why) => panic!("refused: {why}"),
+        },
+    );
+    let earlier = database::Proven {
+        dump_blake3: dump.blake3,
+        digest: source.digest(),
+    };
+    time(
+        "dump + the earlier proof of the same dump",
+        &mut || match database::dump_and_prove(&copy, scratch.path(), Some(&earlier))
+            .expect("prove")
+        {
+            database::Logical::Exact {
+                proof_reused: true, ..
+            } => {}
+            _ => panic!("the earlier proof was not reused"),
         },
     );
     let base = steps[0].1;

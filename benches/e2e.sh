@@ -218,6 +218,8 @@ for s in cold no-change day restore; do
 done
 echo
 echo "- restored by jellysnap: $(tree_stats "$BENCH_DIR/restore-jellysnap"); by restic: $(tree_stats "$BENCH_DIR/restore-restic")"
+# How the no-change snapshot stored the database (its capture reused, or captured again).
+echo "- no-change database: $(grep -m1 -E '^ +database [^0-9]' "$LOGS/js-no-change.log" 2>/dev/null | sed 's/^ *//')"
 echo "- source size: $(mib "$SRC_BYTES") MiB; logs: $LOGS (kept only with KEEP=1 or BENCH_DIR)"
 echo "- repo size is \`du -sb\` after the step; restic's cache ($RESTIC_CACHE_DIR) is not counted."
 

@@ -27,7 +27,7 @@ mod sys;
 
 pub use error::{Error, OptionError, RemoteErrorKind, Result};
 pub use format::pack::ChunkKind;
-pub use format::snapshot::{Component, Root, Snapshot, SnapshotRecord, Summary};
+pub use format::snapshot::{Component, DbReuse, Root, Snapshot, SnapshotRecord, Summary};
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 pub use id::{ChunkId, PackId, SnapshotId};
 pub use jellyfin::SourceOptions;
@@ -138,7 +138,7 @@ pub mod clock {
 pub mod database {
     pub use crate::jellyfin::capture::{
         capture, dump_and_prove, dump_logical, observe_file, remove_side_files, sqlite_version,
-        Logical,
+        Dump, Logical, Proven,
     };
     pub use crate::jellyfin::logical::{dump, rebuild};
     pub use crate::jellyfin::observe::Observation;

@@ -1144,6 +1144,14 @@ const PAUSE_MS: u64 = 5000;
 /// Start a backup that pauses [`PAUSE_MS`], holding its locks, right before it commits;
 /// returns once it holds them.
 fn paused_backup(env: &Env, fx: &fixture::Fixture, name: &str) -> std::process::Child {
+    // Changed since the last snapshot, so that the database is captured (an unchanged
+    // one is taken over from the parent, which leaves nothing in tmp/).
+    let c = rusqlite::Connection::open(&fx.db_path).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    c.pragma_update(None, "user_version", v + 1).unwrap();
+    drop(c);
     let data = fx.data_dir.to_str().unwrap();
     let child = env
         .cmd(&["--json", "backup", "--data-dir", data, "--name", name])

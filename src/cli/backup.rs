@@ -132,10 +132,20 @@ fn summary_text(o: &BackupOutcome) -> String {
     }
     for d in &r.databases {
         let how = match (&d.capture, &d.reason) {
-            (jellysnap::DbCapture::Logical, _) => format!(
-                "logical dump, proven to rebuild exactly (SQLite {})",
-                d.sqlite_version
-            ),
+            (jellysnap::DbCapture::Logical, _) => match d.reused {
+                Some(jellysnap::DbReuse::Capture) => format!(
+                    "unchanged since the parent snapshot: its logical dump and proof reused (SQLite {})",
+                    d.sqlite_version
+                ),
+                Some(jellysnap::DbReuse::Proof) => format!(
+                    "logical dump, equal to the parent's: its proof reused (SQLite {})",
+                    d.sqlite_version
+                ),
+                None => format!(
+                    "logical dump, proven to rebuild exactly (SQLite {})",
+                    d.sqlite_version
+                ),
+            },
             (_, Some(why)) => format!("physical copy, because {why}"),
             _ => "physical copy".to_string(),
         };

@@ -116,7 +116,7 @@ pub struct Summary {
     pub logical_bytes: u64,
     /// File content read from the source (database capture excluded).
     pub bytes_read: u64,
-    /// Bytes of captured databases.
+    /// Bytes of captured databases (none for a capture reused from the parent).
     pub db_bytes: u64,
     pub files_read: u64,
     pub files_reused: u64,
@@ -154,6 +154,76 @@ pub struct DatabaseRecord {
     pub verified: Option<String>,
     /// The SQLite version that captured (and for a logical capture, rebuilt) it.
     pub sqlite_version: String,
+    /// For a logical capture: what the proof covers, so that a later backup can reuse
+    /// it (absent in records written before it existed: they are never reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpProof>,
+    /// For a logical capture: the source files as they were before and after the
+    /// capture, recorded only when they did not change during it and every time in it
+    /// is older than the capture's start minus the timestamp granularity. A backup that
+    /// finds the files in exactly this state reuses the capture without reading them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DbSourceState>,
+    /// What this backup took over from its parent instead of doing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<DbReuse>,
+}
+
+/// What a logical capture's proof covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpProof {
+    /// The dump's encoding version (also in its first bytes).
+    pub version: u8,
+    /// blake3 of the whole dump (hex).
+    pub blake3: String,
+    /// The version of the observation `verified` is a digest of.
+    pub observation: u32,
+}
+
+/// The identity and times of one file (stat), times in Unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// A `-wal` as a backup saw it. No ctime: SQLite running as root gives the `-wal` the
+/// database's owner each time it opens it, which moves its ctime without a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalState {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// The WAL header (its first 32 bytes: checkpoint sequence, salts, checksums), hex;
+    /// empty when the file is shorter.
+    pub header: String,
+}
+
+/// A database's files as a backup saw them: what any write or replacement changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbSourceState {
+    pub db: FileState,
+    /// SQLite's file change counter (header bytes 24..28).
+    pub change_counter: u32,
+    /// The `-wal`, when there was one.
+    pub wal: Option<WalState>,
+    /// The Jellyfin version the database records (none for other databases).
+    pub jellyfin_version: Option<String>,
+}
+
+/// What a backup reused from its parent's capture of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbReuse {
+    /// The files were unchanged: the parent's dump and proof, the database not opened.
+    Capture,
+    /// The database was read and dumped, and its dump and observation equal the
+    /// parent's proven ones: the parent's proof, without a rebuild.
+    Proof,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +381,24 @@ mod tests {
                 reason: None,
                 verified: Some("ab".repeat(32)),
                 sqlite_version: "3.54.0".into(),
+                dump: Some(DumpProof {
+                    version: 2,
+                    blake3: "cd".repeat(32),
+                    observation: 1,
+                }),
+                source: Some(DbSourceState {
+                    db: FileState {
+                        dev: 2049,
+                        ino: 12,
+                        size: 4096,
+                        mtime_ns: 1,
+                        ctime_ns: 2,
+                    },
+                    change_counter: 3,
+                    wal: None,
+                    jellyfin_version: Some("10.11.3".into()),
+                }),
+                reused: Some(DbReuse::Capture),
             }],
             not_captured: vec![NotCaptured {
                 kind: NotCapturedKind::File,
@@ -365,6 +453,39 @@ mod tests {
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         bytes.extend_from_slice(v.to_string().as_bytes());
         let id = SnapshotId::of(&bytes);
+        assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
+    }
+
+    fn raw_record(v: &serde_json::Value) -> (Vec<u8>, SnapshotId) {
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(v.to_string().as_bytes());
+        let id = SnapshotId::of(&bytes);
+        (bytes, id)
+    }
+
+    #[test]
+    fn database_records_without_reuse_fields_decode_as_never_reusable() {
+        let mut r = sample();
+        let mut v = serde_json::to_value(&r).unwrap();
+        let db = &mut v["databases"][0];
+        for k in ["dump", "source", "reused"] {
+            db.as_object_mut().unwrap().remove(k);
+        }
+        let (bytes, id) = raw_record(&v);
+        let d = &mut r.databases[0];
+        (d.dump, d.source, d.reused) = (None, None, None);
+        assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
+    }
+
+    #[test]
+    fn fields_a_reader_does_not_know_are_ignored() {
+        // What an older reader does with the fields this one added: the rest decodes.
+        let r = sample();
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["databases"][0]["added_later"] = serde_json::json!({"x": 1});
+        v["added_later"] = serde_json::json!(true);
+        let (bytes, id) = raw_record(&v);
         assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
     }
 

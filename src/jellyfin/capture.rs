@@ -57,15 +57,18 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
     Ok(tmp)
 }
 
+/// A dump in a temporary file, with the blake3 of its bytes.
+pub struct Dump {
+    pub file: tempfile::TempPath,
+    pub blake3: [u8; 32],
+}
+
 /// Write the logical dump (`logical::dump`) of a captured copy into a new temporary file
 /// in `tmp_dir`. The copy is private to us, so it is read without any concern for the live
 /// server. `Ok(Err(reason))` when the dump refuses the database (virtual tables, an
 /// unsupported encoding, or SQLite failing to read it logically): the caller keeps the
 /// physical copy instead.
-pub fn dump_logical(
-    copy: &Path,
-    tmp_dir: &Path,
-) -> Result<std::result::Result<tempfile::TempPath, String>> {
+pub fn dump_logical(copy: &Path, tmp_dir: &Path) -> Result<std::result::Result<Dump, String>> {
     use crate::jellyfin::logical::{self, LogicalError};
     let mut tmp = tempfile::Builder::new()
         .prefix("db-capture-")
@@ -75,10 +78,37 @@ pub fn dump_logical(
         Ok(c) => c,
         Err(e) => return Ok(Err(format!("cannot open the copy: {e}"))),
     };
-    match logical::dump(&conn, tmp.as_file_mut()) {
-        Ok(_) => Ok(Ok(tmp.into_temp_path())),
+    let mut out = Hashing {
+        inner: tmp.as_file_mut(),
+        hasher: blake3::Hasher::new(),
+    };
+    match logical::dump(&conn, &mut out) {
+        Ok(_) => {
+            let blake3 = *out.hasher.finalize().as_bytes();
+            Ok(Ok(Dump {
+                file: tmp.into_temp_path(),
+                blake3,
+            }))
+        }
         Err(LogicalError::Io(e)) => Err(crate::error::Error::io(tmp.path(), e)),
         Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -107,11 +137,13 @@ pub fn observe_file(
 
 /// A logical capture of a copy, and whether it is proven exact.
 pub enum Logical {
-    /// The dump rebuilds into a database that looks exactly like the source: the dump
-    /// file and the source's observation digest.
+    /// The dump rebuilds into a database that looks exactly like the source: the dump,
+    /// the source's observation digest, and whether that was shown by an earlier proof
+    /// of the same dump (`Proven`) rather than by a rebuild.
     Exact {
-        dump: tempfile::TempPath,
+        dump: Dump,
         digest: [u8; 32],
+        proof_reused: bool,
     },
     /// The dump refused the database, or the rebuild is not (or could not be shown to
     /// be) exact: why, in words. The caller keeps the physical copy, exact by
@@ -119,60 +151,97 @@ pub enum Logical {
     Refused(String),
 }
 
+/// An earlier proof: a dump (by its blake3) that was rebuilt and observed, by this
+/// dump version, observation version and SQLite, as the observation with this digest.
+pub struct Proven {
+    pub dump_blake3: [u8; 32],
+    pub digest: [u8; 32],
+}
+
 /// Dump the captured copy at `copy` logically and prove the dump: rebuild it in
 /// `scratch`, observe both with the same SQLite and compare everything an application
 /// can see (see `observe`). Observing the copy runs beside the dump and the rebuild (two
 /// cores halve the wall time; the copy is private, so the two readers see one state).
-/// Only repository I/O failures are errors.
-pub fn dump_and_prove(copy: &Path, scratch: &Path) -> Result<Logical> {
-    let (source, built) = std::thread::scope(|s| {
+///
+/// With `earlier`, a dump byte for byte equal to the proven one, of a copy whose
+/// observation equals the proven one, needs no rebuild: rebuilding the same bytes with
+/// the same SQLite gives what the proof saw, and that is what the copy shows. Anything
+/// else is proven as without it. Only repository I/O failures are errors.
+pub fn dump_and_prove(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> Result<Logical> {
+    let outcome = std::thread::scope(|s| -> Result<Logical> {
         let observer = std::thread::Builder::new()
             .name("jellysnap-db-observe".into())
             .spawn_scoped(s, || observe_file(copy));
+        let mut observer = Some(observer);
+        let mut source_seen = None;
         let built = (|| -> Result<std::result::Result<_, String>> {
             let dump = match dump_logical(copy, scratch)? {
                 Ok(d) => d,
                 Err(why) => return Ok(Err(why)),
             };
-            let rebuilt = match rebuild_file(&dump, scratch)? {
+            if let Some(p) = earlier.filter(|p| p.dump_blake3 == dump.blake3) {
+                source_seen = joined(observer.take());
+                if matches!(&source_seen, Some(Ok(o)) if o.digest() == p.digest) {
+                    return Ok(Ok((dump, None)));
+                }
+            }
+            let rebuilt = match rebuild_file(&dump.file, scratch)? {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
             };
             let seen = observe_file(&rebuilt);
             remove_side_files(&rebuilt);
-            Ok(Ok((dump, seen)))
+            Ok(Ok((dump, Some(seen))))
         })();
-        let source = match observer {
-            Ok(h) => h
-                .join()
-                .unwrap_or_else(|_| Err("the observing thread panicked".into())),
-            Err(e) => Err(format!("cannot start a thread: {e}")),
+        let source = match joined(observer.take()) {
+            Some(s) => s,
+            None => source_seen.unwrap_or_else(|| Err("the copy was not observed".into())),
         };
-        (source, built)
-    });
-    remove_side_files(copy);
-    let (dump, rebuilt) = match built? {
-        Ok(x) => x,
-        Err(why) => return Ok(Logical::Refused(why)),
-    };
-    let source = match source {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(Logical::Refused(format!(
-                "SQLite {} cannot read it completely: {e}",
-                sqlite_version()
-            )))
-        }
-    };
-    Ok(match rebuilt {
-        Err(e) => Logical::Refused(format!("the rebuilt database cannot be read: {e}")),
-        Ok(r) => match source.difference(&r) {
-            Some(d) => Logical::Refused(format!("a rebuild would not be exact: {d}")),
+        let (dump, rebuilt) = match built? {
+            Ok(x) => x,
+            Err(why) => return Ok(Logical::Refused(why)),
+        };
+        let source = match source {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(Logical::Refused(format!(
+                    "SQLite {} cannot read it completely: {e}",
+                    sqlite_version()
+                )))
+            }
+        };
+        Ok(match rebuilt {
             None => Logical::Exact {
                 dump,
                 digest: source.digest(),
+                proof_reused: true,
             },
-        },
+            Some(Err(e)) => Logical::Refused(format!("the rebuilt database cannot be read: {e}")),
+            Some(Ok(r)) => match source.difference(&r) {
+                Some(d) => Logical::Refused(format!("a rebuild would not be exact: {d}")),
+                None => Logical::Exact {
+                    dump,
+                    digest: source.digest(),
+                    proof_reused: false,
+                },
+            },
+        })
+    });
+    remove_side_files(copy);
+    outcome
+}
+
+type Observed = std::result::Result<crate::jellyfin::observe::Observation, String>;
+
+/// The observation of the observing thread, once it ends (`None` when it was joined).
+fn joined(
+    observer: Option<std::io::Result<std::thread::ScopedJoinHandle<'_, Observed>>>,
+) -> Option<Observed> {
+    Some(match observer? {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| Err("the observing thread panicked".into())),
+        Err(e) => Err(format!("cannot start a thread: {e}")),
     })
 }
 
@@ -200,5 +269,57 @@ fn rebuild_file(
             remove_side_files(&dest);
             Ok(Err(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proven(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> (Dump, [u8; 32], bool) {
+        match dump_and_prove(copy, scratch, earlier).unwrap() {
+            Logical::Exact {
+                dump,
+                digest,
+                proof_reused,
+            } => (dump, digest, proof_reused),
+            Logical::Refused(why) => panic!("refused: {why}"),
+        }
+    }
+
+    #[test]
+    fn an_earlier_proof_is_reused_only_for_the_same_dump_and_observation() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        let c = Connection::open(&copy).unwrap();
+        c.execute_batch("CREATE TABLE t(x PRIMARY KEY, y); INSERT INTO t VALUES (1, 'a');")
+            .unwrap();
+        drop(c);
+        let (dump, digest, reused) = proven(&copy, dir.path(), None);
+        assert!(!reused);
+        let earlier = Proven {
+            dump_blake3: dump.blake3,
+            digest,
+        };
+        let (again, d, reused) = proven(&copy, dir.path(), Some(&earlier));
+        assert!(reused, "the same dump and observation");
+        assert_eq!((again.blake3, d), (dump.blake3, digest));
+
+        // The same dump said to have been proven to another observation: rebuilt.
+        let other = Proven {
+            dump_blake3: dump.blake3,
+            digest: [7; 32],
+        };
+        let (_, d, reused) = proven(&copy, dir.path(), Some(&other));
+        assert!(!reused);
+        assert_eq!(d, digest);
+
+        // Another dump: rebuilt.
+        let c = Connection::open(&copy).unwrap();
+        c.execute("INSERT INTO t VALUES (2, 'b')", []).unwrap();
+        drop(c);
+        let (changed, _, reused) = proven(&copy, dir.path(), Some(&earlier));
+        assert!(!reused);
+        assert_ne!(changed.blake3, dump.blake3);
     }
 }

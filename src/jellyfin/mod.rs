@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod datalock;
+pub mod dbstate;
 pub mod layout;
 pub mod livedb;
 pub mod logical;

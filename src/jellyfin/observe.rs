@@ -38,6 +38,10 @@ use crate::jellyfin::sqlite::quote;
 /// compared by the first ones only (a damaged source is captured physically anyway).
 const MAX_INTEGRITY_MESSAGES: u32 = 10_000;
 
+/// What an observation covers and how it is digested: a change to either changes this,
+/// so that a digest is only ever compared with one of its own version.
+pub const VERSION: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableDigest {
     pub name: String,
@@ -232,7 +236,7 @@ impl Observation {
             h.update(&(b.len() as u64).to_le_bytes());
             h.update(b);
         };
-        put(b"jellysnap observation 1");
+        put(format!("jellysnap observation {VERSION}").as_bytes());
         let s = &self.settings;
         put(format!(
             "{} {} {} {} {} {}",

@@ -199,15 +199,18 @@ fn backup_in_pool(
         .rev()
         .find(|s| s.record.roots == source.selection.roots);
 
-    let captures = Captures::start(repo, &source)?;
-    let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
-    let mut tally = missing_components(&ctx);
-    clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
-    progress.phase("backing up", None);
     let parent_root = match parent {
         Some(p) => Some(repo.load_tree(&p.record.tree)?),
         None => None,
     };
+    let earlier = parent
+        .zip(parent_root.as_ref())
+        .map(|(snapshot, root)| databases::Parent { snapshot, root });
+    let captures = Captures::start(repo, &source, earlier.as_ref(), time_ns)?;
+    let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
+    let mut tally = missing_components(&ctx);
+    clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
+    progress.phase("backing up", None);
     let (tree, walked) = match walk::walk_roots(&ctx, parent_root.as_ref()) {
         Ok(w) => w,
         // Workers see only "pack writer stopped"; report what stopped it.

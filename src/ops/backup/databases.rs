@@ -1,6 +1,14 @@
 //! Database captures of a backup. Each database of the selection is captured on its own
 //! thread while the walk runs; the walk waits for a capture only when it reaches that
 //! database, and keeps the capture's temp file until the backup ends.
+//!
+//! A database whose files are in exactly the state the parent snapshot's capture
+//! recorded (`jellyfin::dbstate`: a stat of the file and its `-wal`, the header's change
+//! counter, all settled before that capture began) is not captured: the snapshot reuses
+//! the parent's dump and proof. One that is captured anyway reuses the parent's proof when
+//! its dump and observation equal the proven ones (`capture::dump_and_prove`). Either
+//! needs the same dump version, observation version and SQLite as the parent's proof;
+//! anything short of that is captured and proven in full.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +17,12 @@ use std::sync::Mutex;
 use super::tally::Tally;
 use crate::error::{Error, Result};
 use crate::format::config::DbCaptureMode;
-use crate::format::snapshot::{Component, DatabaseRecord};
-use crate::format::tree::DbCapture;
-use crate::jellyfin::{self, capture, Source};
+use crate::format::dump;
+use crate::format::snapshot::{
+    Component, DatabaseRecord, DbReuse, DbSourceState, DumpProof, Snapshot,
+};
+use crate::format::tree::{DbCapture, Entry, Node, Tree};
+use crate::jellyfin::{self, capture, dbstate, observe, Source};
 use crate::ops::progress::Progress;
 use crate::store::repo::Repository;
 
@@ -29,31 +40,87 @@ struct DbSlot {
 
 enum Capture {
     Running(std::thread::JoinHandle<Result<CapturedDb>>),
+    /// Finished, not yet in the tally.
+    Ready(CapturedDb),
+    /// In the tally; its temp file is kept until the backup ends.
     Done(CapturedDb),
     Taken,
 }
 
-/// A finished database capture: a temp file holding a logical dump or a physical copy.
+/// A finished database capture.
 struct CapturedDb {
-    file: tempfile::TempPath,
+    content: Content,
     kind: DbCapture,
     /// Why a logical capture fell back to the physical copy.
     fallback: Option<String>,
     /// The source's observation digest, which the rebuilt dump was shown to equal.
     verified: Option<[u8; 32]>,
+    /// For a logical capture: what its proof covers.
+    dump: Option<DumpProof>,
+    /// The source's files, when they were settled and unchanged during the capture.
+    source: Option<DbSourceState>,
+    reused: Option<DbReuse>,
     /// The Jellyfin version recorded in `jellyfin.db`.
     version: Option<String>,
 }
 
+/// What a capture holds.
+enum Content {
+    /// A temp file holding a logical dump or a physical copy.
+    File(tempfile::TempPath),
+    /// The parent snapshot's node: the database is as it was then.
+    Parent(Node),
+}
+
+impl Content {
+    fn share(&self) -> Captured {
+        match self {
+            Content::File(f) => Captured::File(f.to_path_buf()),
+            Content::Parent(n) => Captured::Parent(n.clone()),
+        }
+    }
+}
+
+/// What a capture gives the walk.
+pub(super) enum Captured {
+    /// A file to chunk (kept until the backup ends).
+    File(PathBuf),
+    /// The node to store as it is.
+    Parent(Node),
+}
+
+/// The parent snapshot's proven logical capture of one database, when this jellysnap
+/// could have made it (same dump, observation and SQLite versions).
+struct ParentCapture {
+    record: DatabaseRecord,
+    proven: capture::Proven,
+    /// Its tree entry's node.
+    node: Option<Node>,
+}
+
+/// Where a backup takes earlier captures from: the parent snapshot and its root tree.
+pub(super) struct Parent<'a> {
+    pub(super) snapshot: &'a Snapshot,
+    pub(super) root: &'a Tree,
+}
+
 impl Captures {
-    /// Start capturing every database of the selection.
-    pub(super) fn start(repo: &Repository, source: &Source) -> Result<Self> {
+    /// Start capturing every database of the selection, except those the parent
+    /// snapshot holds unchanged. `time_ns` is the backup's start: files changed within
+    /// the timestamp granularity before it are not recorded as settled.
+    pub(super) fn start(
+        repo: &Repository,
+        source: &Source,
+        parent: Option<&Parent>,
+        time_ns: i64,
+    ) -> Result<Self> {
         let mut slots = HashMap::new();
         let databases = source
             .selection
             .items
             .iter()
             .filter(|i| i.component == Component::Database);
+        let mode = repo.config().db_capture;
         for item in databases {
             let Some(root) = source.selection.root_path(&item.root) else {
                 continue;
@@ -64,19 +131,38 @@ impl Captures {
             let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             // Named by its place in the data dir: the link's target may be named otherwise.
             let is_jellyfin_db = path.file_name().is_some_and(|n| n == "jellyfin.db");
-            let tmp_dir = repo.tmp_dir();
-            let mode = repo.config().db_capture;
-            let handle = std::thread::Builder::new()
-                .name("jellysnap-db-capture".into())
-                .spawn(move || capture_db(&src, is_jellyfin_db, &tmp_dir, mode))
-                .map_err(|e| {
-                    let at = path.display();
-                    Error::internal(format!("cannot start the capture thread for {at}: {e}"))
-                })?;
+            let earlier = match (mode, parent) {
+                (DbCaptureMode::Logical, Some(p)) => {
+                    parent_capture(repo, p, &item.root, &item.rel)?
+                }
+                _ => None,
+            };
+            let state = match earlier.as_ref().and_then(|e| unchanged(e, &src)) {
+                Some(db) => Capture::Ready(db),
+                None => {
+                    let tmp_dir = repo.tmp_dir();
+                    let proven = earlier.map(|e| e.proven);
+                    let job = Job {
+                        is_jellyfin_db,
+                        mode,
+                        settled_before_ns: time_ns - super::TIMESTAMP_GRANULARITY_NS,
+                    };
+                    let handle = std::thread::Builder::new()
+                        .name("jellysnap-db-capture".into())
+                        .spawn(move || capture_db(&src, &tmp_dir, job, proven.as_ref()))
+                        .map_err(|e| {
+                            let at = path.display();
+                            Error::internal(format!(
+                                "cannot start the capture thread for {at}: {e}"
+                            ))
+                        })?;
+                    Capture::Running(handle)
+                }
+            };
             let slot = DbSlot {
                 root: item.root.clone(),
                 rel: item.rel.clone(),
-                state: Mutex::new(Capture::Running(handle)),
+                state: Mutex::new(state),
             };
             slots.insert(path, slot);
         }
@@ -92,14 +178,14 @@ impl Captures {
         self.slots.keys().cloned().collect()
     }
 
-    /// Wait for the capture of `path` and return its temp file. The first wait records the
-    /// capture in `tally` (and warns about a physical fallback).
+    /// Wait for the capture of `path` and return what it gives the walk. The first wait
+    /// records the capture in `tally` (and warns about a physical fallback).
     pub(super) fn wait(
         &self,
         path: &Path,
         progress: &dyn Progress,
         tally: &mut Tally,
-    ) -> Result<(PathBuf, DbCapture)> {
+    ) -> Result<(Captured, DbCapture)> {
         let at = path.display();
         let slot = self
             .slots
@@ -116,11 +202,17 @@ impl Captures {
             let db = h
                 .join()
                 .map_err(|_| failed(path, "capture thread panicked"))??;
+            *state = Capture::Ready(db);
+        }
+        if let Capture::Ready(_) = &*state {
+            let Capture::Ready(db) = std::mem::replace(&mut *state, Capture::Taken) else {
+                return Err(Error::internal(format!("the capture of {at} was lost")));
+            };
             record(slot, path, &db, progress, tally);
             *state = Capture::Done(db);
         }
         match &*state {
-            Capture::Done(db) => Ok((db.file.to_path_buf(), db.kind)),
+            Capture::Done(db) => Ok((db.content.share(), db.kind)),
             _ => Err(failed(path, "capture failed earlier")),
         }
     }
@@ -164,35 +256,159 @@ fn record(slot: &DbSlot, path: &Path, db: &CapturedDb, progress: &dyn Progress, 
         reason: db.fallback.clone(),
         verified: db.verified.map(|d| crate::id::hex(&d)),
         sqlite_version: capture::sqlite_version().to_string(),
+        dump: db.dump.clone(),
+        source: db.source.clone(),
+        reused: db.reused,
     });
+}
+
+/// The parent snapshot's capture of the database at `root`/`rel`, when it is a proven
+/// logical one whose proof this jellysnap would make the same way.
+fn parent_capture(
+    repo: &Repository,
+    parent: &Parent,
+    root: &str,
+    rel: &str,
+) -> Result<Option<ParentCapture>> {
+    let Some(record) = parent
+        .snapshot
+        .record
+        .databases
+        .iter()
+        .find(|d| d.root == root && d.rel == rel)
+    else {
+        return Ok(None);
+    };
+    let (Some(verified), Some(proof)) = (&record.verified, &record.dump) else {
+        return Ok(None);
+    };
+    let same_prover = record.capture == DbCapture::Logical
+        && proof.version == dump::VERSION
+        && proof.observation == observe::VERSION
+        && record.sqlite_version == capture::sqlite_version();
+    let digest = crate::id::unhex(verified).and_then(|d| <[u8; 32]>::try_from(d).ok());
+    let dump_blake3 = crate::id::unhex(&proof.blake3).and_then(|d| <[u8; 32]>::try_from(d).ok());
+    let (true, Some(digest), Some(dump_blake3)) = (same_prover, digest, dump_blake3) else {
+        return Ok(None);
+    };
+    Ok(Some(ParentCapture {
+        record: record.clone(),
+        proven: capture::Proven {
+            dump_blake3,
+            digest,
+        },
+        // Needed only to reuse the capture, which needs a recorded state.
+        node: match record.source {
+            Some(_) => parent_node(repo, parent.root, root, rel)?,
+            None => None,
+        },
+    }))
+}
+
+/// The node of `root`/`rel` in a snapshot's root tree, when it is a logical dump.
+fn parent_node(repo: &Repository, tree: &Tree, root: &str, rel: &str) -> Result<Option<Node>> {
+    let mut entry: Option<Entry> = tree.find(root.as_bytes()).cloned();
+    for name in rel.split('/').filter(|n| !n.is_empty()) {
+        let Some(Entry {
+            node: Node::Dir { tree },
+            ..
+        }) = entry
+        else {
+            return Ok(None);
+        };
+        entry = repo.load_tree(&tree)?.find(name.as_bytes()).cloned();
+    }
+    Ok(entry.and_then(|e| match e.node {
+        n @ Node::File {
+            database: DbCapture::Logical,
+            ..
+        } => Some(n),
+        _ => None,
+    }))
+}
+
+/// The parent's capture as this snapshot's, when the database's files are in exactly
+/// the settled state recorded with it (see `jellyfin::dbstate`): nothing opens the
+/// database.
+fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
+    let recorded = parent.record.source.as_ref()?;
+    let node = parent.node.clone()?;
+    let now = dbstate::read(src, recorded.jellyfin_version.clone())?;
+    if !dbstate::same_files(recorded, &now) {
+        return None;
+    }
+    Some(CapturedDb {
+        content: Content::Parent(node),
+        kind: DbCapture::Logical,
+        fallback: None,
+        verified: Some(parent.proven.digest),
+        dump: parent.record.dump.clone(),
+        source: Some(now),
+        reused: Some(DbReuse::Capture),
+        version: recorded.jellyfin_version.clone(),
+    })
+}
+
+/// How one database is captured.
+struct Job {
+    is_jellyfin_db: bool,
+    mode: DbCaptureMode,
+    /// The source's state is recorded only when every time in it is before this.
+    settled_before_ns: i64,
 }
 
 /// Capture one database (runs on its own thread). The backup API gives a consistent copy
 /// of the live database; the logical dump is then taken from that private copy, never
-/// the live file.
+/// the live file. `earlier` is the parent's proof, which a dump equal to the one it
+/// proved reuses.
 fn capture_db(
     src: &Path,
-    is_jellyfin_db: bool,
     tmp_dir: &Path,
-    mode: DbCaptureMode,
+    job: Job,
+    earlier: Option<&capture::Proven>,
 ) -> Result<CapturedDb> {
+    // Before any connection to it exists (see `dbstate`); the version is filled in below.
+    let before = dbstate::read(src, None);
     let copy = capture::capture(src, tmp_dir)?;
-    let version = if is_jellyfin_db {
+    let after = dbstate::read(src, None);
+    let version = if job.is_jellyfin_db {
         jellyfin::version::from_database(&copy)
     } else {
         None
     };
-    let refused = match mode {
+    // The copy is of exactly this state only when the files did not move while it was
+    // made, and the state can be recognised later only when it settled before.
+    let source = match (before, after) {
+        (Some(b), Some(a)) if b == a && dbstate::settled_before(&b, job.settled_before_ns) => {
+            Some(DbSourceState {
+                jellyfin_version: version.clone(),
+                ..b
+            })
+        }
+        _ => None,
+    };
+    let refused = match job.mode {
         DbCaptureMode::Physical => None,
         // Stored only once proven: rebuilt in scratch space and compared with the copy in
-        // everything an application can observe.
-        DbCaptureMode::Logical => match capture::dump_and_prove(&copy, tmp_dir)? {
-            capture::Logical::Exact { dump, digest } => {
+        // everything an application can observe (or shown equal to a proven dump).
+        DbCaptureMode::Logical => match capture::dump_and_prove(&copy, tmp_dir, earlier)? {
+            capture::Logical::Exact {
+                dump,
+                digest,
+                proof_reused,
+            } => {
                 return Ok(CapturedDb {
-                    file: dump,
+                    content: Content::File(dump.file),
                     kind: DbCapture::Logical,
                     fallback: None,
                     verified: Some(digest),
+                    dump: Some(DumpProof {
+                        version: dump::VERSION,
+                        blake3: crate::id::hex(&dump.blake3),
+                        observation: observe::VERSION,
+                    }),
+                    source,
+                    reused: proof_reused.then_some(DbReuse::Proof),
                     version,
                 });
             }
@@ -200,10 +416,13 @@ fn capture_db(
         },
     };
     Ok(CapturedDb {
-        file: copy,
+        content: Content::File(copy),
         kind: DbCapture::Physical,
         fallback: refused,
         verified: None,
+        dump: None,
+        source: None,
+        reused: None,
         version,
     })
 }

@@ -1,12 +1,14 @@
 //! File content of a backup: a regular file is reused from the parent snapshot when its
 //! size, times and inode are unchanged, else read, chunked, deduplicated and compressed;
-//! a captured database is chunked from its capture's temp file.
+//! a captured database is chunked from its capture's temp file (or is the parent's node,
+//! when its capture was reused).
 
 use std::cell::RefCell;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::databases::Captured;
 use super::tally::Tally;
 use super::{ctime_ns, mtime_ns, Ctx, READ_ATTEMPTS};
 use crate::error::{Error, IoContext, Result};
@@ -140,9 +142,14 @@ fn stored(ctx: &Ctx, path: &Path, read: Read, tally: &mut Tally) -> Result<Node>
     })
 }
 
-/// A captured database: chunked from the capture's temp file.
+/// A captured database: chunked from the capture's temp file, or the parent snapshot's
+/// node when the database is unchanged since (nothing read).
 pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Node> {
-    let (tmp, kind) = ctx.captures.wait(path, ctx.progress, tally)?;
+    let (captured, kind) = ctx.captures.wait(path, ctx.progress, tally)?;
+    let tmp = match captured {
+        Captured::Parent(node) => return Ok(node),
+        Captured::File(f) => f,
+    };
     let tmp_path: &Path = &tmp;
     let mut f = File::open(tmp_path).at(tmp_path)?;
     let chunker = match kind {
