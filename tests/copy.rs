@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::env::{need_hooks, s, Env};
+use common::env::{need_hooks, s, set_pack_target, Env};
 use common::fixture::{self, Fixture};
 use common::verify::expected_state;
 use serde_json::Value;
@@ -30,17 +30,6 @@ fn source() -> (Env, Fixture) {
     fixture::day_of_changes(&fx, 1).unwrap();
     env.backup(&fx, &["--name", "day1"]);
     (env, fx)
-}
-
-/// Rewrite a new repository's config with another pack size.
-fn set_pack_target(repo: &Path, bytes: u64) {
-    let path = repo.join("config");
-    let raw = fs::read(&path).unwrap();
-    let mut body: Value = serde_json::from_slice(&raw[12..]).unwrap();
-    body["pack_target_bytes"] = bytes.into();
-    let mut out = raw[..12].to_vec();
-    out.extend_from_slice(serde_json::to_string_pretty(&body).unwrap().as_bytes());
-    fs::write(&path, out).unwrap();
 }
 
 /// `copy --json --to <to> args...` from `src`; the exit code must be `code`.

@@ -88,3 +88,85 @@ fn gc_after_a_kill_before_indexing_a_repacked_pack_loses_nothing() {
     let (t, _) = env.restore_to("meta", "after");
     assert_same(&describe(&t, &[]), &expected);
 }
+
+/// `--max-unused` is the repository's unused share: gc repacks the packs with the
+/// largest unused share first, and only until what stays unused is at most that share of
+/// the repository (a share per pack would rewrite nearly every pack after churn spread
+/// over all of them). With 0 it repacks every pack with anything unused. Either way the
+/// snapshot left restores exactly and the repository checks clean.
+#[test]
+fn gc_repacks_the_emptiest_packs_until_the_repository_is_under_max_unused() {
+    let env = Env::new();
+    env.expect(&["init"], 0);
+    common::env::set_pack_target(&env.repo, 32 * 1024);
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "base"]);
+    common::fixture::day_of_changes(&fx, 3).unwrap();
+    env.backup(&fx, &["--name", "day"]);
+    let day = common::verify::expected_state(&fx);
+    env.expect(&["forget", "base"], 0);
+
+    let plan = |pct: &str| env.json(&["gc", "--dry-run", "--max-unused", pct], 0)["plan"].clone();
+    let share = |p: &serde_json::Value| {
+        let dead = p["dead_bytes"].as_f64().unwrap();
+        dead / (dead + p["live_bytes"].as_f64().unwrap())
+    };
+    let dead = |p: &serde_json::Value| p["dead_bytes"].as_f64().unwrap();
+    let all = plan("0");
+    let every: Vec<serde_json::Value> = all["repack"].as_array().unwrap().clone();
+    assert!(
+        every.len() >= 3,
+        "churn leaves several packs part-used: {all}"
+    );
+    let unused: f64 = every.iter().map(dead).sum();
+    // Half the share that is unused now is allowed to stay unused.
+    let pct = 100.0 * unused / all["repository_bytes"].as_f64().unwrap() / 2.0;
+    let some = plan(&format!("{pct:.3}"));
+    let chosen: Vec<serde_json::Value> = some["repack"].as_array().unwrap().clone();
+    assert!(
+        !chosen.is_empty() && chosen.len() < every.len(),
+        "some packs repacked, not all ({} of {})",
+        chosen.len(),
+        every.len()
+    );
+    // The ones left are no emptier than any repacked.
+    let names: Vec<&str> = chosen.iter().map(|p| p["pack"].as_str().unwrap()).collect();
+    let least_chosen = chosen.iter().map(share).fold(f64::INFINITY, f64::min);
+    for p in every
+        .iter()
+        .filter(|p| !names.contains(&p["pack"].as_str().unwrap()))
+    {
+        assert!(
+            share(p) <= least_chosen + 1e-9,
+            "{p} left, emptier than one repacked"
+        );
+    }
+    // What stays unused is within the share asked for (of the live bytes, which lie
+    // between those of the part-used packs and the repository's size less what is
+    // freed), and no more packs were chosen than needed: leaving out the last one chosen
+    // would leave too much unused.
+    let left: f64 = unused - chosen.iter().map(dead).sum::<f64>();
+    let live_at_most =
+        all["repository_bytes"].as_f64().unwrap() - all["bytes_freed"].as_f64().unwrap();
+    let live_at_least: f64 = every
+        .iter()
+        .map(|p| p["live_bytes"].as_f64().unwrap())
+        .sum();
+    let allowed = |live: f64| live * pct / (100.0 - pct);
+    assert!(left <= allowed(live_at_most), "{left} unused left");
+    let last = dead(chosen.last().unwrap());
+    assert!(
+        left + last > allowed(live_at_least),
+        "{} repacked where fewer would do",
+        chosen.len()
+    );
+
+    let g = env.json(&["gc", "--max-unused", &format!("{pct:.3}")], 0);
+    assert_eq!(
+        g["report"]["packs_repacked"].as_u64(),
+        Some(chosen.len() as u64),
+        "{g}"
+    );
+    env.json(&["check", "--read-data"], 0);
+    env.assert_restores("day", "r-day", &day);
+}

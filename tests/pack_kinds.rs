@@ -12,12 +12,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use common::env::{need_hooks, s, Env};
+use common::env::{need_hooks, s, set_pack_target, Env};
 use common::fixture::{self, Fixture};
 use common::verify::{expected_state, State};
 use jellysnap::decoders::{scan_records, RawLimits, RepoConfig};
 use jellysnap::ChunkKind;
-use serde_json::Value;
 
 /// Packs this small make a small data dir fill several, so gc has packs to repack.
 const PACK_TARGET: u64 = 32 * 1024;
@@ -25,17 +24,6 @@ const PACK_TARGET: u64 = 32 * 1024;
 fn format_of(repo: &Path) -> u32 {
     let raw = fs::read(repo.join("config")).unwrap();
     u32::from_le_bytes(raw[8..12].try_into().unwrap())
-}
-
-/// Rewrite a new repository's config with another pack size (its version kept).
-fn set_pack_target(repo: &Path, bytes: u64) {
-    let path = repo.join("config");
-    let raw = fs::read(&path).unwrap();
-    let mut body: Value = serde_json::from_slice(&raw[12..]).unwrap();
-    body["pack_target_bytes"] = bytes.into();
-    let mut out = raw[..12].to_vec();
-    out.extend_from_slice(serde_json::to_string_pretty(&body).unwrap().as_bytes());
-    fs::write(&path, out).unwrap();
 }
 
 /// The kinds of chunk each pack under `<repo>/<top>/` holds, one set per pack.

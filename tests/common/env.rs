@@ -528,3 +528,15 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Rewrite a new repository's config with another pack size (its format version kept):
+/// small packs make a small data dir fill several.
+pub fn set_pack_target(repo: &Path, bytes: u64) {
+    let path = repo.join("config");
+    let raw = std::fs::read(&path).unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&raw[12..]).unwrap();
+    body["pack_target_bytes"] = bytes.into();
+    let mut out = raw[..12].to_vec();
+    out.extend_from_slice(serde_json::to_string_pretty(&body).unwrap().as_bytes());
+    std::fs::write(&path, out).unwrap();
+}
