@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::env::{need_hooks, s, Cmd, Env};
-use common::faultproxy::FaultProxy;
+use common::faultproxy::{Fault, FaultProxy, Rule};
 use common::verify::{assert_same, describe, expected_state};
 use jellysnap::decoders::{scan_records, RawLimits, RepoConfig};
 use jellysnap::s3::S3Store;
@@ -507,4 +507,95 @@ fn a_read_only_key_pair_restores_lists_and_checks() {
     assert!(!err.contains("damage") && !err.contains("corrupt"), "{err}");
     assert_eq!(b.store().list(Kind::Pack).unwrap().len(), before);
     b.json(&["check", "--read-data"], 0);
+}
+
+/// A first upload cut off for good after some packs are stored is not sent again: the
+/// next backup uploads what was not stored, and at most the pack that was in flight once
+/// more (counted in chunks: those in the packs of the second run that packs of the first
+/// already held, and packs of the first run uploaded again).
+#[test]
+fn a_first_upload_cut_off_resends_at_most_one_pack() {
+    const PACK: u64 = 64 * 1024;
+    let b = Bucket::new(true);
+    b.json(&["init"], 0);
+    let store = b.store();
+    let raw = store.get(Key::Config).unwrap();
+    let mut body: Value = serde_json::from_slice(&raw[12..]).unwrap();
+    body["pack_target_bytes"] = PACK.into();
+    let limits = {
+        let mut config = raw[..12].to_vec();
+        config.extend_from_slice(body.to_string().as_bytes());
+        store.put(Key::Config, &config).unwrap();
+        RawLimits::of(&RepoConfig::decode(&config, Path::new("config")).unwrap())
+    };
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+
+    // The third pack upload is refused for good (403 is not retried): the backup ends.
+    let cut = b.proxy().add(
+        Rule::new(Fault::access_denied())
+            .method("PUT")
+            .key_prefix("packs/")
+            .nth(3),
+    );
+    let out = b.cmd(&["backup", "--data-dir", data]).output();
+    assert_eq!(out.status.code(), Some(22), "{}", s(&out.stderr));
+    assert_eq!(b.proxy().fired(cut), 1);
+    b.proxy().clear_rules();
+    let first: BTreeMap<String, u64> = store
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|(k, n)| (store.describe(k), n))
+        .collect();
+    assert!(first.len() >= 2, "the cut came after some packs: {first:?}");
+    assert!(store.list(Kind::Snapshot).unwrap().is_empty());
+
+    b.proxy().reset_counters();
+    b.json(&["backup", "--data-dir", data, "--name", "one"], 0);
+    let expected = expected_state(&fx);
+    let resent_packs: Vec<String> = b
+        .proxy()
+        .log()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.key.starts_with("packs/"))
+        .map(|e| e.key.clone())
+        .filter(|k| first.keys().any(|f| f.ends_with(k.as_str())))
+        .collect();
+    assert!(
+        resent_packs.is_empty(),
+        "stored packs sent again: {resent_packs:?}"
+    );
+    let chunks_of = |keys: Vec<Key>| -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for k in keys {
+            for e in scan_records(&store.get(k).unwrap(), &limits).0 {
+                out.insert(e.id.to_string(), e.record_len());
+            }
+        }
+        out
+    };
+    let all = store.list(Kind::Pack).unwrap();
+    let (old, new): (Vec<Key>, Vec<Key>) = all
+        .into_iter()
+        .map(|(k, _)| k)
+        .partition(|k| first.contains_key(&store.describe(*k)));
+    let (old, new) = (chunks_of(old), chunks_of(new));
+    let again: u64 = new
+        .iter()
+        .filter(|(id, _)| old.contains_key(*id))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "{} packs stored before the cut; {again} bytes of chunks sent again",
+        first.len()
+    );
+    assert!(
+        again <= PACK + limits.data as u64,
+        "{again} bytes sent again"
+    );
+    let target = b.env.root.join("restored");
+    b.cmd(&["restore", "one", "--target", target.to_str().unwrap()])
+        .expect(0);
+    assert_same(&describe(&target, &[]), &expected);
 }
