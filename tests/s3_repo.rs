@@ -599,3 +599,39 @@ fn a_first_upload_cut_off_resends_at_most_one_pack() {
         .expect(0);
     assert_same(&describe(&target, &[]), &expected);
 }
+
+/// A bucket repository keeps the trailers it has read: a gc (or stats) after another reads
+/// no trailer of a pack the first read, and sizes come from the listing (no request per
+/// pack). `check` still reads every trailer from the bucket: it checks what is stored.
+#[test]
+fn trailers_read_once_are_not_read_again_by_gc() {
+    need_hooks();
+    let b = Bucket::new(false);
+    let fx = b.env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    b.json(&["backup", "--init", "--data-dir", data], 0);
+    common::fixture::day_of_changes(&fx, 4).unwrap();
+    b.json(&["backup", "--data-dir", data], 0);
+    let packs = (b.store().list(Kind::Pack).unwrap().len()
+        + b.store().list(Kind::TreePack).unwrap().len()) as u64;
+    let counted = |name: &str, args: &[&str]| {
+        let counts = b.env.root.join(format!("requests-{name}"));
+        b.cmd(args)
+            .env("JELLYSNAP_COUNT_REQUESTS", &counts)
+            .expect(0);
+        bucket_requests(&counts)
+    };
+    let first = counted("first", &["gc", "--dry-run"]);
+    assert!(
+        first.get("read_tail").copied().unwrap_or(0) > 0,
+        "{first:?}"
+    );
+    let again = counted("again", &["gc", "--dry-run"]);
+    assert_eq!(again.get("read_tail"), None, "{again:?}");
+    assert_eq!(again.get("size"), None, "{again:?}");
+    let stats = counted("stats", &["stats"]);
+    assert_eq!(stats.get("read_tail"), None, "{stats:?}");
+    let check = counted("check", &["check"]);
+    assert_eq!(check.get("read_tail"), Some(&packs), "{check:?}");
+    assert_eq!(check.get("size"), None, "{check:?}");
+}

@@ -223,7 +223,9 @@ impl Checker<'_> {
         read_data: &ReadData,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let keys = self.repo.packs()?;
+        let sized = self.repo.packs_sized()?;
+        let sizes: HashMap<Key, u64> = sized.iter().copied().collect();
+        let keys: Vec<Key> = sized.into_iter().map(|(k, _)| k).collect();
         let ids: Vec<PackId> = keys.iter().filter_map(Key::pack_id).collect();
         self.report.packs = keys.len() as u64;
         let mut failed: HashMap<ChunkId, String> = HashMap::new();
@@ -249,13 +251,13 @@ impl Checker<'_> {
             let total = keys
                 .iter()
                 .filter(|k| k.pack_id().is_some_and(|p| chosen.contains(&p)))
-                .map(|k| self.repo.pack_size(*k).unwrap_or(0))
+                .map(|k| sizes.get(k).copied().unwrap_or(0))
                 .sum();
             progress.phase("checking packs and reading data", Some(total));
         }
         for key in keys {
             let Some(id) = key.pack_id() else { continue };
-            let size = self.repo.pack_size(key).unwrap_or(0);
+            let size = sizes.get(&key).copied().unwrap_or(0);
             let entries = self.trailer(key)?;
             let here = located.remove(&id).unwrap_or_default();
             self.check_located(&id, size, entries.as_deref(), here, &failed);

@@ -190,8 +190,17 @@ pub fn plan_with_grace(
     progress.phase("marking live chunks", None);
     let live = reach::mark(repo, &snaps)?;
     progress.phase("reading pack trailers", None);
-    let packs = repo.packs()?;
-    let listed: HashSet<PackId> = packs.iter().filter_map(Key::pack_id).collect();
+    let packs = repo.packs_sized()?;
+    let listed: HashSet<PackId> = packs.iter().filter_map(|(k, _)| k.pack_id()).collect();
+    // Every pack's entries, read by the I/O threads (from an object store each is a
+    // request or two; a repository keeps copies of the trailers it has read).
+    let read: Vec<Result<(Vec<PackEntry>, bool)>> = crate::ops::parallel::in_io_pool(|| {
+        use rayon::prelude::*;
+        packs
+            .par_iter()
+            .map(|(k, _)| repo.pack_entries_cached(*k))
+            .collect()
+    });
     let mut plan = GcPlan {
         snapshots: snaps.len() as u64,
         live_chunks: live.len() as u64,
@@ -209,11 +218,10 @@ pub fn plan_with_grace(
         pending,
     };
     let (mut live_bytes, mut partial) = (0u64, Vec::new());
-    for key in packs {
+    for ((key, size), entries) in packs.into_iter().zip(read) {
         let Some(id) = key.pack_id() else { continue };
-        let size = repo.pack_size(key)?;
         plan.repository_bytes += size;
-        let (entries, _) = repo.pack_entries(key)?;
+        let (entries, _) = entries?;
         let mut p = PackPlan {
             pack: id.to_hex(),
             size,
@@ -319,6 +327,7 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             continue;
         };
         repo.store().delete(key)?;
+        repo.forget_pack(key);
         if plan.delete.iter().any(|d| d.id == Some(id)) {
             report.packs_deleted += 1;
         }
@@ -432,6 +441,7 @@ fn sweep_two_phase(
                     continue;
                 };
                 store.delete(key)?;
+                repo.forget_pack(key);
                 deleted.insert(id);
                 report.packs_deleted += 1;
                 report.bytes_freed += d.size;

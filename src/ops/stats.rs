@@ -42,11 +42,11 @@ pub fn repo_stats(repo: &Repository) -> Result<RepoStats> {
         chunks: 0,
         dedup_ratio: 0.0,
     };
-    for key in repo.packs()? {
+    for (key, size) in repo.packs_sized()? {
         s.packs += 1;
-        s.stored_bytes += repo.pack_size(key).unwrap_or(0);
+        s.stored_bytes += size;
         s.chunks += repo
-            .pack_entries(key)
+            .pack_entries_cached(key)
             .map(|(e, _)| e.len() as u64)
             .unwrap_or(0);
     }

@@ -5,6 +5,10 @@
 //! a request, so an unchanged snapshot would cost as many requests as the data dir has
 //! directories.
 //!
+//! Pack trailers are kept too (`trailers/<xx>/<pack-id>`: the pack's length and its
+//! trailer as stored), so that a gc, a check or a second gc run reads the entries of a
+//! pack it has read once from here; a copy is checked by the trailer's own checksum.
+//!
 //! Tree packs fetched whole are noted (`tree-packs/<xx>/<pack-id>`, empty), so that a
 //! later run that lists the tree packs fetches only those it has not taken in.
 //!
@@ -16,6 +20,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::format::pack::{self, PackEntry, RawLimits};
 use crate::id::{ChunkId, PackId, SnapshotId};
 
 pub struct ObjectCache {
@@ -54,6 +59,27 @@ impl ObjectCache {
     /// missing here later is read from the store again.
     pub fn note_tree_pack(&self, id: &PackId) {
         self.put(self.path("tree-packs", &id.to_hex()), b"");
+    }
+
+    /// A pack's entries, if a copy of its trailer is here and opens (a pack is named by
+    /// its bytes, so its trailer never changes). Kept only for packs whose trailer opened
+    /// and whose header was read, so a copy stands for both.
+    pub fn trailer(&self, id: &PackId, limits: &RawLimits) -> Option<Vec<PackEntry>> {
+        let bytes = fs::read(self.path("trailers", &id.to_hex())).ok()?;
+        let pack_len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        pack::open_trailer(bytes.get(8..)?, pack_len, limits).ok()
+    }
+
+    /// Keep a copy of the trailer of pack `id` (`pack_len` bytes long) with `entries`.
+    pub fn put_trailer(&self, id: &PackId, pack_len: u64, entries: &[PackEntry]) {
+        let mut bytes = pack_len.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&pack::seal_trailer(entries));
+        self.put(self.path("trailers", &id.to_hex()), &bytes);
+    }
+
+    /// Forget the copy of a deleted pack's trailer.
+    pub fn remove_trailer(&self, id: &PackId) {
+        let _ = fs::remove_file(self.path("trailers", &id.to_hex()));
     }
 
     /// A snapshot record's bytes, if a copy is here and is the record.

@@ -532,6 +532,11 @@ impl Repository {
 
     /// Every pack, by the key the store lists it under (which tells its kind from
     /// format 2 on), sorted by pack id.
+    /// The packs the store lists, each with its size as listed.
+    pub fn packs_sized(&self) -> Result<Vec<(Key, u64)>> {
+        list_packs(self.store.as_ref(), self.layout)
+    }
+
     pub fn packs(&self) -> Result<Vec<Key>> {
         Ok(list_packs(self.store.as_ref(), self.layout)?
             .into_iter()
@@ -549,9 +554,28 @@ impl Repository {
         self.layout
     }
 
-    /// The entries of a pack (see [`read_pack_entries`]).
+    /// The entries of a pack, read from the store (see [`read_pack_entries`]): what
+    /// `check` must see.
     pub fn pack_entries(&self, key: Key) -> Result<(Vec<PackEntry>, bool)> {
         read_pack_entries(self.store.as_ref(), key, &self.raw_limits)
+    }
+
+    /// [`Repository::pack_entries`], for a repository that keeps local copies from the
+    /// copy of the pack's trailer when there is one (and a trailer read is kept).
+    pub fn pack_entries_cached(&self, key: Key) -> Result<(Vec<PackEntry>, bool)> {
+        cached_pack_entries(
+            self.cache.as_ref(),
+            self.store.as_ref(),
+            key,
+            &self.raw_limits,
+        )
+    }
+
+    /// Forget the local copies kept for pack `key` (a gc deleted it).
+    pub fn forget_pack(&self, key: Key) {
+        if let (Some(cache), Some(id)) = (&self.cache, key.pack_id()) {
+            cache.remove_trailer(&id);
+        }
     }
 
     /// The longest chunk of each kind this repository can hold: a record or index entry
@@ -1024,6 +1048,34 @@ fn list_packs(store: &dyn Store, layout: PackLayout) -> Result<Vec<(Key, u64)>> 
 /// The entries of a pack: from its trailer, or by scanning its records when the trailer
 /// is damaged. Returns the entries and whether a scan was needed. A pack of a newer
 /// format is refused (its records may not be what this jellysnap would read them as).
+/// [`read_pack_entries`] through `cache`: from its copy of the trailer when it has one,
+/// else read from the store, and a trailer that opened is kept.
+fn cached_pack_entries(
+    cache: Option<&ObjectCache>,
+    store: &dyn Store,
+    key: Key,
+    limits: &RawLimits,
+) -> Result<(Vec<PackEntry>, bool)> {
+    let (Some(cache), Some(id)) = (cache, key.pack_id()) else {
+        return read_pack_entries(store, key, limits);
+    };
+    if let Some(entries) = cache.trailer(&id, limits) {
+        return Ok((entries, false));
+    }
+    let (entries, scanned) = read_pack_entries(store, key, limits)?;
+    if !scanned {
+        // The pack's length as the trailer describes it: the records, then the trailer.
+        let records_end = entries
+            .iter()
+            .map(|e| e.offset + e.record_len())
+            .max()
+            .unwrap_or(pack::PACK_HEADER_LEN as u64);
+        let len = records_end + pack::seal_trailer(&entries).len() as u64;
+        cache.put_trailer(&id, len, &entries);
+    }
+    Ok((entries, scanned))
+}
+
 fn read_pack_entries(
     store: &dyn Store,
     key: Key,
@@ -1166,7 +1218,7 @@ impl PackReader<'_> {
     fn entries(&self, key: Key) -> Result<(Vec<PackEntry>, bool, ChunkKind)> {
         let (mut entries, scanned) = match (key, key.pack_id(), self.cache) {
             (Key::TreePack(_), Some(id), Some(_)) => self.fetch_tree_pack(key, id)?,
-            _ => read_pack_entries(self.store, key, self.limits)?,
+            _ => cached_pack_entries(self.cache, self.store, key, self.limits)?,
         };
         let kind = match self.layout.kind_of(key) {
             Some(kind) => {
