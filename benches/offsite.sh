@@ -8,7 +8,8 @@
 #   no-change  second backup, nothing changed: requests
 #   day        backup after `gen_dataset --day-of-changes` (database included): bytes up
 #   db-day     backup after a day of changes to the database alone: bytes up
-#   restore    restore of the latest snapshot from the server: seconds (caches dropped)
+#   restore    restore of the latest snapshot from the server: seconds (caches dropped);
+#              again straight from the server, without the proxy (restore-direct)
 #   copy-day   copy of the day's snapshot from a local repository to the server, the
 #              first snapshot already there: bytes up, requests
 #   gc         after 30% of the metadata and trickplay files change and all but the
@@ -111,6 +112,8 @@ both first
 both no-change
 "$GEN" --out "$SRC" --layout docker --seed "$((SEED + 1000))" --day-of-changes >"$LOGS/day.txt" || die "day of changes failed"
 both day
+DAY_FROM=$(sed -n 's/.*mtimes from \([0-9-]* [0-9:]*\).*/\1/p' "$LOGS/day.txt")
+DAY_FILES=$(find "$DATA" -type f -newermt "$DAY_FROM" ! -name 'jellyfin.db*' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 # A day in which only the database changed: the generator's day of changes applied to a
 # copy of the data dir, and only its jellyfin.db brought back. What each tool uploads for
 # the database alone (the day above is mostly new images, which both must upload whole).
@@ -122,6 +125,12 @@ rm -rf -- "$BENCH_DIR/dbday" "$DATA/data/jellyfin.db-wal" "$DATA/data/jellyfin.d
 both db-day
 measure js-restore "$JS" --repo "$JS_REPO" restore latest --target "$BENCH_DIR/restore-js"
 measure rs-restore restic -r "$RS_REPO" restore latest --target "$BENCH_DIR/restore-rs"
+# The same restores straight from the server: the proxy relays every byte through Python,
+# which bounds both tools alike; its counts are above.
+rm -rf -- "$BENCH_DIR/restore-js" "$BENCH_DIR/restore-rs"
+measure js-restore-direct "$JS" --repo "s3:http://127.0.0.1:$S3PORT/bench/jellysnap" restore latest --target "$BENCH_DIR/restore-js"
+measure rs-restore-direct restic -r "s3:http://127.0.0.1:$S3PORT/bench/restic" restore latest --target "$BENCH_DIR/restore-rs"
+rm -rf -- "$BENCH_DIR/restore-js" "$BENCH_DIR/restore-rs"
 
 # copy: local repositories with the first and the day's snapshot; the first is copied
 # beforehand, the day's is measured.
@@ -169,7 +178,7 @@ echo "## jellysnap vs restic on one S3 server (SeaweedFS on loopback) — ${SCAL
 echo
 echo "| scenario | jellysnap requests | restic requests | jellysnap MiB up | restic MiB up | up ratio (js/restic) | jellysnap MiB down | restic MiB down | jellysnap s | restic s | time ratio (restic/js) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for s in first no-change day db-day restore copy-day gc; do
+for s in first no-change day db-day restore restore-direct copy-day gc; do
     jr=$(j "js-$s" requests); rr=$(j "rs-$s" requests)
     ju=$(j "js-$s" bytes_up); ru=$(j "rs-$s" bytes_up)
     jd=$(j "js-$s" bytes_down); rd=$(j "rs-$s" bytes_down)
@@ -178,4 +187,6 @@ for s in first no-change day db-day restore copy-day gc; do
         "$(ratio "$ju" "$ru")" "$(mib "$jd")" "$(mib "$rd")" "$jt" "$rt" "$(ratio "$rt" "$jt")"
 done
 echo
+echo "- the day's new and rewritten files, the database aside (every tool uploads them): $(mib "$DAY_FILES") MiB"
+echo "- restore-direct: the restore again, straight from the server (no counting proxy)"
 echo "- requests by method (jellysnap no-change): $(cat "$OUT/js-no-change.json" 2>/dev/null)"
