@@ -109,7 +109,10 @@ fn again(err: &Error) -> Error {
     match err {
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            source: match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
         },
         Error::Remote {
             object,
@@ -221,7 +224,8 @@ fn read_opened(
         }
         let run = items.get(i..j).unwrap_or_default();
         let want = (end - start) as usize;
-        let mut lent = (want > ReadShape::LOCAL.max_read && !*nested).then(Lent::take);
+        let large = want > ReadShape::LOCAL.max_read;
+        let mut lent = (large && gone.is_none() && !*nested).then(Lent::take);
         let read: &mut Vec<u8> = match lent.as_mut() {
             Some(l) => &mut l.0,
             None => &mut *own,
