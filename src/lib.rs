@@ -126,7 +126,7 @@ pub mod simulation {
 
 /// Times as the CLI prints them.
 pub mod timefmt {
-    pub use crate::ops::timefmt::utc;
+    pub use crate::format::timefmt::utc;
 }
 
 /// The clock the engine reads.

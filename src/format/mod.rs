@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod pack;
 pub mod record;
 pub mod snapshot;
+pub mod timefmt;
 pub mod tree;
 
 /// The repository in `fixtures/golden`, written by an earlier jellysnap: every record in

@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
 use crate::format::snapshot::Snapshot;
+use crate::format::timefmt;
 use crate::id::SnapshotId;
 use crate::ops::clock::NS;
-use crate::ops::timefmt;
 use crate::store::repo::{resolve_in, Repository};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -132,7 +132,7 @@ fn days(ns: i64) -> i64 {
 
 /// (year, month) of a day count since 1970-01-01.
 fn year_month(days: i64) -> (i64, u32) {
-    let (y, m, _) = crate::ops::timefmt::civil_from_days(days);
+    let (y, m, _) = crate::format::timefmt::civil_from_days(days);
     (y, m)
 }
 

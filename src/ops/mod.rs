@@ -14,4 +14,3 @@ pub mod progress;
 pub mod reach;
 pub mod restore;
 pub mod stats;
-pub mod timefmt;

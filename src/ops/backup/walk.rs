@@ -17,12 +17,12 @@ use super::{ctime_ns, mtime_ns, Ctx};
 use crate::error::{IoContext, Result};
 use crate::format::pack::ChunkKind;
 use crate::format::snapshot::{Component, NotCapturedKind};
+use crate::format::timefmt;
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
 use crate::jellyfin::layout::is_media;
 use crate::jellyfin::Class;
 use crate::ops::clock::stat_ns;
-use crate::ops::timefmt;
 use crate::store::repo::Repository;
 
 /// Walk every root of the selection and write the root tree. `parent_root` is the root
