@@ -70,10 +70,13 @@ impl ObjectCache {
         pack::open_trailer(bytes.get(8..)?, pack_len, limits).ok()
     }
 
-    /// Keep a copy of the trailer of pack `id` (`pack_len` bytes long) with `entries`.
-    pub fn put_trailer(&self, id: &PackId, pack_len: u64, entries: &[PackEntry]) {
+    /// Keep a copy of the trailer of pack `id`, whose records (`entries`) end at
+    /// `records_end` and are followed by the trailer.
+    pub fn put_trailer(&self, id: &PackId, records_end: u64, entries: &[PackEntry]) {
+        let trailer = pack::seal_trailer(entries);
+        let pack_len = records_end + trailer.len() as u64;
         let mut bytes = pack_len.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&pack::seal_trailer(entries));
+        bytes.extend_from_slice(&trailer);
         self.put(self.path("trailers", &id.to_hex()), &bytes);
     }
 

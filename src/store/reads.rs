@@ -233,8 +233,10 @@ fn read_opened(
         let result = match &gone {
             Some(err) => Err(again(err)),
             None => {
-                read.clear();
-                read.reserve_exact(want);
+                // Only what the buffer grows by is zeroed: the read overwrites it all.
+                if read.capacity() < want {
+                    read.reserve_exact(want - read.len());
+                }
                 read.resize(want, 0);
                 store.read_at(key, start, read)
             }

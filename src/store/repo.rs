@@ -1064,14 +1064,12 @@ fn cached_pack_entries(
     }
     let (entries, scanned) = read_pack_entries(store, key, limits)?;
     if !scanned {
-        // The pack's length as the trailer describes it: the records, then the trailer.
         let records_end = entries
             .iter()
             .map(|e| e.offset + e.record_len())
             .max()
             .unwrap_or(pack::PACK_HEADER_LEN as u64);
-        let len = records_end + pack::seal_trailer(&entries).len() as u64;
-        cache.put_trailer(&id, len, &entries);
+        cache.put_trailer(&id, records_end, &entries);
     }
     Ok((entries, scanned))
 }
@@ -1237,22 +1235,19 @@ impl PackReader<'_> {
     fn fetch_tree_pack(&self, key: Key, id: PackId) -> Result<(Vec<PackEntry>, bool)> {
         // A pack whose header or trailer does not read right is fetched once more before
         // either is believed: a byte changed on the way is not damage, nor a newer format.
+        let location = self.store.describe(key);
         let mut bytes = self.store.get(key)?;
-        for again in [false, true] {
-            let len = bytes.len() as u64;
-            let header = bytes.get(..pack::PACK_HEADER_LEN).unwrap_or_default();
-            let sound = pack::refuse_newer(header, &self.store.describe(key)).is_ok()
-                && pack::open_trailer(&bytes, len, self.limits).is_ok();
-            if sound || again {
-                break;
-            }
+        let mut opened = pack::open_trailer(&bytes, bytes.len() as u64, self.limits);
+        let header =
+            |b: &[u8]| pack::refuse_newer(b.get(..pack::PACK_HEADER_LEN)?, &location).err();
+        if opened.is_err() || header(&bytes).is_some() {
             bytes = self.store.get(key)?;
+            opened = pack::open_trailer(&bytes, bytes.len() as u64, self.limits);
         }
-        let len = bytes.len() as u64;
-        if let Some(header) = bytes.get(..pack::PACK_HEADER_LEN) {
-            pack::refuse_newer(header, &self.store.describe(key))?;
+        if let Some(newer) = header(&bytes) {
+            return Err(newer);
         }
-        let (entries, scanned) = match pack::open_trailer(&bytes, len, self.limits) {
+        let (entries, scanned) = match opened {
             Ok(es) => (es, false),
             Err(_) => (pack::scan_records(&bytes, self.limits).0, true),
         };
