@@ -331,4 +331,10 @@ fn check_and_restore_name_a_database_that_would_not_restore_exactly() {
         !t.exists(),
         "a failed restore into a new target leaves no target behind"
     );
+    // The files are written while the database is rebuilt: into an empty target that
+    // was already there, a failed database takes them back and leaves the target empty.
+    fs::create_dir(&t).unwrap();
+    env.expect(&["restore", &id, "--target", t.to_str().unwrap()], 19);
+    let left: Vec<_> = fs::read_dir(&t).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::write::{fill_beside, set_meta, temp_beside};
+use super::write::{fill_beside, set_file_meta, temp_beside};
 use super::{side_path, Action, RestorePlan, SIDE_SUFFIXES};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{ChunkRef, DbCapture, Entry, Node};
@@ -183,17 +183,18 @@ fn prepare_database(
         ));
     };
     let chunks = repo.file_chunks(&entry.node)?;
-    let (tmp, bytes) = if *database == DbCapture::Logical {
+    let (file, tmp, bytes) = if *database == DbCapture::Logical {
         let tmp = rebuild_beside(repo, path, &chunks, proof, progress)?;
-        let n = fs::metadata(&tmp).at(&tmp)?.len();
-        (tmp, n)
+        let file = File::open(&tmp).at(&tmp)?;
+        let n = file.metadata().at(&tmp)?.len();
+        (file, tmp, n)
     } else {
         fill_beside(repo, path, &chunks, progress)?
     };
-    set_meta(&tmp, entry, is_root).at(path)?;
+    set_file_meta(&file, entry, is_root).at(path)?;
     // The database is the one file a rollback cannot do without: durable before the
     // rename, not left to the final syncfs.
-    File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    file.sync_all().at(&tmp)?;
     Ok(Prepared {
         path: path.to_path_buf(),
         tmp,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -64,6 +64,9 @@ fn execute_in_pool(
     };
     progress.phase("restoring", Some(plan.write_bytes));
     let is_root = crate::sys::is_root();
+    if plan.in_place.is_none() {
+        return into_target(repo, plan, is_root, progress);
+    }
     let ready = prepare_databases(repo, plan, is_root, progress)
         .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
     #[cfg(feature = "test-hooks")]
@@ -111,12 +114,129 @@ fn execute_in_pool(
     };
     let file_bytes = plan.write_bytes.saturating_sub(bytes);
     delete_and_mkdir(plan, &mut report).map_err(|e| stopped(plan, e, file_bytes, true))?;
-    write_files(repo, plan, is_root, progress, &mut report)?;
+    write_files(
+        repo,
+        plan,
+        is_root,
+        progress,
+        &mut report,
+        &AtomicBool::new(false),
+    )?;
+    finish(plan, is_root, report, intent.as_ref(), progress)
+}
+
+/// A restore into a new or empty target: nothing there is anyone else's, so the
+/// databases are made ready while the files are written (a rebuild is mostly CPU, the
+/// files mostly waiting on the store and the disk), and put in place once both are done.
+/// A database that fails stops the files and takes back what this restore made, so a
+/// failed database leaves no target behind, as when it was made first.
+fn into_target(
+    repo: &Repository,
+    plan: &RestorePlan,
+    is_root: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let made = missing_dirs(plan);
+    let stop = AtomicBool::new(false);
+    let mut report = RestoreReport::default();
+    let (ready, files) = std::thread::scope(|s| {
+        let db = s.spawn(|| {
+            let r = prepare_databases(repo, plan, is_root, progress);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let files = delete_and_mkdir(plan, &mut report)
+            .map_err(|e| stopped(plan, e, plan.write_bytes, true))
+            .and_then(|()| write_files(repo, plan, is_root, progress, &mut report, &stop));
+        let ready = db
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the database step panicked")));
+        (ready, files)
+    });
+    let ready = match ready {
+        Ok(r) => r,
+        Err(e) => {
+            let gone = take_back(&made);
+            return Err(stopped(plan, e, plan.write_bytes, !gone));
+        }
+    };
+    files?;
+    let files = ready.len() as u64;
+    let mut installed = 0;
+    let bytes = install_databases(plan, ready, &mut installed)
+        .map_err(|e| stopped(plan, e, plan.write_bytes, true))?;
+    report.files_written += files;
+    report.bytes_written += bytes;
+    finish(plan, is_root, report, None, progress)
+}
+
+/// The directories a restore into a target makes for its roots (the roots and the
+/// missing directories above them), deepest first, and the roots that are there already
+/// (the target itself, new or empty: the plan checked).
+fn missing_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut there = Vec::new();
+    for m in &plan.roots {
+        if m.to.exists() {
+            there.push(m.to.clone());
+        }
+        let mut dir = Some(m.to.as_path());
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            made.insert(d.to_path_buf());
+            dir = d.parent();
+        }
+    }
+    let mut made: Vec<PathBuf> = made.into_iter().collect();
+    made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    (made, there)
+}
+
+/// Remove what this restore wrote into a target: everything in the roots that were
+/// there (empty) before it, then the directories it made, deepest first. Whether all of
+/// it is gone.
+fn take_back((made, there): &(Vec<PathBuf>, Vec<PathBuf>)) -> bool {
+    let remove = |p: &Path| match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    let mut gone = true;
+    for root in there {
+        match fs::read_dir(root) {
+            Ok(rd) => {
+                for e in rd {
+                    gone &= e.and_then(|e| remove(&e.path())).is_ok();
+                }
+            }
+            Err(_) => gone = false,
+        }
+    }
+    for d in made {
+        gone &= remove(d).is_ok();
+    }
+    gone
+}
+
+/// What every restore does once its databases and files are in place: stale side files,
+/// kept files' metadata, directory metadata, one syncfs per file system, the marks and
+/// the intent record cleared.
+fn finish(
+    plan: &RestorePlan,
+    is_root: bool,
+    mut report: RestoreReport,
+    intent: Option<&PathBuf>,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     remove_sides_and_keep(plan, is_root, &mut report).map_err(|e| stopped(plan, e, 0, true))?;
-    // Directory metadata deepest-first (the plan lists a directory after its contents).
-    for d in &plan.directories {
-        set_meta(&d.path, &d.entry, is_root)
-            .at(&d.path)
+    // Directory metadata deepest-first, a level at a time, each level in parallel: a
+    // directory's mode may take away the search right its contents' paths need.
+    for level in by_depth(&plan.directories, |d| &d.path).into_iter().rev() {
+        level
+            .par_iter()
+            .try_for_each(|d| set_meta(&d.path, &d.entry, is_root).at(&d.path))
             .map_err(|e| stopped(plan, e, 0, true))?;
     }
     #[cfg(feature = "test-hooks")]
@@ -130,7 +250,7 @@ fn execute_in_pool(
         clear_unfinished(plan)?;
     }
     // A database outside the roots (the target of a symlinked one) is durable already.
-    if let Some(at) = &intent {
+    if let Some(at) = intent {
         intent::end(at)?;
     }
     progress.finish();
@@ -248,8 +368,42 @@ fn stopped(plan: &RestorePlan, e: Error, to_write: u64, changed: bool) -> Error 
     }
 }
 
-/// Deletions and new directories, in plan order.
+/// `items` grouped by the depth of their path, shallowest first.
+fn by_depth<T>(items: &[T], path: impl Fn(&T) -> &Path) -> Vec<Vec<&T>> {
+    let mut levels: BTreeMap<usize, Vec<&T>> = BTreeMap::new();
+    for it in items {
+        levels
+            .entry(path(it).components().count())
+            .or_default()
+            .push(it);
+    }
+    levels.into_values().collect()
+}
+
+/// Deletions and new directories, in plan order. A plan that deletes nothing (every
+/// restore into a target) makes its directories a level at a time, each level in
+/// parallel.
 fn delete_and_mkdir(plan: &RestorePlan, report: &mut RestoreReport) -> Result<()> {
+    if !plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Delete { .. }))
+    {
+        let dirs: Vec<&Path> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Mkdir { path } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        for level in by_depth(&dirs, |p| p) {
+            level
+                .par_iter()
+                .try_for_each(|p| fs::create_dir_all(p).at(p))?;
+        }
+        return Ok(());
+    }
     for a in &plan.actions {
         match a {
             Action::Delete { path: p } => {
@@ -281,6 +435,7 @@ fn write_files(
     is_root: bool,
     progress: &dyn Progress,
     report: &mut RestoreReport,
+    stop: &AtomicBool,
 ) -> Result<()> {
     let errors = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
@@ -338,6 +493,8 @@ fn write_files(
     let run = batch_small_files(repo, &files)
         .par_iter()
         .try_for_each(|w| match w {
+            // Another step failed: the restore stops with that step's error.
+            _ if stop.load(Ordering::Relaxed) => Err(Error::internal("restore stopped")),
             Work::One(Action::Write { path, entry, .. }) => settle(path, write(path, entry)),
             Work::One(Action::Symlink { path, entry }) => {
                 settle(path, write_symlink(path, entry, is_root))

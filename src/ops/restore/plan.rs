@@ -3,12 +3,15 @@
 //! children before their parent for deletions). Planning changes nothing: what is there
 //! is only looked at (databases as immutable, see `compare`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use super::compare::{same_content, same_logical, same_observed};
 use super::{
@@ -51,6 +54,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
 
     let root_tree = repo.load_tree(&rec.tree)?;
     let mut p = Planner::new(repo, rec, &selection, &opts.protect);
+    p.trees = prefetch_trees(repo, &root_tree, &roots, &selection);
     p.snapshot = snap.id.short();
     p.verify = opts.verify || !unfinished.is_empty();
     for m in &roots {
@@ -63,6 +67,51 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
     Ok(plan)
+}
+
+/// Every tree below the chosen roots that the plan will walk, loaded a level at a time
+/// with the levels' trees read in parallel: from a cold disk or a remote store, one tree
+/// read after another is most of a plan's time. A tree that does not load is left out
+/// (the walk reads it again, and fails there with its own error).
+fn prefetch_trees(
+    repo: &Repository,
+    root_tree: &Tree,
+    roots: &[RootMapping],
+    selection: &Selection,
+) -> HashMap<ChunkId, Arc<Tree>> {
+    let mut level: Vec<(&str, Vec<u8>, ChunkId)> = roots
+        .iter()
+        .filter_map(|m| match &root_tree.find(m.label.as_bytes())?.node {
+            Node::Dir { tree } => Some((m.label.as_str(), Vec::new(), *tree)),
+            _ => None,
+        })
+        .collect();
+    let mut trees: HashMap<ChunkId, Arc<Tree>> = HashMap::new();
+    let mut queued: std::collections::HashSet<ChunkId> = level.iter().map(|l| l.2).collect();
+    while !level.is_empty() {
+        let loaded: Vec<Option<Tree>> = crate::ops::parallel::in_io_pool(|| {
+            level
+                .par_iter()
+                .map(|(_, _, id)| repo.load_tree(id).ok())
+                .collect()
+        });
+        let mut next = Vec::new();
+        for ((root, rel, id), tree) in level.into_iter().zip(loaded) {
+            let Some(tree) = tree else { continue };
+            for e in &tree.entries {
+                let Node::Dir { tree: sub } = &e.node else {
+                    continue;
+                };
+                let child = join_rel(&rel, &e.name);
+                if selection.classify(root, &child) != Class::Skip && queued.insert(*sub) {
+                    next.push((root, child, *sub));
+                }
+            }
+            trees.insert(id, Arc::new(tree));
+        }
+        level = next;
+    }
+    trees
 }
 
 /// Media files the plan would delete are a library's, not Jellyfin's (it never writes
@@ -270,6 +319,8 @@ struct Planner<'a> {
     protect: BTreeSet<(u64, u64)>,
     /// The snapshot's short id, for errors.
     snapshot: String,
+    /// Trees loaded ahead of the walk (`prefetch_trees`).
+    trees: HashMap<ChunkId, Arc<Tree>>,
 }
 
 /// One entry of the snapshot beside what is at its place in the destination now.
@@ -338,6 +389,15 @@ impl<'a> Planner<'a> {
                 .map(|m| (m.dev(), m.ino()))
                 .collect(),
             snapshot: String::new(),
+            trees: HashMap::new(),
+        }
+    }
+
+    /// A tree of the snapshot: prefetched, else read now.
+    fn tree(&self, id: &ChunkId) -> Result<Arc<Tree>> {
+        match self.trees.get(id) {
+            Some(t) => Ok(Arc::clone(t)),
+            None => self.repo.load_tree(id).map(Arc::new),
         }
     }
 
@@ -386,7 +446,7 @@ impl<'a> Planner<'a> {
         if !m.to.is_dir() {
             self.actions.push(Action::Mkdir { path: m.to.clone() });
         }
-        let t = self.repo.load_tree(tree)?;
+        let t = self.tree(tree)?;
         self.dir(&m.label, &t, &m.to, b"", false)?;
         self.directories.push(DirMeta {
             path: m.to.clone(),
@@ -492,7 +552,7 @@ impl<'a> Planner<'a> {
                 path: at.path.clone(),
             }),
         }
-        let sub = self.repo.load_tree(tree)?;
+        let sub = self.tree(tree)?;
         self.dir(at.root, &sub, &at.path, &at.rel, fresh)?;
         self.directories.push(DirMeta {
             path: at.path,

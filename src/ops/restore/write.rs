@@ -27,11 +27,19 @@ pub(super) fn owner() -> &'static str {
 /// destroys nothing), carrying this process as its owner.
 pub(super) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).at(dir)?;
-    tempfile::Builder::new()
-        .prefix(&format!("{}{}-", super::TEMP_PREFIX, owner()))
-        .tempfile_in(dir)
-        .at(dir)
+    let make = || {
+        tempfile::Builder::new()
+            .prefix(&format!("{}{}-", super::TEMP_PREFIX, owner()))
+            .tempfile_in(dir)
+    };
+    // The directory phase has made nearly every directory already: try first.
+    match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).at(dir)?;
+            make().at(dir)
+        }
+        r => r.at(dir),
+    }
 }
 
 /// Write a small file durably, through a temp name of this restore's (removed as a
@@ -56,34 +64,36 @@ pub(super) fn fill_beside(
     path: &Path,
     chunks: &[ChunkRef],
     progress: &dyn Progress,
-) -> Result<(tempfile::TempPath, u64)> {
-    let mut tmp = temp_beside(path)?;
+) -> Result<(File, tempfile::TempPath, u64)> {
+    let (mut file, tmp) = temp_beside(path)?.into_parts();
     thread_local! {
         static RUN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-    let n = RUN.with(|cell| -> Result<u64> {
+    let (n, hole) = RUN.with(|cell| -> Result<(u64, bool)> {
         let run = &mut *cell.borrow_mut();
-        let mut n = 0u64;
+        let (mut n, mut hole) = (0u64, false);
         let mut rest = ids.as_slice();
         while !rest.is_empty() {
             let taken = repo.read_run(rest, run)?;
             rest = rest.get(taken..).unwrap_or_default();
-            write_sparse(tmp.as_file_mut(), run, n).at(path)?;
+            hole = write_sparse(&mut file, run, n).at(path)?;
             n += run.len() as u64;
             progress.advance(run.len() as u64);
         }
-        Ok(n)
+        Ok((n, hole))
     })?;
     // A file that ends in a hole gets its length here: seeking wrote nothing.
-    tmp.as_file().set_len(n).at(path)?;
-    tmp.as_file().flush().at(path)?;
-    Ok((tmp.into_temp_path(), n))
+    if hole {
+        file.set_len(n).at(path)?;
+    }
+    Ok((file, tmp, n))
 }
 
 /// Append `bytes` (which start at file offset `at`) to `f`, seeking over every run of
-/// all-zero blocks (4 KiB, aligned to the file's offsets) instead of writing it.
-fn write_sparse(f: &mut File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+/// all-zero blocks (4 KiB, aligned to the file's offsets) instead of writing it. Returns
+/// whether the bytes end in such a run (the file is then shorter than it will be).
+fn write_sparse(f: &mut File, bytes: &[u8], at: u64) -> std::io::Result<bool> {
     const BLOCK: u64 = 4096;
     let run = |f: &mut File, part: &[u8], zero: bool| {
         if zero {
@@ -106,8 +116,8 @@ fn write_sparse(f: &mut File, bytes: &[u8], at: u64) -> std::io::Result<()> {
         pos += block.len();
     }
     match zero_run {
-        Some(zero) => run(f, bytes.get(start..).unwrap_or_default(), zero),
-        None => Ok(()),
+        Some(zero) => run(f, bytes.get(start..).unwrap_or_default(), zero).map(|()| zero),
+        None => Ok(false),
     }
 }
 
@@ -120,8 +130,8 @@ pub(super) fn write_file(
     progress: &dyn Progress,
 ) -> Result<u64> {
     let chunks = repo.file_chunks(&entry.node)?;
-    let (tmp, n) = fill_beside(repo, path, &chunks, progress)?;
-    install(tmp, path, entry, is_root)?;
+    let (file, tmp, n) = fill_beside(repo, path, &chunks, progress)?;
+    install(file, tmp, path, entry, is_root)?;
     Ok(n)
 }
 
@@ -142,12 +152,15 @@ pub(super) fn batch_chunks(entry: &Entry) -> Option<&[ChunkRef]> {
     }
 }
 
-/// A file of a batch: its temp file once its first chunk came, the chunks still to come.
+/// A file of a batch: its temp file once its first chunk came (closed between chunks),
+/// the chunks still to come.
 struct Piece {
     tmp: Option<tempfile::TempPath>,
     left: usize,
     len: u64,
     failed: bool,
+    /// A chunk written so far ended in a run of zeros that was seeked over.
+    hole: bool,
 }
 
 /// A file entry of a batch, at its path, with its chunks.
@@ -157,8 +170,9 @@ pub(super) type BatchFile<'a> = (&'a Path, &'a Entry, &'a [ChunkRef]);
 /// files): each chunk goes into its file's temp file at its offset as it comes, in the
 /// packs' order, and a file takes its name once it has all its chunks. `done` gets each
 /// file's outcome (the bytes written, or why it failed: a damaged chunk fails its file
-/// only); an error it returns ends the batch. The temp files are reopened for each chunk,
-/// so a batch holds no file open between chunks.
+/// only); an error it returns ends the batch. A file still waiting for chunks is closed
+/// and reopened for the next, so a batch holds no file open between chunks; a file of
+/// one chunk (most of them) is opened once.
 pub(super) fn write_batch(
     repo: &Repository,
     files: &[BatchFile<'_>],
@@ -181,6 +195,7 @@ pub(super) fn write_batch(
             left: chunks.len(),
             len: at,
             failed: false,
+            hole: false,
         });
     }
     repo.read_chunks(&ids, &mut |i, r| {
@@ -200,26 +215,34 @@ pub(super) fn write_batch(
                     format!("a chunk of {} bytes where the tree says {len}", bytes.len()),
                 ));
             }
-            let tmp = match &piece.tmp {
-                Some(t) => t,
-                None => piece.tmp.insert(temp_beside(path)?.into_temp_path()),
+            let (mut file, tmp) = match piece.tmp.take() {
+                Some(t) => match fs::OpenOptions::new().write(true).open(&t) {
+                    Ok(f) => (f, t),
+                    Err(e) => return Err(Error::io(path, e)),
+                },
+                None => {
+                    let (f, t) = temp_beside(path)?.into_parts();
+                    (f, t)
+                }
             };
-            let mut file = fs::OpenOptions::new().write(true).open(tmp).at(path)?;
-            file.seek(SeekFrom::Start(at)).at(path)?;
-            write_sparse(&mut file, bytes, at).at(path)?;
+            if at > 0 {
+                file.seek(SeekFrom::Start(at)).at(path)?;
+            }
+            let hole = write_sparse(&mut file, bytes, at).at(path)?;
             progress.advance(len as u64);
             piece.left -= 1;
+            // A file whose last chunk ends in a hole gets its length once complete:
+            // seeking wrote nothing. (Chunks come in pack order, so which one is last
+            // is not known here: any chunk ending in a hole counts.)
+            piece.hole |= hole;
             if piece.left > 0 {
+                piece.tmp = Some(tmp);
                 return Ok(None);
             }
-            let tmp = piece
-                .tmp
-                .take()
-                .ok_or_else(|| Error::internal("a batch file without its temp file"))?;
-            // A file that ends in a hole gets its length here: seeking wrote nothing.
-            file.set_len(piece.len).at(path)?;
-            drop(file);
-            install(tmp, path, entry, is_root)?;
+            if piece.hole {
+                file.set_len(piece.len).at(path)?;
+            }
+            install(file, tmp, path, entry, is_root)?;
             Ok(Some(piece.len))
         });
         match placed {
@@ -234,13 +257,30 @@ pub(super) fn write_batch(
     })
 }
 
-/// A written temp file gets the entry's metadata and takes its final name.
-fn install(tmp: tempfile::TempPath, path: &Path, entry: &Entry, is_root: bool) -> Result<()> {
-    if let Ok(f) = File::open(&tmp) {
-        crate::sys::start_writeback(&f);
-    }
-    set_meta(&tmp, entry, is_root).at(path)?;
+/// A written temp file gets the entry's metadata, through its open handle (no path
+/// lookups), and takes its final name.
+fn install(
+    file: File,
+    tmp: tempfile::TempPath,
+    path: &Path,
+    entry: &Entry,
+    is_root: bool,
+) -> Result<()> {
+    crate::sys::start_writeback(&file);
+    set_file_meta(&file, entry, is_root).at(path)?;
+    drop(file);
     tmp.persist(path).map_err(|e| Error::io(path, e.error))
+}
+
+/// [`set_meta`] for an open regular file: owner (as root) first, since a change of
+/// owner clears set-id bits, then mode, then the mtime (after the last write).
+pub(super) fn set_file_meta(file: &File, entry: &Entry, is_root: bool) -> std::io::Result<()> {
+    if is_root {
+        std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+    let t = mtime(entry);
+    filetime::set_file_handle_times(file, Some(t), Some(t))
 }
 
 /// Write a symlink entry at `path`.
@@ -460,7 +500,7 @@ mod tests {
         let repo = Repository::open_with_mem_index(&path).unwrap();
         let out = dir.path().join("restored");
         let before = reads_on_this_thread();
-        let (tmp, n) =
+        let (_file, tmp, n) =
             fill_beside(&repo, &out, &chunks, &crate::ops::progress::NoProgress).unwrap();
         let reads = reads_on_this_thread() - before;
         assert_eq!(n, data.len() as u64);
@@ -486,18 +526,22 @@ mod tests {
         for cut in [1usize, 1000, 4096, 7777, 20_000] {
             let p = dir.path().join(format!("f{cut}"));
             let mut f = File::create(&p).unwrap();
-            let mut at = 0u64;
+            let (mut at, mut hole) = (0u64, false);
             for part in data.chunks(cut) {
-                write_sparse(&mut f, part, at).unwrap();
+                hole = write_sparse(&mut f, part, at).unwrap();
                 at += part.len() as u64;
             }
-            f.set_len(at).unwrap();
+            // Only a file whose bytes end in a hole needs its length set.
+            if hole {
+                f.set_len(at).unwrap();
+            }
+            assert_eq!(f.metadata().unwrap().len(), at, "cut {cut}");
             let mut back = Vec::new();
             File::open(&p).unwrap().read_to_end(&mut back).unwrap();
             assert!(back == data, "cut {cut}");
         }
         let mut trailing = File::create(dir.path().join("t")).unwrap();
-        write_sparse(&mut trailing, &[0u8; 10_000], 0).unwrap();
+        assert!(write_sparse(&mut trailing, &[0u8; 10_000], 0).unwrap());
         assert_eq!(
             trailing.metadata().unwrap().len(),
             0,
