@@ -355,9 +355,11 @@ impl ReadShape {
     };
     /// An object store: every read is a request, with a round trip (tens of milliseconds
     /// to a provider) and often a price, so one read takes a whole pack of the default
-    /// size, and a gap of up to 1 MiB is fetched rather than split into two requests.
+    /// size (a pack is sealed once past its 16 MiB target, so it holds up to one more
+    /// chunk of at most 1 MiB), and a gap of up to 1 MiB is fetched rather than split
+    /// into two requests.
     pub const REMOTE: ReadShape = ReadShape {
-        max_read: 16 << 20,
+        max_read: 18 << 20,
         max_gap: 1 << 20,
         by_pack: true,
     };

@@ -54,6 +54,27 @@ fn poisoned(what: &str) -> Error {
 struct NewChunk {
     entry: PackEntry,
     record: Vec<u8>,
+    stream: Stream,
+}
+
+/// Which open pack a new chunk goes to. A database's chunks go to packs of their own:
+/// a dump is read back as one stream, which then takes a few whole-pack reads instead
+/// of a read in every pack the files' chunks share with it (a request each on object
+/// storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Files,
+    Database,
+    Trees,
+}
+
+impl Stream {
+    fn of(kind: ChunkKind) -> Stream {
+        match kind {
+            ChunkKind::Data => Stream::Files,
+            ChunkKind::Tree => Stream::Trees,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +149,7 @@ impl<'r> ChunkSink<'r> {
             scratch: repo.tmp_dir(),
             target: repo.config().pack_target_bytes,
             data: None,
+            database: None,
             tree: None,
             pool: pool.clone(),
             syncer: None,
@@ -186,6 +208,22 @@ impl<'r> ChunkSink<'r> {
     /// channel after it: the writer never seals a tree pack before the data pack that
     /// holds what the tree names (write order 2).
     pub fn put(&self, kind: ChunkKind, data: &[u8], compressible: bool) -> Result<ChunkId> {
+        self.put_in(Stream::of(kind), kind, data, compressible)
+    }
+
+    /// [`ChunkSink::put`] for a database's data chunks, which go to packs of their own
+    /// (see [`Stream`]).
+    pub fn put_database(&self, data: &[u8], compressible: bool) -> Result<ChunkId> {
+        self.put_in(Stream::Database, ChunkKind::Data, data, compressible)
+    }
+
+    fn put_in(
+        &self,
+        stream: Stream,
+        kind: ChunkKind,
+        data: &[u8],
+        compressible: bool,
+    ) -> Result<ChunkId> {
         let id = ChunkId::of(data);
         if kind == ChunkKind::Tree {
             self.repo.cache_tree(&id, data);
@@ -206,7 +244,11 @@ impl<'r> ChunkSink<'r> {
         };
         let entry = record::seal(kind, id, data, how, &mut buf).map_err(Error::internal)?;
         self.stats.count(data.len(), entry.stored_len as usize);
-        let msg = NewChunk { entry, record: buf };
+        let msg = NewChunk {
+            entry,
+            record: buf,
+            stream,
+        };
         #[cfg(test)]
         self.test_point(TestPoint::BeforeSend);
         self.send(msg)?;
@@ -272,6 +314,7 @@ impl<'r> ChunkSink<'r> {
                 ..*entry
             },
             record: buf,
+            stream: Stream::of(entry.kind),
         })
     }
 
@@ -372,6 +415,7 @@ struct PackWriter {
     scratch: std::path::PathBuf,
     target: u64,
     data: Option<OpenPack>,
+    database: Option<OpenPack>,
     tree: Option<OpenPack>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Sealed packs on their way to disk, in seal order.
@@ -448,13 +492,11 @@ impl PackWriter {
 
     fn fill(&mut self, rx: Receiver<NewChunk>) -> Result<()> {
         for c in rx {
-            let slot = match c.entry.kind {
-                ChunkKind::Data => &mut self.data,
-                ChunkKind::Tree => &mut self.tree,
-            };
-            if slot.is_none() {
-                *slot = Some(OpenPack::create(self.store.as_ref(), &self.scratch)?);
+            if self.slot(c.stream).is_none() {
+                let open = OpenPack::create(self.store.as_ref(), &self.scratch)?;
+                *self.slot(c.stream) = Some(open);
             }
+            let slot = self.slot(c.stream);
             let full = match slot.as_mut() {
                 Some(p) => {
                     p.add(&c)?;
@@ -468,23 +510,35 @@ impl PackWriter {
                 }
             }
             if full {
-                if c.entry.kind == ChunkKind::Tree {
+                if c.stream == Stream::Trees {
                     // A tree pack never becomes durable before the data it references.
-                    self.seal(ChunkKind::Data)?;
+                    self.seal(Stream::Files)?;
+                    self.seal(Stream::Database)?;
                 }
-                self.seal(c.entry.kind)?;
+                self.seal(c.stream)?;
             }
         }
-        self.seal(ChunkKind::Data)?;
-        self.seal(ChunkKind::Tree)
+        self.seal(Stream::Files)?;
+        self.seal(Stream::Database)?;
+        self.seal(Stream::Trees)
     }
 
-    fn seal(&mut self, kind: ChunkKind) -> Result<()> {
-        let slot = match kind {
-            ChunkKind::Data => &mut self.data,
-            ChunkKind::Tree => &mut self.tree,
+    fn slot(&mut self, stream: Stream) -> &mut Option<OpenPack> {
+        match stream {
+            Stream::Files => &mut self.data,
+            Stream::Database => &mut self.database,
+            Stream::Trees => &mut self.tree,
+        }
+    }
+
+    fn seal(&mut self, stream: Stream) -> Result<()> {
+        let kind = match stream {
+            Stream::Files | Stream::Database => ChunkKind::Data,
+            Stream::Trees => ChunkKind::Tree,
         };
-        let Some(p) = slot.take() else { return Ok(()) };
+        let Some(p) = self.slot(stream).take() else {
+            return Ok(());
+        };
         let sealed = p.seal(kind)?;
         match &self.syncer {
             Some((tx, _)) if tx.send(sealed).is_ok() => Ok(()),

@@ -142,7 +142,7 @@ struct Bufs {
 
 /// How many reads larger than a local one (whole packs, from object storage) a process
 /// holds at once: their buffers are lent from one pool, so memory does not grow with the
-/// number of reading threads (4 × 16 MiB).
+/// number of reading threads (4 × 18 MiB on an object store).
 const LENT_MAX: usize = 4;
 
 static LENDER: std::sync::Mutex<(Vec<Vec<u8>>, usize)> = std::sync::Mutex::new((Vec::new(), 0));

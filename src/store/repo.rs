@@ -1692,6 +1692,35 @@ mod tests {
 
     /// A read compares the record's lengths with the index's and refuses lengths no
     /// chunk of this repository can have before allocating anything for them.
+    /// A database's chunks, put between files' chunks, land in packs with no file chunk
+    /// in them (a dump is then read back from its own packs), and every chunk reads back.
+    #[test]
+    fn database_chunks_go_to_packs_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Repository::init(&crate::store::Place::local(&path)).unwrap();
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let sink = ChunkSink::new(&repo).unwrap();
+        let (mut files, mut dbs) = (Vec::new(), Vec::new());
+        for i in 0..40u32 {
+            let f = format!("file {i} ").repeat(50 + i as usize);
+            let d = format!("INSERT INTO t VALUES({i});").repeat(60 + i as usize);
+            files.push((sink.put(ChunkKind::Data, f.as_bytes(), true).unwrap(), f));
+            dbs.push((sink.put_database(d.as_bytes(), true).unwrap(), d));
+        }
+        sink.finish().unwrap();
+        let pack_of = |id: &ChunkId| repo.index().get(id).unwrap().unwrap().pack;
+        let file_packs: HashSet<PackId> = files.iter().map(|(id, _)| pack_of(id)).collect();
+        let db_packs: HashSet<PackId> = dbs.iter().map(|(id, _)| pack_of(id)).collect();
+        assert!(
+            file_packs.is_disjoint(&db_packs),
+            "{file_packs:?} {db_packs:?}"
+        );
+        for (id, bytes) in files.iter().chain(&dbs) {
+            assert_eq!(repo.read_chunk_vec(id).unwrap(), bytes.as_bytes());
+        }
+    }
+
     #[test]
     fn a_record_that_disagrees_with_the_index_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();

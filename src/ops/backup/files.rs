@@ -100,7 +100,7 @@ fn read_once(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Read>> 
         }
     };
     let before = f.metadata().at(path)?;
-    let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true)? {
+    let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true, false)? {
         Ok(r) => r,
         Err(e) => {
             ctx.report(tally, path, &format!("read failed: {e}"));
@@ -156,7 +156,7 @@ pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result
         DbCapture::Logical => &ctx.db_chunker,
         _ => &ctx.db_physical_chunker,
     };
-    let (chunks, n) = chunk_file(ctx, chunker, &mut f, true)?.at(tmp_path)?;
+    let (chunks, n) = chunk_file(ctx, chunker, &mut f, true, true)?.at(tmp_path)?;
     tally.db_bytes += n;
     let (chunks, indirect) = store_chunk_list(ctx, chunks)?;
     Ok(Node::File {
@@ -174,13 +174,15 @@ fn store_chunk_list(ctx: &Ctx, chunks: Vec<ChunkRef>) -> Result<(Vec<ChunkRef>, 
     chunklist::build(chunks, |bytes| ctx.sink.put(ChunkKind::Tree, bytes, true))
 }
 
-/// Chunk and store a file's content. Outer error: the repository failed (fatal). Inner
-/// error: the source could not be read (reported per file).
+/// Chunk and store a file's content (`database`: a captured database's, which goes to
+/// packs of its own). Outer error: the repository failed (fatal). Inner error: the source
+/// could not be read (reported per file).
 fn chunk_file(
     ctx: &Ctx,
     chunker: &Chunker,
     f: &mut File,
     compressible_default: bool,
+    database: bool,
 ) -> Result<std::io::Result<(Vec<ChunkRef>, u64)>> {
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
@@ -189,7 +191,10 @@ fn chunk_file(
         let read = chunker.chunk_reader(f, &mut buf, |data| {
             let c = *compressible
                 .get_or_insert_with(|| compressible_default && !is_precompressed(data));
-            let id = ctx.sink.put(ChunkKind::Data, data, c)?;
+            let id = match database {
+                true => ctx.sink.put_database(data, c)?,
+                false => ctx.sink.put(ChunkKind::Data, data, c)?,
+            };
             chunks.push(ChunkRef {
                 id,
                 len: data.len() as u32,
