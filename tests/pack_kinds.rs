@@ -233,3 +233,43 @@ fn a_newer_config_is_refused_as_newer() {
         s(&out.stderr)
     );
 }
+
+/// A data pack moved under `trees/` (by hand, or by a faulty tool) cannot be read there:
+/// check names the pack and says where it belongs, and once it is moved back the
+/// repository checks clean and restores.
+#[test]
+fn check_names_a_pack_under_the_other_kinds_prefix() {
+    let env = Env::new();
+    init(&env, 2);
+    let fx = env.small_fixture();
+    let (_, day1) = two_snapshots(&env, &fx);
+    let sub = fs::read_dir(env.repo.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::read_dir(p).unwrap().next().is_some())
+        .unwrap();
+    let pack = fs::read_dir(&sub).unwrap().next().unwrap().unwrap();
+    let name = pack.file_name().into_string().unwrap();
+    let moved = env.repo.join("trees").join(&name[..2]);
+    fs::create_dir_all(&moved).unwrap();
+    fs::rename(pack.path(), moved.join(&name)).unwrap();
+
+    let r = env.json(&["check"], 18);
+    let probs = r["problems"].as_array().unwrap();
+    // (The index still places its chunks under packs/, where the pack is missing now.)
+    let named: Vec<&str> = probs
+        .iter()
+        .filter(|p| p["pack"].as_str() == Some(name.as_str()))
+        .filter_map(|p| p["detail"].as_str())
+        .collect();
+    assert!(
+        named
+            .iter()
+            .any(|d| d.contains("under trees/") && d.contains("move it to packs/")),
+        "{r}"
+    );
+
+    fs::rename(moved.join(&name), pack.path()).unwrap();
+    env.json(&["check", "--read-data"], 0);
+    env.assert_restores("day1", "day1", &day1);
+}

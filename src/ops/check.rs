@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
-use crate::format::pack::{self, PackEntry};
+use crate::format::pack::{self, ChunkKind, PackEntry};
 use crate::format::snapshot::{Component, Snapshot};
 use crate::format::tree::{DbCapture, Node};
 use crate::id::{ChunkId, PackId};
@@ -298,6 +298,7 @@ impl Checker<'_> {
                         ),
                     ));
                 }
+                self.kind_apart(key, &entries);
                 Some(entries)
             }
             Err(e @ Error::NewerFormat { .. }) => {
@@ -312,6 +313,47 @@ impl Checker<'_> {
                 None
             }
         })
+    }
+
+    /// Where packs of each kind have keys of their own (format 2), records of the other
+    /// kind in a pack cannot be read under its key: the index leaves them out, so they
+    /// are named here (a pack moved by hand to the other prefix, or written by a faulty
+    /// tool). Moved back under its kind's prefix, the pack is indexed at the next open.
+    fn kind_apart(&mut self, key: Key, entries: &[PackEntry]) {
+        let Some(kind) = self.repo.pack_layout().kind_of(key) else {
+            return;
+        };
+        let other: Vec<ChunkId> = entries
+            .iter()
+            .filter(|e| e.kind != kind)
+            .map(|e| e.id)
+            .collect();
+        if other.is_empty() {
+            return;
+        }
+        let (here, there) = match kind {
+            ChunkKind::Tree => ("trees/", "packs/"),
+            ChunkKind::Data => ("packs/", "trees/"),
+        };
+        let detail =
+            match other.len() == entries.len() {
+                true => {
+                    format!(
+                "a pack of {} {} record(s) under {here}, where they are not indexed or read: \
+                 move it to {there} (same name); the next command indexes it there",
+                other.len(),
+                if kind == ChunkKind::Tree { "data" } else { "tree" },
+            )
+                }
+                false => format!(
+                    "{} record(s) of the other kind in a pack under {here} (jellysnap never \
+                 mixes kinds in a pack): they are not indexed or read",
+                    other.len()
+                ),
+            };
+        self.report
+            .problems
+            .push(problem("pack", key.pack_id().as_ref(), other, detail));
     }
 
     /// The referenced chunks the index places in pack `id` (of `size` bytes): each lies
