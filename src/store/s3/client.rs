@@ -907,9 +907,7 @@ impl Client {
 
     fn scrub(&self, mut s: String) -> String {
         for secret in &self.secrets {
-            if s.contains(secret.as_str()) {
-                s = s.replace(secret.as_str(), "<redacted>");
-            }
+            s = scrub_secret(&s, secret);
         }
         s
     }
@@ -1152,6 +1150,33 @@ fn jitter(upper: Duration) -> Duration {
     upper.mul_f64(unit)
 }
 
+/// `s` with `secret` replaced by `<redacted>`. A secret long enough to be unlikely as a
+/// word (8 bytes or more) goes wherever it appears; a shorter one only where it stands
+/// alone (not inside a longer run of letters, digits and `_`), so that a message keeps
+/// its words.
+fn scrub_secret(s: &str, secret: &str) -> String {
+    if secret.is_empty() || !s.contains(secret) {
+        return s.to_string();
+    }
+    if secret.len() >= 8 {
+        return s.replace(secret, "<redacted>");
+    }
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(secret) {
+        let (before, tail) = rest.split_at(at);
+        let after = tail.get(secret.len()..).unwrap_or_default();
+        out.push_str(before);
+        let starts = out.chars().next_back().is_none_or(|c| !word(c));
+        let ends = after.chars().next().is_none_or(|c| !word(c));
+        out.push_str(if starts && ends { "<redacted>" } else { secret });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -1210,6 +1235,24 @@ pub(super) mod tests {
             b"<?xml version=\"1.0\"?><ListBucketResult></ListBucketResult>"
         ));
         assert!(!is_error_xml(b""));
+    }
+
+    #[test]
+    fn a_short_secret_is_scrubbed_only_where_it_stands_alone() {
+        assert_eq!(
+            scrub_secret("bad key abc: abcdef", "abc"),
+            "bad key <redacted>: abcdef"
+        );
+        assert_eq!(
+            scrub_secret("x=pass,passive pass", "pass"),
+            "x=<redacted>,passive <redacted>"
+        );
+        assert_eq!(scrub_secret("pass", "pass"), "<redacted>");
+        let long = "wJalrXUtnFEMI/K7MDENG";
+        assert_eq!(
+            scrub_secret(&format!("AA{long} and {long}"), long),
+            "AA<redacted> and <redacted>"
+        );
     }
 
     #[test]
