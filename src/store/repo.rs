@@ -163,8 +163,9 @@ impl Repository {
     }
 
     /// Does `dir` hold a jellysnap repository (a `config` that starts with the magic)?
-    /// One read of a few bytes: the backup walk and the restore planner ask it of every
-    /// directory they enter, to leave other repositories in the data alone.
+    /// One read of a few bytes: the restore planner asks it of every directory it
+    /// enters, the backup walk of every one that lists a `config`, to leave other
+    /// repositories in the data alone.
     pub fn holds_repository(dir: &Path) -> bool {
         use std::io::Read;
         let mut magic = [0u8; 8];
@@ -777,6 +778,21 @@ impl Repository {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let bytes = self.read_chunk(id, &mut out, &mut scratch)?;
         Tree::decode(bytes, id)
+    }
+
+    /// A tree with its plain bytes, verified against `id`.
+    pub fn load_tree_bytes(&self, id: &ChunkId) -> Result<(Tree, Vec<u8>)> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let bytes = self.read_chunk(id, &mut out, &mut scratch)?.to_vec();
+        Ok((Tree::decode(&bytes, id)?, bytes))
+    }
+
+    /// Whether a backup may name a chunk of its parent snapshot again without asking
+    /// the index, as it does the chunks of unchanged files: false while a gc has marked
+    /// packs for deletion (a backup then stores again what they hold rather than name
+    /// it, see "Garbage collection" in docs/ARCHITECTURE.md).
+    pub fn reads_are_kept(&self) -> bool {
+        self.doomed.is_empty()
     }
 
     /// All snapshot records in the order they were written (oldest first, see
