@@ -121,3 +121,25 @@ fn an_unchanged_data_dir_gives_the_same_trees_and_stores_nothing() {
     assert_eq!(third["snapshot"]["tree"], second["snapshot"]["tree"]);
     assert_eq!(third["parent"], second["id"]);
 }
+
+/// The trees of the parent snapshot are placed by their tree pack's trailer; a trailer
+/// that no longer opens leaves them to the index, and the backup goes on as before.
+#[test]
+fn a_tree_pack_whose_trailer_is_damaged_still_gives_its_trees() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    let second = env.backup(&fx, &[]);
+    let tree_packs: Vec<PathBuf> = files_under(&env.repo.join("trees"));
+    assert!(!tree_packs.is_empty());
+    for p in &tree_packs {
+        let mut bytes = fs::read(p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(p, &bytes).unwrap();
+    }
+    let third = env.backup(&fx, &[]);
+    let s3 = summary(&third);
+    assert_eq!(u(&s3["files_read"]), 0, "{s3}");
+    assert_eq!(third["snapshot"]["tree"], second["snapshot"]["tree"]);
+}

@@ -9,7 +9,8 @@
 //!   `test-hooks` feature) also implements.
 //! - [`lock`], [`index`], [`packer`], [`repo`], [`reads`]: the repository's locks, its
 //!   chunk index (derived data, rebuilt from the packs), the pack writer, the handle that
-//!   ties them together and its reads of chunks (coalesced when many are read).
+//!   ties them together and its reads of chunks (coalesced when many are read);
+//!   `treemap`: where a backup finds its parent's trees without asking the index for each.
 //!
 //! The trait is shaped so that an object store (ranged reads, listing by prefix, atomic
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
@@ -31,6 +32,7 @@ pub mod s3;
 pub mod simfs;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
+mod treemap;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

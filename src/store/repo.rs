@@ -27,6 +27,7 @@ use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, PackInfo, RocksIndex
 use crate::store::lease::{Holder, Lease};
 use crate::store::lock::{self, LockGuard, LockMode};
 use crate::store::reads;
+use crate::store::treemap::TreeMap;
 use crate::store::{Key, Kind, Location, PackLayout, Place, Store};
 
 /// What a command needs from the repository.
@@ -77,6 +78,9 @@ pub struct Repository {
     tree_packs_listed: AtomicBool,
     /// Held while the cache is filled (see [`Repository::read_chunk`]).
     warming: Mutex<()>,
+    /// Where the trees of the tree packs met so far lie (a local repository: see
+    /// [`Repository::load_tree_bytes`]).
+    tree_map: Option<TreeMap>,
     _locks: Vec<LockGuard>,
 }
 
@@ -356,6 +360,8 @@ impl Repository {
         }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
+        // A repository elsewhere reads trees from its local copies, placed by the index.
+        let tree_map = cache.is_none();
         Ok(Repository {
             location: place.location.clone(),
             state,
@@ -376,6 +382,7 @@ impl Repository {
             cache,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: tree_map.then(TreeMap::default),
             _locks: locks,
         })
     }
@@ -418,6 +425,7 @@ impl Repository {
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: Some(TreeMap::default()),
             _locks: Vec::new(),
         })
     }
@@ -458,6 +466,7 @@ impl Repository {
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: Some(TreeMap::default()),
             _locks: Vec::new(),
         })
     }
@@ -667,6 +676,17 @@ impl Repository {
         scratch: &'b mut Vec<u8>,
     ) -> Result<&'b [u8]> {
         let at = reads::locate(self, id)?;
+        self.read_chunk_at(id, at, out, scratch)
+    }
+
+    /// Read chunk `id` where `at` places it, verified against its id and the record.
+    fn read_chunk_at<'b>(
+        &self,
+        id: &ChunkId,
+        at: reads::Located,
+        out: &'b mut Vec<u8>,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
         let tree = at.record.kind == ChunkKind::Tree;
         if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
             let mut hit = cache.tree(id);
@@ -780,11 +800,46 @@ impl Repository {
         Tree::decode(bytes, id)
     }
 
-    /// A tree with its plain bytes, verified against `id`.
+    /// A tree with its plain bytes, verified against `id`: a tree of the snapshot a
+    /// backup walks beside the data. Read where the trailers of the tree packs met so
+    /// far place it, else (or when that read fails) where the index places it; the
+    /// index's answer brings in the trailer of that tree's pack (`store/treemap.rs`).
     pub fn load_tree_bytes(&self, id: &ChunkId) -> Result<(Tree, Vec<u8>)> {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
-        let bytes = self.read_chunk(id, &mut out, &mut scratch)?.to_vec();
+        if let Some(at) = self.mapped_tree(id) {
+            if let Ok(bytes) = self.read_chunk_at(id, at, &mut out, &mut scratch) {
+                let bytes = bytes.to_vec();
+                return Ok((Tree::decode(&bytes, id)?, bytes));
+            }
+        }
+        let at = reads::locate(self, id)?;
+        self.meet_tree_pack(&at);
+        let bytes = self.read_chunk_at(id, at, &mut out, &mut scratch)?.to_vec();
         Ok((Tree::decode(&bytes, id)?, bytes))
+    }
+
+    /// Where the trailers read so far place tree `id`.
+    fn mapped_tree(&self, id: &ChunkId) -> Option<reads::Located> {
+        let (pack, key, record) = self.tree_map.as_ref()?.get(id)?;
+        let span = record::span(&record, &self.raw_limits).ok()?;
+        Some(reads::Located {
+            pack,
+            key,
+            record,
+            span,
+        })
+    }
+
+    /// Read the trailer of the tree pack `at` names into the tree map, once per pack. A
+    /// trailer that does not read or open leaves its trees to the index; the reads of
+    /// them report what is wrong with the pack.
+    fn meet_tree_pack(&self, at: &reads::Located) {
+        let Some(map) = &self.tree_map else { return };
+        if at.record.kind == ChunkKind::Tree && map.claim(at.pack) {
+            if let Ok((entries, false)) = self.pack_entries(at.key) {
+                map.add(at.pack, at.key, &entries);
+            }
+        }
     }
 
     /// Whether a backup may name a chunk of its parent snapshot again without asking
