@@ -860,18 +860,22 @@ impl Repository {
             None => list_snapshots(self.store.as_ref())?,
         };
         ids.extend(self.unlisted_but_stored(&ids)?);
-        for id in ids {
-            let key = Key::Snapshot(id);
-            let cached = self.cache.as_ref().and_then(|c| c.snapshot(&id));
+        // Every record is read (a backup's parent is the newest with its roots): read
+        // together, they cost about one read's latency, not one per snapshot.
+        let records = crate::store::map_parallel(&ids, |id| {
+            let cached = self.cache.as_ref().and_then(|c| c.snapshot(id));
             let bytes = match cached {
                 Some(b) => Ok(b),
-                None => self.store.get(key).inspect(|b| {
+                None => self.store.get(Key::Snapshot(*id)).inspect(|b| {
                     if let Some(c) = &self.cache {
-                        c.put_snapshot(&id, b);
+                        c.put_snapshot(id, b);
                     }
                 }),
             };
-            match bytes.and_then(|b| SnapshotRecord::decode(&b, &id)) {
+            bytes.and_then(|b| SnapshotRecord::decode(&b, id))
+        });
+        for (id, record) in ids.into_iter().zip(records) {
+            match record {
                 Ok(record) => out.push(Snapshot { id, record }),
                 Err(e) => bad.push(e),
             }
