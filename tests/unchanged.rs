@@ -104,8 +104,19 @@ fn a_file_rewritten_in_place_in_an_unchanged_directory_is_read_again() {
     assert_ne!(fs::read(old.join(rel)).unwrap(), content);
 }
 
+/// The index's table files.
+fn index_tables(repo: &Path) -> Vec<PathBuf> {
+    let mut t: Vec<PathBuf> = files_under(&repo.join("index"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    t.sort();
+    t
+}
+
 /// With nothing changed, a backup stores nothing new: every directory's tree is its
-/// parent's, and the root tree is the same chunk.
+/// parent's, the root tree is the same chunk, and the index of a local repository is
+/// not written (no table file flushed at its close, none compacted).
 #[test]
 fn an_unchanged_data_dir_gives_the_same_trees_and_stores_nothing() {
     let env = Env::new();
@@ -114,12 +125,17 @@ fn an_unchanged_data_dir_gives_the_same_trees_and_stores_nothing() {
     // The first backup may leave the stopped server's database with new empty side
     // files (a new directory listing); from then on nothing changes.
     let second = env.backup(&fx, &[]);
+    let tables = index_tables(&env.repo);
+    assert!(!tables.is_empty());
     let third = env.backup(&fx, &[]);
+    let fourth = env.backup(&fx, &[]);
     let s3 = summary(&third);
     assert_eq!(u(&s3["files_read"]), 0, "{s3}");
     assert_eq!(u(&s3["new_chunks"]), 0, "{s3}");
     assert_eq!(third["snapshot"]["tree"], second["snapshot"]["tree"]);
+    assert_eq!(fourth["snapshot"]["tree"], second["snapshot"]["tree"]);
     assert_eq!(third["parent"], second["id"]);
+    assert_eq!(index_tables(&env.repo), tables);
 }
 
 /// The trees of the parent snapshot are placed by their tree pack's trailer; a trailer

@@ -972,8 +972,11 @@ impl Repository {
         self.store.put(Key::Snapshot(id), &bytes)?;
         // The index holds this snapshot's chunks: the next open has nothing to
         // reconcile for it. The snapshot is committed whatever happens here; had this
-        // failed, the next open would only reconcile once more.
-        if let Some(rocks) = &self.rocks {
+        // failed, the next open would only reconcile once more. Only a repository hosts
+        // share asks (a local one is reconciled from its directory at every writer's
+        // open): elsewhere the write would cost a synced log write, a table file at close
+        // and, every few backups, a compaction of the index.
+        if let Some(rocks) = self.rocks.as_ref().filter(|_| self.shared) {
             let _ = rocks.record_seen(&[id], false, None);
         }
         if let Some(c) = &self.cache {
