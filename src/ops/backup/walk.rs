@@ -104,7 +104,7 @@ fn walk_dir(ctx: &Ctx, dir: &Dir, listing: Listing) -> Result<(ChunkId, Tally)> 
     let found: Vec<Found> = match &fd {
         Some(fd) => names
             .into_par_iter()
-            .filter_map(|name| found(ctx, dir, fd, name))
+            .filter_map(|name| stat_child(ctx, dir, fd, name))
             .collect(),
         None => Vec::new(),
     };
@@ -174,7 +174,7 @@ struct Found {
 }
 
 /// The name, classified and stat-ed; `None` when it is not part of the selection.
-fn found(ctx: &Ctx, dir: &Dir, fd: &DirFd, name: OsString) -> Option<Found> {
+fn stat_child(ctx: &Ctx, dir: &Dir, fd: &DirFd, name: OsString) -> Option<Found> {
     let rel = join_rel(dir.rel, name.as_bytes());
     let class = ctx.source.selection.classify(dir.root, &rel);
     if class == Class::Skip {
