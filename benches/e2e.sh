@@ -5,6 +5,8 @@
 # Scenarios, each timed with /usr/bin/time -v (wall seconds, max RSS) for both tools:
 #   cold       first backup into an empty repository
 #   no-change  second backup, nothing changed
+#   no-change-warm  another, page cache warm (each tool backs up once untimed first):
+#              an hourly snapshot on a server whose data dir is in the cache
 #   day        backup after `gen_dataset --day-of-changes`
 #   restore    full restore of the latest snapshot into an empty directory
 #
@@ -123,7 +125,7 @@ drop_caches() {
 # Records wall seconds and max RSS (KiB) in $TIMES/NAME.{wall,rss,rc}; never aborts.
 run_timed() {
     local name=$1; shift
-    drop_caches
+    [[ "${NO_DROP:-0}" == 1 ]] || drop_caches
     log "$name: $*"
     /usr/bin/time -v -o "$TIMES/$name.time" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
@@ -168,8 +170,21 @@ backup_both() { # backup_both SCENARIO
     repo_size "rs-$1" "$RS_REPO"
 }
 
+# backup_warm SCENARIO: each tool backs up once untimed, then again, timed, with what
+# that run brought into the page cache still there.
+backup_warm() {
+    "$JS" "${JS_BACKUP[@]}" >"$LOGS/js-$1-warmup.log" 2>&1
+    NO_DROP=1 run_timed "js-$1" "$JS" "${JS_BACKUP[@]}"
+    repo_size "js-$1" "$JS_REPO"
+    "$RESTIC" --repo "$RS_REPO" backup "${RESTIC_BACKUP[@]}" "${RESTIC_EXCLUDES[@]}" "${RESTIC_PATHS[@]}" \
+        >"$LOGS/rs-$1-warmup.log" 2>&1
+    NO_DROP=1 run_timed "rs-$1" "$RESTIC" --repo "$RS_REPO" backup "${RESTIC_BACKUP[@]}" "${RESTIC_EXCLUDES[@]}" "${RESTIC_PATHS[@]}"
+    repo_size "rs-$1" "$RS_REPO"
+}
+
 backup_both cold
 backup_both no-change
+backup_warm no-change-warm
 
 log "applying a day of changes"
 "$GEN" --out "$SRC" --layout "$LAYOUT" --seed "$((SEED + 1000))" --day-of-changes | tee "$LOGS/day.txt" >&2 \
@@ -212,7 +227,7 @@ echo "- jellysnap: $("$JS" --version 2>/dev/null || echo '?'); restic: $("$RESTI
 echo
 echo "| scenario | jellysnap s | restic s | ratio (restic/jellysnap) | jellysnap max RSS MB | restic max RSS MB | jellysnap repo MiB | restic repo MiB |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for s in cold no-change day restore; do
+for s in cold no-change no-change-warm day restore; do
     js=$(secs "js-$s"); rs=$(secs "rs-$s")
     echo "| $s | $js | $rs | $(ratio "$js" "$rs") | $(mb "$(val "$TIMES/js-$s.rss" "?")") | $(mb "$(val "$TIMES/rs-$s.rss" "?")") | $(mib "$(val "$TIMES/js-$s.size" "?")") | $(mib "$(val "$TIMES/rs-$s.size" "?")") |"
 done

@@ -163,3 +163,201 @@ pub fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned()
 }
+
+/// What a stat of a file says: the fields a backup records and compares. Equal to what
+/// `std::fs::symlink_metadata` / `metadata` report for the same file (the device number
+/// is composed as std composes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// File type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl From<&std::fs::Metadata> for Stat {
+    fn from(m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            mode: m.mode(),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+}
+
+impl Stat {
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    pub fn is_fifo(&self) -> bool {
+        self.kind() == libc::S_IFIFO
+    }
+    pub fn is_socket(&self) -> bool {
+        self.kind() == libc::S_IFSOCK
+    }
+    pub fn is_block_device(&self) -> bool {
+        self.kind() == libc::S_IFBLK
+    }
+    pub fn is_char_device(&self) -> bool {
+        self.kind() == libc::S_IFCHR
+    }
+}
+
+/// A directory opened to list its names and stat its entries by name: each entry costs
+/// a lookup of its own name, not a walk of the directory's whole path again, and the
+/// listing needs no buffer of its own per directory.
+pub struct DirFd(File);
+
+/// Longest name a stat copies on the stack (Linux file systems allow 255 bytes).
+const NAME_MAX: usize = 255;
+
+impl DirFd {
+    /// Open `path` (following symlinks, as listing it by path would) as a directory.
+    pub fn open(path: &std::path::Path) -> std::io::Result<DirFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)
+            .map(DirFd)
+    }
+
+    /// The names in the directory, unsorted, without `.` and `..`, and the error that cut
+    /// the listing short.
+    pub fn names(&self) -> (Vec<std::ffi::OsString>, Option<std::io::Error>) {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut names = Vec::new();
+        let failed = BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => self.read_names(&mut buf, &mut names),
+            Err(_) => self.read_names(&mut Vec::new(), &mut names),
+        });
+        (names, failed.err())
+    }
+
+    fn read_names(
+        &self,
+        buf: &mut Vec<u8>,
+        names: &mut Vec<std::ffi::OsString>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        buf.resize(32 << 10, 0);
+        loop {
+            // SAFETY: the fd is open for the life of `self`; the kernel writes at most
+            // `buf.len()` bytes into `buf`, which outlives the call.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let Some(filled) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+                return Err(std::io::Error::other("getdents64 returned more than asked"));
+            };
+            if filled.is_empty() {
+                return Ok(());
+            }
+            // Records: d_ino u64, d_off i64, d_reclen u16, d_type u8, then the name,
+            // NUL-terminated and padded to d_reclen.
+            let mut rest = filled;
+            while !rest.is_empty() {
+                let reclen = rest
+                    .get(16..18)
+                    .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                    .map(|b| usize::from(u16::from_ne_bytes(b)))
+                    .filter(|&l| l > 19 && l <= rest.len())
+                    .ok_or_else(|| std::io::Error::other("a malformed directory record"))?;
+                let field = rest.get(19..reclen).unwrap_or_default();
+                let name = field.split(|&b| b == 0).next().unwrap_or_default();
+                if name != b"." && name != b".." && !name.is_empty() {
+                    names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+                }
+                rest = rest.get(reclen..).unwrap_or_default();
+            }
+        }
+    }
+
+    /// Stat the entry `name` of this directory; `follow`: the file a symlink points to.
+    pub fn stat(&self, name: &[u8], follow: bool) -> std::io::Result<Stat> {
+        let mut c = [0u8; NAME_MAX + 1];
+        let owned;
+        let ptr = match c.get_mut(..name.len()) {
+            Some(dst) if name.len() <= NAME_MAX && !name.contains(&0) => {
+                dst.copy_from_slice(name);
+                c.as_ptr()
+            }
+            _ => {
+                owned = std::ffi::CString::new(name)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                owned.as_ptr().cast()
+            }
+        };
+        let flags =
+            libc::AT_STATX_SYNC_AS_STAT | if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        // SAFETY: `statx` is a C struct of integers, for which all-zero is a valid value.
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: the fd is open for the life of `self`, `ptr` is a NUL-terminated name
+        // that outlives the call, and `st` outlives the call, which only writes it.
+        let rc = unsafe {
+            libc::statx(
+                self.0.as_raw_fd(),
+                ptr.cast(),
+                flags,
+                libc::STATX_BASIC_STATS,
+                &mut st,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Stat {
+            mode: u32::from(st.stx_mode),
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            nlink: u64::from(st.stx_nlink),
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            size: st.stx_size,
+            mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: i64::from(st.stx_mtime.tv_nsec),
+            ctime: st.stx_ctime.tv_sec,
+            ctime_nsec: i64::from(st.stx_ctime.tv_nsec),
+        })
+    }
+}

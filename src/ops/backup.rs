@@ -11,7 +11,7 @@ mod files;
 mod tally;
 mod walk;
 
-use std::fs::{self, Metadata};
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,6 +30,7 @@ use crate::ops::progress::Progress;
 use crate::store::packer::ChunkSink;
 use crate::store::repo::{Access, Repository};
 use crate::store::Place;
+use crate::sys::Stat;
 
 /// Files modified this close to the scan start are re-read next time: a write in the same
 /// timestamp tick after our read would leave size and mtime unchanged.
@@ -153,12 +154,12 @@ impl<'a> Ctx<'a> {
 
 /// A file's mtime in Unix nanoseconds, saturated (see [`clock::stat_ns`]): the same
 /// file gives the same value every time, so the files cache still reuses it.
-fn mtime_ns(m: &Metadata) -> i64 {
-    stat_ns(m.mtime(), m.mtime_nsec()).0
+fn mtime_ns(m: &Stat) -> i64 {
+    stat_ns(m.mtime, m.mtime_nsec).0
 }
 
-fn ctime_ns(m: &Metadata) -> i64 {
-    stat_ns(m.ctime(), m.ctime_nsec()).0
+fn ctime_ns(m: &Stat) -> i64 {
+    stat_ns(m.ctime, m.ctime_nsec).0
 }
 
 fn hostname() -> String {

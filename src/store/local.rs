@@ -158,11 +158,17 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && top == "trees" => return Ok(out),
             Err(e) => return Err(Error::io(&dir, e)),
         };
-        for (sub, kind) in subs {
-            if kind != EntryKind::Dir {
-                continue;
-            }
-            out.extend(self.list_dir(&dir.join(sub), |n| PackId::from_hex(n).map(key))?);
+        let subs: Vec<String> = subs
+            .into_iter()
+            .filter(|(_, kind)| *kind == EntryKind::Dir)
+            .map(|(sub, _)| sub)
+            .collect();
+        // Up to 256 directories, each read cold at every writer's open: read together.
+        let listed = super::map_parallel(&subs, |sub| {
+            self.list_dir(&dir.join(sub), |n| PackId::from_hex(n).map(key))
+        });
+        for packs in listed {
+            out.extend(packs?);
         }
         Ok(out)
     }

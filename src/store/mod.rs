@@ -9,7 +9,8 @@
 //!   `test-hooks` feature) also implements.
 //! - [`lock`], [`index`], [`packer`], [`repo`], [`reads`]: the repository's locks, its
 //!   chunk index (derived data, rebuilt from the packs), the pack writer, the handle that
-//!   ties them together and its reads of chunks (coalesced when many are read).
+//!   ties them together and its reads of chunks (coalesced when many are read);
+//!   `treemap`: where a backup finds its parent's trees without asking the index for each.
 //!
 //! The trait is shaped so that an object store (ranged reads, listing by prefix, atomic
 //! whole-object writes, no rename) can implement it: nothing above it renames, appends
@@ -31,6 +32,7 @@ pub mod s3;
 pub mod simfs;
 #[cfg(feature = "test-hooks")]
 pub mod testing;
+mod treemap;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -455,4 +457,60 @@ pub fn open(location: &Location) -> Result<Arc<dyn Store>> {
     #[cfg(feature = "test-hooks")]
     let store = testing::wrap_store(store);
     Ok(store)
+}
+
+/// How many reads [`map_parallel`] keeps in flight.
+const READS_IN_FLIGHT: usize = 8;
+
+/// `f` of every item, in the items' order, on up to [`READS_IN_FLIGHT`] threads (this
+/// one included): for many small reads bound by a disk's or a network's latency rather
+/// than by the processor (a local repository's pack directories, snapshot records read
+/// cold). A thread that does not start leaves its share to the others.
+pub(crate) fn map_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = READS_IN_FLIGHT.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
+        let mut all = work();
+        for h in helpers {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                // As if `f` had panicked here.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn map_parallel_keeps_the_items_order() {
+        let items: Vec<u64> = (0..100).collect();
+        let out = super::map_parallel(&items, |&i| {
+            // Later items finish first.
+            std::thread::sleep(std::time::Duration::from_micros(100 - i));
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(super::map_parallel(&[] as &[u64], |&i| i).is_empty());
+    }
 }

@@ -27,6 +27,7 @@ use crate::store::index::{ChunkIndex, IndexEntry, MemIndex, PackInfo, RocksIndex
 use crate::store::lease::{Holder, Lease};
 use crate::store::lock::{self, LockGuard, LockMode};
 use crate::store::reads;
+use crate::store::treemap::TreeMap;
 use crate::store::{Key, Kind, Location, PackLayout, Place, Store};
 
 /// What a command needs from the repository.
@@ -77,6 +78,9 @@ pub struct Repository {
     tree_packs_listed: AtomicBool,
     /// Held while the cache is filled (see [`Repository::read_chunk`]).
     warming: Mutex<()>,
+    /// Where the trees of the tree packs met so far lie (a local repository: see
+    /// [`Repository::load_tree_bytes`]).
+    tree_map: Option<TreeMap>,
     _locks: Vec<LockGuard>,
 }
 
@@ -163,8 +167,9 @@ impl Repository {
     }
 
     /// Does `dir` hold a jellysnap repository (a `config` that starts with the magic)?
-    /// One read of a few bytes: the backup walk and the restore planner ask it of every
-    /// directory they enter, to leave other repositories in the data alone.
+    /// One read of a few bytes: the restore planner asks it of every directory it
+    /// enters, the backup walk of every one that lists a `config`, to leave other
+    /// repositories in the data alone.
     pub fn holds_repository(dir: &Path) -> bool {
         use std::io::Read;
         let mut magic = [0u8; 8];
@@ -355,6 +360,8 @@ impl Repository {
         }
         #[cfg(feature = "test-hooks")]
         let index = crate::store::testing::wrap_index(index);
+        // A repository elsewhere reads trees from its local copies, placed by the index.
+        let tree_map = cache.is_none();
         Ok(Repository {
             location: place.location.clone(),
             state,
@@ -375,6 +382,7 @@ impl Repository {
             cache,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: tree_map.then(TreeMap::default),
             _locks: locks,
         })
     }
@@ -417,6 +425,7 @@ impl Repository {
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: Some(TreeMap::default()),
             _locks: Vec::new(),
         })
     }
@@ -457,6 +466,7 @@ impl Repository {
             cache: None,
             tree_packs_listed: AtomicBool::new(false),
             warming: Mutex::new(()),
+            tree_map: Some(TreeMap::default()),
             _locks: Vec::new(),
         })
     }
@@ -666,6 +676,17 @@ impl Repository {
         scratch: &'b mut Vec<u8>,
     ) -> Result<&'b [u8]> {
         let at = reads::locate(self, id)?;
+        self.read_chunk_at(id, at, out, scratch)
+    }
+
+    /// Read chunk `id` where `at` places it, verified against its id and the record.
+    fn read_chunk_at<'b>(
+        &self,
+        id: &ChunkId,
+        at: reads::Located,
+        out: &'b mut Vec<u8>,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
         let tree = at.record.kind == ChunkKind::Tree;
         if let Some(cache) = self.cache.as_ref().filter(|_| tree) {
             let mut hit = cache.tree(id);
@@ -779,6 +800,56 @@ impl Repository {
         Tree::decode(bytes, id)
     }
 
+    /// A tree with its plain bytes, verified against `id`: a tree of the snapshot a
+    /// backup walks beside the data. Read where the trailers of the tree packs met so
+    /// far place it, else (or when that read fails) where the index places it; the
+    /// index's answer brings in the trailer of that tree's pack (`store/treemap.rs`).
+    pub fn load_tree_bytes(&self, id: &ChunkId) -> Result<(Tree, Vec<u8>)> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        if let Some(at) = self.mapped_tree(id) {
+            if let Ok(bytes) = self.read_chunk_at(id, at, &mut out, &mut scratch) {
+                let bytes = bytes.to_vec();
+                return Ok((Tree::decode(&bytes, id)?, bytes));
+            }
+        }
+        let at = reads::locate(self, id)?;
+        self.meet_tree_pack(&at);
+        let bytes = self.read_chunk_at(id, at, &mut out, &mut scratch)?.to_vec();
+        Ok((Tree::decode(&bytes, id)?, bytes))
+    }
+
+    /// Where the trailers read so far place tree `id`.
+    fn mapped_tree(&self, id: &ChunkId) -> Option<reads::Located> {
+        let (pack, key, record) = self.tree_map.as_ref()?.get(id)?;
+        let span = record::span(&record, &self.raw_limits).ok()?;
+        Some(reads::Located {
+            pack,
+            key,
+            record,
+            span,
+        })
+    }
+
+    /// Read the trailer of the tree pack `at` names into the tree map, once per pack. A
+    /// trailer that does not read or open leaves its trees to the index; the reads of
+    /// them report what is wrong with the pack.
+    fn meet_tree_pack(&self, at: &reads::Located) {
+        let Some(map) = &self.tree_map else { return };
+        if at.record.kind == ChunkKind::Tree && map.claim(at.pack) {
+            if let Ok((entries, false)) = self.pack_entries(at.key) {
+                map.add(at.pack, at.key, &entries);
+            }
+        }
+    }
+
+    /// Whether a backup may name a chunk of its parent snapshot again without asking
+    /// the index, as it does the chunks of unchanged files: false while a gc has marked
+    /// packs for deletion (a backup then stores again what they hold rather than name
+    /// it, see "Garbage collection" in docs/ARCHITECTURE.md).
+    pub fn reads_are_kept(&self) -> bool {
+        self.doomed.is_empty()
+    }
+
     /// All snapshot records in the order they were written (oldest first, see
     /// [`Snapshot::write_order`]), plus errors for records that failed to load.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
@@ -789,18 +860,22 @@ impl Repository {
             None => list_snapshots(self.store.as_ref())?,
         };
         ids.extend(self.unlisted_but_stored(&ids)?);
-        for id in ids {
-            let key = Key::Snapshot(id);
-            let cached = self.cache.as_ref().and_then(|c| c.snapshot(&id));
+        // Every record is read (a backup's parent is the newest with its roots): read
+        // together, they cost about one read's latency, not one per snapshot.
+        let records = crate::store::map_parallel(&ids, |id| {
+            let cached = self.cache.as_ref().and_then(|c| c.snapshot(id));
             let bytes = match cached {
                 Some(b) => Ok(b),
-                None => self.store.get(key).inspect(|b| {
+                None => self.store.get(Key::Snapshot(*id)).inspect(|b| {
                     if let Some(c) = &self.cache {
-                        c.put_snapshot(&id, b);
+                        c.put_snapshot(id, b);
                     }
                 }),
             };
-            match bytes.and_then(|b| SnapshotRecord::decode(&b, &id)) {
+            bytes.and_then(|b| SnapshotRecord::decode(&b, id))
+        });
+        for (id, record) in ids.into_iter().zip(records) {
+            match record {
                 Ok(record) => out.push(Snapshot { id, record }),
                 Err(e) => bad.push(e),
             }
@@ -897,8 +972,11 @@ impl Repository {
         self.store.put(Key::Snapshot(id), &bytes)?;
         // The index holds this snapshot's chunks: the next open has nothing to
         // reconcile for it. The snapshot is committed whatever happens here; had this
-        // failed, the next open would only reconcile once more.
-        if let Some(rocks) = &self.rocks {
+        // failed, the next open would only reconcile once more. Only a repository hosts
+        // share asks (a local one is reconciled from its directory at every writer's
+        // open): elsewhere the write would cost a synced log write, a table file at close
+        // and, every few backups, a compaction of the index.
+        if let Some(rocks) = self.rocks.as_ref().filter(|_| self.shared) {
             let _ = rocks.record_seen(&[id], false, None);
         }
         if let Some(c) = &self.cache {

@@ -4,8 +4,7 @@
 //! when its capture was reused).
 
 use std::cell::RefCell;
-use std::fs::{File, Metadata};
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
 use std::path::Path;
 
 use super::databases::Captured;
@@ -17,6 +16,7 @@ use crate::format::chunklist;
 use crate::format::compress::is_precompressed;
 use crate::format::pack::ChunkKind;
 use crate::format::tree::{ChunkRef, DbCapture, Entry, Node};
+use crate::sys::Stat;
 
 thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -27,7 +27,7 @@ thread_local! {
 pub(super) fn file_node(
     ctx: &Ctx,
     path: &Path,
-    meta: &Metadata,
+    meta: &Stat,
     prev: Option<&Entry>,
     tally: &mut Tally,
 ) -> Result<Option<Node>> {
@@ -48,7 +48,7 @@ pub(super) fn file_node(
 
 /// The parent snapshot's node for this file, when it can be trusted and the file's size,
 /// times and inode are unchanged.
-fn reused(prev: Option<&Entry>, meta: &Metadata) -> Option<Node> {
+fn reused(prev: Option<&Entry>, meta: &Stat) -> Option<Node> {
     let Some(Entry {
         node:
             Node::File {
@@ -66,10 +66,8 @@ fn reused(prev: Option<&Entry>, meta: &Metadata) -> Option<Node> {
     else {
         return None;
     };
-    let unchanged = *size == meta.size()
-        && *pm == mtime_ns(meta)
-        && *pc == ctime_ns(meta)
-        && *inode == meta.ino();
+    let unchanged =
+        *size == meta.size && *pm == mtime_ns(meta) && *pc == ctime_ns(meta) && *inode == meta.ino;
     unchanged.then(|| Node::File {
         size: *size,
         chunks: chunks.clone(),
@@ -99,7 +97,7 @@ fn read_once(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Read>> 
             return Ok(None);
         }
     };
-    let before = f.metadata().at(path)?;
+    let before = Stat::from(&f.metadata().at(path)?);
     let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true, false)? {
         Ok(r) => r,
         Err(e) => {
@@ -108,11 +106,11 @@ fn read_once(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Read>> 
         }
     };
     tally.bytes_read += n;
-    let after = f.metadata().at(path)?;
-    let stable = before.size() == after.size()
+    let after = Stat::from(&f.metadata().at(path)?);
+    let stable = before.size == after.size
         && mtime_ns(&before) == mtime_ns(&after)
         && ctime_ns(&before) == ctime_ns(&after)
-        && after.size() == n;
+        && after.size == n;
     Ok(Some(Read {
         chunks,
         size: n,

@@ -3,10 +3,9 @@
 //! written bottom-up). A child that cannot be read is reported and left out; only
 //! repository errors end the walk.
 
-use std::ffi::OsStr;
-use std::fs::{self, Metadata};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -24,6 +23,7 @@ use crate::jellyfin::layout::is_media;
 use crate::jellyfin::Class;
 use crate::ops::clock::stat_ns;
 use crate::store::repo::Repository;
+use crate::sys::{DirFd, Stat};
 
 /// Walk every root of the selection and write the root tree. `parent_root` is the root
 /// tree of the parent snapshot, whose unchanged files are reused.
@@ -32,10 +32,16 @@ pub(super) fn walk_roots(ctx: &Ctx, parent_root: Option<&Tree>) -> Result<(Chunk
     let mut root_entries = Vec::new();
     for root in &ctx.source.selection.roots {
         let path = PathBuf::from(&root.path);
-        let meta = fs::symlink_metadata(&path).at(&path)?;
+        let meta = Stat::from(&fs::symlink_metadata(&path).at(&path)?);
         let prev = parent_root.and_then(|t| t.find(root.label.as_bytes()));
         let parent_sub = prev_tree(ctx, prev)?;
-        let (tree, t) = walk_dir(ctx, &root.label, &path, b"", parent_sub.as_ref())?;
+        let dir = Dir {
+            root: &root.label,
+            path: &path,
+            rel: b"",
+            parent: parent_sub.as_ref(),
+        };
+        let (tree, t) = walk_dir(ctx, &dir, list(&path))?;
         tally.add(t);
         let name = root.label.as_bytes().to_vec();
         root_entries.push(entry_from_meta(name, &meta, Node::Dir { tree }));
@@ -47,13 +53,27 @@ pub(super) fn walk_roots(ctx: &Ctx, parent_root: Option<&Tree>) -> Result<(Chunk
     Ok((ctx.sink.put(ChunkKind::Tree, &tree.encode()?, true)?, tally))
 }
 
+/// A directory's tree in the parent snapshot: decoded, and the bytes it was stored as.
+struct ParentTree {
+    id: ChunkId,
+    tree: Tree,
+    bytes: Vec<u8>,
+}
+
 /// The parent snapshot's tree for a directory, when it was a directory there.
-fn prev_tree(ctx: &Ctx, prev: Option<&Entry>) -> Result<Option<Tree>> {
+fn prev_tree(ctx: &Ctx, prev: Option<&Entry>) -> Result<Option<ParentTree>> {
     match prev {
         Some(Entry {
             node: Node::Dir { tree },
             ..
-        }) => Ok(Some(ctx.repo.load_tree(tree)?)),
+        }) => {
+            let (decoded, bytes) = ctx.repo.load_tree_bytes(tree)?;
+            Ok(Some(ParentTree {
+                id: *tree,
+                tree: decoded,
+                bytes,
+            }))
+        }
         _ => Ok(None),
     }
 }
@@ -64,33 +84,36 @@ struct Dir<'a> {
     root: &'a str,
     path: &'a Path,
     rel: &'a [u8],
-    parent: Option<&'a Tree>,
+    parent: Option<&'a ParentTree>,
 }
 
-/// Walk one directory and return the id of its tree chunk, with what the walk counted.
-fn walk_dir(
-    ctx: &Ctx,
-    root: &str,
-    path: &Path,
-    rel: &[u8],
-    parent: Option<&Tree>,
-) -> Result<(ChunkId, Tally)> {
-    let dir = Dir {
-        root,
-        path,
-        rel,
-        parent,
-    };
+/// Walk one directory, given its listing, and return the id of its tree chunk with
+/// what the walk counted.
+fn walk_dir(ctx: &Ctx, dir: &Dir, listing: Listing) -> Result<(ChunkId, Tally)> {
     let mut tally = Tally {
         dirs: 1,
         ..Tally::default()
     };
-    let children = list(ctx, &dir, &mut tally);
-    let entries: Vec<Result<(Option<Entry>, Tally)>> = children
-        .par_iter()
-        .map(|name| {
+    let Listing { fd, names, failed } = listing;
+    if let Some(e) = failed {
+        ctx.report(&mut tally, dir.path, &format!("cannot list directory: {e}"));
+        tally.not_captured(NotCapturedKind::Dir, dir.root, dir.rel, dir.path);
+    }
+    // Every name is stat-ed through the open directory, which is closed before any
+    // child is walked: however deep the tree, the walk holds few descriptors.
+    let found: Vec<Found> = match &fd {
+        Some(fd) => names
+            .into_par_iter()
+            .filter_map(|name| stat_child(ctx, dir, fd, name))
+            .collect(),
+        None => Vec::new(),
+    };
+    drop(fd);
+    let entries: Vec<Result<(Option<Entry>, Tally)>> = found
+        .into_par_iter()
+        .map(|f| {
             let mut t = Tally::default();
-            child(ctx, &dir, name.as_bytes(), &mut t).map(|e| (e, t))
+            child(ctx, dir, f, &mut t).map(|e| (e, t))
         })
         .collect();
     let mut tree = Tree::default();
@@ -99,59 +122,150 @@ fn walk_dir(
         tally.add(t);
         tree.entries.extend(entry);
     }
-    Ok((ctx.sink.put(ChunkKind::Tree, &tree.encode()?, true)?, tally))
-}
-
-/// The names in a directory, sorted. One that cannot be listed is reported and recorded
-/// as not captured.
-fn list(ctx: &Ctx, dir: &Dir, tally: &mut Tally) -> Vec<std::ffi::OsString> {
-    let mut children = Vec::new();
-    let unlisted = |e: std::io::Error, tally: &mut Tally| {
-        ctx.report(tally, dir.path, &format!("cannot list directory: {e}"));
-        tally.not_captured(NotCapturedKind::Dir, dir.root, dir.rel, dir.path);
+    let bytes = tree.encode()?;
+    // The parent's tree, byte for byte: like the chunks of an unchanged file it is in
+    // the repository (the parent snapshot names it), so it is neither hashed again nor
+    // looked up in the index.
+    let id = match dir.parent {
+        Some(p) if p.bytes == bytes && ctx.repo.reads_are_kept() => p.id,
+        _ => ctx.sink.put(ChunkKind::Tree, &bytes, true)?,
     };
-    match fs::read_dir(dir.path) {
-        Ok(rd) => {
-            for ent in rd {
-                match ent {
-                    Ok(e) => children.push(e.file_name()),
-                    Err(e) => unlisted(e, tally),
-                }
-            }
-        }
-        Err(e) => unlisted(e, tally),
-    }
-    children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    children
+    Ok((id, tally))
 }
 
-/// The entry for one name in `dir`; `None` when it is not part of the snapshot or could
-/// not be read (reported).
-fn child(ctx: &Ctx, dir: &Dir, name: &[u8], tally: &mut Tally) -> Result<Option<Entry>> {
-    let rel = join_rel(dir.rel, name);
+/// Whether a directory holds another jellysnap repository. Its `config` is in its
+/// listing, so only a directory that lists one (or could not be listed: execute
+/// permission alone lets the file be opened) is asked.
+fn holds_repository(path: &Path, listing: &Listing) -> bool {
+    let config = listing
+        .names
+        .binary_search_by(|n| n.as_bytes().cmp(b"config".as_slice()));
+    (config.is_ok() || listing.failed.is_some()) && Repository::holds_repository(path)
+}
+
+/// A directory's listing: the directory, open (when it opened), its names sorted, and
+/// the error that cut the listing short.
+struct Listing {
+    fd: Option<DirFd>,
+    names: Vec<OsString>,
+    failed: Option<std::io::Error>,
+}
+
+fn list(path: &Path) -> Listing {
+    let (fd, mut names, failed) = match DirFd::open(path) {
+        Ok(fd) => {
+            let (names, failed) = fd.names();
+            (Some(fd), names, failed)
+        }
+        Err(e) => (None, Vec::new(), Some(e)),
+    };
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Listing { fd, names, failed }
+}
+
+/// A name of the directory being walked that is part of the selection, with what a stat
+/// of it said.
+struct Found {
+    name: OsString,
+    rel: Vec<u8>,
+    path: PathBuf,
+    class: Class,
+    meta: std::io::Result<Stat>,
+}
+
+/// The name, classified and stat-ed; `None` when it is not part of the selection.
+fn stat_child(ctx: &Ctx, dir: &Dir, fd: &DirFd, name: OsString) -> Option<Found> {
+    let rel = join_rel(dir.rel, name.as_bytes());
     let class = ctx.source.selection.classify(dir.root, &rel);
     if class == Class::Skip {
-        return Ok(None);
+        return None;
     }
-    let path = dir.path.join(OsStr::from_bytes(name));
-    let Some(meta) = child_meta(ctx, dir.root, &rel, &path, tally) else {
-        return Ok(None);
+    let path = dir.path.join(&name);
+    let meta = fd
+        .stat(name.as_bytes(), false)
+        .map(|m| followed(ctx, dir.root, &rel, &path, fd, &name, m));
+    Some(Found {
+        name,
+        rel,
+        path,
+        class,
+        meta,
+    })
+}
+
+/// The stat of a child to back up. An item's own directory (or one on the way to it) may
+/// be a symlink to another disk, as admins do with metadata/: it is followed.
+fn followed(
+    ctx: &Ctx,
+    root: &str,
+    rel: &[u8],
+    path: &Path,
+    fd: &DirFd,
+    name: &OsStr,
+    meta: Stat,
+) -> Stat {
+    if !meta.is_symlink() {
+        return meta;
+    }
+    if ctx.source.selection.is_anchor(root, rel) {
+        if let Ok(m) = fd.stat(name.as_bytes(), true) {
+            if m.is_dir() {
+                return m;
+            }
+        }
+    }
+    // A database linked from another disk is captured through the link: storing the link
+    // would store no database at all.
+    if ctx.captures.contains(path) {
+        if let Ok(m) = fd.stat(name.as_bytes(), true) {
+            if m.is_file() {
+                return m;
+            }
+        }
+    }
+    meta
+}
+
+/// The entry for a name found in `dir`; `None` when it is not part of the snapshot or
+/// could not be read (reported).
+fn child(ctx: &Ctx, dir: &Dir, f: Found, tally: &mut Tally) -> Result<Option<Entry>> {
+    let Found {
+        name,
+        rel,
+        path,
+        class,
+        meta,
+    } = f;
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.report(tally, &path, &format!("vanished or unreadable: {e}"));
+            tally.not_captured(NotCapturedKind::File, dir.root, &rel, &path);
+            return Ok(None);
+        }
     };
-    let prev = dir.parent.and_then(|t| t.find(name));
-    let ft = meta.file_type();
-    let node = if ft.is_dir() {
-        if (meta.dev(), meta.ino()) == ctx.repo_id {
+    let name = name.into_vec();
+    let prev = dir.parent.and_then(|p| p.tree.find(&name));
+    let node = if meta.is_dir() {
+        if (meta.dev, meta.ino) == ctx.repo_id {
             let _ = ctx.repo_inside.set(path);
             return Ok(None); // never back up the repository into itself
         }
-        if Repository::holds_repository(&path) {
+        let listing = list(&path);
+        if holds_repository(&path, &listing) {
             // Rolled back by an in-place restore, it would lose its newer snapshots.
             let detail = "another jellysnap repository: left out of every snapshot and of every restore; keep repositories outside the server's data, on another disk".to_string();
             ctx.notice(tally, "repository-skipped", &path, detail);
             return Ok(None);
         }
         let prev_tree = prev_tree(ctx, prev)?;
-        let (tree, t) = walk_dir(ctx, dir.root, &path, &rel, prev_tree.as_ref())?;
+        let sub = Dir {
+            root: dir.root,
+            path: &path,
+            rel: &rel,
+            parent: prev_tree.as_ref(),
+        };
+        let (tree, t) = walk_dir(ctx, &sub, listing)?;
         tally.add(t);
         Node::Dir { tree }
     } else {
@@ -169,52 +283,15 @@ fn child(ctx: &Ctx, dir: &Dir, name: &[u8], tally: &mut Tally) -> Result<Option<
             None => return Ok(None),
         }
     };
-    if stat_ns(meta.mtime(), meta.mtime_nsec()).1 {
+    if stat_ns(meta.mtime, meta.mtime_nsec).1 {
         let detail = format!(
             "modification time {} s after 1970 is outside what a snapshot holds (years 1677 to 2262); stored as {} UTC, which a restore gives back",
-            meta.mtime(),
+            meta.mtime,
             timefmt::utc(mtime_ns(&meta))
         );
         ctx.notice(tally, "time-out-of-range", &path, detail);
     }
-    Ok(Some(entry_from_meta(name.to_vec(), &meta, node)))
-}
-
-/// The metadata of a child, `None` when it vanished or cannot be read (reported). An
-/// item's own directory (or one on the way to it) may be a symlink to another disk, as
-/// admins do with metadata/: it is followed.
-fn child_meta(
-    ctx: &Ctx,
-    root: &str,
-    rel: &[u8],
-    path: &Path,
-    tally: &mut Tally,
-) -> Option<Metadata> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            ctx.report(tally, path, &format!("vanished or unreadable: {e}"));
-            tally.not_captured(NotCapturedKind::File, root, rel, path);
-            return None;
-        }
-    };
-    if meta.file_type().is_symlink() && ctx.source.selection.is_anchor(root, rel) {
-        if let Ok(m) = fs::metadata(path) {
-            if m.is_dir() {
-                return Some(m);
-            }
-        }
-    }
-    // A database linked from another disk is captured through the link: storing the link
-    // would store no database at all.
-    if meta.file_type().is_symlink() && ctx.captures.contains(path) {
-        if let Ok(m) = fs::metadata(path) {
-            if m.is_file() {
-                return Some(m);
-            }
-        }
-    }
-    Some(meta)
+    Ok(Some(entry_from_meta(name, &meta, node)))
 }
 
 /// A child of the selection that is not a directory.
@@ -231,12 +308,11 @@ struct Leaf<'a> {
 fn leaf_node(
     ctx: &Ctx,
     leaf: &Leaf,
-    meta: &Metadata,
+    meta: &Stat,
     prev: Option<&Entry>,
     tally: &mut Tally,
 ) -> Result<Option<Node>> {
-    let ft = meta.file_type();
-    let node = if ft.is_symlink() {
+    let node = if meta.is_symlink() {
         match fs::read_link(leaf.path) {
             Ok(t) => Node::Symlink {
                 target: t.as_os_str().as_bytes().to_vec(),
@@ -247,9 +323,9 @@ fn leaf_node(
                 return Ok(None);
             }
         }
-    } else if !ft.is_file() {
+    } else if !meta.is_file() {
         // Jellyfin keeps no state in them: left out, but said so by path.
-        let what = special_kind(ft);
+        let what = special_kind(meta);
         let detail = format!("{what}: not stored (a snapshot holds files, directories and symlinks); a restore does not recreate it, and an in-place restore of this component removes it");
         ctx.notice(tally, "special-file-skipped", leaf.path, detail);
         return Ok(None);
@@ -277,25 +353,25 @@ fn leaf_node(
 }
 
 /// What a file that is neither a regular file, a directory nor a symlink is.
-fn special_kind(ft: fs::FileType) -> &'static str {
-    if ft.is_fifo() {
+fn special_kind(m: &Stat) -> &'static str {
+    if m.is_fifo() {
         "a FIFO (named pipe)"
-    } else if ft.is_socket() {
+    } else if m.is_socket() {
         "a socket"
-    } else if ft.is_block_device() {
+    } else if m.is_block_device() {
         "a block device"
-    } else if ft.is_char_device() {
+    } else if m.is_char_device() {
         "a character device"
     } else {
         "a special file"
     }
 }
 
-fn entry_from_meta(name: Vec<u8>, m: &Metadata, node: Node) -> Entry {
+fn entry_from_meta(name: Vec<u8>, m: &Stat, node: Node) -> Entry {
     // A file with other links: entries of this snapshot with the same device and inode
     // are restored as one file.
     let linked = m.is_file()
-        && m.nlink() > 1
+        && m.nlink > 1
         && matches!(
             node,
             Node::File {
@@ -304,15 +380,15 @@ fn entry_from_meta(name: Vec<u8>, m: &Metadata, node: Node) -> Entry {
             }
         );
     Entry {
-        link: linked.then(|| m.dev()),
+        link: linked.then_some(m.dev),
         name,
         node,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
+        mode: m.mode & 0o7777,
+        uid: m.uid,
+        gid: m.gid,
         mtime_ns: mtime_ns(m),
         ctime_ns: ctime_ns(m),
-        inode: m.ino(),
+        inode: m.ino,
     }
 }
 
