@@ -188,5 +188,6 @@ for s in first no-change day db-day restore restore-direct copy-day gc; do
 done
 echo
 echo "- the day's new and rewritten files, the database aside (every tool uploads them): $(mib "$DAY_FILES") MiB"
-echo "- restore-direct: the restore again, straight from the server (no counting proxy)"
+echo "- restore: its requests and bytes, through the counting proxy, which relays every byte through Python and so bounds both tools' times alike"
+echo "- restore-direct: the same restore straight from the server, for its time (nothing is counted there)"
 echo "- requests by method (jellysnap no-change): $(cat "$OUT/js-no-change.json" 2>/dev/null)"
