@@ -470,3 +470,182 @@ fn copies_go_to_a_bucket_and_back() {
     // compares with what it has seen.
     assert!(remote <= 10, "requests to the bucket:\n{all}");
 }
+
+/// A source with `n` snapshots of the small data dir, each after a day of changes (a
+/// few files changed, added and removed), its packs sealed at `target` bytes.
+fn many(n: u64, target: Option<u64>) -> (Env, Fixture) {
+    let env = Env::new();
+    env.expect(&["init"], 0);
+    if let Some(t) = target {
+        set_pack_target(&env.repo, t);
+    }
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    for day in 1..n {
+        fixture::day_of_changes(&fx, day).unwrap();
+        env.backup(&fx, &[]);
+    }
+    (env, fx)
+}
+
+/// The pack target in a repository's config.
+fn pack_target(repo: &Path) -> u64 {
+    let raw = fs::read(repo.join("config")).unwrap();
+    let body: Value = serde_json::from_slice(&raw[12..]).unwrap();
+    body["pack_target_bytes"].as_u64().unwrap()
+}
+
+/// Nothing at the destination is stored twice: a gc that would reclaim every unused
+/// byte finds none (a pack left durable but unindexed by a killed run, then sent again,
+/// would be all unused).
+#[track_caller]
+fn nothing_stored_twice(cmd: common::env::Cmd) {
+    let plan = cmd.json(0);
+    assert_eq!(plan["plan"]["bytes_freed"], 0, "{plan}");
+    assert_eq!(plan["plan"]["delete"], Value::Array(vec![]), "{plan}");
+}
+
+/// Twelve snapshots copied in one run share the destination's packs: their number
+/// follows the bytes sent (at most two per pack target's worth: data and trees are
+/// sealed together), not the number of snapshots (two or more each, when every snapshot
+/// finished its own packs).
+#[test]
+fn many_snapshots_fill_packs_to_the_target_not_a_pair_each() {
+    let (src, fx) = many(12, None);
+    let full = Env::new();
+    let small = Env::new();
+    small.expect(&["init"], 0);
+    set_pack_target(&small.repo, PACK_TARGET);
+    for (dst, args) in [(&full, &["--init"][..]), (&small, &[][..])] {
+        let v = copy(&src, &dst.repo, args, 0);
+        assert_eq!(names(&v, "copied").len(), 12, "{v}");
+        let stored = packs(&dst.repo);
+        let target = pack_target(&dst.repo);
+        let sent = n(&v, "bytes_sent");
+        eprintln!(
+            "12 snapshots, {sent} bytes sent, pack target {target}: {} packs ({} data, {} tree)",
+            stored.len(),
+            stored
+                .iter()
+                .filter(|(p, _)| p.starts_with(dst.repo.join("packs")))
+                .count(),
+            stored
+                .iter()
+                .filter(|(p, _)| p.starts_with(dst.repo.join("trees")))
+                .count(),
+        );
+        assert_eq!(n(&v, "packs_written"), stored.len() as u64, "{v}");
+        assert!(
+            stored.len() as u64 <= 2 * (sent / target) + 2,
+            "{} packs for {sent} bytes at {target} a pack",
+            stored.len()
+        );
+        assert_eq!(listing(&src), listing(dst));
+        dst.assert_restores("latest", "latest", &expected_state(&fx));
+    }
+    assert!(packs(&full.repo).len() <= 2);
+    small.json(&["check", "--read-data"], 0);
+}
+
+/// A copy of many snapshots killed between two of its packs has written the records of
+/// the snapshots whose packs were durable (progress kept), none of the others; run again,
+/// it copies the rest and stores nothing twice: the pack that was durable but not yet
+/// indexed is found by the index's reconcile at the writer's open, not sent again (a dry
+/// run, whose read-only open does not reconcile, still counts its chunks as missing).
+#[test]
+fn a_copy_of_many_snapshots_killed_between_packs_keeps_what_it_wrote() {
+    need_hooks();
+    let (src, fx) = many(12, Some(PACK_TARGET));
+    let clean = Env::new();
+    let v = copy(&src, &clean.repo, &["--init"], 0);
+    let clean_packs = n(&v, "packs_written");
+    let clean_bytes: u64 = packs(&clean.repo).iter().map(|(_, l)| l).sum();
+
+    let dst = Env::new();
+    let at = clean_packs * 3 / 4;
+    copy_cmd(&src, &dst.repo, &["--init"])
+        .crash_at(&format!("pack-stored-{at}"))
+        .crashes();
+    let kept = listing(&dst).len();
+    eprintln!(
+        "{clean_packs} packs in a clean copy; killed after pack {at} with {kept} records written"
+    );
+    assert!(
+        kept > 0 && kept < 12,
+        "{kept} records written before the kill"
+    );
+    assert_eq!(packs(&dst.repo).len() as u64, at);
+    // What it wrote is whole.
+    dst.json(&["check", "--read-data"], 0);
+
+    let dry = copy(&src, &dst.repo, &["--dry-run"], 0);
+    let resumed = copy(&src, &dst.repo, &[], 0);
+    assert_eq!(names(&resumed, "copied").len(), 12 - kept, "{resumed}");
+    assert!(
+        n(&resumed, "chunks_sent") < n(&dry, "chunks_sent"),
+        "the unindexed pack was sent again: {resumed}"
+    );
+    assert_eq!(listing(&src), listing(&dst));
+    nothing_stored_twice(dst.cmd(&["gc", "--dry-run", "--max-unused", "0"]));
+    let bytes: u64 = packs(&dst.repo).iter().map(|(_, l)| l).sum();
+    assert!(
+        bytes <= clean_bytes,
+        "{bytes} bytes stored, {clean_bytes} by a clean copy"
+    );
+    dst.json(&["check", "--read-data"], 0);
+    dst.assert_restores("latest", "dst-latest", &expected_state(&fx));
+}
+
+/// Into a bucket, a copy killed after a pack was stored and before it was indexed: the
+/// next run's open finds that pack (the pack writer left its mark in the index before
+/// the put), so it is not sent again; also when the killed run wrote no record, after
+/// which the store's snapshots alone would not have told the index to look.
+#[test]
+fn a_copy_into_a_bucket_killed_before_indexing_a_pack_does_not_send_it_again() {
+    need_hooks();
+    let server = common::s3::shared();
+    let (src, fx) = source();
+    let bucket = server.new_bucket();
+    let s3 = server.location(&bucket, "jellysnap");
+    let cache = src.root.join("cache");
+    let run = |args: &[&str]| {
+        let mut c = src
+            .cmd(&["copy", "--to", &s3])
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache);
+        for (k, v) in server.env() {
+            c = c.env(k, v);
+        }
+        c
+    };
+    let at_bucket = |args: &[&str]| {
+        let mut c = common::env::Cmd::at_repo(Path::new(&s3), args).env("XDG_CACHE_HOME", &cache);
+        for (k, v) in server.env() {
+            c = c.env(k, v);
+        }
+        c
+    };
+    // `base` first: the index has seen every snapshot the bucket holds when `day1`'s
+    // copy is killed.
+    run(&["base", "--init"]).json(0);
+    run(&[]).crash_at("pack-stored-1").crashes();
+    assert_eq!(
+        at_bucket(&["snapshots"]).json(0).as_array().unwrap().len(),
+        1,
+        "the killed run wrote no record"
+    );
+    // A reader's open does not reconcile: it counts the unindexed pack's chunks.
+    let dry = run(&["--dry-run"]).json(0);
+    let again = run(&[]).json(0);
+    assert_eq!(names(&again, "copied"), ["day1"], "{again}");
+    assert!(
+        n(&again, "chunks_sent") < n(&dry, "chunks_sent"),
+        "the unindexed pack was sent again: {again}"
+    );
+    nothing_stored_twice(at_bucket(&["gc", "--dry-run", "--max-unused", "0"]));
+    let back = Env::new();
+    at_bucket(&["copy", "--init", "--to"])
+        .arg(&back.repo)
+        .json(0);
+    back.assert_restores("day1", "back-day1", &expected_state(&fx));
+}

@@ -6,17 +6,37 @@
 //! already has are dropped, and the rest go over as their stored records: verified
 //! against their ids on the way (nothing unverified is written), never recompressed.
 //! Data chunks go to the destination's pack writer first, then list chunks and trees
-//! children first; the pack writer's finish makes them durable and indexed; only then is
-//! the snapshot record written, byte for byte, so the snapshot keeps its id, name, tags,
-//! parent, summary, database proofs and `seq`. A run killed anywhere leaves every copied
-//! snapshot whole, and the next run sends only what is not indexed at the destination
-//! (at most the packs that were durable but not yet indexed).
+//! children first. The snapshot record is written, byte for byte (so the snapshot keeps
+//! its id, name, tags, parent, summary, database proofs and `seq`), only once
+//! every chunk it needs is durable and indexed at the destination.
+//!
+//! One pack writer serves the whole run ([`ChunkSink::in_step`]), so that packs fill to
+//! the repository's target whatever the number of snapshots: thirty snapshots of a data
+//! dir that changes a little each day make a pack or two, not sixty (each a request on
+//! object storage, and small packs slow every later gc and restore). Records are written
+//! as their chunks become durable: the writer seals its data and tree packs together
+//! whenever either fills, and counts the chunks of each kind it has made durable in the
+//! order they were handed over; a snapshot waits for the counts reached when its last
+//! chunk was handed over, and is written as soon as they are durable. So a record waits
+//! at most about one pack's worth of later data, never the end of the run: a copy killed
+//! near its end has written every snapshot but those whose chunks were still in the open
+//! packs. Were the records held to the end, such a kill would keep the packs (the next
+//! run finds them indexed) but lose every record, and the next run would walk every
+//! snapshot again; written per snapshot, each would seal its own small packs.
+//!
+//! A run killed anywhere leaves every written snapshot whole, and the next run sends
+//! again only what the open packs held (never durable): the one pack durable but not yet
+//! indexed when it was killed is found at the next writer's open, in the store's listing
+//! (a local destination lists at every writer's open, one hosts share when the pack
+//! writer's mark is set, see `store/index.rs`).
 //!
 //! A damaged source chunk stops its snapshot, not the run: the others are copied, and
-//! the report names the snapshot and the chunk. A failed destination write, or a read
-//! the system refuses (which says nothing about the bytes), ends the run.
+//! the report names the snapshot and the chunk (its chunks already handed over stay in
+//! the packs: named by their content, they serve any snapshot that needs them). A failed
+//! destination write, or a read the system refuses (which says nothing about the bytes),
+//! ends the run, after the records whose chunks are durable are written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -27,7 +47,7 @@ use crate::format::snapshot::{Snapshot, SnapshotRecord};
 use crate::format::tree::{Node, Tree};
 use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::Progress;
-use crate::store::packer::ChunkSink;
+use crate::store::packer::{ChunkSink, Handed};
 use crate::store::reads::Unopened;
 use crate::store::repo::{resolve_in, Access, Repository};
 use crate::store::{Key, Place};
@@ -198,52 +218,133 @@ pub fn copy(
         present: HashSet::new(),
         dry_run: opts.dry_run,
         progress,
+        sink: None,
+        handed: Handed::default(),
+        waiting: VecDeque::new(),
     };
-    for (snap, bytes) in chosen {
-        if let Some(name) = &snap.record.name {
-            if let Some(other) = names.get(name).filter(|o| **o != snap.id) {
-                let error = Error::CopyNameTaken {
-                    snapshot: snap.id.to_hex(),
-                    name: name.clone(),
-                    other: other.to_hex(),
-                };
-                report.refused.push(Refused {
-                    snapshot: SnapshotRef::of(&snap),
-                    chunk: None,
-                    reason: error.to_string(),
-                    error,
-                });
-                continue;
-            }
-        }
-        match run.one(&snap, &bytes, &mut report)? {
-            None => {
-                if let Some(n) = &snap.record.name {
-                    names.insert(n.clone(), snap.id);
-                }
-                report.copied.push(SnapshotRef::of(&snap));
-            }
-            Some((chunk, error)) => report.refused.push(Refused {
-                snapshot: SnapshotRef::of(&snap),
-                chunk: chunk.map(|c| c.to_hex()),
-                reason: match chunk {
-                    Some(c) => format!(
-                        "snapshot {}{} not copied: chunk {c}: {error}",
-                        snap.id.short(),
-                        paren(&snap.record.name)
-                    ),
-                    None => format!(
-                        "snapshot {}{} not copied: {error}",
-                        snap.id.short(),
-                        paren(&snap.record.name)
-                    ),
-                },
-                error,
-            }),
-        }
-    }
+    let ran = run.each(chosen, &mut names, &mut report);
+    run.settle(ran, &mut report)?;
     progress.finish();
     Ok(report)
+}
+
+impl Run<'_> {
+    /// Copy the chosen snapshots in turn (see [`copy`]).
+    fn each(
+        &mut self,
+        chosen: Vec<(Snapshot, Vec<u8>)>,
+        names: &mut HashMap<String, SnapshotId>,
+        report: &mut CopyReport,
+    ) -> Result<()> {
+        for (snap, bytes) in chosen {
+            if let Some(name) = &snap.record.name {
+                if let Some(other) = names.get(name).filter(|o| **o != snap.id) {
+                    let error = Error::CopyNameTaken {
+                        snapshot: snap.id.to_hex(),
+                        name: name.clone(),
+                        other: other.to_hex(),
+                    };
+                    report.refused.push(Refused {
+                        snapshot: SnapshotRef::of(&snap),
+                        chunk: None,
+                        reason: error.to_string(),
+                        error,
+                    });
+                    continue;
+                }
+            }
+            match self.one(snap.clone(), bytes, report)? {
+                None => {
+                    if let Some(n) = &snap.record.name {
+                        names.insert(n.clone(), snap.id);
+                    }
+                }
+                Some((chunk, error)) => report.refused.push(Refused {
+                    snapshot: SnapshotRef::of(&snap),
+                    chunk: chunk.map(|c| c.to_hex()),
+                    reason: match chunk {
+                        Some(c) => format!(
+                            "snapshot {}{} not copied: chunk {c}: {error}",
+                            snap.id.short(),
+                            paren(&snap.record.name)
+                        ),
+                        None => format!(
+                            "snapshot {}{} not copied: {error}",
+                            snap.id.short(),
+                            paren(&snap.record.name)
+                        ),
+                    },
+                    error,
+                }),
+            }
+            self.release(report)?;
+        }
+        Ok(())
+    }
+
+    /// End the run: make every chunk handed over durable and write the records still
+    /// waiting. After an error, the records whose chunks the pack writer could make
+    /// durable are still written (a record the destination then refuses stays out, for
+    /// the next run), and the run ends with the error.
+    fn settle(&mut self, ran: Result<()>, report: &mut CopyReport) -> Result<()> {
+        let Some(sink) = self.sink.take() else {
+            let released = self.release(report);
+            return ran.and(released);
+        };
+        if ran.is_ok() {
+            self.progress.phase("syncing packs and index", None);
+        }
+        // Joins the writer: whatever it sealed is durable and indexed, unless it stopped
+        // on an error of its own, which is then the one reported.
+        let joined = match ran {
+            Ok(()) => sink.join(),
+            Err(e) => Err(sink.cause(e)),
+        };
+        let durable = sink.durable();
+        if joined.is_ok() {
+            report.packs_written = sink.finish()?.len() as u64;
+        }
+        let released = release(self.dst, &mut self.waiting, &durable, report);
+        joined.and(released)
+    }
+
+    /// Write the records of the waiting snapshots whose chunks are durable now.
+    fn release(&mut self, report: &mut CopyReport) -> Result<()> {
+        let durable = match &self.sink {
+            Some(sink) => sink.durable(),
+            // Nothing handed over yet: every waiting snapshot had all it needs.
+            None => self.handed,
+        };
+        release(self.dst, &mut self.waiting, &durable, report)
+    }
+}
+
+/// A snapshot whose chunks are all handed to the pack writer, with the counts of chunks
+/// handed over (by kind) that must be durable before its record is written.
+struct Waiting {
+    snap: Snapshot,
+    record: Vec<u8>,
+    need: Handed,
+}
+
+/// Write, oldest first, the records of the `waiting` snapshots whose chunks `durable`
+/// covers (write order 3: a record only after every pack it needs). The needs grow
+/// along the queue, so the first one not covered ends it.
+fn release(
+    dst: &Destination,
+    waiting: &mut VecDeque<Waiting>,
+    durable: &Handed,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let Some(d) = dst.repo() else {
+        return Ok(());
+    };
+    while waiting.front().is_some_and(|w| durable.covers(&w.need)) {
+        let Some(w) = waiting.pop_front() else { break };
+        d.commit_snapshot_bytes(&w.snap.id, &w.record)?;
+        report.copied.push(SnapshotRef::of(&w.snap));
+    }
+    Ok(())
 }
 
 /// ` (name)`, or nothing.
@@ -359,14 +460,23 @@ struct Run<'a> {
     present: HashSet<ChunkId>,
     dry_run: bool,
     progress: &'a dyn Progress,
+    /// The destination's pack writer, one for the whole run (started when the first
+    /// chunk is to go).
+    sink: Option<ChunkSink<'a>>,
+    /// Chunks handed to `sink` so far, by kind.
+    handed: Handed,
+    /// Snapshots whose records wait for their chunks to be durable, oldest first.
+    waiting: VecDeque<Waiting>,
 }
 
-impl Run<'_> {
-    /// Copy one snapshot. `Ok(Some(..))`: not copied, because of damage in the source.
+impl<'a> Run<'a> {
+    /// Copy one snapshot: its missing chunks are handed to the pack writer and its
+    /// record queued until they are durable (a dry run counts them and reports it
+    /// copied). `Ok(Some(..))`: not copied, because of damage in the source.
     fn one(
         &mut self,
-        snap: &Snapshot,
-        record: &[u8],
+        snap: Snapshot,
+        record: Vec<u8>,
         report: &mut CopyReport,
     ) -> Result<Option<Damage>> {
         let label = format!("snapshot {}{}", snap.id.short(), paren(&snap.record.name));
@@ -424,48 +534,65 @@ impl Run<'_> {
                 self.sent.extend(data);
                 self.sent.extend(trees);
                 self.good.extend(walked.meta.into_keys());
+                report.copied.push(SnapshotRef::of(&snap));
                 return Ok(None);
             }
         };
         self.progress
             .phase(&format!("copying {label}"), Some(data_bytes + tree_bytes));
-        let sink = ChunkSink::new(dst)?;
-        let sent = self.send(&sink, &data, &trees, &walked, report);
-        let sent = match sent {
-            Ok(s) => s,
-            Err(e) => return Err(sink.cause(e)),
-        };
-        // Durable and indexed before the record that needs them (write order 2, 3).
-        let packs = sink.finish()?;
-        report.packs_written += packs.len() as u64;
-        if let Some(d) = sent {
+        if self.sink.is_none() && (!data.is_empty() || tree_bytes > 0) {
+            self.sink = Some(ChunkSink::in_step(dst)?);
+        }
+        if let Some(d) = self.send(&data, &trees, &walked, report)? {
             return Ok(Some(d));
         }
-        dst.commit_snapshot_bytes(&snap.id, record)?;
         self.good.extend(walked.meta.into_keys());
+        // Its chunks, and those earlier snapshots of the run handed over that it may
+        // share, are durable once the counts reached now are (write order 2, 3).
+        self.waiting.push_back(Waiting {
+            snap,
+            record,
+            need: self.handed,
+        });
         Ok(None)
     }
 
     /// Send the missing data chunks, then the missing list chunks and trees in `order`
-    /// (children first). `Ok(Some(..))`: a damaged source chunk stopped it.
+    /// (children first), writing on the way the waiting records whose chunks became
+    /// durable. `Ok(Some(..))`: a damaged source chunk stopped it.
     fn send(
         &mut self,
-        sink: &ChunkSink,
         data: &[ChunkId],
         order: &[ChunkId],
         walked: &Walked,
         report: &mut CopyReport,
     ) -> Result<Option<Damage>> {
+        let Run {
+            src,
+            dst,
+            sent,
+            progress,
+            sink,
+            handed,
+            waiting,
+            ..
+        } = self;
+        let Some(sink) = sink.as_ref() else {
+            return Ok(None);
+        };
+        let mut put = |entry: &PackEntry, bytes: &[u8], report: &mut CopyReport| {
+            sink.put_record(entry, bytes)?;
+            handed.add(entry.kind);
+            report.chunks_sent += 1;
+            report.bytes_sent += u64::from(entry.stored_len);
+            progress.advance(u64::from(entry.stored_len));
+            release(dst, waiting, &sink.durable(), report)
+        };
         let mut damage = None;
-        let sent = &mut self.sent;
-        let progress = self.progress;
-        read_records(self.src, data, &mut |id, rec| match rec {
+        read_records(src, data, &mut |id, rec| match rec {
             Ok(r) => {
-                sink.put_record(&r.entry, r.record)?;
                 sent.insert(id);
-                report.chunks_sent += 1;
-                report.bytes_sent += u64::from(r.entry.stored_len);
-                progress.advance(u64::from(r.entry.stored_len));
+                put(&r.entry, r.record, report)?;
                 Ok(true)
             }
             Err(e) => {
@@ -486,10 +613,7 @@ impl Run<'_> {
             if !sent.insert(*id) {
                 continue;
             }
-            sink.put_record(entry, bytes)?;
-            report.chunks_sent += 1;
-            report.bytes_sent += u64::from(entry.stored_len);
-            progress.advance(u64::from(entry.stored_len));
+            put(entry, bytes, report)?;
         }
         Ok(None)
     }

@@ -9,8 +9,9 @@
 //! Beside the chunks the RocksDB index records what it was built from, so that it can be
 //! reconciled with the store instead of rebuilt (see `repo::reconcile`): the packs it
 //! holds entries for (`p` + pack id -> size u64le, kind u8, written in the same batch
-//! as their entries), the pack-set epoch it last saw (`m:epoch`) and the snapshots it has seen
-//! covered (`s` + snapshot id).
+//! as their entries), the pack-set epoch it last saw (`m:epoch`), the snapshots it has seen
+//! covered (`s` + snapshot id), and whether a writer here may have left a pack in the
+//! store that it did not index (`m:unsettled`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::id::{ChunkId, PackId, SnapshotId};
 pub const INDEX_SCHEMA: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"m:schema";
 const EPOCH_KEY: &[u8] = b"m:epoch";
+const UNSETTLED_KEY: &[u8] = b"m:unsettled";
 const CHUNK_PREFIX: u8 = b'c';
 const PACK_PREFIX: u8 = b'p';
 const SNAPSHOT_PREFIX: u8 = b's';
@@ -386,6 +388,28 @@ impl RocksIndex {
         }
         if let Some(e) = epoch {
             batch.put(EPOCH_KEY, e.as_bytes());
+        }
+        self.write(batch)
+    }
+
+    /// Whether a pack writer of this host may have put a pack it did not index (it was
+    /// killed, or failed, between the two): the next writer's open then reconciles, so
+    /// that the pack is found rather than sent again.
+    pub fn unsettled(&self) -> Result<bool> {
+        let v = self
+            .db
+            .get(UNSETTLED_KEY)
+            .map_err(|e| Self::err(&self.path, e))?;
+        Ok(v.is_some())
+    }
+
+    /// Set (before a pack is put) or clear (once every pack put is indexed, or the
+    /// index reconciled with the store) the mark [`RocksIndex::unsettled`] reads, durably.
+    pub fn set_unsettled(&self, on: bool) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        match on {
+            true => batch.put(UNSETTLED_KEY, []),
+            false => batch.delete(UNSETTLED_KEY),
         }
         self.write(batch)
     }

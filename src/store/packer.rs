@@ -12,6 +12,13 @@
 //! whatever the data size. Records stream into a staged object
 //! ([`Store::stage`]); a sealed pack goes to a second thread that makes it durable and
 //! indexes it, in seal order, while the next one fills.
+//!
+//! A sink that commits many records over its life (a copy) opens it [`ChunkSink::in_step`]:
+//! whenever one kind's pack fills, the other's is sealed too, so that everything handed
+//! over before that moment becomes durable together, and [`ChunkSink::durable`] says how
+//! far: a caller that hands chunks over from one thread knows which of them are durable
+//! and indexed, and so which records it may write. A backup commits one record at the
+//! end and keeps its tree packs few.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -24,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::format::pack::{self, ChunkKind, PackEntry};
 use crate::format::record::{self, Compress};
 use crate::id::{ChunkId, PackId};
-use crate::store::index::{ChunkIndex, IndexEntry, PackInfo};
+use crate::store::index::{ChunkIndex, IndexEntry, PackInfo, RocksIndex};
 use crate::store::repo::Repository;
 use crate::store::{PackLayout, Staged, Store};
 
@@ -93,6 +100,54 @@ impl SinkStats {
     }
 }
 
+/// Chunks counted by kind, in the order they were handed to a sink's writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handed {
+    pub data: u64,
+    pub tree: u64,
+}
+
+impl Handed {
+    /// Count one more chunk of `kind`.
+    pub fn add(&mut self, kind: ChunkKind) {
+        match kind {
+            ChunkKind::Data => self.data += 1,
+            ChunkKind::Tree => self.tree += 1,
+        }
+    }
+
+    /// Whether these counts reach `need` in both kinds.
+    pub fn covers(&self, need: &Handed) -> bool {
+        self.data >= need.data && self.tree >= need.tree
+    }
+}
+
+/// The chunks of each kind made durable and indexed so far (written by the syncer after
+/// each pack's index entries are synced; packs become durable in seal order, so these
+/// are always a prefix of each kind's chunks in the order they were handed over).
+#[derive(Debug, Default)]
+struct Durable {
+    data: AtomicU64,
+    tree: AtomicU64,
+}
+
+impl Durable {
+    fn add(&self, kind: ChunkKind, n: usize) {
+        let c = match kind {
+            ChunkKind::Data => &self.data,
+            ChunkKind::Tree => &self.tree,
+        };
+        c.fetch_add(n as u64, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> Handed {
+        Handed {
+            data: self.data.load(Ordering::SeqCst),
+            tree: self.tree.load(Ordering::SeqCst),
+        }
+    }
+}
+
 /// A new chunk on its way to the pack writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -114,6 +169,10 @@ pub struct ChunkSink<'r> {
     writer_stopped: std::sync::atomic::AtomicBool,
     /// The packs made durable (and indexed) so far, in seal order.
     written: Arc<Mutex<Vec<PackId>>>,
+    durable: Arc<Durable>,
+    /// Where the syncer noted that a pack may be in the store unindexed (a repository
+    /// hosts share), cleared once every pack put is indexed.
+    unsettled: Option<Arc<RocksIndex>>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     pub stats: SinkStats,
@@ -135,6 +194,18 @@ impl<'r> ChunkSink<'r> {
     /// Start the pack writer and syncer threads. A thread that cannot start is an
     /// error: without it nothing written here would become durable.
     pub fn new(repo: &'r Repository) -> Result<Self> {
+        Self::start(repo, false)
+    }
+
+    /// [`ChunkSink::new`], with the data and tree packs sealed together whenever either
+    /// fills (see the module doc): for a caller that writes records as their chunks
+    /// become durable. Tree packs then number at most the data packs plus those trees
+    /// fill, and a record waits at most one pack for its chunks.
+    pub fn in_step(repo: &'r Repository) -> Result<Self> {
+        Self::start(repo, true)
+    }
+
+    fn start(repo: &'r Repository, in_step: bool) -> Result<Self> {
         let index = repo.index_arc();
         let (tx, rx) = sync_channel::<NewChunk>(32);
         let pool = Arc::new(Mutex::new(Vec::new()));
@@ -148,6 +219,7 @@ impl<'r> ChunkSink<'r> {
             store: repo.store_arc(),
             scratch: repo.tmp_dir(),
             target: repo.config().pack_target_bytes,
+            in_step,
             data: None,
             database: None,
             tree: None,
@@ -164,8 +236,15 @@ impl<'r> ChunkSink<'r> {
         })?;
         let (store, to_syncer) = (repo.store_arc(), written.clone());
         let layout = repo.pack_layout();
+        let durable = Arc::new(Durable::default());
+        let unsettled = repo.unsettled_note();
+        let synced = Synced {
+            written: to_syncer,
+            durable: durable.clone(),
+            unsettled: unsettled.clone(),
+        };
         let syncer = spawn("pack syncer", move || {
-            sync_packs(store.as_ref(), layout, index, sync_rx, &to_syncer)
+            sync_packs(store.as_ref(), layout, index, sync_rx, &synced)
         });
         let syncer = match syncer {
             Ok(h) => h,
@@ -192,6 +271,8 @@ impl<'r> ChunkSink<'r> {
             tx: Mutex::new(Some(tx)),
             writer_stopped: Default::default(),
             written,
+            durable,
+            unsettled,
             writer: Mutex::new(Some(handle)),
             pool,
             stats: SinkStats::default(),
@@ -353,6 +434,19 @@ impl<'r> ChunkSink<'r> {
         self.pending.lock().map_err(|_| poisoned("the dedup set"))
     }
 
+    /// How many chunks of each kind, counted in the order they were handed over, are
+    /// durable and indexed (see [`Durable`]).
+    pub fn durable(&self) -> Handed {
+        self.durable.get()
+    }
+
+    /// Seal the open packs and wait until they and their index entries are durable,
+    /// keeping the sink for [`ChunkSink::durable`]; [`ChunkSink::finish`] then returns
+    /// the packs written.
+    pub fn join(&self) -> Result<()> {
+        self.finish_inner()
+    }
+
     /// Seal the open packs and wait until they and their index entries are durable.
     /// Returns the packs written, in seal order.
     pub fn finish(self) -> Result<Vec<PackId>> {
@@ -360,8 +454,14 @@ impl<'r> ChunkSink<'r> {
         let written = self
             .written
             .lock()
-            .map_err(|_| poisoned("the list of packs written"))?;
-        Ok(written.clone())
+            .map_err(|_| poisoned("the list of packs written"))?
+            .clone();
+        if let Some(idx) = self.unsettled.as_ref().filter(|_| !written.is_empty()) {
+            // Every pack this sink put is indexed. Left set (a failed write), it costs
+            // the next open one reconcile, nothing more.
+            let _ = idx.set_unsettled(false);
+        }
+        Ok(written)
     }
 
     fn finish_inner(&self) -> Result<()> {
@@ -414,6 +514,8 @@ struct PackWriter {
     /// The repository's local scratch directory, where packs are staged.
     scratch: std::path::PathBuf,
     target: u64,
+    /// Seal every open pack whenever one fills (see [`ChunkSink::in_step`]).
+    in_step: bool,
     data: Option<OpenPack>,
     database: Option<OpenPack>,
     tree: Option<OpenPack>,
@@ -510,12 +612,18 @@ impl PackWriter {
                 }
             }
             if full {
-                if c.stream == Stream::Trees {
-                    // A tree pack never becomes durable before the data it references.
-                    self.seal(Stream::Files)?;
-                    self.seal(Stream::Database)?;
+                match (c.stream, self.in_step) {
+                    (Stream::Files | Stream::Database, false) => self.seal(c.stream)?,
+                    // A tree pack never becomes durable before the data it references:
+                    // the data packs being filled are sealed first. In step, a full data
+                    // pack takes the trees handed over so far with it (they name only
+                    // data sealed with it or before).
+                    _ => {
+                        self.seal(Stream::Files)?;
+                        self.seal(Stream::Database)?;
+                        self.seal(Stream::Trees)?;
+                    }
                 }
-                self.seal(c.stream)?;
             }
         }
         self.seal(Stream::Files)?;
@@ -566,6 +674,13 @@ impl PackWriter {
     }
 }
 
+/// What the syncer reports as it goes, and where it notes that a pack may be unindexed.
+struct Synced {
+    written: Arc<Mutex<Vec<PackId>>>,
+    durable: Arc<Durable>,
+    unsettled: Option<Arc<RocksIndex>>,
+}
+
 /// Makes sealed packs durable in seal order: put the staged pack in the store, then
 /// insert and sync its index entries. Runs beside the writer so that one pack's fsync
 /// overlaps the next pack's writes.
@@ -574,10 +689,17 @@ fn sync_packs(
     layout: PackLayout,
     index: Arc<dyn ChunkIndex>,
     rx: Receiver<SealedPack>,
-    written: &Mutex<Vec<PackId>>,
+    out: &Synced,
 ) -> Result<()> {
+    let mut noted = false;
     for p in rx {
         let size = p.staged.written();
+        if let Some(idx) = out.unsettled.as_ref().filter(|_| !noted) {
+            // Before the first put: a kill between a put and its index entries must
+            // make the next open look for the pack instead of sending it again.
+            idx.set_unsettled(true)?;
+            noted = true;
+        }
         store.put_staged(layout.key(p.id, p.kind), p.staged)?;
         let batch: Vec<(ChunkId, IndexEntry)> = p
             .entries
@@ -586,7 +708,8 @@ fn sync_packs(
             .collect();
         let info = PackInfo { size, kind: p.kind };
         index.insert_pack(p.id, info, &batch)?;
-        written
+        out.durable.add(p.kind, batch.len());
+        out.written
             .lock()
             .map_err(|_| poisoned("the list of packs written"))?
             .push(p.id);

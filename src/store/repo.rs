@@ -950,7 +950,12 @@ impl Repository {
                 "snapshot record {id} does not hash to its id"
             )));
         }
+        self.check_lease()?;
         self.store.put(Key::Snapshot(*id), bytes)?;
+        // As for a backup's record: its chunks are indexed here, nothing to reconcile.
+        if let Some(rocks) = &self.rocks {
+            let _ = rocks.record_seen(&[*id], false, None);
+        }
         if let Some(c) = &self.cache {
             c.put_snapshot(id, bytes);
         }
@@ -1018,6 +1023,14 @@ impl Repository {
     /// Whether `pack` is marked for deletion by a gc (not to be deduplicated against).
     pub fn is_doomed(&self, pack: &PackId) -> bool {
         self.doomed.contains(pack)
+    }
+
+    /// Where a pack writer notes, before it puts its first pack, that the store may
+    /// soon hold a pack the index does not (see [`RocksIndex::unsettled`]): a repository
+    /// hosts share, whose writer's open reconciles only when told to. A local one
+    /// reconciles at every writer's open and needs no note.
+    pub(crate) fn unsettled_note(&self) -> Option<Arc<RocksIndex>> {
+        self.rocks.clone().filter(|_| self.shared)
     }
 
     /// The writable RocksDB index, when this handle has one.
@@ -1359,7 +1372,9 @@ impl PackReader<'_> {
 /// and listed packs the index does not know (another host's, a copy's) have their
 /// trailers read and their chunks indexed (taking the place of copies in packs a gc
 /// marked, `doomed`). A shared repository (`seen`) does this only when its epoch or snapshots
-/// changed; a local one at every writer open (its listing is a directory read).
+/// changed, or when a pack writer of this host may have put a pack it did not index
+/// (`RocksIndex::unsettled`: killed or failed between the put and the index); a local one
+/// at every writer open (its listing is a directory read).
 fn reconcile(
     packs: &PackReader<'_>,
     idx: &RocksIndex,
@@ -1367,7 +1382,7 @@ fn reconcile(
     doomed: &HashSet<PackId>,
 ) -> Result<Option<ReconcileReport>> {
     if let Some(seen) = seen {
-        if !seen.changed(idx)? {
+        if !seen.changed(idx)? && !idx.unsettled()? {
             return Ok(None);
         }
     }
@@ -1408,6 +1423,10 @@ fn reconcile(
     }
     if let Some(seen) = seen {
         seen.record(idx)?;
+        // Every pack listed is indexed now, the one a killed writer put included.
+        if idx.unsettled()? {
+            idx.set_unsettled(false)?;
+        }
     }
     let changed = report.packs_added + report.packs_dropped > 0;
     Ok(changed.then_some(report))
