@@ -90,6 +90,7 @@ fn build(path: &Path, n: usize) {
         databases: vec![],
         not_captured: Vec::new(),
         seq: None,
+        seq_repo: None,
     })
     .expect("commit");
 }

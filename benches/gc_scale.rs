@@ -97,6 +97,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         databases: vec![],
         not_captured: Vec::new(),
         seq: None,
+        seq_repo: None,
     }
 }
 

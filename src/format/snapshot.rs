@@ -257,6 +257,11 @@ pub struct SnapshotRecord {
     /// snapshots by when they were written, whatever the clock said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The id of the repository whose write sequence `seq` counts in: the one the
+    /// backup wrote the record into (a copy keeps it). Absent in records written before
+    /// it existed, which count as written in the repository that holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_repo: Option<String>,
 }
 
 impl SnapshotRecord {
@@ -311,11 +316,80 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Sort key of the order snapshots were written in: by `seq` (records without one
-    /// were written before every record with one), then by time, then by id.
-    pub fn write_order(&self) -> (u64, i64, SnapshotId) {
-        (self.record.seq.unwrap_or(0), self.record.time_ns, self.id)
+    /// The repository whose write sequence the record's `seq` counts in, `home` being
+    /// the one that holds it (docs/FORMAT.md, "Snapshot records").
+    pub fn writer<'s>(&'s self, home: &'s str) -> &'s str {
+        self.record.seq_repo.as_deref().unwrap_or(home)
     }
+
+    /// Whether the snapshot was written in repository `home` (not copied from another).
+    pub fn written_in(&self, home: &str) -> bool {
+        self.writer(home) == home
+    }
+}
+
+/// Sort `items` into the order their snapshots (`snap`) were written in, oldest first,
+/// `home` being the id of the repository that holds them (docs/FORMAT.md, "Snapshot
+/// records", states the rule):
+///
+/// - snapshots of one writer (the repository whose write sequence their `seq` counts
+///   in, [`Snapshot::writer`]) keep their write order: by `seq` (records without one
+///   before every record with one), then time, then id. A clock that was wrong when
+///   one was taken does not reorder them;
+/// - writers are interleaved by time: each snapshot counts as taken at the latest time
+///   of its writer's snapshots up to it (the merge of the writers' sequences by their
+///   times, a later snapshot never counted before one its writer wrote earlier); ties
+///   go by writer, then write order.
+///
+/// A repository whose snapshots were all written in it is in `seq` order, as before
+/// copies existed. `seq`s of two repositories are never compared: each counts its own.
+pub fn sort_written<T>(items: &mut Vec<T>, home: &str, snap: impl Fn(&T) -> &Snapshot) {
+    let n = items.len();
+    let mut by_writer: Vec<usize> = (0..n).collect();
+    let key = |i: usize| {
+        let s = snap(&items[i]);
+        (
+            s.writer(home),
+            s.record.seq.unwrap_or(0),
+            s.record.time_ns,
+            s.id,
+        )
+    };
+    by_writer.sort_by(|a, b| key(*a).cmp(&key(*b)));
+    // (counted time, rank in writer-then-write order) for each item.
+    let mut keys = vec![(i64::MIN, 0usize); n];
+    let mut current: Option<&str> = None;
+    let mut latest = i64::MIN;
+    for (rank, &i) in by_writer.iter().enumerate() {
+        let s = snap(&items[i]);
+        if current != Some(s.writer(home)) {
+            current = Some(s.writer(home));
+            latest = i64::MIN;
+        }
+        latest = latest.max(s.record.time_ns);
+        keys[i] = (latest, rank);
+    }
+    let mut keyed: Vec<((i64, usize), T)> = keys.into_iter().zip(items.drain(..)).collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    items.extend(keyed.into_iter().map(|(_, t)| t));
+}
+
+/// The snapshot a backup on `host` of `roots` builds on (reusing its unchanged files and
+/// database captures), from `snaps` in written order ([`sort_written`]): the newest with
+/// the same roots taken on the same host; failing that (a renamed host, a container
+/// whose host name changes each run), the newest with the same roots written in this
+/// repository (`home`). A snapshot copied from another repository and taken on another
+/// host never is: its times and inodes describe another machine's files.
+pub fn parent_for<'s>(
+    snaps: &'s [Snapshot],
+    host: &str,
+    roots: &[Root],
+    home: &str,
+) -> Option<&'s Snapshot> {
+    let same_roots = || snaps.iter().rev().filter(|s| s.record.roots == roots);
+    same_roots()
+        .find(|s| s.record.host == host)
+        .or_else(|| same_roots().find(|s| s.written_in(home)))
 }
 
 /// Names are short, unambiguous identifiers usable on a command line.
@@ -408,6 +482,7 @@ mod tests {
                 component: None,
             }],
             seq: Some(7),
+            seq_repo: Some("7f3a9c".repeat(5) + "ab"),
         }
     }
 
@@ -494,6 +569,130 @@ mod tests {
         assert!(validate_name("before-10.11.3").is_ok());
         for bad in ["", "latest", "-x", "a b", "a/b"] {
             assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    const HOME: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+    const OTHER: &str = "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
+
+    /// A snapshot `n` written by repository `writer` (`None`: before `seq_repo`) with
+    /// sequence number `seq` at `time`, on `host`.
+    fn snap(n: u8, writer: Option<&str>, seq: u64, time: i64, host: &str) -> Snapshot {
+        let mut record = sample();
+        record.name = Some(format!("s{n}"));
+        record.seq = Some(seq);
+        record.seq_repo = writer.map(str::to_string);
+        record.time_ns = time;
+        record.host = host.into();
+        Snapshot {
+            id: SnapshotId([n; 32]),
+            record,
+        }
+    }
+
+    fn sorted(mut snaps: Vec<Snapshot>) -> Vec<String> {
+        sort_written(&mut snaps, HOME, |s| s);
+        snaps.into_iter().filter_map(|s| s.record.name).collect()
+    }
+
+    /// One repository's own snapshots go by `seq`, whatever the clock said; copies from
+    /// another interleave by time, each repository's in its own write order, and the two
+    /// numberings are never compared (the other's `seq`s lower or higher than ours).
+    #[test]
+    fn writers_keep_their_write_order_and_interleave_by_time() {
+        let own = || {
+            vec![
+                snap(1, Some(HOME), 1, 120, "b"),
+                snap(2, None, 2, 300, "b"),
+                // The clock went back: still after s2.
+                snap(3, Some(HOME), 3, 250, "b"),
+            ]
+        };
+        assert_eq!(sorted(own()), ["s1", "s2", "s3"]);
+        for base in [0, 1000] {
+            let mut all = own();
+            all.extend([
+                snap(11, Some(OTHER), base + 1, 100, "a"),
+                snap(12, Some(OTHER), base + 2, 200, "a"),
+                snap(13, Some(OTHER), base + 3, 150, "a"),
+                snap(14, Some(OTHER), base + 4, 400, "a"),
+            ]);
+            all.reverse();
+            assert_eq!(
+                sorted(all),
+                ["s11", "s1", "s12", "s13", "s2", "s3", "s14"],
+                "other's seq from {base}"
+            );
+        }
+    }
+
+    /// A backup's parent is the newest snapshot of its roots taken on its host, else the
+    /// newest of its roots written in this repository, never another host's copy.
+    #[test]
+    fn a_parent_is_from_this_host_or_written_here() {
+        let roots = sample().roots;
+        let mut snaps = vec![
+            snap(1, Some(HOME), 1, 100, "b"),
+            snap(2, Some(OTHER), 9, 200, "a"),
+        ];
+        let name = |s: Option<&Snapshot>| s.and_then(|s| s.record.name.clone());
+        assert_eq!(
+            name(parent_for(&snaps, "b", &roots, HOME)).as_deref(),
+            Some("s1")
+        );
+        // A host whose name changed: what this repository wrote, not the copy.
+        assert_eq!(
+            name(parent_for(&snaps, "c", &roots, HOME)).as_deref(),
+            Some("s1")
+        );
+        // The copy's own host builds on it.
+        assert_eq!(
+            name(parent_for(&snaps, "a", &roots, HOME)).as_deref(),
+            Some("s2")
+        );
+        snaps.remove(0);
+        assert_eq!(parent_for(&snaps, "b", &roots, HOME).map(|s| s.id), None);
+        let other_roots = vec![Root {
+            label: "config".into(),
+            path: "/etc/jellyfin".into(),
+        }];
+        assert_eq!(
+            parent_for(&snaps, "a", &other_roots, HOME).map(|s| s.id),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        /// The order is the merge of the writers' sequences that always takes the head
+        /// dated earliest: each writer's write order kept, the rest by time.
+        #[test]
+        fn the_order_is_the_merge_of_the_writers_by_their_heads(
+            picks in proptest::collection::vec((0usize..3, 0i64..50), 0..24)
+        ) {
+            let writers = [Some(HOME), Some(OTHER), Some("c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0")];
+            let mut next_seq = [1u64, 40, 7];
+            let mut chains: Vec<Vec<Snapshot>> = vec![Vec::new(); 3];
+            let mut all = Vec::new();
+            for (n, (w, t)) in picks.iter().enumerate() {
+                // Distinct times: the merge has no ties to break.
+                let s = snap(n as u8, writers[*w], next_seq[*w], t * 100 + n as i64, "h");
+                next_seq[*w] += 1;
+                chains[*w].push(s.clone());
+                all.push(s);
+            }
+            let mut merged = Vec::new();
+            let mut heads = [0usize; 3];
+            loop {
+                let next = (0..3)
+                    .filter_map(|w| Some((chains[w].get(heads[w])?.record.time_ns, w)))
+                    .min();
+                let Some((_, w)) = next else { break };
+                merged.push(chains[w][heads[w]].id);
+                heads[w] += 1;
+            }
+            sort_written(&mut all, HOME, |s| s);
+            let got: Vec<SnapshotId> = all.iter().map(|s| s.id).collect();
+            proptest::prop_assert_eq!(got, merged);
         }
     }
 }

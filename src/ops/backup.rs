@@ -21,7 +21,7 @@ pub use self::tally::Notice;
 use self::tally::{Findings, Tally, Written};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
-use crate::format::snapshot::{validate_name, Snapshot, SnapshotRecord};
+use crate::format::snapshot::{parent_for, validate_name, Snapshot, SnapshotRecord};
 use crate::format::timefmt;
 use crate::id::{ChunkId, SnapshotId};
 use crate::jellyfin::{self, Source, SourceOptions};
@@ -195,10 +195,8 @@ fn backup_in_pool(
     let _data_lock = jellyfin::datalock::for_backup(&source.data_dir)?;
     // A half-done rollback is neither state: storing it would make a snapshot of neither.
     crate::ops::restore::ensure_no_interrupted_restore(&source.data_dir, None)?;
-    let parent: Option<&Snapshot> = snapshots
-        .iter()
-        .rev()
-        .find(|s| s.record.roots == source.selection.roots);
+    let home = &repo.config().repo_id;
+    let parent = parent_for(&snapshots, &hostname(), &source.selection.roots, home);
 
     let parent_root = match parent {
         Some(p) => Some(repo.load_tree(&p.record.tree)?),
@@ -246,6 +244,7 @@ fn backup_in_pool(
     let notices = findings.notices.clone();
     let mut record = snapshot_record(opts, &source, time_ns, version, tree, parent, findings);
     record.seq = Some(next_seq(&snapshots));
+    record.seq_repo = Some(home.clone());
     progress.phase("committing snapshot", None);
     let id = repo.commit_snapshot(&record)?;
     progress.finish();
@@ -270,7 +269,10 @@ fn next_seq(snapshots: &[Snapshot]) -> u64 {
 /// the newest (`latest` and `--keep-last` go by the order snapshots were written), but
 /// time-based retention will see it where its date puts it.
 fn clock_went_back(ctx: &Ctx, snapshots: &[Snapshot], time_ns: i64, tally: &mut Tally) {
-    let Some(newest) = snapshots.iter().max_by_key(|s| s.record.time_ns) else {
+    // Snapshots copied from another repository were dated by another machine's clock.
+    let home = &ctx.repo.config().repo_id;
+    let own = snapshots.iter().filter(|s| s.written_in(home));
+    let Some(newest) = own.max_by_key(|s| s.record.time_ns) else {
         return;
     };
     if newest.record.time_ns <= time_ns {
@@ -376,5 +378,6 @@ fn snapshot_record(
         databases: findings.databases,
         not_captured: findings.not_captured,
         seq: None,
+        seq_repo: None,
     }
 }

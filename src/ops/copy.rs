@@ -7,7 +7,7 @@
 //! against their ids on the way (nothing unverified is written), never recompressed.
 //! Data chunks go to the destination's pack writer first, then list chunks and trees
 //! children first. The snapshot record is written, byte for byte (so the snapshot keeps
-//! its id, name, tags, parent, summary, database proofs and `seq`), only once
+//! its id, name, tags, parent, summary, database proofs, `seq` and `seq_repo`), only once
 //! every chunk it needs is durable and indexed at the destination.
 //!
 //! One pack writer serves the whole run ([`ChunkSink::in_step`]), so that packs fill to
@@ -43,7 +43,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::chunklist;
 use crate::format::pack::PackEntry;
-use crate::format::snapshot::{Snapshot, SnapshotRecord};
+use crate::format::snapshot::{sort_written, Snapshot, SnapshotRecord};
 use crate::format::tree::{Node, Tree};
 use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::Progress;
@@ -406,7 +406,7 @@ fn choose(
             Err(e) => return Err(e),
         }
     }
-    out.sort_by_key(|(s, _)| s.write_order());
+    sort_written(&mut out, &src.config().repo_id, |(s, _)| s);
     report.already_present.sort_by_key(|s| s.time_ns);
     Ok(out)
 }

@@ -136,10 +136,10 @@ fn year_month(days: i64) -> (i64, u32) {
     (y, m)
 }
 
-/// Snapshots newest (last written) first, each with its decision.
+/// Snapshots newest (last written) first, each with its decision. `snaps` are in the
+/// order they were written, oldest first, as [`Repository::snapshots`] lists them.
 pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
-    let mut order: Vec<&Snapshot> = snaps.iter().collect();
-    order.sort_by_key(|s| std::cmp::Reverse(s.write_order()));
+    let order: Vec<&Snapshot> = snaps.iter().rev().collect();
     let mut out: Vec<Decision> = order
         .iter()
         .map(|s| Decision {

@@ -722,6 +722,44 @@ mod tests {
     use super::*;
     use std::sync::mpsc::channel;
 
+    /// In step, a data pack that fills takes the trees handed over before it (sealed and
+    /// made durable after it); otherwise those trees wait for the tree pack to fill or
+    /// the end. Either way the durable counts end at what was handed over.
+    #[test]
+    fn in_step_a_full_data_pack_seals_the_trees_handed_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let cfg = crate::format::config::RepoConfig {
+            pack_target_bytes: 1024,
+            ..crate::format::config::RepoConfig::new_default([1; 16])
+        };
+        Repository::init_with(&crate::store::Place::local(&path), cfg).unwrap();
+        let repo = Repository::open_with_mem_index(&path).unwrap();
+        let record = |kind, data: &[u8]| {
+            let mut buf = Vec::new();
+            let e = record::seal(kind, ChunkId::of(data), data, Compress::Never, &mut buf).unwrap();
+            (e, buf)
+        };
+        let tree1 = record(ChunkKind::Tree, b"a tree");
+        let data = record(ChunkKind::Data, &[7u8; 2048]);
+        let tree2 = record(ChunkKind::Tree, b"another tree");
+        for (in_step, packs) in [(true, 3), (false, 2)] {
+            let sink = match in_step {
+                true => ChunkSink::in_step(&repo).unwrap(),
+                false => ChunkSink::new(&repo).unwrap(),
+            };
+            let mut handed = Handed::default();
+            for (e, r) in [&tree1, &data, &tree2] {
+                sink.put_record(e, r).unwrap();
+                handed.add(e.kind);
+            }
+            sink.join().unwrap();
+            assert_eq!(sink.durable(), handed);
+            let written = sink.finish().unwrap();
+            assert_eq!(written.len(), packs, "in step: {in_step}");
+        }
+    }
+
     /// A worker that finds a chunk claimed by another worker that has not sent it yet
     /// returns only once that worker has: a list chunk or tree naming the chunk cannot
     /// reach the pack writer (and so a sealed pack) before it. The interleaving is forced

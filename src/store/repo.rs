@@ -18,7 +18,7 @@ use crate::format::config::RepoConfig;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::record;
-use crate::format::snapshot::{Snapshot, SnapshotRecord};
+use crate::format::snapshot::{sort_written, Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::store::cache::ObjectCache;
@@ -851,7 +851,7 @@ impl Repository {
     }
 
     /// All snapshot records in the order they were written (oldest first, see
-    /// [`Snapshot::write_order`]), plus errors for records that failed to load.
+    /// [`sort_written`]), plus errors for records that failed to load.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<Error>)> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -880,7 +880,7 @@ impl Repository {
                 Err(e) => bad.push(e),
             }
         }
-        out.sort_by_key(Snapshot::write_order);
+        sort_written(&mut out, &self.config.repo_id, |s| s);
         Ok((out, bad))
     }
 

@@ -184,6 +184,18 @@ impl Cmd {
         self
     }
 
+    /// Run in a new UTS namespace whose host name is `name`, as on another machine (root
+    /// only).
+    #[track_caller]
+    pub fn on_host(mut self, name: &str) -> Cmd {
+        need_root("sets a host name in a UTS namespace");
+        let script = format!("hostname {name} && exec \"$0\" \"$@\"");
+        self.wrap = ["unshare", "--uts", "sh", "-c", &script]
+            .map(OsString::from)
+            .into();
+        self
+    }
+
     /// Test hook: the process aborts at crash point `point` (no destructors, no flush: like
     /// a SIGKILL or a power cut of the process). Run it with [`Cmd::crashes`].
     #[track_caller]
