@@ -221,11 +221,7 @@ pub(super) fn prepare_databases(
         else {
             continue;
         };
-        let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            made.push(d.to_path_buf());
-            dir = d.parent();
-        }
+        made.extend(super::missing_dirs(path.parent()));
         match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
             Ok(p) => ready.push(p),
             Err(e) => {

@@ -136,7 +136,7 @@ fn into_target(
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let made = missing_dirs(plan);
+    let made = target_dirs(plan);
     let stop = AtomicBool::new(false);
     let mut report = RestoreReport::default();
     let (ready, files) = std::thread::scope(|s| {
@@ -175,18 +175,14 @@ fn into_target(
 /// The directories a restore into a target makes for its roots (the roots and the
 /// missing directories above them), deepest first, and the roots that are there already
 /// (the target itself, new or empty: the plan checked).
-fn missing_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
+fn target_dirs(plan: &RestorePlan) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     let mut there = Vec::new();
     for m in &plan.roots {
         if m.to.exists() {
             there.push(m.to.clone());
         }
-        let mut dir = Some(m.to.as_path());
-        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            made.insert(d.to_path_buf());
-            dir = d.parent();
-        }
+        made.extend(super::missing_dirs(Some(&m.to)));
     }
     let mut made: Vec<PathBuf> = made.into_iter().collect();
     made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));

@@ -242,6 +242,18 @@ pub struct RestoreReport {
 /// The side files SQLite may keep beside a database.
 const SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
+/// `dir` and the directories above it that do not exist yet, deepest first (empty when
+/// `dir` exists): what making `dir` would create.
+fn missing_dirs(dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dir = dir;
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        out.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    out
+}
+
 fn side_path(db: &Path, suffix: &str) -> PathBuf {
     let mut p = db.as_os_str().to_os_string();
     p.push(suffix);
