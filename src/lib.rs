@@ -137,11 +137,11 @@ pub mod clock {
 /// The database capture on its own (benchmarks and experiments).
 pub mod database {
     pub use crate::jellyfin::capture::{
-        capture, dump_and_prove, dump_logical, observe_file, remove_side_files, sqlite_version,
-        Dump, Logical, Proven,
+        capture, dump_and_prove, dump_logical, observe_file, observe_file_as, observe_file_split,
+        remove_side_files, sqlite_version, Dump, Logical, Proven,
     };
     pub use crate::jellyfin::logical::{dump, rebuild};
-    pub use crate::jellyfin::observe::Observation;
+    pub use crate::jellyfin::observe::{Observation, VERSION as OBSERVATION_VERSION};
 }
 
 /// Content-defined chunking and compression on their own (benchmarks).

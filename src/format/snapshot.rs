@@ -169,6 +169,25 @@ pub struct DatabaseRecord {
     pub reused: Option<DbReuse>,
 }
 
+/// What a rebuilt logical capture must show: the observation digest (hex) its backup
+/// proved, and the observation version it is a digest of.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Verified {
+    pub digest: String,
+    pub observation: u32,
+}
+
+impl DatabaseRecord {
+    /// What a rebuild of this capture must show (logical captures with a proof). Records
+    /// written before [`DumpProof`] existed hold digests of observation version 1.
+    pub fn verified(&self) -> Option<Verified> {
+        self.verified.as_ref().map(|d| Verified {
+            digest: d.clone(),
+            observation: self.dump.as_ref().map_or(1, |p| p.observation),
+        })
+    }
+}
+
 /// What a logical capture's proof covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpProof {

@@ -131,8 +131,29 @@ pub fn remove_side_files(path: &Path) {
 pub fn observe_file(
     path: &Path,
 ) -> std::result::Result<crate::jellyfin::observe::Observation, String> {
+    observe_file_as(path, crate::jellyfin::observe::VERSION)
+}
+
+/// [`observe_file`] by observation `version`.
+pub fn observe_file_as(
+    path: &Path,
+    version: u32,
+) -> std::result::Result<crate::jellyfin::observe::Observation, String> {
     let conn = open_private(path).map_err(|e| e.to_string())?;
-    crate::jellyfin::observe::observe(&conn).map_err(|e| e.to_string())
+    crate::jellyfin::observe::observe_as(&conn, None, version).map_err(|e| e.to_string())
+}
+
+/// [`observe_file`] on two threads (see [`observe::observe_private`]): for a file
+/// nothing else writes to, when a core is free for it.
+///
+/// [`observe::observe_private`]: crate::jellyfin::observe::observe_private
+pub fn observe_file_split(
+    path: &Path,
+    version: u32,
+) -> std::result::Result<crate::jellyfin::observe::Observation, String> {
+    let conn = open_private(path).map_err(|e| e.to_string())?;
+    let other = open_private(path).map_err(|e| e.to_string())?;
+    crate::jellyfin::observe::observe_private(&conn, other, version).map_err(|e| e.to_string())
 }
 
 /// A logical capture of a copy, and whether it is proven exact.
@@ -189,7 +210,9 @@ pub fn dump_and_prove(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> 
                 Ok(r) => r,
                 Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
             };
-            let seen = observe_file(&rebuilt);
+            // The copy's observation ran beside the dump and the rebuild and is about
+            // done: the rebuild's takes both cores.
+            let seen = observe_file_split(&rebuilt, crate::jellyfin::observe::VERSION);
             remove_side_files(&rebuilt);
             Ok(Ok((dump, Some(seen))))
         })();

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::error::{Error, OptionError, Result};
 use crate::format::pack::{self, ChunkKind, PackEntry};
-use crate::format::snapshot::{Component, Snapshot};
+use crate::format::snapshot::{Component, Snapshot, Verified};
 use crate::format::tree::{DbCapture, Node};
 use crate::id::{ChunkId, PackId};
 use crate::ops::progress::Progress;
@@ -470,7 +470,7 @@ impl Checker<'_> {
 }
 
 /// Who uses one logical database dump: (snapshot index, `root/rel` path, proof).
-type DumpUsers = Vec<(usize, String, Option<String>)>;
+type DumpUsers = Vec<(usize, String, Option<Verified>)>;
 
 /// Rebuild every distinct logical database dump once, in scratch space, and compare it
 /// with the observation each snapshot's backup proved: a snapshot whose database would not
@@ -492,7 +492,7 @@ fn check_databases(
     for (node, users) in dumps {
         // Snapshots of one dump normally share one proof; each distinct proof is one
         // rebuild (a missing proof only asks that the dump rebuilds).
-        let mut proofs: Vec<Option<String>> = users.iter().map(|u| u.2.clone()).collect();
+        let mut proofs: Vec<Option<Verified>> = users.iter().map(|u| u.2.clone()).collect();
         proofs.sort();
         proofs.dedup();
         for proof in proofs {
@@ -500,7 +500,7 @@ fn check_databases(
             let Err(e) = crate::ops::restore::try_rebuild(
                 repo,
                 &node,
-                proof.as_deref(),
+                proof.as_ref(),
                 &scratch,
                 &crate::ops::progress::NoProgress,
             ) else {
@@ -583,7 +583,7 @@ fn logical_dumps(
                 .databases
                 .iter()
                 .find(|d| d.root == item.root && d.rel == item.rel)
-                .and_then(|d| d.verified.clone());
+                .and_then(|d| d.verified());
             let mut key = vec![*indirect];
             for c in chunks {
                 key.extend_from_slice(&c.id.0);

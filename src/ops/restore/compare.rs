@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::side_path;
 use crate::format::chunker::Chunker;
+use crate::format::snapshot::Verified;
 use crate::format::tree::ChunkRef;
 use crate::id::ChunkId;
 use crate::jellyfin::{logical, sqlite};
@@ -92,13 +93,13 @@ fn stopped_main_file(path: &Path) -> Option<bool> {
 
 /// Does the live database at `path` show exactly the observation (digest, hex) its
 /// backup proved? Read as immutable, like `same_logical`.
-pub(super) fn same_observed(path: &Path, proof: &str) -> bool {
+pub(super) fn same_observed(path: &Path, proof: &Verified) -> bool {
     let Some(wal) = stopped_main_file(path) else {
         return false;
     };
     let Ok(conn) = sqlite::open_immutable(path) else {
         return false;
     };
-    crate::jellyfin::observe::observe_as(&conn, Some(wal))
-        .is_ok_and(|o| crate::id::hex(&o.digest()) == proof)
+    crate::jellyfin::observe::observe_as(&conn, Some(wal), proof.observation)
+        .is_ok_and(|o| crate::id::hex(&o.digest()) == proof.digest)
 }

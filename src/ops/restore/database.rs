@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::write::{fill_beside, set_file_meta, temp_beside};
 use super::{side_path, Action, RestorePlan, SIDE_SUFFIXES};
 use crate::error::{Error, IoContext, Result};
+use crate::format::snapshot::Verified;
 use crate::format::tree::{ChunkRef, DbCapture, Entry, Node};
 use crate::id::ChunkId;
 use crate::jellyfin::{capture, logical};
@@ -72,7 +73,7 @@ fn rebuild_beside(
     repo: &Repository,
     path: &Path,
     chunks: &[ChunkRef],
-    proof: Option<&str>,
+    proof: Option<&Verified>,
     progress: &dyn Progress,
 ) -> Result<tempfile::TempPath> {
     let fail = |detail: String| Error::DatabaseRestore {
@@ -113,11 +114,11 @@ fn rebuild_beside(
         });
     }
     if let Some(want) = proof {
-        let seen = capture::observe_file(&tmp);
+        let seen = capture::observe_file_split(&tmp, want.observation);
         capture::remove_side_files(&tmp);
         let seen =
             seen.map_err(|e| fail(format!("the rebuilt database cannot be read back: {e}")))?;
-        if crate::id::hex(&seen.digest()) != want {
+        if crate::id::hex(&seen.digest()) != want.digest {
             return Err(fail(format!(
                 "the database rebuilt with SQLite {} is not the one the backup verified",
                 capture::sqlite_version()
@@ -133,7 +134,7 @@ fn rebuild_beside(
 pub fn try_rebuild(
     repo: &Repository,
     node: &Node,
-    proof: Option<&str>,
+    proof: Option<&Verified>,
     scratch: &Path,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -171,7 +172,7 @@ fn prepare_database(
     repo: &Repository,
     path: &Path,
     entry: &Entry,
-    proof: Option<&str>,
+    proof: Option<&Verified>,
     is_root: bool,
     progress: &dyn Progress,
 ) -> Result<Prepared> {
@@ -222,7 +223,7 @@ pub(super) fn prepare_databases(
             continue;
         };
         made.extend(super::missing_dirs(path.parent()));
-        match prepare_database(repo, path, entry, proof.as_deref(), is_root, progress) {
+        match prepare_database(repo, path, entry, proof.as_ref(), is_root, progress) {
             Ok(p) => ready.push(p),
             Err(e) => {
                 drop(ready);

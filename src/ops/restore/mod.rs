@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::format::snapshot::Component;
+use crate::format::snapshot::{Component, Verified};
 use crate::format::tree::{DbCapture, Entry};
 
 pub use database::{clear_dead_rebuilds, try_rebuild};
@@ -142,10 +142,10 @@ pub enum Action {
         sqlite_version: Option<String>,
         #[serde(skip)]
         entry: Entry,
-        /// The observation digest (hex) the backup proved; `Some` exactly when
+        /// The observation digest the backup proved; `Some` exactly when
         /// `verified_at_backup`.
         #[serde(skip)]
-        proof: Option<String>,
+        proof: Option<Verified>,
     },
     /// Left as it is: the backup could not capture this path.
     NotCaptured {

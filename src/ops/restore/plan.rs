@@ -20,7 +20,7 @@ use super::{
 };
 use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
-use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord};
+use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord, Verified};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
 use crate::jellyfin::layout::{is_media, UNFINISHED_RESTORE};
@@ -570,8 +570,8 @@ impl<'a> Planner<'a> {
             .databases
             .iter()
             .find(|d| d.root == at.root && d.rel == rel);
-        let proof = rec.and_then(|d| d.verified.clone());
-        let same = self.unchanged(&at, size, database, proof.as_deref());
+        let proof = rec.and_then(|d| d.verified());
+        let same = self.unchanged(&at, size, database, proof.as_ref());
         if at.is_dir_now() {
             // A directory where the snapshot has a file: empty it (within scope), then
             // remove it.
@@ -645,7 +645,13 @@ impl<'a> Planner<'a> {
     /// compared by content: a live database can change in its WAL without touching the
     /// main file's mtime. Unreadable chunk lists count as "differs"; writing the file
     /// then reports the damage.
-    fn unchanged(&self, at: &Place, size: u64, database: DbCapture, proof: Option<&str>) -> bool {
+    fn unchanged(
+        &self,
+        at: &Place,
+        size: u64,
+        database: DbCapture,
+        proof: Option<&Verified>,
+    ) -> bool {
         let Some(m) = at.cur.as_ref().filter(|m| m.is_file()) else {
             return false;
         };
