@@ -9,6 +9,10 @@
 #              an hourly snapshot on a server whose data dir is in the cache
 #   day        backup after `gen_dataset --day-of-changes`
 #   restore    full restore of the latest snapshot into an empty directory
+# and, in the same run, the machine's limits for the same bytes (caches dropped too):
+#   limit-read  every file of the backed-up set read once (4 readers in parallel)
+#   limit-copy  `cp -a` of the backed-up set to the repositories' disk, then `sync`
+#               (what any backup or restore of incompressible data must at least do)
 #
 # Environment:
 #   SCALE_MIB   dataset size in MiB (default 3072)
@@ -182,6 +186,22 @@ backup_warm() {
     repo_size "rs-$1" "$RS_REPO"
 }
 
+# The machine's limits on the same bytes, measured in this run (see the header).
+LIMIT_COPY="$BENCH_DIR/limit-copy"
+limit_read() {
+    for p in "${RESTIC_PATHS[@]}"; do
+        find "$p" -type f ! -name '*-wal' ! -name '*-shm' -print0
+    done | xargs -0 -r -P4 -n256 cat >/dev/null
+}
+limit_copy() {
+    rm -rf -- "$LIMIT_COPY" && mkdir -p "$LIMIT_COPY" || return 1
+    for p in "${RESTIC_PATHS[@]}"; do cp -a "$p" "$LIMIT_COPY/" || return 1; done
+    sync
+}
+run_timed limit-read bash -c "$(declare -p RESTIC_PATHS); $(declare -f limit_read); limit_read"
+run_timed limit-copy bash -c "$(declare -p RESTIC_PATHS LIMIT_COPY); $(declare -f limit_copy); limit_copy"
+rm -rf -- "$LIMIT_COPY"
+
 backup_both cold
 backup_both no-change
 backup_warm no-change-warm
@@ -225,12 +245,19 @@ echo "- dataset: $(tree_stats "$SRC") in total (incl. cache/log that are not bac
 echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); page caches dropped between runs: $DROP_CACHES"
 echo "- jellysnap: $("$JS" --version 2>/dev/null || echo '?'); restic: $("$RESTIC" version 2>/dev/null | head -n1)"
 echo
-echo "| scenario | jellysnap s | restic s | ratio (restic/jellysnap) | jellysnap max RSS MB | restic max RSS MB | jellysnap repo MiB | restic repo MiB |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+LIM_READ=$(secs limit-read); LIM_COPY=$(secs limit-copy)
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a > 0) printf "%.0f%%", 100 * b / a; else print "-" }'; }
+echo "| scenario | jellysnap s | restic s | ratio (restic/jellysnap) | jellysnap vs copy limit | jellysnap max RSS MB | restic max RSS MB | jellysnap repo MiB | restic repo MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for s in cold no-change no-change-warm day restore; do
     js=$(secs "js-$s"); rs=$(secs "rs-$s")
-    echo "| $s | $js | $rs | $(ratio "$js" "$rs") | $(mb "$(val "$TIMES/js-$s.rss" "?")") | $(mb "$(val "$TIMES/rs-$s.rss" "?")") | $(mib "$(val "$TIMES/js-$s.size" "?")") | $(mib "$(val "$TIMES/rs-$s.size" "?")") |"
+    lim=-
+    [[ $s == cold || $s == restore ]] && lim=$(pct "$js" "$LIM_COPY")
+    echo "| $s | $js | $rs | $(ratio "$js" "$rs") | $lim | $(mb "$(val "$TIMES/js-$s.rss" "?")") | $(mb "$(val "$TIMES/rs-$s.rss" "?")") | $(mib "$(val "$TIMES/js-$s.size" "?")") | $(mib "$(val "$TIMES/rs-$s.size" "?")") |"
 done
+echo
+echo "- machine limits on the backed-up set, same run: read ${LIM_READ} s, copy (\`cp -a\` + \`sync\`) ${LIM_COPY} s;"
+echo "  \"vs copy limit\" is the copy's time over jellysnap's (100% = as fast as a plain copy of the same files)"
 echo
 echo "- restored by jellysnap: $(tree_stats "$BENCH_DIR/restore-jellysnap"); by restic: $(tree_stats "$BENCH_DIR/restore-restic")"
 # How the no-change snapshot stored the database (its capture reused, or captured again).
