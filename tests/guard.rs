@@ -421,3 +421,236 @@ fn apt_install_writes_a_snippet_whose_command_apt_runs() {
         .expect(0);
     assert!(s(&out.stdout).contains("nothing to remove"));
 }
+
+/// The names of the snapshots, oldest first.
+fn names(g: &Guard) -> Vec<Value> {
+    g.snapshots().iter().map(|s| s["name"].clone()).collect()
+}
+
+#[test]
+fn systemd_install_writes_a_drop_in_that_never_blocks_the_server() {
+    let g = Guard::new(Layout::Debian);
+    g.set_up(&g.fx.data_dir);
+    let units = g.env.root.join("systemd");
+    let v = g
+        .cmd(&["hook", "systemd", "install", "--unit-dir"])
+        .arg(&units)
+        .json(0);
+    let path = units.join("jellyfin.service.d/jellysnap.conf");
+    assert_eq!(v["installed"], path.to_str().unwrap());
+    let text = fs::read_to_string(&path).unwrap();
+    let bin = Path::new(BIN).canonicalize().unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ExecStartPre="))
+        .expect("an ExecStartPre line");
+    let cmd = line
+        .strip_prefix("ExecStartPre=-+")
+        .expect("`-`: a failure does not block");
+    assert!(cmd.starts_with(bin.to_str().unwrap()), "{cmd}");
+    assert!(cmd.ends_with("hook systemd run"), "{cmd}");
+    assert!(text.contains("\nTimeoutStartSec="), "{text}");
+    // The command as the unit runs it (a version given, as dpkg would say it).
+    let mut sh = Command::new("/bin/sh");
+    sh.args(["-c", &format!("{cmd} --server-version 10.11.3")])
+        .env_remove("JELLYSNAP_CONFIG")
+        .env("XDG_STATE_HOME", g.env.root.join("state"))
+        .env("XDG_CACHE_HOME", g.env.root.join("cache"));
+    let out = sh.output().unwrap();
+    expect_code(&out, 0);
+    assert_eq!(names(&g), ["before-jellyfin-10.11.3"], "{}", s(&out.stderr));
+    // --abort-on-failure drops the `-`; remove undoes it.
+    g.cmd(&[
+        "hook",
+        "systemd",
+        "install",
+        "--abort-on-failure",
+        "--unit-dir",
+    ])
+    .arg(&units)
+    .expect(0);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nExecStartPre=+/"), "{text}");
+    g.cmd(&["hook", "systemd", "remove", "--unit-dir"])
+        .arg(&units)
+        .expect(0);
+    assert!(!path.exists());
+}
+
+#[test]
+fn the_systemd_pre_start_snapshots_only_when_the_server_version_changes() {
+    let g = Guard::new(Layout::Debian);
+    g.set_up(&g.fx.data_dir);
+    let run = |version: &str| g.cmd(&["hook", "systemd", "run", "--server-version", version]);
+    // The first start: no guard snapshot yet, named after the data's own version.
+    let out = run("10.11.3").expect(0);
+    assert!(
+        s(&out.stdout).contains("taken before"),
+        "{}",
+        s(&out.stdout)
+    );
+    assert_eq!(names(&g), ["before-jellyfin-10.11.3"]);
+    // The same server again: a no-op that does not even open the repository.
+    let moved = g.env.root.join("repo-moved");
+    fs::rename(&g.env.repo, &moved).unwrap();
+    let out = run("10.11.3").expect(0);
+    assert!(
+        s(&out.stdout).contains("no snapshot needed"),
+        "{}",
+        s(&out.stdout)
+    );
+    assert!(out.stderr.is_empty(), "{}", s(&out.stderr));
+    // A new server while the repository is away: said loudly, the server starts, and
+    // the next start tries again.
+    let out = run("10.11.4").expect(0);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("NO SNAPSHOT") && err.contains(g.repo()),
+        "{err}"
+    );
+    run("10.11.4").arg("--abort-on-failure").expect(10);
+    fs::rename(&moved, &g.env.repo).unwrap();
+    run("10.11.4").expect(0);
+    assert_eq!(
+        names(&g),
+        ["before-jellyfin-10.11.3", "before-jellyfin-10.11.3-2"]
+    );
+    run("10.11.4").expect(0);
+    assert_eq!(g.snapshots().len(), 2);
+    // The new server ran and migrated; going back to the old one protects the new data.
+    fixture::record_server_version(&g.fx, "10.11.4.0", 1_767_300_000).unwrap();
+    run("10.11.3").expect(0);
+    assert_eq!(names(&g).last().unwrap(), "before-jellyfin-10.11.4");
+    for snap in g.snapshots() {
+        assert_eq!(tags_of(&snap), ["hook:systemd"], "{snap}");
+    }
+    // The version read from the server's own assembly.
+    let server = g.env.root.join("usr-lib-jellyfin-bin");
+    fs::create_dir_all(&server).unwrap();
+    let utf16 = |t: &str| -> Vec<u8> { t.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let mut dll = b"MZ\x90\x00 a .NET assembly".to_vec();
+    dll.extend(utf16("FileVersion"));
+    dll.extend([0, 0]);
+    dll.extend(utf16("10.11.5.0"));
+    dll.extend([0, 0]);
+    fs::write(server.join("jellyfin.dll"), dll).unwrap();
+    let dir_run = || {
+        g.cmd(&["hook", "systemd", "run", "--server-dir"])
+            .arg(&server)
+            .expect(0)
+    };
+    dir_run();
+    assert_eq!(names(&g).last().unwrap(), "before-jellyfin-10.11.3-3");
+    let before = g.snapshots().len();
+    let out = dir_run();
+    assert!(s(&out.stdout).contains("10.11.5"), "{}", s(&out.stdout));
+    assert_eq!(g.snapshots().len(), before);
+    // No way to tell the installed version: every start is guarded, the repeats
+    // unnamed (left to the retention policy).
+    fs::remove_file(server.join("jellyfin.dll")).unwrap();
+    dir_run();
+    dir_run();
+    let all = g.snapshots();
+    assert_eq!(all.len(), before + 2);
+    assert!(all[before..].iter().all(|s| tags_of(s) == ["hook:systemd"]));
+}
+
+/// The jellysnap service of docs/container/compose.yaml: its command and environment.
+fn compose_service() -> (Vec<String>, Vec<(String, String)>) {
+    let text = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/container/compose.yaml"),
+    )
+    .unwrap();
+    let service = text
+        .split("\n  jellysnap:\n")
+        .nth(1)
+        .and_then(|r| r.split("\n\n").next())
+        .expect("a jellysnap service");
+    let command = service
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command: "))
+        .expect("a one-line command");
+    let command: Vec<String> = serde_json::from_str(command).unwrap();
+    let env = service
+        .split("\n    environment:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("      "))
+        .map(|l| {
+            let (k, v) = l.trim().split_once(": ").unwrap();
+            (k.to_string(), v.trim_matches('"').to_string())
+        })
+        .collect();
+    let jellyfin = text.split("\n  jellyfin:\n").nth(1).unwrap();
+    assert!(jellyfin.contains("condition: service_completed_successfully"));
+    assert!(jellyfin.contains("stop_grace_period:"));
+    assert!(jellyfin.contains("image: \"jellyfin/jellyfin:${JELLYFIN_VERSION:-latest}\""));
+    (command, env)
+}
+
+#[test]
+fn the_compose_one_shot_snapshots_when_the_image_version_changes() {
+    let (command, env) = compose_service();
+    let g = Guard::new(Layout::Docker);
+    g.env.cmd(&["init"]).expect(0);
+    // The container's paths, on this host: /config is the data dir, /backup the
+    // repository, /state the state volume.
+    let host = |p: &str| -> String {
+        for (from, to) in [
+            ("/config", g.fx.data_dir.clone()),
+            ("/backup", g.env.repo.clone()),
+            ("/state", g.env.root.join("state-volume")),
+        ] {
+            if let Some(rest) = p.strip_prefix(from) {
+                return format!("{}{rest}", to.display());
+            }
+        }
+        p.to_string()
+    };
+    // The image has no configuration file: an empty one stands for it (the tester's
+    // /etc/jellysnap must not be read).
+    let empty = g.env.root.join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let up = |tag: &str| -> Output {
+        let mut c = Cmd::new(&command.iter().map(|a| host(a)).collect::<Vec<_>>())
+            .env("JELLYSNAP_CONFIG", &empty)
+            .env_remove("JELLYSNAP_REPO");
+        for (k, v) in &env {
+            let v = v.replace("${JELLYFIN_VERSION:-latest}", tag);
+            c = c.env(k, host(&v));
+        }
+        c.expect(0)
+    };
+    let names = || -> Vec<Value> {
+        g.env
+            .json(&["snapshots"], 0)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].clone())
+            .collect()
+    };
+    up("10.11.3");
+    assert_eq!(names(), ["before-jellyfin-10.11.3"]);
+    let out = up("10.11.3");
+    assert!(
+        s(&out.stdout).contains("no snapshot needed"),
+        "{}",
+        s(&out.stdout)
+    );
+    assert_eq!(names().len(), 1);
+    up("10.11.4");
+    assert_eq!(
+        names(),
+        ["before-jellyfin-10.11.3", "before-jellyfin-10.11.3-2"]
+    );
+    // A floating tag: any start may run a new image, so every start snapshots.
+    up("latest");
+    up("latest");
+    assert_eq!(names().len(), 4);
+    let snaps = g.env.json(&["snapshots"], 0);
+    for snap in snaps.as_array().unwrap() {
+        assert_eq!(tags_of(snap), ["hook:container"], "{snap}");
+    }
+}
