@@ -304,6 +304,17 @@ fn the_apt_hook_snapshots_before_jellyfin_changes_and_never_fails_apt() {
             "{input}: {out:?}"
         );
     }
+    // apt writes the whole list before it waits for the hook: a long one (a large
+    // configuration space) is read to its end, so apt's write never fails.
+    let unrelated = s(&apt_input("unrelated.v3"));
+    let (config, packages) = unrelated.split_once("\n\n").unwrap();
+    let padding: String = (0..5000)
+        .map(|i| format!("Dir::Padding::Entry{i}=/usr/share/some/long/path/{i}\n"))
+        .collect();
+    let long = format!("{config}\n{padding}\n{packages}");
+    assert!(long.len() > 256 * 1024);
+    let out = g.with_stdin(&["hook", "apt", "run"], long.as_bytes());
+    expect_code(&out, 0);
     // An upgrade with the repository missing: apt goes on, the message names it.
     let out = g.with_stdin(&["hook", "apt", "run"], &apt_input("upgrade.v3"));
     expect_code(&out, 0);
@@ -553,6 +564,15 @@ fn the_systemd_pre_start_snapshots_only_when_the_server_version_changes() {
     let all = g.snapshots();
     assert_eq!(all.len(), before + 2);
     assert!(all[before..].iter().all(|s| tags_of(s) == ["hook:systemd"]));
+    // A configuration file the hook cannot use: said, and the server starts.
+    fs::write(&g.config, "[jellyfin]\ndata_dir = \"relative\"\n").unwrap();
+    let out = run("10.11.6").expect(0);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("NO SNAPSHOT") && err.contains("line 2"),
+        "{err}"
+    );
+    run("10.11.6").arg("--abort-on-failure").expect(23);
 }
 
 /// The jellysnap service of docs/container/compose.yaml: its command and environment.
