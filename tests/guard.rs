@@ -470,18 +470,18 @@ fn systemd_install_writes_a_drop_in_that_never_blocks_the_server() {
     let out = sh.output().unwrap();
     expect_code(&out, 0);
     assert_eq!(names(&g), ["before-jellyfin-10.11.3"], "{}", s(&out.stderr));
-    // --abort-on-failure drops the `-`; remove undoes it.
-    g.cmd(&[
-        "hook",
-        "systemd",
-        "install",
-        "--abort-on-failure",
-        "--unit-dir",
-    ])
-    .arg(&units)
-    .expect(0);
+    // --abort-on-failure drops the `-`; --server-dir is passed on; remove undoes it.
+    let server = g.env.root.join("opt/jellyfin");
+    g.cmd(&["hook", "systemd", "install", "--abort-on-failure"])
+        .arg("--unit-dir")
+        .arg(&units)
+        .arg("--server-dir")
+        .arg(&server)
+        .expect(0);
     let text = fs::read_to_string(&path).unwrap();
     assert!(text.contains("\nExecStartPre=+/"), "{text}");
+    let want = format!("hook systemd run --server-dir {}\n", server.display());
+    assert!(text.contains(&want), "{text}");
     g.cmd(&["hook", "systemd", "remove", "--unit-dir"])
         .arg(&units)
         .expect(0);

@@ -160,6 +160,10 @@ pub enum SystemdAction {
         /// Keep the server from starting when the snapshot fails
         #[arg(long)]
         abort_on_failure: bool,
+        /// Where the server's jellyfin.dll is, for installs dpkg does not know (a
+        /// tarball): the pre-start reads the installed version there
+        #[arg(long, value_name = "DIR")]
+        server_dir: Option<PathBuf>,
     },
     /// Remove the drop-in
     Remove {

@@ -60,7 +60,14 @@ pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
                 unit_dir,
                 unit,
                 abort_on_failure,
-            } => systemd_install(ctx, unit_dir, unit, *abort_on_failure),
+                server_dir,
+            } => systemd_install(
+                ctx,
+                unit_dir,
+                unit,
+                *abort_on_failure,
+                server_dir.as_deref(),
+            ),
             SystemdAction::Remove { unit_dir, unit } => {
                 let path = drop_in_path(unit_dir, unit);
                 let code = remove(ctx, &path, "systemd drop-in")?;
@@ -212,8 +219,27 @@ fn drop_in_path(unit_dir: &Path, unit: &str) -> PathBuf {
     unit_dir.join(format!("{unit}.d")).join(DROP_IN)
 }
 
-fn systemd_install(ctx: &Ctx, unit_dir: &Path, unit: &str, abort: bool) -> Result<ExitCode, Error> {
-    let (_, cmd) = hook_command(ctx, &["hook", "systemd", "run"])?;
+fn systemd_install(
+    ctx: &Ctx,
+    unit_dir: &Path,
+    unit: &str,
+    abort: bool,
+    server_dir: Option<&Path>,
+) -> Result<ExitCode, Error> {
+    let server_dir = match server_dir {
+        // The unit runs it from / : an absolute path.
+        Some(d) => Some(word(
+            &std::path::absolute(d)
+                .map_err(|e| Error::io(d, e))?
+                .to_string_lossy(),
+        )?),
+        None => None,
+    };
+    let mut args = vec!["hook", "systemd", "run"];
+    if let Some(d) = &server_dir {
+        args.extend(["--server-dir", d.as_str()]);
+    }
+    let (_, cmd) = hook_command(ctx, &args)?;
     // `+`: as root whatever the unit's User= (the repository and the state are root's);
     // `-`: a failure does not keep the server from starting.
     let prefix = if abort { "+" } else { "-+" };
