@@ -393,7 +393,7 @@ fn prestart(
             ctx.out
                 .json(json!({ "snapshot": null, "server_version": v, "reason": "unchanged" }));
             ctx.out.text(&format!(
-                "jellysnap: Jellyfin {v} ran last on {}: no snapshot needed",
+                "jellysnap: Jellyfin {v} started last on {}: no snapshot needed",
                 data_dir.display()
             ));
             return Ok(ExitCode::Success);

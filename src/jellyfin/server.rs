@@ -2,7 +2,8 @@
 //!
 //! The server's main assembly (`jellyfin.dll`) carries a Win32 version resource that the
 //! compiler makes from the assembly's version attributes: UTF-16LE `FileVersion`, NUL
-//! padding, then the version in UTF-16LE. That string is read; nothing is executed.
+//! padding, then the version in UTF-16LE (so an SDK-built .NET assembly carries it, as
+//! the server's does). That string is read; nothing is executed.
 
 use std::path::Path;
 
