@@ -61,7 +61,7 @@ impl ExitCode {
         match self {
             ExitCode::Success => "success",
             ExitCode::Failure => "I/O or internal error (the message names the path)",
-            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself)",
+            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself; no data dir from the flags or the configuration file; `setup` over an existing configuration file without `--force`)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
