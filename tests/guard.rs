@@ -362,6 +362,33 @@ fn the_apt_hook_snapshots_before_jellyfin_changes_and_never_fails_apt() {
         err.contains("NO SNAPSHOT") && err.contains(g.repo()),
         "{err}"
     );
+    // A bucket whose credentials apt's environment lacks: nothing for unrelated
+    // packages, and a report (naming the bucket) for Jellyfin's.
+    let data = g.fx.data_dir.canonicalize().unwrap();
+    fs::write(
+        &g.config,
+        format!(
+            "repository = \"s3:http://127.0.0.1:9/bucket\"\n[jellyfin]\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let no_keys = |args: &[&str], input: &str| {
+        let mut c = g.cmd(args).command();
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        run_with_stdin(c, &apt_input(input))
+    };
+    let out = no_keys(&["hook", "apt", "run"], "unrelated.v3");
+    expect_code(&out, 0);
+    assert!(out.stderr.is_empty(), "{}", s(&out.stderr));
+    let out = no_keys(&["hook", "apt", "run"], "upgrade.v3");
+    expect_code(&out, 0);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("NO SNAPSHOT") && err.contains("s3:http://127.0.0.1:9/bucket"),
+        "{err}"
+    );
     // A configuration file apt's hook cannot use is reported, not fatal.
     fs::write(&g.config, "[jellyfin]\ndata_dir = 3\n").unwrap();
     let out = g.with_stdin(&["hook", "apt", "run"], &apt_input("upgrade.v3"));

@@ -31,18 +31,6 @@ const APT_SNIPPET: &str = "80jellysnap";
 /// The systemd drop-in's file name in `<unit>.d/`.
 const DROP_IN: &str = "jellysnap.conf";
 
-/// Whether `kind` runs a hook (which must not fail on a bad configuration file).
-pub fn is_run(kind: &HookKind) -> bool {
-    matches!(
-        kind,
-        HookKind::Apt {
-            action: AptAction::Run(_)
-        } | HookKind::Systemd {
-            action: SystemdAction::Run { .. }
-        } | HookKind::Container { .. }
-    )
-}
-
 pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
     match kind {
         HookKind::Apt { action } => match action {
@@ -355,6 +343,9 @@ fn apt_run(ctx: &Ctx, g: &GuardArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Success);
     };
     let what = change.describe();
+    if let Some(e) = ctx.deferred_error {
+        return failed(ctx, g, "apt", &what, e);
+    }
     match guard_snapshot(ctx, g, &change.old, Naming::Always, "apt", &what) {
         Ok((id, data_dir)) => {
             // The server apt installs is the one that will run: a systemd pre-start
@@ -381,6 +372,9 @@ fn prestart(
     naming: Naming,
     hook: &str,
 ) -> Result<ExitCode, Error> {
+    if let Some(e) = ctx.deferred_error {
+        return failed(ctx, g, hook, "this server start", e);
+    }
     let data_dir = match install(ctx, g) {
         Ok((d, _, _)) => d,
         Err(e) => return failed(ctx, g, hook, "this server start", &e),
@@ -435,21 +429,7 @@ fn last_ran_version(ctx: &Ctx, data_dir: &Path) -> Option<String> {
 type Dirs = (PathBuf, Option<PathBuf>, Option<PathBuf>);
 
 fn install(ctx: &Ctx, g: &GuardArgs) -> Result<Dirs, Error> {
-    if let Some(e) = ctx.config_error {
-        return Err(clone_config_error(e));
-    }
     config_file::install_dirs(ctx.config, g.data_dir.as_deref(), None, None)
-}
-
-fn clone_config_error(e: &Error) -> Error {
-    match e {
-        Error::ConfigFile { path, line, detail } => Error::ConfigFile {
-            path: path.clone(),
-            line: *line,
-            detail: detail.clone(),
-        },
-        other => Error::Internal(other.to_string()),
-    }
 }
 
 /// Take the snapshot; prints its one line. Returns the snapshot's id and the data dir.

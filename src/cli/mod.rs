@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde_json::json;
 
-use jellysnap::{Error, Place, Repository};
+use jellysnap::{Error, Location, Place, Repository};
 
 use args::{Cli, Command};
 use exit::ExitCode;
@@ -43,9 +43,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) default_repo: bool,
     /// The configuration file as read (empty when there is none).
     pub(crate) config: &'a config_file::Loaded,
-    /// Why the configuration file could not be used: only the commands that must not
-    /// fail on it (the hooks, setup) get this far with one.
-    pub(crate) config_error: Option<&'a Error>,
+    /// Why the configuration file or the repository location cannot be used: only the
+    /// commands that must not fail on it (the hooks, setup) get this far with one; a
+    /// hook reports it as its failure, and only when it has something to protect.
+    pub(crate) deferred_error: Option<&'a Error>,
     /// Whether the repository came from --repo or JELLYSNAP_REPO.
     pub(crate) repo_from_args: bool,
     pub(crate) out: &'a Out,
@@ -64,7 +65,7 @@ pub fn run() -> ExitCode {
     let out = Out::new(cli.json, cli.quiet);
     let progress = TermProgress::new(cli.quiet, cli.json, cli.verbose > 0);
     let located = config_file::locate(cli.config.as_deref());
-    let (loaded, config_error) = match config_file::load(&located) {
+    let (loaded, mut deferred_error) = match config_file::load(&located) {
         Ok(l) => (l, None),
         Err(e) if tolerates_config_errors(&cli.command) => (
             config_file::Loaded {
@@ -86,12 +87,17 @@ pub fn run() -> ExitCode {
         .unwrap_or(default_repo.clone());
     let place = match args::place(&repo_path) {
         Ok(p) => p,
+        // (S3 credentials missing from apt's environment must not fail apt.)
+        Err(e) if tolerates_config_errors(&cli.command) => {
+            deferred_error.get_or_insert(e);
+            Place::new(Location::Local(repo_path.clone()), args::cache_dir())
+        }
         Err(e) => return out.finish(report_error(&out, &e)),
     };
     let ctx = Ctx {
         default_repo: repo_path == default_repo,
         config: &loaded,
-        config_error: config_error.as_ref(),
+        deferred_error: deferred_error.as_ref(),
         repo_from_args: cli.repo.is_some(),
         repo_path,
         place,
@@ -106,15 +112,12 @@ pub fn run() -> ExitCode {
     out.finish(code)
 }
 
-/// The commands that must run even with an unusable configuration file: a hook must
-/// not fail an upgrade or a server start over it (it reports it instead), and setup is
-/// how the file gets rewritten.
+/// The commands that must run even with an unusable configuration file or repository
+/// location: a hook must not fail an upgrade or a server start over it (it reports it
+/// instead), installing a hook does not use either, and setup is how the file gets
+/// rewritten.
 fn tolerates_config_errors(c: &Command) -> bool {
-    match c {
-        Command::Setup(_) => true,
-        Command::Hook { kind } => hook::is_run(kind),
-        _ => false,
-    }
+    matches!(c, Command::Setup(_) | Command::Hook { .. })
 }
 
 /// Help and version print and succeed; anything else clap refuses is a bad command line.
