@@ -701,3 +701,29 @@ fn the_compose_one_shot_snapshots_when_the_image_version_changes() {
         assert_eq!(tags_of(snap), ["hook:container"], "{snap}");
     }
 }
+
+#[test]
+fn a_hook_whose_line_cannot_be_printed_still_lets_apt_go_on() {
+    let g = Guard::new(Layout::Debian);
+    g.set_up(&g.fx.data_dir);
+    // stdout a pipe nobody reads any more: the one line cannot be written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = g
+        .cmd(&["hook", "apt", "run"])
+        .command()
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&apt_input("upgrade.v3"))
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    expect_code(&out, 0);
+    assert_eq!(g.snapshots().len(), 1);
+}

@@ -31,6 +31,37 @@ const APT_SNIPPET: &str = "80jellysnap";
 /// The systemd drop-in's file name in `<unit>.d/`.
 const DROP_IN: &str = "jellysnap.conf";
 
+/// Whether `c` runs a hook (rather than installing or removing one).
+pub fn is_run(c: &super::args::Command) -> bool {
+    matches!(
+        c,
+        super::args::Command::Hook {
+            kind: HookKind::Apt {
+                action: AptAction::Run(_)
+            } | HookKind::Systemd {
+                action: SystemdAction::Run { .. }
+            } | HookKind::Container { .. }
+        }
+    )
+}
+
+/// Run a hook's body; a panic (a bug) is reported as its failure rather than ending the
+/// process with a code that would stop apt or the server.
+fn contained(
+    ctx: &Ctx,
+    g: &GuardArgs,
+    hook: &str,
+    body: impl FnOnce() -> Result<ExitCode, Error>,
+) -> Result<ExitCode, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            let e = Error::Internal(format!("the {hook} hook panicked"));
+            failed(ctx, g, hook, "this change", &e)
+        }
+    }
+}
+
 pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
     match kind {
         HookKind::Apt { action } => match action {
@@ -41,7 +72,7 @@ pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
             AptAction::Remove { apt_conf_dir } => {
                 remove(ctx, &apt_conf_dir.join(APT_SNIPPET), "apt snippet")
             }
-            AptAction::Run(g) => apt_run(ctx, g),
+            AptAction::Run(g) => contained(ctx, g, "apt", || apt_run(ctx, g)),
         },
         HookKind::Systemd { action } => match action {
             SystemdAction::Install {
@@ -77,7 +108,9 @@ pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
                 } else {
                     Naming::IfFree
                 };
-                prestart(ctx, guard, installed, naming, "systemd")
+                contained(ctx, guard, "systemd", || {
+                    prestart(ctx, guard, installed, naming, "systemd")
+                })
             }
         },
         HookKind::Container {
@@ -91,7 +124,9 @@ pub fn hook(ctx: &Ctx, kind: &HookKind) -> Result<ExitCode, Error> {
             } else {
                 Naming::IfFree
             };
-            prestart(ctx, guard, exact, naming, "container")
+            contained(ctx, guard, "container", || {
+                prestart(ctx, guard, exact, naming, "container")
+            })
         }
     }
 }

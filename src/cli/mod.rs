@@ -109,7 +109,12 @@ pub fn run() -> ExitCode {
         Ok(code) => code,
         Err(e) => report_error(&out, &e),
     };
-    out.finish(code)
+    // A hook that let the upgrade or the start go on says so with 0, whatever became
+    // of its one line of output (apt aborts on any other code).
+    match (out.finish(code), code) {
+        (_, ExitCode::Success) if hook::is_run(&cli.command) => ExitCode::Success,
+        (finished, _) => finished,
+    }
 }
 
 /// The commands that must run even with an unusable configuration file or repository
