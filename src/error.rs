@@ -104,6 +104,15 @@ pub enum Error {
     #[error("a snapshot named `{0}` already exists; choose another --name or forget the old one")]
     DuplicateName(String),
 
+    /// The configuration file cannot be used: named explicitly (`--config`,
+    /// `JELLYSNAP_CONFIG`) and missing, unreadable, or malformed (`line` says where).
+    #[error("configuration file {}{}: {detail}; fix it, or name another with --config / JELLYSNAP_CONFIG", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    ConfigFile {
+        path: PathBuf,
+        line: Option<usize>,
+        detail: String,
+    },
+
     #[error("invalid snapshot name `{0}`: use 1-100 characters from letters, digits, `.`, `_`, `-`, `+`, and do not start with `-` or use `latest`")]
     InvalidName(String),
 
@@ -236,6 +245,15 @@ pub enum OptionError {
 
     #[error("invalid option: give either snapshots to remove or a keep policy, not both")]
     SnapshotsAndPolicy,
+
+    #[error("invalid option: no data dir: pass --data-dir, or name `data_dir` under [jellyfin] in the configuration file {}{} (`jellysnap setup` writes it)", config.display(), if *exists { "" } else { ", which is not there" })]
+    NoDataDir { config: PathBuf, exists: bool },
+
+    #[error("invalid option: `{0}` cannot be written into a hook's command line: use a path of letters, digits, spaces and /._+-:=@,")]
+    Unquotable(String),
+
+    #[error("invalid option: {} exists; pass --force to replace it", .0.display())]
+    FileExists(PathBuf),
 
     #[error("invalid option: --components names no component")]
     NoComponents,

@@ -76,6 +76,21 @@ pub mod forget {
     };
 }
 
+/// The upgrade guard: a snapshot before another Jellyfin version runs on the data (the
+/// apt, systemd and container hooks), its state, and what `setup` detects.
+pub mod guard {
+    pub use crate::ops::guard::{
+        base_name, decide, describe, find, free_name, install_file, last_ran_version, read_state,
+        remove_file, snapshot, state_path, version_from_assembly, write_state, Decision,
+        GuardOptions, GuardState, Install, Naming, NAME_PREFIX, USUAL_DATA_DIRS,
+    };
+}
+
+/// Facts about the running process the CLI needs.
+pub mod system {
+    pub use crate::sys::is_root;
+}
+
 /// Listing and comparing snapshots.
 pub mod browse {
     pub use crate::ops::browse::{diff, ls, DiffEntry, LsEntry};

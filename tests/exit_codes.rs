@@ -303,6 +303,29 @@ fn a_partial_backup_is_3() {
 }
 
 #[test]
+fn a_bad_configuration_file_is_23() {
+    let env = Env::new();
+    let cfg = env.root.join("jellysnap.toml");
+    fs::write(&cfg, "[retention]\nkeep_last = \"three\"\n").unwrap();
+    let out = env
+        .cmd(&["snapshots"])
+        .env("JELLYSNAP_CONFIG", &cfg)
+        .output();
+    expect(&out, 23);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains(cfg.to_str().unwrap()) && err.contains("line 2"),
+        "{err}"
+    );
+    // Named explicitly, a missing file is the same error.
+    let gone = env.root.join("gone.toml");
+    let out = env
+        .cmd(&["--config", gone.to_str().unwrap(), "snapshots"])
+        .output();
+    expect(&out, 23);
+}
+
+#[test]
 fn a_closed_stdout_ends_quietly_with_141() {
     let (env, fx) = one_snapshot();
     for args in [

@@ -164,3 +164,132 @@ fn the_nightly_script_backs_up_copies_and_prunes_both_sides() {
         &common::verify::expected_state(&fx),
     );
 }
+
+/// The README's "Upgrade guard" section, run as written: each `jellysnap` command of its
+/// sh blocks (`sudo` dropped, the paths moved into a temp dir, the apt and systemd dirs
+/// overridden), `apt-get upgrade` played by the installed snippet's command on a recorded
+/// apt upgrade, whose one line must be the one the README shows.
+#[test]
+fn the_upgrade_guard_commands_run_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Upgrade guard\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has an Upgrade guard section");
+    let env = common::env::Env::new();
+    let fx = env.fixture(&common::fixture::FixtureSpec::small(
+        common::fixture::Layout::Debian,
+    ));
+    let data = fx.data_dir.canonicalize().unwrap();
+    let config = env.root.join("jellysnap.toml");
+    let apt_dir = env.root.join("apt.conf.d");
+    let unit_dir = env.root.join("systemd");
+    let jellysnap = |args: &[String]| {
+        Cmd::new(args)
+            .env("JELLYSNAP_CONFIG", &config)
+            .env_remove("JELLYSNAP_REPO")
+            .env("XDG_STATE_HOME", env.root.join("state"))
+            .env("XDG_CACHE_HOME", env.root.join("cache"))
+    };
+    let mut ran = Vec::new();
+    let mut skipped = Vec::new();
+    let mut apt_said = None;
+    for block in section.split("```sh\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for line in block.lines().map(str::trim) {
+            if let Some(shown) = line.strip_prefix("# ") {
+                let said: &String = apt_said.as_ref().expect("output shown after a command");
+                assert_eq!(
+                    said.trim_end(),
+                    shown,
+                    "the README shows what the hook prints"
+                );
+                continue;
+            }
+            let cmd = line.strip_prefix("sudo ").unwrap_or(line);
+            if cmd == "apt-get upgrade" {
+                let snippet = std::fs::read_to_string(apt_dir.join("80jellysnap")).unwrap();
+                let run = snippet
+                    .split("DPkg::Pre-Install-Pkgs { \"")
+                    .nth(1)
+                    .and_then(|r| r.split("\"; };").next())
+                    .unwrap()
+                    .to_string();
+                let input = std::fs::read(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apt/upgrade.v3"),
+                )
+                .unwrap();
+                let mut c = std::process::Command::new("/bin/sh");
+                c.args(["-c", &run])
+                    .env("XDG_STATE_HOME", env.root.join("state"))
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped());
+                let mut child = c.spawn().unwrap();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success());
+                // The id differs from run to run, and the data dir is the temp one.
+                let said = s(&out.stdout).replace(data.to_str().unwrap(), "/var/lib/jellyfin");
+                let id = said.split_whitespace().nth(2).unwrap().to_string();
+                apt_said = Some(said.replacen(&id, "3f2a9c01", 1));
+                ran.push(cmd.to_string());
+                continue;
+            }
+            let Some(rest) = cmd.strip_prefix("jellysnap ") else {
+                skipped.push(cmd.to_string());
+                continue;
+            };
+            let mut args: Vec<String> = rest
+                .split_whitespace()
+                .map(|a| match a {
+                    "/srv/backup/jellysnap" => env.repo.to_string_lossy().into_owned(),
+                    "/var/lib/jellyfin" => fx.data_dir.to_string_lossy().into_owned(),
+                    a => a.to_string(),
+                })
+                .collect();
+            match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["hook", "apt", "install" | "remove"] => {
+                    args.extend(["--apt-conf-dir".into(), apt_dir.to_string_lossy().into()])
+                }
+                ["hook", "systemd", "install" | "remove"] => {
+                    args.extend(["--unit-dir".into(), unit_dir.to_string_lossy().into()])
+                }
+                _ => {}
+            }
+            jellysnap(&args).expect(0);
+            ran.push(cmd.to_string());
+        }
+    }
+    assert_eq!(
+        ran,
+        [
+            "jellysnap --repo /srv/backup/jellysnap setup --data-dir /var/lib/jellyfin",
+            "jellysnap init",
+            "jellysnap backup",
+            "jellysnap hook apt install",
+            "apt-get upgrade",
+            "jellysnap hook apt remove",
+            "jellysnap hook systemd install",
+        ]
+    );
+    assert!(!apt_dir.join("80jellysnap").exists());
+    assert!(unit_dir.join("jellyfin.service.d/jellysnap.conf").is_file());
+    // What needs the real system: systemd and Docker (the compose one-shot itself runs
+    // in tests/guard.rs).
+    assert!(
+        skipped
+            .iter()
+            .all(|c| c.starts_with("systemctl ") || c.contains("docker compose ")),
+        "{skipped:?}"
+    );
+    let v = Cmd::new(&["--repo", env.repo.to_str().unwrap(), "snapshots"]).json(0);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["before-jellyfin-10.11.3+deb12"]);
+}

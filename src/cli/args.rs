@@ -14,6 +14,11 @@ pub struct Cli {
     /// ~/.local/share/jellysnap/repo]
     #[arg(long, global = true, env = "JELLYSNAP_REPO", value_name = "REPO")]
     pub repo: Option<PathBuf>,
+    /// The configuration file (repository, Jellyfin install, retention) [default:
+    /// $JELLYSNAP_CONFIG, else /etc/jellysnap/jellysnap.toml for root,
+    /// ~/.config/jellysnap/jellysnap.toml for a user]; flags override it
+    #[arg(long, global = true, env = "JELLYSNAP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Print results as JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
@@ -46,6 +51,14 @@ pub enum Command {
         #[arg(short, long)]
         recursive: bool,
     },
+    /// Detect the Jellyfin install and write the configuration file
+    Setup(SetupArgs),
+    /// Snapshot before another Jellyfin version runs on the data: apt, systemd and
+    /// container hooks
+    Hook {
+        #[command(subcommand)]
+        kind: HookKind,
+    },
     /// Show what changed between two snapshots
     Diff { from: String, to: String },
     /// Restore a snapshot into a directory, or in place over the live server
@@ -65,6 +78,125 @@ pub enum Command {
     Stats {
         /// Snapshots to report exclusive sizes for
         snapshots: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The Jellyfin data dir [default: found at the usual places: /var/lib/jellyfin, or
+    /// the host directory mounted at an image's /config]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Replace an existing configuration file
+    #[arg(long)]
+    pub force: bool,
+    /// Print the file and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookKind {
+    /// Debian/Ubuntu: a snapshot before apt upgrades, downgrades or removes Jellyfin
+    Apt {
+        #[command(subcommand)]
+        action: AptAction,
+    },
+    /// A snapshot at service start when the installed server version changed
+    Systemd {
+        #[command(subcommand)]
+        action: SystemdAction,
+    },
+    /// A container one-shot before the Jellyfin container starts
+    Container {
+        #[command(subcommand)]
+        action: ContainerAction,
+    },
+}
+
+/// What every hook run takes.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Jellyfin data dir [default: the configuration file's]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Fail (non-zero exit) when the snapshot fails, instead of reporting it and letting
+    /// the upgrade or the server go on
+    #[arg(long)]
+    pub abort_on_failure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AptAction {
+    /// Write the apt.conf.d snippet that runs `jellysnap hook apt run`
+    Install {
+        /// Where apt reads its configuration snippets
+        #[arg(long, value_name = "DIR", default_value = "/etc/apt/apt.conf.d")]
+        apt_conf_dir: PathBuf,
+        /// Make a failed snapshot stop the apt run
+        #[arg(long)]
+        abort_on_failure: bool,
+    },
+    /// Remove the snippet
+    Remove {
+        #[arg(long, value_name = "DIR", default_value = "/etc/apt/apt.conf.d")]
+        apt_conf_dir: PathBuf,
+    },
+    /// Read apt's package list (protocol version 3) on stdin; snapshot when Jellyfin is
+    /// upgraded, downgraded or removed
+    Run(GuardArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdAction {
+    /// Write a drop-in that runs `jellysnap hook systemd run` before the server starts
+    Install {
+        /// Where unit drop-ins live
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The server's unit
+        #[arg(long, default_value = "jellyfin.service")]
+        unit: String,
+        /// Keep the server from starting when the snapshot fails
+        #[arg(long)]
+        abort_on_failure: bool,
+        /// Where the server's jellyfin.dll is, for installs dpkg does not know (a
+        /// tarball): the pre-start reads the installed version there
+        #[arg(long, value_name = "DIR")]
+        server_dir: Option<PathBuf>,
+    },
+    /// Remove the drop-in
+    Remove {
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        #[arg(long, default_value = "jellyfin.service")]
+        unit: String,
+    },
+    /// Snapshot when the installed server differs from the one that ran last
+    Run {
+        #[command(flatten)]
+        guard: GuardArgs,
+        /// The installed server version [default: `dpkg-query` of jellyfin-server, else
+        /// read from the server's jellyfin.dll in --server-dir]
+        #[arg(long, value_name = "VERSION")]
+        server_version: Option<String>,
+        /// The directory holding the server's jellyfin.dll (Debian:
+        /// /usr/lib/jellyfin/bin; a tarball: where it was unpacked)
+        #[arg(long, value_name = "DIR")]
+        server_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerAction {
+    /// Snapshot when the Jellyfin image's version changed since the last start (any
+    /// floating tag such as `latest` snapshots every time)
+    Run {
+        #[command(flatten)]
+        guard: GuardArgs,
+        /// The Jellyfin image tag the server container runs
+        #[arg(long, env = "JELLYFIN_VERSION", value_name = "TAG")]
+        image_tag: String,
     },
 }
 
@@ -157,9 +289,10 @@ pub struct ForgetArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Jellyfin data dir (Debian: /var/lib/jellyfin, Docker: /config, linuxserver.io: /config/data)
+    /// Jellyfin data dir (Debian: /var/lib/jellyfin, Docker: /config, linuxserver.io:
+    /// /config/data) [default: the configuration file's]
     #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Config dir holding system.xml [default: detected from the layout]
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,

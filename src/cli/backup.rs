@@ -28,11 +28,17 @@ fn options(ctx: &Ctx, a: &BackupArgs) -> Result<BackupOptions, Error> {
         Some(list) => Components::parse(list)?.into_set(),
         None => Component::ALL.into_iter().collect(),
     };
+    let (data_dir, config_dir, metadata_dir) = super::config_file::install_dirs(
+        ctx.config,
+        a.data_dir.as_deref(),
+        a.config_dir.as_deref(),
+        a.metadata_dir.as_deref(),
+    )?;
     Ok(BackupOptions {
         source: SourceOptions {
-            data_dir: a.data_dir.clone(),
-            config_dir: a.config_dir.clone(),
-            metadata_dir: a.metadata_dir.clone(),
+            data_dir,
+            config_dir,
+            metadata_dir,
             components,
         },
         name: a

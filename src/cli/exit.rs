@@ -22,6 +22,7 @@ pub enum ExitCode {
     NoSpace = 20,
     RestoreInterrupted = 21,
     Remote = 22,
+    ConfigFile = 23,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -29,7 +30,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 18] = [
+    pub const ALL: [ExitCode; 19] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -47,6 +48,7 @@ impl ExitCode {
         ExitCode::NoSpace,
         ExitCode::RestoreInterrupted,
         ExitCode::Remote,
+        ExitCode::ConfigFile,
         ExitCode::BrokenPipe,
     ];
 
@@ -59,7 +61,7 @@ impl ExitCode {
         match self {
             ExitCode::Success => "success",
             ExitCode::Failure => "I/O or internal error (the message names the path)",
-            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself)",
+            ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself; no data dir from the flags or the configuration file; `setup` over an existing configuration file without `--force`)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
@@ -74,6 +76,7 @@ impl ExitCode {
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::Remote => "the object store refused (credentials, permission, bucket) or could not be reached after retries: the message names the object, the HTTP status and what to do; nothing stored was damaged",
+            ExitCode::ConfigFile => "the configuration file (`--config`, `$JELLYSNAP_CONFIG`, else `/etc/jellysnap/jellysnap.toml` for root and `~/.config/jellysnap/jellysnap.toml` for a user) is malformed or unreadable, or was named and is missing: the message names the file and the line",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -131,6 +134,7 @@ impl ExitCode {
                 ..
             } => ExitCode::Damaged,
             Error::Remote { .. } => ExitCode::Remote,
+            Error::ConfigFile { .. } => ExitCode::ConfigFile,
         }
     }
 }

@@ -9,25 +9,60 @@ use super::args::ForgetArgs;
 use super::exit::ExitCode;
 use super::{render, report_rebuild, Ctx};
 
-/// What to remove, from the arguments, validated.
-fn selection(a: &ForgetArgs) -> Result<Selection, Error> {
-    let policy = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        within_secs: None,
-        include_named: a.include_named,
-        force: a.force,
-    }
-    .within(a.keep_within.as_deref())?;
+/// What to remove, from the arguments, validated. Without snapshots and without keep
+/// rules, the configuration file's retention is the policy (a policy is taken whole,
+/// from the command line or from the file, never merged: a rule given on the command
+/// line must not be widened by the file's).
+fn selection(ctx: &Ctx, a: &ForgetArgs) -> Result<Selection, Error> {
+    let flags = [
+        a.keep_last,
+        a.keep_hourly,
+        a.keep_daily,
+        a.keep_weekly,
+        a.keep_monthly,
+        a.keep_yearly,
+    ];
+    let from_file = match &ctx.config.config.retention {
+        Some(r)
+            if a.snapshots.is_empty()
+                && flags.iter().all(|&n| n == 0)
+                && a.keep_within.is_none() =>
+        {
+            Some(r)
+        }
+        _ => None,
+    };
+    let policy = match from_file {
+        Some(r) => Policy {
+            last: r.keep_last.unwrap_or(0),
+            hourly: r.keep_hourly.unwrap_or(0),
+            daily: r.keep_daily.unwrap_or(0),
+            weekly: r.keep_weekly.unwrap_or(0),
+            monthly: r.keep_monthly.unwrap_or(0),
+            yearly: r.keep_yearly.unwrap_or(0),
+            within_secs: None,
+            include_named: a.include_named,
+            force: a.force,
+        }
+        .within(r.keep_within.as_ref().map(|k| k.0.as_str()))?,
+        None => Policy {
+            last: a.keep_last,
+            hourly: a.keep_hourly,
+            daily: a.keep_daily,
+            weekly: a.keep_weekly,
+            monthly: a.keep_monthly,
+            yearly: a.keep_yearly,
+            within_secs: None,
+            include_named: a.include_named,
+            force: a.force,
+        }
+        .within(a.keep_within.as_deref())?,
+    };
     Ok(Selection::new(a.snapshots.clone(), policy)?)
 }
 
 pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
-    let selection = selection(a)?;
+    let selection = selection(ctx, a)?;
     let access = if a.dry_run {
         Access::Read
     } else {

@@ -7,15 +7,18 @@ mod args;
 mod backup;
 mod browse;
 mod check;
+mod config_file;
 mod copy;
 mod exit;
 mod forget;
 mod gc;
+mod hook;
 mod out;
 mod progress;
 mod render;
 mod repair;
 mod restore;
+mod setup;
 mod stats;
 
 use std::path::PathBuf;
@@ -23,7 +26,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde_json::json;
 
-use jellysnap::{Error, Place, Repository};
+use jellysnap::{Error, Location, Place, Repository};
 
 use args::{Cli, Command};
 use exit::ExitCode;
@@ -38,6 +41,14 @@ pub(crate) struct Ctx<'a> {
     pub(crate) place: Place,
     /// Whether the repository path is the default one (no --repo / JELLYSNAP_REPO).
     pub(crate) default_repo: bool,
+    /// The configuration file as read (empty when there is none).
+    pub(crate) config: &'a config_file::Loaded,
+    /// Why the configuration file or the repository location cannot be used: only the
+    /// commands that must not fail on it (the hooks, setup) get this far with one; a
+    /// hook reports it as its failure, and only when it has something to protect.
+    pub(crate) deferred_error: Option<&'a Error>,
+    /// Whether the repository came from --repo or JELLYSNAP_REPO.
+    pub(crate) repo_from_args: bool,
     pub(crate) out: &'a Out,
     pub(crate) progress: &'a TermProgress,
     pub(crate) verbose: bool,
@@ -53,14 +64,41 @@ pub fn run() -> ExitCode {
     }
     let out = Out::new(cli.json, cli.quiet);
     let progress = TermProgress::new(cli.quiet, cli.json, cli.verbose > 0);
+    let located = config_file::locate(cli.config.as_deref());
+    let (loaded, mut deferred_error) = match config_file::load(&located) {
+        Ok(l) => (l, None),
+        Err(e) if tolerates_config_errors(&cli.command) => (
+            config_file::Loaded {
+                path: located.path.clone(),
+                explicit: located.explicit,
+                found: false,
+                config: Default::default(),
+            },
+            Some(e),
+        ),
+        Err(e) => return out.finish(report_error(&out, &e)),
+    };
     let default_repo = args::default_repo();
-    let repo_path = cli.repo.clone().unwrap_or(default_repo.clone());
+    // --repo / JELLYSNAP_REPO, else the configuration file's, else the default.
+    let repo_path = cli
+        .repo
+        .clone()
+        .or_else(|| loaded.config.repository.clone().map(|r| r.0))
+        .unwrap_or(default_repo.clone());
     let place = match args::place(&repo_path) {
         Ok(p) => p,
+        // (S3 credentials missing from apt's environment must not fail apt.)
+        Err(e) if tolerates_config_errors(&cli.command) => {
+            deferred_error.get_or_insert(e);
+            Place::new(Location::Local(repo_path.clone()), args::cache_dir())
+        }
         Err(e) => return out.finish(report_error(&out, &e)),
     };
     let ctx = Ctx {
-        default_repo: cli.repo.as_ref().is_none_or(|r| *r == default_repo),
+        default_repo: repo_path == default_repo,
+        config: &loaded,
+        deferred_error: deferred_error.as_ref(),
+        repo_from_args: cli.repo.is_some(),
         repo_path,
         place,
         out: &out,
@@ -71,7 +109,20 @@ pub fn run() -> ExitCode {
         Ok(code) => code,
         Err(e) => report_error(&out, &e),
     };
-    out.finish(code)
+    // A hook that let the upgrade or the start go on says so with 0, whatever became
+    // of its one line of output (apt aborts on any other code).
+    match (out.finish(code), code) {
+        (_, ExitCode::Success) if hook::is_run(&cli.command) => ExitCode::Success,
+        (finished, _) => finished,
+    }
+}
+
+/// The commands that must run even with an unusable configuration file or repository
+/// location: a hook must not fail an upgrade or a server start over it (it reports it
+/// instead), installing a hook does not use either, and setup is how the file gets
+/// rewritten.
+fn tolerates_config_errors(c: &Command) -> bool {
+    matches!(c, Command::Setup(_) | Command::Hook { .. })
 }
 
 /// Help and version print and succeed; anything else clap refuses is a bad command line.
@@ -104,6 +155,8 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
         Command::Check(a) => check::check(ctx, a),
         Command::Repair { what } => repair::repair(ctx, what),
         Command::Stats { snapshots } => stats::stats(ctx, snapshots),
+        Command::Setup(a) => setup::setup(ctx, a),
+        Command::Hook { kind } => hook::hook(ctx, kind),
     }
 }
 

@@ -212,7 +212,13 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
                     detail: "--config-dir does not exist".into(),
                 });
             }
-            ("custom", canonical(c))
+            // The layout's own config dir, given explicitly (as the configuration file
+            // does), is still that layout.
+            let c = canonical(c);
+            match detect_config_dir(&data_dir) {
+                Ok((layout, found)) if canonical(&found) == c => (layout, c),
+                _ => ("custom", c),
+            }
         }
         None => detect_config_dir(&data_dir)?,
     };

@@ -4,11 +4,13 @@
 pub mod capture;
 pub mod datalock;
 pub mod dbstate;
+pub mod install;
 pub mod layout;
 pub mod livedb;
 pub mod logical;
 pub mod observe;
 pub mod running;
+pub mod server;
 pub mod sqlite;
 pub mod version;
 

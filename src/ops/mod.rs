@@ -8,6 +8,7 @@ pub mod clock;
 pub mod copy;
 pub mod forget;
 pub mod gc;
+pub mod guard;
 pub mod options;
 pub mod parallel;
 pub mod progress;

@@ -252,7 +252,10 @@ impl Cmd {
             c.env_remove(k);
         }
         c.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_CONFIG_FILE", "/dev/null");
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            // An empty configuration file: the tester's own /etc/jellysnap/jellysnap.toml
+            // (root's default) must not name a repository or an install for a test.
+            .env("JELLYSNAP_CONFIG", "/dev/null");
         for (k, v) in &self.envs {
             match v {
                 Some(v) => c.env(k, v),
