@@ -170,3 +170,37 @@ fn gc_repacks_the_emptiest_packs_until_the_repository_is_under_max_unused() {
     env.json(&["check", "--read-data"], 0);
     env.assert_restores("day", "r-day", &day);
 }
+
+#[test]
+fn gc_merges_the_small_packs_hourly_backups_leave_into_full_size_ones() {
+    let env = Env::new();
+    env.expect(&["init"], 0);
+    let fx = env.small_fixture();
+    // Each backup of a little change seals its own part-filled packs.
+    for hour in 0..20 {
+        common::fixture::day_of_changes(&fx, 100 + hour).unwrap();
+        env.backup(&fx, &["--name", &format!("h{hour}")]);
+    }
+    let last = common::verify::expected_state(&fx);
+    let files = packs(&env.repo);
+
+    let plan = env.json(&["gc", "--dry-run"], 0)["plan"].clone();
+    let before = plan["packs"].as_u64().unwrap();
+    let merged = plan["small_packs_merged"].as_u64().unwrap();
+    assert!(merged >= 32 && merged <= before, "{plan}");
+    assert!(plan["repack"].as_array().unwrap().len() as u64 >= merged);
+    assert_eq!(packs(&env.repo), files, "a dry run changes nothing");
+
+    env.json(&["gc"], 0);
+    // Nothing left to merge: the next gc leaves the packs as they are.
+    let again = env.json(&["gc", "--dry-run"], 0)["plan"].clone();
+    let after = again["packs"].as_u64().unwrap();
+    assert!(
+        after + merged <= before + 3,
+        "{before} packs, {merged} merged, {after} left"
+    );
+    assert_eq!(again["small_packs_merged"].as_u64(), Some(0), "{again}");
+    assert_eq!(again["repack"].as_array().unwrap().len(), 0, "{again}");
+    env.json(&["check", "--read-data"], 0);
+    env.assert_restores("h19", "r-last", &last);
+}

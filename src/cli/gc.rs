@@ -54,6 +54,12 @@ pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
             render::size(plan.bytes_freed),
         ));
     }
+    if plan.small_packs_merged > 0 {
+        out.text(&format!(
+            "{} of the packs repacked are small ones (sealed part-filled by backups), merged into full-size packs",
+            plan.small_packs_merged
+        ));
+    }
     if dry {
         out.text("dry run: nothing was changed");
     }

@@ -92,6 +92,9 @@ pub struct GcPlan {
     pub bytes_freed: u64,
     /// Live bytes copied by repacking.
     pub bytes_repacked: u64,
+    /// Of `repack`, the small packs merged into full-size ones (see
+    /// `MERGE_SMALL_PACKS_AT`); the others are repacked for their unused share.
+    pub small_packs_merged: u64,
     /// A previous gc was interrupted; this one finishes its work.
     pub resumes_interrupted: bool,
     pub max_unused_pct: f64,
@@ -210,6 +213,7 @@ pub fn plan_with_grace(
         repack: Vec::new(),
         bytes_freed: 0,
         bytes_repacked: 0,
+        small_packs_merged: 0,
         resumes_interrupted: repo.store().exists(Key::GcMarker)?,
         max_unused_pct,
         two_phase,
@@ -217,7 +221,8 @@ pub fn plan_with_grace(
         grace_secs,
         pending,
     };
-    let (mut live_bytes, mut partial) = (0u64, Vec::new());
+    let (mut live_bytes, mut partial, mut small) = (0u64, Vec::new(), Vec::new());
+    let small_below = repo.config().pack_target_bytes / SMALL_PACK_FRACTION;
     for ((key, size), entries) in packs.into_iter().zip(read) {
         let Some(id) = key.pack_id() else { continue };
         plan.repository_bytes += size;
@@ -260,6 +265,8 @@ pub fn plan_with_grace(
             live_bytes += p.live_bytes;
             if p.dead_chunks > 0 {
                 partial.push(p);
+            } else if p.size < small_below {
+                small.push(p);
             }
         }
     }
@@ -280,15 +287,39 @@ pub fn plan_with_grace(
     };
     let mut unused: u64 = partial.iter().map(|p| p.dead_bytes).sum();
     for p in partial {
-        if unused as f64 <= allowed {
-            break;
+        if unused as f64 > allowed {
+            unused -= p.dead_bytes;
+            plan.repack_pack(p);
+        } else if p.size < small_below {
+            small.push(p);
         }
-        unused -= p.dead_bytes;
-        plan.bytes_freed += p.dead_bytes;
-        plan.bytes_repacked += p.live_bytes;
-        plan.repack.push(p);
+    }
+    // Every backup seals its last packs part-filled, and hourly snapshots keep them: one
+    // or two small packs an hour, each a request of its own for a restore or a check
+    // from object storage, and a trailer more for every gc. Once enough of them pile up,
+    // their live chunks are copied into full-size packs (a small cost: they are small).
+    if small.len() >= MERGE_SMALL_PACKS_AT {
+        plan.small_packs_merged = small.len() as u64;
+        for p in small {
+            plan.repack_pack(p);
+        }
     }
     Ok(plan)
+}
+
+/// A pack smaller than the pack target divided by this is small (see
+/// [`MERGE_SMALL_PACKS_AT`]).
+const SMALL_PACK_FRACTION: u64 = 4;
+
+/// How many small packs gc lets pile up before it merges them into full-size packs.
+const MERGE_SMALL_PACKS_AT: usize = 32;
+
+impl GcPlan {
+    fn repack_pack(&mut self, p: PackPlan) {
+        self.bytes_freed += p.dead_bytes;
+        self.bytes_repacked += p.live_bytes;
+        self.repack.push(p);
+    }
 }
 
 pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Result<GcReport> {
