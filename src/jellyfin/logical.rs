@@ -425,10 +425,14 @@ fn create_database(dest: &Path, settings: &Settings) -> Result<Connection> {
     )?;
     let enc = ["UTF-8", "UTF-16le", "UTF-16be"][usize::from(settings.text_encoding - 1)];
     // Nothing the source holds is re-judged: foreign keys and CHECK constraints are not
-    // enforced, and triggers do not exist yet while the rows go in.
+    // enforced, and triggers do not exist yet while the rows go in. The page cache is
+    // bounded (64 MiB) so that a backup or a restore stays small whatever the database's
+    // size: with 256 MiB a 260 MB database's proof peaked at 331 MB, with 64 MiB at
+    // 119 MB, for a rebuild about 15% slower (rows go in rowid order, indexes are
+    // built by sorting; few pages are read twice).
     conn.execute_batch(&format!(
         "PRAGMA page_size = {}; PRAGMA auto_vacuum = {}; PRAGMA encoding = '{enc}';
-         PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;
+         PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;
          PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = OFF;
          PRAGMA ignore_check_constraints = ON;",
         settings.page_size, settings.auto_vacuum
