@@ -8,6 +8,7 @@ pub mod layout;
 pub mod livedb;
 pub mod logical;
 pub mod observe;
+pub mod releases;
 pub mod running;
 pub mod sqlite;
 pub mod version;
