@@ -174,6 +174,16 @@ pub enum Error {
         state: String,
     },
 
+    #[error("in-place restore refused: it would leave {} free on the file system of {path} ({} free now, {} freed, {} written), and Jellyfin 10.11 and later do not start with less than {} free in their data dir. Nothing was changed; free space on that file system and retry, or pass --force and free the space before starting Jellyfin", bytes(*free_after), bytes(*free_now), bytes(*frees), bytes(*writes), bytes(*needed))]
+    TooLittleSpaceLeft {
+        path: PathBuf,
+        free_now: u64,
+        frees: u64,
+        writes: u64,
+        free_after: u64,
+        needed: u64,
+    },
+
     #[error("in-place restore refused: {path} {state}. Is the disk that holds it mounted? Restoring now would write the whole snapshot onto whatever file system holds that path. Mount it and retry; to restore onto a new, empty disk mounted there, pass --force")]
     RestoreIntoEmpty { path: PathBuf, state: String },
 

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::env::{s, Env};
-use common::fixture::{Fixture, FixtureSpec, Layout};
+use common::fixture::{self, Fixture, FixtureSpec, Layout};
 use common::sqlcli::sqlite3;
 use serde_json::Value;
 
@@ -268,4 +268,186 @@ fn the_listing_marks_snapshots_a_hook_took() {
     let by = lines[0].find(" BY ").unwrap() + 1;
     assert!(lines[1][by..].starts_with("apt "), "{text}");
     assert!(lines[2][by..].starts_with("- "), "{text}");
+}
+
+/// A data dir at 10.11.3 backed up before an upgrade, then the upgrade to 10.11.4 (no
+/// new migration: only the log tells).
+fn upgraded(env: &Env) -> Fixture {
+    let fx = env.small_fixture();
+    set_history(&fx, &history_10_11_0());
+    set_log(&fx, Some("10.11.3"));
+    env.backup(&fx, &["--name", "before-10.11.4"]);
+    set_log(&fx, Some("10.11.4"));
+    fx
+}
+
+/// A directory with a `dpkg-query` that answers as dpkg does with `version` of
+/// jellyfin-server installed; put first on the `PATH`.
+fn fake_dpkg(env: &Env, version: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env.root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("dpkg-query");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# dpkg-query -W -f=FORMAT PACKAGE\nfor a; do p=$a; done\n\
+             if [ \"$p\" = jellyfin-server ]; then printf 'install ok installed\\t{version}'; exit 0; fi\n\
+             echo \"dpkg-query: no packages found matching $p\" >&2; exit 1\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn a_rollback_says_which_server_to_start() {
+    let env = Env::new();
+    let _fx = upgraded(&env);
+    let out = env
+        .cmd(&["restore", "before-10.11.4", "--in-place", "--dry-run"])
+        .env("PATH", fake_dpkg(&env, "10.11.4+deb12"))
+        .expect(0);
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("rolls the data back from 10.11.4 to 10.11.3; start Jellyfin 10.11.3 afterwards (10.11.4 would migrate it again)"),
+        "{text}"
+    );
+    // The installed package is newer than the snapshot's data: the commands that put the
+    // right one in place without starting it on the data it has not got back yet.
+    let err = s(&out.stderr);
+    for want in [
+        "the installed Jellyfin is 10.11.4 (jellyfin-server 10.11.4+deb12)",
+        "echo DISABLE_JELLYFIN_AUTOSTART=1 | sudo tee -a /etc/default/jellyfin",
+        "apt-cache policy jellyfin-server",
+        "sudo apt-get install --allow-downgrades jellyfin-server=10.11.3+deb12 jellyfin-web=10.11.3+deb12",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let plan = env
+        .cmd(&["restore", "before-10.11.4", "--in-place", "--dry-run"])
+        .env("PATH", fake_dpkg(&env, "10.11.4+deb12"))
+        .json(0);
+    let r = &plan["plan"]["rollback"];
+    assert_eq!(r["direction"], "back", "{r}");
+    assert_eq!(r["live"]["version"], "10.11.4");
+    assert_eq!(r["snapshot"]["version"], "10.11.3");
+    assert_eq!(r["installed"]["from"], "dpkg");
+    assert_eq!(r["install"], "10.11.3+deb12");
+
+    // The package already downgraded: no warning.
+    let out = env
+        .cmd(&["restore", "before-10.11.4", "--in-place", "--dry-run"])
+        .env("PATH", fake_dpkg(&env, "10.11.3+deb12"))
+        .expect(0);
+    assert!(
+        !s(&out.stderr).contains("DISABLE_JELLYFIN_AUTOSTART"),
+        "{}",
+        s(&out.stderr)
+    );
+
+    // A container: the caller says which image runs.
+    let out = env
+        .cmd(&["restore", "before-10.11.4", "--in-place", "--dry-run"])
+        .arg("--server-version")
+        .arg("10.11.4")
+        .expect(0);
+    assert!(
+        s(&out.stderr)
+            .contains("Pin the image to the snapshot's version (jellyfin/jellyfin:10.11.3)"),
+        "{}",
+        s(&out.stderr)
+    );
+
+    // The rollback itself says the same, and leaves the data at 10.11.3.
+    let out = env.expect(&["restore", "before-10.11.4", "--in-place"], 0);
+    assert!(
+        s(&out.stdout).contains("rolls the data back from 10.11.4 to 10.11.3"),
+        "{}",
+        s(&out.stdout)
+    );
+}
+
+#[test]
+fn a_rollback_across_a_migration_names_the_range() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    set_history(&fx, &history_10_11_0());
+    set_log(&fx, None);
+    env.backup(&fx, &["--name", "before"]);
+    // 10.11.7 migrated the data and logged its start.
+    set_history(&fx, &with(&history_10_11_0(), ADDED_10_11_7, "10.11.7.0"));
+    set_log(&fx, Some("10.11.7"));
+    let out = env
+        .cmd(&["restore", "before", "--in-place", "--dry-run"])
+        .env("PATH", fake_dpkg(&env, "10.11.7+ubu2404"))
+        .expect(0);
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("rolls the data back from 10.11.7 to 10.11.0–10.11.6; start a Jellyfin release in 10.11.0–10.11.6 (from database) afterwards (10.11.7 would migrate it again)"),
+        "{text}"
+    );
+    assert!(
+        s(&out.stderr).contains("jellyfin-server=10.11.6+ubu2404 jellyfin-web=10.11.6+ubu2404"),
+        "{}",
+        s(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_rollback_that_leaves_jellyfin_too_little_space_is_refused_unless_forced() {
+    common::env::need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let disk = common::env::SmallDisk::mount(&env.root.join("disk"), "32m");
+    let fx = fixture::generate(
+        &disk.path().join("jellyfin"),
+        &FixtureSpec::small(Layout::Docker),
+    )
+    .unwrap();
+    env.backup(&fx, &["--name", "before"]);
+    fs::remove_file(fx.data_dir.join("data/device.txt")).unwrap();
+
+    let out = env.expect(&["restore", "before", "--in-place", "--dry-run"], 0);
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("Jellyfin needs 2.0 GiB to start")
+            && text.contains("would be refused (exit code 23) unless --force"),
+        "{text}"
+    );
+    let out = env.expect(&["restore", "before", "--in-place"], 23);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("Jellyfin 10.11 and later do not start with less than 2.0 GiB free")
+            && err.contains(disk.path().join("jellyfin").to_str().unwrap())
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        !fx.data_dir.join("data/device.txt").exists(),
+        "nothing was changed"
+    );
+    env.expect(&["restore", "before", "--in-place", "--force"], 0);
+    assert!(fx.data_dir.join("data/device.txt").exists());
+
+    // Data of 10.10 or earlier: Jellyfin has no such limit, nor has the restore.
+    let ef_only: Vec<(String, String)> = history_10_11_0()
+        .into_iter()
+        .filter(|(id, _)| id.as_str() <= "20240928082930_MarkSegmentProviderIdNonNullable")
+        .collect();
+    set_history(&fx, &ef_only);
+    set_log(&fx, None);
+    env.backup(&fx, &["--name", "ten-ten"]);
+    fs::remove_file(fx.data_dir.join("data/device.txt")).unwrap();
+    let out = env.expect(&["restore", "ten-ten", "--in-place"], 0);
+    assert!(
+        !s(&out.stdout).contains("Jellyfin needs"),
+        "{}",
+        s(&out.stdout)
+    );
 }

@@ -22,6 +22,7 @@ pub enum ExitCode {
     NoSpace = 20,
     RestoreInterrupted = 21,
     Remote = 22,
+    LowSpace = 23,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -29,7 +30,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 18] = [
+    pub const ALL: [ExitCode; 19] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -47,6 +48,7 @@ impl ExitCode {
         ExitCode::NoSpace,
         ExitCode::RestoreInterrupted,
         ExitCode::Remote,
+        ExitCode::LowSpace,
         ExitCode::BrokenPipe,
     ];
 
@@ -74,6 +76,7 @@ impl ExitCode {
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::Remote => "the object store refused (credentials, permission, bucket) or could not be reached after retries: the message names the object, the HTTP status and what to do; nothing stored was damaged",
+            ExitCode::LowSpace => "an in-place restore would leave less than 2 GiB free on the data dir's file system, below what Jellyfin 10.11 and later need to start (without `--force`); nothing was changed",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -125,6 +128,7 @@ impl ExitCode {
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
             Error::NoSpace { .. } => ExitCode::NoSpace,
+            Error::TooLittleSpaceLeft { .. } => ExitCode::LowSpace,
             Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
             Error::Remote {
                 kind: jellysnap::RemoteErrorKind::Corrupt,

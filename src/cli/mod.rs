@@ -16,6 +16,7 @@ mod progress;
 mod render;
 mod repair;
 mod restore;
+mod rollback;
 mod stats;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod datalock;
 pub mod dbstate;
+pub mod installed;
 pub mod layout;
 pub mod livedb;
 pub mod logical;

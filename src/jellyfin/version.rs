@@ -76,6 +76,12 @@ impl Version {
         (self.major, self.minor, self.patch)
     }
 
+    /// The release this version is, ignoring which candidate: a server reports a
+    /// candidate as the release it leads to.
+    pub fn same_release(&self, other: &Version) -> bool {
+        self.release() == other.release()
+    }
+
     /// Whether this release line (`10.11`) is the one of `other`.
     fn same_line(&self, other: &Version) -> bool {
         (self.major, self.minor) == (other.major, other.minor)
@@ -300,6 +306,39 @@ pub fn read_history(conn: &Connection) -> Option<Vec<(String, String)>> {
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .ok()?;
     Some(rows.filter_map(|r| r.ok()).collect())
+}
+
+/// What the sources say now about the live data dir `data_dir` (config dir `config_dir`,
+/// its database at `db`), read without disturbing a server that may use it (`livedb`;
+/// `scratch` takes a private copy when one is needed).
+pub fn live(
+    layout: &str,
+    data_dir: &Path,
+    config_dir: &Path,
+    db: &Path,
+    scratch: &Path,
+) -> Option<Found> {
+    let database = if db.is_file() {
+        crate::jellyfin::livedb::open(db, scratch)
+            .ok()
+            .and_then(|conn| {
+                let rows = read_history(&conn);
+                // A server that started meanwhile makes the read void, not wrong: the
+                // version is then simply not known.
+                conn.finish().ok()?;
+                rows
+            })
+            .and_then(|rows| from_history(&rows))
+    } else {
+        None
+    };
+    Evidence {
+        log: from_log(&log_dirs(layout, data_dir, config_dir)),
+        database,
+        migrations_xml: from_migrations_xml(config_dir),
+        library_db: data_dir.join("data/library.db").is_file(),
+    }
+    .decide()
 }
 
 /// Read the version range from a captured (private) copy of jellyfin.db.

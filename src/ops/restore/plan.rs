@@ -66,6 +66,13 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
+    plan.force = opts.force;
+    if let Some(data_dir) = plan.in_place.clone() {
+        let rollback =
+            super::versions::rollback(rec, &repo.tmp_dir(), opts.server_version.as_deref());
+        plan.space = super::versions::space(&plan, rollback.snapshot.as_ref(), &data_dir);
+        plan.rollback = Some(rollback);
+    }
     Ok(plan)
 }
 
@@ -277,6 +284,9 @@ impl RestorePlan {
             protected: Vec::new(),
             content_compared: p.verify,
             unfinished_restore: Vec::new(),
+            rollback: None,
+            space: None,
+            force: false,
             directories: p.directories,
             in_place: None,
         };
