@@ -174,6 +174,19 @@ pub enum Error {
         state: String,
     },
 
+    /// `database.xml` names a database jellysnap cannot capture.
+    #[error("{path}: {detail}")]
+    UnsupportedDatabase { path: PathBuf, detail: String },
+
+    /// The server holds its database with SQLite's EXCLUSIVE locking mode: a reader
+    /// would wait for as long as it runs.
+    #[error("{db} is locked by {holder} with SQLite's EXCLUSIVE locking mode (`lockingmode` EXCLUSIVE in {config}): no other program can read it while the server runs, so a backup would wait for ever. Remove that option from {config} (or set it to NORMAL) and restart Jellyfin, or stop Jellyfin while the backup runs")]
+    ExclusiveLocking {
+        db: PathBuf,
+        config: PathBuf,
+        holder: String,
+    },
+
     #[error("in-place restore refused: it would leave {} free on the file system of {path} ({} free now, {} freed, {} written), and Jellyfin 10.11 and later do not start with less than {} free in their data dir. Nothing was changed; free space on that file system and retry, or pass --force and free the space before starting Jellyfin", bytes(*free_after), bytes(*free_now), bytes(*frees), bytes(*writes), bytes(*needed))]
     TooLittleSpaceLeft {
         path: PathBuf,

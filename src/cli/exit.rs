@@ -67,10 +67,10 @@ impl ExitCode {
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists (for `copy`: another snapshot has it in the destination)",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, or an in-place restore would delete media files (a library overlaps Jellyfin's directories)",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, an in-place restore would delete media files (a library overlaps Jellyfin's directories), or database.xml names a database other than Jellyfin's SQLite",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
-            ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
+            ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`); or a backup while Jellyfin runs with database.xml's `lockingmode` EXCLUSIVE",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable; copy leaves out a snapshot whose chunks are damaged)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
@@ -107,7 +107,8 @@ impl ExitCode {
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
             | Error::RestoreIntoEmpty { .. }
-            | Error::MediaWouldBeDeleted { .. } => ExitCode::NotJellyfin,
+            | Error::MediaWouldBeDeleted { .. }
+            | Error::UnsupportedDatabase { .. } => ExitCode::NotJellyfin,
             // A bad flag is a bad command line; a bad system.xml a bad install.
             Error::DirsOverlap {
                 from_flag: true, ..
@@ -119,9 +120,9 @@ impl ExitCode {
             Error::Locked { .. } | Error::DataDirLocked { .. } | Error::LeaseExpired { .. } => {
                 ExitCode::Locked
             }
-            Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
-                ExitCode::ServerRunning
-            }
+            Error::ServerRunning { .. }
+            | Error::ServerStateUnknown { .. }
+            | Error::ExclusiveLocking { .. } => ExitCode::ServerRunning,
             Error::Corrupt { .. }
             | Error::ChunkMissing { .. }
             | Error::PackMissing { .. }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Component, Item, NotCaptured, NotCapturedKind, Root};
+use crate::jellyfin::dbconfig::DbConfig;
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -31,6 +32,10 @@ pub struct Source {
     /// Selected components whose directory is not there (a disk not mounted): left out
     /// of `components`, so the snapshot does not claim them.
     pub missing: Vec<NotCaptured>,
+    /// `database.xml`, when the config dir has one.
+    pub db_config: Option<DbConfig>,
+    /// Where jellyfin.db is: `data/jellyfin.db`, or where `database.xml` relocates it.
+    pub jellyfin_db: PathBuf,
 }
 
 /// Roots and items of a snapshot; decides for each path whether it is part of it.
@@ -203,7 +208,7 @@ fn canonical(p: &Path) -> PathBuf {
 
 /// Find the install `opts` points at and what a snapshot of it holds.
 pub fn detect(opts: &SourceOptions) -> Result<Source> {
-    let data_dir = check_data_dir(&opts.data_dir)?;
+    let data_dir = check_data_dir(&opts.data_dir, opts.config_dir.as_deref())?;
     let (layout, config_dir) = match &opts.config_dir {
         Some(c) => {
             if !c.is_dir() {
@@ -216,7 +221,16 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         }
         None => detect_config_dir(&data_dir)?,
     };
-    let dirs = Dirs::find(opts, data_dir, config_dir);
+    let db_config = DbConfig::read(&config_dir, &data_dir);
+    if let Some(c) = &db_config {
+        c.ensure_sqlite()?;
+    }
+    let mut dirs = Dirs::find(opts, data_dir, config_dir);
+    dirs.db = db_config
+        .as_ref()
+        .and_then(|c| c.path.as_deref())
+        .map(canonical)
+        .filter(|p| *p != dirs.data.join("data/jellyfin.db"));
     dirs.check_overlaps(opts)?;
     let mut components: BTreeSet<Component> = opts.components.clone();
     components.insert(Component::Config);
@@ -245,7 +259,13 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
     let metadata_dir = components
         .contains(&Component::Metadata)
         .then(|| dirs.metadata.clone());
+    let jellyfin_db = dirs
+        .db
+        .clone()
+        .unwrap_or_else(|| dirs.data.join("data/jellyfin.db"));
     Ok(Source {
+        db_config,
+        jellyfin_db,
         layout,
         data_dir: dirs.data,
         config_dir: dirs.config,
@@ -261,14 +281,14 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
 
 /// The data dir, canonical, once it is shown to hold a Jellyfin database; otherwise a
 /// hint at the directory that would.
-fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
+fn check_data_dir(data_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf> {
     if !data_dir.is_dir() {
         return Err(Error::SourceMissing(data_dir.to_path_buf()));
     }
     let data_dir = canonical(data_dir);
     let has_db =
         |d: &Path| d.join("data/jellyfin.db").is_file() || d.join("data/library.db").is_file();
-    if has_db(&data_dir) {
+    if has_db(&data_dir) || relocated_db(&data_dir, config_dir).is_some() {
         return Ok(data_dir);
     }
     let db = data_dir.join("data/jellyfin.db");
@@ -291,6 +311,23 @@ fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
         path: data_dir,
         detail: hint,
     })
+}
+
+/// The database `database.xml` relocates out of `data_dir`, when it is there: the file
+/// found in the config dir given, or in the config dir of one of the layouts.
+fn relocated_db(data_dir: &Path, config_dir: Option<&Path>) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = config_dir.map(Path::to_path_buf).into_iter().collect();
+    if config_dir.is_none() {
+        candidates.push(data_dir.join("config"));
+        candidates.extend(data_dir.parent().map(Path::to_path_buf));
+        if data_dir.ends_with("var/lib/jellyfin") {
+            candidates.extend(data_dir.ancestors().nth(3).map(|p| p.join("etc/jellyfin")));
+        }
+    }
+    candidates
+        .iter()
+        .filter_map(|c| DbConfig::read(c, data_dir)?.path)
+        .find(|p| p.is_file())
 }
 
 /// The (device, inode) of what `p` names, links followed.
@@ -325,6 +362,8 @@ struct Dirs {
     /// The metadata dir was given (option or system.xml) rather than the default one.
     metadata_configured: bool,
     cache: Option<PathBuf>,
+    /// jellyfin.db, when `database.xml` keeps it elsewhere than `data/jellyfin.db`.
+    db: Option<PathBuf>,
 }
 
 impl Dirs {
@@ -344,6 +383,7 @@ impl Dirs {
             metadata,
             metadata_configured,
             cache,
+            db: None,
         }
     }
 
@@ -494,10 +534,15 @@ impl Dirs {
             config_excludes.push(self.config.join(x));
         }
         add(self.config.clone(), Component::Config, config_excludes);
-        for f in ["data/jellyfin.db", "data/library.db"] {
+        // A relocated jellyfin.db is the server's; a file left at the usual place is not.
+        let usual = ["data/jellyfin.db", "data/library.db"];
+        for f in usual.iter().skip(usize::from(self.db.is_some())) {
             if d(f).is_file() {
                 add(d(f), Component::Database, vec![]);
             }
+        }
+        if let Some(db) = &self.db {
+            add(db.clone(), Component::Database, vec![]);
         }
         for p in CONFIG_ITEMS {
             add(d(p), Component::Config, vec![]);
@@ -543,6 +588,10 @@ impl Roots {
         let mut bases = vec![("data", dirs.data.clone()), ("config", dirs.config.clone())];
         if components.contains(&Component::Metadata) {
             bases.push(("metadata", dirs.metadata.clone()));
+        }
+        // A relocated database's directory, when no other root holds it.
+        if let Some(dir) = dirs.db.as_deref().and_then(Path::parent) {
+            bases.push(("database", dir.to_path_buf()));
         }
         bases.sort_by_key(|(_, p)| p.components().count());
         let mut roots: Vec<(String, PathBuf)> = Vec::new();
@@ -679,6 +728,7 @@ mod tests {
             metadata: metadata.into(),
             metadata_configured: true,
             cache: None,
+            db: None,
         };
         // linuxserver.io: the config dir holds the data dir; metadata in either is fine.
         for ok in ["/config/data/metadata", "/config/metadata", "/srv/meta"] {

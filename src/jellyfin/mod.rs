@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod datalock;
+pub mod dbconfig;
 pub mod dbstate;
 pub mod installed;
 pub mod layout;

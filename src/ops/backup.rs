@@ -190,6 +190,11 @@ fn backup_in_pool(
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
+    // Before any capture opens the database: one the server holds exclusively would make
+    // it wait for ever.
+    if let Some(c) = &source.db_config {
+        c.ensure_readable(&source.jellyfin_db)?;
+    }
     // Held until the snapshot is committed: an in-place restore meanwhile would make it
     // half old, half new.
     let _data_lock = jellyfin::datalock::for_backup(&source.data_dir)?;

@@ -130,7 +130,8 @@ impl Captures {
             // -shm sit beside the link's target, not beside the link.
             let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             // Named by its place in the data dir: the link's target may be named otherwise.
-            let is_jellyfin_db = path.file_name().is_some_and(|n| n == "jellyfin.db");
+            let is_jellyfin_db =
+                path == source.jellyfin_db || path.file_name().is_some_and(|n| n == "jellyfin.db");
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {
                     parent_capture(repo, p, &item.root, &item.rel)?

@@ -234,7 +234,17 @@ fn check_destination(
                         ensure_not_empty(&m.to)?;
                     }
                 }
-                running::ensure_stopped(Path::new(&rec.data_dir))?;
+                // Databases `database.xml` keeps outside the data dir.
+                let elsewhere: Vec<PathBuf> = rec
+                    .items
+                    .iter()
+                    .filter(|i| i.component == Component::Database && i.root == "database")
+                    .filter_map(|i| {
+                        let root = rec.roots.iter().find(|r| r.label == i.root)?;
+                        Some(Path::new(&root.path).join(&i.rel))
+                    })
+                    .collect();
+                running::ensure_stopped(Path::new(&rec.data_dir), &elsewhere)?;
             }
         }
     }

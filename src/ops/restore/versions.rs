@@ -190,12 +190,11 @@ fn live_version(rec: &SnapshotRecord, scratch: &Path) -> Option<Found> {
         components: Default::default(),
     })
     .ok()?;
-    let db = source.data_dir.join("data/jellyfin.db");
     version::live(
         source.layout,
         &source.data_dir,
         &source.config_dir,
-        &db,
+        &source.jellyfin_db,
         scratch,
     )
 }
