@@ -136,6 +136,17 @@ fn a_relocated_database_is_captured_and_restored_where_it_lives() {
     // Into a new directory: under the root's label.
     let (target, _) = env.restore_to("before", "elsewhere");
     assert_eq!(dump_of(&target.join("database/library.sqlite")), before);
+
+    // Its disk not mounted: no snapshot that would claim a database it does not have.
+    let moved = env.root.join("fast-disk-unmounted");
+    fs::rename(env.root.join("fast-disk"), &moved).unwrap();
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["backup", "--data-dir", data], 14);
+    assert!(
+        s(&out.stderr).contains("is the disk that holds it mounted"),
+        "{}",
+        s(&out.stderr)
+    );
 }
 
 #[test]

@@ -224,6 +224,16 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
     let db_config = DbConfig::read(&config_dir, &data_dir);
     if let Some(c) = &db_config {
         c.ensure_sqlite()?;
+        // A snapshot without the database would claim it all the same.
+        if let Some(p) = c.path.as_ref().filter(|p| !p.is_file()) {
+            return Err(Error::NotJellyfin {
+                path: p.clone(),
+                detail: format!(
+                    "{} keeps the database here (option `path`), but it is not there: is the disk that holds it mounted?",
+                    c.file.display()
+                ),
+            });
+        }
     }
     let mut dirs = Dirs::find(opts, data_dir, config_dir);
     dirs.db = db_config
@@ -313,8 +323,9 @@ fn check_data_dir(data_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf>
     })
 }
 
-/// The database `database.xml` relocates out of `data_dir`, when it is there: the file
-/// found in the config dir given, or in the config dir of one of the layouts.
+/// The database `database.xml` relocates out of `data_dir`: the `path` option of the
+/// file in the config dir given, or in the config dir of one of the layouts. (Whether it
+/// is there is checked once the config dir is known, with an error that says so.)
 fn relocated_db(data_dir: &Path, config_dir: Option<&Path>) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = config_dir.map(Path::to_path_buf).into_iter().collect();
     if config_dir.is_none() {
@@ -326,8 +337,7 @@ fn relocated_db(data_dir: &Path, config_dir: Option<&Path>) -> Option<PathBuf> {
     }
     candidates
         .iter()
-        .filter_map(|c| DbConfig::read(c, data_dir)?.path)
-        .find(|p| p.is_file())
+        .find_map(|c| DbConfig::read(c, data_dir)?.path)
 }
 
 /// The (device, inode) of what `p` names, links followed.
