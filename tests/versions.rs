@@ -451,3 +451,47 @@ fn a_rollback_that_leaves_jellyfin_too_little_space_is_refused_unless_forced() {
         s(&out.stdout)
     );
 }
+
+#[test]
+fn rolling_back_the_10_11_upgrade_names_10_10() {
+    let env = Env::new();
+    let fx = env.fixture(&FixtureSpec::small(Layout::Debian));
+    let ef_only: Vec<(String, String)> = history_10_11_0()
+        .into_iter()
+        .filter(|(id, _)| id.as_str() <= "20240928082930_MarkSegmentProviderIdNonNullable")
+        .map(|(id, _)| (id, "8.0.8".to_string()))
+        .collect();
+    set_history(&fx, &ef_only);
+    let library = fx.data_dir.join("data/library.db");
+    sqlite3(
+        &library,
+        "CREATE TABLE TypedBaseItems (guid BLOB PRIMARY KEY, data TEXT);",
+    );
+    set_log(&fx, Some("10.10.7"));
+    env.backup(&fx, &["--name", "before-10.11"]);
+
+    // The upgrade: 10.11.0 migrates library.db into jellyfin.db and moves it aside.
+    set_history(&fx, &history_10_11_0());
+    fs::rename(&library, fx.data_dir.join("data/library.db.old")).unwrap();
+    set_log(&fx, Some("10.11.0"));
+    let out = env
+        .cmd(&["restore", "before-10.11", "--in-place", "--dry-run"])
+        .env("PATH", fake_dpkg(&env, "10.11.0+deb12"))
+        .expect(0);
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("rolls the data back from 10.11.0 to 10.10.7; start Jellyfin 10.10.7 afterwards (10.11.0 would migrate it again)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Jellyfin needs"),
+        "10.10 has no free-space limit: {text}"
+    );
+    assert!(
+        s(&out.stderr).contains("jellyfin-server=10.10.7+deb12 jellyfin-web=10.10.7+deb12"),
+        "{}",
+        s(&out.stderr)
+    );
+    env.expect(&["restore", "before-10.11", "--in-place"], 0);
+    assert!(library.is_file(), "library.db is back");
+}
