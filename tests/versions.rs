@@ -104,8 +104,17 @@ fn set_history(fx: &Fixture, rows: &[(String, String)]) {
     sqlite3(&fx.db_path, &sql);
 }
 
-/// The server's log: a start of `version` (as its log file writes it), or no log at all.
+/// The server's log: a start of `version` now (as its log file writes it), or no log at
+/// all.
 fn set_log(fx: &Fixture, version: Option<&str>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let at = format!(
+        "{}.{:03} +00:00",
+        fixture::utc_datetime(now.as_secs() as i64),
+        now.subsec_millis()
+    );
     for e in fs::read_dir(&fx.log_dir).unwrap().flatten() {
         if e.file_name().to_string_lossy().starts_with("log_") {
             fs::remove_file(e.path()).unwrap();
@@ -115,8 +124,8 @@ fn set_log(fx: &Fixture, version: Option<&str>) {
         fs::write(
             fx.log_dir.join("log_20260301.log"),
             format!(
-                "[2026-03-01 10:00:00.000 +00:00] [INF] [1] Main: Jellyfin version: \"{v}\"\n\
-                 [2026-03-01 10:00:01.000 +00:00] [INF] [1] Main: Environment Variables: []\n"
+                "[{at}] [INF] [1] Main: Jellyfin version: \"{v}\"\n\
+                 [{at}] [INF] [1] Main: Environment Variables: []\n"
             ),
         )
         .unwrap();
@@ -308,7 +317,7 @@ fn fake_dpkg(env: &Env, version: &str) -> String {
 #[test]
 fn a_rollback_says_which_server_to_start() {
     let env = Env::new();
-    let _fx = upgraded(&env);
+    let fx = upgraded(&env);
     let out = env
         .cmd(&["restore", "before-10.11.4", "--in-place", "--dry-run"])
         .env("PATH", fake_dpkg(&env, "10.11.4+deb12"))
@@ -371,6 +380,15 @@ fn a_rollback_says_which_server_to_start() {
         "{}",
         s(&out.stdout)
     );
+    // Until a server starts on it, the log's 10.11.4 is not about this data: the restore
+    // put jellyfin.db in place after that start, with older content.
+    let b = env.backup(&fx, &[]);
+    assert_eq!(
+        found(&b),
+        ("10.11.0–10.11.6".into(), "database".into(), false)
+    );
+    set_log(&fx, Some("10.11.3"));
+    assert_eq!(found(&env.backup(&fx, &[])).0, "10.11.3");
 }
 
 #[test]

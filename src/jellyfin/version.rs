@@ -7,7 +7,9 @@
 //!    `log_YYYYMMDD.log` (quoted in the file, bare on the console). Only the newest few
 //!    files are read, each from its end; the log is read where it lies and never stored.
 //!    It is the exact version, but of whatever server last wrote that log dir: it is
-//!    believed only when the database does not contradict it.
+//!    believed only when the database does not contradict it, and not when jellyfin.db
+//!    was put in place after that start with content from before it (an in-place
+//!    restore: its mtime is set back, its ctime cannot be).
 //! 2. `__EFMigrationsHistory` in jellyfin.db: the applied migrations, mapped to releases by
 //!    the table in `releases`, give a range (from the newest release whose migration is
 //!    applied, to the release before the next one that adds a migration that is not);
@@ -333,7 +335,7 @@ pub fn live(
         None
     };
     Evidence {
-        log: from_log(&log_dirs(layout, data_dir, config_dir)),
+        log: from_log_for(&log_dirs(layout, data_dir, config_dir), db),
         database,
         migrations_xml: from_migrations_xml(config_dir),
         library_db: data_dir.join("data/library.db").is_file(),
@@ -451,9 +453,30 @@ pub fn log_dirs(layout: &str, data_dir: &Path, config_dir: &Path) -> Vec<PathBuf
     dirs
 }
 
+/// [`from_log`], unless the server that logged it started before `db` was replaced with
+/// older content: then the log is not about the data that is there now.
+pub fn from_log_for(dirs: &[PathBuf], db: &Path) -> Option<(Version, PathBuf)> {
+    let (v, file, started) = from_log(dirs)?;
+    match started {
+        Some(t) if replaced_after(db, t) => None,
+        _ => Some((v, file)),
+    }
+}
+
+/// Whether `db`'s content is older than `t_ns` but the file was put in place after it.
+fn replaced_after(db: &Path, t_ns: i64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(db) else {
+        return false;
+    };
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    ns(m.mtime(), m.mtime_nsec()) < t_ns && ns(m.ctime(), m.ctime_nsec()) > t_ns
+}
+
 /// The version of the newest `Jellyfin version:` line in the newest log files of the
-/// first of `dirs` that has any.
-pub fn from_log(dirs: &[PathBuf]) -> Option<(Version, PathBuf)> {
+/// first of `dirs` that has any, the file, and when the line was logged (Unix
+/// nanoseconds; the console's format has no date).
+pub fn from_log(dirs: &[PathBuf]) -> Option<(Version, PathBuf, Option<i64>)> {
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
@@ -474,8 +497,8 @@ pub fn from_log(dirs: &[PathBuf]) -> Option<(Version, PathBuf)> {
         // the names sort by age.
         logs.sort();
         for path in logs.iter().rev().take(LOG_FILES) {
-            if let Some(v) = last_version_line(path) {
-                return Some((v, path.clone()));
+            if let Some((v, t)) = last_version_line(path) {
+                return Some((v, path.clone(), t));
             }
         }
         return None;
@@ -486,7 +509,7 @@ pub fn from_log(dirs: &[PathBuf]) -> Option<(Version, PathBuf)> {
 const MARKER: &[u8] = b"Jellyfin version: ";
 
 /// The last version line of a log file, read backwards in blocks from its end.
-fn last_version_line(path: &Path) -> Option<Version> {
+fn last_version_line(path: &Path) -> Option<(Version, Option<i64>)> {
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let floor = len.saturating_sub(LOG_TAIL_BYTES);
@@ -510,10 +533,35 @@ fn last_version_line(path: &Path) -> Option<Version> {
     None
 }
 
-fn version_in_line(line: &[u8]) -> Option<Version> {
+fn version_in_line(line: &[u8]) -> Option<(Version, Option<i64>)> {
     let at = line.windows(MARKER.len()).position(|w| w == MARKER)?;
     let rest = std::str::from_utf8(line.get(at + MARKER.len()..)?).ok()?;
-    Version::parse(rest.split_whitespace().next()?)
+    let v = Version::parse(rest.split_whitespace().next()?)?;
+    Some((v, line_time(line)))
+}
+
+/// The time at the start of a log file's line, `[YYYY-MM-DD HH:MM:SS.fff +HH:MM]`, in
+/// Unix nanoseconds.
+fn line_time(line: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(line.get(1..31)?).ok()?;
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let sign = match s.get(24..25)? {
+        "+" => 1,
+        "-" => -1,
+        _ => return None,
+    };
+    let offset = sign * (num(25..27)? * 3600 + num(28..30)? * 60);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Some(secs * 1_000_000_000 + ms * 1_000_000)
 }
 
 #[cfg(test)]
@@ -621,6 +669,19 @@ mod tests {
         assert_eq!(
             only_file.decide().unwrap().range.to_string(),
             "10.10.7 or earlier"
+        );
+    }
+
+    #[test]
+    fn log_line_times() {
+        let t = line_time(
+            b"[2026-03-01 10:00:00.250 +01:00] [INF] [1] Main: Jellyfin version: \"10.11.3\"",
+        );
+        // 2026-03-01T09:00:00.25Z
+        assert_eq!(t, Some(1_772_355_600_250_000_000));
+        assert_eq!(
+            line_time(b"[10:00:00] [INF] [1] Main: Jellyfin version: 10.11.3"),
+            None
         );
     }
 

@@ -273,7 +273,7 @@ fn jellyfin_version(
     use jellyfin::version;
     let logs = version::log_dirs(source.layout, &source.data_dir, &source.config_dir);
     version::Evidence {
-        log: version::from_log(&logs),
+        log: version::from_log_for(&logs, &source.jellyfin_db),
         database,
         migrations_xml: version::from_migrations_xml(&source.config_dir),
         library_db: source.data_dir.join("data/library.db").is_file(),
