@@ -83,6 +83,7 @@ fn build(path: &Path, n: usize) {
         items: vec![],
         components: vec![Component::Config, Component::Database],
         jellyfin_version: None,
+        jellyfin_version_source: None,
         tree: root,
         parent: None,
         summary: Summary::default(),

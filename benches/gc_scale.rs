@@ -90,6 +90,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         items: vec![],
         components: vec![Component::Config, Component::Database],
         jellyfin_version: None,
+        jellyfin_version_source: None,
         tree,
         parent: None,
         summary: Summary::default(),

@@ -183,6 +183,29 @@ pub enum Error {
         state: String,
     },
 
+    /// `database.xml` names a database jellysnap cannot capture.
+    #[error("{path}: {detail}")]
+    UnsupportedDatabase { path: PathBuf, detail: String },
+
+    /// The server holds its database with SQLite's EXCLUSIVE locking mode: a reader
+    /// would wait for as long as it runs.
+    #[error("{db} is locked by {holder} with SQLite's EXCLUSIVE locking mode (`lockingmode` EXCLUSIVE in {config}): no other program can read it while the server runs, so a backup would wait for ever. Remove that option from {config} (or set it to NORMAL) and restart Jellyfin, or stop Jellyfin while the backup runs")]
+    ExclusiveLocking {
+        db: PathBuf,
+        config: PathBuf,
+        holder: String,
+    },
+
+    #[error("in-place restore refused: it would leave {} free on the file system of {path} ({} free now, {} freed, {} written), and Jellyfin 10.11 and later do not start with less than {} free in their data dir. Nothing was changed; free space on that file system and retry, or pass --force and free the space before starting Jellyfin", bytes(*free_after), bytes(*free_now), bytes(*frees), bytes(*writes), bytes(*needed))]
+    TooLittleSpaceLeft {
+        path: PathBuf,
+        free_now: u64,
+        frees: u64,
+        writes: u64,
+        free_after: u64,
+        needed: u64,
+    },
+
     #[error("in-place restore refused: {path} {state}. Is the disk that holds it mounted? Restoring now would write the whole snapshot onto whatever file system holds that path. Mount it and retry; to restore onto a new, empty disk mounted there, pass --force")]
     RestoreIntoEmpty { path: PathBuf, state: String },
 

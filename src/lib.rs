@@ -45,7 +45,8 @@ pub mod backup {
 /// Restoring a snapshot: a plan (what `--dry-run` prints), then its execution.
 pub mod restore {
     pub use crate::ops::restore::{
-        execute, plan, Action, Destination, RestoreOptions, RestorePlan, RestoreReport,
+        execute, plan, Action, Destination, Installed, RestoreOptions, RestorePlan, RestoreReport,
+        Rollback, Space, VersionView, JELLYFIN_MIN_FREE,
     };
 }
 

@@ -240,6 +240,7 @@ impl World {
                 force: false,
                 protect: Vec::new(),
                 verify: false,
+                server_version: None,
             };
             let plan = jellysnap::restore::plan(&repo, snap, &opts)
                 .unwrap_or_else(|e| panic!("{what}: restore plan of {id}: {e}"));

@@ -676,8 +676,8 @@ fn file_changing_while_read_is_reported() {
 fn pre_10_11_install_with_library_db() {
     let env = Env::new();
     let fx = env.fixture(&FixtureSpec::small(Layout::Debian));
-    // 10.10 and earlier: library.db next to jellyfin.db, no Jellyfin rows in
-    // __EFMigrationsHistory; the version comes from migrations.xml.
+    // 10.10 and earlier: library.db next to jellyfin.db, only EF Core's own rows in
+    // __EFMigrationsHistory (these are of 10.8.6 to 10.8.13); no version in the log.
     let data = fx.data_dir.join("data");
     {
         let c = rusqlite::Connection::open(data.join("library.db")).unwrap();
@@ -685,7 +685,7 @@ fn pre_10_11_install_with_library_db() {
             .unwrap();
         let j = rusqlite::Connection::open(data.join("jellyfin.db")).unwrap();
         j.execute(
-            "DELETE FROM __EFMigrationsHistory WHERE ProductVersion LIKE '10.%'",
+            "DELETE FROM __EFMigrationsHistory WHERE ProductVersion LIKE '10.%' OR MigrationId >= '20241020103111'",
             [],
         )
         .unwrap();
@@ -695,14 +695,16 @@ fn pre_10_11_install_with_library_db() {
         "<MigrationOptions><Applied><ValueTupleOfGuidString><Item1>a</Item1><Item2>CreateUserLoggingConfigFile</Item2></ValueTupleOfGuidString></Applied></MigrationOptions>",
     )
     .unwrap();
+    fs::remove_file(fx.log_dir.join("log_20260101.log")).unwrap();
     let b = env.backup(&fx, &[]);
-    assert!(
-        b["snapshot"]["jellyfin_version"]
-            .as_str()
-            .unwrap()
-            .starts_with("pre-10.11"),
+    assert_eq!(
+        b["snapshot"]["jellyfin_version"], "10.8.6–10.8.13",
         "{}",
         b["snapshot"]
+    );
+    assert_eq!(
+        b["snapshot"]["jellyfin_version_source"]["source"],
+        "database"
     );
     let t = env.root.join("restored");
     env.json(&["restore", "latest", "--target", t.to_str().unwrap()], 0);

@@ -286,6 +286,25 @@ fn a_full_restore_target_is_20() {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_rollback_leaving_jellyfin_less_than_2_gib_is_24() {
+    common::env::need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let disk = env.root.join("disk");
+    let mounted = common::env::SmallDisk::mount(&disk, "32m");
+    let fx = fixture::generate(
+        &disk.join("jellyfin"),
+        &fixture::FixtureSpec::small(fixture::Layout::Docker),
+    )
+    .unwrap();
+    env.backup(&fx, &["--name", "one"]);
+    let out = env.run(&["restore", "one", "--in-place"]);
+    drop(mounted);
+    expect(&out, 24);
+    assert!(s(&out.stderr).contains("2.0 GiB"), "{}", s(&out.stderr));
+}
+
+#[test]
 fn a_partial_backup_is_3() {
     let env = Env::new();
     let fx = env.small_fixture();

@@ -346,6 +346,10 @@ pub struct RestoreArgs {
     /// differ (by default they are kept)
     #[arg(long)]
     pub verify: bool,
+    /// The installed Jellyfin server's version (a container's image tag), to compare with
+    /// the snapshot's data [default: the Debian package's, when dpkg has one]
+    #[arg(long, value_name = "VERSION", env = "JELLYSNAP_SERVER_VERSION")]
+    pub server_version: Option<String>,
 }
 
 pub fn default_repo() -> PathBuf {

@@ -125,7 +125,10 @@ fn summary_text(o: &BackupOutcome) -> String {
         "snapshot {}{} saved\n  Jellyfin {}, layout {}, components {}\n",
         o.id.short(),
         paren_name(&r.name),
-        r.jellyfin_version.as_deref().unwrap_or("unknown"),
+        match r.jellyfin_version {
+            Some(_) => super::render::jellyfin_version(r),
+            None => "unknown".into(),
+        },
         r.layout,
         r.components
             .iter()

@@ -22,6 +22,7 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
             "NAME",
             "TIME (UTC)",
             "JELLYFIN",
+            "BY",
             "COMPONENTS (+db,config)",
             "DATABASE",
             "FILES",
@@ -49,7 +50,8 @@ fn snapshot_row(s: &Snapshot) -> Vec<String> {
         s.id.short(),
         r.name.clone().unwrap_or_default(),
         render::time(r.time_ns),
-        r.jellyfin_version.clone().unwrap_or_else(|| "?".into()),
+        render::jellyfin_version(r),
+        render::hook(r).unwrap_or("-").to_string(),
         r.components
             .iter()
             .filter(|c| !c.is_mandatory())
@@ -80,6 +82,7 @@ fn snapshot_json(s: &Snapshot) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), json!(s.id.to_hex()));
         o.insert("time".into(), json!(render::time(s.record.time_ns)));
+        o.insert("hook".into(), json!(render::hook(&s.record)));
     }
     v
 }

@@ -23,6 +23,7 @@ pub enum ExitCode {
     RestoreInterrupted = 21,
     Remote = 22,
     ConfigFile = 23,
+    LowSpace = 24,
     /// 128 + SIGPIPE, what a shell shows for a process ended by a closed pipe.
     BrokenPipe = 141,
 }
@@ -30,7 +31,7 @@ pub enum ExitCode {
 // The list and the meanings are what the README's table is tested against.
 #[cfg_attr(not(test), allow(dead_code))]
 impl ExitCode {
-    pub const ALL: [ExitCode; 19] = [
+    pub const ALL: [ExitCode; 20] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -49,6 +50,7 @@ impl ExitCode {
         ExitCode::RestoreInterrupted,
         ExitCode::Remote,
         ExitCode::ConfigFile,
+        ExitCode::LowSpace,
         ExitCode::BrokenPipe,
     ];
 
@@ -67,16 +69,17 @@ impl ExitCode {
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
             ExitCode::DuplicateName => "a snapshot with that name already exists (for `copy`: another snapshot has it in the destination)",
-            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, or an in-place restore would delete media files (a library overlaps Jellyfin's directories)",
+            ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, an in-place restore would delete media files (a library overlaps Jellyfin's directories), or database.xml names a database other than Jellyfin's SQLite",
             ExitCode::TargetNotEmpty => "restore target is not empty",
             ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
-            ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`)",
+            ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`); or a backup while Jellyfin runs with database.xml's `lockingmode` EXCLUSIVE",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable; copy leaves out a snapshot whose chunks are damaged)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
             ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::Remote => "the object store refused (credentials, permission, bucket) or could not be reached after retries: the message names the object, the HTTP status and what to do; nothing stored was damaged",
             ExitCode::ConfigFile => "the configuration file (`--config`, `$JELLYSNAP_CONFIG`, else `/etc/jellysnap/jellysnap.toml` for root and `~/.config/jellysnap/jellysnap.toml` for a user) is malformed or unreadable, or was named and is missing: the message names the file and the line",
+            ExitCode::LowSpace => "an in-place restore would leave less than 2 GiB free on the data dir's file system, below what Jellyfin 10.11 and later need to start (without `--force`); nothing was changed",
             ExitCode::BrokenPipe => "stdout was closed before all output was written (e.g. piped into `head`); the command itself ran to its end (a backup is committed), and any other failure's code takes precedence",
         }
     }
@@ -107,7 +110,8 @@ impl ExitCode {
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
             | Error::RestoreIntoEmpty { .. }
-            | Error::MediaWouldBeDeleted { .. } => ExitCode::NotJellyfin,
+            | Error::MediaWouldBeDeleted { .. }
+            | Error::UnsupportedDatabase { .. } => ExitCode::NotJellyfin,
             // A bad flag is a bad command line; a bad system.xml a bad install.
             Error::DirsOverlap {
                 from_flag: true, ..
@@ -119,15 +123,16 @@ impl ExitCode {
             Error::Locked { .. } | Error::DataDirLocked { .. } | Error::LeaseExpired { .. } => {
                 ExitCode::Locked
             }
-            Error::ServerRunning { .. } | Error::ServerStateUnknown { .. } => {
-                ExitCode::ServerRunning
-            }
+            Error::ServerRunning { .. }
+            | Error::ServerStateUnknown { .. }
+            | Error::ExclusiveLocking { .. } => ExitCode::ServerRunning,
             Error::Corrupt { .. }
             | Error::ChunkMissing { .. }
             | Error::PackMissing { .. }
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
             Error::NoSpace { .. } => ExitCode::NoSpace,
+            Error::TooLittleSpaceLeft { .. } => ExitCode::LowSpace,
             Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
             Error::Remote {
                 kind: jellysnap::RemoteErrorKind::Corrupt,

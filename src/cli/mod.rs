@@ -18,6 +18,7 @@ mod progress;
 mod render;
 mod repair;
 mod restore;
+mod rollback;
 mod setup;
 mod stats;
 

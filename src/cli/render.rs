@@ -50,6 +50,34 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A snapshot's Jellyfin version as shown: exact (from the server's log) as it is, a
+/// range followed by the sources that gave it (`db`, `xml`, `library.db`).
+pub fn jellyfin_version(r: &jellysnap::SnapshotRecord) -> String {
+    let Some(v) = &r.jellyfin_version else {
+        return "?".into();
+    };
+    match &r.jellyfin_version_source {
+        Some(e) if !e.exact => {
+            let from: Vec<&str> = e
+                .source
+                .split('+')
+                .map(|s| match s {
+                    "database" => "db",
+                    "migrations.xml" => "xml",
+                    other => other,
+                })
+                .collect();
+            format!("{v} ({})", from.join("+"))
+        }
+        _ => v.clone(),
+    }
+}
+
+/// The hook that took a snapshot (its `hook:<name>` tag), if one did.
+pub fn hook(r: &jellysnap::SnapshotRecord) -> Option<&str> {
+    r.tags.iter().find_map(|t| t.strip_prefix("hook:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

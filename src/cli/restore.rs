@@ -28,6 +28,7 @@ fn options(ctx: &Ctx, a: &RestoreArgs) -> Result<RestoreOptions, Error> {
         // Never rolled back, wherever they sit: the repository read and its cache.
         protect: vec![ctx.repo_path.clone(), super::args::cache_dir()],
         verify: a.verify,
+        server_version: a.server_version.clone(),
     })
 }
 
@@ -43,6 +44,13 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
     let plan = restore::plan(&repo, &snap, &opts)?;
     ctx.out
         .text(&plan_text(&snap, &plan, a.dry_run, ctx.verbose));
+    if let Some(w) = plan
+        .rollback
+        .as_ref()
+        .and_then(super::rollback::installed_warning)
+    {
+        ctx.out.warn(&w);
+    }
     if a.dry_run {
         ctx.out.json(json!({ "dry_run": true, "plan": plan }));
         return Ok(ExitCode::Success);
@@ -127,6 +135,7 @@ fn plan_text(snap: &Snapshot, plan: &RestorePlan, dry_run: bool, verbose: bool) 
             t.push_str(&line);
         }
     }
+    t.push_str(&super::rollback::plan_lines(plan, dry_run));
     if dry_run || verbose {
         for line in plan.actions.iter().filter_map(|a| action_line(a, verbose)) {
             t.push('\n');

@@ -230,8 +230,37 @@ pub struct DbSourceState {
     pub change_counter: u32,
     /// The `-wal`, when there was one.
     pub wal: Option<WalState>,
-    /// The Jellyfin version the database records (none for other databases).
+    /// The Jellyfin version the database records (none for other databases): its
+    /// display form.
     pub jellyfin_version: Option<String>,
+    /// The range of versions the database's migrations allow (absent in records written
+    /// before it was kept: `jellyfin_version` is then the newest server version in its
+    /// history, a lower bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jellyfin_versions: Option<VersionRange>,
+}
+
+/// A range of Jellyfin versions, both ends included; an end is absent where nothing
+/// bounds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+}
+
+/// How a snapshot's Jellyfin version was found (docs/FORMAT.md, "Snapshot records").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEvidence {
+    /// `log` (the server's own log, exact), or the sources whose ranges were intersected,
+    /// best first, joined by `+`: `database` (`__EFMigrationsHistory`), `migrations.xml`,
+    /// `library.db`.
+    pub source: String,
+    /// Whether the version is the one the server logged, not a range.
+    pub exact: bool,
+    #[serde(flatten)]
+    pub range: VersionRange,
 }
 
 /// What a backup reused from its parent's capture of a database.
@@ -258,7 +287,13 @@ pub struct SnapshotRecord {
     pub roots: Vec<Root>,
     pub items: Vec<Item>,
     pub components: Vec<Component>,
+    /// The Jellyfin version that last ran on the data, as shown: `10.11.3`, `10.10.x`,
+    /// `10.11.0–10.11.6`, `10.11.3 or later`.
     pub jellyfin_version: Option<String>,
+    /// Where `jellyfin_version` comes from and how exact it is (absent in records written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jellyfin_version_source: Option<VersionEvidence>,
     pub tree: ChunkId,
     pub parent: Option<SnapshotId>,
     pub summary: Summary,
@@ -463,6 +498,7 @@ mod tests {
             }],
             components: Component::ALL.to_vec(),
             jellyfin_version: Some("10.11.3".into()),
+            jellyfin_version_source: None,
             tree: ChunkId::of(b"t"),
             parent: None,
             summary: Summary::default(),
@@ -490,6 +526,7 @@ mod tests {
                     change_counter: 3,
                     wal: None,
                     jellyfin_version: Some("10.11.3".into()),
+                    jellyfin_versions: None,
                 }),
                 reused: Some(DbReuse::Capture),
             }],

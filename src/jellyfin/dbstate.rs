@@ -52,6 +52,7 @@ pub fn read(db: &Path, jellyfin_version: Option<String>) -> Option<DbSourceState
         change_counter: u32::from_be_bytes(counter),
         wal,
         jellyfin_version,
+        jellyfin_versions: None,
     })
 }
 

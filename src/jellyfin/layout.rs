@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Component, Item, NotCaptured, NotCapturedKind, Root};
+use crate::jellyfin::dbconfig::DbConfig;
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -31,6 +32,10 @@ pub struct Source {
     /// Selected components whose directory is not there (a disk not mounted): left out
     /// of `components`, so the snapshot does not claim them.
     pub missing: Vec<NotCaptured>,
+    /// `database.xml`, when the config dir has one.
+    pub db_config: Option<DbConfig>,
+    /// Where jellyfin.db is: `data/jellyfin.db`, or where `database.xml` relocates it.
+    pub jellyfin_db: PathBuf,
 }
 
 /// Roots and items of a snapshot; decides for each path whether it is part of it.
@@ -203,7 +208,7 @@ fn canonical(p: &Path) -> PathBuf {
 
 /// Find the install `opts` points at and what a snapshot of it holds.
 pub fn detect(opts: &SourceOptions) -> Result<Source> {
-    let data_dir = check_data_dir(&opts.data_dir)?;
+    let data_dir = check_data_dir(&opts.data_dir, opts.config_dir.as_deref())?;
     let (layout, config_dir) = match &opts.config_dir {
         Some(c) => {
             if !c.is_dir() {
@@ -222,7 +227,26 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         }
         None => detect_config_dir(&data_dir)?,
     };
-    let dirs = Dirs::find(opts, data_dir, config_dir);
+    let db_config = DbConfig::read(&config_dir, &data_dir);
+    if let Some(c) = &db_config {
+        c.ensure_sqlite()?;
+        // A snapshot without the database would claim it all the same.
+        if let Some(p) = c.path.as_ref().filter(|p| !p.is_file()) {
+            return Err(Error::NotJellyfin {
+                path: p.clone(),
+                detail: format!(
+                    "{} keeps the database here (option `path`), but it is not there: is the disk that holds it mounted?",
+                    c.file.display()
+                ),
+            });
+        }
+    }
+    let mut dirs = Dirs::find(opts, data_dir, config_dir);
+    dirs.db = db_config
+        .as_ref()
+        .and_then(|c| c.path.as_deref())
+        .map(canonical)
+        .filter(|p| *p != dirs.data.join("data/jellyfin.db"));
     dirs.check_overlaps(opts)?;
     let mut components: BTreeSet<Component> = opts.components.clone();
     components.insert(Component::Config);
@@ -251,7 +275,13 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
     let metadata_dir = components
         .contains(&Component::Metadata)
         .then(|| dirs.metadata.clone());
+    let jellyfin_db = dirs
+        .db
+        .clone()
+        .unwrap_or_else(|| dirs.data.join("data/jellyfin.db"));
     Ok(Source {
+        db_config,
+        jellyfin_db,
         layout,
         data_dir: dirs.data,
         config_dir: dirs.config,
@@ -267,14 +297,14 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
 
 /// The data dir, canonical, once it is shown to hold a Jellyfin database; otherwise a
 /// hint at the directory that would.
-fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
+fn check_data_dir(data_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf> {
     if !data_dir.is_dir() {
         return Err(Error::SourceMissing(data_dir.to_path_buf()));
     }
     let data_dir = canonical(data_dir);
     let has_db =
         |d: &Path| d.join("data/jellyfin.db").is_file() || d.join("data/library.db").is_file();
-    if has_db(&data_dir) {
+    if has_db(&data_dir) || relocated_db(&data_dir, config_dir).is_some() {
         return Ok(data_dir);
     }
     let db = data_dir.join("data/jellyfin.db");
@@ -297,6 +327,23 @@ fn check_data_dir(data_dir: &Path) -> Result<PathBuf> {
         path: data_dir,
         detail: hint,
     })
+}
+
+/// The database `database.xml` relocates out of `data_dir`: the `path` option of the
+/// file in the config dir given, or in the config dir of one of the layouts. (Whether it
+/// is there is checked once the config dir is known, with an error that says so.)
+fn relocated_db(data_dir: &Path, config_dir: Option<&Path>) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = config_dir.map(Path::to_path_buf).into_iter().collect();
+    if config_dir.is_none() {
+        candidates.push(data_dir.join("config"));
+        candidates.extend(data_dir.parent().map(Path::to_path_buf));
+        if data_dir.ends_with("var/lib/jellyfin") {
+            candidates.extend(data_dir.ancestors().nth(3).map(|p| p.join("etc/jellyfin")));
+        }
+    }
+    candidates
+        .iter()
+        .find_map(|c| DbConfig::read(c, data_dir)?.path)
 }
 
 /// The (device, inode) of what `p` names, links followed.
@@ -331,6 +378,8 @@ struct Dirs {
     /// The metadata dir was given (option or system.xml) rather than the default one.
     metadata_configured: bool,
     cache: Option<PathBuf>,
+    /// jellyfin.db, when `database.xml` keeps it elsewhere than `data/jellyfin.db`.
+    db: Option<PathBuf>,
 }
 
 impl Dirs {
@@ -350,6 +399,7 @@ impl Dirs {
             metadata,
             metadata_configured,
             cache,
+            db: None,
         }
     }
 
@@ -500,10 +550,15 @@ impl Dirs {
             config_excludes.push(self.config.join(x));
         }
         add(self.config.clone(), Component::Config, config_excludes);
-        for f in ["data/jellyfin.db", "data/library.db"] {
+        // A relocated jellyfin.db is the server's; a file left at the usual place is not.
+        let usual = ["data/jellyfin.db", "data/library.db"];
+        for f in usual.iter().skip(usize::from(self.db.is_some())) {
             if d(f).is_file() {
                 add(d(f), Component::Database, vec![]);
             }
+        }
+        if let Some(db) = &self.db {
+            add(db.clone(), Component::Database, vec![]);
         }
         for p in CONFIG_ITEMS {
             add(d(p), Component::Config, vec![]);
@@ -549,6 +604,10 @@ impl Roots {
         let mut bases = vec![("data", dirs.data.clone()), ("config", dirs.config.clone())];
         if components.contains(&Component::Metadata) {
             bases.push(("metadata", dirs.metadata.clone()));
+        }
+        // A relocated database's directory, when no other root holds it.
+        if let Some(dir) = dirs.db.as_deref().and_then(Path::parent) {
+            bases.push(("database", dir.to_path_buf()));
         }
         bases.sort_by_key(|(_, p)| p.components().count());
         let mut roots: Vec<(String, PathBuf)> = Vec::new();
@@ -685,6 +744,7 @@ mod tests {
             metadata: metadata.into(),
             metadata_configured: true,
             cache: None,
+            db: None,
         };
         // linuxserver.io: the config dir holds the data dir; metadata in either is fine.
         for ok in ["/config/data/metadata", "/config/metadata", "/srv/meta"] {

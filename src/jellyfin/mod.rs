@@ -3,12 +3,15 @@
 
 pub mod capture;
 pub mod datalock;
+pub mod dbconfig;
 pub mod dbstate;
 pub mod install;
+pub mod installed;
 pub mod layout;
 pub mod livedb;
 pub mod logical;
 pub mod observe;
+pub mod releases;
 pub mod running;
 pub mod server;
 pub mod sqlite;

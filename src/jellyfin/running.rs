@@ -36,10 +36,11 @@ pub enum ServerState {
     },
 }
 
-/// The in-place restore's gate: `Ok` only when no server can be using `data_dir`.
-/// Exit code 17 either way, with a message that says which.
-pub fn ensure_stopped(data_dir: &Path) -> Result<()> {
-    match server_state(data_dir) {
+/// The in-place restore's gate: `Ok` only when no server can be using `data_dir` (nor
+/// `elsewhere`, databases kept outside it). Exit code 17 either way, with a message that
+/// says which.
+pub fn ensure_stopped(data_dir: &Path, elsewhere: &[PathBuf]) -> Result<()> {
+    match server_state(data_dir, elsewhere) {
         ServerState::NotRunning => Ok(()),
         ServerState::Running {
             pid,
@@ -58,10 +59,12 @@ pub fn ensure_stopped(data_dir: &Path) -> Result<()> {
 /// Look for a server using the Jellyfin data dir `data_dir` (the one holding `data/`).
 ///
 /// Probes the locks of every `data/*.db`: this process must hold no SQLite connection to
-/// any of them while it runs (see [`probe_locks`]).
-pub fn server_state(data_dir: &Path) -> ServerState {
+/// any of them while it runs (see [`probe_locks`]). The databases `elsewhere` (relocated
+/// by `database.xml`) are probed the same way.
+pub fn server_state(data_dir: &Path, elsewhere: &[PathBuf]) -> ServerState {
     let data = data_dir.join("data");
-    let dbs = databases(&data);
+    let mut dbs = databases(&data);
+    dbs.extend(elsewhere.iter().filter(|p| p.is_file()).cloned());
     let locks: Vec<LockProbe> = dbs.iter().map(|db| probe_locks(db)).collect();
     let mut watched = Vec::new();
     for db in &dbs {

@@ -190,6 +190,11 @@ fn backup_in_pool(
     let (snapshots, _) = repo.snapshots()?;
     check_name(&snapshots, opts.name.as_deref())?;
     let source = jellyfin::detect(&opts.source)?;
+    // Before any capture opens the database: one the server holds exclusively would make
+    // it wait for ever.
+    if let Some(c) = &source.db_config {
+        c.ensure_readable(&source.jellyfin_db)?;
+    }
     // Held until the snapshot is committed: an in-place restore meanwhile would make it
     // half old, half new.
     let _data_lock = jellyfin::datalock::for_backup(&source.data_dir)?;
@@ -221,10 +226,7 @@ fn backup_in_pool(
     for p in ctx.captures.paths() {
         ctx.captures.wait(&p, progress, &mut tally)?;
     }
-    let version = match ctx.captures.jellyfin_version()? {
-        Some(v) => Some(v),
-        None => jellyfin::version::from_migrations_xml(&source.config_dir),
-    };
+    let version = jellyfin_version(&source, ctx.captures.jellyfin_version()?);
     let Ctx {
         sink, repo_inside, ..
     } = ctx;
@@ -242,7 +244,12 @@ fn backup_in_pool(
     let findings = tally.finish(written, started.elapsed().as_millis() as u64);
     let parent = parent.map(|p| p.id);
     let notices = findings.notices.clone();
-    let mut record = snapshot_record(opts, &source, time_ns, version, tree, parent, findings);
+    let mut record = snapshot_record(opts, &source, time_ns, tree, parent, findings);
+    if let Some(found) = version {
+        let (shown, evidence) = found.to_record();
+        record.jellyfin_version = Some(shown);
+        record.jellyfin_version_source = Some(evidence);
+    }
     record.seq = Some(next_seq(&snapshots));
     record.seq_repo = Some(home.clone());
     progress.phase("committing snapshot", None);
@@ -255,6 +262,23 @@ fn backup_in_pool(
         notices,
         repository_inside_data,
     })
+}
+
+/// The Jellyfin version that last ran on the source: its log (read now, never stored),
+/// the captured database's migrations, `migrations.xml` and a `library.db`.
+fn jellyfin_version(
+    source: &Source,
+    database: Option<jellyfin::version::Range>,
+) -> Option<jellyfin::version::Found> {
+    use jellyfin::version;
+    let logs = version::log_dirs(source.layout, &source.data_dir, &source.config_dir);
+    version::Evidence {
+        log: version::from_log_for(&logs, &source.jellyfin_db),
+        database,
+        migrations_xml: version::from_migrations_xml(&source.config_dir),
+        library_db: source.data_dir.join("data/library.db").is_file(),
+    }
+    .decide()
 }
 
 /// The write sequence number of a new snapshot: after every snapshot in the repository
@@ -355,7 +379,6 @@ fn snapshot_record(
     opts: &BackupOptions,
     source: &Source,
     time_ns: i64,
-    jellyfin_version: Option<String>,
     tree: ChunkId,
     parent: Option<SnapshotId>,
     findings: Findings,
@@ -370,7 +393,8 @@ fn snapshot_record(
         roots: source.selection.roots.clone(),
         items: source.selection.items.clone(),
         components: source.components.iter().copied().collect(),
-        jellyfin_version,
+        jellyfin_version: None,
+        jellyfin_version_source: None,
         tree,
         parent,
         summary: findings.summary,

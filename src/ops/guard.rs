@@ -113,21 +113,33 @@ pub fn snapshot(
     }
 }
 
-/// Which server version last ran on the data in `data_dir`, read from a private copy of
-/// its database in `scratch` (the live file is never opened for writing). The one place
-/// the guard asks: a better source of the version plugs in here.
+/// Which server version last ran on the data in `data_dir`, as a backup and a restore
+/// read it (`jellyfin::version::live`: the server's log, else its database's migrations,
+/// read without disturbing a running server; `scratch` takes a private copy when one is
+/// needed). Only one release: a range names no snapshot.
 pub fn last_ran_version(
     data_dir: &Path,
     config_dir: Option<&Path>,
     scratch: &Path,
 ) -> Option<String> {
-    let db = data_dir.join("data/jellyfin.db");
-    let from_db = db
-        .is_file()
-        .then(|| jellyfin::capture::capture(&db, scratch).ok())
-        .flatten()
-        .and_then(|copy| jellyfin::version::from_database(&copy));
-    from_db.or_else(|| config_dir.and_then(jellyfin::version::from_migrations_xml))
+    let source = jellyfin::detect(&jellyfin::SourceOptions {
+        data_dir: data_dir.to_path_buf(),
+        config_dir: config_dir.map(Path::to_path_buf),
+        metadata_dir: None,
+        components: Default::default(),
+    })
+    .ok()?;
+    let found = jellyfin::version::live(
+        source.layout,
+        &source.data_dir,
+        &source.config_dir,
+        &source.jellyfin_db,
+        scratch,
+    )?;
+    match (found.range.min, found.range.max) {
+        (Some(a), Some(b)) if a == b => Some(a.to_string()),
+        _ => None,
+    }
 }
 
 /// What the guard remembers of a data dir between two starts.

@@ -1015,7 +1015,10 @@ fn write_excluded(fx: &Fixture, spec: &FixtureSpec) -> io::Result<()> {
         &c.join("omdb/tt0000001.json"),
         br#"{"Title":"Example","Year":"1999"}"#,
     )?;
-    let mut log = String::new();
+    // Every start of the server logs its version (quoted, in the file).
+    let mut log = format!(
+        "[2026-01-01 00:00:00.000 +00:00] [INF] [1] Main: Jellyfin version: \"{SERVER_VERSION}\"\n"
+    );
     for l in 0..40 {
         log.push_str(&format!(
             "[2026-01-01 00:{:02}:{:02}.000 +00:00] [INF] [{}] Emby.Server.Implementations.ApplicationHost: {}\n",

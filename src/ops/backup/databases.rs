@@ -60,8 +60,8 @@ struct CapturedDb {
     /// The source's files, when they were settled and unchanged during the capture.
     source: Option<DbSourceState>,
     reused: Option<DbReuse>,
-    /// The Jellyfin version recorded in `jellyfin.db`.
-    version: Option<String>,
+    /// The Jellyfin versions `jellyfin.db`'s migrations allow.
+    version: Option<jellyfin::version::Range>,
 }
 
 /// What a capture holds.
@@ -130,7 +130,8 @@ impl Captures {
             // -shm sit beside the link's target, not beside the link.
             let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             // Named by its place in the data dir: the link's target may be named otherwise.
-            let is_jellyfin_db = path.file_name().is_some_and(|n| n == "jellyfin.db");
+            let is_jellyfin_db =
+                path == source.jellyfin_db || path.file_name().is_some_and(|n| n == "jellyfin.db");
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {
                     parent_capture(repo, p, &item.root, &item.rel)?
@@ -217,8 +218,8 @@ impl Captures {
         }
     }
 
-    /// The Jellyfin version read from a finished capture of `jellyfin.db`.
-    pub(super) fn jellyfin_version(&self) -> Result<Option<String>> {
+    /// The Jellyfin versions read from a finished capture of `jellyfin.db`.
+    pub(super) fn jellyfin_version(&self) -> Result<Option<jellyfin::version::Range>> {
         for (path, slot) in &self.slots {
             let state = slot.state.lock().map_err(|_| {
                 let at = path.display();
@@ -228,7 +229,7 @@ impl Captures {
                 version: Some(v), ..
             }) = &*state
             {
-                return Ok(Some(v.clone()));
+                return Ok(Some(*v));
             }
         }
         Ok(None)
@@ -333,10 +334,24 @@ fn parent_node(repo: &Repository, tree: &Tree, root: &str, rel: &str) -> Result<
 fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
     let recorded = parent.record.source.as_ref()?;
     let node = parent.node.clone()?;
-    let now = dbstate::read(src, recorded.jellyfin_version.clone())?;
+    let mut now = dbstate::read(src, recorded.jellyfin_version.clone())?;
     if !dbstate::same_files(recorded, &now) {
         return None;
     }
+    now.jellyfin_versions = recorded.jellyfin_versions.clone();
+    // Records from before ranges were kept hold the newest server in the history: a
+    // lower bound.
+    let version = match &recorded.jellyfin_versions {
+        Some(r) => Some(jellyfin::version::Range::from_record(r)),
+        None => recorded
+            .jellyfin_version
+            .as_deref()
+            .and_then(jellyfin::version::Version::parse)
+            .map(|v| jellyfin::version::Range {
+                min: Some(v),
+                max: None,
+            }),
+    };
     Some(CapturedDb {
         content: Content::Parent(node),
         kind: DbCapture::Logical,
@@ -345,7 +360,7 @@ fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
         dump: parent.record.dump.clone(),
         source: Some(now),
         reused: Some(DbReuse::Capture),
-        version: recorded.jellyfin_version.clone(),
+        version,
     })
 }
 
@@ -381,7 +396,8 @@ fn capture_db(
     let source = match (before, after) {
         (Some(b), Some(a)) if b == a && dbstate::settled_before(&b, job.settled_before_ns) => {
             Some(DbSourceState {
-                jellyfin_version: version.clone(),
+                jellyfin_version: version.map(|v| v.to_string()),
+                jellyfin_versions: version.map(|v| v.to_record()),
                 ..b
             })
         }

@@ -52,6 +52,18 @@ fn execute_in_pool(
     plan: &RestorePlan,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    // Jellyfin 10.11 and later do not start with less free space in their data dir: a
+    // rollback that leaves less would stop the server it means to bring back.
+    if let Some(space) = plan.space.as_ref().filter(|s| !s.enough() && !plan.force) {
+        return Err(Error::TooLittleSpaceLeft {
+            path: space.path.clone(),
+            free_now: space.free_now,
+            frees: space.frees,
+            writes: space.writes,
+            free_after: space.free_after,
+            needed: space.needed,
+        });
+    }
     // Before the first temp file appears beside a database: a backup of this data dir
     // now would save a state that never existed. (A missing data dir is made here, as
     // the marks below would make it, so that it is locked from the start.)

@@ -42,6 +42,7 @@ mod database;
 mod execute;
 mod intent;
 mod plan;
+mod versions;
 mod write;
 
 use std::collections::BTreeSet;
@@ -56,6 +57,7 @@ pub use database::{clear_dead_rebuilds, try_rebuild};
 pub use execute::execute;
 pub use intent::{ensure_no_interrupted_restore, INTENT_NAME};
 pub use plan::plan;
+pub use versions::{Installed, Rollback, Space, VersionView, JELLYFIN_MIN_FREE};
 
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -79,6 +81,9 @@ pub struct RestoreOptions {
     /// Compare the content of every plain file whose size and mtime match, instead of
     /// keeping it on those alone.
     pub verify: bool,
+    /// The installed Jellyfin server's version as the caller knows it (a container's
+    /// image); without it, an in-place plan asks the Debian package.
+    pub server_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,6 +189,17 @@ pub struct RestorePlan {
     /// The components an earlier in-place restore was restoring when it stopped (its
     /// marks were found in the roots); empty when none.
     pub unfinished_restore: Vec<Component>,
+    /// In place: what the rollback means for the server's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    /// In place, for data Jellyfin 10.11 or later runs on: the free space the restore
+    /// leaves on the data dir's file system (it refuses below what Jellyfin needs to
+    /// start, unless forced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<Space>,
+    /// Restore in place even with too little space left (`RestoreOptions::force`).
+    #[serde(skip)]
+    force: bool,
     /// Every restored directory, each after its contents: its mode, owner and mtime are
     /// set once everything inside is in place. Not listed as actions: every directory
     /// of the snapshot gets it.

@@ -66,6 +66,13 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
+    plan.force = opts.force;
+    if let Some(data_dir) = plan.in_place.clone() {
+        let rollback =
+            super::versions::rollback(rec, &repo.tmp_dir(), opts.server_version.as_deref());
+        plan.space = super::versions::space(&plan, rollback.snapshot.as_ref(), &data_dir);
+        plan.rollback = Some(rollback);
+    }
     Ok(plan)
 }
 
@@ -227,7 +234,17 @@ fn check_destination(
                         ensure_not_empty(&m.to)?;
                     }
                 }
-                running::ensure_stopped(Path::new(&rec.data_dir))?;
+                // Databases `database.xml` keeps outside the data dir.
+                let elsewhere: Vec<PathBuf> = rec
+                    .items
+                    .iter()
+                    .filter(|i| i.component == Component::Database && i.root == "database")
+                    .filter_map(|i| {
+                        let root = rec.roots.iter().find(|r| r.label == i.root)?;
+                        Some(Path::new(&root.path).join(&i.rel))
+                    })
+                    .collect();
+                running::ensure_stopped(Path::new(&rec.data_dir), &elsewhere)?;
             }
         }
     }
@@ -277,6 +294,9 @@ impl RestorePlan {
             protected: Vec::new(),
             content_compared: p.verify,
             unfinished_restore: Vec::new(),
+            rollback: None,
+            space: None,
+            force: false,
             directories: p.directories,
             in_place: None,
         };
