@@ -293,3 +293,76 @@ fn the_upgrade_guard_commands_run_as_written() {
         .collect();
     assert_eq!(names, ["before-jellyfin-10.11.3+deb12"]);
 }
+
+/// The README's rollback walkthrough ("Before an upgrade, and rolling back"), its
+/// `jellysnap` commands run as written (`sudo` dropped, `/var/lib/jellyfin` a temp
+/// Debian-shaped data dir, the repository from `$JELLYSNAP_REPO`); the package steps are
+/// played by a day of changes to the data: the rollback must bring back the snapshot.
+#[test]
+fn the_rollback_walkthrough_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Before an upgrade, and rolling back\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a rollback section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the walkthrough's sh block");
+    let env = common::env::Env::new();
+    env.expect(&["init"], 0);
+    let fx = env.fixture(&common::fixture::FixtureSpec::small(
+        common::fixture::Layout::Debian,
+    ));
+    let mut before = None;
+    let (mut ran, mut skipped) = (Vec::new(), Vec::new());
+    for line in block.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cmd = line.strip_prefix("sudo ").unwrap_or(line);
+        let cmd = cmd.split("  #").next().unwrap().trim();
+        let Some(rest) = cmd.strip_prefix("jellysnap ") else {
+            if cmd.starts_with("apt-get install") {
+                // The upgrade ran and the new server changed the data.
+                common::fixture::day_of_changes(&fx, 9).unwrap();
+            }
+            skipped.push(cmd.to_string());
+            continue;
+        };
+        let args: Vec<String> = rest
+            .split_whitespace()
+            .map(|a| match a {
+                "/var/lib/jellyfin" => fx.data_dir.to_string_lossy().into_owned(),
+                a => a.to_string(),
+            })
+            .collect();
+        Cmd::new(&args).env("JELLYSNAP_REPO", &env.repo).expect(0);
+        if args.first().map(String::as_str) == Some("backup") {
+            before = Some(common::verify::expected_state(&fx));
+        }
+        ran.push(cmd.to_string());
+    }
+    assert_eq!(
+        ran,
+        [
+            "jellysnap backup --data-dir /var/lib/jellyfin --name before-10.11.4",
+            "jellysnap restore before-10.11.4 --in-place --dry-run",
+            "jellysnap restore before-10.11.4 --in-place",
+        ]
+    );
+    assert!(
+        skipped.iter().all(|c| c.starts_with("systemctl ")
+            || c.starts_with("apt-get ")
+            || c.starts_with("echo ")
+            || c.starts_with("sed ")),
+        "{skipped:?}"
+    );
+    common::verify::assert_same(
+        &common::verify::expected_state(&fx),
+        &before.expect("the walkthrough takes a snapshot"),
+    );
+}
