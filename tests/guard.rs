@@ -727,3 +727,78 @@ fn a_hook_whose_line_cannot_be_printed_still_lets_apt_go_on() {
     expect_code(&out, 0);
     assert_eq!(g.snapshots().len(), 1);
 }
+
+/// The README's container rollback, its `docker compose run --rm jellysnap ...` commands
+/// run as the compose file runs them (its environment, /config the data dir, /backup the
+/// repository), after the one-shot snapshotted a first start of 10.11.4 and the data
+/// changed: the rollback brings back the snapshot.
+#[test]
+fn the_readme_container_rollback_runs_as_written() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("\n### Containers (Docker Compose)\n")
+        .nth(1)
+        .and_then(|s| s.split("To roll a container back").nth(1))
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has the container rollback");
+    let (command, env) = compose_service();
+    let g = Guard::new(Layout::Docker);
+    g.env.cmd(&["init"]).expect(0);
+    let host = |p: &str| -> String {
+        for (from, to) in [
+            ("/config", g.fx.data_dir.clone()),
+            ("/backup", g.env.repo.clone()),
+            ("/state", g.env.root.join("state-volume")),
+        ] {
+            if let Some(rest) = p.strip_prefix(from) {
+                return format!("{}{rest}", to.display());
+            }
+        }
+        p.to_string()
+    };
+    let empty = g.env.root.join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let service = |args: &[String], tag: &str| -> Output {
+        let mut c = Cmd::new(&args.iter().map(|a| host(a)).collect::<Vec<_>>())
+            .env("JELLYSNAP_CONFIG", &empty)
+            .env_remove("JELLYSNAP_REPO");
+        for (k, v) in &env {
+            let v = v.replace("${JELLYFIN_VERSION:-latest}", tag);
+            c = c.env(k, host(&v));
+        }
+        c.expect(0)
+    };
+    // The upgrade: the one-shot before 10.11.4's first start, then 10.11.4 migrates.
+    service(&command, "10.11.4");
+    let before = common::verify::expected_state(&g.fx);
+    common::fixture::day_of_changes(&g.fx, 11).unwrap();
+    assert_ne!(
+        common::verify::expected_state(&g.fx),
+        before,
+        "the data changed"
+    );
+    let mut ran = Vec::new();
+    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(args) = line.strip_prefix("docker compose run --rm jellysnap ") {
+            let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+            let out = service(&args, "10.11.3");
+            if args.contains(&"--dry-run".to_string()) {
+                assert!(
+                    s(&out.stdout).contains("start Jellyfin 10.11.3"),
+                    "{}",
+                    s(&out.stdout)
+                );
+            }
+            ran.push(args.join(" "));
+        } else {
+            assert!(
+                line.starts_with("docker compose ") || line.contains(" docker compose up"),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    common::verify::assert_same(&common::verify::expected_state(&g.fx), &before);
+}
