@@ -190,6 +190,10 @@ fn gc_merges_the_small_packs_hourly_backups_leave_into_full_size_ones() {
     assert!(merged >= 32 && merged <= before, "{plan}");
     assert!(plan["repack"].as_array().unwrap().len() as u64 >= merged);
     assert_eq!(packs(&env.repo), files, "a dry run changes nothing");
+    // Asked to rewrite nothing, gc merges nothing either.
+    let none = env.json(&["gc", "--dry-run", "--max-unused", "100"], 0)["plan"].clone();
+    assert_eq!(none["small_packs_merged"].as_u64(), Some(0), "{none}");
+    assert_eq!(none["repack"].as_array().unwrap().len(), 0, "{none}");
 
     env.json(&["gc"], 0);
     // Nothing left to merge: the next gc leaves the packs as they are.

@@ -298,7 +298,8 @@ pub fn plan_with_grace(
     // or two small packs an hour, each a request of its own for a restore or a check
     // from object storage, and a trailer more for every gc. Once enough of them pile up,
     // their live chunks are copied into full-size packs (a small cost: they are small).
-    if small.len() >= MERGE_SMALL_PACKS_AT {
+    // `--max-unused 100` asks that nothing be rewritten: nothing is.
+    if small.len() >= MERGE_SMALL_PACKS_AT && max_unused_pct < 100.0 {
         plan.small_packs_merged = small.len() as u64;
         for p in small {
             plan.repack_pack(p);
