@@ -636,14 +636,18 @@ fn compose_service() -> (Vec<String>, Vec<(String, String)>) {
     (command, env)
 }
 
-#[test]
-fn the_compose_one_shot_snapshots_when_the_image_version_changes() {
-    let (command, env) = compose_service();
-    let g = Guard::new(Layout::Docker);
-    g.env.cmd(&["init"]).expect(0);
-    // The container's paths, on this host: /config is the data dir, /backup the
-    // repository, /state the state volume.
-    let host = |p: &str| -> String {
+/// Runs a command of the compose file's jellysnap service as Docker would, in `g`'s data
+/// dir: the container's paths on this host (/config the data dir, /backup the
+/// repository, /state the state volume), the service's environment with
+/// JELLYFIN_VERSION set to the tag, and an empty configuration file for the image's (the
+/// tester's /etc/jellysnap must not be read).
+fn compose_runner<'g>(
+    g: &'g Guard,
+    env: &'g [(String, String)],
+) -> impl Fn(&[String], &str) -> Output + 'g {
+    let empty = g.env.root.join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let host = move |p: &str| -> String {
         for (from, to) in [
             ("/config", g.fx.data_dir.clone()),
             ("/backup", g.env.repo.clone()),
@@ -655,20 +659,25 @@ fn the_compose_one_shot_snapshots_when_the_image_version_changes() {
         }
         p.to_string()
     };
-    // The image has no configuration file: an empty one stands for it (the tester's
-    // /etc/jellysnap must not be read).
-    let empty = g.env.root.join("empty.toml");
-    fs::write(&empty, "").unwrap();
-    let up = |tag: &str| -> Output {
-        let mut c = Cmd::new(&command.iter().map(|a| host(a)).collect::<Vec<_>>())
+    move |args: &[String], tag: &str| -> Output {
+        let mut c = Cmd::new(&args.iter().map(|a| host(a)).collect::<Vec<_>>())
             .env("JELLYSNAP_CONFIG", &empty)
             .env_remove("JELLYSNAP_REPO");
-        for (k, v) in &env {
+        for (k, v) in env {
             let v = v.replace("${JELLYFIN_VERSION:-latest}", tag);
             c = c.env(k, host(&v));
         }
         c.expect(0)
-    };
+    }
+}
+
+#[test]
+fn the_compose_one_shot_snapshots_when_the_image_version_changes() {
+    let (command, env) = compose_service();
+    let g = Guard::new(Layout::Docker);
+    g.env.cmd(&["init"]).expect(0);
+    let run = compose_runner(&g, &env);
+    let up = |tag: &str| -> Output { run(&command, tag) };
     let names = || -> Vec<Value> {
         g.env
             .json(&["snapshots"], 0)
@@ -746,30 +755,7 @@ fn the_readme_container_rollback_runs_as_written() {
     let (command, env) = compose_service();
     let g = Guard::new(Layout::Docker);
     g.env.cmd(&["init"]).expect(0);
-    let host = |p: &str| -> String {
-        for (from, to) in [
-            ("/config", g.fx.data_dir.clone()),
-            ("/backup", g.env.repo.clone()),
-            ("/state", g.env.root.join("state-volume")),
-        ] {
-            if let Some(rest) = p.strip_prefix(from) {
-                return format!("{}{rest}", to.display());
-            }
-        }
-        p.to_string()
-    };
-    let empty = g.env.root.join("empty.toml");
-    fs::write(&empty, "").unwrap();
-    let service = |args: &[String], tag: &str| -> Output {
-        let mut c = Cmd::new(&args.iter().map(|a| host(a)).collect::<Vec<_>>())
-            .env("JELLYSNAP_CONFIG", &empty)
-            .env_remove("JELLYSNAP_REPO");
-        for (k, v) in &env {
-            let v = v.replace("${JELLYFIN_VERSION:-latest}", tag);
-            c = c.env(k, host(&v));
-        }
-        c.expect(0)
-    };
+    let service = compose_runner(&g, &env);
     // The upgrade: the one-shot before 10.11.4's first start, then 10.11.4 migrates.
     service(&command, "10.11.4");
     let before = common::verify::expected_state(&g.fx);
