@@ -243,3 +243,54 @@ fn a_newer_snapshot_record_is_refused_with_exit_11_and_the_others_stay_readable(
     assert!(s(&out.stderr).contains(&newer), "{}", s(&out.stderr));
     env.restore_to("one", "one");
 }
+
+#[test]
+fn a_database_proof_of_a_newer_observation_is_refused_with_exit_11_not_as_a_failed_restore() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "one"]);
+    let db = {
+        let repo = Repository::open(&jellysnap::Place::local(&env.repo), Access::Write).unwrap();
+        let mut rec = repo.resolve("one").unwrap().record;
+        let d = rec
+            .databases
+            .iter_mut()
+            .find(|d| d.verified.is_some())
+            .expect("a proven logical capture");
+        d.dump.as_mut().expect("its proof").observation = 99;
+        let db = format!("{}/{}", d.root, d.rel);
+        rec.name = Some("newer-proof".into());
+        rec.time_ns += 1;
+        repo.commit_snapshot(&rec).unwrap();
+        db
+    };
+    let newer = "was written by a newer jellysnap (format 99, this one reads up to";
+
+    let target = env.root.join("restored");
+    let out = env.expect(
+        &[
+            "restore",
+            "newer-proof",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        11,
+    );
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("database proof for ") && err.contains(newer),
+        "{err}"
+    );
+    assert!(!err.contains("cannot be restored"), "{err}");
+
+    let out = env.expect(&["check", "--read-data"], 11);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "newer format: database proof for {db} in snapshot "
+        )) && err.contains("(newer-proof)"),
+        "{err}"
+    );
+    assert!(!err.lines().any(|l| l.starts_with("damaged")), "{err}");
+    env.restore_to("one", "one");
+}

@@ -105,8 +105,14 @@ pub fn observe_as(
     Ok(Observation::of(contents, checks, version))
 }
 
+/// Whether this build can observe by `version` (a record of a newer jellysnap may name
+/// one it cannot).
+pub fn knows(version: u32) -> bool {
+    KNOWN.contains(&version)
+}
+
 fn known(version: u32) -> Result<(), LogicalError> {
-    if KNOWN.contains(&version) {
+    if knows(version) {
         return Ok(());
     }
     Err(LogicalError::Unsupported(format!(

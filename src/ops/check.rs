@@ -517,7 +517,7 @@ fn check_databases(
                     for (i, path, _) in users {
                         let location = match what {
                             // The dump's own location is the scratch file.
-                            "database dump" => format!("for {path}"),
+                            "database dump" | "database proof" => format!("for {path}"),
                             _ => location.clone(),
                         };
                         let s = &snaps[*i];

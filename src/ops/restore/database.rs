@@ -81,6 +81,16 @@ fn rebuild_beside(
         snapshot: String::new(),
         detail,
     };
+    // A proof of a newer jellysnap's observation cannot be checked here: a newer
+    // format, said before anything is rebuilt.
+    if let Some(w) = proof.filter(|w| !crate::jellyfin::observe::knows(w.observation)) {
+        return Err(Error::newer_format(
+            "database proof",
+            dump_location(path),
+            w.observation,
+            crate::jellyfin::observe::VERSION,
+        ));
+    }
     let tmp = temp_beside(path)?.into_temp_path();
     // rebuild() creates the file itself; the reserved name is ours until the rename.
     fs::remove_file(&tmp).at(&tmp)?;
