@@ -81,9 +81,10 @@ pub mod forget {
 /// apt, systemd and container hooks), its state, and what `setup` detects.
 pub mod guard {
     pub use crate::ops::guard::{
-        base_name, decide, describe, find, free_name, install_file, last_ran_version, read_state,
-        remove_file, snapshot, state_path, version_from_assembly, write_state, Decision,
-        GuardOptions, GuardState, Install, Naming, NAME_PREFIX, USUAL_DATA_DIRS,
+        base_name, decide, describe, find, free_name, install_file, installed_package,
+        last_ran_version, read_state, remove_file, snapshot, state_path, version_from_assembly,
+        write_state, Decision, GuardOptions, GuardState, Install, Naming, NAME_PREFIX,
+        USUAL_DATA_DIRS,
     };
 }
 

@@ -411,6 +411,12 @@ fn apt_install_writes_a_snippet_whose_command_apt_runs() {
         .json(0);
     let path = PathBuf::from(v["installed"].as_str().unwrap());
     let snippet = fs::read_to_string(&path).unwrap();
+    // apt's tools run as users too: readable by all, not a temp file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
     let bin = Path::new(BIN).canonicalize().unwrap();
     let bin = bin.to_str().unwrap();
     assert!(

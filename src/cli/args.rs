@@ -231,7 +231,8 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Repack packs until at most PCT percent of the repository is unused (the packs
-    /// with the largest unused share first; 0 repacks every pack with anything unused)
+    /// with the largest unused share first; 0 repacks every pack with anything unused).
+    /// Small packs are merged once 32 pile up; 100 rewrites nothing
     #[arg(long, value_name = "PCT", default_value_t = jellysnap::gc::DEFAULT_MAX_UNUSED_PCT)]
     pub max_unused: f64,
     /// In a repository machines share (a bucket): how long packs stay marked before a

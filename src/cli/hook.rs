@@ -12,7 +12,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 
 use serde_json::json;
 
@@ -140,23 +139,12 @@ fn exact_tag(tag: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The version of an installed Debian package (`dpkg-query`), if it is installed.
-pub fn package_version(name: &str) -> Option<String> {
-    let out = Process::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Abbrev} ${Version}", name])
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let v = text.strip_prefix("ii ")?.trim();
-    (out.status.success() && !v.is_empty()).then(|| v.to_string())
-}
-
 /// The installed server's version: dpkg's on a Debian install (or one of unknown
 /// layout), else the assembly's in `server_dir`.
 fn installed_server(ctx: &Ctx, server_dir: Option<&Path>) -> Option<String> {
     let layout = ctx.config.config.jellyfin.layout.as_deref();
     let from_dpkg = matches!(layout, None | Some("debian"))
-        .then(|| package_version("jellyfin-server"))
+        .then(guard::installed_package)
         .flatten();
     from_dpkg.or_else(|| server_dir.and_then(guard::version_from_assembly))
 }

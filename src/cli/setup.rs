@@ -11,7 +11,7 @@ use jellysnap::{Error, Place, Repository};
 use super::args::SetupArgs;
 use super::config_file::quote;
 use super::exit::ExitCode;
-use super::{hook, Ctx};
+use super::Ctx;
 
 /// What `setup` writes by default: the README's everyday retention.
 const RETENTION: &str = "keep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 6\n";
@@ -24,7 +24,7 @@ pub fn setup(ctx: &Ctx, a: &SetupArgs) -> Result<ExitCode, Error> {
     }
     let (install, others) = detect(a.data_dir.as_deref())?;
     let package = (install.layout == "debian")
-        .then(|| hook::package_version("jellyfin-server"))
+        .then(guard::installed_package)
         .flatten();
     // --repo / JELLYSNAP_REPO, else the current file's, else the default location.
     let repo = ctx.repo_path.clone();

@@ -560,8 +560,12 @@ fn line_time(line: &[u8]) -> Option<i64> {
     let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some(secs * 1_000_000_000 + ms * 1_000_000)
+    // Checked: a line dated past 2262 does not fit in nanoseconds (and is no line a
+    // server wrote).
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + sec - offset)?;
+    secs.checked_mul(1_000_000_000)?.checked_add(ms * 1_000_000)
 }
 
 #[cfg(test)]
@@ -681,6 +685,13 @@ mod tests {
         assert_eq!(t, Some(1_772_355_600_250_000_000));
         assert_eq!(
             line_time(b"[10:00:00] [INF] [1] Main: Jellyfin version: 10.11.3"),
+            None
+        );
+        // A date past what nanoseconds hold is no time, not a panic.
+        assert_eq!(
+            line_time(
+                b"[9999-12-31 23:59:59.999 -14:00] [INF] [1] Main: Jellyfin version: 10.11.3"
+            ),
             None
         );
     }

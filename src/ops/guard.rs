@@ -240,11 +240,28 @@ pub fn install_file(path: &Path, contents: &str, overwrite: bool) -> Result<bool
     }
     let dir = durable::parent_dir(path);
     durable::create_dir_durable(dir)?;
-    durable::write_atomic(&StdFs, path, contents.as_bytes())?;
+    // Readable by all (apt and systemd tools run as users too) from the moment it has
+    // its name: the mode is set on the temp file, before the rename.
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io(path, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| tmp.write_all(contents.as_bytes()))
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    durable::sync_dir(dir)?;
     Ok(existed)
+}
+
+/// The installed Jellyfin package's version (`10.11.4+deb12`), as dpkg says: the one
+/// reader of it for setup, the hooks and the restore.
+pub fn installed_package() -> Option<String> {
+    jellyfin::installed::debian_package().map(|(_, version)| version)
 }
 
 /// Remove a file `install_file` wrote (durably). Returns whether it was there.
