@@ -343,6 +343,25 @@ pub fn live(
     .decide()
 }
 
+/// [`live`] for the install whose data dir is `data_dir` (its config dir `config_dir`
+/// when it is not where the layout puts it): the one way the guard and a restore ask.
+pub fn live_at(data_dir: &Path, config_dir: Option<&Path>, scratch: &Path) -> Option<Found> {
+    let source = crate::jellyfin::detect(&crate::jellyfin::SourceOptions {
+        data_dir: data_dir.to_path_buf(),
+        config_dir: config_dir.map(Path::to_path_buf),
+        metadata_dir: None,
+        components: Default::default(),
+    })
+    .ok()?;
+    live(
+        source.layout,
+        &source.data_dir,
+        &source.config_dir,
+        &source.jellyfin_db,
+        scratch,
+    )
+}
+
 /// Read the version range from a captured (private) copy of jellyfin.db.
 pub fn from_database(db: &Path) -> Option<Range> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;

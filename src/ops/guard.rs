@@ -122,20 +122,7 @@ pub fn last_ran_version(
     config_dir: Option<&Path>,
     scratch: &Path,
 ) -> Option<String> {
-    let source = jellyfin::detect(&jellyfin::SourceOptions {
-        data_dir: data_dir.to_path_buf(),
-        config_dir: config_dir.map(Path::to_path_buf),
-        metadata_dir: None,
-        components: Default::default(),
-    })
-    .ok()?;
-    let found = jellyfin::version::live(
-        source.layout,
-        &source.data_dir,
-        &source.config_dir,
-        &source.jellyfin_db,
-        scratch,
-    )?;
+    let found = jellyfin::version::live_at(data_dir, config_dir, scratch)?;
     match (found.range.min, found.range.max) {
         (Some(a), Some(b)) if a == b => Some(a.to_string()),
         _ => None,

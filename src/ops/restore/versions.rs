@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::{Action, RestorePlan};
 use crate::format::snapshot::SnapshotRecord;
+use crate::jellyfin::installed;
 use crate::jellyfin::version::{self, Found, Range, Version};
-use crate::jellyfin::{self, installed, SourceOptions};
 
 /// The free space Jellyfin 10.11 and later refuse to start without in their data dir
 /// (their startup check's limit: 2 GiB less one byte).
@@ -178,23 +178,10 @@ fn direction(live: &Range, snap: &Range) -> &'static str {
 
 /// The version that last ran on the live data the snapshot was taken from.
 fn live_version(rec: &SnapshotRecord, scratch: &Path) -> Option<Found> {
-    let config_dir = rec
-        .roots
-        .iter()
-        .find(|r| r.label == "config")
-        .map(|r| PathBuf::from(&r.path));
-    let source = jellyfin::detect(&SourceOptions {
-        data_dir: PathBuf::from(&rec.data_dir),
-        config_dir,
-        metadata_dir: None,
-        components: Default::default(),
-    })
-    .ok()?;
-    version::live(
-        source.layout,
-        &source.data_dir,
-        &source.config_dir,
-        &source.jellyfin_db,
+    let config_dir = rec.roots.iter().find(|r| r.label == "config");
+    version::live_at(
+        Path::new(&rec.data_dir),
+        config_dir.map(|r| Path::new(&r.path)),
         scratch,
     )
 }
