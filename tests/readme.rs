@@ -25,6 +25,29 @@ fn quick_start_args() -> Vec<String> {
         .collect()
 }
 
+/// The README's two commands are the script's, and the quick start the script runs is
+/// the one the README shows (CI runs both commands: `.ci/run`).
+#[test]
+fn the_readme_commands_are_the_scripts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = std::fs::read_to_string(root.join("scripts/dev.sh")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    for cmd in ["scripts/dev.sh quickstart", "scripts/dev.sh test"] {
+        assert!(readme.contains(cmd), "README lacks {cmd}");
+        assert!(ci.contains(cmd), ".ci/run does not run {cmd}");
+    }
+    let line = format!("cargo run --release -- {}", quick_start_args().join(" "));
+    assert!(
+        script.contains(&line),
+        "scripts/dev.sh does not run `{line}`"
+    );
+    assert!(
+        script.contains("cargo test --release --locked --features test-hooks"),
+        "scripts/dev.sh does not run the README's test command"
+    );
+}
+
 #[test]
 fn quick_start_backs_up_the_bundled_sample() {
     let args = quick_start_args();
