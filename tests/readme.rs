@@ -389,3 +389,138 @@ fn the_rollback_walkthrough_runs_as_written() {
         &before.expect("the walkthrough takes a snapshot"),
     );
 }
+
+/// The README's hourly schedule for Unstable testers, run as written: its retention put in
+/// a configuration file `setup` wrote, the hourly unit's command run once an hour over
+/// two and a half days (the clock moved by the test hook) with the data changing, then the
+/// prune unit's commands. Every snapshot the policy does not keep is gone, every one it
+/// keeps is there, and the repository still checks.
+#[test]
+fn the_hourly_schedule_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n### Hourly, for people testing Unstable builds\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("README has an hourly schedule");
+    let block = |lang: &str, first: &str| -> String {
+        section
+            .split(&format!("```{lang}\n"))
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap().to_string())
+            .find(|b| b.starts_with(first))
+            .unwrap_or_else(|| panic!("no {lang} block starting with {first}"))
+    };
+    let retention = block("toml", "[retention]");
+    let units: Vec<String> = [
+        "# /etc/systemd/system/jellysnap-hourly.service",
+        "# /etc/systemd/system/jellysnap-hourly.timer",
+        "# /etc/systemd/system/jellysnap-prune.service",
+        "# /etc/systemd/system/jellysnap-prune.timer",
+    ]
+    .iter()
+    .map(|f| block("ini", f))
+    .collect();
+    let exec = |unit: &str| -> Vec<Vec<String>> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix("ExecStart="))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let (hourly, prune) = (exec(&units[0]), exec(&units[2]));
+    assert_eq!(hourly.len(), 1, "{hourly:?}");
+    assert_eq!(prune.len(), 2, "{prune:?}");
+    // The timers' calendars are ones systemd reads (where systemd-analyze is at hand).
+    for unit in [&units[1], &units[3]] {
+        let cal = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("OnCalendar="))
+            .expect("a calendar");
+        if let Ok(out) = std::process::Command::new("systemd-analyze")
+            .args(["calendar", cal])
+            .output()
+        {
+            assert!(out.status.success(), "{cal}: {}", s(&out.stderr));
+        }
+    }
+
+    let env = common::env::Env::new();
+    let fx = env.fixture(&common::fixture::FixtureSpec::small(
+        common::fixture::Layout::Debian,
+    ));
+    let repo = env.root.join("repo");
+    let config = env.root.join("jellysnap.toml");
+    let run = |args: &[String], at: i64| {
+        let (bin, rest) = args.split_first().unwrap();
+        assert_eq!(bin, "/usr/local/bin/jellysnap", "{args:?}");
+        Cmd::new(rest)
+            .env("JELLYSNAP_CONFIG", &config)
+            .env_remove("JELLYSNAP_REPO")
+            .env("XDG_CACHE_HOME", env.root.join("cache"))
+            .env("TZ", "UTC")
+            .clock_at(at)
+    };
+    let t0: i64 = 1_780_000_000 / 3600 * 3600;
+    Cmd::new(&[
+        "--repo",
+        repo.to_str().unwrap(),
+        "setup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+    ])
+    .env("JELLYSNAP_CONFIG", &config)
+    .expect(0);
+    let written = std::fs::read_to_string(&config).unwrap();
+    let head = written.split("\n[retention]").next().unwrap();
+    std::fs::write(&config, format!("{head}\n{retention}")).unwrap();
+    Cmd::new(&["init"])
+        .env("JELLYSNAP_CONFIG", &config)
+        .expect(0);
+
+    let hours = 60;
+    for h in 0..hours {
+        std::fs::write(
+            fx.metadata_dir.join("hour.txt"),
+            format!("hour {h}").as_bytes(),
+        )
+        .unwrap();
+        let out = run(&hourly[0], t0 + h * 3600 + 120).expect(0);
+        assert!(out.stdout.is_empty(), "--quiet: {}", s(&out.stdout));
+    }
+    let list = || -> Vec<String> {
+        let v = Cmd::new(&["snapshots"])
+            .env("JELLYSNAP_CONFIG", &config)
+            .json(0);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!(s["tags"][0], "hourly", "{s}");
+                s["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let before = list();
+    assert_eq!(before.len(), hours as usize);
+    let at = t0 + hours * 3600 + 4 * 60;
+    for cmd in &prune {
+        run(cmd, at).expect(0);
+    }
+    // The hours run from 20:00 UTC on day D to 07:00 on day D+3. Kept: the newest 24
+    // (hours 36-59), and the last of each day (hours 3, 27, 51, 59); a week or a month
+    // ends with a day, so their rules add none.
+    let want: Vec<String> = [3, 27]
+        .into_iter()
+        .chain(36..60)
+        .map(|h| before[h].clone())
+        .collect();
+    let mut kept = list();
+    kept.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(kept, want);
+    Cmd::new(&["check"])
+        .env("JELLYSNAP_CONFIG", &config)
+        .expect(0);
+}
