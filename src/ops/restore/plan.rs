@@ -55,6 +55,10 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let root_tree = repo.load_tree(&rec.tree)?;
     let mut p = Planner::new(repo, rec, &selection, &opts.protect);
     p.trees = prefetch_trees(repo, &root_tree, &roots, &selection);
+    // At most an action or two per entry: reserved at once, the list never holds two
+    // copies of itself while it grows.
+    let entries: usize = p.trees.values().map(|t| t.entries.len()).sum();
+    p.actions.reserve(entries + root_tree.entries.len());
     p.snapshot = snap.id.short();
     p.verify = opts.verify || !unfinished.is_empty();
     for m in &roots {
@@ -413,10 +417,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// A tree of the snapshot: prefetched, else read now.
-    fn tree(&self, id: &ChunkId) -> Result<Arc<Tree>> {
-        match self.trees.get(id) {
-            Some(t) => Ok(Arc::clone(t)),
+    /// A tree of the snapshot: prefetched, else read now. A prefetched tree is handed
+    /// over, not kept: its entries are in the plan once its directory is planned, so
+    /// the plan never holds a snapshot's listings twice. (A tree met again, as identical
+    /// directories share one, is read again.)
+    fn tree(&mut self, id: &ChunkId) -> Result<Arc<Tree>> {
+        match self.trees.remove(id) {
+            Some(t) => Ok(t),
             None => self.repo.load_tree(id).map(Arc::new),
         }
     }
