@@ -148,7 +148,7 @@ pub mod timefmt {
 
 /// The clock the engine reads.
 pub mod clock {
-    pub use crate::ops::clock::now_ns;
+    pub use crate::ops::clock::{local_offsets, now_ns};
 }
 
 /// The database capture on its own (benchmarks and experiments).

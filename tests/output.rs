@@ -241,6 +241,33 @@ fn json_ids_times_fields_and_errors() {
         "{e}"
     );
 
+    // A hook that could not snapshot reports the error in the same shape, as its result.
+    let missing = env.root.join("no-data-dir");
+    let v = env
+        .cmd(&[
+            "--json",
+            "hook",
+            "container",
+            "run",
+            "--image-tag",
+            "10.11.3",
+            "--data-dir",
+        ])
+        .arg(&missing)
+        .env("XDG_STATE_HOME", env.root.join("state"))
+        .expect(0);
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    pinned(
+        &v,
+        &[
+            ("snapshot", "null"),
+            ("error", "object"),
+            ("exit_code", "number"),
+        ],
+    );
+    pinned(&v["error"], &[("code", "number"), ("message", "string")]);
+    assert_eq!(v["exit_code"], 0);
+
     // Without --json the error stays text.
     let out = env.cmd(&["ls", "nosuchsnapshot"]).expect(12);
     assert!(
@@ -452,6 +479,25 @@ fn snapshots_table_answers_the_pre_upgrade_questions() {
     for l in &lines {
         assert!(l.chars().count() <= 120, "too wide: {l}");
     }
+
+    // Local time in the table (the zone's offset in the header), UTC in --json.
+    let out = env.cmd(&["snapshots"]).env("TZ", "JST-9").expect(0);
+    let text = s(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains("TIME (UTC+09:00)"), "{text}");
+    let utc = env.json(&["snapshots"], 0)[0]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (date, hm) = (&utc[..10], &utc[11..16]);
+    let hour: u32 = hm[..2].parse().unwrap();
+    let local_hm = format!("{:02}{}", (hour + 9) % 24, &hm[2..]);
+    assert!(lines[2].contains(&local_hm), "{local_hm} in {text}");
+    if hour + 9 < 24 {
+        assert!(lines[2].contains(date), "{date} in {text}");
+    }
+    let out = env.cmd(&["snapshots"]).env("TZ", "UTC").expect(0);
+    assert!(s(&out.stdout).contains("TIME (UTC)"), "{}", s(&out.stdout));
 }
 
 fn hostname() -> String {

@@ -28,11 +28,22 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
 }
 
 /// The listing: one table per host and data dir (named above it, so that the table
-/// stays within about 100 columns), in the repository's order otherwise.
+/// stays within about 100 columns), in the repository's order otherwise. Times are
+/// local, to the minute: the zone's offset in the header, or after each time when the
+/// snapshots span a change of offset (daylight saving).
 fn snapshots_text(snaps: &[Snapshot]) -> String {
+    let times: Vec<i64> = snaps.iter().map(|s| s.record.time_ns).collect();
+    let offsets = jellysnap::clock::local_offsets(&times).unwrap_or_else(|| vec![0; snaps.len()]);
+    let one_offset = offsets.windows(2).all(|w| w[0] == w[1]);
+    let zone = match offsets.first() {
+        Some(o) if one_offset => utc_offset(*o),
+        None => "UTC".into(),
+        Some(_) => "local".into(),
+    };
+    let time_header = format!("TIME ({zone})");
     let header = [
         "ID",
-        "TIME (UTC)",
+        time_header.as_str(),
         "NAME",
         "JELLYFIN",
         "COMPONENTS",
@@ -44,9 +55,21 @@ fn snapshots_text(snaps: &[Snapshot]) -> String {
     // (host, data dir) and the rows of its snapshots.
     type Group<'a> = ((&'a str, &'a str), Vec<Vec<String>>);
     let mut groups: Vec<Group> = Vec::new();
-    for s in snaps {
+    for (s, off) in snaps.iter().zip(&offsets) {
         let key = (s.record.host.as_str(), s.record.data_dir.as_str());
-        let row = snapshot_row(s);
+        let local = s
+            .record
+            .time_ns
+            .saturating_add(off.saturating_mul(1_000_000_000));
+        let mut time = render::time(local)
+            .get(..16)
+            .unwrap_or_default()
+            .to_string();
+        if !one_offset {
+            time.push(' ');
+            time.push_str(utc_offset(*off).trim_start_matches("UTC"));
+        }
+        let row = snapshot_row(s, time);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, rows)) => rows.push(row),
             None => groups.push((key, vec![row])),
@@ -65,14 +88,21 @@ fn snapshots_text(snaps: &[Snapshot]) -> String {
     t
 }
 
-fn snapshot_row(s: &Snapshot) -> Vec<String> {
+/// `UTC`, or `UTC+01:00` for an offset in seconds.
+fn utc_offset(secs: i64) -> String {
+    if secs == 0 {
+        return "UTC".into();
+    }
+    let sign = if secs < 0 { '-' } else { '+' };
+    let m = secs.unsigned_abs() / 60;
+    format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+}
+
+fn snapshot_row(s: &Snapshot, time: String) -> Vec<String> {
     let r = &s.record;
     vec![
         s.id.short(),
-        render::time(r.time_ns)
-            .get(..16)
-            .unwrap_or_default()
-            .to_string(),
+        time,
         r.name.clone().unwrap_or_default(),
         render::jellyfin_version(r),
         components(r),
