@@ -340,10 +340,20 @@ fn quiet_hides_chatter_not_data_and_verbose_lists_files() {
         &["-q", "diff", "first", "latest"],
         &["-q", "stats"],
         &["-q", "forget", "--keep-last", "1", "--dry-run"],
+        &["-q", "gc", "--dry-run"],
     ] {
         let out = env.expect(args, 0);
         assert!(!out.stdout.is_empty(), "{args:?} printed nothing under -q");
     }
+    let copy_to = env.root.join("copy");
+    let out = env
+        .cmd(&["-q", "copy", "--init", "--dry-run", "--to"])
+        .arg(&copy_to)
+        .expect(0);
+    assert!(
+        !out.stdout.is_empty(),
+        "copy --dry-run printed nothing under -q"
+    );
     let out = env.expect(&["-q", "diff", "first", "latest"], 0);
     assert!(
         s(&out.stdout).contains("+ data/metadata/library/added.txt"),

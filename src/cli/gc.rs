@@ -15,6 +15,9 @@ use super::{render, report_rebuild, Ctx};
 pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
     let max_unused = MaxUnused::new(a.max_unused)?;
     let (out, progress) = (ctx.out, ctx.progress);
+    if a.dry_run {
+        out.text_is_data();
+    }
     let repo = Repository::open_as(&ctx.place, Access::Exclusive, "gc")?;
     report_rebuild(&repo, out);
     let grace = match a.grace.as_deref() {

@@ -17,7 +17,7 @@
 //! or reports any other write error. A failed write to stderr is ignored: there is nowhere
 //! left to say it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 
 use super::exit::ExitCode;
@@ -25,6 +25,8 @@ use super::exit::ExitCode;
 pub(crate) struct Out {
     pub(crate) json: bool,
     pub(crate) quiet: bool,
+    /// Text results are the command's data (a dry run's plan): shown under `-q` too.
+    text_is_data: Cell<bool>,
     failed: RefCell<Option<io::Error>>,
 }
 
@@ -33,6 +35,7 @@ impl Out {
         Out {
             json,
             quiet,
+            text_is_data: Cell::new(false),
             failed: RefCell::new(None),
         }
     }
@@ -44,9 +47,17 @@ impl Out {
 
     /// A text result, one line (or several, joined by newlines).
     pub(crate) fn text(&self, s: &str) {
-        if self.human() {
+        if self.text_is_data.get() {
+            self.data(s);
+        } else if self.human() {
             self.stdout(s);
         }
+    }
+
+    /// From now on text results are data, shown under `-q` too: what a dry run prints
+    /// is what it was run for.
+    pub(crate) fn text_is_data(&self) {
+        self.text_is_data.set(true);
     }
 
     /// Data the command exists to print, as text: shown under `-q` too (not with
