@@ -202,6 +202,121 @@ fn json_ids_times_fields_and_errors() {
     );
     assert!(is_hex(&stats["snapshots"][0]["id"], 64), "{stats}");
 
+    let check = env.json(&["check"], 0);
+    pinned(
+        &check,
+        &[
+            ("snapshots", "number"),
+            ("trees", "number"),
+            ("list_chunks", "number"),
+            ("data_chunks", "number"),
+            ("packs", "number"),
+            ("packs_read", "number"),
+            ("bytes_read", "number"),
+            ("databases_rebuilt", "number"),
+            ("problems", "array"),
+            ("affected", "array"),
+            ("newer_format", "array"),
+            ("subset", "null|string"),
+            ("scratch_cleared", "number"),
+        ],
+    );
+
+    let gc = env.json(&["gc", "--dry-run"], 0);
+    pinned(
+        &gc,
+        &[("dry_run", "bool"), ("plan", "object"), ("report", "null")],
+    );
+    pinned(
+        &gc["plan"],
+        &[
+            ("snapshots", "number"),
+            ("live_chunks", "number"),
+            ("packs", "number"),
+            ("repository_bytes", "number"),
+            ("delete", "array"),
+            ("repack", "array"),
+            ("bytes_freed", "number"),
+            ("pending", "null|object"),
+        ],
+    );
+
+    let target = env.root.join("restored");
+    let r = env.json(
+        &["restore", "first", "--target", target.to_str().unwrap()],
+        0,
+    );
+    pinned(
+        &r,
+        &[
+            ("dry_run", "bool"),
+            ("plan", "object"),
+            ("report", "object"),
+        ],
+    );
+    pinned(
+        &r["plan"],
+        &[
+            ("snapshot", "string"),
+            ("roots", "array"),
+            ("components", "array"),
+            ("actions", "array"),
+            ("write_files", "number"),
+            ("write_bytes", "number"),
+            ("keep_files", "number"),
+            ("delete_paths", "number"),
+            ("not_captured", "number"),
+        ],
+    );
+    assert_eq!(r["plan"]["snapshot"], first["id"]);
+    pinned(
+        &r["report"],
+        &[
+            ("files_written", "number"),
+            ("bytes_written", "number"),
+            ("files_kept", "number"),
+            ("deleted", "number"),
+            ("errors", "array"),
+        ],
+    );
+
+    let copy_to = env.root.join("copy");
+    let c = env
+        .cmd(&["--json", "copy", "--init", "--dry-run", "--to"])
+        .arg(&copy_to)
+        .expect(0);
+    let c: Value = serde_json::from_slice(&c.stdout).unwrap();
+    pinned(
+        &c,
+        &[
+            ("source", "string"),
+            ("destination", "string"),
+            ("destination_created", "bool"),
+            ("report", "object"),
+        ],
+    );
+    pinned(
+        &c["report"],
+        &[
+            ("dry_run", "bool"),
+            ("copied", "array"),
+            ("already_present", "array"),
+            ("refused", "array"),
+            ("chunks_sent", "number"),
+            ("bytes_sent", "number"),
+            ("chunks_present", "number"),
+            ("packs_written", "number"),
+            ("chunking_differs", "bool"),
+        ],
+    );
+    for s in c["report"]["copied"].as_array().unwrap() {
+        assert!(is_hex(&s["id"], 64) && is_rfc3339_utc(&s["time"]), "{s}");
+    }
+
+    let other = Env::new();
+    let init = other.json(&["init"], 0);
+    pinned(&init, &[("repository", "string"), ("repo_id", "string")]);
+
     // Errors under --json: one object on stderr, with the code and the message, for
     // the engine's errors, clap's and the configuration file's.
     let out = env.cmd(&["--json", "ls", "nosuchsnapshot"]).expect(12);
