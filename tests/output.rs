@@ -703,3 +703,24 @@ fn diff_names_migrations_added_and_row_counts_changed() {
     let same = env.json(&["diff", "after", "again"], 0);
     assert_eq!(same["databases"], serde_json::json!([]), "{same}");
 }
+
+#[test]
+fn snapshots_across_a_daylight_saving_change_show_each_offset() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    // 2026-01-15 12:00 and 2026-07-15 12:00 UTC.
+    for at in [1_768_478_400, 1_784_116_800] {
+        env.cmd(&["backup", "--init", "--data-dir", data])
+            .clock_at(at)
+            .expect(0);
+    }
+    let out = env
+        .cmd(&["snapshots"])
+        .env("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+        .expect(0);
+    let text = s(&out.stdout);
+    assert!(text.contains("TIME (local)"), "{text}");
+    assert!(text.contains("2026-01-15 13:00 +01:00"), "{text}");
+    assert!(text.contains("2026-07-15 14:00 +02:00"), "{text}");
+}
