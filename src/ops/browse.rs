@@ -272,8 +272,8 @@ pub struct DbDiff {
     pub migrations_removed: Vec<String>,
     /// The tables whose row count changed (or that exist in one snapshot only).
     pub tables: Vec<TableRows>,
-    /// Why the database was not compared, when it was not (a physical copy in either
-    /// snapshot: only logical dumps are read).
+    /// Why the database was not compared, when it was not: a physical copy in either
+    /// snapshot (only logical dumps are read), or a dump a newer jellysnap wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_compared: Option<String>,
 }
@@ -329,14 +329,18 @@ pub fn db_diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<DbDi
             out.push(d);
             continue;
         }
-        let before = ea
-            .map(|e| summarize(repo, &e, &path))
-            .transpose()?
-            .unwrap_or_default();
-        let after = eb
-            .map(|e| summarize(repo, &e, &path))
-            .transpose()?
-            .unwrap_or_default();
+        // A dump a newer jellysnap wrote is not compared; the rest of the diff stands.
+        let read = |e: Option<Entry>| match e.map(|e| summarize(repo, &e, &path)) {
+            None => Ok(Some(DumpSummary::default())),
+            Some(Ok(sum)) => Ok(Some(sum)),
+            Some(Err(Error::NewerFormat { .. })) => Ok(None),
+            Some(Err(e)) => Err(e),
+        };
+        let (Some(before), Some(after)) = (read(ea)?, read(eb)?) else {
+            d.not_compared = Some("a dump was written by a newer jellysnap".into());
+            out.push(d);
+            continue;
+        };
         d.migrations_added = after
             .migrations
             .difference(&before.migrations)
