@@ -317,6 +317,83 @@ fn json_ids_times_fields_and_errors() {
     let init = other.json(&["init"], 0);
     pinned(&init, &[("repository", "string"), ("repo_id", "string")]);
 
+    let repair = env.json(&["repair", "index"], 0);
+    pinned(
+        &repair,
+        &[
+            ("packs", "number"),
+            ("chunks", "number"),
+            ("recovered_by_scan", "array"),
+        ],
+    );
+
+    let conf = env.root.join("setup.toml");
+    let setup = env
+        .cmd(&[
+            "--json",
+            "setup",
+            "--dry-run",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ])
+        .arg("--config")
+        .arg(&conf)
+        .expect(0);
+    let setup: Value = serde_json::from_slice(&setup.stdout).unwrap();
+    pinned(
+        &setup,
+        &[
+            ("config", "string"),
+            ("written", "bool"),
+            ("replaced", "bool"),
+            ("install", "object"),
+            ("package_version", "null|string"),
+            ("repository", "string"),
+            ("also_found", "array"),
+        ],
+    );
+    pinned(
+        &setup["install"],
+        &[
+            ("data_dir", "string"),
+            ("config_dir", "string"),
+            ("metadata_dir", "null|string"),
+            ("cache_dir", "null|string"),
+            ("log_dir", "null|string"),
+            ("layout", "string"),
+        ],
+    );
+    let out = env
+        .cmd(&[
+            "-q",
+            "setup",
+            "--dry-run",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+        ])
+        .arg("--config")
+        .arg(&conf)
+        .expect(0);
+    assert!(
+        !out.stdout.is_empty(),
+        "setup --dry-run printed nothing under -q"
+    );
+
+    let apt = env.root.join("apt.conf.d");
+    fs::create_dir_all(&apt).unwrap();
+    let apt_dir = apt.to_str().unwrap();
+    let install = env.json(&["hook", "apt", "install", "--apt-conf-dir", apt_dir], 0);
+    pinned(
+        &install,
+        &[
+            ("installed", "string"),
+            ("replaced", "bool"),
+            ("command", "string"),
+        ],
+    );
+    let remove = env.json(&["hook", "apt", "remove", "--apt-conf-dir", apt_dir], 0);
+    pinned(&remove, &[("removed", "bool"), ("path", "string")]);
+
     // Errors under --json: one object on stderr, with the code and the message, for
     // the engine's errors, clap's and the configuration file's.
     let out = env.cmd(&["--json", "ls", "nosuchsnapshot"]).expect(12);
