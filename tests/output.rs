@@ -601,6 +601,11 @@ fn summaries_count_the_database_and_show_its_file_size() {
     let out = env.expect(&["backup", "--data-dir", data], 0);
     let text = s(&out.stdout);
     assert!(text.contains(", 1 database), dirs "), "{text}");
+    let db_line = text
+        .lines()
+        .find(|l| l.starts_with("  database data/data/jellyfin.db ("))
+        .unwrap_or_else(|| panic!("no database line with its size: {text}"));
+    assert!(db_line.contains("): logical dump"), "{db_line}");
     assert!(
         text.contains("added ") && text.contains(" to the repository: "),
         "{text}"

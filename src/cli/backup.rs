@@ -219,7 +219,11 @@ fn summary_text(o: &BackupOutcome) -> String {
             (_, Some(why)) => format!("physical copy, because {why}"),
             _ => "physical copy".to_string(),
         };
-        t.push_str(&format!("  database {}/{}: {how}\n", d.root, d.rel));
+        let size = d
+            .size
+            .map(|n| format!(" ({})", render::size(n)))
+            .unwrap_or_default();
+        t.push_str(&format!("  database {}/{}{size}: {how}\n", d.root, d.rel));
     }
     let dbs = r.databases.len();
     t.push_str(&format!(
