@@ -122,9 +122,13 @@ fn components(r: &SnapshotRecord) -> String {
         .filter(|c| !c.is_mandatory())
         .map(|c| c.name())
         .collect();
+    let all = jellysnap::Component::ALL
+        .iter()
+        .filter(|c| !c.is_mandatory())
+        .count();
     match optional.len() {
         0 => "db+config".into(),
-        3 => "all".into(),
+        n if n == all => "all".into(),
         _ => optional.join(","),
     }
 }
