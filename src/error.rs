@@ -281,6 +281,11 @@ pub enum OptionError {
     #[error("invalid option: --components names no component")]
     NoComponents,
 
+    /// An empty value (`--tag ""`, `--components metadata,`): a typo or an unset shell
+    /// variable, never meant.
+    #[error("invalid option: {0} has an empty value")]
+    EmptyValue(&'static str),
+
     #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
     S3Location { location: String, detail: String },
 

@@ -31,7 +31,7 @@ pub use format::snapshot::{Component, DbReuse, Root, Snapshot, SnapshotRecord, S
 pub use format::tree::{ChunkRef, DbCapture, Entry, Node, Tree};
 pub use id::{ChunkId, PackId, SnapshotId};
 pub use jellyfin::SourceOptions;
-pub use ops::options::{Components, SnapshotName};
+pub use ops::options::{validate_tags, Components, SnapshotName};
 pub use ops::parallel::set_io_threads;
 pub use store::packer::ChunkSink;
 pub use store::repo::{Access, Repository};
@@ -95,7 +95,7 @@ pub mod system {
 
 /// Listing and comparing snapshots.
 pub mod browse {
-    pub use crate::ops::browse::{diff, ls, DiffEntry, LsEntry};
+    pub use crate::ops::browse::{db_diff, diff, ls, DbDiff, DiffEntry, LsEntry, TableRows};
 }
 
 /// Sizes of the repository and of single snapshots.
@@ -143,12 +143,12 @@ pub mod simulation {
 
 /// Times as the CLI prints them.
 pub mod timefmt {
-    pub use crate::format::timefmt::utc;
+    pub use crate::format::timefmt::{rfc3339, utc};
 }
 
 /// The clock the engine reads.
 pub mod clock {
-    pub use crate::ops::clock::now_ns;
+    pub use crate::ops::clock::{local_offsets, now_ns};
 }
 
 /// The database capture on its own (benchmarks and experiments).

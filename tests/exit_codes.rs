@@ -366,6 +366,11 @@ fn a_closed_stdout_ends_quietly_with_141() {
     let list = env.json(&["snapshots"], 0);
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     expect(&env.run(&["check"]), 0);
-    // Quiet output writes nothing to stdout: nothing to fail.
-    expect(&run_into_closed_pipe(&env, &["-q", "snapshots"], false), 0);
+    // A quiet command with no data to print writes nothing to stdout: nothing to fail.
+    expect(&run_into_closed_pipe(&env, &["-q", "check"], false), 0);
+    // A listing prints its data under -q too, and so meets the closed pipe.
+    expect(
+        &run_into_closed_pipe(&env, &["-q", "snapshots"], false),
+        141,
+    );
 }

@@ -353,6 +353,15 @@ pub struct RestoreArgs {
     pub server_version: Option<String>,
 }
 
+/// Whether `--json` is on the command line, for a command line clap refused (its error
+/// is then given as JSON too). Arguments after `--` are values, not flags.
+pub fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
 pub fn default_repo() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("jellysnap/repo");

@@ -47,7 +47,7 @@ fn options(ctx: &Ctx, a: &BackupArgs) -> Result<BackupOptions, Error> {
             .map(SnapshotName::new)
             .transpose()?
             .map(SnapshotName::into_string),
-        tags: a.tags.clone(),
+        tags: jellysnap::validate_tags(&a.tags)?,
         // Only the default location may be created unasked: any other path may be a
         // backup disk that is not mounted.
         create_repository: a.init || ctx.default_repo,
@@ -66,12 +66,73 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<ExitCode, Error> {
     }
     report_rebuild(&repo, ctx.out);
     let o = backup::backup(&repo, &opts, ctx.progress)?;
+    if ctx.verbose > 0 && ctx.out.human() {
+        list_changes(ctx, &repo, &o)?;
+    }
     print_backup(ctx.out, &ctx.repo_path, created, &o);
     Ok(if o.is_partial() {
         ExitCode::Partial
     } else {
         ExitCode::Success
     })
+}
+
+/// `-v`: the files the snapshot added (`A`), changed (`M`) or removed (`D`) against its
+/// parent (every file `A` without one); `-vv` also the unchanged (`U`) and those whose
+/// metadata alone changed (`m`): every file the snapshot holds. Read from the snapshot's
+/// trees after the backup, only the subtrees that differ from the parent's for `-v`.
+fn list_changes(ctx: &Ctx, repo: &Repository, o: &BackupOutcome) -> Result<(), Error> {
+    let snap = jellysnap::Snapshot {
+        id: o.id,
+        record: o.record.clone(),
+    };
+    let changes = match o.parent {
+        Some(p) => {
+            let parent = repo.resolve(&p.to_hex())?;
+            jellysnap::browse::diff(repo, &parent, &snap)?
+        }
+        None => Vec::new(),
+    };
+    let status = |c: char| match c {
+        '+' => 'A',
+        '-' => 'D',
+        'm' => 'm',
+        _ => 'M',
+    };
+    let mut lines: Vec<(String, char)> = Vec::new();
+    if o.parent.is_some() && ctx.verbose < 2 {
+        lines.extend(
+            changes
+                .iter()
+                .filter(|c| c.change != 'm')
+                .map(|c| (c.path.clone(), status(c.change))),
+        );
+    } else {
+        let by_path: std::collections::HashMap<&str, char> = changes
+            .iter()
+            .map(|c| (c.path.as_str(), status(c.change)))
+            .collect();
+        let none = o.parent.is_none();
+        for e in jellysnap::browse::ls(repo, &snap, "", true)? {
+            let st = match by_path.get(e.path.as_str()) {
+                Some(s) => *s,
+                None if none => 'A',
+                None => 'U',
+            };
+            lines.push((e.path, st));
+        }
+        lines.extend(
+            changes
+                .iter()
+                .filter(|c| c.change == '-')
+                .map(|c| (c.path.clone(), 'D')),
+        );
+        lines.sort();
+    }
+    for (path, st) in lines {
+        ctx.out.text(&format!("{st} {path}"));
+    }
+    Ok(())
 }
 
 fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
@@ -84,7 +145,7 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
         "partial": o.is_partial(),
         "notices": o.notices,
         "repository_inside_data": o.repository_inside_data.as_ref().map(|p| p.to_string_lossy()),
-        "snapshot": r,
+        "snapshot": render::record_json(r),
     }));
     out.text(&summary_text(o));
     let s = &r.summary;
@@ -158,27 +219,41 @@ fn summary_text(o: &BackupOutcome) -> String {
             (_, Some(why)) => format!("physical copy, because {why}"),
             _ => "physical copy".to_string(),
         };
-        t.push_str(&format!("  database {}/{}: {how}\n", d.root, d.rel));
+        let size = d
+            .size
+            .map(|n| format!(" ({})", render::size(n)))
+            .unwrap_or_default();
+        t.push_str(&format!("  database {}/{}{size}: {how}\n", d.root, d.rel));
     }
-    let ratio = if s.new_stored_bytes > 0 {
-        s.logical_bytes as f64 / s.new_stored_bytes as f64
-    } else {
-        f64::INFINITY
-    };
+    let dbs = r.databases.len();
     t.push_str(&format!(
-        "  files {} ({} unchanged, {} read), dirs {}\n  logical {}, read {}, database {}\n  added {} stored ({} raw, {} new chunks), ratio {}\n  took {:.1}s",
+        "  files {} ({} unchanged, {} read, {} database{}), dirs {}\n",
         s.files,
         s.files_reused,
         s.files_read,
+        dbs,
+        if dbs == 1 { "" } else { "s" },
         s.dirs,
+    ));
+    t.push_str(&format!(
+        "  size {} (databases at their stored size), read {} of files, {} of databases\n",
         render::size(s.logical_bytes),
         render::size(s.bytes_read),
         render::size(s.db_bytes),
-        render::size(s.new_stored_bytes),
-        render::size(s.new_raw_bytes),
-        s.new_chunks,
-        if ratio.is_finite() { format!("{ratio:.1}x") } else { "no new data".into() },
-        s.duration_ms as f64 / 1000.0
     ));
+    // A ratio only of what was stored: one of all the data against nothing added
+    // means nothing.
+    if s.new_chunks == 0 {
+        t.push_str("  added nothing to the repository (all data was there already)\n");
+    } else {
+        t.push_str(&format!(
+            "  added {} to the repository: {} new chunk(s), {} before compression ({:.1}x)\n",
+            render::size(s.new_stored_bytes),
+            s.new_chunks,
+            render::size(s.new_raw_bytes),
+            s.new_raw_bytes as f64 / s.new_stored_bytes.max(1) as f64,
+        ));
+    }
+    t.push_str(&format!("  took {:.1}s", s.duration_ms as f64 / 1000.0));
     t
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use jellysnap::{Access, Error, Repository, Snapshot, SnapshotRecord};
+use jellysnap::{Access, DbCapture, Error, Repository, Snapshot, SnapshotRecord};
 
 use super::exit::ExitCode;
 use super::{render, Ctx};
@@ -15,25 +15,8 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
     }
     ctx.out
         .json(json!(snaps.iter().map(snapshot_json).collect::<Vec<_>>()));
-    if ctx.out.human() {
-        let rows: Vec<Vec<String>> = snaps.iter().map(snapshot_row).collect();
-        let header = [
-            "ID",
-            "NAME",
-            "TIME (UTC)",
-            "JELLYFIN",
-            "BY",
-            "COMPONENTS (+db,config)",
-            "DATABASE",
-            "FILES",
-            "SIZE",
-            "ADDED",
-        ];
-        ctx.out.text(&format!(
-            "{}{} snapshot(s)",
-            render::table(&header, &rows),
-            snaps.len()
-        ));
+    if !ctx.out.json {
+        ctx.out.data(&snapshots_text(&snaps));
     }
     Ok(if bad.is_empty() {
         ExitCode::Success
@@ -44,45 +27,135 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
     })
 }
 
-fn snapshot_row(s: &Snapshot) -> Vec<String> {
+/// The listing: one table per host and data dir (named above it, so that the table
+/// stays within about 100 columns), in the repository's order otherwise. Times are
+/// local, to the minute: the zone's offset in the header, or after each time when the
+/// snapshots span a change of offset (daylight saving).
+fn snapshots_text(snaps: &[Snapshot]) -> String {
+    let times: Vec<i64> = snaps.iter().map(|s| s.record.time_ns).collect();
+    let offsets = jellysnap::clock::local_offsets(&times).unwrap_or_else(|| vec![0; snaps.len()]);
+    let one_offset = offsets.windows(2).all(|w| w[0] == w[1]);
+    let zone = match offsets.first() {
+        Some(o) if one_offset => utc_offset(*o),
+        None => "UTC".into(),
+        Some(_) => "local".into(),
+    };
+    let time_header = format!("TIME ({zone})");
+    let header = [
+        "ID",
+        time_header.as_str(),
+        "NAME",
+        "JELLYFIN",
+        "COMPONENTS",
+        "STATUS",
+        "TAGS",
+        "SIZE",
+        "ADDED",
+    ];
+    // (host, data dir) and the rows of its snapshots.
+    type Group<'a> = ((&'a str, &'a str), Vec<Vec<String>>);
+    let mut groups: Vec<Group> = Vec::new();
+    for (s, off) in snaps.iter().zip(&offsets) {
+        let key = (s.record.host.as_str(), s.record.data_dir.as_str());
+        let local = s
+            .record
+            .time_ns
+            .saturating_add(off.saturating_mul(1_000_000_000));
+        let mut time = render::time(local)
+            .get(..16)
+            .unwrap_or_default()
+            .to_string();
+        if !one_offset {
+            time.push(' ');
+            time.push_str(utc_offset(*off).trim_start_matches("UTC"));
+        }
+        let row = snapshot_row(s, time);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, rows)) => rows.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    let mut t = String::new();
+    for ((host, data_dir), rows) in &groups {
+        t.push_str(&format!("host {host}, data dir {data_dir}\n"));
+        t.push_str(&render::table(&header, rows));
+        t.push('\n');
+    }
+    t.push_str(&format!(
+        "{} snapshot(s); SIZE is the files' total, ADDED what the snapshot added to the repository",
+        snaps.len()
+    ));
+    t
+}
+
+/// `UTC`, or `UTC+01:00` for an offset in seconds.
+fn utc_offset(secs: i64) -> String {
+    if secs == 0 {
+        return "UTC".into();
+    }
+    let sign = if secs < 0 { '-' } else { '+' };
+    let m = secs.unsigned_abs() / 60;
+    format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+}
+
+fn snapshot_row(s: &Snapshot, time: String) -> Vec<String> {
     let r = &s.record;
     vec![
         s.id.short(),
+        time,
         r.name.clone().unwrap_or_default(),
-        render::time(r.time_ns),
         render::jellyfin_version(r),
-        render::hook(r).unwrap_or("-").to_string(),
-        r.components
-            .iter()
-            .filter(|c| !c.is_mandatory())
-            .map(|c| c.name())
-            .collect::<Vec<_>>()
-            .join(","),
-        db_capture(r),
-        r.summary.files.to_string(),
+        components(r),
+        if is_partial(r) { "partial" } else { "complete" }.into(),
+        r.tags.join(","),
         render::size(r.summary.logical_bytes),
         render::size(r.summary.new_stored_bytes),
     ]
 }
 
-/// How a snapshot's databases were captured, for the listing: `logical` (proven at
-/// backup), `physical`, or `-` for records from before captures were recorded.
-fn db_capture(r: &SnapshotRecord) -> String {
-    let mut kinds: Vec<&str> = r.databases.iter().map(|d| d.capture.name()).collect();
-    kinds.dedup();
-    if kinds.is_empty() {
-        "-".into()
-    } else {
-        kinds.join(",")
+/// The optional components a snapshot holds (the database and the config state are in
+/// every one): `all`, a list, or `db+config` for neither.
+fn components(r: &SnapshotRecord) -> String {
+    let optional: Vec<&str> = r
+        .components
+        .iter()
+        .filter(|c| !c.is_mandatory())
+        .map(|c| c.name())
+        .collect();
+    let all = jellysnap::Component::ALL
+        .iter()
+        .filter(|c| !c.is_mandatory())
+        .count();
+    match optional.len() {
+        0 => "db+config".into(),
+        n if n == all => "all".into(),
+        _ => optional.join(","),
     }
 }
 
+/// Whether the backup could not capture some path (its record lists them).
+fn is_partial(r: &SnapshotRecord) -> bool {
+    !r.summary.errors.is_empty() || !r.not_captured.is_empty()
+}
+
+/// How a snapshot's databases were captured: `logical` (proven at backup), `physical`,
+/// or none for records from before captures were recorded.
+fn db_capture(r: &SnapshotRecord) -> Vec<&'static str> {
+    let mut kinds: Vec<&str> = r.databases.iter().map(|d| d.capture.name()).collect();
+    kinds.dedup();
+    kinds
+}
+
 fn snapshot_json(s: &Snapshot) -> serde_json::Value {
-    let mut v = serde_json::to_value(&s.record).unwrap_or_default();
+    let r = &s.record;
+    let mut v = render::record_json(r);
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), json!(s.id.to_hex()));
-        o.insert("time".into(), json!(render::time(s.record.time_ns)));
-        o.insert("hook".into(), json!(render::hook(&s.record)));
+        o.insert("time".into(), json!(jellysnap::timefmt::rfc3339(r.time_ns)));
+        o.insert("hook".into(), json!(render::hook(r)));
+        o.insert("partial".into(), json!(is_partial(r)));
+        o.insert("size_added".into(), json!(r.summary.new_stored_bytes));
+        o.insert("database_capture".into(), json!(db_capture(r)));
     }
     v
 }
@@ -97,10 +170,17 @@ pub fn ls(
     let snap = repo.resolve(snapshot)?;
     let entries = jellysnap::browse::ls(&repo, &snap, path.unwrap_or(""), recursive)?;
     ctx.out.json(json!(entries));
-    if ctx.out.human() {
+    if !ctx.out.json {
         for e in &entries {
-            ctx.out.text(&format!(
-                "{} {:04o} {:>10} {}  {}",
+            let db = match (e.database, e.capture_size) {
+                (Some(DbCapture::Logical), Some(n)) => {
+                    format!("  (database; stored as a {} logical dump)", render::size(n))
+                }
+                (Some(_), Some(n)) => format!("  (database; stored as a {} copy)", render::size(n)),
+                _ => String::new(),
+            };
+            ctx.out.data(&format!(
+                "{} {:04o} {:>10} {}  {}{db}",
                 e.kind,
                 e.mode,
                 render::size(e.size),
@@ -116,9 +196,11 @@ pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
     let (a, b) = (repo.resolve(from)?, repo.resolve(to)?);
     let d = jellysnap::browse::diff(&repo, &a, &b)?;
-    ctx.out
-        .json(json!({ "from": a.id.to_hex(), "to": b.id.to_hex(), "changes": d }));
-    if ctx.out.human() {
+    let dbs = jellysnap::browse::db_diff(&repo, &a, &b)?;
+    ctx.out.json(
+        json!({ "from": a.id.to_hex(), "to": b.id.to_hex(), "changes": d, "databases": dbs }),
+    );
+    if !ctx.out.json {
         for e in &d {
             let sz = match (e.size_before, e.size_after) {
                 (Some(x), Some(y)) if x != y => {
@@ -126,7 +208,7 @@ pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
                 }
                 _ => String::new(),
             };
-            ctx.out.text(&format!("{} {}{sz}", e.change, e.path));
+            ctx.out.data(&format!("{} {}{sz}", e.change, e.path));
         }
         let count = |c: char| d.iter().filter(|e| e.change == c).count();
         ctx.out.text(&format!(
@@ -136,6 +218,37 @@ pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
             count('M') + count('T'),
             count('m')
         ));
+        for db in &dbs {
+            ctx.out.data(&db_diff_text(db));
+        }
     }
     Ok(ExitCode::Success)
+}
+
+/// A database's changes: migrations added or removed, then tables whose row count changed.
+fn db_diff_text(db: &jellysnap::browse::DbDiff) -> String {
+    let mut t = format!("database {}:", db.path);
+    if let Some(why) = &db.not_compared {
+        t.push_str(&format!(" changed; not compared ({why})"));
+        return t;
+    }
+    if db.migrations_added.is_empty() && db.migrations_removed.is_empty() && db.tables.is_empty() {
+        t.push_str(" changed content; same migrations and row counts");
+    }
+    for m in &db.migrations_added {
+        t.push_str(&format!("\n  + migration {m}"));
+    }
+    for m in &db.migrations_removed {
+        t.push_str(&format!("\n  - migration {m}"));
+    }
+    let n = |r: Option<u64>| r.map_or("-".to_string(), |n| n.to_string());
+    for r in &db.tables {
+        t.push_str(&format!(
+            "\n  table {}: {} -> {} rows",
+            r.table,
+            n(r.rows_before),
+            n(r.rows_after)
+        ));
+    }
+    t
 }

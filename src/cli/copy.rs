@@ -50,6 +50,9 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
             ctx.repo_path.display()
         ));
     }
+    if a.dry_run {
+        out.text_is_data();
+    }
     out.text(&summary(&r, &a.to.display().to_string()));
     for f in &r.refused {
         // Also under -q: a snapshot the run was asked for is not in the destination.

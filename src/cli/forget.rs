@@ -93,8 +93,13 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     } else {
         format!("removed {removed} snapshot(s); run `jellysnap gc` to reclaim their space")
     };
-    ctx.out
-        .text(&format!("{}{summary}", decisions_table(&decisions)));
+    // The decisions are what a dry run exists to print: shown under -q too.
+    let table = format!("{}{summary}", decisions_table(&decisions));
+    if a.dry_run {
+        ctx.out.data(&table);
+    } else {
+        ctx.out.text(&table);
+    }
     Ok(ExitCode::Success)
 }
 

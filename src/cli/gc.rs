@@ -15,6 +15,9 @@ use super::{render, report_rebuild, Ctx};
 pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
     let max_unused = MaxUnused::new(a.max_unused)?;
     let (out, progress) = (ctx.out, ctx.progress);
+    if a.dry_run {
+        out.text_is_data();
+    }
     let repo = Repository::open_as(&ctx.place, Access::Exclusive, "gc")?;
     report_rebuild(&repo, out);
     let grace = match a.grace.as_deref() {
@@ -29,7 +32,17 @@ pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
         Some(gc::sweep(&repo, &plan, progress)?)
     };
     progress.finish();
-    out.json(json!({ "dry_run": a.dry_run, "plan": plan, "report": report }));
+    let mut plan_json = json!(plan);
+    // Its times are Unix seconds: each gets its RFC 3339 twin, as `_ns` fields do.
+    if let Some(p) = plan_json.get_mut("pending").and_then(|p| p.as_object_mut()) {
+        for (secs, twin) in [("marked_at", "marked"), ("deletable_at", "deletable")] {
+            if let Some(t) = p.get(secs).and_then(|v| v.as_i64()) {
+                let ns = t.saturating_mul(1_000_000_000);
+                p.insert(twin.into(), json!(jellysnap::timefmt::rfc3339(ns)));
+            }
+        }
+    }
+    out.json(json!({ "dry_run": a.dry_run, "plan": plan_json, "report": report }));
     if plan.resumes_interrupted {
         out.text("a previous gc was interrupted; this run finishes its work");
     }

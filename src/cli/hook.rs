@@ -519,7 +519,12 @@ fn failed(ctx: &Ctx, g: &GuardArgs, hook: &str, what: &str, e: &Error) -> Result
             format!("{goes_on} anyway (pass --abort-on-failure to the hook to stop it instead).")
         }
     ));
-    ctx.out.json(json!({ "snapshot": null, "error": e.to_string(), "exit_code": if g.abort_on_failure { code.code() } else { 0 } }));
+    // The error in the shape every --json error has; `exit_code` is the hook's own.
+    ctx.out.json(json!({
+        "snapshot": null,
+        "error": { "code": code.code(), "message": e.to_string() },
+        "exit_code": if g.abort_on_failure { code.code() } else { 0 },
+    }));
     Ok(if g.abort_on_failure {
         code
     } else {

@@ -25,7 +25,6 @@ mod stats;
 use std::path::PathBuf;
 
 use clap::Parser;
-use serde_json::json;
 
 use jellysnap::{Error, Location, Place, Repository};
 
@@ -52,13 +51,14 @@ pub(crate) struct Ctx<'a> {
     pub(crate) repo_from_args: bool,
     pub(crate) out: &'a Out,
     pub(crate) progress: &'a TermProgress,
-    pub(crate) verbose: bool,
+    /// How many `-v`.
+    pub(crate) verbose: u8,
 }
 
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => return clap_exit(&e),
+        Err(e) => return clap_exit(&e, args::json_requested()),
     };
     if let Some(n) = args::io_threads() {
         jellysnap::set_io_threads(n);
@@ -104,7 +104,7 @@ pub fn run() -> ExitCode {
         place,
         out: &out,
         progress: &progress,
-        verbose: cli.verbose > 0,
+        verbose: cli.verbose,
     };
     let code = match dispatch(&ctx, &cli.command) {
         Ok(code) => code,
@@ -126,12 +126,22 @@ fn tolerates_config_errors(c: &Command) -> bool {
     matches!(c, Command::Setup(_) | Command::Hook { .. })
 }
 
-/// Help and version print and succeed; anything else clap refuses is a bad command line.
-fn clap_exit(e: &clap::Error) -> ExitCode {
-    let printed = e.print();
+/// Help and version print and succeed; anything else clap refuses is a bad command line
+/// (with `--json`, said as the JSON error object).
+fn clap_exit(e: &clap::Error, json: bool) -> ExitCode {
     if e.exit_code() != 0 {
+        if json {
+            let message = e.render().to_string();
+            out::err_line(&out::error_json(
+                ExitCode::Usage.code(),
+                message.trim_end().trim_start_matches("error: "),
+            ));
+        } else {
+            let _ = e.print();
+        }
         return ExitCode::Usage;
     }
+    let printed = e.print();
     match printed {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::BrokenPipe,
         _ => ExitCode::Success,
@@ -161,17 +171,16 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
     }
 }
 
-/// Print the error and its chain (and the JSON error object with `--json`).
+/// Print the error and its chain on stderr (with `--json`, as the JSON error object).
 fn report_error(out: &Out, e: &Error) -> ExitCode {
     let code = ExitCode::of(e);
-    out.json(json!({ "error": e.to_string(), "exit_code": code.code() }));
-    let mut msg = format!("jellysnap: error: {e}");
+    let mut chain = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        msg.push_str(&format!("\n  caused by: {s}"));
+        chain.push_str(&format!("\n  caused by: {s}"));
         src = s.source();
     }
-    out.err(&msg);
+    out.error(code.code(), &chain, &format!("jellysnap: error: {chain}"));
     code
 }
 

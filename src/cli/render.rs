@@ -73,6 +73,22 @@ pub fn jellyfin_version(r: &jellysnap::SnapshotRecord) -> String {
     }
 }
 
+/// A snapshot record as JSON output shows it: as stored, but with its ids (`tree`,
+/// `parent`) as hex strings; the record file keeps them as byte arrays.
+pub fn record_json(r: &jellysnap::SnapshotRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("tree".into(), r.tree.to_hex().into());
+        o.insert(
+            "parent".into(),
+            r.parent
+                .map(|p| p.to_hex())
+                .map_or(serde_json::Value::Null, Into::into),
+        );
+    }
+    v
+}
+
 /// The hook that took a snapshot (its `hook:<name>` tag), if one did.
 pub fn hook(r: &jellysnap::SnapshotRecord) -> Option<&str> {
     r.tags.iter().find_map(|t| t.strip_prefix("hook:"))

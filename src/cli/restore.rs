@@ -42,8 +42,13 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
     let snap = repo.resolve(&a.snapshot)?;
     let opts = options(ctx, a)?;
     let plan = restore::plan(&repo, &snap, &opts)?;
-    ctx.out
-        .text(&plan_text(&snap, &plan, a.dry_run, ctx.verbose));
+    // The plan is what a dry run exists to print: shown under -q too.
+    let plan_shown = plan_text(&snap, &plan, a.dry_run, ctx.verbose > 0);
+    if a.dry_run {
+        ctx.out.data(&plan_shown);
+    } else {
+        ctx.out.text(&plan_shown);
+    }
     if let Some(w) = plan
         .rollback
         .as_ref()
@@ -59,7 +64,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
     ctx.out
         .json(json!({ "dry_run": false, "plan": plan, "report": report }));
     ctx.out.text(&format!(
-        "restored {} file(s), {} written, {} unchanged, {} removed",
+        "restored {} file(s), {} written to disk, {} unchanged, {} removed",
         report.files_written,
         render::size(report.bytes_written),
         report.files_kept,
@@ -100,7 +105,7 @@ fn plan_text(snap: &Snapshot, plan: &RestorePlan, dry_run: bool, verbose: bool) 
         ));
     }
     t.push_str(&format!(
-        "  write {} file(s) ({}), keep {} unchanged, delete {}",
+        "  write {} file(s) ({} from the repository), keep {} unchanged, delete {}",
         plan.write_files,
         render::size(plan.write_bytes),
         plan.keep_files,

@@ -45,6 +45,8 @@ pub fn setup(ctx: &Ctx, a: &SetupArgs) -> Result<ExitCode, Error> {
         "also_found": others.iter().map(|i| i.data_dir.to_string_lossy()).collect::<Vec<_>>(),
     }));
     if a.dry_run {
+        // The file it would write is what a dry run is for: shown under -q too.
+        ctx.out.text_is_data();
         ctx.out.text(&format!(
             "{found}\n# would be written to {}:\n{text}",
             path.display()

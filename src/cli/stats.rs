@@ -17,7 +17,7 @@ pub fn stats(ctx: &Ctx, snapshots: &[String]) -> Result<ExitCode, Error> {
         per.push(stats::snapshot_stats(&repo, &snap)?);
     }
     ctx.out.json(json!({ "repository": s, "snapshots": per }));
-    ctx.out.text(&format!(
+    ctx.out.data(&format!(
         "snapshots     {}\nlogical size  {}\nstored size   {}\ndedup ratio   {:.1}x\npacks         {}\nchunks        {}",
         s.snapshots,
         render::size(s.logical_bytes),
@@ -27,7 +27,7 @@ pub fn stats(ctx: &Ctx, snapshots: &[String]) -> Result<ExitCode, Error> {
         s.chunks
     ));
     for p in &per {
-        ctx.out.text(&format!(
+        ctx.out.data(&format!(
             "snapshot {}{}: {} in {} files; forgetting it alone frees {} ({} chunks)",
             &p.id[..8],
             paren_name(&p.name),

@@ -167,6 +167,11 @@ pub struct DatabaseRecord {
     /// What this backup took over from its parent instead of doing it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused: Option<DbReuse>,
+    /// The database file's size in bytes as captured (the online backup copy's), which
+    /// listings show in place of the dump's size (absent in records written before it
+    /// was kept). A logical rebuild holds the same content and can differ by free pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// What a rebuilt logical capture must show: the observation digest (hex) its backup
@@ -529,6 +534,7 @@ mod tests {
                     jellyfin_versions: None,
                 }),
                 reused: Some(DbReuse::Capture),
+                size: None,
             }],
             not_captured: vec![NotCaptured {
                 kind: NotCapturedKind::File,

@@ -27,6 +27,14 @@ pub fn utc(ns: i64) -> String {
     )
 }
 
+/// Unix nanoseconds as RFC 3339 in UTC, to the second: `YYYY-MM-DDTHH:MM:SSZ` (the form
+/// every time takes in `--json` output).
+pub fn rfc3339(ns: i64) -> String {
+    let mut s = utc(ns).replacen(' ', "T", 1);
+    s.push('Z');
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +43,8 @@ mod tests {
     fn dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(1_764_045_078_000_000_000), "2025-11-25 04:31:18");
+        assert_eq!(rfc3339(1_764_045_078_999_000_000), "2025-11-25T04:31:18Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }

@@ -29,6 +29,24 @@ pub fn stat_ns(secs: i64, nsec: i64) -> (i64, bool) {
     }
 }
 
+/// The offset of local time from UTC, in seconds, at each of the Unix times `ns`, as the
+/// C library's time zone rules (`TZ`, `/etc/localtime`) give it. Asked of SQLite's
+/// `localtime` modifier, which applies those rules, daylight saving included; `None`
+/// when it cannot say, and the caller shows UTC.
+pub fn local_offsets(ns: &[i64]) -> Option<Vec<i64>> {
+    let db = rusqlite::Connection::open_in_memory().ok()?;
+    let mut q = db
+        .prepare("SELECT unixepoch(datetime(?1, 'unixepoch', 'localtime')) - ?1")
+        .ok()?;
+    ns.iter()
+        .map(|n| {
+            q.query_row([n.div_euclid(NS)], |r| r.get::<_, Option<i64>>(0))
+                .ok()
+                .flatten()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +60,15 @@ mod tests {
         assert_eq!(stat_ns(-11_676_096_000, 0), (i64::MIN, true));
         // The largest time that fits comes back unchanged.
         assert_eq!(stat_ns(i64::MAX / NS, i64::MAX % NS), (i64::MAX, false));
+    }
+
+    #[test]
+    fn local_offsets_are_whole_minutes_within_a_day() {
+        let at = [0, 1_764_045_078 * NS, 1_751_328_000 * NS];
+        let offsets = local_offsets(&at).unwrap();
+        assert_eq!(offsets.len(), 3);
+        for o in offsets {
+            assert!(o.abs() < 86_400 && o % 60 == 0, "{o}");
+        }
     }
 }

@@ -12,13 +12,14 @@ use crate::format::snapshot::{validate_name, Component};
 pub struct Components(BTreeSet<Component>);
 
 impl Components {
-    /// Parse the list's items; empty items are skipped, an unknown one is refused.
+    /// Parse the list's items; an empty item (`--components ""`, `metadata,`) or an
+    /// unknown one is refused.
     pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Components, OptionError> {
         let mut out = BTreeSet::new();
         for raw in list {
             let s = raw.as_ref().trim();
             if s.is_empty() {
-                continue;
+                return Err(OptionError::EmptyValue("--components"));
             }
             if s == "all" {
                 out.extend(Component::ALL);
@@ -33,6 +34,14 @@ impl Components {
     pub fn into_set(self) -> BTreeSet<Component> {
         self.0
     }
+}
+
+/// Tags as given (`--tag`): an empty one is refused.
+pub fn validate_tags(tags: &[String]) -> Result<Vec<String>, OptionError> {
+    if tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(OptionError::EmptyValue("--tag"));
+    }
+    Ok(tags.to_vec())
 }
 
 /// A snapshot name: 1-100 characters from letters, digits, `.`, `_`, `-`, `+`, not
@@ -58,7 +67,7 @@ mod tests {
 
     #[test]
     fn components_name_the_bad_one() {
-        let c = Components::parse(&["metadata", " trickplay", ""]).unwrap();
+        let c = Components::parse(&["metadata", " trickplay"]).unwrap();
         assert_eq!(
             c.into_set().into_iter().collect::<Vec<_>>(),
             vec![Component::Metadata, Component::Trickplay]
@@ -68,6 +77,13 @@ mod tests {
             Components::parse(&["metadata", "posters"]),
             Err(OptionError::UnknownComponent(v)) if v == "posters"
         ));
+        for list in [&[""][..], &["metadata", ""], &[" "]] {
+            assert!(matches!(
+                Components::parse(list),
+                Err(OptionError::EmptyValue("--components"))
+            ));
+        }
+        assert!(validate_tags(&["a".into(), "".into()]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! anything short of that is captured and proven in full.
 
 use std::collections::HashMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -62,6 +63,8 @@ struct CapturedDb {
     reused: Option<DbReuse>,
     /// The Jellyfin versions `jellyfin.db`'s migrations allow.
     version: Option<jellyfin::version::Range>,
+    /// The database file's size as captured (the online backup copy's).
+    size: Option<u64>,
 }
 
 /// What a capture holds.
@@ -260,6 +263,7 @@ fn record(slot: &DbSlot, path: &Path, db: &CapturedDb, progress: &dyn Progress, 
         dump: db.dump.clone(),
         source: db.source.clone(),
         reused: db.reused,
+        size: db.size,
     });
 }
 
@@ -361,6 +365,7 @@ fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
         source: Some(now),
         reused: Some(DbReuse::Capture),
         version,
+        size: parent.record.size,
     })
 }
 
@@ -386,6 +391,7 @@ fn capture_db(
     let before = dbstate::read(src, None);
     let copy = capture::capture(src, tmp_dir)?;
     let after = dbstate::read(src, None);
+    let size = fs::metadata(&copy).ok().map(|m| m.len());
     let version = if job.is_jellyfin_db {
         jellyfin::version::from_database(&copy)
     } else {
@@ -426,6 +432,7 @@ fn capture_db(
                     source,
                     reused: proof_reused.then_some(DbReuse::Proof),
                     version,
+                    size,
                 });
             }
             capture::Logical::Refused(why) => Some(why),
@@ -440,5 +447,6 @@ fn capture_db(
         source: None,
         reused: None,
         version,
+        size,
     })
 }

@@ -21,7 +21,7 @@ use crate::store::repo::Repository;
 /// time (`Repository::read_run`: a dump of thousands of small chunks is a few store
 /// reads). The first repository error is kept in `err` (the reader returns an I/O error
 /// to its caller, which cannot carry it).
-struct ChunkStream<'a> {
+pub(crate) struct ChunkStream<'a> {
     repo: &'a Repository,
     ids: Vec<ChunkId>,
     next: usize,
@@ -56,6 +56,26 @@ impl Read for ChunkStream<'_> {
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+impl<'a> ChunkStream<'a> {
+    /// The stream of the chunks `ids`, in order.
+    pub(crate) fn new(repo: &'a Repository, ids: Vec<ChunkId>, progress: &'a dyn Progress) -> Self {
+        ChunkStream {
+            repo,
+            ids,
+            next: 0,
+            cur: Vec::new(),
+            pos: 0,
+            err: None,
+            progress,
+        }
+    }
+
+    /// The repository error that stopped the stream, if one did.
+    pub(crate) fn take_err(&mut self) -> Option<Error> {
+        self.err.take()
     }
 }
 
@@ -94,15 +114,7 @@ fn rebuild_beside(
     let tmp = temp_beside(path)?.into_temp_path();
     // rebuild() creates the file itself; the reserved name is ours until the rename.
     fs::remove_file(&tmp).at(&tmp)?;
-    let mut stream = ChunkStream {
-        repo,
-        ids: chunks.iter().map(|c| c.id).collect(),
-        next: 0,
-        cur: Vec::new(),
-        pos: 0,
-        err: None,
-        progress,
-    };
+    let mut stream = ChunkStream::new(repo, chunks.iter().map(|c| c.id).collect(), progress);
     let built = logical::rebuild(&mut stream, &tmp);
     capture::remove_side_files(&tmp);
     if let Err(e) = built {

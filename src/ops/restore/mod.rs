@@ -45,6 +45,8 @@ mod plan;
 mod versions;
 mod write;
 
+pub(crate) use database::ChunkStream;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
