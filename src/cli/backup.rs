@@ -17,8 +17,9 @@ pub fn init(ctx: &Ctx) -> Result<ExitCode, Error> {
         "created jellysnap repository at {}",
         ctx.repo_path.display()
     ));
-    ctx.out
-        .json(json!({ "repository": ctx.repo_path.to_string_lossy(), "repo_id": cfg.repo_id }));
+    ctx.out.json_with(
+        || json!({ "repository": ctx.repo_path.to_string_lossy(), "repo_id": cfg.repo_id }),
+    );
     Ok(ExitCode::Success)
 }
 
@@ -137,7 +138,7 @@ fn list_changes(ctx: &Ctx, repo: &Repository, o: &BackupOutcome) -> Result<(), E
 
 fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
     let r = &o.record;
-    out.json(json!({
+    out.json_with(|| json!({
         "id": o.id.to_hex(),
         "repository": repo_path.to_string_lossy(),
         "repository_created": created,

@@ -14,7 +14,7 @@ pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
         ctx.out.warn(&e.to_string());
     }
     ctx.out
-        .json(json!(snaps.iter().map(snapshot_json).collect::<Vec<_>>()));
+        .json_with(|| json!(snaps.iter().map(snapshot_json).collect::<Vec<_>>()));
     if !ctx.out.json {
         ctx.out.data(&snapshots_text(&snaps));
     }
@@ -169,7 +169,7 @@ pub fn ls(
     let repo = Repository::open(&ctx.place, Access::Read)?;
     let snap = repo.resolve(snapshot)?;
     let entries = jellysnap::browse::ls(&repo, &snap, path.unwrap_or(""), recursive)?;
-    ctx.out.json(json!(entries));
+    ctx.out.json_with(|| json!(entries));
     if !ctx.out.json {
         for e in &entries {
             let db = match (e.database, e.capture_size) {

@@ -20,7 +20,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
             );
         }
     })?;
-    ctx.out.json(json!(r));
+    ctx.out.json_with(|| json!(r));
     ctx.out.text(&counts_text(&r));
     if r.ok() && r.newer_format.is_empty() {
         ctx.out.text("no problems found");

@@ -37,12 +37,14 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
     };
     let r = copy::copy(&src, dest, &opts, ctx.progress)?;
     ctx.progress.finish();
-    out.json(json!({
-        "source": ctx.repo_path.to_string_lossy(),
-        "destination": a.to.to_string_lossy(),
-        "destination_created": created,
-        "report": r,
-    }));
+    out.json_with(|| {
+        json!({
+            "source": ctx.repo_path.to_string_lossy(),
+            "destination": a.to.to_string_lossy(),
+            "destination_created": created,
+            "report": r,
+        })
+    });
     if r.chunking_differs {
         out.warn(&format!(
             "{} cuts data with other chunker parameters than {}: the copied snapshots are whole, but backups made there dedup less against them",

@@ -83,7 +83,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
         forget::remove(&repo, &to_remove)?
     };
     ctx.out
-        .json(json!({ "dry_run": a.dry_run, "decisions": decisions, "removed": removed }));
+        .json_with(|| json!({ "dry_run": a.dry_run, "decisions": decisions, "removed": removed }));
     let summary = if a.dry_run {
         format!(
             "dry run: would remove {} of {} snapshot(s)",

@@ -42,7 +42,7 @@ pub fn gc(ctx: &Ctx, a: &GcArgs) -> Result<ExitCode, Error> {
             }
         }
     }
-    out.json(json!({ "dry_run": a.dry_run, "plan": plan_json, "report": report }));
+    out.json_with(|| json!({ "dry_run": a.dry_run, "plan": plan_json, "report": report }));
     if plan.resumes_interrupted {
         out.text("a previous gc was interrupted; this run finishes its work");
     }

@@ -217,8 +217,9 @@ fn apt_install(ctx: &Ctx, dir: &Path, abort: bool) -> Result<ExitCode, Error> {
     );
     let path = dir.join(APT_SNIPPET);
     let replaced = guard::install_file(&path, &text, true)?;
-    ctx.out
-        .json(json!({ "installed": path.to_string_lossy(), "replaced": replaced, "command": cmd }));
+    ctx.out.json_with(
+        || json!({ "installed": path.to_string_lossy(), "replaced": replaced, "command": cmd }),
+    );
     ctx.out.text(&format!(
         "wrote {}: apt runs `{cmd}` before it changes packages",
         path.display()
@@ -269,8 +270,9 @@ fn systemd_install(
     );
     let path = drop_in_path(unit_dir, unit);
     let replaced = guard::install_file(&path, &text, true)?;
-    ctx.out
-        .json(json!({ "installed": path.to_string_lossy(), "replaced": replaced, "command": cmd }));
+    ctx.out.json_with(
+        || json!({ "installed": path.to_string_lossy(), "replaced": replaced, "command": cmd }),
+    );
     ctx.out.text(&format!(
         "wrote {}: {unit} runs `{cmd}` before it starts\nrun `systemctl daemon-reload` for systemd to read it",
         path.display()
@@ -281,7 +283,7 @@ fn systemd_install(
 fn remove(ctx: &Ctx, path: &Path, what: &str) -> Result<ExitCode, Error> {
     let was = guard::remove_file(path)?;
     ctx.out
-        .json(json!({ "removed": was, "path": path.to_string_lossy() }));
+        .json_with(|| json!({ "removed": was, "path": path.to_string_lossy() }));
     ctx.out.text(&if was {
         format!("removed the {what} {}", path.display())
     } else {
@@ -362,7 +364,7 @@ fn apt_run(ctx: &Ctx, g: &GuardArgs) -> Result<ExitCode, Error> {
         return failed(ctx, g, "apt", "the apt transaction", &Error::io("stdin", e));
     }
     let Some(change) = jellyfin_change(&input) else {
-        ctx.out.json(json!({ "snapshot": null, "reason": "no Jellyfin package is upgraded, downgraded or removed" }));
+        ctx.out.json_with(|| json!({ "snapshot": null, "reason": "no Jellyfin package is upgraded, downgraded or removed" }));
         return Ok(ExitCode::Success);
     };
     let what = change.describe();
@@ -407,8 +409,9 @@ fn prestart(
     let (old, reason) = match guard::decide(installed.as_deref(), state.as_ref()) {
         Decision::UpToDate => {
             let v = installed.as_deref().unwrap_or("?");
-            ctx.out
-                .json(json!({ "snapshot": null, "server_version": v, "reason": "unchanged" }));
+            ctx.out.json_with(
+                || json!({ "snapshot": null, "server_version": v, "reason": "unchanged" }),
+            );
             ctx.out.text(&format!(
                 "jellysnap: Jellyfin {v} started last on {}: no snapshot needed",
                 data_dir.display()
@@ -478,12 +481,14 @@ fn guard_snapshot(
     };
     let o = guard::snapshot(&ctx.place, &opts, ctx.progress)?;
     let id = o.id.to_hex();
-    ctx.out.json(json!({
-        "snapshot": { "id": id, "name": o.record.name, "tags": o.record.tags },
-        "data_dir": data_dir.to_string_lossy(),
-        "before": what,
-        "partial": o.is_partial(),
-    }));
+    ctx.out.json_with(|| {
+        json!({
+            "snapshot": { "id": id, "name": o.record.name, "tags": o.record.tags },
+            "data_dir": data_dir.to_string_lossy(),
+            "before": what,
+            "partial": o.is_partial(),
+        })
+    });
     ctx.out.text(&format!(
         "jellysnap: snapshot {}{} of {} taken before {what}",
         o.id.short(),
@@ -520,11 +525,13 @@ fn failed(ctx: &Ctx, g: &GuardArgs, hook: &str, what: &str, e: &Error) -> Result
         }
     ));
     // The error in the shape every --json error has; `exit_code` is the hook's own.
-    ctx.out.json(json!({
-        "snapshot": null,
-        "error": { "code": code.code(), "message": e.to_string() },
-        "exit_code": if g.abort_on_failure { code.code() } else { 0 },
-    }));
+    ctx.out.json_with(|| {
+        json!({
+            "snapshot": null,
+            "error": { "code": code.code(), "message": e.to_string() },
+            "exit_code": if g.abort_on_failure { code.code() } else { 0 },
+        })
+    });
     Ok(if g.abort_on_failure {
         code
     } else {

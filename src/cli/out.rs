@@ -68,6 +68,14 @@ impl Out {
         }
     }
 
+    /// A JSON result, built only with `--json` (a restore plan of a million files is
+    /// not turned into a JSON value nobody prints); see [`Out::json`].
+    pub(crate) fn json_with(&self, v: impl FnOnce() -> serde_json::Value) {
+        if self.json {
+            self.json(v());
+        }
+    }
+
     /// A JSON result (only with `--json`); each `X_ns` time gets its RFC 3339 twin `X`.
     pub(crate) fn json(&self, mut v: serde_json::Value) {
         if self.json {

@@ -11,7 +11,7 @@ use super::Ctx;
 pub fn repair(ctx: &Ctx, what: &RepairWhat) -> Result<ExitCode, Error> {
     let RepairWhat::Index = what;
     let r = Repository::repair_index(&ctx.place)?;
-    ctx.out.json(json!(r));
+    ctx.out.json_with(|| json!(r));
     let recovered = if r.recovered_by_scan.is_empty() {
         String::new()
     } else {

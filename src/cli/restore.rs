@@ -57,12 +57,13 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<ExitCode, Error> {
         ctx.out.warn(&w);
     }
     if a.dry_run {
-        ctx.out.json(json!({ "dry_run": true, "plan": plan }));
+        ctx.out
+            .json_with(|| json!({ "dry_run": true, "plan": plan }));
         return Ok(ExitCode::Success);
     }
     let report = restore::execute(&repo, &plan, ctx.progress)?;
     ctx.out
-        .json(json!({ "dry_run": false, "plan": plan, "report": report }));
+        .json_with(|| json!({ "dry_run": false, "plan": plan, "report": report }));
     ctx.out.text(&format!(
         "restored {} file(s), {} written to disk, {} unchanged, {} removed",
         report.files_written,

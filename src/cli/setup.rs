@@ -35,15 +35,17 @@ pub fn setup(ctx: &Ctx, a: &SetupArgs) -> Result<ExitCode, Error> {
         super::args::cache_dir(),
     );
     let repo_exists = !is_s3(&repo) && Repository::exists(&repo_exists).unwrap_or(false);
-    ctx.out.json(json!({
-        "config": path.to_string_lossy(),
-        "written": !a.dry_run,
-        "replaced": exists && !a.dry_run,
-        "install": install,
-        "package_version": package,
-        "repository": repo.to_string_lossy(),
-        "also_found": others.iter().map(|i| i.data_dir.to_string_lossy()).collect::<Vec<_>>(),
-    }));
+    ctx.out.json_with(|| {
+        json!({
+            "config": path.to_string_lossy(),
+            "written": !a.dry_run,
+            "replaced": exists && !a.dry_run,
+            "install": install,
+            "package_version": package,
+            "repository": repo.to_string_lossy(),
+            "also_found": others.iter().map(|i| i.data_dir.to_string_lossy()).collect::<Vec<_>>(),
+        })
+    });
     if a.dry_run {
         // The file it would write is what a dry run is for: shown under -q too.
         ctx.out.text_is_data();

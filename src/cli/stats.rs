@@ -16,7 +16,8 @@ pub fn stats(ctx: &Ctx, snapshots: &[String]) -> Result<ExitCode, Error> {
         let snap = repo.resolve(q)?;
         per.push(stats::snapshot_stats(&repo, &snap)?);
     }
-    ctx.out.json(json!({ "repository": s, "snapshots": per }));
+    ctx.out
+        .json_with(|| json!({ "repository": s, "snapshots": per }));
     ctx.out.data(&format!(
         "snapshots     {}\nlogical size  {}\nstored size   {}\ndedup ratio   {:.1}x\npacks         {}\nchunks        {}",
         s.snapshots,
