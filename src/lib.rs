@@ -57,6 +57,11 @@ pub mod copy {
     };
 }
 
+/// Changing a snapshot's tags or name.
+pub mod edit {
+    pub use crate::ops::edit::{edit, Changes, Edited, NameChange};
+}
+
 /// Verifying a repository.
 pub mod check {
     pub use crate::ops::check::{check, CheckReport, ReadData};
@@ -73,7 +78,7 @@ pub mod gc {
 /// Removing snapshots by policy or by name.
 pub mod forget {
     pub use crate::ops::forget::{
-        decide, parse_duration, remove, select, Decision, Policy, Selection,
+        decide, parse_duration, remove, remove_snapshots, select, Decision, Policy, Selection,
     };
 }
 

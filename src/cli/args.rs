@@ -67,6 +67,11 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Reclaim space: delete packs nothing references, repack mostly-dead ones
     Gc(GcArgs),
+    /// Add or remove a snapshot's tags (writes a new record; the snapshot gets a new id)
+    Tag(TagArgs),
+    /// Name a snapshot, rename it, or remove its name (--unname); named snapshots are
+    /// kept by forget's policies
+    Name(NameArgs),
     /// Verify the repository (structure; with --read-data also every chunk's content)
     Check(CheckArgs),
     /// Repair the repository
@@ -240,6 +245,30 @@ pub struct GcArgs {
     /// [default: 1h]
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Snapshot name, id prefix or `latest`
+    pub snapshot: String,
+    /// A tag to add (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// A tag to remove (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Snapshot name, id prefix or `latest`
+    pub snapshot: String,
+    /// The new name: unique, not hex digits an id could start with
+    #[arg(required_unless_present = "unname", conflicts_with = "unname")]
+    pub name: Option<String>,
+    /// Remove the snapshot's name
+    #[arg(long)]
+    pub unname: bool,
 }
 
 #[derive(Debug, Args)]

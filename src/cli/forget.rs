@@ -80,7 +80,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     let removed = if a.dry_run {
         0
     } else {
-        forget::remove(&repo, &to_remove)?
+        forget::remove_snapshots(&repo, &snaps, &to_remove)?
     };
     ctx.out
         .json(json!({ "dry_run": a.dry_run, "decisions": decisions, "removed": removed }));

@@ -9,6 +9,7 @@ mod browse;
 mod check;
 mod config_file;
 mod copy;
+mod edit;
 mod exit;
 mod forget;
 mod gc;
@@ -153,6 +154,8 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
         Command::Restore(a) => restore::restore(ctx, a),
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Gc(a) => gc::gc(ctx, a),
+        Command::Tag(a) => edit::tag(ctx, a),
+        Command::Name(a) => edit::name(ctx, a),
         Command::Check(a) => check::check(ctx, a),
         Command::Repair { what } => repair::repair(ctx, what),
         Command::Stats { snapshots } => stats::stats(ctx, snapshots),

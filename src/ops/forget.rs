@@ -268,15 +268,32 @@ fn refuse_future(snaps: &[Snapshot], now_ns: i64) -> Result<()> {
     }
 }
 
-/// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
+/// Remove the snapshot records `ids` (needs `Access::Exclusive`). Each removal is
+/// durable.
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
+    remove_snapshots(repo, &[], ids)
+}
+
+/// Remove the snapshots `ids` (of `snaps`) with every record each has (needs
+/// `Access::Exclusive`), its superseded records first and its current one last, so
+/// that a forget cut short leaves each snapshot as it was listed or gone. Each removal
+/// is durable.
+pub fn remove_snapshots(repo: &Repository, snaps: &[Snapshot], ids: &[String]) -> Result<u64> {
     repo.check_lease()?;
     let mut n = 0;
     for id in ids {
         let Some(id) = SnapshotId::from_hex(id) else {
             continue;
         };
-        if repo.remove_snapshot(&id)? {
+        let records = snaps
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| vec![id], Snapshot::records);
+        let mut there = false;
+        for r in records {
+            there = repo.remove_snapshot(&r)?;
+        }
+        if there {
             n += 1;
         }
     }
@@ -295,10 +312,7 @@ mod tests {
         times
             .iter()
             .enumerate()
-            .map(|(i, t)| Snapshot {
-                id: SnapshotId([i as u8; 32]),
-                record: record_at(*t, None),
-            })
+            .map(|(i, t)| Snapshot::new(SnapshotId([i as u8; 32]), record_at(*t, None)))
             .collect()
     }
 

@@ -1,0 +1,216 @@
+//! Selecting and annotating snapshots through the built binary: names that look like
+//! ids, `tag` and `name` (a new record supersedes the old one), and the filters of
+//! `snapshots` and `forget`.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::env::{s, Env};
+use common::verify::describe;
+use serde_json::Value;
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {v}"))
+        .to_string()
+}
+
+/// The snapshot record files in the repository.
+fn record_files(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rewrite snapshot record `id`'s JSON with `change` under its new hash, as an older
+/// jellysnap (or a hand) could have written it; returns the new id.
+fn rewrite_record(repo: &Path, id: &str, change: impl FnOnce(&mut Value)) -> String {
+    let dir = repo.join("snapshots");
+    let bytes = fs::read(dir.join(id)).unwrap();
+    let mut body: Value = serde_json::from_slice(&bytes[12..]).unwrap();
+    change(&mut body);
+    let mut out = bytes[..12].to_vec();
+    out.extend_from_slice(body.to_string().as_bytes());
+    let new = blake3::hash(&out).to_hex().to_string();
+    fs::write(dir.join(&new), &out).unwrap();
+    fs::remove_file(dir.join(id)).unwrap();
+    new
+}
+
+fn listed(env: &Env) -> Vec<Value> {
+    env.json(&["snapshots"], 0).as_array().unwrap().clone()
+}
+
+#[test]
+fn names_that_look_like_ids_are_refused_and_a_clash_is_never_resolved_silently() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    for bad in ["beef", "20260101", "CAFE1234"] {
+        let out = env.expect(&["backup", "--data-dir", data, "--name", bad], 2);
+        assert!(
+            s(&out.stderr).contains("could be taken for a snapshot id"),
+            "{}",
+            s(&out.stderr)
+        );
+    }
+    // Refused before anything is written: not even the repository was made.
+    assert!(!env.repo.join("config").exists());
+    let a = id(&env.backup(&fx, &["--name", "v20260101"]));
+    let b = id(&env.backup(&fx, &[]));
+    env.expect(&["name", &b, "dead"], 2);
+    // A name that is another snapshot's id prefix, as a record written before such
+    // names were refused can hold: the prefix names both, and nothing picks one.
+    let prefix = &a[..8];
+    let b2 = rewrite_record(&env.repo, &b, |r| r["name"] = Value::from(prefix));
+    let out = env.expect(&["forget", prefix], 12);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains(&format!("{} ({prefix}) by name", &b2[..8]))
+            && err.contains(&format!("{} (v20260101) by id", &a[..8])),
+        "{err}"
+    );
+    env.expect(&["ls", prefix], 12);
+    assert_eq!(env.snapshot_count(), 2);
+    // Longer prefixes and the other's name still reach each one.
+    env.json(&["ls", &a[..12]], 0);
+    env.json(&["ls", "v20260101"], 0);
+}
+
+#[test]
+fn tag_and_name_write_a_new_record_that_supersedes_the_old() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = id(&env.backup(&fx, &["--name", "before", "--tag", "nightly"]));
+    let second = id(&env.backup(&fx, &[]));
+    let expected = describe(&env.restore_to("before", "r0").0, &[]);
+    let edited = env.json(
+        &[
+            "tag", "before", "--add", "keep", "--add", "upgrade", "--remove", "nightly",
+        ],
+        0,
+    );
+    assert_eq!(edited["replaces"], first.as_str());
+    assert_eq!(edited["tags"], serde_json::json!(["keep", "upgrade"]));
+    let new = id(&edited);
+    assert_ne!(new, first);
+    // One record per snapshot: the old one is gone, the listing holds the new one at
+    // the old one's place in time order.
+    assert_eq!(record_files(&env.repo), {
+        let mut v = vec![new.clone(), second.clone()];
+        v.sort();
+        v
+    });
+    let l = listed(&env);
+    assert_eq!(l.len(), 2);
+    assert_eq!(id(&l[0]), new);
+    assert_eq!(l[0]["tags"], serde_json::json!(["keep", "upgrade"]));
+    assert_eq!(l[0]["name"], "before");
+    // The old id still finds the snapshot; its content is what it was.
+    env.json(&["ls", &first[..8]], 0);
+    assert_eq!(
+        describe(&env.restore_to(&first[..10], "r1").0, &[]),
+        expected
+    );
+    // Nothing to change writes nothing.
+    let same = env.json(&["tag", "before", "--add", "keep"], 0);
+    assert_eq!(same["changed"], false);
+    assert_eq!(id(&same), new);
+    env.expect(&["tag", "before"], 2);
+    env.expect(&["tag", "before", "--add", ""], 2);
+    // Names: unique, valid, and removable; a name taken by another snapshot is refused.
+    env.json(&["name", &second[..8], "after"], 0);
+    let out = env.expect(&["name", "after", "before"], 13);
+    assert!(
+        s(&out.stderr).contains("already named `before`"),
+        "{}",
+        s(&out.stderr)
+    );
+    env.expect(
+        &[
+            "backup",
+            "--data-dir",
+            fx.data_dir.to_str().unwrap(),
+            "--name",
+            "after",
+        ],
+        13,
+    );
+    let renamed = env.json(&["name", "after", "after-10.11"], 0);
+    assert_eq!(renamed["name"], "after-10.11");
+    env.expect(&["ls", "after"], 12);
+    // The id the backup gave keeps finding the snapshot through every edit.
+    env.json(&["ls", &second[..8]], 0);
+    let unnamed = env.json(&["name", "after-10.11", "--unname"], 0);
+    assert!(unnamed["name"].is_null());
+    // The freed name can be given again; a policy now removes the unnamed one only.
+    env.json(&["name", &second[..8], "after"], 0);
+    env.json(&["name", "after", "--unname"], 0);
+    let d = env.json(&["forget", "--keep-daily", "1", "--dry-run"], 0);
+    let keep: Vec<bool> = d["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["keep"].as_bool().unwrap())
+        .collect();
+    assert_eq!(keep, [true, true], "{d}");
+    env.json(&["check", "--read-data"], 0);
+}
+
+#[test]
+fn an_edit_cut_short_leaves_the_new_record_in_charge_and_forget_removes_both() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    let old_bytes = fs::read(env.repo.join("snapshots").join(&first)).unwrap();
+    let new = id(&env.json(&["tag", "base", "--add", "keep"], 0));
+    // The superseded record back in place: an edit killed after its commit and before
+    // its delete.
+    fs::write(env.repo.join("snapshots").join(&first), &old_bytes).unwrap();
+    assert_eq!(record_files(&env.repo).len(), 2);
+    let l = listed(&env);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(id(&l[0]), new);
+    assert_eq!(l[0]["tags"], serde_json::json!(["keep"]));
+    env.json(&["ls", "base"], 0);
+    env.json(&["check"], 0);
+    // gc keeps what the snapshot needs; the next edit removes every older record.
+    env.json(&["gc"], 0);
+    let newer = id(&env.json(&["tag", &first[..8], "--add", "x"], 0));
+    assert_eq!(record_files(&env.repo), vec![newer.clone()]);
+    fs::write(env.repo.join("snapshots").join(&first), &old_bytes).unwrap();
+    // forget removes the whole chain, not just the record it lists.
+    env.json(&["forget", "base"], 0);
+    assert!(record_files(&env.repo).is_empty());
+    assert_eq!(env.snapshot_count(), 0);
+}
+
+#[test]
+fn a_copy_carries_the_current_tags_and_name() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let dst = env.root.join("dst");
+    let dst_s = dst.to_str().unwrap();
+    env.backup(&fx, &["--name", "base", "--tag", "nightly"]);
+    env.json(&["copy", "--to", dst_s, "--init"], 0);
+    env.json(&["tag", "base", "--add", "keep"], 0);
+    env.json(&["name", "base", "base-10.10"], 0);
+    let c = env.json(&["copy", "--to", dst_s], 0);
+    assert!(c["refused"].as_array().is_none_or(|r| r.is_empty()), "{c}");
+    let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
+    let there = there.as_array().unwrap();
+    assert_eq!(there.len(), 1, "{there:?}");
+    assert_eq!(there[0]["name"], "base-10.10");
+    assert_eq!(there[0]["tags"], serde_json::json!(["nightly", "keep"]));
+    common::env::Cmd::at_repo(&dst, &["check", "--read-data"]).json(0);
+    // Forgetting it there removes both records the destination holds.
+    common::env::Cmd::at_repo(&dst, &["forget", "base-10.10"]).json(0);
+    assert!(record_files(&dst).is_empty());
+}
