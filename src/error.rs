@@ -293,6 +293,14 @@ pub enum OptionError {
     #[error("invalid option: nothing to change: give --add or --remove")]
     NothingToEdit,
 
+    #[error(
+        "invalid option: --name `{0}` selects no name: give a name or a glob such as `before-*`"
+    )]
+    NameGlob(String),
+
+    #[error("invalid option: --latest must be at least 1")]
+    Latest,
+
     #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
     S3Location { location: String, detail: String },
 

@@ -62,6 +62,11 @@ pub mod edit {
     pub use crate::ops::edit::{edit, Changes, Edited, NameChange};
 }
 
+/// Selecting snapshots by tag, name and age (`snapshots`, `forget`).
+pub mod select {
+    pub use crate::ops::select::Filter;
+}
+
 /// Verifying a repository.
 pub mod check {
     pub use crate::ops::check::{check, CheckReport, ReadData};

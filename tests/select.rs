@@ -214,3 +214,85 @@ fn a_copy_carries_the_current_tags_and_name() {
     common::env::Cmd::at_repo(&dst, &["forget", "base-10.10"]).json(0);
     assert!(record_files(&dst).is_empty());
 }
+
+#[test]
+fn snapshots_and_forget_select_by_tag_name_and_age() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let a = id(&env.backup(&fx, &["--name", "before-10.11.3", "--tag", "manual"]));
+    let b = id(&env.backup(&fx, &["--tag", "nightly"]));
+    let c = id(&env.backup(&fx, &["--tag", "nightly", "--tag", "keep"]));
+    let d = id(&env.backup(&fx, &["--name", "before-10.11.4"]));
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["snapshots"];
+        a.extend_from_slice(args);
+        env.json(&a, 0).as_array().unwrap().iter().map(id).collect()
+    };
+    assert_eq!(ids(&["--tag", "nightly"]), [b.as_str(), c.as_str()]);
+    assert_eq!(ids(&["--tag", "nightly,keep"]), [c.as_str()]);
+    assert_eq!(
+        ids(&["--tag", "keep", "--tag", "manual"]),
+        [a.as_str(), c.as_str()]
+    );
+    assert_eq!(ids(&["--name", "before-*"]), [a.as_str(), d.as_str()]);
+    assert_eq!(ids(&["--name", "*10.11.4"]), [d.as_str()]);
+    assert_eq!(ids(&["--latest", "2"]), [c.as_str(), d.as_str()]);
+    assert_eq!(ids(&["--tag", "nightly", "--latest", "1"]), [c.as_str()]);
+    assert!(ids(&["--tag", "none"]).is_empty());
+    let text = s(&env.run(&["snapshots", "--name", "before-*"]).stdout);
+    assert!(text.contains("2 snapshot(s)"), "{text}");
+    env.expect(&["snapshots", "--latest", "0"], 2);
+    env.expect(&["snapshots", "--tag", ""], 2);
+    // forget --tag: the policy sees only the tagged snapshots; the others are neither
+    // counted nor removed.
+    let dry = env.json(
+        &[
+            "forget",
+            "--tag",
+            "nightly",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ],
+        0,
+    );
+    let dec = dry["decisions"].as_array().unwrap();
+    assert_eq!(dec.len(), 2, "{dry}");
+    assert_eq!(
+        (id(&dec[0]), dec[0]["keep"].as_bool()),
+        (c.clone(), Some(true))
+    );
+    assert_eq!(
+        (id(&dec[1]), dec[1]["keep"].as_bool()),
+        (b.clone(), Some(false))
+    );
+    env.json(&["forget", "--tag", "nightly", "--keep-last", "1"], 0);
+    assert_eq!(ids(&[]), [a.as_str(), c.as_str(), d.as_str()]);
+    env.expect(&["forget", "--tag", "nightly", &a[..8]], 2);
+    // --keep-tag keeps tagged snapshots as --name keeps named ones.
+    let f = env.json(
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--include-named",
+            "--keep-tag",
+            "keep",
+        ],
+        0,
+    );
+    let kept = f["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| id(d) == c)
+        .unwrap()
+        .clone();
+    assert_eq!(kept["reasons"], serde_json::json!(["tag keep"]), "{f}");
+    assert_eq!(ids(&[]), [c.as_str(), d.as_str()]);
+    // A tag given later protects too.
+    env.json(&["tag", &d[..8], "--add", "keep"], 0);
+    env.json(&["name", "before-10.11.4", "--unname"], 0);
+    env.json(&["forget", "--keep-last", "1", "--keep-tag", "keep"], 0);
+    assert_eq!(ids(&[]).len(), 2);
+}

@@ -41,7 +41,7 @@ pub enum Command {
     /// Copy snapshots into another repository, sending only what it lacks
     Copy(CopyArgs),
     /// List snapshots
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// List files in a snapshot (PATH starts with a root label, e.g. data/data)
     Ls {
         /// Snapshot name, id prefix or `latest`
@@ -248,6 +248,19 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots with this tag (repeatable: any of them; `a,b`: both)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only named snapshots whose name matches GLOB (`*` any characters, `?` one)
+    #[arg(long, value_name = "GLOB")]
+    pub name: Option<String>,
+    /// Only the N last written (of those the other filters select)
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct TagArgs {
     /// Snapshot name, id prefix or `latest`
     pub snapshot: String,
@@ -309,6 +322,13 @@ pub struct ForgetArgs {
     /// Let the policy remove named snapshots too (by default they are always kept)
     #[arg(long)]
     pub include_named: bool,
+    /// Keep snapshots with this tag (repeatable), as named ones are kept
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy only to snapshots with this tag; the others are neither counted
+    /// nor removed (repeatable: any of them; `a,b`: both)
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "snapshots")]
+    pub tags: Vec<String>,
     /// Apply the policy even when a snapshot is dated in the future (a clock was wrong)
     #[arg(long)]
     pub force: bool,

@@ -4,12 +4,17 @@ use serde_json::json;
 
 use jellysnap::{Access, Error, Repository, Snapshot, SnapshotRecord};
 
+use jellysnap::select::Filter;
+
+use super::args::SnapshotsArgs;
 use super::exit::ExitCode;
 use super::{render, Ctx};
 
-pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
+pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<ExitCode, Error> {
+    let filter = Filter::new(&a.tags, a.name.as_deref(), a.latest)?;
     let repo = Repository::open(&ctx.place, Access::Read)?;
     let (snaps, bad) = repo.snapshots()?;
+    let snaps = filter.apply(snaps);
     for e in &bad {
         ctx.out.warn(&e.to_string());
     }

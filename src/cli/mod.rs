@@ -144,7 +144,7 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
         Command::Init => backup::init(ctx),
         Command::Backup(a) => backup::backup(ctx, a),
         Command::Copy(a) => copy::copy(ctx, a),
-        Command::Snapshots => browse::snapshots(ctx),
+        Command::Snapshots(a) => browse::snapshots(ctx, a),
         Command::Ls {
             snapshot,
             path,

@@ -15,4 +15,5 @@ pub mod parallel;
 pub mod progress;
 pub mod reach;
 pub mod restore;
+pub mod select;
 pub mod stats;
