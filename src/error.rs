@@ -301,6 +301,12 @@ pub enum OptionError {
     #[error("invalid option: --latest must be at least 1")]
     Latest,
 
+    #[error("invalid option: --include and --exclude restore part of a snapshot into a --target only; in place, restore whole components (--components)")]
+    PathsInPlace,
+
+    #[error("invalid option: `{0}` is not a path in a snapshot: write it as `ls` shows it, starting with a root label (e.g. data/data/jellyfin.db), without `.` or `..`")]
+    RestorePath(String),
+
     #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
     S3Location { location: String, detail: String },
 

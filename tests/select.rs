@@ -296,3 +296,114 @@ fn snapshots_and_forget_select_by_tag_name_and_age() {
     env.json(&["forget", "--keep-last", "1", "--keep-tag", "keep"], 0);
     assert_eq!(ids(&[]).len(), 2);
 }
+
+#[test]
+fn restore_include_and_exclude_restore_part_of_a_snapshot() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    let (full, _) = env.restore_to("latest", "full");
+    let all = describe(&full, &[]);
+    let sub = fs::read_dir(fx.metadata_dir.join("library"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .min()
+        .unwrap();
+    let left_out = Path::new("metadata/library").join(&sub);
+    let target = env.root.join("part");
+    let t = target.to_str().unwrap();
+    let excl = format!("data/{}", left_out.display());
+    env.json(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t,
+            "--include",
+            "data/metadata",
+            "--exclude",
+            &excl,
+        ],
+        0,
+    );
+    let want: common::verify::State = all
+        .iter()
+        .filter(|(k, _)| k.starts_with("metadata") && !k.starts_with(&left_out))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert!(want.len() > 3, "{want:?}");
+    common::verify::assert_same(&describe(&target, &[]), &want);
+    assert!(!target.join(&left_out).exists() && !target.join("data").exists());
+    // The database alone, whole: a valid SQLite file.
+    let db_only = env.root.join("db");
+    env.json(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            db_only.to_str().unwrap(),
+            "--include",
+            "data/data/jellyfin.db",
+        ],
+        0,
+    );
+    let restored = describe(&db_only, &[]);
+    assert_eq!(
+        restored
+            .keys()
+            .filter(|k| k.starts_with("metadata"))
+            .count(),
+        0,
+        "{restored:?}"
+    );
+    assert_eq!(
+        common::sqlcli::sqlite3(&db_only.join("data/jellyfin.db"), "PRAGMA integrity_check;")
+            .trim(),
+        "ok"
+    );
+    assert_eq!(
+        fs::read(db_only.join("data/jellyfin.db")).unwrap(),
+        fs::read(full.join("data/jellyfin.db")).unwrap()
+    );
+    // A path that is not in the snapshot, one that is no snapshot path, and paths with
+    // an in-place restore are refused before anything is written.
+    let none = env.root.join("none");
+    let n = none.to_str().unwrap();
+    env.expect(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            n,
+            "--include",
+            "data/nosuch",
+        ],
+        12,
+    );
+    env.expect(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            n,
+            "--include",
+            "data/../etc",
+        ],
+        2,
+    );
+    env.expect(
+        &["restore", "latest", "--target", n, "--include", "other/x"],
+        12,
+    );
+    env.expect(
+        &[
+            "restore",
+            "latest",
+            "--in-place",
+            "--include",
+            "data/metadata",
+        ],
+        2,
+    );
+    assert!(!none.exists());
+}

@@ -385,6 +385,14 @@ pub struct RestoreArgs {
     /// config state are rolled back only when named (or when no list is given)
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub components: Option<Vec<String>>,
+    /// Restore only PATH of the snapshot, with everything below it (repeatable; paths
+    /// as `ls` shows them, e.g. data/metadata/library); into a --target only
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub include: Vec<String>,
+    /// Leave PATH of the snapshot out, with everything below it (repeatable); into a
+    /// --target only
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub exclude: Vec<String>,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -84,6 +84,11 @@ pub struct RestoreOptions {
     /// The installed Jellyfin server's version as the caller knows it (a container's
     /// image); without it, an in-place plan asks the Debian package.
     pub server_version: Option<String>,
+    /// Paths in the snapshot (`data/data/...`, as `ls` shows them) to restore, each
+    /// with everything below it; empty: everything. Into a target only.
+    pub include: Vec<String>,
+    /// Paths in the snapshot to leave out, each with everything below it.
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +167,23 @@ pub enum Action {
         #[serde(serialize_with = "lossy")]
         path: PathBuf,
     },
+}
+
+impl Action {
+    /// The path the action is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Action::Mkdir { path }
+            | Action::Write { path, .. }
+            | Action::Symlink { path, .. }
+            | Action::Keep { path, .. }
+            | Action::Delete { path }
+            | Action::RemoveSideFile { path }
+            | Action::Database { path, .. }
+            | Action::NotCaptured { path }
+            | Action::Protected { path } => path,
+        }
+    }
 }
 
 /// Paths need not be UTF-8; JSON output shows them lossily.

@@ -36,6 +36,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
+    let paths = PathFilter::new(snap, opts, &roots)?;
     check_destination(rec, opts, &roots, &selection)?;
     let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
         let data_dir = PathBuf::from(&rec.data_dir);
@@ -59,6 +60,9 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     p.verify = opts.verify || !unfinished.is_empty();
     for m in &roots {
         p.root(snap, &root_tree, m)?;
+    }
+    if let Some(paths) = &paths {
+        paths.apply(snap, &mut p)?;
     }
     let mut plan = RestorePlan::new(snap, roots, components, p);
     if in_place.is_some() {
@@ -119,6 +123,91 @@ fn prefetch_trees(
         level = next;
     }
     trees
+}
+
+/// `--include` and `--exclude`, as paths of the destination. Only into a target: in
+/// place, a partial rollback would leave the database and the files of one component
+/// from two different times, and the deletions a full rollback makes would be wrong for
+/// a part of a tree.
+struct PathFilter {
+    /// (as given, where it goes)
+    include: Vec<(String, PathBuf)>,
+    exclude: Vec<PathBuf>,
+}
+
+impl PathFilter {
+    fn new(snap: &Snapshot, opts: &RestoreOptions, roots: &[RootMapping]) -> Result<Option<Self>> {
+        if opts.include.is_empty() && opts.exclude.is_empty() {
+            return Ok(None);
+        }
+        if matches!(opts.destination, Destination::InPlace) {
+            return Err(OptionError::PathsInPlace.into());
+        }
+        let dest = |q: &str| -> Result<PathBuf> {
+            let bad = || -> Error { OptionError::RestorePath(q.to_string()).into() };
+            let rel = Path::new(q.trim_end_matches('/'));
+            let mut parts = rel.components();
+            let Some(std::path::Component::Normal(label)) = parts.next() else {
+                return Err(bad());
+            };
+            if parts
+                .clone()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(bad());
+            }
+            let m = roots
+                .iter()
+                .find(|m| OsStr::new(&m.label) == label)
+                .ok_or_else(|| Error::PathNotInSnapshot {
+                    snapshot: snap.id.short(),
+                    path: q.to_string(),
+                })?;
+            Ok(m.to.join(parts.as_path()))
+        };
+        Ok(Some(PathFilter {
+            include: opts
+                .include
+                .iter()
+                .map(|q| Ok((q.clone(), dest(q)?)))
+                .collect::<Result<_>>()?,
+            exclude: opts
+                .exclude
+                .iter()
+                .map(|q| dest(q))
+                .collect::<Result<_>>()?,
+        }))
+    }
+
+    /// Whether `path` is restored: inside an included path (or leading to one, a
+    /// directory) and not inside an excluded one.
+    fn keeps(&self, path: &Path) -> bool {
+        !self.exclude.iter().any(|e| path.starts_with(e))
+            && (self.include.is_empty()
+                || self
+                    .include
+                    .iter()
+                    .any(|(_, i)| path.starts_with(i) || i.starts_with(path)))
+    }
+
+    /// Drop what the filter leaves out of the planner's actions and directories. Every
+    /// included path must be in the snapshot. A database is one action: it is restored
+    /// whole or not at all.
+    fn apply(&self, snap: &Snapshot, p: &mut Planner) -> Result<()> {
+        for (q, i) in &self.include {
+            let found = p.actions.iter().any(|a| a.path().starts_with(i))
+                || p.directories.iter().any(|d| d.path.starts_with(i));
+            if !found {
+                return Err(Error::PathNotInSnapshot {
+                    snapshot: snap.id.short(),
+                    path: q.clone(),
+                });
+            }
+        }
+        p.actions.retain(|a| self.keeps(a.path()));
+        p.directories.retain(|d| self.keeps(&d.path));
+        Ok(())
+    }
 }
 
 /// Media files the plan would delete are a library's, not Jellyfin's (it never writes
