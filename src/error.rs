@@ -301,6 +301,9 @@ pub enum OptionError {
     #[error("invalid option: --latest must be at least 1")]
     Latest,
 
+    #[error("invalid option: `{0}` is not a file of the snapshot: dump streams one file (see `jellysnap ls`)")]
+    NotAFile(String),
+
     #[error("invalid option: --include and --exclude restore part of a snapshot into a --target only; in place, restore whole components (--components)")]
     PathsInPlace,
 

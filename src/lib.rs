@@ -57,6 +57,11 @@ pub mod copy {
     };
 }
 
+/// One file of a snapshot, streamed (a database rebuilt first).
+pub mod dump {
+    pub use crate::ops::dump::{dump, Dumped};
+}
+
 /// Changing a snapshot's tags or name.
 pub mod edit {
     pub use crate::ops::edit::{edit, Changes, Edited, NameChange};

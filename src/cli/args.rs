@@ -59,6 +59,14 @@ pub enum Command {
         #[command(subcommand)]
         kind: HookKind,
     },
+    /// Write one file of a snapshot to stdout (a database as a rebuilt, valid SQLite
+    /// file)
+    Dump {
+        /// Snapshot name, id prefix or `latest`
+        snapshot: String,
+        /// The file, as `ls` shows it (e.g. data/data/jellyfin.db)
+        path: String,
+    },
     /// Show what changed between two snapshots
     Diff { from: String, to: String },
     /// Restore a snapshot into a directory, or in place over the live server

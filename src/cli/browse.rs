@@ -144,3 +144,27 @@ pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
     }
     Ok(ExitCode::Success)
 }
+
+/// `dump`: the file's bytes on stdout, nothing else there (messages go to stderr). A
+/// database is rebuilt in the system's temp dir first.
+pub fn dump(ctx: &Ctx, snapshot: &str, path: &str) -> Result<ExitCode, Error> {
+    let repo = Repository::open(&ctx.place, Access::Read)?;
+    let snap = repo.resolve(snapshot)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = jellysnap::dump::dump(
+        &repo,
+        &snap,
+        path,
+        &std::env::temp_dir(),
+        &mut out,
+        std::path::Path::new("stdout"),
+    );
+    match r {
+        Ok(_) => Ok(ExitCode::Success),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::BrokenPipe)
+        }
+        Err(e) => Err(e),
+    }
+}

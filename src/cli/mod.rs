@@ -151,6 +151,7 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
             recursive,
         } => browse::ls(ctx, snapshot, path.as_deref(), *recursive),
         Command::Diff { from, to } => browse::diff(ctx, from, to),
+        Command::Dump { snapshot, path } => browse::dump(ctx, snapshot, path),
         Command::Restore(a) => restore::restore(ctx, a),
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Gc(a) => gc::gc(ctx, a),

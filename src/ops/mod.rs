@@ -6,6 +6,7 @@ pub mod browse;
 pub mod check;
 pub mod clock;
 pub mod copy;
+pub mod dump;
 pub mod edit;
 pub mod forget;
 pub mod gc;
