@@ -211,6 +211,12 @@ pub struct RestorePlan {
     /// The components an earlier in-place restore was restoring when it stopped (its
     /// marks were found in the roots); empty when none.
     pub unfinished_restore: Vec<Component>,
+    /// Into a target: the target holds what an interrupted restore of this snapshot
+    /// left (its mark), which this one finishes, comparing what is there by content.
+    pub resumed: bool,
+    /// Into a target: the target, where the mark goes.
+    #[serde(skip)]
+    target: Option<PathBuf>,
     /// In place: what the rollback means for the server's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
@@ -236,6 +242,19 @@ pub struct RestorePlan {
 struct DirMeta {
     path: PathBuf,
     entry: Entry,
+}
+
+/// The text of the mark a restore into a target leaves there until it is durable.
+fn target_mark(snapshot_hex: &str) -> String {
+    format!(
+        "A jellysnap restore into this directory did not finish. Run the same restore \
+         again to finish it.\nsnapshot: {snapshot_hex}\n"
+    )
+}
+
+/// The snapshot (hex id) a target mark names.
+fn read_target_mark(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("snapshot: "))
 }
 
 /// The mark an unfinished in-place restore leaves in a root (see `UNFINISHED_RESTORE`):

@@ -15,15 +15,15 @@ use rayon::prelude::*;
 
 use super::compare::{same_content, same_logical, same_observed};
 use super::{
-    is_restore_leftover, read_unfinished_mark, side_path, Action, Destination, DirMeta,
-    RestoreOptions, RestorePlan, RootMapping, SIDE_SUFFIXES,
+    is_restore_leftover, read_target_mark, read_unfinished_mark, side_path, Action, Destination,
+    DirMeta, RestoreOptions, RestorePlan, RootMapping, SIDE_SUFFIXES,
 };
 use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord, Verified};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
-use crate::jellyfin::layout::{is_media, UNFINISHED_RESTORE};
+use crate::jellyfin::layout::{is_media, RESTORE_TARGET, UNFINISHED_RESTORE};
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
 
@@ -37,7 +37,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
     let paths = PathFilter::new(snap, opts, &roots)?;
-    check_destination(rec, opts, &roots, &selection)?;
+    let resumed = check_destination(snap, opts, &roots, &selection)?;
     let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
         let data_dir = PathBuf::from(&rec.data_dir);
         let chosen: Vec<Component> = components.iter().copied().collect();
@@ -57,7 +57,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let mut p = Planner::new(repo, rec, &selection, &opts.protect);
     p.trees = prefetch_trees(repo, &root_tree, &roots, &selection);
     p.snapshot = snap.id.short();
-    p.verify = opts.verify || !unfinished.is_empty();
+    p.verify = opts.verify || !unfinished.is_empty() || resumed;
     for m in &roots {
         p.root(snap, &root_tree, m)?;
     }
@@ -70,6 +70,10 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
+    plan.resumed = resumed;
+    if let Destination::Target(t) = &opts.destination {
+        plan.target = Some(t.clone());
+    }
     plan.force = opts.force;
     if let Some(data_dir) = plan.in_place.clone() {
         let rollback =
@@ -304,15 +308,22 @@ fn map_roots(rec: &SnapshotRecord, destination: &Destination) -> Vec<RootMapping
 
 /// A target must be new or empty; in place, every restored root must be there and hold
 /// something, and the server must be stopped (unless forced).
+/// Whether the restore may go ahead; true when it resumes an interrupted restore of the
+/// same snapshot into the same target (its mark is there).
 fn check_destination(
-    rec: &SnapshotRecord,
+    snap: &Snapshot,
     opts: &RestoreOptions,
     roots: &[RootMapping],
     selection: &Selection,
-) -> Result<()> {
+) -> Result<bool> {
+    let rec = &snap.record;
     match &opts.destination {
         Destination::Target(t) => {
             if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
+                let mark = fs::read_to_string(t.join(RESTORE_TARGET)).unwrap_or_default();
+                if read_target_mark(&mark) == Some(snap.id.to_hex().as_str()) {
+                    return Ok(true);
+                }
                 return Err(Error::TargetNotEmpty(t.clone()));
             }
         }
@@ -337,7 +348,7 @@ fn check_destination(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A root of an in-place restore that is missing or empty is most likely a disk that is
@@ -383,6 +394,8 @@ impl RestorePlan {
             protected: Vec::new(),
             content_compared: p.verify,
             unfinished_restore: Vec::new(),
+            resumed: false,
+            target: None,
             rollback: None,
             space: None,
             force: false,
