@@ -441,3 +441,33 @@ fn dump_streams_one_file_and_a_database_as_a_valid_sqlite_file() {
     assert!(out.stdout.is_empty());
     env.expect(&["dump", "base", "data/nosuch"], 12);
 }
+
+/// An edit takes the repository's exclusive lock, as forget does: while a backup (a
+/// shared holder) or another edit (an exclusive one) runs, it is refused and writes
+/// nothing, so no two edits ever supersede the same record.
+#[test]
+fn an_edit_is_refused_while_another_command_holds_the_repository() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    for exclusive in [false, true] {
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .open(env.repo.join("locks/repo"))
+            .unwrap();
+        if exclusive {
+            lock.lock().unwrap();
+        } else {
+            lock.lock_shared().unwrap();
+        }
+        let out = env.expect(&["tag", "base", "--add", "x"], 16);
+        assert!(
+            s(&out.stderr).contains("locked by another jellysnap process"),
+            "{}",
+            s(&out.stderr)
+        );
+        env.expect(&["name", "base", "renamed"], 16);
+        assert_eq!(record_files(&env.repo), vec![first.clone()]);
+    }
+    env.json(&["tag", "base", "--add", "x"], 0);
+}
