@@ -92,6 +92,7 @@ fn build(path: &Path, n: usize) {
         not_captured: Vec::new(),
         seq: None,
         seq_repo: None,
+        edit: None,
     })
     .expect("commit");
 }

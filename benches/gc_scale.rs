@@ -99,6 +99,7 @@ fn record(tree: ChunkId, t: i64) -> SnapshotRecord {
         not_captured: Vec::new(),
         seq: None,
         seq_repo: None,
+        edit: None,
     }
 }
 

@@ -104,6 +104,9 @@ pub enum Error {
     #[error("a snapshot named `{0}` already exists; choose another --name or forget the old one")]
     DuplicateName(String),
 
+    #[error("snapshot {other} is already named `{name}`; choose another name, or first `jellysnap name {other} --unname`")]
+    NameTaken { name: String, other: String },
+
     /// The configuration file cannot be used: named explicitly (`--config`,
     /// `JELLYSNAP_CONFIG`) and missing, unreadable, or malformed (`line` says where).
     #[error("configuration file {}{}: {detail}; fix it, or name another with --config / JELLYSNAP_CONFIG", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
@@ -115,6 +118,9 @@ pub enum Error {
 
     #[error("invalid snapshot name `{0}`: use 1-100 characters from letters, digits, `.`, `_`, `-`, `+`, and do not start with `-` or use `latest`")]
     InvalidName(String),
+
+    #[error("invalid snapshot name `{0}`: a name of hex digits could be taken for a snapshot id; add a letter outside a-f or another character (e.g. `v{0}`)")]
+    NameLooksLikeId(String),
 
     #[error("path `{path}` does not exist in snapshot {snapshot}; see `jellysnap ls {snapshot}`")]
     PathNotInSnapshot { snapshot: String, path: String },
@@ -285,6 +291,29 @@ pub enum OptionError {
     /// variable, never meant.
     #[error("invalid option: {0} has an empty value")]
     EmptyValue(&'static str),
+
+    #[error("invalid option: invalid tag `{0}`: use 1-100 printable characters without spaces or commas")]
+    Tag(String),
+
+    #[error("invalid option: nothing to change: give --add or --remove")]
+    NothingToEdit,
+
+    #[error(
+        "invalid option: --name `{0}` selects no name: give a name or a glob such as `before-*`"
+    )]
+    NameGlob(String),
+
+    #[error("invalid option: --latest must be at least 1")]
+    Latest,
+
+    #[error("invalid option: `{0}` is not a file of the snapshot: dump streams one file (see `jellysnap ls`)")]
+    NotAFile(String),
+
+    #[error("invalid option: --include and --exclude restore part of a snapshot into a --target only; in place, restore whole components (--components)")]
+    PathsInPlace,
+
+    #[error("invalid option: `{0}` is not a path in a snapshot: write it as `ls` shows it, starting with a root label (e.g. data/data/jellyfin.db), without `.` or `..`")]
+    RestorePath(String),
 
     #[error("invalid option: repository location `{location}`: {detail}; write it as s3:https://HOST[:PORT]/BUCKET[/PREFIX] (s3:http:// for a server on this machine)")]
     S3Location { location: String, detail: String },

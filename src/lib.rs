@@ -57,6 +57,21 @@ pub mod copy {
     };
 }
 
+/// One file of a snapshot, streamed (a database rebuilt first).
+pub mod dump {
+    pub use crate::ops::dump::{dump, Dumped};
+}
+
+/// Changing a snapshot's tags or name.
+pub mod edit {
+    pub use crate::ops::edit::{edit, Changes, Edited, NameChange};
+}
+
+/// Selecting snapshots by tag, name and age (`snapshots`, `forget`).
+pub mod select {
+    pub use crate::ops::select::Filter;
+}
+
 /// Verifying a repository.
 pub mod check {
     pub use crate::ops::check::{check, CheckReport, ReadData};
@@ -73,7 +88,7 @@ pub mod gc {
 /// Removing snapshots by policy or by name.
 pub mod forget {
     pub use crate::ops::forget::{
-        decide, parse_duration, remove, select, Decision, Policy, Selection,
+        decide, parse_duration, remove, remove_snapshots, select, Decision, Policy, Selection,
     };
 }
 

@@ -241,6 +241,8 @@ impl World {
                 protect: Vec::new(),
                 verify: false,
                 server_version: None,
+                include: Vec::new(),
+                exclude: Vec::new(),
             };
             let plan = jellysnap::restore::plan(&repo, snap, &opts)
                 .unwrap_or_else(|e| panic!("{what}: restore plan of {id}: {e}"));

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use common::env::{files_under, need_root, s, Env, SmallDisk};
 use common::fixture::{self, Fixture, FixtureSpec, Layout};
-use common::verify::{assert_same, expected_state};
+use common::verify::{assert_same, describe, expected_state};
 
 const MARK: &str = ".jellysnap-unfinished-restore";
 
@@ -329,4 +329,53 @@ fn a_full_disk_stops_an_in_place_restore_once_and_a_rerun_finishes_it() {
     assert_eq!(r["plan"]["content_compared"], true, "{r}");
     assert!(!fx.data_dir.join(MARK).exists());
     assert_same(&expected_state(&fx), &before);
+}
+
+/// A restore into a target cut short leaves its mark there, naming the snapshot: the
+/// same restore again finishes it (comparing what it finds by content) instead of
+/// refusing a target that is not empty; another snapshot, or a target without the mark,
+/// is still refused.
+#[test]
+fn a_restore_into_a_target_cut_short_is_finished_by_the_same_restore() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let other = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let (full, _) = env.restore_to(&first, "full");
+    let want = describe(&full, &[]);
+    let target = env.root.join("target");
+    let t = target.to_str().unwrap();
+    env.cmd(&["restore", &first, "--target", t])
+        .crash_at("restore-before-sync")
+        .crashes();
+    let mark = target.join(".jellysnap-unfinished-target");
+    assert!(
+        fs::read_to_string(&mark).unwrap().contains(&first),
+        "the restore left no mark naming its snapshot"
+    );
+    // What a power cut could have taken: a file's content behind its size and mtime,
+    // and a file not yet written.
+    let files: Vec<_> = files_under(&target.join("metadata"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    damage_keeping_size_and_mtime(&files[0]);
+    fs::remove_file(&files[1]).unwrap();
+    // Another snapshot into it: refused, and it changes nothing.
+    env.expect(&["restore", &other, "--target", t], 15);
+    assert!(mark.is_file());
+    let r = env.json(&["restore", &first, "--target", t], 0);
+    assert_eq!(r["plan"]["resumed"], true, "{r}");
+    assert_eq!(r["plan"]["content_compared"], true, "{r}");
+    assert_same(&describe(&target, &[]), &want);
+    assert!(!mark.exists(), "the mark outlived the restore");
+    // Finished: the same restore again is refused like any other into a full directory.
+    env.expect(&["restore", &first, "--target", t], 15);
+    let plain = env.root.join("plain");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("something"), b"x").unwrap();
+    env.expect(
+        &["restore", &first, "--target", plain.to_str().unwrap()],
+        15,
+    );
 }

@@ -41,7 +41,7 @@ pub enum Command {
     /// Copy snapshots into another repository, sending only what it lacks
     Copy(CopyArgs),
     /// List snapshots
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// List files in a snapshot (PATH starts with a root label, e.g. data/data)
     Ls {
         /// Snapshot name, id prefix or `latest`
@@ -59,6 +59,14 @@ pub enum Command {
         #[command(subcommand)]
         kind: HookKind,
     },
+    /// Write one file of a snapshot to stdout (a database as a rebuilt, valid SQLite
+    /// file)
+    Dump {
+        /// Snapshot name, id prefix or `latest`
+        snapshot: String,
+        /// The file, as `ls` shows it (e.g. data/data/jellyfin.db)
+        path: String,
+    },
     /// Show what changed between two snapshots
     Diff { from: String, to: String },
     /// Restore a snapshot into a directory, or in place over the live server
@@ -67,6 +75,11 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Reclaim space: delete packs nothing references, repack mostly-dead ones
     Gc(GcArgs),
+    /// Add or remove a snapshot's tags (writes a new record; the snapshot gets a new id)
+    Tag(TagArgs),
+    /// Name a snapshot, rename it, or remove its name (--unname); named snapshots are
+    /// kept by forget's policies
+    Name(NameArgs),
     /// Verify the repository (structure; with --read-data also every chunk's content)
     Check(CheckArgs),
     /// Repair the repository
@@ -243,6 +256,43 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots with this tag (repeatable: any of them; `a,b`: both)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only named snapshots whose name matches GLOB (`*` any characters, `?` one)
+    #[arg(long, value_name = "GLOB")]
+    pub name: Option<String>,
+    /// Only the N last written (of those the other filters select)
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Snapshot name, id prefix or `latest`
+    pub snapshot: String,
+    /// A tag to add (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// A tag to remove (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Snapshot name, id prefix or `latest`
+    pub snapshot: String,
+    /// The new name: unique, not hex digits an id could start with
+    #[arg(required_unless_present = "unname", conflicts_with = "unname")]
+    pub name: Option<String>,
+    /// Remove the snapshot's name
+    #[arg(long)]
+    pub unname: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Read, decompress and hash every chunk
     #[arg(long, conflicts_with = "read_data_subset")]
@@ -280,6 +330,13 @@ pub struct ForgetArgs {
     /// Let the policy remove named snapshots too (by default they are always kept)
     #[arg(long)]
     pub include_named: bool,
+    /// Keep snapshots with this tag (repeatable), as named ones are kept
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy only to snapshots with this tag; the others are neither counted
+    /// nor removed (repeatable: any of them; `a,b`: both)
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "snapshots")]
+    pub tags: Vec<String>,
     /// Apply the policy even when a snapshot is dated in the future (a clock was wrong)
     #[arg(long)]
     pub force: bool,
@@ -336,6 +393,14 @@ pub struct RestoreArgs {
     /// config state are rolled back only when named (or when no list is given)
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub components: Option<Vec<String>>,
+    /// Restore only PATH of the snapshot, with everything below it (repeatable; paths
+    /// as `ls` shows them, e.g. data/metadata/library); into a --target only
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub include: Vec<String>,
+    /// Leave PATH of the snapshot out, with everything below it (repeatable); into a
+    /// --target only
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub exclude: Vec<String>,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -83,10 +83,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<ExitCode, Error> {
 /// metadata alone changed (`m`): every file the snapshot holds. Read from the snapshot's
 /// trees after the backup, only the subtrees that differ from the parent's for `-v`.
 fn list_changes(ctx: &Ctx, repo: &Repository, o: &BackupOutcome) -> Result<(), Error> {
-    let snap = jellysnap::Snapshot {
-        id: o.id,
-        record: o.record.clone(),
-    };
+    let snap = jellysnap::Snapshot::new(o.id, o.record.clone());
     let changes = match o.parent {
         Some(p) => {
             let parent = repo.resolve(&p.to_hex())?;

@@ -4,12 +4,17 @@ use serde_json::json;
 
 use jellysnap::{Access, DbCapture, Error, Repository, Snapshot, SnapshotRecord};
 
+use jellysnap::select::Filter;
+
+use super::args::SnapshotsArgs;
 use super::exit::ExitCode;
 use super::{render, Ctx};
 
-pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
+pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<ExitCode, Error> {
+    let filter = Filter::new(&a.tags, a.name.as_deref(), a.latest)?;
     let repo = Repository::open(&ctx.place, Access::Read)?;
     let (snaps, bad) = repo.snapshots()?;
+    let snaps = filter.apply(snaps);
     for e in &bad {
         ctx.out.warn(&e.to_string());
     }
@@ -251,4 +256,28 @@ fn db_diff_text(db: &jellysnap::browse::DbDiff) -> String {
         ));
     }
     t
+}
+
+/// `dump`: the file's bytes on stdout, nothing else there (messages go to stderr). A
+/// database is rebuilt in the system's temp dir first.
+pub fn dump(ctx: &Ctx, snapshot: &str, path: &str) -> Result<ExitCode, Error> {
+    let repo = Repository::open(&ctx.place, Access::Read)?;
+    let snap = repo.resolve(snapshot)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = jellysnap::dump::dump(
+        &repo,
+        &snap,
+        path,
+        &std::env::temp_dir(),
+        &mut out,
+        std::path::Path::new("stdout"),
+    );
+    match r {
+        Ok(_) => Ok(ExitCode::Success),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::BrokenPipe)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -67,10 +67,10 @@ impl ExitCode {
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
-            ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix, or path not in the snapshot",
-            ExitCode::DuplicateName => "a snapshot with that name already exists (for `copy`: another snapshot has it in the destination)",
+            ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix (or one snapshot's name and another's id prefix), or path not in the snapshot",
+            ExitCode::DuplicateName => "a snapshot with that name already exists (for `name`: another snapshot has it; for `copy`: another snapshot has it in the destination)",
             ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, an in-place restore would delete media files (a library overlaps Jellyfin's directories), or database.xml names a database other than Jellyfin's SQLite",
-            ExitCode::TargetNotEmpty => "restore target is not empty",
+            ExitCode::TargetNotEmpty => "restore target is not empty (and holds no mark of an interrupted restore of the same snapshot)",
             ExitCode::Locked => "repository locked by another jellysnap process, or a backup and an in-place restore of the same data dir at once",
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`); or a backup while Jellyfin runs with database.xml's `lockingmode` EXCLUSIVE",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable; copy leaves out a snapshot whose chunks are damaged)",
@@ -95,6 +95,7 @@ impl ExitCode {
             | Error::ThreadStart { .. } => ExitCode::Failure,
             Error::Option(_)
             | Error::InvalidName(_)
+            | Error::NameLooksLikeId(_)
             | Error::SnapshotInFuture { .. }
             | Error::CopyIntoItself { .. } => ExitCode::Usage,
             Error::NotARepository(_)
@@ -106,7 +107,9 @@ impl ExitCode {
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
-            Error::DuplicateName(_) | Error::CopyNameTaken { .. } => ExitCode::DuplicateName,
+            Error::DuplicateName(_) | Error::NameTaken { .. } | Error::CopyNameTaken { .. } => {
+                ExitCode::DuplicateName
+            }
             Error::SourceMissing(_)
             | Error::NotJellyfin { .. }
             | Error::RestoreIntoEmpty { .. }

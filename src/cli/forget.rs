@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use jellysnap::forget::{self, Decision, Policy, Selection};
+use jellysnap::select::Filter;
 use jellysnap::{Access, Error, Repository};
 
 use super::args::ForgetArgs;
@@ -26,7 +27,8 @@ fn selection(ctx: &Ctx, a: &ForgetArgs) -> Result<Selection, Error> {
         Some(r)
             if a.snapshots.is_empty()
                 && flags.iter().all(|&n| n == 0)
-                && a.keep_within.is_none() =>
+                && a.keep_within.is_none()
+                && a.keep_tags.is_empty() =>
         {
             Some(r)
         }
@@ -42,6 +44,7 @@ fn selection(ctx: &Ctx, a: &ForgetArgs) -> Result<Selection, Error> {
             yearly: r.keep_yearly.unwrap_or(0),
             within_secs: None,
             include_named: a.include_named,
+            keep_tags: Vec::new(),
             force: a.force,
         }
         .within(r.keep_within.as_ref().map(|k| k.0.as_str()))?,
@@ -54,6 +57,7 @@ fn selection(ctx: &Ctx, a: &ForgetArgs) -> Result<Selection, Error> {
             yearly: a.keep_yearly,
             within_secs: None,
             include_named: a.include_named,
+            keep_tags: a.keep_tags.clone(),
             force: a.force,
         }
         .within(a.keep_within.as_deref())?,
@@ -63,6 +67,10 @@ fn selection(ctx: &Ctx, a: &ForgetArgs) -> Result<Selection, Error> {
 
 pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     let selection = selection(ctx, a)?;
+    if let Some(t) = a.keep_tags.iter().find(|t| t.is_empty()) {
+        return Err(jellysnap::OptionError::Tag(t.clone()).into());
+    }
+    let filter = Filter::new(&a.tags, None, None)?;
     let access = if a.dry_run {
         Access::Read
     } else {
@@ -71,6 +79,9 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     let repo = Repository::open_as(&ctx.place, access, "forget")?;
     report_rebuild(&repo, ctx.out);
     let (snaps, _) = repo.snapshots()?;
+    // With --tag, the policy sees only the snapshots with the tag: the others are
+    // neither counted nor removed.
+    let snaps = filter.apply(snaps);
     let decisions = forget::select(&snaps, &selection, jellysnap::clock::now_ns())?;
     let to_remove: Vec<String> = decisions
         .iter()
@@ -80,7 +91,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<ExitCode, Error> {
     let removed = if a.dry_run {
         0
     } else {
-        forget::remove(&repo, &to_remove)?
+        forget::remove_snapshots(&repo, &snaps, &to_remove)?
     };
     ctx.out
         .json_with(|| json!({ "dry_run": a.dry_run, "decisions": decisions, "removed": removed }));

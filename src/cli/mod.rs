@@ -9,6 +9,7 @@ mod browse;
 mod check;
 mod config_file;
 mod copy;
+mod edit;
 mod exit;
 mod forget;
 mod gc;
@@ -153,16 +154,19 @@ fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
         Command::Init => backup::init(ctx),
         Command::Backup(a) => backup::backup(ctx, a),
         Command::Copy(a) => copy::copy(ctx, a),
-        Command::Snapshots => browse::snapshots(ctx),
+        Command::Snapshots(a) => browse::snapshots(ctx, a),
         Command::Ls {
             snapshot,
             path,
             recursive,
         } => browse::ls(ctx, snapshot, path.as_deref(), *recursive),
         Command::Diff { from, to } => browse::diff(ctx, from, to),
+        Command::Dump { snapshot, path } => browse::dump(ctx, snapshot, path),
         Command::Restore(a) => restore::restore(ctx, a),
         Command::Forget(a) => forget::forget(ctx, a),
         Command::Gc(a) => gc::gc(ctx, a),
+        Command::Tag(a) => edit::tag(ctx, a),
+        Command::Name(a) => edit::name(ctx, a),
         Command::Check(a) => check::check(ctx, a),
         Command::Repair { what } => repair::repair(ctx, what),
         Command::Stats { snapshots } => stats::stats(ctx, snapshots),

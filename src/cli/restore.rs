@@ -29,6 +29,8 @@ fn options(ctx: &Ctx, a: &RestoreArgs) -> Result<RestoreOptions, Error> {
         protect: vec![ctx.repo_path.clone(), super::args::cache_dir()],
         verify: a.verify,
         server_version: a.server_version.clone(),
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
     })
 }
 

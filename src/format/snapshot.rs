@@ -321,6 +321,45 @@ pub struct SnapshotRecord {
     /// it existed, which count as written in the repository that holds them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq_repo: Option<String>,
+    /// Set on a record written by `tag` or `name`: which record it supersedes (absent
+    /// in a backup's record and in records written before snapshots could be edited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Edit>,
+}
+
+/// What makes a record the new version of a snapshot (docs/FORMAT.md, "Editing a
+/// snapshot"): records never change, so a new name or new tags are a new record with
+/// everything else copied, which supersedes the old one. All the records of one
+/// snapshot share its first record's id (`of`) and its tree; the one with the highest
+/// `n` (then the latest `time_ns`, then the highest id) is the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// The snapshot's first record (the backup's, or the copy of it).
+    #[serde(with = "hex_id")]
+    pub of: SnapshotId,
+    /// The record this one supersedes.
+    #[serde(with = "hex_id")]
+    pub replaces: SnapshotId,
+    /// 1 for the first edit, one more than the superseded record's for each later one.
+    pub n: u64,
+    /// When the edit was made (Unix nanoseconds).
+    pub time_ns: i64,
+}
+
+/// Snapshot ids as 64 hex digits.
+mod hex_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::id::SnapshotId;
+
+    pub fn serialize<S: Serializer>(id: &SnapshotId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SnapshotId, D::Error> {
+        let s = String::deserialize(d)?;
+        SnapshotId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("not a snapshot id"))
+    }
 }
 
 impl SnapshotRecord {
@@ -367,14 +406,55 @@ impl SnapshotRecord {
     }
 }
 
-/// A snapshot as listed: its id and record.
+/// A snapshot as listed: its id and record (the current one, when it was edited).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub id: SnapshotId,
     pub record: SnapshotRecord,
+    /// The snapshot's earlier records still stored, which this one supersedes (left by
+    /// an edit cut short, or brought by a copy): hidden from every reader, removed with
+    /// the snapshot.
+    pub superseded: Vec<SnapshotId>,
 }
 
 impl Snapshot {
+    pub fn new(id: SnapshotId, record: SnapshotRecord) -> Snapshot {
+        Snapshot {
+            id,
+            record,
+            superseded: Vec::new(),
+        }
+    }
+
+    /// The id of the snapshot's first record: the same for all its records.
+    pub fn origin(&self) -> SnapshotId {
+        self.record.edit.as_ref().map_or(self.id, |e| e.of)
+    }
+
+    /// How many times the snapshot was edited before this record.
+    pub fn edits(&self) -> u64 {
+        self.record.edit.as_ref().map_or(0, |e| e.n)
+    }
+
+    /// Every record of the snapshot that is stored: the superseded ones, then this one
+    /// (the order a forget removes them in, so that one cut short leaves the snapshot
+    /// as it was shown).
+    pub fn records(&self) -> Vec<SnapshotId> {
+        let mut ids = self.superseded.clone();
+        ids.push(self.id);
+        ids
+    }
+
+    /// Whether `query` (lowercase hex) starts the id of one of its records.
+    pub fn has_id_prefix(&self, query: &str) -> bool {
+        self.id.to_hex().starts_with(query)
+            || self.origin().to_hex().starts_with(query)
+            || self
+                .superseded
+                .iter()
+                .any(|i| i.to_hex().starts_with(query))
+    }
+
     /// The repository whose write sequence the record's `seq` counts in, `home` being
     /// the one that holds it (docs/FORMAT.md, "Snapshot records").
     pub fn writer<'s>(&'s self, home: &'s str) -> &'s str {
@@ -385,6 +465,55 @@ impl Snapshot {
     pub fn written_in(&self, home: &str) -> bool {
         self.writer(home) == home
     }
+}
+
+/// The current record of each snapshot (docs/FORMAT.md, "Editing a snapshot"): records
+/// with the same first record (`edit.of`, else their own id) and the same tree are one
+/// snapshot, whose current record has the highest `edit.n`, then the latest
+/// `edit.time_ns`, then the highest id; the others go into its `superseded`. A record
+/// that names another tree is never hidden behind it (what it references stays live).
+/// Keeps the order of `snaps` for the current records.
+pub fn current(snaps: Vec<Snapshot>) -> Vec<Snapshot> {
+    use std::collections::HashMap;
+    let key = |s: &Snapshot| {
+        let time = s.record.edit.as_ref().map_or(i64::MIN, |e| e.time_ns);
+        (s.edits(), time, s.id)
+    };
+    let mut best: HashMap<(SnapshotId, ChunkId), usize> = HashMap::new();
+    for (i, s) in snaps.iter().enumerate() {
+        let group = (s.origin(), s.record.tree);
+        match best.get(&group) {
+            Some(&j) if key(&snaps[j]) >= key(s) => {}
+            _ => {
+                best.insert(group, i);
+            }
+        }
+    }
+    if best.len() == snaps.len() {
+        return snaps;
+    }
+    let mut hidden: HashMap<usize, Vec<SnapshotId>> = HashMap::new();
+    let mut keep = vec![false; snaps.len()];
+    for (i, s) in snaps.iter().enumerate() {
+        let head = best[&(s.origin(), s.record.tree)];
+        if head == i {
+            keep[i] = true;
+        } else {
+            hidden.entry(head).or_default().push(s.id);
+        }
+    }
+    snaps
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep[*i])
+        .map(|(i, mut s)| {
+            if let Some(mut ids) = hidden.remove(&i) {
+                ids.sort();
+                s.superseded = ids;
+            }
+            s
+        })
+        .collect()
 }
 
 /// Sort `items` into the order their snapshots (`snap`) were written in, oldest first,
@@ -451,8 +580,13 @@ pub fn parent_for<'s>(
         .or_else(|| same_roots().find(|s| s.written_in(home)))
 }
 
-/// Names are short, unambiguous identifiers usable on a command line.
+/// Names are short, unambiguous identifiers usable on a command line. A name of 4 to 64
+/// hex digits could also be the start of a snapshot id, so it is refused: a command
+/// given it could not tell which snapshot is meant.
 pub fn validate_name(name: &str) -> Result<()> {
+    if (4..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::NameLooksLikeId(name.to_string()));
+    }
     let ok = !name.is_empty()
         && name.len() <= 100
         && name != "latest"
@@ -481,6 +615,7 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::record_at;
     use super::*;
 
     pub fn sample() -> SnapshotRecord {
@@ -545,6 +680,7 @@ mod tests {
             }],
             seq: Some(7),
             seq_repo: Some("7f3a9c".repeat(5) + "ab"),
+            edit: None,
         }
     }
 
@@ -632,6 +768,78 @@ mod tests {
         for bad in ["", "latest", "-x", "a b", "a/b"] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+        // Hex that could start an id is refused; shorter or longer hex, or any other
+        // character, is a name.
+        for id_like in ["beef", "CAFE", "20260101", &"ab".repeat(32)] {
+            assert!(
+                matches!(validate_name(id_like), Err(Error::NameLooksLikeId(_))),
+                "{id_like}"
+            );
+        }
+        for ok in ["abc", "v20260101", "beef-1", &"ab".repeat(33)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// An edited snapshot's records are one snapshot: the newest edit is it, the others
+    /// are superseded, in any listing order; a record naming another tree is not hidden.
+    #[test]
+    fn the_newest_edit_is_the_snapshot() {
+        let base = sample();
+        let orig = Snapshot::new(SnapshotId([1; 32]), base.clone());
+        let edit = |id: u8, n: u64, replaces: u8, time_ns: i64| {
+            let mut r = base.clone();
+            r.tags = vec![format!("e{id}")];
+            r.edit = Some(Edit {
+                of: SnapshotId([1; 32]),
+                replaces: SnapshotId([replaces; 32]),
+                n,
+                time_ns,
+            });
+            Snapshot::new(SnapshotId([id; 32]), r)
+        };
+        let other = Snapshot::new(SnapshotId([9; 32]), record_at(5, Some("other")));
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let all = [
+                orig.clone(),
+                edit(2, 1, 1, 10),
+                edit(3, 2, 2, 20),
+                other.clone(),
+            ];
+            let snaps: Vec<Snapshot> = order.iter().map(|&i| all[i].clone()).collect();
+            let cur = current(snaps);
+            assert_eq!(cur.len(), 2);
+            let s = cur.iter().find(|s| s.id == SnapshotId([3; 32])).unwrap();
+            assert_eq!(s.superseded, vec![SnapshotId([1; 32]), SnapshotId([2; 32])]);
+            assert_eq!(s.origin(), SnapshotId([1; 32]));
+            assert_eq!(s.records().last(), Some(&s.id));
+            assert!(s.has_id_prefix("0101") && s.has_id_prefix("0202"));
+        }
+        // Two edits of the same record (made in two repositories, then copied): the
+        // later one wins, the other is superseded.
+        let cur = current(vec![edit(4, 1, 1, 30), edit(2, 1, 1, 10), orig.clone()]);
+        assert_eq!(cur.len(), 1);
+        assert_eq!(cur[0].id, SnapshotId([4; 32]));
+        // A record claiming to be an edit but naming another tree stays a snapshot.
+        let mut forged = edit(5, 7, 1, 40);
+        forged.record.tree = ChunkId::of(b"other tree");
+        assert_eq!(current(vec![orig, forged]).len(), 2);
+    }
+
+    #[test]
+    fn an_edit_round_trips_with_hex_ids() {
+        let mut r = sample();
+        r.edit = Some(Edit {
+            of: SnapshotId([0xab; 32]),
+            replaces: SnapshotId([0xcd; 32]),
+            n: 2,
+            time_ns: 5,
+        });
+        let bytes = r.encode().unwrap();
+        let body = std::str::from_utf8(&bytes[12..]).unwrap();
+        assert!(body.contains(&"ab".repeat(32)), "{body}");
+        let id = SnapshotId::of(&bytes);
+        assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
     }
 
     const HOME: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
@@ -646,10 +854,7 @@ mod tests {
         record.seq_repo = writer.map(str::to_string);
         record.time_ns = time;
         record.host = host.into();
-        Snapshot {
-            id: SnapshotId([n; 32]),
-            record,
-        }
+        Snapshot::new(SnapshotId([n; 32]), record)
     }
 
     fn sorted(mut snaps: Vec<Snapshot>) -> Vec<String> {

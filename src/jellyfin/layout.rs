@@ -59,6 +59,12 @@ pub enum Class {
 /// keep by content. Never state: no backup captures it and no restore deletes it.
 pub const UNFINISHED_RESTORE: &str = ".jellysnap-unfinished-restore";
 
+/// The mark a restore into a target leaves at the top of the target from before it
+/// writes anything until everything it wrote is durable, naming the snapshot: the same
+/// restore run again finishes what it finds there instead of refusing a target that is
+/// not empty. Never state, like [`UNFINISHED_RESTORE`].
+pub const RESTORE_TARGET: &str = ".jellysnap-unfinished-target";
+
 /// Never state, wherever they appear: live-database side files and leftovers.
 pub fn excluded_name(name: &[u8]) -> bool {
     let ends = |s: &[u8]| name.ends_with(s);
@@ -67,6 +73,7 @@ pub fn excluded_name(name: &[u8]) -> bool {
         || ends(b"-journal")
         || name == b"library.db.old"
         || name == UNFINISHED_RESTORE.as_bytes()
+        || name == RESTORE_TARGET.as_bytes()
     {
         return true;
     }

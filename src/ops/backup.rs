@@ -403,5 +403,6 @@ fn snapshot_record(
         not_captured: findings.not_captured,
         seq: None,
         seq_repo: None,
+        edit: None,
     }
 }

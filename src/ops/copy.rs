@@ -201,12 +201,15 @@ pub fn copy(
     }
     // Names the destination's snapshots hold: a copied one may not take another's
     // (read only when a chosen snapshot has a name: each record is a request).
-    let mut names: HashMap<String, SnapshotId> = HashMap::new();
+    // (A record of the same snapshot, edited on either side, does not take its name:
+    // the copy becomes one of its records, and the newest edit is the snapshot.)
+    let mut names: HashMap<String, (SnapshotId, SnapshotId)> = HashMap::new();
     let named = chosen.iter().any(|(s, _)| s.record.name.is_some());
     if let Some(d) = dst.repo().filter(|_| named) {
         for s in d.snapshots()?.0 {
+            let origin = s.origin();
             if let Some(n) = s.record.name {
-                names.insert(n, s.id);
+                names.insert(n, (s.id, origin));
             }
         }
     }
@@ -233,12 +236,15 @@ impl Run<'_> {
     fn each(
         &mut self,
         chosen: Vec<(Snapshot, Vec<u8>)>,
-        names: &mut HashMap<String, SnapshotId>,
+        names: &mut HashMap<String, (SnapshotId, SnapshotId)>,
         report: &mut CopyReport,
     ) -> Result<()> {
         for (snap, bytes) in chosen {
             if let Some(name) = &snap.record.name {
-                if let Some(other) = names.get(name).filter(|o| **o != snap.id) {
+                if let Some((other, _)) = names
+                    .get(name)
+                    .filter(|(_, origin)| *origin != snap.origin())
+                {
                     let error = Error::CopyNameTaken {
                         snapshot: snap.id.to_hex(),
                         name: name.clone(),
@@ -256,7 +262,7 @@ impl Run<'_> {
             match self.one(snap.clone(), bytes, report)? {
                 None => {
                     if let Some(n) = &snap.record.name {
-                        names.insert(n.clone(), snap.id);
+                        names.insert(n.clone(), (snap.id, snap.origin()));
                     }
                 }
                 Some((chunk, error)) => report.refused.push(Refused {
@@ -382,13 +388,13 @@ fn choose(
                 let record = SnapshotRecord::decode(&bytes, &id)?;
                 report
                     .already_present
-                    .push(SnapshotRef::of(&Snapshot { id, record }));
+                    .push(SnapshotRef::of(&Snapshot::new(id, record)));
             }
             continue;
         }
         let bytes = src.store().get(Key::Snapshot(id))?;
         match SnapshotRecord::decode(&bytes, &id) {
-            Ok(record) => out.push((Snapshot { id, record }, bytes)),
+            Ok(record) => out.push((Snapshot::new(id, record), bytes)),
             // A damaged record, or one only a newer jellysnap reads: that snapshot stays
             // out, the others go.
             Err(error) if is_damage(&error) || matches!(error, Error::NewerFormat { .. }) => {

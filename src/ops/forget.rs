@@ -2,7 +2,7 @@
 //! decided, and removing the others' records. Buckets are calendar-aligned in UTC: hours, days, ISO
 //! weeks (Monday to Sunday), months, years. A rule keeps the newest snapshot of each of
 //! its most recent N buckets that hold one. Named snapshots are kept by any policy unless
-//! `include_named`.
+//! `include_named`, and so are snapshots with a tag of `keep_tags`.
 //!
 //! Clocks can be wrong. `--keep-last` counts snapshots in the order they were written
 //! (a snapshot taken before the clock was set is still the newest one), the calendar
@@ -30,6 +30,8 @@ pub struct Policy {
     /// Keep everything newer than this many seconds before the newest snapshot.
     pub within_secs: Option<u64>,
     pub include_named: bool,
+    /// Snapshots with one of these tags are kept, as named ones are.
+    pub keep_tags: Vec<String>,
     /// Apply the policy even when a snapshot is dated after now.
     pub force: bool,
 }
@@ -47,6 +49,7 @@ impl Policy {
             && self.monthly == 0
             && self.yearly == 0
             && self.within_secs.is_none()
+            && self.keep_tags.is_empty()
     }
 
     /// Whether a rule goes by the snapshots' dates (all but `--keep-last`, which goes by
@@ -200,9 +203,12 @@ pub fn decide(snaps: &[Snapshot], policy: &Policy) -> Vec<Decision> {
             d.reasons.push("within".into());
         }
     }
-    for d in out.iter_mut() {
+    for (d, s) in out.iter_mut().zip(&order) {
         if d.name.is_some() && !policy.include_named {
             d.reasons.push("named".into());
+        }
+        if let Some(t) = policy.keep_tags.iter().find(|t| s.record.tags.contains(t)) {
+            d.reasons.push(format!("tag {t}"));
         }
         d.keep = !d.reasons.is_empty();
         if !d.keep {
@@ -268,15 +274,32 @@ fn refuse_future(snaps: &[Snapshot], now_ns: i64) -> Result<()> {
     }
 }
 
-/// Remove snapshot records (needs `Access::Exclusive`). Each removal is durable.
+/// Remove the snapshot records `ids` (needs `Access::Exclusive`). Each removal is
+/// durable.
 pub fn remove(repo: &Repository, ids: &[String]) -> Result<u64> {
+    remove_snapshots(repo, &[], ids)
+}
+
+/// Remove the snapshots `ids` (of `snaps`) with every record each has (needs
+/// `Access::Exclusive`), its superseded records first and its current one last, so
+/// that a forget cut short leaves each snapshot as it was listed or gone. Each removal
+/// is durable.
+pub fn remove_snapshots(repo: &Repository, snaps: &[Snapshot], ids: &[String]) -> Result<u64> {
     repo.check_lease()?;
     let mut n = 0;
     for id in ids {
         let Some(id) = SnapshotId::from_hex(id) else {
             continue;
         };
-        if repo.remove_snapshot(&id)? {
+        let records = snaps
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| vec![id], Snapshot::records);
+        let mut there = false;
+        for r in records {
+            there = repo.remove_snapshot(&r)?;
+        }
+        if there {
             n += 1;
         }
     }
@@ -295,10 +318,7 @@ mod tests {
         times
             .iter()
             .enumerate()
-            .map(|(i, t)| Snapshot {
-                id: SnapshotId([i as u8; 32]),
-                record: record_at(*t, None),
-            })
+            .map(|(i, t)| Snapshot::new(SnapshotId([i as u8; 32]), record_at(*t, None)))
             .collect()
     }
 
@@ -390,6 +410,30 @@ mod tests {
         // Named removals are not a policy: never refused.
         let named = Selection::Named(vec![s[0].id.to_hex()]);
         assert!(select(&s, &named, 0).is_ok());
+    }
+
+    #[test]
+    fn keep_tags_keep_tagged_snapshots() {
+        let base = 1_767_225_600 * 1_000_000_000i64;
+        let mut s = snaps(&[base, base + H, base + 2 * H]);
+        s[0].record.tags = vec!["keep".into()];
+        s[1].record.tags = vec!["nightly".into()];
+        let p = Policy {
+            last: 1,
+            keep_tags: vec!["keep".into(), "other".into()],
+            ..Policy::default()
+        };
+        assert!(!Policy {
+            last: 0,
+            ..p.clone()
+        }
+        .is_empty());
+        let d = decide(&s, &p);
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            vec![true, false, true]
+        );
+        assert_eq!(d[2].reasons, vec!["tag keep".to_string()]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::format::config::RepoConfig;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::record;
-use crate::format::snapshot::{sort_written, Snapshot, SnapshotRecord};
+use crate::format::snapshot::{current, sort_written, Snapshot, SnapshotRecord};
 use crate::format::tree::{ChunkRef, Node, Tree};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::store::cache::ObjectCache;
@@ -876,10 +876,11 @@ impl Repository {
         });
         for (id, record) in ids.into_iter().zip(records) {
             match record {
-                Ok(record) => out.push(Snapshot { id, record }),
+                Ok(record) => out.push(Snapshot::new(id, record)),
                 Err(e) => bad.push(e),
             }
         }
+        let mut out = current(out);
         sort_written(&mut out, &self.config.repo_id, |s| s);
         Ok((out, bad))
     }
@@ -990,6 +991,23 @@ impl Repository {
         Ok(id)
     }
 
+    /// Write the record of an edited snapshot (docs/FORMAT.md, "Editing a snapshot"),
+    /// durably: from here on it is the snapshot, whether or not the records it
+    /// supersedes are deleted. It references only what the record it supersedes does.
+    pub fn commit_edit(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
+        let bytes = record.encode()?;
+        let id = SnapshotId::of(&bytes);
+        self.check_lease()?;
+        self.store.put(Key::Snapshot(id), &bytes)?;
+        if let Some(rocks) = self.rocks.as_ref().filter(|_| self.shared) {
+            let _ = rocks.record_seen(&[id], false, None);
+        }
+        if let Some(c) = &self.cache {
+            c.put_snapshot(&id, &bytes);
+        }
+        Ok(id)
+    }
+
     /// Whether other hosts may use this repository at once (leases, two-phase gc).
     pub fn shared_by_hosts(&self) -> bool {
         self.shared
@@ -1055,6 +1073,10 @@ fn load_config(store: &dyn Store) -> Result<RepoConfig> {
     RepoConfig::decode(&bytes, Path::new(&store.describe(Key::Config)))
 }
 
+/// The snapshot `query` names: `latest`, a name, or a prefix (4 digits or more) of the id
+/// of one of its records (an edited snapshot answers to its earlier ids too). A query
+/// that is one snapshot's name and a prefix of another's id is refused as ambiguous,
+/// naming both, rather than resolved to either.
 pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
     if query == "latest" {
         return snaps
@@ -1062,34 +1084,42 @@ pub fn resolve_in(snaps: Vec<Snapshot>, query: &str) -> Result<Snapshot> {
             .last()
             .ok_or_else(|| Error::SnapshotNotFound(query.into()));
     }
-    if let Some(s) = snaps
+    let named = snaps
         .iter()
-        .find(|s| s.record.name.as_deref() == Some(query))
-    {
-        return Ok(s.clone());
-    }
+        .find(|s| s.record.name.as_deref() == Some(query));
     let q = query.to_ascii_lowercase();
+    let mut hits: Vec<&Snapshot> = Vec::new();
     if q.len() >= 4 && q.chars().all(|c| c.is_ascii_hexdigit()) {
-        let mut hits: Vec<&Snapshot> = snaps
-            .iter()
-            .filter(|s| s.id.to_hex().starts_with(&q))
-            .collect();
-        match hits.len() {
-            0 => {}
-            1 => return Ok(hits.remove(0).clone()),
-            _ => {
-                return Err(Error::SnapshotAmbiguous {
-                    query: query.into(),
-                    candidates: hits
-                        .iter()
-                        .map(|s| s.id.short())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-            }
-        }
+        hits = snaps.iter().filter(|s| s.has_id_prefix(&q)).collect();
     }
-    Err(Error::SnapshotNotFound(query.into()))
+    let describe = |s: &Snapshot, how: &str| match &s.record.name {
+        Some(n) => format!("{} ({n}) by {how}", s.id.short()),
+        None => format!("{} by {how}", s.id.short()),
+    };
+    if let Some(n) = named {
+        let others: Vec<&&Snapshot> = hits.iter().filter(|s| s.id != n.id).collect();
+        if others.is_empty() {
+            return Ok(n.clone());
+        }
+        let mut candidates = vec![describe(n, "name")];
+        candidates.extend(others.iter().map(|s| describe(s, "id")));
+        return Err(Error::SnapshotAmbiguous {
+            query: query.into(),
+            candidates: candidates.join(", "),
+        });
+    }
+    match hits.len() {
+        0 => Err(Error::SnapshotNotFound(query.into())),
+        1 => Ok(hits.remove(0).clone()),
+        _ => Err(Error::SnapshotAmbiguous {
+            query: query.into(),
+            candidates: hits
+                .iter()
+                .map(|s| s.id.short())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// The newer-format error of the one unreadable record whose id starts with `query`.

@@ -33,7 +33,7 @@ use super::{no_space, unfinished_mark, Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Component;
 use crate::format::tree::Entry;
-use crate::jellyfin::layout::UNFINISHED_RESTORE;
+use crate::jellyfin::layout::{RESTORE_TARGET, UNFINISHED_RESTORE};
 use crate::ops::progress::Progress;
 use crate::store::durable;
 use crate::store::repo::Repository;
@@ -149,6 +149,13 @@ fn into_target(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let made = target_dirs(plan);
+    // The mark goes first, durably: a restore stopped from here on leaves a target the
+    // same restore recognises and finishes.
+    let mark = plan.target.as_ref().map(|t| t.join(RESTORE_TARGET));
+    if let (Some(t), Some(mark)) = (&plan.target, &mark) {
+        durable::create_dir_durable(t)?;
+        write_mark(mark, &super::target_mark(&plan.snapshot))?;
+    }
     let stop = AtomicBool::new(false);
     let mut report = RestoreReport::default();
     let (ready, files) = std::thread::scope(|s| {
@@ -181,7 +188,13 @@ fn into_target(
         .map_err(|e| stopped(plan, e, plan.write_bytes, true))?;
     report.files_written += files;
     report.bytes_written += bytes;
-    finish(plan, is_root, report, None, progress)
+    let report = finish(plan, is_root, report, None, progress)?;
+    // Everything is durable (finish synced it): the mark goes last.
+    if let Some(mark) = &mark {
+        fs::remove_file(mark).at(mark)?;
+        crate::store::durable::sync_dir(crate::store::durable::parent_dir(mark))?;
+    }
+    Ok(report)
 }
 
 /// The directories a restore into a target makes for its roots (the roots and the

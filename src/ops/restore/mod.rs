@@ -86,6 +86,11 @@ pub struct RestoreOptions {
     /// The installed Jellyfin server's version as the caller knows it (a container's
     /// image); without it, an in-place plan asks the Debian package.
     pub server_version: Option<String>,
+    /// Paths in the snapshot (`data/data/...`, as `ls` shows them) to restore, each
+    /// with everything below it; empty: everything. Into a target only.
+    pub include: Vec<String>,
+    /// Paths in the snapshot to leave out, each with everything below it.
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +171,23 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The path the action is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Action::Mkdir { path }
+            | Action::Write { path, .. }
+            | Action::Symlink { path, .. }
+            | Action::Keep { path, .. }
+            | Action::Delete { path }
+            | Action::RemoveSideFile { path }
+            | Action::Database { path, .. }
+            | Action::NotCaptured { path }
+            | Action::Protected { path } => path,
+        }
+    }
+}
+
 /// Paths need not be UTF-8; JSON output shows them lossily.
 fn lossy<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&p.to_string_lossy())
@@ -191,6 +213,12 @@ pub struct RestorePlan {
     /// The components an earlier in-place restore was restoring when it stopped (its
     /// marks were found in the roots); empty when none.
     pub unfinished_restore: Vec<Component>,
+    /// Into a target: the target holds what an interrupted restore of this snapshot
+    /// left (its mark), which this one finishes, comparing what is there by content.
+    pub resumed: bool,
+    /// Into a target: the target, where the mark goes.
+    #[serde(skip)]
+    target: Option<PathBuf>,
     /// In place: what the rollback means for the server's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
@@ -216,6 +244,19 @@ pub struct RestorePlan {
 struct DirMeta {
     path: PathBuf,
     entry: Entry,
+}
+
+/// The text of the mark a restore into a target leaves there until it is durable.
+fn target_mark(snapshot_hex: &str) -> String {
+    format!(
+        "A jellysnap restore into this directory did not finish. Run the same restore \
+         again to finish it.\nsnapshot: {snapshot_hex}\n"
+    )
+}
+
+/// The snapshot (hex id) a target mark names.
+fn read_target_mark(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("snapshot: "))
 }
 
 /// The mark an unfinished in-place restore leaves in a root (see `UNFINISHED_RESTORE`):

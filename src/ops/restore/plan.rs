@@ -15,15 +15,15 @@ use rayon::prelude::*;
 
 use super::compare::{same_content, same_logical, same_observed};
 use super::{
-    is_restore_leftover, read_unfinished_mark, side_path, Action, Destination, DirMeta,
-    RestoreOptions, RestorePlan, RootMapping, SIDE_SUFFIXES,
+    is_restore_leftover, read_target_mark, read_unfinished_mark, side_path, Action, Destination,
+    DirMeta, RestoreOptions, RestorePlan, RootMapping, SIDE_SUFFIXES,
 };
 use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord, Verified};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
 use crate::id::ChunkId;
-use crate::jellyfin::layout::{is_media, UNFINISHED_RESTORE};
+use crate::jellyfin::layout::{is_media, RESTORE_TARGET, UNFINISHED_RESTORE};
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
 
@@ -36,7 +36,8 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
-    check_destination(rec, opts, &roots, &selection)?;
+    let paths = PathFilter::new(snap, opts, &roots)?;
+    let resumed = check_destination(snap, opts, &roots, &selection)?;
     let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
         let data_dir = PathBuf::from(&rec.data_dir);
         let chosen: Vec<Component> = components.iter().copied().collect();
@@ -60,9 +61,12 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let entries: usize = p.trees.values().map(|t| t.entries.len()).sum();
     p.actions.reserve(entries + root_tree.entries.len());
     p.snapshot = snap.id.short();
-    p.verify = opts.verify || !unfinished.is_empty();
+    p.verify = opts.verify || !unfinished.is_empty() || resumed;
     for m in &roots {
         p.root(snap, &root_tree, m)?;
+    }
+    if let Some(paths) = &paths {
+        paths.apply(snap, &mut p)?;
     }
     let mut plan = RestorePlan::new(snap, roots, components, p);
     if in_place.is_some() {
@@ -70,6 +74,10 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     }
     plan.in_place = in_place.map(|(d, _)| d);
     plan.unfinished_restore = unfinished.into_iter().collect();
+    plan.resumed = resumed;
+    if let Destination::Target(t) = &opts.destination {
+        plan.target = Some(t.clone());
+    }
     plan.force = opts.force;
     if let Some(data_dir) = plan.in_place.clone() {
         let rollback =
@@ -123,6 +131,91 @@ fn prefetch_trees(
         level = next;
     }
     trees
+}
+
+/// `--include` and `--exclude`, as paths of the destination. Only into a target: in
+/// place, a partial rollback would leave the database and the files of one component
+/// from two different times, and the deletions a full rollback makes would be wrong for
+/// a part of a tree.
+struct PathFilter {
+    /// (as given, where it goes)
+    include: Vec<(String, PathBuf)>,
+    exclude: Vec<PathBuf>,
+}
+
+impl PathFilter {
+    fn new(snap: &Snapshot, opts: &RestoreOptions, roots: &[RootMapping]) -> Result<Option<Self>> {
+        if opts.include.is_empty() && opts.exclude.is_empty() {
+            return Ok(None);
+        }
+        if matches!(opts.destination, Destination::InPlace) {
+            return Err(OptionError::PathsInPlace.into());
+        }
+        let dest = |q: &str| -> Result<PathBuf> {
+            let bad = || -> Error { OptionError::RestorePath(q.to_string()).into() };
+            let rel = Path::new(q.trim_end_matches('/'));
+            let mut parts = rel.components();
+            let Some(std::path::Component::Normal(label)) = parts.next() else {
+                return Err(bad());
+            };
+            if parts
+                .clone()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(bad());
+            }
+            let m = roots
+                .iter()
+                .find(|m| OsStr::new(&m.label) == label)
+                .ok_or_else(|| Error::PathNotInSnapshot {
+                    snapshot: snap.id.short(),
+                    path: q.to_string(),
+                })?;
+            Ok(m.to.join(parts.as_path()))
+        };
+        Ok(Some(PathFilter {
+            include: opts
+                .include
+                .iter()
+                .map(|q| Ok((q.clone(), dest(q)?)))
+                .collect::<Result<_>>()?,
+            exclude: opts
+                .exclude
+                .iter()
+                .map(|q| dest(q))
+                .collect::<Result<_>>()?,
+        }))
+    }
+
+    /// Whether `path` is restored: inside an included path (or leading to one, a
+    /// directory) and not inside an excluded one.
+    fn keeps(&self, path: &Path) -> bool {
+        !self.exclude.iter().any(|e| path.starts_with(e))
+            && (self.include.is_empty()
+                || self
+                    .include
+                    .iter()
+                    .any(|(_, i)| path.starts_with(i) || i.starts_with(path)))
+    }
+
+    /// Drop what the filter leaves out of the planner's actions and directories. Every
+    /// included path must be in the snapshot. A database is one action: it is restored
+    /// whole or not at all.
+    fn apply(&self, snap: &Snapshot, p: &mut Planner) -> Result<()> {
+        for (q, i) in &self.include {
+            let found = p.actions.iter().any(|a| a.path().starts_with(i))
+                || p.directories.iter().any(|d| d.path.starts_with(i));
+            if !found {
+                return Err(Error::PathNotInSnapshot {
+                    snapshot: snap.id.short(),
+                    path: q.clone(),
+                });
+            }
+        }
+        p.actions.retain(|a| self.keeps(a.path()));
+        p.directories.retain(|d| self.keeps(&d.path));
+        Ok(())
+    }
 }
 
 /// Media files the plan would delete are a library's, not Jellyfin's (it never writes
@@ -219,15 +312,22 @@ fn map_roots(rec: &SnapshotRecord, destination: &Destination) -> Vec<RootMapping
 
 /// A target must be new or empty; in place, every restored root must be there and hold
 /// something, and the server must be stopped (unless forced).
+/// Whether the restore may go ahead; true when it resumes an interrupted restore of the
+/// same snapshot into the same target (its mark is there).
 fn check_destination(
-    rec: &SnapshotRecord,
+    snap: &Snapshot,
     opts: &RestoreOptions,
     roots: &[RootMapping],
     selection: &Selection,
-) -> Result<()> {
+) -> Result<bool> {
+    let rec = &snap.record;
     match &opts.destination {
         Destination::Target(t) => {
             if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
+                let mark = fs::read_to_string(t.join(RESTORE_TARGET)).unwrap_or_default();
+                if read_target_mark(&mark) == Some(snap.id.to_hex().as_str()) {
+                    return Ok(true);
+                }
                 return Err(Error::TargetNotEmpty(t.clone()));
             }
         }
@@ -252,7 +352,7 @@ fn check_destination(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A root of an in-place restore that is missing or empty is most likely a disk that is
@@ -298,6 +398,8 @@ impl RestorePlan {
             protected: Vec::new(),
             content_compared: p.verify,
             unfinished_restore: Vec::new(),
+            resumed: false,
+            target: None,
             rollback: None,
             space: None,
             force: false,
