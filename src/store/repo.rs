@@ -972,6 +972,18 @@ impl Repository {
                 return Err(Error::DuplicateName(name.clone()));
             }
         }
+        self.put_record(record)
+    }
+
+    /// Write the record of an edited snapshot (docs/FORMAT.md, "Editing a snapshot"),
+    /// durably: from here on it is the snapshot, whether or not the records it
+    /// supersedes are deleted. It references only what the record it supersedes does.
+    pub fn commit_edit(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
+        self.put_record(record)
+    }
+
+    /// Put a snapshot record (the commit point of a backup or an edit).
+    fn put_record(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
         let bytes = record.encode()?;
         let id = SnapshotId::of(&bytes);
         self.check_lease()?;
@@ -982,23 +994,6 @@ impl Repository {
         // share asks (a local one is reconciled from its directory at every writer's
         // open): elsewhere the write would cost a synced log write, a table file at close
         // and, every few backups, a compaction of the index.
-        if let Some(rocks) = self.rocks.as_ref().filter(|_| self.shared) {
-            let _ = rocks.record_seen(&[id], false, None);
-        }
-        if let Some(c) = &self.cache {
-            c.put_snapshot(&id, &bytes);
-        }
-        Ok(id)
-    }
-
-    /// Write the record of an edited snapshot (docs/FORMAT.md, "Editing a snapshot"),
-    /// durably: from here on it is the snapshot, whether or not the records it
-    /// supersedes are deleted. It references only what the record it supersedes does.
-    pub fn commit_edit(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
-        let bytes = record.encode()?;
-        let id = SnapshotId::of(&bytes);
-        self.check_lease()?;
-        self.store.put(Key::Snapshot(id), &bytes)?;
         if let Some(rocks) = self.rocks.as_ref().filter(|_| self.shared) {
             let _ = rocks.record_seen(&[id], false, None);
         }
