@@ -5,10 +5,11 @@ use serde_json::json;
 use jellysnap::{Access, Error, Repository, Snapshot, SnapshotRecord};
 
 use super::exit::ExitCode;
-use super::{render, Ctx};
+use super::{render, report_rebuild, Ctx};
 
 pub fn snapshots(ctx: &Ctx) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let (snaps, bad) = repo.snapshots()?;
     for e in &bad {
         ctx.out.warn(&e.to_string());
@@ -94,6 +95,7 @@ pub fn ls(
     recursive: bool,
 ) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let snap = repo.resolve(snapshot)?;
     let entries = jellysnap::browse::ls(&repo, &snap, path.unwrap_or(""), recursive)?;
     ctx.out.json(json!(entries));
@@ -114,6 +116,7 @@ pub fn ls(
 
 pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let (a, b) = (repo.resolve(from)?, repo.resolve(to)?);
     let d = jellysnap::browse::diff(&repo, &a, &b)?;
     ctx.out

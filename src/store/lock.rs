@@ -64,6 +64,50 @@ pub fn lock(path: &Path, mode: LockMode, wait: Duration) -> Result<LockGuard> {
     }
 }
 
+/// Whether `e` says the repository cannot be written here (a read-only file system, a
+/// directory or file this user may not write), rather than that something failed.
+pub fn cannot_write(e: &Error) -> Option<&'static str> {
+    let Error::Io { source, .. } = e else {
+        return None;
+    };
+    match source.raw_os_error() {
+        Some(libc::EROFS) => Some("read-only file system"),
+        Some(libc::EACCES) | Some(libc::EPERM) => Some("permission denied"),
+        _ => None,
+    }
+}
+
+/// A reader's shared lock on a repository it cannot write (`why`): the lock file opened
+/// read-only, which is enough for flock(2). `None` when there is no lock file to open
+/// (a repository copied without `locks/`, or one this user may not even open it in):
+/// the reader then goes on without a lock, since nothing can write through this path
+/// either.
+pub fn lock_shared_read_only(path: &Path) -> Result<Option<LockGuard>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::EACCES) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(LockGuard { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: lock_repo_path(path),
+            detail: format!(
+                "{} is held",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
 fn lock_repo_path(lock_file: &Path) -> PathBuf {
     lock_file
         .parent()

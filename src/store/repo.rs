@@ -44,6 +44,11 @@ pub enum Access {
 
 pub struct Repository {
     location: Location,
+    /// Scratch space: `tmp/` of the state dir, or a directory of the cache dir when the
+    /// repository cannot be written here.
+    scratch: PathBuf,
+    /// Set when a reader found that the repository cannot be written here.
+    pub read_only: Option<ReadOnly>,
     /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
     state: PathBuf,
     store: Arc<dyn Store>,
@@ -82,6 +87,19 @@ pub struct Repository {
     /// [`Repository::load_tree_bytes`]).
     tree_map: Option<TreeMap>,
     _locks: Vec<LockGuard>,
+}
+
+/// A repository a reader cannot write (a read-only file system, a directory this user
+/// may not write): it is read as it is, and nothing is written to it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnly {
+    /// Why: "read-only file system" or "permission denied".
+    pub why: &'static str,
+    /// Whether the reader holds the repository lock, taken on the lock file opened
+    /// read-only (there is none to take when the repository has no lock file).
+    pub locked: bool,
+    /// Whether the index, missing or outdated, was read from the packs into memory.
+    pub index_in_memory: bool,
 }
 
 /// What reconciling the index with the store's listing of packs changed.
@@ -207,18 +225,39 @@ impl Repository {
             cache: cache.as_ref(),
         };
         let locks_dir = state.join("locks");
-        durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
         let repo_mode = if access == Access::Exclusive {
             LockMode::Exclusive
         } else {
             LockMode::Shared
         };
-        locks.push(lock::lock(
-            &locks_dir.join("repo"),
-            repo_mode,
-            Duration::ZERO,
-        )?);
+        let mut read_only = None;
+        match durable::create_dir_durable(&locks_dir)
+            .and_then(|()| lock::lock(&locks_dir.join("repo"), repo_mode, Duration::ZERO))
+        {
+            Ok(guard) => locks.push(guard),
+            Err(e) => match lock::cannot_write(&e) {
+                // Nothing can write to it through this path either: a reader goes on,
+                // under a lock taken read-only where the lock file is there.
+                Some(why) if access == Access::Read => {
+                    let guard = lock::lock_shared_read_only(&locks_dir.join("repo"))?;
+                    read_only = Some(ReadOnly {
+                        why,
+                        locked: guard.is_some(),
+                        index_in_memory: false,
+                    });
+                    locks.extend(guard);
+                }
+                Some(why) => {
+                    return Err(Error::ReadOnlyRepository {
+                        path: place.location.as_path(),
+                        why,
+                        command: command.to_string(),
+                    })
+                }
+                None => return Err(e),
+            },
+        }
         // Across hosts: a lease, taken after the local locks (a process of this host
         // that waits for them holds no lease meanwhile).
         let mut unleased = None;
@@ -316,6 +355,17 @@ impl Repository {
                 };
                 match view {
                     Some(idx) if usable => Arc::new(idx),
+                    // Where nothing can be written, an index that is missing or behind
+                    // is read from the packs' trailers into memory for this run.
+                    view if read_only.is_some() => {
+                        drop(view);
+                        let idx = MemIndex::default();
+                        index_rebuilt = Some(rebuild_in_memory(&packs, &idx)?);
+                        if let Some(r) = &mut read_only {
+                            r.index_in_memory = true;
+                        }
+                        Arc::new(idx)
+                    }
                     view => {
                         drop(view);
                         // Missing, outdated or behind the store: rebuild or reconcile
@@ -362,8 +412,23 @@ impl Repository {
         let index = crate::store::testing::wrap_index(index);
         // A repository elsewhere reads trees from its local copies, placed by the index.
         let tree_map = cache.is_none();
+        // Scratch space (a check's database rebuilds) of a repository nothing can be
+        // written to lives in the cache dir.
+        let scratch = match read_only {
+            Some(_) => place
+                .cache_dir
+                .join("repos")
+                .join(&config.repo_id)
+                .join("tmp"),
+            None => state.join("tmp"),
+        };
+        if read_only.is_some() {
+            fs::create_dir_all(&scratch).at(&scratch)?;
+        }
         Ok(Repository {
             location: place.location.clone(),
+            scratch,
+            read_only,
             state,
             store,
             config,
@@ -407,6 +472,8 @@ impl Repository {
         idx.insert(&entries)?;
         Ok(Repository {
             location,
+            scratch: path.join("tmp"),
+            read_only: None,
             state: path.to_path_buf(),
             store,
             config,
@@ -448,6 +515,8 @@ impl Repository {
         let layout = PackLayout::of(&config);
         Ok(Repository {
             location: Location::Local(path.to_path_buf()),
+            scratch: path.join("tmp"),
+            read_only: None,
             state: path.to_path_buf(),
             store,
             config,
@@ -482,8 +551,16 @@ impl Repository {
         let config = load_config(store.as_ref())?;
         let state = place.state_dir(&config.repo_id);
         let locks_dir = state.join("locks");
-        durable::create_dir_durable(&locks_dir)?;
-        let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
+        let _repo = durable::create_dir_durable(&locks_dir)
+            .and_then(|()| lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO))
+            .map_err(|e| match lock::cannot_write(&e) {
+                Some(why) => Error::ReadOnlyRepository {
+                    path: place.location.as_path(),
+                    why,
+                    command: "repair index".into(),
+                },
+                None => e,
+            })?;
         let _writer = lock::lock(
             &locks_dir.join("writer"),
             LockMode::Exclusive,
@@ -663,7 +740,7 @@ impl Repository {
 
     /// The repository's local scratch directory (staged packs, database captures).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.state.join("tmp")
+        self.scratch.clone()
     }
 
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
@@ -1430,6 +1507,27 @@ fn reconcile(
     }
     let changed = report.packs_added + report.packs_dropped > 0;
     Ok(changed.then_some(report))
+}
+
+/// An index for one run of a reader that cannot write the repository: every pack's
+/// trailer (or record scan) read into memory.
+fn rebuild_in_memory(packs: &PackReader<'_>, idx: &MemIndex) -> Result<RebuildReport> {
+    let mut report = RebuildReport::default();
+    for (key, _) in list_packs(packs.store, packs.layout)? {
+        let Some(pack) = key.pack_id() else { continue };
+        let (entries, scanned, _) = packs.entries(key)?;
+        if scanned {
+            report.recovered_by_scan.push(pack.to_hex());
+        }
+        let batch: Vec<(ChunkId, IndexEntry)> = entries
+            .iter()
+            .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
+            .collect();
+        idx.insert(&batch)?;
+        report.packs += 1;
+        report.chunks += batch.len() as u64;
+    }
+    Ok(report)
 }
 
 fn rebuild_into(
