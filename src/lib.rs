@@ -62,6 +62,11 @@ pub mod check {
     pub use crate::ops::check::{check, CheckReport, ReadData};
 }
 
+/// Salvaging what damaged packs still hold.
+pub mod repair {
+    pub use crate::ops::repair::{repair_packs, RepairPacksReport, SalvagedPack};
+}
+
 /// Reclaiming the space of chunks no snapshot references.
 pub mod gc {
     pub use crate::ops::gc::{

@@ -13,5 +13,6 @@ pub mod options;
 pub mod parallel;
 pub mod progress;
 pub mod reach;
+pub mod repair;
 pub mod restore;
 pub mod stats;

@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext, RemoteErrorKind, Result};
 use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
+use crate::format::damaged::DamagedPack;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::record;
@@ -49,6 +50,12 @@ pub struct Repository {
     scratch: PathBuf,
     /// Set when a reader found that the repository cannot be written here.
     pub read_only: Option<ReadOnly>,
+    /// A writer's view of the damage records: chunks found damaged that have no good
+    /// copy indexed yet (their entries in the damaged packs are taken out of the index
+    /// at open, so the pack writer stores them again).
+    unhealed: HashSet<ChunkId>,
+    /// A writer's packs with a damage record.
+    damaged_packs: HashSet<PackId>,
     /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
     state: PathBuf,
     store: Arc<dyn Store>,
@@ -305,6 +312,8 @@ impl Repository {
             None => HashSet::new(),
         };
         let index_path = state.join("index");
+        let mut unhealed = HashSet::new();
+        let mut damaged_packs = HashSet::new();
         let mut index_rebuilt = None;
         let mut reconciled = None;
         let mut listed = None;
@@ -326,11 +335,14 @@ impl Repository {
                 } else {
                     None
                 };
+                let damaged = read_damaged(store.as_ref())?;
                 if !current {
-                    index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
+                    index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
                 } else {
                     reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
                 }
+                unhealed = unindex_damaged(&idx, &damaged)?;
+                damaged_packs = damaged.keys().copied().collect();
                 let idx = Arc::new(idx);
                 rocks = Some(idx.clone());
                 idx
@@ -360,7 +372,9 @@ impl Repository {
                     view if read_only.is_some() => {
                         drop(view);
                         let idx = MemIndex::default();
-                        index_rebuilt = Some(rebuild_in_memory(&packs, &idx)?);
+                        let damaged = read_damaged(store.as_ref())?;
+                        index_rebuilt = Some(rebuild_in_memory(&packs, &idx, &damaged)?);
+                        unindex_damaged(&idx, &damaged)?;
                         if let Some(r) = &mut read_only {
                             r.index_in_memory = true;
                         }
@@ -380,7 +394,10 @@ impl Repository {
                         {
                             let (idx, current) = RocksIndex::open(&index_path)?;
                             if !current {
-                                index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
+                                let damaged = read_damaged(store.as_ref())?;
+                                index_rebuilt =
+                                    Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
+                                unindex_damaged(&idx, &damaged)?;
                             } else if seen.is_some() {
                                 let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
                                 {
@@ -429,6 +446,8 @@ impl Repository {
             location: place.location.clone(),
             scratch,
             read_only,
+            unhealed,
+            damaged_packs,
             state,
             store,
             config,
@@ -474,6 +493,8 @@ impl Repository {
             location,
             scratch: path.join("tmp"),
             read_only: None,
+            unhealed: HashSet::new(),
+            damaged_packs: HashSet::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -517,6 +538,8 @@ impl Repository {
             location: Location::Local(path.to_path_buf()),
             scratch: path.join("tmp"),
             read_only: None,
+            unhealed: HashSet::new(),
+            damaged_packs: HashSet::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -594,7 +617,10 @@ impl Repository {
             layout: PackLayout::of(&config),
             cache: cache.as_ref(),
         };
-        rebuild_into(&packs, &idx, seen.as_ref())
+        let damaged = read_damaged(store.as_ref())?;
+        let report = rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?;
+        unindex_damaged(&idx, &damaged)?;
+        Ok(report)
     }
 
     /// Where the repository's objects are.
@@ -1102,6 +1128,62 @@ impl Repository {
         self.doomed.contains(pack)
     }
 
+    /// Stop deduplicating against `packs` for this run (`repair packs`: the readable
+    /// chunks of a damaged pack are stored again, and indexed in their new pack).
+    pub fn also_doomed(&mut self, packs: impl IntoIterator<Item = PackId>) {
+        self.doomed.extend(packs);
+    }
+
+    /// The damage records (`check --read-data` wrote them): each pack with its chunks
+    /// found damaged.
+    pub fn damaged(&self) -> Result<Damaged> {
+        read_damaged(self.store.as_ref())
+    }
+
+    /// Record durably that `chunks` of `pack` are damaged, with what was recorded
+    /// before for that pack. One small object per pack, replaced atomically.
+    pub fn record_damaged(&self, pack: PackId, chunks: &[ChunkId]) -> Result<()> {
+        let key = Key::Damaged(pack);
+        let mut all: HashSet<ChunkId> = chunks.iter().copied().collect();
+        match self.store.get(key) {
+            Ok(b) => {
+                let (_, old) = DamagedPack::decode(&b, &self.store.describe(key))?
+                    .ids(&self.store.describe(key))?;
+                let before: HashSet<ChunkId> = old.iter().copied().collect();
+                all.extend(old);
+                if all == before {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.store.put(key, &DamagedPack::new(&pack, all).encode()?)
+    }
+
+    /// A writer's packs that have a damage record, as it opened.
+    pub(crate) fn damaged_packs(&self) -> &HashSet<PackId> {
+        &self.damaged_packs
+    }
+
+    /// Drop the damage record of a pack that is gone (gc deleted it).
+    pub fn forget_damaged(&self, pack: PackId) -> Result<()> {
+        self.store.delete(Key::Damaged(pack))
+    }
+
+    /// Whether a parent snapshot's file node uses a chunk found damaged that has no good
+    /// copy yet: a backup then reads the file again instead of reusing the node, so the
+    /// chunk is stored again if the file still has that content.
+    pub fn needs_damaged(&self, node: &Node) -> bool {
+        if self.unhealed.is_empty() {
+            return false;
+        }
+        match self.file_chunks(node) {
+            Ok(chunks) => chunks.iter().any(|c| self.unhealed.contains(&c.id)),
+            Err(_) => true,
+        }
+    }
+
     /// Where a pack writer notes, before it puts its first pack, that the store may
     /// soon hold a pack the index does not (see [`RocksIndex::unsettled`]): a repository
     /// hosts share, whose writer's open reconciles only when told to. A local one
@@ -1509,9 +1591,75 @@ fn reconcile(
     Ok(changed.then_some(report))
 }
 
+/// The damage records: for each pack named, the chunks found damaged in it.
+pub type Damaged = HashMap<PackId, HashSet<ChunkId>>;
+
+/// Every damage record of the store (one listing, one read per record).
+fn read_damaged(store: &dyn Store) -> Result<Damaged> {
+    let mut out = Damaged::new();
+    for (key, _) in store.list(Kind::Damaged)? {
+        let bytes = match store.get(key) {
+            Ok(b) => b,
+            // Dropped by a gc since the listing.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let (pack, chunks) =
+            DamagedPack::decode(&bytes, &store.describe(key))?.ids(&store.describe(key))?;
+        out.entry(pack).or_default().extend(chunks);
+    }
+    Ok(out)
+}
+
+/// A pack's index entries, less the chunks recorded damaged in it: an index rebuilt from
+/// the trailers must not place a chunk in a copy known to be damaged (nor let that copy
+/// replace a good one).
+fn entries_but_damaged(
+    pack: PackId,
+    entries: &[PackEntry],
+    damaged: &Damaged,
+) -> Vec<(ChunkId, IndexEntry)> {
+    let bad = damaged.get(&pack);
+    entries
+        .iter()
+        .filter(|e| bad.is_none_or(|b| !b.contains(&e.id)))
+        .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
+        .collect()
+}
+
+/// Take out of the index every entry that places a chunk in a pack where it was found
+/// damaged (durably), so that a backup stores the chunk again rather than deduplicating
+/// against the damaged copy. Returns the recorded chunks that have no copy indexed.
+fn unindex_damaged(idx: &dyn ChunkIndex, damaged: &Damaged) -> Result<HashSet<ChunkId>> {
+    let mut gone = Vec::new();
+    let mut unhealed = HashSet::new();
+    for (pack, chunks) in damaged {
+        for id in chunks {
+            match idx.get(id)? {
+                Some(e) if e.pack == *pack => {
+                    gone.push(*id);
+                    unhealed.insert(*id);
+                }
+                Some(_) => {}
+                None => {
+                    unhealed.insert(*id);
+                }
+            }
+        }
+    }
+    if !gone.is_empty() {
+        idx.remove(&gone)?;
+    }
+    Ok(unhealed)
+}
+
 /// An index for one run of a reader that cannot write the repository: every pack's
 /// trailer (or record scan) read into memory.
-fn rebuild_in_memory(packs: &PackReader<'_>, idx: &MemIndex) -> Result<RebuildReport> {
+fn rebuild_in_memory(
+    packs: &PackReader<'_>,
+    idx: &MemIndex,
+    damaged: &Damaged,
+) -> Result<RebuildReport> {
     let mut report = RebuildReport::default();
     for (key, _) in list_packs(packs.store, packs.layout)? {
         let Some(pack) = key.pack_id() else { continue };
@@ -1519,10 +1667,7 @@ fn rebuild_in_memory(packs: &PackReader<'_>, idx: &MemIndex) -> Result<RebuildRe
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
-        let batch: Vec<(ChunkId, IndexEntry)> = entries
-            .iter()
-            .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
-            .collect();
+        let batch = entries_but_damaged(pack, &entries, damaged);
         idx.insert(&batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
@@ -1534,6 +1679,7 @@ fn rebuild_into(
     packs: &PackReader<'_>,
     idx: &RocksIndex,
     seen: Option<&SeenNow>,
+    damaged: &Damaged,
 ) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
@@ -1543,10 +1689,7 @@ fn rebuild_into(
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
-        let batch: Vec<(ChunkId, IndexEntry)> = entries
-            .iter()
-            .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
-            .collect();
+        let batch = entries_but_damaged(pack, &entries, damaged);
         idx.insert_pack(pack, PackInfo { size, kind }, &batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
@@ -1821,7 +1964,7 @@ mod tests {
         };
         let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
         let seen = SeenNow::read(&store, None).unwrap();
-        rebuild_into(&packs, &idx, Some(&seen)).unwrap();
+        rebuild_into(&packs, &idx, Some(&seen), &Damaged::new()).unwrap();
         assert_eq!(store.pack_lists(), 1);
         let none = HashSet::new();
         for _ in 0..3 {

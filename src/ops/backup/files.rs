@@ -31,7 +31,7 @@ pub(super) fn file_node(
     prev: Option<&Entry>,
     tally: &mut Tally,
 ) -> Result<Option<Node>> {
-    if let Some(node) = reused(prev, meta) {
+    if let Some(node) = reused(prev, meta).filter(|n| !ctx.repo.needs_damaged(n)) {
         tally.files_reused += 1;
         return Ok(Some(node));
     }
