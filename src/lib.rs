@@ -95,7 +95,7 @@ pub mod guard {
 
 /// Facts about the running process the CLI needs.
 pub mod system {
-    pub use crate::sys::is_root;
+    pub use crate::sys::{is_root, terminal_width};
 }
 
 /// Listing and comparing snapshots.

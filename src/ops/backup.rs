@@ -214,7 +214,11 @@ fn backup_in_pool(
     let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
     let mut tally = missing_components(&ctx);
     clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
-    progress.phase("backing up", None);
+    // The parent's size is the estimate of this one's: most backups change little.
+    progress.phase("backing up", parent.map(|p| p.record.summary.logical_bytes));
+    if let Some(p) = parent {
+        progress.expect_files(p.record.summary.files);
+    }
     let (tree, walked) = match walk::walk_roots(&ctx, parent_root.as_ref()) {
         Ok(w) => w,
         // Workers see only "pack writer stopped"; report what stopped it.
