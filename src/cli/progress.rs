@@ -88,6 +88,9 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
             parts.extend(files);
             parts.push((4, left));
         }
+        // Nothing done yet (waiting for a lock, a phase without bytes): the phase alone
+        // (the line is drawn again only as work comes in, so a time would stand still).
+        _ if l.done == 0 && l.files.is_none() => {}
         _ => {
             parts.extend(files);
             parts.push((3, render::size(l.done)));
@@ -328,6 +331,22 @@ mod tests {
             render(&l, 79),
             "restoring files 12 files 2.0 GiB 204.8 MiB/s 10s"
         );
+    }
+
+    #[test]
+    fn a_wait_shows_what_it_waits_for() {
+        let l = Line {
+            phase: "waiting for the backup started at 03:00 UTC (pid 4242) to finish",
+            done: 0,
+            total: None,
+            files: None,
+            elapsed: Duration::from_secs(75),
+        };
+        assert_eq!(
+            render(&l, 79),
+            "waiting for the backup started at 03:00 UTC (pid 4242) to finish"
+        );
+        assert_eq!(render(&l, 39).chars().count(), 39);
     }
 
     #[test]

@@ -72,7 +72,11 @@ impl BackupOutcome {
 /// Open the repository a backup writes to, creating it first when it holds none and
 /// `opts.create_repository` allows it. The source is checked before anything is
 /// created. Returns the repository and whether it was created.
-pub fn open_repository(place: &Place, opts: &BackupOptions) -> Result<(Repository, bool)> {
+pub fn open_repository(
+    place: &Place,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Repository, bool)> {
     let mut created = false;
     if !Repository::exists(place)? {
         if !opts.create_repository {
@@ -86,7 +90,11 @@ pub fn open_repository(place: &Place, opts: &BackupOptions) -> Result<(Repositor
             Err(e) => return Err(e),
         }
     }
-    Ok((Repository::open(place, Access::Write)?, created))
+    let on_wait = |what: &str| progress.phase(what, None);
+    Ok((
+        Repository::open_noting(place, Access::Write, "backup", &on_wait)?,
+        created,
+    ))
 }
 
 /// What the walk needs, shared by all its threads. Counters are not here: each part of

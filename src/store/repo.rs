@@ -215,6 +215,17 @@ impl Repository {
     /// Open for `access`, as the command named `command` (what another host's lease
     /// conflict names).
     pub fn open_as(place: &Place, access: Access, command: &str) -> Result<Self> {
+        Self::open_noting(place, access, command, &|_| {})
+    }
+
+    /// [`Repository::open_as`], telling `on_wait` what it waits for while another
+    /// writer holds the writer lock (a backup queued behind another).
+    pub fn open_noting(
+        place: &Place,
+        access: Access,
+        command: &str,
+        on_wait: &dyn Fn(&str),
+    ) -> Result<Self> {
         let store = crate::store::open(&place.location)?;
         if !store.exists(Key::Config)? {
             return Err(Error::NotARepository(place.location.as_path()));
@@ -320,11 +331,14 @@ impl Repository {
         let mut rocks = None;
         let index: Arc<dyn ChunkIndex> = match access {
             Access::Write | Access::Exclusive => {
-                locks.push(lock::lock(
+                let writer = lock::lock_noting(
                     &locks_dir.join("writer"),
                     LockMode::Exclusive,
                     LOCK_WAIT_WRITER,
-                )?);
+                    on_wait,
+                )?;
+                writer.note_holder(command);
+                locks.push(writer);
                 let scratch = state.join("tmp");
                 durable::create_dir_durable(&scratch)?;
                 store.clear_scratch(&scratch);
