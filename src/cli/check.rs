@@ -31,6 +31,12 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
             h.paths.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
         ));
     }
+    for p in &r.damage_cleared {
+        ctx.out.text(&format!(
+            "pack {}: chunks recorded as damaged read back good now (a read changed on the way, not damage at rest); its damage record is corrected",
+            &p[..16]
+        ));
+    }
     if let Some(why) = &r.damage_not_recorded {
         ctx.out.warn(&format!(
             "the damage found is not recorded in the repository: {why}; a backup into it deduplicates against the damaged copies until a check that can write there records them"

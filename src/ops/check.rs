@@ -99,6 +99,10 @@ pub struct CheckReport {
     /// Why the damage this check found could not be recorded in the repository (it
     /// cannot be written here): the next backup then deduplicates against it still.
     pub damage_not_recorded: Option<String>,
+    /// Packs whose damage record named chunks that read back good when this check read
+    /// the pack whole (a read that failed on the way): their record now names only what
+    /// is damaged, or is gone.
+    pub damage_cleared: Vec<String>,
     /// Records written by a newer jellysnap (each message names the record and says to
     /// upgrade): not damage, but neither they nor what they reference could be checked.
     pub newer_format: Vec<String>,
@@ -127,6 +131,7 @@ pub fn check(
         bad: HashSet::new(),
         recorded: repo.damaged()?,
         found: HashMap::new(),
+        read: HashSet::new(),
     };
     progress.phase("checking snapshots and trees", None);
     let (snaps, reach, failed_trees) = c.snapshots_and_trees()?;
@@ -152,6 +157,8 @@ struct Checker<'a> {
     recorded: Damaged,
     /// Chunks whose content this check found damaged, by pack.
     found: HashMap<PackId, Vec<ChunkId>>,
+    /// The packs this check read whole.
+    read: HashSet<PackId>,
 }
 
 /// Where the index puts a referenced chunk: its offset and stored length in a pack.
@@ -429,6 +436,7 @@ impl Checker<'_> {
     ) -> Result<()> {
         let damaged = self.read_pack(key, entries, progress)?;
         self.report.packs_read += 1;
+        self.read.extend(key.pack_id());
         if let Some(pack) = key.pack_id().filter(|_| !damaged.is_empty()) {
             self.found.insert(pack, damaged.clone());
         }
@@ -491,6 +499,40 @@ impl Checker<'_> {
     /// records"), so that writers stop deduplicating against it and later checks report
     /// it until a good copy is stored.
     fn record_found(&mut self) -> Result<()> {
+        // A recorded pack read whole again: its record says what this read found (a
+        // read that failed on the way, twice, was recorded as damage; read back good
+        // now, it is not).
+        let mut again: Vec<PackId> = self
+            .recorded
+            .keys()
+            .filter(|p| self.read.contains(p))
+            .copied()
+            .collect();
+        again.sort();
+        if self.repo.read_only.is_none() {
+            for pack in again {
+                let now: HashSet<ChunkId> = self
+                    .found
+                    .get(&pack)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                if self.recorded.get(&pack) == Some(&now) {
+                    continue;
+                }
+                let mut chunks: Vec<ChunkId> = now.iter().copied().collect();
+                chunks.sort();
+                self.repo.set_damaged(pack, &chunks)?;
+                if self.recorded.get(&pack).is_some_and(|r| !r.is_subset(&now)) {
+                    self.report.damage_cleared.push(pack.to_hex());
+                }
+                match now.is_empty() {
+                    true => self.recorded.remove(&pack),
+                    false => self.recorded.insert(pack, now),
+                };
+            }
+        }
         if self.found.is_empty() {
             return Ok(());
         }

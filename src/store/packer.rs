@@ -361,7 +361,7 @@ impl<'r> ChunkSink<'r> {
             // gc marked for deletion is stored again: that pack may be gone before the
             // snapshot that would name it is committed.
             if let Some(e) = self.repo.index().get(id)? {
-                if !self.repo.is_doomed(&e.pack) {
+                if !self.repo.is_doomed(&e.pack) && !self.repo.is_damaged_copy(id, &e.pack) {
                     return Ok(false);
                 }
             }

@@ -56,6 +56,8 @@ pub struct Repository {
     unhealed: HashSet<ChunkId>,
     /// A writer's packs with a damage record.
     damaged_packs: HashSet<PackId>,
+    /// A writer's damage records: copies not to deduplicate against.
+    damaged_copies: Damaged,
     /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
     state: PathBuf,
     store: Arc<dyn Store>,
@@ -325,6 +327,7 @@ impl Repository {
         let index_path = state.join("index");
         let mut unhealed = HashSet::new();
         let mut damaged_packs = HashSet::new();
+        let mut damaged_copies = Damaged::new();
         let mut index_rebuilt = None;
         let mut reconciled = None;
         let mut listed = None;
@@ -355,7 +358,8 @@ impl Repository {
                 } else {
                     reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
                 }
-                unhealed = unindex_damaged(&idx, &damaged)?;
+                unhealed = self::unhealed(&idx, &damaged)?;
+                damaged_copies = damaged.clone();
                 damaged_packs = damaged.keys().copied().collect();
                 let idx = Arc::new(idx);
                 rocks = Some(idx.clone());
@@ -388,7 +392,6 @@ impl Repository {
                         let idx = MemIndex::default();
                         let damaged = read_damaged(store.as_ref())?;
                         index_rebuilt = Some(rebuild_in_memory(&packs, &idx, &damaged)?);
-                        unindex_damaged(&idx, &damaged)?;
                         if let Some(r) = &mut read_only {
                             r.index_in_memory = true;
                         }
@@ -411,7 +414,6 @@ impl Repository {
                                 let damaged = read_damaged(store.as_ref())?;
                                 index_rebuilt =
                                     Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
-                                unindex_damaged(&idx, &damaged)?;
                             } else if seen.is_some() {
                                 let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
                                 {
@@ -462,6 +464,7 @@ impl Repository {
             read_only,
             unhealed,
             damaged_packs,
+            damaged_copies,
             state,
             store,
             config,
@@ -509,6 +512,7 @@ impl Repository {
             read_only: None,
             unhealed: HashSet::new(),
             damaged_packs: HashSet::new(),
+            damaged_copies: Damaged::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -554,6 +558,7 @@ impl Repository {
             read_only: None,
             unhealed: HashSet::new(),
             damaged_packs: HashSet::new(),
+            damaged_copies: Damaged::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -633,7 +638,6 @@ impl Repository {
         };
         let damaged = read_damaged(store.as_ref())?;
         let report = rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?;
-        unindex_damaged(&idx, &damaged)?;
         Ok(report)
     }
 
@@ -1142,10 +1146,12 @@ impl Repository {
         self.doomed.contains(pack)
     }
 
-    /// Stop deduplicating against `packs` for this run (`repair packs`: the readable
-    /// chunks of a damaged pack are stored again, and indexed in their new pack).
-    pub fn also_doomed(&mut self, packs: impl IntoIterator<Item = PackId>) {
-        self.doomed.extend(packs);
+    /// Whether the copy of `id` in `pack` was found damaged (a writer's view): the pack
+    /// writer stores such a chunk again rather than deduplicate against it.
+    pub fn is_damaged_copy(&self, id: &ChunkId, pack: &PackId) -> bool {
+        self.damaged_copies
+            .get(pack)
+            .is_some_and(|b| b.contains(id))
     }
 
     /// The damage records (`check --read-data` wrote them): each pack with its chunks
@@ -1178,6 +1184,18 @@ impl Repository {
     /// A writer's packs that have a damage record, as it opened.
     pub(crate) fn damaged_packs(&self) -> &HashSet<PackId> {
         &self.damaged_packs
+    }
+
+    /// Replace the damage record of `pack` with `chunks` (a check read the whole pack
+    /// again and found only these damaged), or drop it when there are none.
+    pub fn set_damaged(&self, pack: PackId, chunks: &[ChunkId]) -> Result<()> {
+        match chunks.is_empty() {
+            true => self.forget_damaged(pack),
+            false => self.store.put(
+                Key::Damaged(pack),
+                &DamagedPack::new(&pack, chunks.iter().copied()).encode()?,
+            ),
+        }
     }
 
     /// Drop the damage record of a pack that is gone (gc deleted it).
@@ -1625,46 +1643,53 @@ fn read_damaged(store: &dyn Store) -> Result<Damaged> {
     Ok(out)
 }
 
-/// A pack's index entries, less the chunks recorded damaged in it: an index rebuilt from
-/// the trailers must not place a chunk in a copy known to be damaged (nor let that copy
-/// replace a good one).
+/// A pack's index entries, less the chunks recorded damaged in it (set aside in
+/// `deferred`): an index rebuilt from the trailers must not let a copy known to be
+/// damaged replace a good one.
 fn entries_but_damaged(
     pack: PackId,
     entries: &[PackEntry],
     damaged: &Damaged,
+    deferred: &mut Vec<(ChunkId, IndexEntry)>,
 ) -> Vec<(ChunkId, IndexEntry)> {
     let bad = damaged.get(&pack);
-    entries
-        .iter()
-        .filter(|e| bad.is_none_or(|b| !b.contains(&e.id)))
-        .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
-        .collect()
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let entry = (e.id, IndexEntry::from_pack_entry(pack, e));
+        match bad.is_some_and(|b| b.contains(&e.id)) {
+            true => deferred.push(entry),
+            false => out.push(entry),
+        }
+    }
+    out
 }
 
-/// Take out of the index every entry that places a chunk in a pack where it was found
-/// damaged (durably), so that a backup stores the chunk again rather than deduplicating
-/// against the damaged copy. Returns the recorded chunks that have no copy indexed.
-fn unindex_damaged(idx: &dyn ChunkIndex, damaged: &Damaged) -> Result<HashSet<ChunkId>> {
-    let mut gone = Vec::new();
-    let mut unhealed = HashSet::new();
+/// The recorded chunks that have no good copy indexed: no entry, or an entry in the
+/// pack where the chunk was found damaged. The index keeps such an entry (a record made
+/// from a read that failed on the way, and found wrong by a later check, then costs
+/// nothing); writers do not deduplicate against it ([`Repository::is_damaged_copy`]).
+fn unhealed(idx: &dyn ChunkIndex, damaged: &Damaged) -> Result<HashSet<ChunkId>> {
+    let mut out = HashSet::new();
     for (pack, chunks) in damaged {
         for id in chunks {
-            match idx.get(id)? {
-                Some(e) if e.pack == *pack => {
-                    gone.push(*id);
-                    unhealed.insert(*id);
-                }
-                Some(_) => {}
-                None => {
-                    unhealed.insert(*id);
-                }
+            if idx.get(id)?.is_none_or(|e| e.pack == *pack) {
+                out.insert(*id);
             }
         }
     }
-    if !gone.is_empty() {
-        idx.remove(&gone)?;
+    Ok(out)
+}
+
+/// After a rebuild that left the damaged copies out (`deferred`): index those that have
+/// no other copy, where they are (a read of one fails as damage, as before).
+fn index_damaged_last(idx: &dyn ChunkIndex, deferred: &[(ChunkId, IndexEntry)]) -> Result<()> {
+    let mut missing = Vec::new();
+    for (id, e) in deferred {
+        if idx.get(id)?.is_none() {
+            missing.push((*id, *e));
+        }
     }
-    Ok(unhealed)
+    idx.insert(&missing)
 }
 
 /// An index for one run of a reader that cannot write the repository: every pack's
@@ -1675,17 +1700,19 @@ fn rebuild_in_memory(
     damaged: &Damaged,
 ) -> Result<RebuildReport> {
     let mut report = RebuildReport::default();
+    let mut deferred = Vec::new();
     for (key, _) in list_packs(packs.store, packs.layout)? {
         let Some(pack) = key.pack_id() else { continue };
         let (entries, scanned, _) = packs.entries(key)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
-        let batch = entries_but_damaged(pack, &entries, damaged);
+        let batch = entries_but_damaged(pack, &entries, damaged, &mut deferred);
         idx.insert(&batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
     }
+    index_damaged_last(idx, &deferred)?;
     Ok(report)
 }
 
@@ -1697,17 +1724,19 @@ fn rebuild_into(
 ) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
+    let mut deferred = Vec::new();
     for (key, size) in list_packs(packs.store, packs.layout)? {
         let Some(pack) = key.pack_id() else { continue };
         let (entries, scanned, kind) = packs.entries(key)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
-        let batch = entries_but_damaged(pack, &entries, damaged);
+        let batch = entries_but_damaged(pack, &entries, damaged, &mut deferred);
         idx.insert_pack(pack, PackInfo { size, kind }, &batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
     }
+    index_damaged_last(idx, &deferred)?;
     if let Some(seen) = seen {
         seen.record(idx)?;
     }
