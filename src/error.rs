@@ -57,6 +57,16 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A command that must write (backup, forget, gc, repair) on a repository it cannot
+    /// write: a read-only file system (a snapshot of the backup disk, read-only media, a
+    /// NAS export) or a directory this user may not write.
+    #[error("repository {path} cannot be written here ({why}), and {command} must write to it; run it where the repository is writable (or as the user that owns it). Commands that only read (snapshots, ls, diff, restore, check, stats) work on it as it is")]
+    ReadOnlyRepository {
+        path: PathBuf,
+        why: &'static str,
+        command: String,
+    },
+
     #[error("{0} is not a jellysnap repository (is the disk mounted?); to create one there with the source's chunker parameters, pass `--init` to copy")]
     CopyNoRepository(PathBuf),
 

@@ -77,6 +77,11 @@ pub mod check {
     pub use crate::ops::check::{check, CheckReport, ReadData};
 }
 
+/// Salvaging what damaged packs still hold.
+pub mod repair {
+    pub use crate::ops::repair::{repair_packs, RepairPacksReport, SalvagedPack};
+}
+
 /// Reclaiming the space of chunks no snapshot references.
 pub mod gc {
     pub use crate::ops::gc::{
@@ -105,7 +110,7 @@ pub mod guard {
 
 /// Facts about the running process the CLI needs.
 pub mod system {
-    pub use crate::sys::is_root;
+    pub use crate::sys::{is_root, terminal_width};
 }
 
 /// Listing and comparing snapshots.

@@ -217,6 +217,8 @@ pub enum ContainerAction {
 pub enum RepairWhat {
     /// Rebuild the chunk index from the packs
     Index,
+    /// Store the readable chunks of packs `check --read-data` found damaged in new packs
+    Packs,
 }
 
 #[derive(Debug, Args)]

@@ -57,7 +57,7 @@ fn options(ctx: &Ctx, a: &BackupArgs) -> Result<BackupOptions, Error> {
 
 pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<ExitCode, Error> {
     let opts = options(ctx, a)?;
-    let (repo, created) = backup::open_repository(&ctx.place, &opts)?;
+    let (repo, created) = backup::open_repository(&ctx.place, &opts, ctx.progress)?;
     if created {
         // Also under -q: a new repository where one was expected is news.
         ctx.out.err(&format!(

@@ -8,11 +8,12 @@ use jellysnap::select::Filter;
 
 use super::args::SnapshotsArgs;
 use super::exit::ExitCode;
-use super::{render, Ctx};
+use super::{render, report_rebuild, Ctx};
 
 pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<ExitCode, Error> {
     let filter = Filter::new(&a.tags, a.name.as_deref(), a.latest)?;
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let (snaps, bad) = repo.snapshots()?;
     let snaps = filter.apply(snaps);
     for e in &bad {
@@ -172,6 +173,7 @@ pub fn ls(
     recursive: bool,
 ) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let snap = repo.resolve(snapshot)?;
     let entries = jellysnap::browse::ls(&repo, &snap, path.unwrap_or(""), recursive)?;
     ctx.out.json_with(|| json!(entries));
@@ -199,6 +201,7 @@ pub fn ls(
 
 pub fn diff(ctx: &Ctx, from: &str, to: &str) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let (a, b) = (repo.resolve(from)?, repo.resolve(to)?);
     let d = jellysnap::browse::diff(&repo, &a, &b)?;
     let dbs = jellysnap::browse::db_diff(&repo, &a, &b)?;

@@ -22,6 +22,26 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
     })?;
     ctx.out.json_with(|| json!(r));
     ctx.out.text(&counts_text(&r));
+    for h in &r.healed {
+        ctx.out.text(&format!(
+            "snapshot {}{} is healed: a good copy of what was found damaged in it is stored again ({} path(s): {})",
+            &h.snapshot[..8],
+            paren_name(&h.name),
+            h.paths.len(),
+            h.paths.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for p in &r.damage_cleared {
+        ctx.out.text(&format!(
+            "pack {}: chunks recorded as damaged read back good now (a read changed on the way, not damage at rest); its damage record is corrected",
+            &p[..16]
+        ));
+    }
+    if let Some(why) = &r.damage_not_recorded {
+        ctx.out.warn(&format!(
+            "the damage found is not recorded in the repository: {why}; a backup into it deduplicates against the damaged copies until a check that can write there records them"
+        ));
+    }
     if r.ok() && r.newer_format.is_empty() {
         ctx.out.text("no problems found");
         return Ok(ExitCode::Success);

@@ -194,7 +194,24 @@ pub(crate) fn paren_name(name: &Option<String>) -> String {
 }
 
 pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
-    if let Some(r) = &repo.index_rebuilt {
+    if let Some(ro) = &repo.read_only {
+        let lock = match ro.locked {
+            true => "reading it under a lock taken read-only",
+            false => "no lock can be taken there, reading without one",
+        };
+        let index = match ro.index_in_memory {
+            true => {
+                let packs = repo.index_rebuilt.as_ref().map_or(0, |r| r.packs);
+                format!("; its index is missing or outdated, read from {packs} pack(s) into memory")
+            }
+            false => String::new(),
+        };
+        out.warn(&format!(
+            "repository {} cannot be written here ({}): {lock}{index}",
+            repo.location().as_path().display(),
+            ro.why
+        ));
+    } else if let Some(r) = &repo.index_rebuilt {
         if r.packs > 0 {
             out.warn(&format!(
                 "the repository index was missing or outdated; rebuilt it from {} pack(s), {} chunk(s)",

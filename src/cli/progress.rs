@@ -1,27 +1,153 @@
-//! Progress bars on stderr (only on a terminal) and warnings.
+//! Progress on stderr (only on a terminal) and warnings. One line, drawn by indicatif
+//! from what [`render`] makes of the phase: done out of the total, the rate and the time
+//! left, fitted to the terminal's width (the least useful parts go first), so that it
+//! never wraps; cleared when the command ends, leaving nothing behind.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jellysnap::progress::Progress;
 
+use super::render;
+
+/// How often the line is rendered again as bytes come in.
+const REDRAW: Duration = Duration::from_millis(100);
+
 pub struct TermProgress {
-    bar: Option<ProgressBar>,
+    /// Whether to draw at all (a terminal, neither `-q` nor `--json`).
+    enabled: bool,
+    state: Mutex<State>,
     verbose: bool,
     quiet: bool,
     warnings: Mutex<u64>,
 }
 
+/// The phase under way.
+struct State {
+    bar: Option<ProgressBar>,
+    phase: String,
+    done: u64,
+    total: Option<u64>,
+    files: Option<(u64, Option<u64>)>,
+    started: Instant,
+    drawn: Option<Instant>,
+}
+
+/// What the line shows at one moment.
+pub(crate) struct Line<'a> {
+    pub(crate) phase: &'a str,
+    pub(crate) done: u64,
+    pub(crate) total: Option<u64>,
+    /// Files gone through, and how many are expected.
+    pub(crate) files: Option<(u64, Option<u64>)>,
+    pub(crate) elapsed: Duration,
+}
+
+/// `d` as `1h02m`, `3m05s` or `42s`.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The line for `l`, at most `width` columns: the phase, a bar, the percentage, bytes
+/// done out of the total, the rate and the time left. What does not fit goes, the bar
+/// first, then the rate, the byte counts and the time left; the phase is cut last.
+pub(crate) fn render(l: &Line, width: usize) -> String {
+    let secs = l.elapsed.as_secs_f64();
+    let rate = (secs > 0.5).then(|| l.done as f64 / secs);
+    let rate_s = rate.map(|r| format!("{}/s", render::size(r as u64)));
+    let mut parts: Vec<(u8, String)> = Vec::new();
+    // An estimate that turns out short is dropped rather than shown as 100%.
+    let files = l.files.map(|(n, of)| match of {
+        Some(of) if n <= of => (3, format!("{n}/{of} files")),
+        _ => (3, format!("{n} files")),
+    });
+    let total = l.total.filter(|t| *t > 0 && l.done <= *t);
+    match total {
+        Some(total) => {
+            let done = l.done.min(total);
+            let pct = done * 100 / total;
+            parts.push((5, format!("{pct:>3}%")));
+            parts.push((2, format!("{}/{}", render::size(done), render::size(total))));
+            if let Some(r) = rate_s {
+                parts.push((1, r));
+            }
+            let left = match rate {
+                Some(r) if r > 0.0 => format!(
+                    "ETA {}",
+                    duration(Duration::from_secs_f64((total - done) as f64 / r))
+                ),
+                _ => "ETA --".to_string(),
+            };
+            parts.extend(files);
+            parts.push((4, left));
+        }
+        // Nothing done yet (waiting for a lock, a phase without bytes): the phase alone
+        // (the line is drawn again only as work comes in, so a time would stand still).
+        _ if l.done == 0 && l.files.is_none() => {}
+        _ => {
+            parts.extend(files);
+            parts.push((3, render::size(l.done)));
+            if let Some(r) = rate_s {
+                parts.push((1, r));
+            }
+            parts.push((2, duration(l.elapsed)));
+        }
+    }
+    let fits = |parts: &[(u8, String)], bar: usize| {
+        l.phase.chars().count() + parts.iter().map(|(_, s)| s.len() + 1).sum::<usize>() + bar
+            <= width
+    };
+    // A bar of at least 10 columns, when there is a total and room for it.
+    const BAR: usize = 12;
+    let bar = total.filter(|_| fits(&parts, BAR + 1)).map(|t| {
+        let inner = BAR - 2;
+        let filled = (l.done.min(t) as f64 / t as f64 * inner as f64) as usize;
+        format!("[{}{}]", "=".repeat(filled), " ".repeat(inner - filled))
+    });
+    while !fits(&parts, 0) && parts.len() > 1 {
+        let least = parts
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (p, _))| *p)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        parts.remove(least);
+    }
+    let mut line = l.phase.to_string();
+    if let Some(b) = bar {
+        line.push(' ');
+        line.push_str(&b);
+    }
+    for (_, p) in &parts {
+        line.push(' ');
+        line.push_str(p);
+    }
+    if line.chars().count() > width {
+        line = line.chars().take(width).collect();
+    }
+    line
+}
+
 impl TermProgress {
     pub fn new(quiet: bool, json: bool, verbose: bool) -> Self {
-        let bar = (!quiet && !json && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::new_spinner();
-            b.enable_steady_tick(std::time::Duration::from_millis(120));
-            b
-        });
         TermProgress {
-            bar,
+            enabled: !quiet && !json && std::io::stderr().is_terminal(),
+            state: Mutex::new(State {
+                bar: None,
+                phase: String::new(),
+                done: 0,
+                total: None,
+                files: None,
+                started: Instant::now(),
+                drawn: None,
+            }),
             verbose,
             quiet,
             warnings: Mutex::new(0),
@@ -29,45 +155,83 @@ impl TermProgress {
     }
 
     fn say(&self, msg: &str) {
-        match &self.bar {
+        let bar = self.state.lock().ok().and_then(|s| s.bar.clone());
+        match bar {
             Some(b) => b.println(msg),
             None => super::out::err_line(msg),
         }
+    }
+
+    /// Draw the line again (at most every [`REDRAW`] unless `now`).
+    fn draw(state: &mut State, now: bool) {
+        let Some(bar) = &state.bar else { return };
+        if !now && state.drawn.is_some_and(|d| d.elapsed() < REDRAW) {
+            return;
+        }
+        state.drawn = Some(Instant::now());
+        // One column short of the width: a line that fills the last column wraps on
+        // some terminals.
+        let width = jellysnap::system::terminal_width().unwrap_or(80) as usize;
+        bar.set_message(render(
+            &Line {
+                phase: &state.phase,
+                done: state.done,
+                total: state.total,
+                files: state.files,
+                elapsed: state.started.elapsed(),
+            },
+            width.saturating_sub(1).max(10),
+        ));
     }
 }
 
 impl Progress for TermProgress {
     fn phase(&self, name: &str, total: Option<u64>) {
-        if let Some(b) = &self.bar {
-            b.set_position(0);
-            match total {
-                Some(t) => {
-                    b.set_length(t);
-                    b.set_style(
-                        ProgressStyle::with_template(
-                            "{msg:>22} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
-                }
-                None => {
-                    b.unset_length();
-                    b.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                }
-            }
-            b.set_message(name.to_string());
+        if !self.enabled {
+            return;
         }
+        let Ok(mut s) = self.state.lock() else { return };
+        if s.bar.is_none() {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            s.bar = Some(b);
+        }
+        s.phase = name.to_string();
+        s.done = 0;
+        s.total = total;
+        s.files = None;
+        s.started = Instant::now();
+        Self::draw(&mut s, true);
     }
 
     fn advance(&self, bytes: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(bytes);
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            s.done += bytes;
+            Self::draw(&mut s, false);
+        }
+    }
+
+    fn expect_files(&self, total: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            let done = s.files.map_or(0, |f| f.0);
+            s.files = Some((done, Some(total)));
+        }
+    }
+
+    fn file_done(&self) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            let (n, of) = s.files.unwrap_or((0, None));
+            s.files = Some((n + 1, of));
+            Self::draw(&mut s, false);
         }
     }
 
@@ -86,9 +250,108 @@ impl Progress for TermProgress {
         }
     }
 
+    /// Clear the line; a later phase starts a new one.
     fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(b) = s.bar.take() {
+                b.finish_and_clear();
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(done: u64, total: Option<u64>, secs: u64) -> Line<'static> {
+        Line {
+            phase: "restoring files",
+            done,
+            total,
+            files: None,
+            elapsed: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn a_line_with_a_total_shows_done_total_rate_and_time_left_within_80_columns() {
+        let l = line(300 << 20, Some(1200 << 20), 10);
+        let s = render(&l, 79);
+        assert!(s.chars().count() <= 79, "{s}");
+        assert!(!s.starts_with(' '), "{s:?}");
+        assert!(s.starts_with("restoring files ["), "{s}");
+        assert!(s.contains(" 25%"), "{s}");
+        assert!(s.contains("300.0 MiB/1.2 GiB"), "{s}");
+        assert!(s.contains("30.0 MiB/s"), "{s}");
+        assert!(s.contains("ETA 30s"), "{s}");
+    }
+
+    #[test]
+    fn a_narrow_terminal_drops_the_bar_and_the_rate_first() {
+        let l = line(300 << 20, Some(1200 << 20), 10);
+        let s = render(&l, 39);
+        assert!(s.chars().count() <= 39, "{s}");
+        assert!(!s.contains('['), "{s}");
+        assert!(s.contains(" 25%") && s.contains("ETA 30s"), "{s}");
+        assert!(!s.contains("/s"), "{s}");
+        // Narrower still, the phase and the percentage are what is left.
+        let s = render(&l, 20);
+        assert!(s.chars().count() <= 20, "{s}");
+        assert!(s.starts_with("restoring files"), "{s}");
+    }
+
+    #[test]
+    fn without_a_total_it_shows_bytes_rate_and_time_spent() {
+        let s = render(&line(5 << 20, None, 65), 79);
+        assert_eq!(s, "restoring files 5.0 MiB 78.8 KiB/s 1m05s");
+        let s = render(&line(5 << 20, None, 65), 39);
+        assert!(s.chars().count() <= 39, "{s}");
+    }
+
+    #[test]
+    fn a_backup_shows_files_out_of_the_estimate_and_keeps_them_at_40_columns() {
+        let mut l = line(300 << 20, Some(1200 << 20), 10);
+        l.phase = "backing up";
+        l.files = Some((1234, Some(5000)));
+        let s = render(&l, 79);
+        assert_eq!(
+            s,
+            "backing up  25% 300.0 MiB/1.2 GiB 30.0 MiB/s 1234/5000 files ETA 30s"
+        );
+        let s = render(&l, 39);
+        assert_eq!(s, "backing up  25% 1234/5000 files ETA 30s");
+    }
+
+    #[test]
+    fn an_estimate_that_turns_out_short_is_dropped() {
+        let mut l = line(2 << 30, Some(1 << 30), 10);
+        l.files = Some((12, Some(10)));
+        assert_eq!(
+            render(&l, 79),
+            "restoring files 12 files 2.0 GiB 204.8 MiB/s 10s"
+        );
+    }
+
+    #[test]
+    fn a_wait_shows_what_it_waits_for() {
+        let l = Line {
+            phase: "waiting for the backup started at 03:00 UTC (pid 4242) to finish",
+            done: 0,
+            total: None,
+            files: None,
+            elapsed: Duration::from_secs(75),
+        };
+        assert_eq!(
+            render(&l, 79),
+            "waiting for the backup started at 03:00 UTC (pid 4242) to finish"
+        );
+        assert_eq!(render(&l, 39).chars().count(), 39);
+    }
+
+    #[test]
+    fn the_time_left_is_unknown_until_bytes_have_come_in() {
+        let s = render(&line(0, Some(1 << 30), 0), 79);
+        assert!(s.contains("  0%") && s.contains("ETA --"), "{s}");
     }
 }

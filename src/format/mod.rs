@@ -6,6 +6,7 @@ pub mod chunker;
 pub mod chunklist;
 pub mod compress;
 pub mod config;
+pub mod damaged;
 pub mod dump;
 pub mod hosts;
 pub mod pack;

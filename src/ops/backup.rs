@@ -72,7 +72,11 @@ impl BackupOutcome {
 /// Open the repository a backup writes to, creating it first when it holds none and
 /// `opts.create_repository` allows it. The source is checked before anything is
 /// created. Returns the repository and whether it was created.
-pub fn open_repository(place: &Place, opts: &BackupOptions) -> Result<(Repository, bool)> {
+pub fn open_repository(
+    place: &Place,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Repository, bool)> {
     let mut created = false;
     if !Repository::exists(place)? {
         if !opts.create_repository {
@@ -86,7 +90,11 @@ pub fn open_repository(place: &Place, opts: &BackupOptions) -> Result<(Repositor
             Err(e) => return Err(e),
         }
     }
-    Ok((Repository::open(place, Access::Write)?, created))
+    let on_wait = |what: &str| progress.phase(what, None);
+    Ok((
+        Repository::open_noting(place, Access::Write, "backup", &on_wait)?,
+        created,
+    ))
 }
 
 /// What the walk needs, shared by all its threads. Counters are not here: each part of
@@ -214,7 +222,11 @@ fn backup_in_pool(
     let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
     let mut tally = missing_components(&ctx);
     clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
-    progress.phase("backing up", None);
+    // The parent's size is the estimate of this one's: most backups change little.
+    progress.phase("backing up", parent.map(|p| p.record.summary.logical_bytes));
+    if let Some(p) = parent {
+        progress.expect_files(p.record.summary.files);
+    }
     let (tree, walked) = match walk::walk_roots(&ctx, parent_root.as_ref()) {
         Ok(w) => w,
         // Workers see only "pack writer stopped"; report what stopped it.

@@ -22,7 +22,7 @@ use crate::id::{ChunkId, PackId};
 use crate::ops::progress::Progress;
 use crate::ops::reach;
 use crate::store::reads::Unopened;
-use crate::store::repo::Repository;
+use crate::store::repo::{Damaged, Repository};
 use crate::store::Key;
 
 /// How much pack data a check reads, besides the structure.
@@ -92,6 +92,17 @@ pub struct CheckReport {
     pub scratch_cleared: u64,
     pub problems: Vec<Problem>,
     pub affected: Vec<Affected>,
+    /// Snapshots that use a chunk an earlier check found damaged, of which a good copy
+    /// has since been stored (a backup of a file that still had the content): they
+    /// restore again. Those still without one are in `affected`.
+    pub healed: Vec<Affected>,
+    /// Why the damage this check found could not be recorded in the repository (it
+    /// cannot be written here): the next backup then deduplicates against it still.
+    pub damage_not_recorded: Option<String>,
+    /// Packs whose damage record named chunks that read back good when this check read
+    /// the pack whole (a read that failed on the way): their record now names only what
+    /// is damaged, or is gone.
+    pub damage_cleared: Vec<String>,
     /// Records written by a newer jellysnap (each message names the record and says to
     /// upgrade): not damage, but neither they nor what they reference could be checked.
     pub newer_format: Vec<String>,
@@ -118,15 +129,21 @@ pub fn check(
         repo,
         report,
         bad: HashSet::new(),
+        recorded: repo.damaged()?,
+        found: HashMap::new(),
+        read: HashSet::new(),
     };
     progress.phase("checking snapshots and trees", None);
     let (snaps, reach, failed_trees) = c.snapshots_and_trees()?;
     let located = c.locate_in_index(&reach)?;
     c.packs(located, failed_trees, read_data, progress)?;
+    c.record_found()?;
+    let healed = c.recorded_damage()?;
     if *read_data == ReadData::All {
         check_databases(repo, &snaps, &c.bad, &mut c.report, progress)?;
     }
     c.trace_affected(&snaps);
+    c.trace_healed(&snaps, &healed);
     progress.finish();
     Ok(c.report)
 }
@@ -136,6 +153,12 @@ struct Checker<'a> {
     repo: &'a Repository,
     report: CheckReport,
     bad: HashSet<ChunkId>,
+    /// The damage records, as the check started.
+    recorded: Damaged,
+    /// Chunks whose content this check found damaged, by pack.
+    found: HashMap<PackId, Vec<ChunkId>>,
+    /// The packs this check read whole.
+    read: HashSet<PackId>,
 }
 
 /// Where the index puts a referenced chunk: its offset and stored length in a pack.
@@ -200,8 +223,12 @@ impl Checker<'_> {
                 None => unindexed.push(*id),
             }
         }
+        self.bad.extend(unindexed.iter().copied());
+        // A chunk found damaged earlier is out of the index until a good copy is
+        // stored: the damage record reports it.
+        let recorded: HashSet<&ChunkId> = self.recorded.values().flatten().collect();
+        unindexed.retain(|id| !recorded.contains(id));
         if !unindexed.is_empty() {
-            self.bad.extend(unindexed.iter().copied());
             self.report.problems.push(problem(
                 "index",
                 None,
@@ -409,6 +436,23 @@ impl Checker<'_> {
     ) -> Result<()> {
         let damaged = self.read_pack(key, entries, progress)?;
         self.report.packs_read += 1;
+        self.read.extend(key.pack_id());
+        if let Some(pack) = key.pack_id().filter(|_| !damaged.is_empty()) {
+            self.found.insert(pack, damaged.clone());
+        }
+        // A damaged copy the index places nowhere else is what snapshots read; one it
+        // places in another pack (stored again since) is an unused copy, left to gc.
+        let mut damaged = damaged;
+        if let Some(pack) = key.pack_id() {
+            let index = self.repo.index();
+            let mut used = Vec::new();
+            for id in damaged {
+                if index.get(&id)?.is_none_or(|e| e.pack == pack) {
+                    used.push(id);
+                }
+            }
+            damaged = used;
+        }
         if !damaged.is_empty() {
             self.bad.extend(damaged.iter().copied());
             self.report.problems.push(problem(
@@ -449,6 +493,131 @@ impl Checker<'_> {
             Ok(())
         })?;
         Ok(damaged)
+    }
+
+    /// Record the damage this check found in the repository (docs/FORMAT.md, "Damage
+    /// records"), so that writers stop deduplicating against it and later checks report
+    /// it until a good copy is stored.
+    fn record_found(&mut self) -> Result<()> {
+        // A recorded pack read whole again: its record says what this read found (a
+        // read that failed on the way, twice, was recorded as damage; read back good
+        // now, it is not).
+        let mut again: Vec<PackId> = self
+            .recorded
+            .keys()
+            .filter(|p| self.read.contains(p))
+            .copied()
+            .collect();
+        again.sort();
+        if self.repo.read_only.is_none() {
+            for pack in again {
+                let now: HashSet<ChunkId> = self
+                    .found
+                    .get(&pack)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                if self.recorded.get(&pack) == Some(&now) {
+                    continue;
+                }
+                let mut chunks: Vec<ChunkId> = now.iter().copied().collect();
+                chunks.sort();
+                self.repo.set_damaged(pack, &chunks)?;
+                if self.recorded.get(&pack).is_some_and(|r| !r.is_subset(&now)) {
+                    self.report.damage_cleared.push(pack.to_hex());
+                }
+                match now.is_empty() {
+                    true => self.recorded.remove(&pack),
+                    false => self.recorded.insert(pack, now),
+                };
+            }
+        }
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        if let Some(ro) = &self.repo.read_only {
+            self.report.damage_not_recorded = Some(format!(
+                "the repository cannot be written here ({})",
+                ro.why
+            ));
+            return Ok(());
+        }
+        let mut found: Vec<(&PackId, &Vec<ChunkId>)> = self.found.iter().collect();
+        found.sort();
+        for (pack, chunks) in found {
+            self.repo.record_damaged(*pack, chunks)?;
+            self.recorded
+                .entry(*pack)
+                .or_default()
+                .extend(chunks.iter().copied());
+        }
+        Ok(())
+    }
+
+    /// The recorded damage: a chunk with a copy indexed in another pack is healed (its
+    /// snapshots restore from that copy); one without is damaged still and reported,
+    /// unless this check just read it. Returns the healed chunks.
+    fn recorded_damage(&mut self) -> Result<HashSet<ChunkId>> {
+        let mut healed = HashSet::new();
+        let mut packs: Vec<(&PackId, &HashSet<ChunkId>)> = self.recorded.iter().collect();
+        packs.sort_by_key(|(p, _)| **p);
+        for (pack, chunks) in packs {
+            let just_found: HashSet<&ChunkId> =
+                self.found.get(pack).into_iter().flatten().collect();
+            let mut still = Vec::new();
+            for id in chunks {
+                match self.repo.index().get(id)? {
+                    Some(e) if e.pack != *pack => {
+                        healed.insert(*id);
+                    }
+                    _ => {
+                        self.bad.insert(*id);
+                        if !just_found.contains(id) {
+                            still.push(*id);
+                        }
+                    }
+                }
+            }
+            if !still.is_empty() {
+                still.sort();
+                self.report.problems.push(problem(
+                    "chunk",
+                    Some(pack),
+                    still,
+                    "found damaged by an earlier `check --read-data`; no good copy is stored \
+                     yet (a backup of a file that still has this content stores it again)"
+                        .into(),
+                ));
+            }
+        }
+        healed.retain(|id| !self.bad.contains(id));
+        Ok(healed)
+    }
+
+    /// The snapshots that use a healed chunk and no damaged one.
+    fn trace_healed(&mut self, snaps: &[Snapshot], healed: &HashSet<ChunkId>) {
+        if healed.is_empty() {
+            return;
+        }
+        for s in snaps {
+            if self
+                .report
+                .affected
+                .iter()
+                .any(|a| a.snapshot == s.id.to_hex())
+            {
+                continue;
+            }
+            let paths = reach::paths_using(self.repo, s, healed);
+            if !paths.is_empty() {
+                self.report.healed.push(Affected {
+                    snapshot: s.id.to_hex(),
+                    name: s.record.name.clone(),
+                    paths,
+                });
+            }
+        }
     }
 
     /// Trace damaged chunks back to the snapshots and paths that use them.

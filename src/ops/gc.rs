@@ -192,6 +192,7 @@ pub fn plan_with_grace(
     }
     progress.phase("marking live chunks", None);
     let live = reach::mark(repo, &snaps)?;
+    let damaged = repo.damaged()?;
     progress.phase("reading pack trailers", None);
     let packs = repo.packs_sized()?;
     let listed: HashSet<PackId> = packs.iter().filter_map(|(k, _)| k.pack_id()).collect();
@@ -226,7 +227,7 @@ pub fn plan_with_grace(
     for ((key, size), entries) in packs.into_iter().zip(read) {
         let Some(id) = key.pack_id() else { continue };
         plan.repository_bytes += size;
-        let (entries, _) = entries?;
+        let (entries, scanned) = entries?;
         let mut p = PackPlan {
             pack: id.to_hex(),
             size,
@@ -258,11 +259,25 @@ pub fn plan_with_grace(
                 p.dead_bytes += e.record_len();
             }
         }
+        // A live chunk found damaged here, with no good copy yet, cannot be read to be
+        // moved: its pack stays as it is (`repair packs` moves what can be read).
+        let unreadable_live = damaged
+            .get(&id)
+            .is_some_and(|bad| p.live.iter().any(|e| bad.contains(&e.id)));
+        // A pack whose trailer is damaged lists only the records a scan recovered: what
+        // it holds beyond them is unknown, so it is neither deleted nor repacked.
+        if scanned {
+            live_bytes += p.live_bytes;
+            continue;
+        }
         if p.live_chunks == 0 {
             plan.bytes_freed += size;
             plan.delete.push(p);
         } else {
             live_bytes += p.live_bytes;
+            if unreadable_live {
+                continue;
+            }
             if p.dead_chunks > 0 {
                 partial.push(p);
             } else if p.size < small_below {
@@ -353,13 +368,17 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
         unindex(repo, p)?;
     }
 
-    // 3. Delete the files.
+    // 3. Delete the files (and the damage record of a damaged pack, after it).
+    let damaged = repo.damaged()?;
     for p in &doomed {
         let (Some(id), Some(key)) = (p.id, p.key) else {
             continue;
         };
         repo.store().delete(key)?;
         repo.forget_pack(key);
+        if damaged.contains_key(&id) {
+            repo.forget_damaged(id)?;
+        }
         if plan.delete.iter().any(|d| d.id == Some(id)) {
             report.packs_deleted += 1;
         }

@@ -95,7 +95,7 @@ pub fn snapshot(
         tags: opts.tags.clone(),
         create_repository: false,
     };
-    let (repo, _) = backup::open_repository(place, &bopts)?;
+    let (repo, _) = backup::open_repository(place, &bopts, progress)?;
     let base = base_name(&opts.old_version);
     // Another backup may take the name meanwhile: pick the next one then.
     let mut attempts = 0;

@@ -15,6 +15,7 @@ pub mod options;
 pub mod parallel;
 pub mod progress;
 pub mod reach;
+pub mod repair;
 pub mod restore;
 pub mod select;
 pub mod stats;

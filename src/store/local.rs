@@ -62,6 +62,7 @@ impl LocalStore {
             Key::Lease(id) => self.root.join("leases").join(id.to_hex()),
             Key::GcPending => self.root.join("gc-pending"),
             Key::PackEpoch => self.root.join("pack-epoch"),
+            Key::Damaged(id) => self.root.join("damaged").join(id.to_hex()),
         }
     }
 
@@ -130,8 +131,11 @@ impl LocalStore {
         let mut out = Vec::new();
         let names = match self.fs.list(dir) {
             Ok(n) => n,
-            // Leases are made on first use.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.ends_with("leases") => {
+            // Leases and damage records are made on first use.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && (dir.ends_with("leases") || dir.ends_with("damaged")) =>
+            {
                 return Ok(out)
             }
             Err(e) => return Err(Error::io(dir, e)),
@@ -180,8 +184,10 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: Key, bytes: &[u8]) -> Result<()> {
-        if let Key::Lease(_) = key {
-            self.ensure_dir(&self.root.join("leases"))?;
+        match key {
+            Key::Lease(_) => self.ensure_dir(&self.root.join("leases"))?,
+            Key::Damaged(_) => self.ensure_dir(&self.root.join("damaged"))?,
+            _ => {}
         }
         durable::write_atomic(self.fs.as_ref(), &self.path(key), bytes)
     }
@@ -284,6 +290,9 @@ impl Store for LocalStore {
             Kind::TreePack => self.list_packs("trees", Key::TreePack),
             Kind::Lease => self.list_dir(&self.root.join("leases"), |n| {
                 LeaseId::from_hex(n).map(Key::Lease)
+            }),
+            Kind::Damaged => self.list_dir(&self.root.join("damaged"), |n| {
+                PackId::from_hex(n).map(Key::Damaged)
             }),
         }
     }

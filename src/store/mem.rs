@@ -142,6 +142,7 @@ impl Store for MemStore {
                         | (Kind::Pack, Key::Pack(_))
                         | (Kind::TreePack, Key::TreePack(_))
                         | (Kind::Lease, Key::Lease(_))
+                        | (Kind::Damaged, Key::Damaged(_))
                 )
             })
             .map(|(k, v)| (*k, v.len() as u64))
@@ -174,6 +175,7 @@ impl Store for MemStore {
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
             Key::GcPending => "gc-pending".to_string(),
+            Key::Damaged(id) => format!("damaged/{}", id.to_hex()),
             Key::PackEpoch => "pack-epoch".to_string(),
         };
         format!("{}/{name}", self.name)

@@ -66,6 +66,9 @@ pub enum Key {
     /// The pack-set epoch: a token a gc of a shared repository changes after deleting
     /// packs, so that other hosts' caches know to reconcile their index.
     PackEpoch,
+    /// The damage record of a pack: its chunks `check --read-data` found damaged
+    /// (`format::damaged`). Named by the pack's id.
+    Damaged(PackId),
 }
 
 impl Key {
@@ -161,6 +164,8 @@ pub enum Kind {
     /// The packs under `trees/` ([`Key::TreePack`]).
     TreePack,
     Lease,
+    /// The damage records ([`Key::Damaged`]).
+    Damaged,
 }
 
 /// A hook the test store sets on the objects it stages (see [`Staged`]); `None` in

@@ -21,7 +21,7 @@
 //! end and keeps its tree packs few.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,7 +33,7 @@ use crate::format::record::{self, Compress};
 use crate::id::{ChunkId, PackId};
 use crate::store::index::{ChunkIndex, IndexEntry, PackInfo, RocksIndex};
 use crate::store::repo::Repository;
-use crate::store::{PackLayout, Staged, Store};
+use crate::store::{Key, PackLayout, Staged, Store};
 
 /// Start a named thread; a thread that cannot start is an error, never a silent no-op.
 fn spawn<T: Send + 'static>(
@@ -242,6 +242,7 @@ impl<'r> ChunkSink<'r> {
             written: to_syncer,
             durable: durable.clone(),
             unsettled: unsettled.clone(),
+            damaged: repo.damaged_packs().clone(),
         };
         let syncer = spawn("pack syncer", move || {
             sync_packs(store.as_ref(), layout, index, sync_rx, &synced)
@@ -360,7 +361,7 @@ impl<'r> ChunkSink<'r> {
             // gc marked for deletion is stored again: that pack may be gone before the
             // snapshot that would name it is committed.
             if let Some(e) = self.repo.index().get(id)? {
-                if !self.repo.is_doomed(&e.pack) {
+                if !self.repo.is_doomed(&e.pack) && !self.repo.is_damaged_copy(id, &e.pack) {
                     return Ok(false);
                 }
             }
@@ -679,6 +680,8 @@ struct Synced {
     written: Arc<Mutex<Vec<PackId>>>,
     durable: Arc<Durable>,
     unsettled: Option<Arc<RocksIndex>>,
+    /// The packs with a damage record (see [`Repository::damaged`]).
+    damaged: HashSet<PackId>,
 }
 
 /// Makes sealed packs durable in seal order: put the staged pack in the store, then
@@ -708,6 +711,12 @@ fn sync_packs(
             .collect();
         let info = PackInfo { size, kind: p.kind };
         index.insert_pack(p.id, info, &batch)?;
+        // A pack is named by its bytes: one put again under a damaged pack's name (the
+        // same chunks stored again, in the same order) replaced the damaged bytes with
+        // the original ones, so its damage record no longer holds.
+        if out.damaged.contains(&p.id) {
+            store.delete(Key::Damaged(p.id))?;
+        }
         out.durable.add(p.kind, batch.len());
         out.written
             .lock()

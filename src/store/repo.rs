@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext, RemoteErrorKind, Result};
 use crate::format::chunker::Chunker;
 use crate::format::chunklist;
 use crate::format::config::RepoConfig;
+use crate::format::damaged::DamagedPack;
 use crate::format::hosts::{GcPending, LeaseMode, PackEpoch};
 use crate::format::pack::{self, ChunkKind, PackEntry, RawLimits, TrailerOpen};
 use crate::format::record;
@@ -44,6 +45,19 @@ pub enum Access {
 
 pub struct Repository {
     location: Location,
+    /// Scratch space: `tmp/` of the state dir, or a directory of the cache dir when the
+    /// repository cannot be written here.
+    scratch: PathBuf,
+    /// Set when a reader found that the repository cannot be written here.
+    pub read_only: Option<ReadOnly>,
+    /// A writer's view of the damage records: chunks found damaged that have no good
+    /// copy indexed yet (their entries in the damaged packs are taken out of the index
+    /// at open, so the pack writer stores them again).
+    unhealed: HashSet<ChunkId>,
+    /// A writer's packs with a damage record.
+    damaged_packs: HashSet<PackId>,
+    /// A writer's damage records: copies not to deduplicate against.
+    damaged_copies: Damaged,
     /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
     state: PathBuf,
     store: Arc<dyn Store>,
@@ -82,6 +96,19 @@ pub struct Repository {
     /// [`Repository::load_tree_bytes`]).
     tree_map: Option<TreeMap>,
     _locks: Vec<LockGuard>,
+}
+
+/// A repository a reader cannot write (a read-only file system, a directory this user
+/// may not write): it is read as it is, and nothing is written to it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnly {
+    /// Why: "read-only file system" or "permission denied".
+    pub why: &'static str,
+    /// Whether the reader holds the repository lock, taken on the lock file opened
+    /// read-only (there is none to take when the repository has no lock file).
+    pub locked: bool,
+    /// Whether the index, missing or outdated, was read from the packs into memory.
+    pub index_in_memory: bool,
 }
 
 /// What reconciling the index with the store's listing of packs changed.
@@ -190,6 +217,17 @@ impl Repository {
     /// Open for `access`, as the command named `command` (what another host's lease
     /// conflict names).
     pub fn open_as(place: &Place, access: Access, command: &str) -> Result<Self> {
+        Self::open_noting(place, access, command, &|_| {})
+    }
+
+    /// [`Repository::open_as`], telling `on_wait` what it waits for while another
+    /// writer holds the writer lock (a backup queued behind another).
+    pub fn open_noting(
+        place: &Place,
+        access: Access,
+        command: &str,
+        on_wait: &dyn Fn(&str),
+    ) -> Result<Self> {
         let store = crate::store::open(&place.location)?;
         if !store.exists(Key::Config)? {
             return Err(Error::NotARepository(place.location.as_path()));
@@ -207,18 +245,39 @@ impl Repository {
             cache: cache.as_ref(),
         };
         let locks_dir = state.join("locks");
-        durable::create_dir_durable(&locks_dir)?;
         let mut locks = Vec::new();
         let repo_mode = if access == Access::Exclusive {
             LockMode::Exclusive
         } else {
             LockMode::Shared
         };
-        locks.push(lock::lock(
-            &locks_dir.join("repo"),
-            repo_mode,
-            Duration::ZERO,
-        )?);
+        let mut read_only = None;
+        match durable::create_dir_durable(&locks_dir)
+            .and_then(|()| lock::lock(&locks_dir.join("repo"), repo_mode, Duration::ZERO))
+        {
+            Ok(guard) => locks.push(guard),
+            Err(e) => match lock::cannot_write(&e) {
+                // Nothing can write to it through this path either: a reader goes on,
+                // under a lock taken read-only where the lock file is there.
+                Some(why) if access == Access::Read => {
+                    let guard = lock::lock_shared_read_only(&locks_dir.join("repo"))?;
+                    read_only = Some(ReadOnly {
+                        why,
+                        locked: guard.is_some(),
+                        index_in_memory: false,
+                    });
+                    locks.extend(guard);
+                }
+                Some(why) => {
+                    return Err(Error::ReadOnlyRepository {
+                        path: place.location.as_path(),
+                        why,
+                        command: command.to_string(),
+                    })
+                }
+                None => return Err(e),
+            },
+        }
         // Across hosts: a lease, taken after the local locks (a process of this host
         // that waits for them holds no lease meanwhile).
         let mut unleased = None;
@@ -266,17 +325,23 @@ impl Repository {
             None => HashSet::new(),
         };
         let index_path = state.join("index");
+        let mut unhealed = HashSet::new();
+        let mut damaged_packs = HashSet::new();
+        let mut damaged_copies = Damaged::new();
         let mut index_rebuilt = None;
         let mut reconciled = None;
         let mut listed = None;
         let mut rocks = None;
         let index: Arc<dyn ChunkIndex> = match access {
             Access::Write | Access::Exclusive => {
-                locks.push(lock::lock(
+                let writer = lock::lock_noting(
                     &locks_dir.join("writer"),
                     LockMode::Exclusive,
                     LOCK_WAIT_WRITER,
-                )?);
+                    on_wait,
+                )?;
+                writer.note_holder(command);
+                locks.push(writer);
                 let scratch = state.join("tmp");
                 durable::create_dir_durable(&scratch)?;
                 store.clear_scratch(&scratch);
@@ -287,11 +352,15 @@ impl Repository {
                 } else {
                     None
                 };
+                let damaged = read_damaged(store.as_ref())?;
                 if !current {
-                    index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
+                    index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
                 } else {
                     reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
                 }
+                unhealed = self::unhealed(&idx, &damaged)?;
+                damaged_copies = damaged.clone();
+                damaged_packs = damaged.keys().copied().collect();
                 let idx = Arc::new(idx);
                 rocks = Some(idx.clone());
                 idx
@@ -316,6 +385,18 @@ impl Repository {
                 };
                 match view {
                     Some(idx) if usable => Arc::new(idx),
+                    // Where nothing can be written, an index that is missing or behind
+                    // is read from the packs' trailers into memory for this run.
+                    view if read_only.is_some() => {
+                        drop(view);
+                        let idx = MemIndex::default();
+                        let damaged = read_damaged(store.as_ref())?;
+                        index_rebuilt = Some(rebuild_in_memory(&packs, &idx, &damaged)?);
+                        if let Some(r) = &mut read_only {
+                            r.index_in_memory = true;
+                        }
+                        Arc::new(idx)
+                    }
                     view => {
                         drop(view);
                         // Missing, outdated or behind the store: rebuild or reconcile
@@ -330,7 +411,9 @@ impl Repository {
                         {
                             let (idx, current) = RocksIndex::open(&index_path)?;
                             if !current {
-                                index_rebuilt = Some(rebuild_into(&packs, &idx, seen.as_ref())?);
+                                let damaged = read_damaged(store.as_ref())?;
+                                index_rebuilt =
+                                    Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
                             } else if seen.is_some() {
                                 let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
                                 {
@@ -362,8 +445,26 @@ impl Repository {
         let index = crate::store::testing::wrap_index(index);
         // A repository elsewhere reads trees from its local copies, placed by the index.
         let tree_map = cache.is_none();
+        // Scratch space (a check's database rebuilds) of a repository nothing can be
+        // written to lives in the cache dir.
+        let scratch = match read_only {
+            Some(_) => place
+                .cache_dir
+                .join("repos")
+                .join(&config.repo_id)
+                .join("tmp"),
+            None => state.join("tmp"),
+        };
+        if read_only.is_some() {
+            fs::create_dir_all(&scratch).at(&scratch)?;
+        }
         Ok(Repository {
             location: place.location.clone(),
+            scratch,
+            read_only,
+            unhealed,
+            damaged_packs,
+            damaged_copies,
             state,
             store,
             config,
@@ -407,6 +508,11 @@ impl Repository {
         idx.insert(&entries)?;
         Ok(Repository {
             location,
+            scratch: path.join("tmp"),
+            read_only: None,
+            unhealed: HashSet::new(),
+            damaged_packs: HashSet::new(),
+            damaged_copies: Damaged::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -448,6 +554,11 @@ impl Repository {
         let layout = PackLayout::of(&config);
         Ok(Repository {
             location: Location::Local(path.to_path_buf()),
+            scratch: path.join("tmp"),
+            read_only: None,
+            unhealed: HashSet::new(),
+            damaged_packs: HashSet::new(),
+            damaged_copies: Damaged::new(),
             state: path.to_path_buf(),
             store,
             config,
@@ -482,8 +593,16 @@ impl Repository {
         let config = load_config(store.as_ref())?;
         let state = place.state_dir(&config.repo_id);
         let locks_dir = state.join("locks");
-        durable::create_dir_durable(&locks_dir)?;
-        let _repo = lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO)?;
+        let _repo = durable::create_dir_durable(&locks_dir)
+            .and_then(|()| lock::lock(&locks_dir.join("repo"), LockMode::Exclusive, Duration::ZERO))
+            .map_err(|e| match lock::cannot_write(&e) {
+                Some(why) => Error::ReadOnlyRepository {
+                    path: place.location.as_path(),
+                    why,
+                    command: "repair index".into(),
+                },
+                None => e,
+            })?;
         let _writer = lock::lock(
             &locks_dir.join("writer"),
             LockMode::Exclusive,
@@ -517,7 +636,9 @@ impl Repository {
             layout: PackLayout::of(&config),
             cache: cache.as_ref(),
         };
-        rebuild_into(&packs, &idx, seen.as_ref())
+        let damaged = read_damaged(store.as_ref())?;
+        let report = rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?;
+        Ok(report)
     }
 
     /// Where the repository's objects are.
@@ -663,7 +784,7 @@ impl Repository {
 
     /// The repository's local scratch directory (staged packs, database captures).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.state.join("tmp")
+        self.scratch.clone()
     }
 
     /// Read a chunk, verified against its id. Returns its bytes, which live in `scratch`
@@ -1036,6 +1157,76 @@ impl Repository {
     /// Whether `pack` is marked for deletion by a gc (not to be deduplicated against).
     pub fn is_doomed(&self, pack: &PackId) -> bool {
         self.doomed.contains(pack)
+    }
+
+    /// Whether the copy of `id` in `pack` was found damaged (a writer's view): the pack
+    /// writer stores such a chunk again rather than deduplicate against it.
+    pub fn is_damaged_copy(&self, id: &ChunkId, pack: &PackId) -> bool {
+        self.damaged_copies
+            .get(pack)
+            .is_some_and(|b| b.contains(id))
+    }
+
+    /// The damage records (`check --read-data` wrote them): each pack with its chunks
+    /// found damaged.
+    pub fn damaged(&self) -> Result<Damaged> {
+        read_damaged(self.store.as_ref())
+    }
+
+    /// Record durably that `chunks` of `pack` are damaged, with what was recorded
+    /// before for that pack. One small object per pack, replaced atomically.
+    pub fn record_damaged(&self, pack: PackId, chunks: &[ChunkId]) -> Result<()> {
+        let key = Key::Damaged(pack);
+        let mut all: HashSet<ChunkId> = chunks.iter().copied().collect();
+        match self.store.get(key) {
+            Ok(b) => {
+                let (_, old) = DamagedPack::decode(&b, &self.store.describe(key))?
+                    .ids(&self.store.describe(key))?;
+                let before: HashSet<ChunkId> = old.iter().copied().collect();
+                all.extend(old);
+                if all == before {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.store.put(key, &DamagedPack::new(&pack, all).encode()?)
+    }
+
+    /// A writer's packs that have a damage record, as it opened.
+    pub(crate) fn damaged_packs(&self) -> &HashSet<PackId> {
+        &self.damaged_packs
+    }
+
+    /// Replace the damage record of `pack` with `chunks` (a check read the whole pack
+    /// again and found only these damaged), or drop it when there are none.
+    pub fn set_damaged(&self, pack: PackId, chunks: &[ChunkId]) -> Result<()> {
+        match chunks.is_empty() {
+            true => self.forget_damaged(pack),
+            false => self.store.put(
+                Key::Damaged(pack),
+                &DamagedPack::new(&pack, chunks.iter().copied()).encode()?,
+            ),
+        }
+    }
+
+    /// Drop the damage record of a pack that is gone (gc deleted it).
+    pub fn forget_damaged(&self, pack: PackId) -> Result<()> {
+        self.store.delete(Key::Damaged(pack))
+    }
+
+    /// Whether a parent snapshot's file node uses a chunk found damaged that has no good
+    /// copy yet: a backup then reads the file again instead of reusing the node, so the
+    /// chunk is stored again if the file still has that content.
+    pub fn needs_damaged(&self, node: &Node) -> bool {
+        if self.unhealed.is_empty() {
+            return false;
+        }
+        match self.file_chunks(node) {
+            Ok(chunks) => chunks.iter().any(|c| self.unhealed.contains(&c.id)),
+            Err(_) => true,
+        }
     }
 
     /// Where a pack writer notes, before it puts its first pack, that the store may
@@ -1457,27 +1648,120 @@ fn reconcile(
     Ok(changed.then_some(report))
 }
 
+/// The damage records: for each pack named, the chunks found damaged in it.
+pub type Damaged = HashMap<PackId, HashSet<ChunkId>>;
+
+/// Every damage record of the store (one listing, one read per record).
+fn read_damaged(store: &dyn Store) -> Result<Damaged> {
+    let mut out = Damaged::new();
+    for (key, _) in store.list(Kind::Damaged)? {
+        let bytes = match store.get(key) {
+            Ok(b) => b,
+            // Dropped by a gc since the listing.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let (pack, chunks) =
+            DamagedPack::decode(&bytes, &store.describe(key))?.ids(&store.describe(key))?;
+        out.entry(pack).or_default().extend(chunks);
+    }
+    Ok(out)
+}
+
+/// A pack's index entries, less the chunks recorded damaged in it (set aside in
+/// `deferred`): an index rebuilt from the trailers must not let a copy known to be
+/// damaged replace a good one.
+fn entries_but_damaged(
+    pack: PackId,
+    entries: &[PackEntry],
+    damaged: &Damaged,
+    deferred: &mut Vec<(ChunkId, IndexEntry)>,
+) -> Vec<(ChunkId, IndexEntry)> {
+    let bad = damaged.get(&pack);
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let entry = (e.id, IndexEntry::from_pack_entry(pack, e));
+        match bad.is_some_and(|b| b.contains(&e.id)) {
+            true => deferred.push(entry),
+            false => out.push(entry),
+        }
+    }
+    out
+}
+
+/// The recorded chunks that have no good copy indexed: no entry, or an entry in the
+/// pack where the chunk was found damaged. The index keeps such an entry (a record made
+/// from a read that failed on the way, and found wrong by a later check, then costs
+/// nothing); writers do not deduplicate against it ([`Repository::is_damaged_copy`]).
+fn unhealed(idx: &dyn ChunkIndex, damaged: &Damaged) -> Result<HashSet<ChunkId>> {
+    let mut out = HashSet::new();
+    for (pack, chunks) in damaged {
+        for id in chunks {
+            if idx.get(id)?.is_none_or(|e| e.pack == *pack) {
+                out.insert(*id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// After a rebuild that left the damaged copies out (`deferred`): index those that have
+/// no other copy, where they are (a read of one fails as damage, as before).
+fn index_damaged_last(idx: &dyn ChunkIndex, deferred: &[(ChunkId, IndexEntry)]) -> Result<()> {
+    let mut missing = Vec::new();
+    for (id, e) in deferred {
+        if idx.get(id)?.is_none() {
+            missing.push((*id, *e));
+        }
+    }
+    idx.insert(&missing)
+}
+
+/// An index for one run of a reader that cannot write the repository: every pack's
+/// trailer (or record scan) read into memory.
+fn rebuild_in_memory(
+    packs: &PackReader<'_>,
+    idx: &MemIndex,
+    damaged: &Damaged,
+) -> Result<RebuildReport> {
+    let mut report = RebuildReport::default();
+    let mut deferred = Vec::new();
+    for (key, _) in list_packs(packs.store, packs.layout)? {
+        let Some(pack) = key.pack_id() else { continue };
+        let (entries, scanned, _) = packs.entries(key)?;
+        if scanned {
+            report.recovered_by_scan.push(pack.to_hex());
+        }
+        let batch = entries_but_damaged(pack, &entries, damaged, &mut deferred);
+        idx.insert(&batch)?;
+        report.packs += 1;
+        report.chunks += batch.len() as u64;
+    }
+    index_damaged_last(idx, &deferred)?;
+    Ok(report)
+}
+
 fn rebuild_into(
     packs: &PackReader<'_>,
     idx: &RocksIndex,
     seen: Option<&SeenNow>,
+    damaged: &Damaged,
 ) -> Result<RebuildReport> {
     idx.clear()?;
     let mut report = RebuildReport::default();
+    let mut deferred = Vec::new();
     for (key, size) in list_packs(packs.store, packs.layout)? {
         let Some(pack) = key.pack_id() else { continue };
         let (entries, scanned, kind) = packs.entries(key)?;
         if scanned {
             report.recovered_by_scan.push(pack.to_hex());
         }
-        let batch: Vec<(ChunkId, IndexEntry)> = entries
-            .iter()
-            .map(|e| (e.id, IndexEntry::from_pack_entry(pack, e)))
-            .collect();
+        let batch = entries_but_damaged(pack, &entries, damaged, &mut deferred);
         idx.insert_pack(pack, PackInfo { size, kind }, &batch)?;
         report.packs += 1;
         report.chunks += batch.len() as u64;
     }
+    index_damaged_last(idx, &deferred)?;
     if let Some(seen) = seen {
         seen.record(idx)?;
     }
@@ -1748,7 +2032,7 @@ mod tests {
         };
         let (idx, _) = RocksIndex::open(&dir.path().join("index")).unwrap();
         let seen = SeenNow::read(&store, None).unwrap();
-        rebuild_into(&packs, &idx, Some(&seen)).unwrap();
+        rebuild_into(&packs, &idx, Some(&seen), &Damaged::new()).unwrap();
         assert_eq!(store.pack_lists(), 1);
         let none = HashSet::new();
         for _ in 0..3 {

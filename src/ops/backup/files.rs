@@ -31,8 +31,10 @@ pub(super) fn file_node(
     prev: Option<&Entry>,
     tally: &mut Tally,
 ) -> Result<Option<Node>> {
-    if let Some(node) = reused(prev, meta) {
+    if let Some(node) = reused(prev, meta).filter(|n| !ctx.repo.needs_damaged(n)) {
         tally.files_reused += 1;
+        ctx.progress.advance(meta.size);
+        ctx.progress.file_done();
         return Ok(Some(node));
     }
     for attempt in 1..=READ_ATTEMPTS {
@@ -129,6 +131,7 @@ fn stored(ctx: &Ctx, path: &Path, read: Read, tally: &mut Tally) -> Result<Node>
         ));
     }
     tally.files_read += 1;
+    ctx.progress.file_done();
     let trusted = read.stable && read.mtime_ns < ctx.trust_before_ns;
     let (chunks, indirect) = store_chunk_list(ctx, read.chunks)?;
     Ok(Node::File {

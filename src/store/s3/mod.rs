@@ -134,6 +134,7 @@ impl S3Store {
             Key::GcMarker => "gc-in-progress".to_string(),
             Key::Lease(id) => format!("leases/{}", id.to_hex()),
             Key::GcPending => "gc-pending".to_string(),
+            Key::Damaged(id) => format!("damaged/{}", id.to_hex()),
             Key::PackEpoch => "pack-epoch".to_string(),
         }
     }
@@ -311,6 +312,7 @@ impl Store for S3Store {
             Kind::Pack => ("packs/", |n| pack_name(n).map(Key::Pack)),
             Kind::TreePack => ("trees/", |n| pack_name(n).map(Key::TreePack)),
             Kind::Lease => ("leases/", |n| LeaseId::from_hex(n).map(Key::Lease)),
+            Kind::Damaged => ("damaged/", |n| PackId::from_hex(n).map(Key::Damaged)),
         };
         Ok(self
             .client

@@ -1,0 +1,275 @@
+//! Damage found by `check --read-data` is recorded in the repository and heals: the next
+//! backup of a file that still has the damaged content stores it again instead of
+//! deduplicating against the damaged copy; `check` reports the snapshots that need it
+//! until then, and says which are healed after; `repair packs` salvages what a damaged
+//! pack still holds; gc drops the damaged pack once nothing needs it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::env::{files_under, s, Env};
+use common::fixture::{Fixture, Rng};
+use serde_json::Value;
+
+fn data_packs(repo: &Path) -> BTreeSet<PathBuf> {
+    files_under(&repo.join("packs")).into_iter().collect()
+}
+
+/// Flip one byte inside the payload of the first record of `pack`, as a disk would.
+fn damage_first_record(pack: &Path) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pack)
+        .unwrap();
+    let at = 12 + 52 + 100;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+}
+
+/// A backed-up install, then a file of incompressible bytes backed up in a snapshot of
+/// its own, whose only new data pack is then damaged: (env, fixture, the file's path
+/// in snapshots, the snapshot id, the damaged pack).
+fn damaged_file() -> (Env, Fixture, String, String, PathBuf) {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    let before = data_packs(&env.repo);
+    let mut bytes = vec![0u8; 300 << 10];
+    Rng::new(17).fill(&mut bytes);
+    fs::write(fx.metadata_dir.join("heal-me.bin"), &bytes).unwrap();
+    let b = env.backup(&fx, &["--name", "with-the-file"]);
+    let id = b["id"].as_str().unwrap().to_string();
+    let new: Vec<PathBuf> = data_packs(&env.repo).difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    damage_first_record(&new[0]);
+    (env, fx, "heal-me.bin".into(), id, new[0].clone())
+}
+
+fn affected_paths(check: &Value, key: &str) -> Vec<String> {
+    check[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["paths"].as_array().unwrap().clone())
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_damaged_chunk_is_recorded_stored_again_by_the_next_backup_and_healed() {
+    let (env, fx, file, snap, pack) = damaged_file();
+    let pack_id = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let c = env.json(&["check", "--read-data"], 18);
+    assert!(
+        affected_paths(&c, "affected")
+            .iter()
+            .any(|p| p.ends_with(&file)),
+        "{c}"
+    );
+    // Recorded durably, under the pack's name.
+    let record = env.repo.join("damaged").join(&pack_id);
+    let rec: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(rec["version"], 1);
+    assert_eq!(rec["pack"], pack_id.as_str());
+    assert_eq!(rec["chunks"].as_array().unwrap().len(), 1, "{rec}");
+    // A check that reads no data reports it still, and so does the next backup's check
+    // until the content is stored again.
+    let c = env.json(&["check"], 18);
+    assert!(
+        affected_paths(&c, "affected")
+            .iter()
+            .any(|p| p.ends_with(&file)),
+        "{c}"
+    );
+    let out = env.expect(
+        &[
+            "restore",
+            &snap,
+            "--target",
+            env.root.join("r1").to_str().unwrap(),
+        ],
+        3,
+    );
+    assert!(s(&out.stderr).contains(&file), "{}", s(&out.stderr));
+
+    // The file is unchanged (size, times, inode): without the record, the backup would
+    // reuse its chunk list, and the damaged chunk would be inherited. (Another new file
+    // goes into the same pack, so that it is not the damaged pack's very bytes again.)
+    fs::write(fx.metadata_dir.join("another.bin"), vec![7u8; 100 << 10]).unwrap();
+    let b = env.backup(&fx, &[]);
+    assert!(
+        b["snapshot"]["summary"]["new_chunks"].as_u64().unwrap() >= 1,
+        "{b}"
+    );
+    let c = env.json(&["check"], 0);
+    let healed = affected_paths(&c, "healed");
+    assert!(healed.iter().any(|p| p.ends_with(&file)), "{c}");
+    assert!(c["affected"].as_array().unwrap().is_empty(), "{c}");
+    let text = env.expect(&["check"], 0);
+    assert!(
+        s(&text.stdout).contains("(with-the-file) is healed"),
+        "{}",
+        s(&text.stdout)
+    );
+    // The damaged copy is no longer used: reading every pack finds nothing a snapshot
+    // needs damaged.
+    env.json(&["check", "--read-data"], 0);
+    // The snapshot restores whole, from the good copy.
+    let (restored, _) = env.restore_to(&snap, "r2");
+    let copy = files_under(&restored)
+        .into_iter()
+        .find(|p| p.ends_with(&file))
+        .unwrap();
+    assert_eq!(
+        fs::read(copy).unwrap(),
+        fs::read(fx.metadata_dir.join(&file)).unwrap()
+    );
+
+    // gc drops the damaged pack once nothing needs it, and its record with it.
+    env.json(&["gc", "--max-unused", "0"], 0);
+    assert!(!pack.exists(), "the damaged pack is dropped");
+    assert!(!record.exists(), "its damage record goes with it");
+    env.json(&["check", "--read-data"], 0);
+}
+
+/// The content stored again alone makes the very pack that was damaged (a pack is named
+/// by its bytes): put again, it replaces the damaged bytes, and its record goes.
+#[test]
+fn a_pack_stored_again_under_its_own_name_replaces_the_damaged_one() {
+    let (env, fx, file, snap, pack) = damaged_file();
+    let pack_id = pack.file_name().unwrap().to_str().unwrap().to_string();
+    env.json(&["check", "--read-data"], 18);
+    let record = env.repo.join("damaged").join(&pack_id);
+    assert!(record.exists());
+    let b = env.backup(&fx, &[]);
+    assert_eq!(b["snapshot"]["summary"]["new_chunks"], 1, "{b}");
+    assert!(!record.exists(), "the pack is whole again: its record goes");
+    env.json(&["check", "--read-data"], 0);
+    let (restored, _) = env.restore_to(&snap, "r");
+    let copy = files_under(&restored)
+        .into_iter()
+        .find(|p| p.ends_with(&file))
+        .unwrap();
+    assert_eq!(
+        fs::read(copy).unwrap(),
+        fs::read(fx.metadata_dir.join(&file)).unwrap()
+    );
+}
+
+/// `repair packs` stores the readable chunks of a damaged pack again, so that they no
+/// longer depend on it; the damaged pack stays until what it held unreadably is stored
+/// again, then gc drops it.
+#[test]
+fn repair_packs_salvages_the_readable_chunks_of_a_damaged_pack() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    let before = data_packs(&env.repo);
+    for (name, seed) in [("one.bin", 1), ("two.bin", 2)] {
+        let mut bytes = vec![0u8; 300 << 10];
+        Rng::new(seed).fill(&mut bytes);
+        fs::write(fx.metadata_dir.join(name), &bytes).unwrap();
+    }
+    let snap = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let new: Vec<PathBuf> = data_packs(&env.repo).difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let pack = new[0].clone();
+    damage_first_record(&pack);
+    let c = env.json(&["check", "--read-data"], 18);
+    let bad = affected_paths(&c, "affected");
+    let (damaged, readable) = match bad.iter().any(|p| p.ends_with("one.bin")) {
+        true => ("one.bin", "two.bin"),
+        false => ("two.bin", "one.bin"),
+    };
+    assert!(!bad.iter().any(|p| p.ends_with(readable)), "{c}");
+
+    let r = env.json(&["repair", "packs"], 0);
+    assert!(r["packs"][0]["salvaged"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(
+        r["packs"][0]["unreadable"].as_array().unwrap().len(),
+        1,
+        "{r}"
+    );
+    assert!(
+        pack.exists(),
+        "the damaged pack stays: it holds what has no good copy"
+    );
+    // Now every record of the damaged pack fails: the readable file no longer needs it.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    // (Its trailer, the last few hundred bytes, stays readable.)
+    f.write_all_at(
+        &vec![0xa5; (len - 12 - 52 - 100 - 2000) as usize],
+        12 + 52 + 100,
+    )
+    .unwrap();
+    let target = env.root.join("r1");
+    let out = env.expect(&["restore", &snap, "--target", target.to_str().unwrap()], 3);
+    let err = s(&out.stderr);
+    assert!(err.contains(damaged) && !err.contains(readable), "{err}");
+    let copy = files_under(&target)
+        .into_iter()
+        .find(|p| p.ends_with(readable))
+        .unwrap();
+    assert_eq!(
+        fs::read(copy).unwrap(),
+        fs::read(fx.metadata_dir.join(readable)).unwrap()
+    );
+    // gc keeps the pack while a chunk only it held (unreadably) is needed.
+    env.json(&["gc", "--max-unused", "0"], 0);
+    assert!(pack.exists());
+    // The next backup stores the damaged content again; then gc drops the pack.
+    env.backup(&fx, &[]);
+    let c = env.json(&["check"], 0);
+    assert!(
+        affected_paths(&c, "healed")
+            .iter()
+            .any(|p| p.ends_with(damaged)),
+        "{c}"
+    );
+    env.json(&["gc", "--max-unused", "0"], 0);
+    assert!(!pack.exists());
+    env.json(&["check", "--read-data"], 0);
+    let (restored, _) = env.restore_to(&snap, "r2");
+    for name in ["one.bin", "two.bin"] {
+        let copy = files_under(&restored)
+            .into_iter()
+            .find(|p| p.ends_with(name))
+            .unwrap();
+        assert_eq!(
+            fs::read(copy).unwrap(),
+            fs::read(fx.metadata_dir.join(name)).unwrap()
+        );
+    }
+}
+
+/// A pack whose trailer is damaged lists only what a scan of its records recovers: gc
+/// knows nothing of the rest, so it neither deletes nor repacks the pack.
+#[test]
+fn gc_keeps_a_pack_whose_trailer_is_damaged() {
+    let (env, _fx, _file, _snap, pack) = damaged_file();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.write_all_at(&[0u8; 40], len - 40).unwrap();
+    let before = fs::read(&pack).unwrap();
+    env.cmd(&["gc", "--max-unused", "0"]).output();
+    assert_eq!(
+        fs::read(&pack).unwrap(),
+        before,
+        "the pack is kept as it is"
+    );
+}
