@@ -538,3 +538,23 @@ fn a_backup_and_an_in_place_restore_of_one_data_dir_exclude_each_other() {
     env.cmd(&["restore", "latest", "--in-place", "--force"])
         .expect(0);
 }
+
+/// An in-place restore cut short is finished by its snapshot after the snapshot was named
+/// (the edit gives it a new record id; the intent record names its first one), by the new
+/// name as by the id the backup printed; until then backups are refused.
+#[test]
+fn an_interrupted_rollback_is_finished_after_the_snapshot_was_named() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let id = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    fs::write(fx.metadata_dir.join("later.txt"), b"after the snapshot").unwrap();
+    env.cmd(&["restore", &id, "--in-place", "--force"])
+        .crash_at("restore-swap-1")
+        .crashes();
+    env.expect(&["name", &id[..8], "pre-rollback"], 0);
+    let data = fx.data_dir.to_str().unwrap();
+    env.expect(&["backup", "--data-dir", data], 21);
+    env.expect(&["restore", "pre-rollback", "--in-place", "--force"], 0);
+    assert!(!fx.metadata_dir.join("later.txt").exists());
+    env.expect(&["backup", "--data-dir", data], 0);
+}

@@ -379,3 +379,36 @@ fn a_restore_into_a_target_cut_short_is_finished_by_the_same_restore() {
         15,
     );
 }
+
+/// A restore into a target, cut short, is finished by the same snapshot after it was
+/// tagged or named (an edit gives it a new record id; the mark names its first one); a
+/// target holding nothing but what a restore killed before its mark was durable left is
+/// restored into as a resume.
+#[test]
+fn an_unfinished_target_restore_is_finished_after_the_snapshot_was_edited() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let (full, _) = env.restore_to(&first, "full");
+    let want = describe(&full, &[]);
+    let target = env.root.join("target");
+    let t = target.to_str().unwrap();
+    env.cmd(&["restore", &first, "--target", t])
+        .crash_at("restore-before-sync")
+        .crashes();
+    env.expect(&["tag", &first[..8], "--add", "kept"], 0);
+    env.expect(&["name", &first[..8], "before-test"], 0);
+    let r = env.json(&["restore", "before-test", "--target", t], 0);
+    assert_eq!(r["plan"]["resumed"], true, "{r}");
+    assert_same(&describe(&target, &[]), &want);
+
+    // Only a dead restore's temp file: resumed (and the file removed), not refused.
+    let lone = env.root.join("lone");
+    fs::create_dir(&lone).unwrap();
+    fs::write(lone.join(".jellysnap-restore-999999999-1-x"), b"").unwrap();
+    env.expect(
+        &["restore", "before-test", "--target", lone.to_str().unwrap()],
+        0,
+    );
+    assert_same(&describe(&lone, &[]), &want);
+}

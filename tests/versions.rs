@@ -271,12 +271,13 @@ fn the_listing_marks_snapshots_a_hook_took() {
     let list = env.json(&["snapshots"], 0);
     assert_eq!(list[0]["hook"], "apt");
     assert_eq!(list[1]["hook"], Value::Null);
+    // The table's TAGS column shows the hook's tag.
     let text = s(&env.expect(&["snapshots"], 0).stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains(" BY "), "{text}");
-    let by = lines[0].find(" BY ").unwrap() + 1;
-    assert!(lines[1][by..].starts_with("apt "), "{text}");
-    assert!(lines[2][by..].starts_with("- "), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("host ")).collect();
+    assert!(lines[0].contains(" TAGS "), "{text}");
+    let tags = lines[0].find(" TAGS ").unwrap() + 1;
+    assert!(lines[1][tags..].starts_with("hook:apt "), "{text}");
+    assert!(lines[2][tags..].starts_with("daily "), "{text}");
 }
 
 /// A data dir at 10.11.3 backed up before an upgrade, then the upgrade to 10.11.4 (no

@@ -93,7 +93,7 @@ fn execute_in_pool(
             let at = intent::begin(
                 data_dir,
                 &repo.location().as_path(),
-                &plan.snapshot,
+                &plan.origin,
                 &plan.components,
                 swaps(&ready),
             )
@@ -154,7 +154,7 @@ fn into_target(
     let mark = plan.target.as_ref().map(|t| t.join(RESTORE_TARGET));
     if let (Some(t), Some(mark)) = (&plan.target, &mark) {
         durable::create_dir_durable(t)?;
-        write_mark(mark, &super::target_mark(&plan.snapshot))?;
+        write_mark(mark, &super::target_mark(&plan.origin))?;
     }
     let stop = AtomicBool::new(false);
     let mut report = RestoreReport::default();

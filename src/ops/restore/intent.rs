@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::Component;
+use crate::format::snapshot::{Component, Snapshot};
 
 /// The intent record's name in the data dir.
 pub const INTENT_NAME: &str = ".jellysnap-restore-intent";
@@ -84,11 +84,11 @@ pub(super) fn end(path: &Path) -> Result<()> {
 }
 
 /// Refuse when an in-place restore of `data_dir` was interrupted, unless `rerun` is that
-/// same restore (its snapshot id in hex, and components including the interrupted one's),
-/// which completes it.
+/// same restore (its snapshot, edited since or not, and components including the
+/// interrupted one's), which completes it.
 pub fn ensure_no_interrupted_restore(
     data_dir: &Path,
-    rerun: Option<(&str, &[Component])>,
+    rerun: Option<(&Snapshot, &[Component])>,
 ) -> Result<()> {
     let path = data_dir.join(INTENT_NAME);
     let bytes = match std::fs::read(&path) {
@@ -102,7 +102,7 @@ pub fn ensure_no_interrupted_restore(
             .components
             .iter()
             .all(|c| components.iter().any(|have| have.name() == c));
-        if i.snapshot == snapshot && covered {
+        if super::names_snapshot(snapshot, &i.snapshot) && covered {
             return Ok(());
         }
     }

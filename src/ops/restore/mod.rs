@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::format::snapshot::{Component, Verified};
+use crate::format::snapshot::{Component, Snapshot, Verified};
 use crate::format::tree::{DbCapture, Entry};
 
 pub use database::{clear_dead_rebuilds, try_rebuild};
@@ -238,6 +238,10 @@ pub struct RestorePlan {
     /// The data dir of an in-place restore, where its intent record goes.
     #[serde(skip)]
     in_place: Option<PathBuf>,
+    /// The snapshot's first record's id in hex, which the marks of an unfinished restore
+    /// name: it stays the snapshot's through edits.
+    #[serde(skip)]
+    origin: String,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +261,13 @@ fn target_mark(snapshot_hex: &str) -> String {
 /// The snapshot (hex id) a target mark names.
 fn read_target_mark(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("snapshot: "))
+}
+
+/// Whether `id_hex`, as a mark or an intent record wrote it, names `snap`: its first
+/// record's id (what marks are written with: an edit of the snapshot since does not
+/// change it), or any of its records' (marks an earlier jellysnap wrote).
+fn names_snapshot(snap: &Snapshot, id_hex: &str) -> bool {
+    snap.origin().to_hex() == id_hex || snap.records().iter().any(|r| r.to_hex() == id_hex)
 }
 
 /// The mark an unfinished in-place restore leaves in a root (see `UNFINISHED_RESTORE`):

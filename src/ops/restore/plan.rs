@@ -44,7 +44,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         (data_dir, chosen)
     });
     if let Some((data_dir, chosen)) = &in_place {
-        super::ensure_no_interrupted_restore(data_dir, Some((&snap.id.to_hex(), chosen)))?;
+        super::ensure_no_interrupted_restore(data_dir, Some((snap, chosen)))?;
     }
 
     let unfinished = if in_place.is_some() {
@@ -323,9 +323,21 @@ fn check_destination(
     let rec = &snap.record;
     match &opts.destination {
         Destination::Target(t) => {
-            if t.exists() && fs::read_dir(t).at(t)?.next().is_some() {
+            let mut names = match fs::read_dir(t) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io(t, e)),
+            };
+            if !names.is_empty() {
                 let mark = fs::read_to_string(t.join(RESTORE_TARGET)).unwrap_or_default();
-                if read_target_mark(&mark) == Some(snap.id.to_hex().as_str()) {
+                if read_target_mark(&mark).is_some_and(|m| super::names_snapshot(snap, m)) {
+                    return Ok(true);
+                }
+                // Only what a restore killed before its mark was durable left (the
+                // mark's own temp file): nothing of anyone's, finished as a resume, which
+                // removes it.
+                names.retain(|n| !super::is_restore_leftover(n.as_bytes()));
+                if names.is_empty() {
                     return Ok(true);
                 }
                 return Err(Error::TargetNotEmpty(t.clone()));
@@ -387,6 +399,7 @@ impl RestorePlan {
     ) -> RestorePlan {
         let mut plan = RestorePlan {
             snapshot: snap.id.to_hex(),
+            origin: snap.origin().to_hex(),
             roots,
             components: components.into_iter().collect(),
             actions: Vec::new(),
