@@ -258,7 +258,7 @@ pub(super) fn write_batch(
 }
 
 /// Files from this size on are handed to writeback as soon as they are written.
-const WRITEBACK_AT_ONCE_FROM: u64 = 1 << 20;
+const WRITEBACK_AT_ONCE_FROM: u64 = 64 << 10;
 
 /// A written temp file gets the entry's metadata, through its open handle (no path
 /// lookups), and takes its final name.
