@@ -412,3 +412,44 @@ fn an_unfinished_target_restore_is_finished_after_the_snapshot_was_edited() {
     );
     assert_same(&describe(&lone, &[]), &want);
 }
+
+/// A restore killed while it rebuilt the database leaves the rebuild (and its -wal/-shm)
+/// beside the database's place; the restore that finishes the job removes them, into a
+/// target as in place.
+#[test]
+fn the_rebuild_a_killed_restore_left_beside_the_database_is_removed() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let id = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let (full, _) = env.restore_to(&id, "full");
+    let want = describe(&full, &[]);
+    let db_dir = full
+        .join("data")
+        .is_dir()
+        .then_some("data")
+        .expect("the fixture's database sits in data/");
+    // What a killed restore leaves: its rebuild, named with an owner that is gone.
+    let target = env.root.join("target");
+    env.cmd(&["restore", &id, "--target", target.to_str().unwrap()])
+        .crash_at("restore-before-sync")
+        .crashes();
+    let dead = ".jellysnap-restore-999999999.1-AbCdEf";
+    for side in ["", "-wal", "-shm"] {
+        fs::write(
+            target.join(db_dir).join(format!("{dead}{side}")),
+            b"rebuild",
+        )
+        .unwrap();
+        fs::write(fx.data_dir.join(db_dir).join(format!("{dead}{side}")), b"x").unwrap();
+    }
+    env.expect(&["restore", &id, "--target", target.to_str().unwrap()], 0);
+    assert_same(&describe(&target, &[]), &want);
+    env.expect(&["restore", &id, "--in-place", "--force"], 0);
+    for side in ["", "-wal", "-shm"] {
+        let name = format!("{dead}{side}");
+        assert!(
+            !fx.data_dir.join(db_dir).join(&name).exists(),
+            "{name} left in place"
+        );
+    }
+}

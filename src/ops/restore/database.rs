@@ -245,6 +245,11 @@ pub(super) fn prepare_databases(
             continue;
         };
         made.extend(super::missing_dirs(path.parent()));
+        // A restore killed while it rebuilt this database left its temp file (and the
+        // file's -wal/-shm) beside it: gone before this one makes its own.
+        if let Some(dir) = path.parent() {
+            clear_dead_rebuilds(dir);
+        }
         match prepare_database(repo, path, entry, proof.as_ref(), is_root, progress) {
             Ok(p) => ready.push(p),
             Err(e) => {
