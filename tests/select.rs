@@ -471,3 +471,44 @@ fn an_edit_is_refused_while_another_command_holds_the_repository() {
     }
     env.json(&["tag", "base", "--add", "x"], 0);
 }
+
+/// A snapshot the destination holds at the same or a later edit is not sent again (its
+/// older record would only pile up there, and its old name clash with a later one), and
+/// a record the source itself has superseded is never sent.
+#[test]
+fn a_copy_sends_each_snapshot_once_whatever_was_edited_on_either_side() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let dst = env.root.join("dst");
+    let dst_s = dst.to_str().unwrap();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    env.backup(&fx, &["--name", "other"]);
+    env.json(&["copy", "--to", dst_s, "--init"], 0);
+    // Edited in the destination: renamed there, and its old name given to another.
+    let at_dst = |args: &[&str]| common::env::Cmd::at_repo(&dst, args).json(0);
+    at_dst(&["name", "base", "renamed"]);
+    at_dst(&["name", "other", "other-renamed"]);
+    at_dst(&["name", "other-renamed", "base"]);
+    let records = record_files(&dst);
+    for _ in 0..2 {
+        let c = env.json(&["copy", "--to", dst_s], 0);
+        assert_eq!(c["report"]["copied"].as_array().unwrap().len(), 0, "{c}");
+        assert_eq!(record_files(&dst), records);
+    }
+    // A record the source superseded (an edit cut short before its delete) stays home.
+    let old_bytes = fs::read(env.repo.join("snapshots").join(&first)).unwrap();
+    env.json(&["tag", "base", "--add", "keep"], 0);
+    fs::write(env.repo.join("snapshots").join(&first), &old_bytes).unwrap();
+    let fresh = env.root.join("fresh");
+    env.json(&["copy", "--to", fresh.to_str().unwrap(), "--init"], 0);
+    assert_eq!(record_files(&fresh).len(), 2, "one record per snapshot");
+    let there = common::env::Cmd::at_repo(&fresh, &["snapshots"]).json(0);
+    let base = there
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "base")
+        .unwrap()
+        .clone();
+    assert_eq!(base["tags"], serde_json::json!(["keep"]));
+}

@@ -194,7 +194,10 @@ pub fn copy(
         None => HashSet::new(),
     };
     progress.phase("choosing snapshots", None);
-    let chosen = choose(src, &present, opts, &mut report)?;
+    let mut chosen = choose(src, &present, opts, &mut report)?;
+    if !chosen.is_empty() {
+        chosen = current_edits(src, dst.repo(), chosen, &mut report)?;
+    }
     if chosen.is_empty() {
         progress.finish();
         return Ok(report);
@@ -414,6 +417,47 @@ fn choose(
     }
     sort_written(&mut out, &src.config().repo_id, |(s, _)| s);
     report.already_present.sort_by_key(|s| s.time_ns);
+    Ok(out)
+}
+
+/// Of records the destination lacks, the ones to send: not a record the source itself
+/// has superseded by an edit (the snapshot goes as its current record), and not one of a
+/// snapshot the destination already holds at the same or a later edit (edited there,
+/// or copied before): sending it would only add a superseded record there, every run.
+/// Such a snapshot is already present.
+fn current_edits(
+    src: &Repository,
+    dst: Option<&Repository>,
+    chosen: Vec<(Snapshot, Vec<u8>)>,
+    report: &mut CopyReport,
+) -> Result<Vec<(Snapshot, Vec<u8>)>> {
+    let superseded: HashSet<SnapshotId> = src
+        .snapshots()?
+        .0
+        .iter()
+        .flat_map(|s| s.superseded.iter().copied())
+        .collect();
+    let held: HashMap<(SnapshotId, ChunkId), u64> = match dst {
+        Some(d) => d
+            .snapshots()?
+            .0
+            .iter()
+            .map(|s| ((s.origin(), s.record.tree), s.edits()))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let mut out = Vec::new();
+    for (snap, bytes) in chosen {
+        if superseded.contains(&snap.id) {
+            continue;
+        }
+        match held.get(&(snap.origin(), snap.record.tree)) {
+            Some(&there) if there >= snap.edits() => {
+                report.already_present.push(SnapshotRef::of(&snap));
+            }
+            _ => out.push((snap, bytes)),
+        }
+    }
     Ok(out)
 }
 
