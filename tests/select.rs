@@ -428,6 +428,24 @@ fn dump_streams_one_file_and_a_database_as_a_valid_sqlite_file() {
         .env("TMPDIR", &tmp)
         .expect(0);
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    // What an interrupted dump left (its owner gone) goes with the next dump; another
+    // dump's that is running stays.
+    let dead = tmp.join(".jellysnap-dump-999999999.1-5/data");
+    fs::create_dir_all(&dead).unwrap();
+    fs::write(dead.join("jellyfin.db"), b"a whole database").unwrap();
+    let live = tmp.join(format!(
+        ".jellysnap-dump-{}-5",
+        common::env::own_owner_tag()
+    ));
+    fs::create_dir(&live).unwrap();
+    env.cmd(&["dump", "base", "data/data/jellyfin.db"])
+        .env("TMPDIR", &tmp)
+        .expect(0);
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left, vec![live]);
     // A plain file, byte for byte.
     let file = common::env::files_under(&fx.metadata_dir)
         .into_iter()

@@ -88,6 +88,27 @@ impl Drop for Scratch {
     }
 }
 
+/// The scratch directories of database dumps, named with their owner (`sys::owner_tag`).
+const DUMP_PREFIX: &str = ".jellysnap-dump-";
+
+/// Remove what dumps whose process is gone (interrupted, killed) left in `scratch`: a
+/// whole database each. Best effort; a dump still running keeps its directory.
+fn clear_dead_dumps(scratch: &Path) {
+    let Ok(rd) = fs::read_dir(scratch) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(tail) = name.to_str().and_then(|n| n.strip_prefix(DUMP_PREFIX)) else {
+            continue;
+        };
+        let tag = tail.split('-').next().unwrap_or("");
+        if crate::sys::owner_alive(tag) == Some(false) && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn dump_database(
     repo: &Repository,
     snap: &Snapshot,
@@ -96,9 +117,10 @@ fn dump_database(
     out: &mut dyn Write,
     out_name: &Path,
 ) -> Result<Dumped> {
+    clear_dead_dumps(scratch);
     let dir = Scratch(scratch.join(format!(
-        ".jellysnap-dump-{}-{}",
-        std::process::id(),
+        "{DUMP_PREFIX}{}-{}",
+        crate::sys::owner_tag(),
         crate::ops::clock::now_ns()
     )));
     let opts = RestoreOptions {

@@ -555,3 +555,14 @@ pub fn set_pack_target(repo: &Path, bytes: u64) {
     out.extend_from_slice(serde_json::to_string_pretty(&body).unwrap().as_bytes());
     std::fs::write(&path, out).unwrap();
 }
+
+/// This test process as the owner of scratch names (`<pid>.<start time>`, as jellysnap
+/// names its own): a name with it belongs to a process that is running.
+#[allow(dead_code)]
+pub fn own_owner_tag() -> String {
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let start = rest.split_whitespace().nth(19).unwrap();
+    format!("{pid}.{start}")
+}
