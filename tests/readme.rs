@@ -524,3 +524,79 @@ fn the_hourly_schedule_runs_as_written() {
         .env("JELLYSNAP_CONFIG", &config)
         .expect(0);
 }
+
+/// Every `jellysnap` command line of the README's sh blocks is one the binary accepts:
+/// run as written (its paths moved under a temp dir, against a repository made there),
+/// none is refused as a usage error (exit code 2: an unknown flag or subcommand, a value
+/// of the wrong kind). Lines that install hooks or reach object storage are left to the
+/// tests that run those sections with their directories and a loopback server.
+#[test]
+fn every_readme_command_line_is_one_the_binary_accepts() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let env = common::env::Env::new();
+    let root = env.root.clone();
+    // The configuration file `setup` writes, as the README's own sequence has it.
+    let fx = env.fixture(&common::fixture::FixtureSpec::small(
+        common::fixture::Layout::Debian,
+    ));
+    let config = root.join("jellysnap.toml");
+    Cmd::new(&[
+        "--repo",
+        root.join("repo").to_str().unwrap(),
+        "setup",
+        "--data-dir",
+        fx.data_dir.to_str().unwrap(),
+    ])
+    .env("JELLYSNAP_CONFIG", &config)
+    .expect(0);
+    let moved = |a: &str| -> String {
+        if a.starts_with('/') {
+            format!("{}{a}", root.display())
+        } else {
+            a.to_string()
+        }
+    };
+    let mut ran = 0;
+    for block in readme.split("```sh\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for line in block.lines().map(str::trim) {
+            let line = line.strip_prefix("$ ").unwrap_or(line);
+            let line = line.strip_prefix("sudo ").unwrap_or(line);
+            let Some(rest) = line.strip_prefix("jellysnap ") else {
+                continue;
+            };
+            let rest = rest
+                .split(" #")
+                .next()
+                .unwrap()
+                .split(" > ")
+                .next()
+                .unwrap();
+            if rest.contains("s3:") || rest.contains('$') || rest.contains("hook ") {
+                continue;
+            }
+            if rest.contains("setup ") {
+                continue;
+            }
+            let args: Vec<String> = rest
+                .split_whitespace()
+                .map(|a| moved(a.trim_matches('\'')))
+                .collect();
+            let out = Cmd::new(&args)
+                .env("JELLYSNAP_CONFIG", &config)
+                .env_remove("JELLYSNAP_REPO")
+                .env("XDG_CACHE_HOME", root.join("cache"))
+                .env("XDG_STATE_HOME", root.join("state"))
+                .output();
+            assert_ne!(
+                out.status.code(),
+                Some(2),
+                "README: `jellysnap {rest}` is a usage error: {}",
+                s(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 40, "only {ran} README command lines found");
+}
