@@ -243,8 +243,17 @@ fn a_killed_check_leaves_no_rebuild_behind_and_a_running_one_keeps_its_own() {
         .pause_at("check-rebuilt", 4000)
         .quiet()
         .spawn();
+    // Its rebuild's name shows before the rebuild is done (and may be replaced while it
+    // is made): taken once it has stayed the same for a while, well inside the pause.
+    let mut last = Vec::new();
     wait_until("the running check has rebuilt its database", || {
-        !rebuilds().is_empty()
+        let now = rebuilds();
+        let settled = !now.is_empty() && now == last;
+        last = now;
+        if !settled {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        settled
     });
     let mine = rebuilds();
     env.json(&["check"], 0);
