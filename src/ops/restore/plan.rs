@@ -56,10 +56,13 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     let root_tree = repo.load_tree(&rec.tree)?;
     let mut p = Planner::new(repo, rec, &selection, &opts.protect);
     p.trees = prefetch_trees(repo, &root_tree, &roots, &selection);
-    // At most an action or two per entry: reserved at once, the list never holds two
-    // copies of itself while it grows.
-    let entries: usize = p.trees.values().map(|t| t.entries.len()).sum();
-    p.actions.reserve(entries + root_tree.entries.len());
+    // About an action per entry: reserved at once, the list never holds two copies of
+    // itself while it grows. Not for part of a snapshot (`--include`, a `dump`): its
+    // few actions would hold room for every entry.
+    if opts.include.is_empty() {
+        let entries: usize = p.trees.values().map(|t| t.entries.len()).sum();
+        p.actions.reserve(entries + root_tree.entries.len());
+    }
     p.snapshot = snap.id.short();
     p.verify = opts.verify || !unfinished.is_empty() || resumed;
     for m in &roots {
