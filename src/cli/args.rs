@@ -22,10 +22,12 @@ pub struct Cli {
     /// Print results as JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
-    /// Print only errors
+    /// No progress, summaries or warnings; the data a command exists to print (listings,
+    /// a dry run's plan) and errors still are
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print more detail (per-file warnings are always printed)
+    /// Print more detail: `backup -v` lists the files added, changed and removed, `-vv`
+    /// every file (per-file warnings are always printed)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
