@@ -33,6 +33,7 @@ use super::{no_space, unfinished_mark, Action, RestorePlan, RestoreReport};
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Component;
 use crate::format::tree::Entry;
+use crate::id::PackId;
 use crate::jellyfin::layout::{RESTORE_TARGET, UNFINISHED_RESTORE};
 use crate::ops::progress::Progress;
 use crate::store::durable;
@@ -581,24 +582,36 @@ const PACK_BATCH_FILES: usize = 4096;
 fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a>> {
     let shape = repo.store().read_shape();
     let mut work = Vec::new();
-    let mut small = Vec::new();
-    for &a in files {
+    // Where each small file's first chunk is, as (pack number, offset, the file's place
+    // in `files`); packs are numbered as first seen, 0 for a chunk the index does not
+    // place (sorted first; its read says why). A key of 24 bytes rather than a pack id
+    // and the file's references: with 300,000 small files that is ~20 MB less, held at
+    // the restore's peak.
+    let mut packs: HashMap<PackId, u32> = HashMap::new();
+    let mut small: Vec<(u32, u64, usize)> = Vec::with_capacity(files.len());
+    for (i, &a) in files.iter().enumerate() {
         match a {
-            Action::Write { path, entry, size } => match batch_chunks(entry) {
+            Action::Write { entry, .. } => match batch_chunks(entry) {
                 Some(chunks) => {
-                    // Unindexed (or an index that fails): sorted first; its read says why.
                     let at = chunks
                         .first()
-                        .and_then(|c| repo.index().get(&c.id).ok().flatten())
-                        .map(|e| (e.pack, e.offset));
-                    small.push((at, (path.as_path(), entry, chunks), *size));
+                        .and_then(|c| repo.index().get(&c.id).ok().flatten());
+                    let (pack, offset) = match at {
+                        Some(e) => {
+                            let next = u32::try_from(packs.len() + 1).unwrap_or(u32::MAX);
+                            (*packs.entry(e.pack).or_insert(next), e.offset)
+                        }
+                        None => (0, 0),
+                    };
+                    small.push((pack, offset, i));
                 }
                 None => work.push(Work::One(a)),
             },
             a => work.push(Work::One(a)),
         }
     }
-    small.sort_by_key(|(at, _, _)| *at);
+    drop(packs);
+    small.sort_unstable();
     let per_batch = match shape.by_pack {
         true => PACK_BATCH_FILES,
         false => small
@@ -607,14 +620,20 @@ fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a
             .clamp(1, BATCH_FILES),
     };
     let (mut batch, mut batch_bytes, mut batch_pack) = (Vec::new(), 0u64, None);
-    for (at, file, size) in small {
-        let pack = at.map(|(p, _)| p);
+    for (pack, _, i) in small {
+        let Action::Write { path, entry, size } = files[i] else {
+            continue;
+        };
+        let Some(chunks) = batch_chunks(entry) else {
+            continue;
+        };
+        let pack = Some(pack).filter(|&p| p != 0);
         if shape.by_pack && !batch.is_empty() && pack != batch_pack {
             work.push(Work::Batch(std::mem::take(&mut batch)));
             batch_bytes = 0;
         }
         batch_pack = pack;
-        batch.push(file);
+        batch.push((path.as_path(), entry, chunks));
         batch_bytes += size;
         if batch.len() >= per_batch || batch_bytes >= shape.max_read as u64 {
             work.push(Work::Batch(std::mem::take(&mut batch)));

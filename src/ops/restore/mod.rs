@@ -152,8 +152,10 @@ pub enum Action {
         /// The SQLite version that made the backup's proof (or the copy).
         #[serde(skip_serializing_if = "Option::is_none")]
         sqlite_version: Option<String>,
+        /// Boxed: a plan holds an action per entry of the snapshot, and this variant
+        /// would otherwise set every action's size.
         #[serde(skip)]
-        entry: Entry,
+        entry: Box<Entry>,
         /// The observation digest the backup proved; `Some` exactly when
         /// `verified_at_backup`.
         #[serde(skip)]

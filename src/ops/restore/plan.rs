@@ -735,7 +735,7 @@ impl<'a> Planner<'a> {
                 capture: database,
                 verified_at_backup: proof.is_some(),
                 sqlite_version: rec.map(|d| d.sqlite_version.clone()),
-                entry,
+                entry: Box::new(entry),
                 proof,
             }
         } else {
