@@ -606,9 +606,13 @@ fn example(sc: &mut Scenario, key: &str, sh: &str, l: &Line) -> bool {
                 let words: Vec<&str> = shown.split_whitespace().collect();
                 let ok = match words.first().copied() {
                     None => true,
-                    Some("host") => got
-                        .iter()
-                        .any(|g| g.starts_with("host ") && g.contains(", data dir ")),
+                    // The same data dir, on this machine's host name.
+                    Some("host") => {
+                        let dir = shown.split_once(", data dir ").unwrap().1;
+                        let dir = format!(", data dir {}", sc.moved(dir).display());
+                        got.iter()
+                            .any(|g| g.starts_with("host ") && g.ends_with(&dir))
+                    }
                     Some("ID") => got
                         .iter()
                         .any(|g| g.split_whitespace().collect::<Vec<_>>() == words),
