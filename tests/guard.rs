@@ -743,6 +743,47 @@ fn a_hook_whose_line_cannot_be_printed_still_lets_apt_go_on() {
     assert_eq!(g.snapshots().len(), 1);
 }
 
+/// The README's container upgrade, as written: `docker compose run --rm jellysnap init`
+/// run as the compose file runs the service, `pull` a no-op here, and `up` the one-shot
+/// at the tag given (Jellyfin's own start is not played): the repository is made, and the
+/// start of 10.11.4 is preceded by a snapshot of the 10.11.3 data.
+#[test]
+fn the_readme_container_upgrade_runs_as_written() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("\n### Containers (Docker Compose)\n")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has the container upgrade");
+    let (command, env) = compose_service();
+    let g = Guard::new(Layout::Docker);
+    let service = compose_runner(&g, &env);
+    let mut ran = Vec::new();
+    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (tag, rest) = match line.strip_prefix("JELLYFIN_VERSION=") {
+            Some(r) => r.split_once(' ').unwrap(),
+            None => ("latest", line),
+        };
+        if let Some(args) = rest.strip_prefix("docker compose run --rm jellysnap ") {
+            let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+            service(&args, tag);
+        } else if rest == "docker compose up -d" {
+            service(&command, tag);
+        } else {
+            assert_eq!(rest, "docker compose pull", "{line}");
+        }
+        ran.push(line.to_string());
+    }
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    let snaps = g.env.json(&["snapshots"], 0);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["name"], "before-jellyfin-10.11.3");
+    assert_eq!(tags_of(&snaps[0]), ["hook:container"]);
+}
+
 /// The README's container rollback, its `docker compose run --rm jellysnap ...` commands
 /// run as the compose file runs them (its environment, /config the data dir, /backup the
 /// repository), after the one-shot snapshotted a first start of 10.11.4 and the data
