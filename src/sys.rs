@@ -362,6 +362,28 @@ impl DirFd {
     }
 }
 
+/// Give the calling thread the least CPU and I/O priority (nice 19, the idle I/O class),
+/// for work that must yield to the rest of the process. Best effort: a scheduler that
+/// has no I/O classes ignores the second.
+pub fn background_thread() {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: both calls take integers only and change this thread's priority alone (a
+    // thread id as the "process" of PRIO_PROCESS / IOPRIO_WHO_PROCESS names one thread).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+    }
+}
+
 /// The width in columns of the terminal on stderr, when it is one.
 pub fn terminal_width() -> Option<u16> {
     let mut ws = libc::winsize {

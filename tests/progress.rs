@@ -1,5 +1,6 @@
-//! Progress on a terminal, through the binary: a backup queued behind another one's
-//! writer lock says whose it waits for; with no terminal nothing is drawn.
+//! Progress on a terminal, through the binary: a first backup shows files and bytes out
+//! of the totals counted ahead of its walk; a backup queued behind another one's writer
+//! lock says whose it waits for; with no terminal nothing is drawn.
 
 mod common;
 
@@ -11,6 +12,11 @@ use common::env::{s, wait_until, Env, BIN};
 /// `args` run by the binary on a pseudo-terminal (`script`), as a person would run
 /// them: (exit status, what the terminal showed).
 fn on_a_terminal(env: &Env, args: &[&str]) -> (bool, String) {
+    on_a_terminal_with(env, args, &[])
+}
+
+/// [`on_a_terminal`], with `vars` set in the command's environment.
+fn on_a_terminal_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (bool, String) {
     let mut line = format!("{BIN} --repo {}", env.repo.display());
     for a in args {
         line.push(' ');
@@ -20,9 +26,48 @@ fn on_a_terminal(env: &Env, args: &[&str]) -> (bool, String) {
         .args(["-qec", &line, "/dev/null"])
         .env("JELLYSNAP_CONFIG", "/dev/null")
         .env("COLUMNS", "80")
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     (out.status.success(), s(&out.stdout))
+}
+
+#[test]
+fn a_first_backup_shows_files_and_bytes_out_of_the_counted_total() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    // The walk waits after its first file, long enough for the count ahead of it to end
+    // and its totals to be drawn.
+    let (ok, screen) = on_a_terminal_with(
+        &env,
+        &["backup", "--init", "--data-dir", data],
+        &[
+            ("JELLYSNAP_PAUSE_AT", "backup-first-file"),
+            ("JELLYSNAP_PAUSE_MS", "3000"),
+        ],
+    );
+    assert!(ok, "{screen}");
+    // The snapshot's file count, from its summary ("  files N (...").
+    let files: u64 = screen
+        .split("\n  files ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file count in {screen}"));
+    assert!(files > 1, "{screen}");
+    // A drawn line: files out of exactly the snapshot's count, bytes out of a total and
+    // a percentage, counted to the end (no `≥`).
+    let counted = format!("/{files} files");
+    let line = screen
+        .split(['\r', '\n'])
+        .find(|l| l.contains("backing up") && l.contains(&counted))
+        .unwrap_or_else(|| panic!("no line with {counted:?} in {screen:?}"));
+    let bytes_of_total = line
+        .match_indices("B/")
+        .any(|(i, _)| line[i + 2..].starts_with(|c: char| c.is_ascii_digit()));
+    assert!(line.contains('%') && bytes_of_total, "{line:?}");
+    assert!(!line.contains('≥'), "{line:?}");
 }
 
 #[test]
@@ -49,7 +94,7 @@ fn a_backup_queued_behind_another_says_whose_it_waits_for() {
             && screen.contains(&format!(" UTC (pid {pid}) to finish")),
         "{screen}"
     );
-    // Once the first is done, the second backs up, its progress out of its parent's size.
+    // Once the first is done, the second backs up.
     assert!(screen.contains("backing up"), "{screen}");
 }
 

@@ -1,7 +1,8 @@
 //! Progress on stderr (only on a terminal) and warnings. One line, drawn by indicatif
 //! from what [`render`] makes of the phase: done out of the total, the rate and the time
 //! left, fitted to the terminal's width (the least useful parts go first), so that it
-//! never wraps; cleared when the command ends, leaving nothing behind.
+//! never wraps; cleared when the command ends, leaving nothing behind. A total still
+//! being counted (a backup's, counted ahead of its walk) is marked `≥`.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -31,6 +32,8 @@ struct State {
     done: u64,
     total: Option<u64>,
     files: Option<(u64, Option<u64>)>,
+    /// The totals are still being counted.
+    counting: bool,
     started: Instant,
     drawn: Option<Instant>,
 }
@@ -42,6 +45,8 @@ pub(crate) struct Line<'a> {
     pub(crate) total: Option<u64>,
     /// Files gone through, and how many are expected.
     pub(crate) files: Option<(u64, Option<u64>)>,
+    /// The totals are counted so far, not yet all: they can only grow.
+    pub(crate) counting: bool,
     pub(crate) elapsed: Duration,
 }
 
@@ -56,16 +61,19 @@ fn duration(d: Duration) -> String {
 }
 
 /// The line for `l`, at most `width` columns: the phase, a bar, the percentage, bytes
-/// done out of the total, the rate and the time left. What does not fit goes, the bar
-/// first, then the rate, the byte counts and the time left; the phase is cut last.
+/// done out of the total, the rate, files done out of theirs and the time left. What
+/// does not fit goes, the bar first, then the rate, the byte counts, the file counts
+/// and the time left; the phase is cut last.
 pub(crate) fn render(l: &Line, width: usize) -> String {
     let secs = l.elapsed.as_secs_f64();
     let rate = (secs > 0.5).then(|| l.done as f64 / secs);
     let rate_s = rate.map(|r| format!("{}/s", render::size(r as u64)));
     let mut parts: Vec<(u8, String)> = Vec::new();
-    // An estimate that turns out short is dropped rather than shown as 100%.
+    let at_least = if l.counting { "≥" } else { "" };
+    // A total that turns out short (an estimate, or a count behind the work) is dropped
+    // rather than shown as 100%.
     let files = l.files.map(|(n, of)| match of {
-        Some(of) if n <= of => (3, format!("{n}/{of} files")),
+        Some(of) if n <= of => (3, format!("{n}/{at_least}{of} files")),
         _ => (3, format!("{n} files")),
     });
     let total = l.total.filter(|t| *t > 0 && l.done <= *t);
@@ -74,7 +82,10 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
             let done = l.done.min(total);
             let pct = done * 100 / total;
             parts.push((5, format!("{pct:>3}%")));
-            parts.push((2, format!("{}/{}", render::size(done), render::size(total))));
+            parts.push((
+                2,
+                format!("{}/{at_least}{}", render::size(done), render::size(total)),
+            ));
             if let Some(r) = rate_s {
                 parts.push((1, r));
             }
@@ -86,7 +97,9 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
                 _ => "ETA --".to_string(),
             };
             parts.extend(files);
-            parts.push((4, left));
+            // While the totals are still counted, the count growing says more than a
+            // time left taken from part of them.
+            parts.push((if l.counting { 2 } else { 4 }, left));
         }
         // Nothing done yet (waiting for a lock, a phase without bytes): the phase alone
         // (the line is drawn again only as work comes in, so a time would stand still).
@@ -101,7 +114,12 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
         }
     }
     let fits = |parts: &[(u8, String)], bar: usize| {
-        l.phase.chars().count() + parts.iter().map(|(_, s)| s.len() + 1).sum::<usize>() + bar
+        l.phase.chars().count()
+            + parts
+                .iter()
+                .map(|(_, s)| s.chars().count() + 1)
+                .sum::<usize>()
+            + bar
             <= width
     };
     // A bar of at least 10 columns, when there is a total and room for it.
@@ -145,6 +163,7 @@ impl TermProgress {
                 done: 0,
                 total: None,
                 files: None,
+                counting: false,
                 started: Instant::now(),
                 drawn: None,
             }),
@@ -178,6 +197,7 @@ impl TermProgress {
                 done: state.done,
                 total: state.total,
                 files: state.files,
+                counting: state.counting,
                 elapsed: state.started.elapsed(),
             },
             width.saturating_sub(1).max(10),
@@ -203,6 +223,7 @@ impl Progress for TermProgress {
         s.done = 0;
         s.total = total;
         s.files = None;
+        s.counting = false;
         s.started = Instant::now();
         Self::draw(&mut s, true);
     }
@@ -217,10 +238,21 @@ impl Progress for TermProgress {
         }
     }
 
-    fn expect_files(&self, total: u64) {
+    fn shows_totals(&self) -> bool {
+        self.enabled
+    }
+
+    fn totals(&self, files: u64, bytes: u64, counting: bool) {
+        if !self.enabled {
+            return;
+        }
         if let Ok(mut s) = self.state.lock() {
             let done = s.files.map_or(0, |f| f.0);
-            s.files = Some((done, Some(total)));
+            s.files = Some((done, Some(files)));
+            s.total = Some(bytes);
+            s.counting = counting;
+            // The final count is drawn at once: the work may bring no redraw for a while.
+            Self::draw(&mut s, !counting);
         }
     }
 
@@ -270,6 +302,7 @@ mod tests {
             done,
             total,
             files: None,
+            counting: false,
             elapsed: Duration::from_secs(secs),
         }
     }
@@ -310,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_shows_files_out_of_the_estimate_and_keeps_them_at_40_columns() {
+    fn a_backup_shows_files_out_of_the_total_and_keeps_them_at_40_columns() {
         let mut l = line(300 << 20, Some(1200 << 20), 10);
         l.phase = "backing up";
         l.files = Some((1234, Some(5000)));
@@ -321,6 +354,63 @@ mod tests {
         );
         let s = render(&l, 39);
         assert_eq!(s, "backing up  25% 1234/5000 files ETA 30s");
+    }
+
+    /// A backup's line: 300 MiB and 1234 files done in 10 s, out of `total` bytes and
+    /// `files` files, counted so far (`counting`) or all.
+    fn backing_up(total: Option<u64>, files: Option<u64>, counting: bool) -> Line<'static> {
+        Line {
+            phase: "backing up",
+            done: 300 << 20,
+            total,
+            files: Some((1234, files)),
+            counting,
+            elapsed: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_total_still_being_counted_is_marked_and_the_count_outlasts_the_time_left() {
+        let l = backing_up(Some(1200 << 20), Some(5000), true);
+        assert_eq!(
+            render(&l, 79),
+            "backing up  25% 300.0 MiB/≥1.2 GiB 30.0 MiB/s 1234/≥5000 files ETA 30s"
+        );
+        assert_eq!(render(&l, 39), "backing up  25% 1234/≥5000 files");
+    }
+
+    #[test]
+    fn a_total_counted_to_the_end_is_shown_plain_with_the_time_left() {
+        let l = backing_up(Some(1200 << 20), Some(5000), false);
+        let s = render(&l, 79);
+        assert_eq!(
+            s,
+            "backing up  25% 300.0 MiB/1.2 GiB 30.0 MiB/s 1234/5000 files ETA 30s"
+        );
+        assert!(!s.contains('≥'), "{s}");
+        assert_eq!(render(&l, 39), "backing up  25% 1234/5000 files ETA 30s");
+    }
+
+    #[test]
+    fn before_any_total_is_counted_a_backup_shows_what_it_did_and_the_time_spent() {
+        let l = backing_up(None, None, true);
+        assert_eq!(
+            render(&l, 79),
+            "backing up 1234 files 300.0 MiB 30.0 MiB/s 10s"
+        );
+        assert_eq!(render(&l, 39), "backing up 1234 files 300.0 MiB 10s");
+    }
+
+    #[test]
+    fn a_count_behind_the_work_shows_no_total() {
+        // The walk can get ahead of the count (files reused from the parent snapshot
+        // cost it a stat, as they cost the count): no total rather than 100%.
+        let l = backing_up(Some(200 << 20), Some(1000), true);
+        assert_eq!(
+            render(&l, 79),
+            "backing up 1234 files 300.0 MiB 30.0 MiB/s 10s"
+        );
+        assert!(render(&l, 39).chars().count() <= 39);
     }
 
     #[test]
@@ -340,6 +430,7 @@ mod tests {
             done: 0,
             total: None,
             files: None,
+            counting: false,
             elapsed: Duration::from_secs(75),
         };
         assert_eq!(
