@@ -1,10 +1,11 @@
 //! The count ahead of the walk, for a progress line that says how much is left: one
-//! thread, at the least CPU and I/O priority, stats (never opens a file) what the walk
+//! thread, at a lower CPU and I/O priority, stats (never opens a file) what the walk
 //! will go through, by the walk's own rules (the selection, the repository and other
 //! repositories left out, the symlinks the walk follows), and hands the files and bytes
-//! counted so far to the progress. It holds counters and the listings of the
-//! directories it is in, nothing per file, and stops as soon as the walk ends. What it
-//! cannot list or stat it leaves out without a word: the walk reports it.
+//! counted so far to the progress. It holds counters and, for each directory on its
+//! path, the names of the subdirectories still to go into (nothing per file), and stops
+//! as soon as the walk ends. What it cannot list or stat it leaves out without a word:
+//! the walk reports it.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
