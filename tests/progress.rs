@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use common::env::{s, wait_until, Env, BIN};
@@ -12,12 +13,13 @@ use common::env::{s, wait_until, Env, BIN};
 /// `args` run by the binary on a pseudo-terminal (`script`), as a person would run
 /// them: (exit status, what the terminal showed).
 fn on_a_terminal(env: &Env, args: &[&str]) -> (bool, String) {
-    on_a_terminal_with(env, args, &[])
+    on_a_terminal_with(&env.repo, args, &[])
 }
 
-/// [`on_a_terminal`], with `vars` set in the command's environment.
-fn on_a_terminal_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (bool, String) {
-    let mut line = format!("{BIN} --repo {}", env.repo.display());
+/// [`on_a_terminal`] on the repository `repo`, with `vars` set in the command's
+/// environment.
+fn on_a_terminal_with(repo: &Path, args: &[&str], vars: &[(&str, &str)]) -> (bool, String) {
+    let mut line = format!("{BIN} --repo {}", repo.display());
     for a in args {
         line.push(' ');
         line.push_str(a);
@@ -32,16 +34,16 @@ fn on_a_terminal_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (bool,
     (out.status.success(), s(&out.stdout))
 }
 
-#[test]
-fn a_first_backup_shows_files_and_bytes_out_of_the_counted_total() {
-    let env = Env::new();
-    let fx = env.small_fixture();
-    let data = fx.data_dir.to_str().unwrap();
+/// A first backup of `data` into `repo` on a terminal: what the terminal showed, and
+/// the progress line that shows files out of exactly the snapshot's file count (with a
+/// percentage and bytes out of a total, counted to the end), which the test asserts
+/// was drawn.
+fn first_backup_line(repo: &Path, data: &Path) -> (String, String) {
     // The walk waits after its first file, long enough for the count ahead of it to end
     // and its totals to be drawn.
     let (ok, screen) = on_a_terminal_with(
-        &env,
-        &["backup", "--init", "--data-dir", data],
+        repo,
+        &["backup", "--init", "--data-dir", data.to_str().unwrap()],
         &[
             ("JELLYSNAP_PAUSE_AT", "backup-first-file"),
             ("JELLYSNAP_PAUSE_MS", "3000"),
@@ -56,18 +58,35 @@ fn a_first_backup_shows_files_and_bytes_out_of_the_counted_total() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no file count in {screen}"));
     assert!(files > 1, "{screen}");
-    // A drawn line: files out of exactly the snapshot's count, bytes out of a total and
-    // a percentage, counted to the end (no `≥`).
     let counted = format!("/{files} files");
     let line = screen
         .split(['\r', '\n'])
         .find(|l| l.contains("backing up") && l.contains(&counted))
-        .unwrap_or_else(|| panic!("no line with {counted:?} in {screen:?}"));
+        .unwrap_or_else(|| panic!("no line with {counted:?} in {screen:?}"))
+        .to_string();
     let bytes_of_total = line
         .match_indices("B/")
         .any(|(i, _)| line[i + 2..].starts_with(|c: char| c.is_ascii_digit()));
     assert!(line.contains('%') && bytes_of_total, "{line:?}");
     assert!(!line.contains('≥'), "{line:?}");
+    (screen, line)
+}
+
+#[test]
+fn a_first_backup_shows_files_and_bytes_out_of_the_counted_total() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    first_backup_line(&env.repo, &fx.data_dir);
+}
+
+#[test]
+fn the_count_leaves_out_a_repository_inside_the_data_as_the_walk_does() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let repo = fx.data_dir.join("data/trickplay/jsrepo");
+    let (screen, _) = first_backup_line(&repo, &fx.data_dir);
+    // The walk met it (so the count did too), and neither counted its files.
+    assert!(screen.contains("is inside the backed-up data"), "{screen}");
 }
 
 #[test]

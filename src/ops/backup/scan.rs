@@ -69,8 +69,18 @@ impl Count<'_> {
             let Ok(meta) = fd.stat(name.as_bytes(), false) else {
                 continue;
             };
-            let child = path.join(&name);
-            let meta = followed(self.ctx, root, &child_rel, &child, &fd, &name, meta);
+            let meta = match meta.is_symlink() {
+                true => followed(
+                    self.ctx,
+                    root,
+                    &child_rel,
+                    &path.join(&name),
+                    &fd,
+                    &name,
+                    meta,
+                ),
+                false => meta,
+            };
             if meta.is_dir() {
                 if (meta.dev, meta.ino) != self.ctx.repo_id {
                     subdirs.push(name);
