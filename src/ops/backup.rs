@@ -224,6 +224,13 @@ fn backup_in_pool(
     let mut tally = missing_components(&ctx);
     clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
     progress.phase("backing up", None);
+    // Most backups change little: the parent's size stands for this one's until the
+    // count ahead of the walk has got past it (the walk can outrun that count where it
+    // reuses files, a stat each for both).
+    if let Some(p) = parent {
+        let s = &p.record.summary;
+        progress.estimate(s.files, s.logical_bytes);
+    }
     let (tree, walked) = match walk_counted(&ctx, parent_root.as_ref()) {
         Ok(w) => w,
         // Workers see only "pack writer stopped"; report what stopped it.

@@ -11,6 +11,9 @@ pub trait Progress: Sync {
     fn shows_totals(&self) -> bool {
         false
     }
+    /// What the current phase is expected to go through (files, bytes), until a count
+    /// of it passes that or ends: an estimate (a backup's parent snapshot).
+    fn estimate(&self, _files: u64, _bytes: u64) {}
     /// The files and bytes the current phase goes through, as counted so far ahead of
     /// it; `counting` while the count goes on (the totals only grow), false once done.
     fn totals(&self, _files: u64, _bytes: u64, _counting: bool) {}
