@@ -362,6 +362,31 @@ impl DirFd {
     }
 }
 
+/// Lower the calling thread's CPU and I/O priority (nice 10, the lowest level of the
+/// best-effort I/O class), for work that should yield to the rest of the process
+/// without being starved by it: the idle I/O class and nice 19 would hold it back for
+/// as long as anything else on the machine is busy. Best effort: a scheduler without
+/// I/O priorities ignores the second.
+pub fn background_thread() {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    const LOWEST_LEVEL: libc::c_long = 7;
+    // SAFETY: both calls take integers only and change this thread's priority alone (a
+    // thread id as the "process" of PRIO_PROCESS / IOPRIO_WHO_PROCESS names one thread).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | LOWEST_LEVEL,
+        );
+    }
+}
+
 /// The width in columns of the terminal on stderr, when it is one.
 pub fn terminal_width() -> Option<u16> {
     let mut ws = libc::winsize {

@@ -1,7 +1,9 @@
 //! Progress on stderr (only on a terminal) and warnings. One line, drawn by indicatif
 //! from what [`render`] makes of the phase: done out of the total, the rate and the time
 //! left, fitted to the terminal's width (the least useful parts go first), so that it
-//! never wraps; cleared when the command ends, leaving nothing behind.
+//! never wraps; cleared when the command ends, leaving nothing behind. A total still
+//! being counted (a backup's, counted ahead of its walk) is marked `≥`, an estimate
+//! (the parent snapshot's size, until that count gets past it) `~`.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -31,6 +33,10 @@ struct State {
     done: u64,
     total: Option<u64>,
     files: Option<(u64, Option<u64>)>,
+    /// How sure `total` and the files' total are.
+    mark: Mark,
+    /// The files and bytes expected before any count, while they are more than counted.
+    estimate: Option<(u64, u64)>,
     started: Instant,
     drawn: Option<Instant>,
 }
@@ -42,7 +48,28 @@ pub(crate) struct Line<'a> {
     pub(crate) total: Option<u64>,
     /// Files gone through, and how many are expected.
     pub(crate) files: Option<(u64, Option<u64>)>,
+    pub(crate) mark: Mark,
     pub(crate) elapsed: Duration,
+}
+
+/// How sure the totals of a line are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Exact,
+    /// Counted so far, not yet all: they can only grow.
+    AtLeast,
+    /// An estimate.
+    About,
+}
+
+impl Mark {
+    fn prefix(self) -> &'static str {
+        match self {
+            Mark::Exact => "",
+            Mark::AtLeast => "≥",
+            Mark::About => "~",
+        }
+    }
 }
 
 /// `d` as `1h02m`, `3m05s` or `42s`.
@@ -56,16 +83,19 @@ fn duration(d: Duration) -> String {
 }
 
 /// The line for `l`, at most `width` columns: the phase, a bar, the percentage, bytes
-/// done out of the total, the rate and the time left. What does not fit goes, the bar
-/// first, then the rate, the byte counts and the time left; the phase is cut last.
+/// done out of the total, the rate, files done out of theirs and the time left. What
+/// does not fit goes, the bar first, then the rate, the byte counts, the file counts
+/// and the time left; the phase is cut last.
 pub(crate) fn render(l: &Line, width: usize) -> String {
     let secs = l.elapsed.as_secs_f64();
     let rate = (secs > 0.5).then(|| l.done as f64 / secs);
     let rate_s = rate.map(|r| format!("{}/s", render::size(r as u64)));
     let mut parts: Vec<(u8, String)> = Vec::new();
-    // An estimate that turns out short is dropped rather than shown as 100%.
+    let at_least = l.mark.prefix();
+    // A total that turns out short (an estimate, or a count behind the work) is dropped
+    // rather than shown as 100%.
     let files = l.files.map(|(n, of)| match of {
-        Some(of) if n <= of => (3, format!("{n}/{of} files")),
+        Some(of) if n <= of => (3, format!("{n}/{at_least}{of} files")),
         _ => (3, format!("{n} files")),
     });
     let total = l.total.filter(|t| *t > 0 && l.done <= *t);
@@ -74,7 +104,10 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
             let done = l.done.min(total);
             let pct = done * 100 / total;
             parts.push((5, format!("{pct:>3}%")));
-            parts.push((2, format!("{}/{}", render::size(done), render::size(total))));
+            parts.push((
+                2,
+                format!("{}/{at_least}{}", render::size(done), render::size(total)),
+            ));
             if let Some(r) = rate_s {
                 parts.push((1, r));
             }
@@ -86,7 +119,9 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
                 _ => "ETA --".to_string(),
             };
             parts.extend(files);
-            parts.push((4, left));
+            // While the totals are not sure, the files counts say more than a time left
+            // taken from them.
+            parts.push((if l.mark == Mark::Exact { 4 } else { 2 }, left));
         }
         // Nothing done yet (waiting for a lock, a phase without bytes): the phase alone
         // (the line is drawn again only as work comes in, so a time would stand still).
@@ -101,7 +136,12 @@ pub(crate) fn render(l: &Line, width: usize) -> String {
         }
     }
     let fits = |parts: &[(u8, String)], bar: usize| {
-        l.phase.chars().count() + parts.iter().map(|(_, s)| s.len() + 1).sum::<usize>() + bar
+        l.phase.chars().count()
+            + parts
+                .iter()
+                .map(|(_, s)| s.chars().count() + 1)
+                .sum::<usize>()
+            + bar
             <= width
     };
     // A bar of at least 10 columns, when there is a total and room for it.
@@ -145,6 +185,8 @@ impl TermProgress {
                 done: 0,
                 total: None,
                 files: None,
+                mark: Mark::Exact,
+                estimate: None,
                 started: Instant::now(),
                 drawn: None,
             }),
@@ -160,6 +202,13 @@ impl TermProgress {
             Some(b) => b.println(msg),
             None => super::out::err_line(msg),
         }
+    }
+
+    fn show_totals(state: &mut State, files: u64, bytes: u64, mark: Mark) {
+        let done = state.files.map_or(0, |f| f.0);
+        state.files = Some((done, Some(files)));
+        state.total = Some(bytes);
+        state.mark = mark;
     }
 
     /// Draw the line again (at most every [`REDRAW`] unless `now`).
@@ -178,6 +227,7 @@ impl TermProgress {
                 done: state.done,
                 total: state.total,
                 files: state.files,
+                mark: state.mark,
                 elapsed: state.started.elapsed(),
             },
             width.saturating_sub(1).max(10),
@@ -203,6 +253,8 @@ impl Progress for TermProgress {
         s.done = 0;
         s.total = total;
         s.files = None;
+        s.mark = Mark::Exact;
+        s.estimate = None;
         s.started = Instant::now();
         Self::draw(&mut s, true);
     }
@@ -217,10 +269,34 @@ impl Progress for TermProgress {
         }
     }
 
-    fn expect_files(&self, total: u64) {
+    fn shows_totals(&self) -> bool {
+        self.enabled
+    }
+
+    fn estimate(&self, files: u64, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
         if let Ok(mut s) = self.state.lock() {
-            let done = s.files.map_or(0, |f| f.0);
-            s.files = Some((done, Some(total)));
+            s.estimate = Some((files, bytes));
+            Self::show_totals(&mut s, files, bytes, Mark::About);
+        }
+    }
+
+    fn totals(&self, files: u64, bytes: u64, counting: bool) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            match s.estimate {
+                // The count has not got as far as the estimate yet: it stands.
+                Some((_, more)) if counting && more > bytes => return,
+                _ => s.estimate = None,
+            }
+            let mark = if counting { Mark::AtLeast } else { Mark::Exact };
+            Self::show_totals(&mut s, files, bytes, mark);
+            // The final count is drawn at once: the work may bring no redraw for a while.
+            Self::draw(&mut s, !counting);
         }
     }
 
@@ -270,6 +346,7 @@ mod tests {
             done,
             total,
             files: None,
+            mark: Mark::Exact,
             elapsed: Duration::from_secs(secs),
         }
     }
@@ -310,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_shows_files_out_of_the_estimate_and_keeps_them_at_40_columns() {
+    fn a_backup_shows_files_out_of_the_total_and_keeps_them_at_40_columns() {
         let mut l = line(300 << 20, Some(1200 << 20), 10);
         l.phase = "backing up";
         l.files = Some((1234, Some(5000)));
@@ -321,6 +398,100 @@ mod tests {
         );
         let s = render(&l, 39);
         assert_eq!(s, "backing up  25% 1234/5000 files ETA 30s");
+    }
+
+    /// A backup's line: 300 MiB and 1234 files done in 10 s, out of `total` bytes and
+    /// `files` files, as sure as `mark` says.
+    fn backing_up(total: Option<u64>, files: Option<u64>, mark: Mark) -> Line<'static> {
+        Line {
+            phase: "backing up",
+            done: 300 << 20,
+            total,
+            files: Some((1234, files)),
+            mark,
+            elapsed: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_total_still_being_counted_is_marked_and_the_count_outlasts_the_time_left() {
+        let l = backing_up(Some(1200 << 20), Some(5000), Mark::AtLeast);
+        assert_eq!(
+            render(&l, 79),
+            "backing up  25% 300.0 MiB/≥1.2 GiB 30.0 MiB/s 1234/≥5000 files ETA 30s"
+        );
+        assert_eq!(render(&l, 39), "backing up  25% 1234/≥5000 files");
+    }
+
+    #[test]
+    fn an_estimate_is_marked_as_one() {
+        let l = backing_up(Some(1200 << 20), Some(5000), Mark::About);
+        assert_eq!(
+            render(&l, 79),
+            "backing up  25% 300.0 MiB/~1.2 GiB 30.0 MiB/s 1234/~5000 files ETA 30s"
+        );
+        assert_eq!(render(&l, 39), "backing up  25% 1234/~5000 files");
+    }
+
+    #[test]
+    fn a_total_counted_to_the_end_is_shown_plain_with_the_time_left() {
+        let l = backing_up(Some(1200 << 20), Some(5000), Mark::Exact);
+        let s = render(&l, 79);
+        assert_eq!(
+            s,
+            "backing up  25% 300.0 MiB/1.2 GiB 30.0 MiB/s 1234/5000 files ETA 30s"
+        );
+        assert!(!s.contains('≥'), "{s}");
+        assert_eq!(render(&l, 39), "backing up  25% 1234/5000 files ETA 30s");
+    }
+
+    #[test]
+    fn before_any_total_is_counted_a_backup_shows_what_it_did_and_the_time_spent() {
+        let l = backing_up(None, None, Mark::AtLeast);
+        assert_eq!(
+            render(&l, 79),
+            "backing up 1234 files 300.0 MiB 30.0 MiB/s 10s"
+        );
+        assert_eq!(render(&l, 39), "backing up 1234 files 300.0 MiB 10s");
+    }
+
+    #[test]
+    fn a_count_behind_the_work_shows_no_total() {
+        // The walk can get ahead of the count (files reused from the parent snapshot
+        // cost it a stat, as they cost the count): no total rather than 100%.
+        let l = backing_up(Some(200 << 20), Some(1000), Mark::AtLeast);
+        assert_eq!(
+            render(&l, 79),
+            "backing up 1234 files 300.0 MiB 30.0 MiB/s 10s"
+        );
+        assert!(render(&l, 39).chars().count() <= 39);
+    }
+
+    #[test]
+    fn an_estimate_stands_until_the_count_gets_past_it_or_ends() {
+        let p = TermProgress {
+            enabled: true,
+            ..TermProgress::new(false, false, false)
+        };
+        let shown = |p: &TermProgress| {
+            let s = p.state.lock().unwrap();
+            (s.files.and_then(|f| f.1), s.total, s.mark)
+        };
+        p.phase("backing up", None);
+        p.estimate(5000, 1 << 30);
+        assert_eq!(shown(&p), (Some(5000), Some(1 << 30), Mark::About));
+        p.totals(100, 10 << 20, true);
+        assert_eq!(shown(&p), (Some(5000), Some(1 << 30), Mark::About));
+        p.totals(6000, 2 << 30, true);
+        assert_eq!(shown(&p), (Some(6000), Some(2 << 30), Mark::AtLeast));
+        p.totals(6100, 3 << 30, false);
+        assert_eq!(shown(&p), (Some(6100), Some(3 << 30), Mark::Exact));
+        // A count that ends short of the estimate is what there is.
+        p.phase("backing up", None);
+        p.estimate(5000, 1 << 30);
+        p.totals(40, 1 << 20, false);
+        assert_eq!(shown(&p), (Some(40), Some(1 << 20), Mark::Exact));
+        p.finish();
     }
 
     #[test]
@@ -340,6 +511,7 @@ mod tests {
             done: 0,
             total: None,
             files: None,
+            mark: Mark::Exact,
             elapsed: Duration::from_secs(75),
         };
         assert_eq!(

@@ -8,6 +8,7 @@
 
 mod databases;
 mod files;
+mod scan;
 mod tally;
 mod walk;
 
@@ -222,12 +223,15 @@ fn backup_in_pool(
     let ctx = Ctx::new(repo, &source, captures, time_ns, progress)?;
     let mut tally = missing_components(&ctx);
     clock_went_back(&ctx, &snapshots, time_ns, &mut tally);
-    // The parent's size is the estimate of this one's: most backups change little.
-    progress.phase("backing up", parent.map(|p| p.record.summary.logical_bytes));
+    progress.phase("backing up", None);
+    // Most backups change little: the parent's size stands for this one's until the
+    // count ahead of the walk has got past it (the walk can outrun that count where it
+    // reuses files, a stat each for both).
     if let Some(p) = parent {
-        progress.expect_files(p.record.summary.files);
+        let s = &p.record.summary;
+        progress.estimate(s.files, s.logical_bytes);
     }
-    let (tree, walked) = match walk::walk_roots(&ctx, parent_root.as_ref()) {
+    let (tree, walked) = match walk_counted(&ctx, parent_root.as_ref()) {
         Ok(w) => w,
         // Workers see only "pack writer stopped"; report what stopped it.
         Err(e) => return Err(ctx.sink.cause(e)),
@@ -273,6 +277,27 @@ fn backup_in_pool(
         parent,
         notices,
         repository_inside_data,
+    })
+}
+
+/// The walk, with a count of what it goes through running ahead of it when the progress
+/// shows totals (only then: without a terminal, no second walk). The count ends with the
+/// walk at the latest; a count that could not start costs the line its totals only.
+fn walk_counted(
+    ctx: &Ctx,
+    parent_root: Option<&crate::format::tree::Tree>,
+) -> Result<(ChunkId, Tally)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if ctx.progress.shows_totals() {
+            let _ = std::thread::Builder::new()
+                .name("backup-count".into())
+                .spawn_scoped(s, || scan::count(ctx, &stop));
+        }
+        let walked = walk::walk_roots(ctx, parent_root);
+        stop.store(true, Ordering::Relaxed);
+        walked
     })
 }
 

@@ -31,6 +31,7 @@
 //! | `init-before-config` | before the config object is written |
 //! | `reader-after-index-open` | a reading command has listed the snapshots and opened its index view |
 //! | `backup-before-commit` | before a snapshot record is written (by a backup or a copy) |
+//! | `backup-first-file` | a backup's walk has gone through its first file (that thread of the walk waits there) |
 //! | `pack-stored-<n>` | the n-th pack of the process is durable in the store, not yet indexed |
 //! | `gc-after-repack` | before the first index entries are removed |
 //! | `gc-after-unindex` | before the first pack is deleted |

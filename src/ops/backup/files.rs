@@ -34,7 +34,6 @@ pub(super) fn file_node(
     if let Some(node) = reused(prev, meta).filter(|n| !ctx.repo.needs_damaged(n)) {
         tally.files_reused += 1;
         ctx.progress.advance(meta.size);
-        ctx.progress.file_done();
         return Ok(Some(node));
     }
     for attempt in 1..=READ_ATTEMPTS {
@@ -131,7 +130,6 @@ fn stored(ctx: &Ctx, path: &Path, read: Read, tally: &mut Tally) -> Result<Node>
         ));
     }
     tally.files_read += 1;
-    ctx.progress.file_done();
     let trusted = read.stable && read.mtime_ns < ctx.trust_before_ns;
     let (chunks, indirect) = store_chunk_list(ctx, read.chunks)?;
     Ok(Node::File {
@@ -200,7 +198,9 @@ fn chunk_file(
                 id,
                 len: data.len() as u32,
             });
-            ctx.progress.advance(data.len() as u64);
+            if !database {
+                ctx.progress.advance(data.len() as u64);
+            }
             Ok::<(), Error>(())
         })?;
         Ok(read.map(|n| (chunks, n)))

@@ -136,7 +136,7 @@ fn walk_dir(ctx: &Ctx, dir: &Dir, listing: Listing) -> Result<(ChunkId, Tally)> 
 /// Whether a directory holds another jellysnap repository. Its `config` is in its
 /// listing, so only a directory that lists one (or could not be listed: execute
 /// permission alone lets the file be opened) is asked.
-fn holds_repository(path: &Path, listing: &Listing) -> bool {
+pub(super) fn holds_repository(path: &Path, listing: &Listing) -> bool {
     let config = listing
         .names
         .binary_search_by(|n| n.as_bytes().cmp(b"config".as_slice()));
@@ -145,13 +145,13 @@ fn holds_repository(path: &Path, listing: &Listing) -> bool {
 
 /// A directory's listing: the directory, open (when it opened), its names sorted, and
 /// the error that cut the listing short.
-struct Listing {
-    fd: Option<DirFd>,
-    names: Vec<OsString>,
-    failed: Option<std::io::Error>,
+pub(super) struct Listing {
+    pub(super) fd: Option<DirFd>,
+    pub(super) names: Vec<OsString>,
+    pub(super) failed: Option<std::io::Error>,
 }
 
-fn list(path: &Path) -> Listing {
+pub(super) fn list(path: &Path) -> Listing {
     let (fd, mut names, failed) = match DirFd::open(path) {
         Ok(fd) => {
             let (names, failed) = fd.names();
@@ -195,7 +195,7 @@ fn stat_child(ctx: &Ctx, dir: &Dir, fd: &DirFd, name: OsString) -> Option<Found>
 
 /// The stat of a child to back up. An item's own directory (or one on the way to it) may
 /// be a symlink to another disk, as admins do with metadata/: it is followed.
-fn followed(
+pub(super) fn followed(
     ctx: &Ctx,
     root: &str,
     rel: &[u8],
@@ -330,7 +330,11 @@ fn leaf_node(
         ctx.notice(tally, "special-file-skipped", leaf.path, detail);
         return Ok(None);
     } else if leaf.component == Component::Database && ctx.captures.contains(leaf.path) {
-        database_node(ctx, leaf.path, tally)?
+        let node = database_node(ctx, leaf.path, tally)?;
+        // Counted by the file's size, as the count ahead of the walk saw it: what was
+        // chunked is its capture, whose size is known only once it is made.
+        ctx.progress.advance(meta.size);
+        node
     } else {
         match file_node(ctx, leaf.path, meta, prev, tally)? {
             Some(n) => n,
@@ -341,6 +345,14 @@ fn leaf_node(
         }
     };
     tally.files += 1;
+    ctx.progress.file_done();
+    #[cfg(feature = "test-hooks")]
+    {
+        static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !FIRST.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            crate::store::testing::point("backup-first-file");
+        }
+    }
     if let Node::File { size, .. } = &node {
         tally.logical_bytes += size;
         if leaf.component == Component::Metadata && is_media(leaf.path) {
@@ -392,7 +404,7 @@ fn entry_from_meta(name: Vec<u8>, m: &Stat, node: Node) -> Entry {
     }
 }
 
-fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+pub(super) fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
     let mut r = Vec::with_capacity(rel.len() + 1 + name.len());
     if !rel.is_empty() {
         r.extend_from_slice(rel);
