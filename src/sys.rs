@@ -16,6 +16,22 @@ pub fn syncfs(f: &File) -> std::io::Result<()> {
     }
 }
 
+/// Let malloc keep at most `n` arenas. glibc otherwise gives threads that contend for the
+/// heap arenas of their own (up to eight per core), and memory freed into one is not
+/// reused by the others: a restore of 300,000 small files peaked at 225 MB RSS with the
+/// default, 182 MB with two arenas and 176 MB with one, for 142 MB in use at its peak.
+/// Other C libraries keep their own policy.
+pub fn limit_malloc_arenas(n: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive
+    // count and applies to arenas made from now on.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

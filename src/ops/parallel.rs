@@ -25,8 +25,13 @@ pub fn io_threads() -> usize {
     (cores * 4).clamp(4, 32)
 }
 
+/// Malloc arenas for the pool's threads: more threads than arenas share them (allocation
+/// is not what they wait on), so memory one thread frees is there for the others.
+const MALLOC_ARENAS: i32 = 2;
+
 /// Run `f` inside a pool of [`io_threads`] threads (falls back to the global pool).
 pub fn in_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    crate::sys::limit_malloc_arenas(MALLOC_ARENAS);
     match rayon::ThreadPoolBuilder::new()
         .num_threads(io_threads())
         .thread_name(|i| format!("jellysnap-io-{i}"))
