@@ -67,8 +67,10 @@ pub mod edit {
     pub use crate::ops::edit::{edit, Changes, Edited, NameChange};
 }
 
-/// Selecting snapshots by tag, name and age (`snapshots`, `forget`).
+/// Selecting snapshots by tag, name and age (`snapshots`, `forget`), and finding the
+/// one an earlier id names.
 pub mod select {
+    pub use crate::format::snapshot::current_id;
     pub use crate::ops::select::Filter;
 }
 

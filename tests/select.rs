@@ -530,3 +530,42 @@ fn a_copy_sends_each_snapshot_once_whatever_was_edited_on_either_side() {
         .clone();
     assert_eq!(base["tags"], serde_json::json!(["keep"]));
 }
+
+/// Every snapshot id jellysnap printed keeps finding that snapshot, through any number
+/// of edits: the backup's, each edit's, and the parent `snapshots --json` shows (which
+/// is the parent's id as listed now).
+#[test]
+fn every_id_printed_for_a_snapshot_keeps_finding_it() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    let child = env.backup(&fx, &[]);
+    assert_eq!(child["parent"], first.as_str());
+    let mut printed = vec![first.clone()];
+    for args in [
+        &["tag", "base", "--add", "x"][..],
+        &["tag", "base", "--add", "y"],
+        &["name", "base", "base-2"],
+        &["tag", "base-2", "--remove", "x"],
+    ] {
+        let e = env.json(args, 0);
+        assert_eq!(e["replaces"], printed.last().unwrap().as_str(), "{e}");
+        printed.push(id(&e));
+    }
+    let now = printed.last().unwrap().clone();
+    assert_eq!(record_files(&env.repo).len(), 2);
+    let l = listed(&env);
+    assert_eq!(id(&l[0]), now);
+    assert_eq!(l[1]["parent"], now.as_str(), "the parent as listed now");
+    for (i, p) in printed.iter().enumerate() {
+        for q in [p.as_str(), &p[..8]] {
+            let d = env.json(&["diff", q, "latest"], 0);
+            assert_eq!(d["from"], now.as_str(), "id {i} ({q}) finds the snapshot");
+        }
+    }
+    // And a tag later still.
+    env.json(&["tag", &printed[1][..8], "--add", "z"], 0);
+    for p in &printed {
+        env.json(&["ls", p], 0);
+    }
+}
