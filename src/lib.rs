@@ -53,7 +53,8 @@ pub mod restore {
 /// Copying snapshots into another repository.
 pub mod copy {
     pub use crate::ops::copy::{
-        copy, open_destination, CopyOptions, CopyReport, Destination, Refused, SnapshotRef,
+        copy, open_destination, retire_superseded, CopyOptions, CopyReport, Destination, Refused,
+        SnapshotRef,
     };
 }
 

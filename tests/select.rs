@@ -198,19 +198,45 @@ fn a_copy_carries_the_current_tags_and_name() {
     let fx = env.small_fixture();
     let dst = env.root.join("dst");
     let dst_s = dst.to_str().unwrap();
-    env.backup(&fx, &["--name", "base", "--tag", "nightly"]);
+    let first = id(&env.backup(&fx, &["--name", "base", "--tag", "nightly"]));
     env.json(&["copy", "--to", dst_s, "--init"], 0);
     env.json(&["tag", "base", "--add", "keep"], 0);
-    env.json(&["name", "base", "base-10.10"], 0);
+    let now = id(&env.json(&["name", "base", "base-10.10"], 0));
     let c = env.json(&["copy", "--to", dst_s], 0);
     assert!(c["refused"].as_array().is_none_or(|r| r.is_empty()), "{c}");
+    // The destination's older record went, as a local edit deletes the one it
+    // supersedes: one record per snapshot there too.
+    assert_eq!(record_files(&dst), vec![now.clone()]);
+    assert_eq!(c["superseded_removed"], serde_json::json!([first]), "{c}");
     let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
     let there = there.as_array().unwrap();
     assert_eq!(there.len(), 1, "{there:?}");
     assert_eq!(there[0]["name"], "base-10.10");
     assert_eq!(there[0]["tags"], serde_json::json!(["nightly", "keep"]));
     common::env::Cmd::at_repo(&dst, &["check", "--read-data"]).json(0);
-    // Forgetting it there removes both records the destination holds.
+    // The id the first copy brought still finds it there.
+    common::env::Cmd::at_repo(&dst, &["ls", &first[..8]]).json(0);
+    // An edit made at the destination, then a later one at the source: the copy's
+    // record wins, and the destination's own record, which it does not know, stays
+    // (hidden) so that the id its edit printed keeps finding the snapshot.
+    let own =
+        id(&common::env::Cmd::at_repo(&dst, &["tag", "base-10.10", "--add", "there"]).json(0));
+    env.json(&["tag", "base-10.10", "--add", "a"], 0);
+    let newest = id(&env.json(&["tag", "base-10.10", "--add", "b"], 0));
+    let c = env.json(&["copy", "--to", dst_s], 0);
+    assert_eq!(c["superseded_removed"], serde_json::json!([]), "{c}");
+    assert_eq!(record_files(&dst), {
+        let mut v = vec![own.clone(), newest.clone()];
+        v.sort();
+        v
+    });
+    let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
+    assert_eq!(id(&there[0]), newest);
+    for q in [&first, &now, &own, &newest] {
+        let d = common::env::Cmd::at_repo(&dst, &["diff", q, &newest]).json(0);
+        assert_eq!(d["from"], newest.as_str());
+    }
+    // Forgetting it there removes every record the destination holds.
     common::env::Cmd::at_repo(&dst, &["forget", "base-10.10"]).json(0);
     assert!(record_files(&dst).is_empty());
 }
