@@ -421,6 +421,59 @@ fn restore_include_and_exclude_restore_part_of_a_snapshot() {
         &["restore", "latest", "--target", n, "--include", "other/x"],
         12,
     );
+    // A path of a component --components leaves out is named as such, included or
+    // excluded; an excluded path the restore would not write anyway (a typo, which
+    // would restore what it meant to leave out) is refused as an included one is.
+    for (flag, path, want) in [
+        (
+            "--include",
+            "data/data/jellyfin.db",
+            "`data/data/jellyfin.db` of snapshot",
+        ),
+        (
+            "--exclude",
+            "data/data/jellyfin.db",
+            "`data/data/jellyfin.db` of snapshot",
+        ),
+        (
+            "--exclude",
+            "data/metadata/nosuch",
+            "`data/metadata/nosuch` does not exist",
+        ),
+    ] {
+        let out = env.expect(
+            &[
+                "restore",
+                "latest",
+                "--target",
+                n,
+                "--components",
+                "metadata",
+                flag,
+                path,
+            ],
+            12,
+        );
+        let err = s(&out.stderr);
+        assert!(err.contains(want), "{flag} {path}: {err}");
+        if path.ends_with(".db") {
+            assert!(
+                err.contains("is in component database, which --components does not select"),
+                "{err}"
+            );
+        }
+    }
+    env.expect(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            n,
+            "--exclude",
+            "data/metadata/nosuch",
+        ],
+        12,
+    );
     env.expect(
         &[
             "restore",
