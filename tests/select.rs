@@ -648,3 +648,39 @@ fn every_id_printed_for_a_snapshot_keeps_finding_it() {
         env.json(&["ls", p], 0);
     }
 }
+
+/// A copy of an edit while another command holds the destination (a backup there): the
+/// copy goes through, says that the older record stays, and the listing shows the
+/// snapshot once; the next edit there removes the older record.
+#[test]
+fn a_copy_of_an_edit_beside_a_busy_destination_keeps_the_older_record_hidden() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let dst = env.root.join("dst");
+    let dst_s = dst.to_str().unwrap();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    env.json(&["copy", "--to", dst_s, "--init"], 0);
+    let now = id(&env.json(&["tag", "base", "--add", "keep"], 0));
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(dst.join("locks/repo"))
+        .unwrap();
+    lock.lock_shared().unwrap();
+    let out = env.expect(&["--json", "copy", "--to", dst_s], 0);
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["superseded_removed"], serde_json::json!([]), "{c}");
+    assert!(
+        s(&out.stderr).contains("stay in") && s(&out.stderr).contains("locked"),
+        "{}",
+        s(&out.stderr)
+    );
+    drop(lock);
+    let mut both = vec![first.clone(), now.clone()];
+    both.sort();
+    assert_eq!(record_files(&dst), both);
+    let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
+    assert_eq!(there.as_array().unwrap().len(), 1, "{there}");
+    assert_eq!(id(&there[0]), now);
+    let newer = id(&common::env::Cmd::at_repo(&dst, &["tag", &first[..8], "--add", "x"]).json(0));
+    assert_eq!(record_files(&dst), vec![newer]);
+}
