@@ -591,6 +591,23 @@ fn a_copy_sends_each_snapshot_once_whatever_was_edited_on_either_side() {
         let c = env.json(&["copy", "--to", dst_s], 0);
         assert_eq!(c["report"]["copied"].as_array().unwrap().len(), 0, "{c}");
         assert_eq!(record_files(&dst), records);
+        // Named by the ids the destination lists them under: those find them there.
+        let mut present: Vec<String> = c["report"]["already_present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(id)
+            .collect();
+        present.sort();
+        assert_eq!(present, records, "{c}");
+        let mut names: Vec<&str> = c["report"]["already_present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["base", "renamed"], "{c}");
     }
     // A record the source superseded (an edit cut short before its delete) stays home.
     let old_bytes = fs::read(env.repo.join("snapshots").join(&first)).unwrap();

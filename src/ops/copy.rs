@@ -95,7 +95,8 @@ pub struct CopyReport {
     pub dry_run: bool,
     /// Copied (with `dry_run`: would be copied), oldest first.
     pub copied: Vec<SnapshotRef>,
-    /// Chosen, but the destination already has them (same id).
+    /// Chosen, but the destination already has them: the same record, or the snapshot
+    /// at the same or a later edit (then named as the destination lists it).
     pub already_present: Vec<SnapshotRef>,
     /// Not copied: a name taken by another snapshot in the destination, damage.
     pub refused: Vec<Refused>,
@@ -474,12 +475,12 @@ fn current_edits(
         .iter()
         .flat_map(|s| s.superseded.iter().copied())
         .collect();
-    let held: HashMap<(SnapshotId, ChunkId), (u64, SnapshotId)> = match dst {
+    let held: HashMap<(SnapshotId, ChunkId), Snapshot> = match dst {
         Some(d) => d
             .snapshots()?
             .0
-            .iter()
-            .map(|s| ((s.origin(), s.record.tree), (s.edits(), s.id)))
+            .into_iter()
+            .map(|s| ((s.origin(), s.record.tree), s))
             .collect(),
         None => HashMap::new(),
     };
@@ -489,11 +490,9 @@ fn current_edits(
             continue;
         }
         match held.get(&(snap.origin(), snap.record.tree)) {
-            Some(&(there, id)) if there >= snap.edits() => {
-                // Named as the destination lists it: the id that finds it there.
-                let mut r = SnapshotRef::of(&snap);
-                r.id = id.to_hex();
-                report.already_present.push(r);
+            Some(there) if there.edits() >= snap.edits() => {
+                // Named as the destination lists it: the id (and name) that find it there.
+                report.already_present.push(SnapshotRef::of(there));
             }
             Some(_) => {
                 report.superseding.push(snap.id);
