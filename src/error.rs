@@ -135,6 +135,13 @@ pub enum Error {
     #[error("path `{path}` does not exist in snapshot {snapshot}; see `jellysnap ls {snapshot}`")]
     PathNotInSnapshot { snapshot: String, path: String },
 
+    #[error("path `{path}` of snapshot {snapshot} is in component {component}, which --components does not select; add {component} to --components, or leave --components out to restore every component")]
+    PathNotSelected {
+        snapshot: String,
+        path: String,
+        component: String,
+    },
+
     #[error("data dir {0} does not exist; pass the Jellyfin data dir with --data-dir (e.g. /var/lib/jellyfin, or /config in Docker)")]
     SourceMissing(PathBuf),
 
@@ -152,6 +159,16 @@ pub enum Error {
 
     #[error("restore target {0} is not empty; restore into an empty or new directory, or use --in-place to roll back the live server")]
     TargetNotEmpty(PathBuf),
+
+    #[error("restore target {path} holds an unfinished restore of snapshot {other}, not of {snapshot}: {finish}; or start over: delete {path} and run this restore again, or restore into another new directory")]
+    TargetHoldsOtherRestore {
+        path: PathBuf,
+        /// The snapshot the unfinished restore was of: its id, and its name.
+        other: String,
+        snapshot: String,
+        /// How to finish it (or why it cannot be).
+        finish: String,
+    },
 
     #[error("repository {path} is locked by another jellysnap process ({detail}); wait for it to finish and retry")]
     Locked { path: PathBuf, detail: String },

@@ -53,7 +53,8 @@ pub mod restore {
 /// Copying snapshots into another repository.
 pub mod copy {
     pub use crate::ops::copy::{
-        copy, open_destination, CopyOptions, CopyReport, Destination, Refused, SnapshotRef,
+        copy, open_destination, retire_superseded, CopyOptions, CopyReport, Destination, Refused,
+        SnapshotRef,
     };
 }
 
@@ -67,8 +68,10 @@ pub mod edit {
     pub use crate::ops::edit::{edit, Changes, Edited, NameChange};
 }
 
-/// Selecting snapshots by tag, name and age (`snapshots`, `forget`).
+/// Selecting snapshots by tag, name and age (`snapshots`, `forget`), and finding the
+/// one an earlier id names.
 pub mod select {
+    pub use crate::format::snapshot::current_id;
     pub use crate::ops::select::Filter;
 }
 

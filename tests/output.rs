@@ -293,6 +293,7 @@ fn json_ids_times_fields_and_errors() {
             ("destination", "string"),
             ("destination_created", "bool"),
             ("report", "object"),
+            ("superseded_removed", "array"),
         ],
     );
     pinned(

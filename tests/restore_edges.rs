@@ -339,7 +339,10 @@ fn a_full_disk_stops_an_in_place_restore_once_and_a_rerun_finishes_it() {
 fn a_restore_into_a_target_cut_short_is_finished_by_the_same_restore() {
     let env = Env::new();
     let fx = env.small_fixture();
-    let first = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
+    let first = env.backup(&fx, &["--name", "before-upgrade"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let other = env.backup(&fx, &[])["id"].as_str().unwrap().to_string();
     let (full, _) = env.restore_to(&first, "full");
     let want = describe(&full, &[]);
@@ -361,8 +364,20 @@ fn a_restore_into_a_target_cut_short_is_finished_by_the_same_restore() {
         .collect();
     damage_keeping_size_and_mtime(&files[0]);
     fs::remove_file(&files[1]).unwrap();
-    // Another snapshot into it: refused, and it changes nothing.
-    env.expect(&["restore", &other, "--target", t], 15);
+    // Another snapshot into it: refused, naming the unfinished one and both ways on,
+    // and it changes nothing.
+    let out = env.expect(&["restore", &other, "--target", t], 15);
+    let err = s(&out.stderr);
+    for want in [
+        format!(
+            "unfinished restore of snapshot {} (before-upgrade)",
+            &first[..8]
+        ),
+        format!("`jellysnap restore before-upgrade --target {t}`"),
+        format!("start over: delete {t}"),
+    ] {
+        assert!(err.contains(&want), "no `{want}` in: {err}");
+    }
     assert!(mark.is_file());
     let r = env.json(&["restore", &first, "--target", t], 0);
     assert_eq!(r["plan"]["resumed"], true, "{r}");

@@ -635,3 +635,48 @@ fn trailers_read_once_are_not_read_again_by_gc() {
     assert_eq!(check.get("read_tail"), Some(&packs), "{check:?}");
     assert_eq!(check.get("size"), None, "{check:?}");
 }
+
+/// A copy into a bucket of a snapshot edited since an earlier copy leaves one record of
+/// it there, the newer one, as an edit made there would: the bucket's older record goes
+/// once the new one is written, and its id still finds the snapshot.
+#[test]
+fn a_copy_of_an_edit_into_a_bucket_replaces_the_older_record_there() {
+    let b = Bucket::new(false);
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = env.backup(&fx, &["--name", "base"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let copy = |init: bool| {
+        let mut args = vec!["copy", "--to", b.location.as_str()];
+        if init {
+            args.push("--init");
+        }
+        let mut c = env.cmd(&args);
+        for (k, v) in common::s3::shared().env() {
+            c = c.env(k, v);
+        }
+        c.env("XDG_CACHE_HOME", &b.cache).json(0)
+    };
+    copy(true);
+    let edited = env.json(&["tag", "base", "--add", "keep"], 0);
+    let now = edited["id"].as_str().unwrap().to_string();
+    let c = copy(false);
+    assert_eq!(c["superseded_removed"], serde_json::json!([first]), "{c}");
+    let records: Vec<String> = b
+        .store()
+        .list(Kind::Snapshot)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| match k {
+            Key::Snapshot(id) => id.to_hex(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(records, vec![now.clone()]);
+    let there = b.json(&["snapshots"], 0);
+    assert_eq!(there[0]["id"], now.as_str());
+    assert_eq!(there[0]["tags"], serde_json::json!(["keep"]));
+    b.json(&["ls", &first[..8]], 0);
+}

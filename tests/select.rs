@@ -198,19 +198,45 @@ fn a_copy_carries_the_current_tags_and_name() {
     let fx = env.small_fixture();
     let dst = env.root.join("dst");
     let dst_s = dst.to_str().unwrap();
-    env.backup(&fx, &["--name", "base", "--tag", "nightly"]);
+    let first = id(&env.backup(&fx, &["--name", "base", "--tag", "nightly"]));
     env.json(&["copy", "--to", dst_s, "--init"], 0);
     env.json(&["tag", "base", "--add", "keep"], 0);
-    env.json(&["name", "base", "base-10.10"], 0);
+    let now = id(&env.json(&["name", "base", "base-10.10"], 0));
     let c = env.json(&["copy", "--to", dst_s], 0);
     assert!(c["refused"].as_array().is_none_or(|r| r.is_empty()), "{c}");
+    // The destination's older record went, as a local edit deletes the one it
+    // supersedes: one record per snapshot there too.
+    assert_eq!(record_files(&dst), vec![now.clone()]);
+    assert_eq!(c["superseded_removed"], serde_json::json!([first]), "{c}");
     let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
     let there = there.as_array().unwrap();
     assert_eq!(there.len(), 1, "{there:?}");
     assert_eq!(there[0]["name"], "base-10.10");
     assert_eq!(there[0]["tags"], serde_json::json!(["nightly", "keep"]));
     common::env::Cmd::at_repo(&dst, &["check", "--read-data"]).json(0);
-    // Forgetting it there removes both records the destination holds.
+    // The id the first copy brought still finds it there.
+    common::env::Cmd::at_repo(&dst, &["ls", &first[..8]]).json(0);
+    // An edit made at the destination, then a later one at the source: the copy's
+    // record wins, and the destination's own record, which it does not know, stays
+    // (hidden) so that the id its edit printed keeps finding the snapshot.
+    let own =
+        id(&common::env::Cmd::at_repo(&dst, &["tag", "base-10.10", "--add", "there"]).json(0));
+    env.json(&["tag", "base-10.10", "--add", "a"], 0);
+    let newest = id(&env.json(&["tag", "base-10.10", "--add", "b"], 0));
+    let c = env.json(&["copy", "--to", dst_s], 0);
+    assert_eq!(c["superseded_removed"], serde_json::json!([]), "{c}");
+    assert_eq!(record_files(&dst), {
+        let mut v = vec![own.clone(), newest.clone()];
+        v.sort();
+        v
+    });
+    let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
+    assert_eq!(id(&there[0]), newest);
+    for q in [&first, &now, &own, &newest] {
+        let d = common::env::Cmd::at_repo(&dst, &["diff", q, &newest]).json(0);
+        assert_eq!(d["from"], newest.as_str());
+    }
+    // Forgetting it there removes every record the destination holds.
     common::env::Cmd::at_repo(&dst, &["forget", "base-10.10"]).json(0);
     assert!(record_files(&dst).is_empty());
 }
@@ -395,6 +421,59 @@ fn restore_include_and_exclude_restore_part_of_a_snapshot() {
         &["restore", "latest", "--target", n, "--include", "other/x"],
         12,
     );
+    // A path of a component --components leaves out is named as such, included or
+    // excluded; an excluded path the restore would not write anyway (a typo, which
+    // would restore what it meant to leave out) is refused as an included one is.
+    for (flag, path, want) in [
+        (
+            "--include",
+            "data/data/jellyfin.db",
+            "`data/data/jellyfin.db` of snapshot",
+        ),
+        (
+            "--exclude",
+            "data/data/jellyfin.db",
+            "`data/data/jellyfin.db` of snapshot",
+        ),
+        (
+            "--exclude",
+            "data/metadata/nosuch",
+            "`data/metadata/nosuch` does not exist",
+        ),
+    ] {
+        let out = env.expect(
+            &[
+                "restore",
+                "latest",
+                "--target",
+                n,
+                "--components",
+                "metadata",
+                flag,
+                path,
+            ],
+            12,
+        );
+        let err = s(&out.stderr);
+        assert!(err.contains(want), "{flag} {path}: {err}");
+        if path.ends_with(".db") {
+            assert!(
+                err.contains("is in component database, which --components does not select"),
+                "{err}"
+            );
+        }
+    }
+    env.expect(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            n,
+            "--exclude",
+            "data/metadata/nosuch",
+        ],
+        12,
+    );
     env.expect(
         &[
             "restore",
@@ -512,6 +591,23 @@ fn a_copy_sends_each_snapshot_once_whatever_was_edited_on_either_side() {
         let c = env.json(&["copy", "--to", dst_s], 0);
         assert_eq!(c["report"]["copied"].as_array().unwrap().len(), 0, "{c}");
         assert_eq!(record_files(&dst), records);
+        // Named by the ids the destination lists them under: those find them there.
+        let mut present: Vec<String> = c["report"]["already_present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(id)
+            .collect();
+        present.sort();
+        assert_eq!(present, records, "{c}");
+        let mut names: Vec<&str> = c["report"]["already_present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["base", "renamed"], "{c}");
     }
     // A record the source superseded (an edit cut short before its delete) stays home.
     let old_bytes = fs::read(env.repo.join("snapshots").join(&first)).unwrap();
@@ -529,4 +625,79 @@ fn a_copy_sends_each_snapshot_once_whatever_was_edited_on_either_side() {
         .unwrap()
         .clone();
     assert_eq!(base["tags"], serde_json::json!(["keep"]));
+}
+
+/// Every snapshot id jellysnap printed keeps finding that snapshot, through any number
+/// of edits: the backup's, each edit's, and the parent `snapshots --json` shows (which
+/// is the parent's id as listed now).
+#[test]
+fn every_id_printed_for_a_snapshot_keeps_finding_it() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    let child = env.backup(&fx, &[]);
+    assert_eq!(child["parent"], first.as_str());
+    let mut printed = vec![first.clone()];
+    for args in [
+        &["tag", "base", "--add", "x"][..],
+        &["tag", "base", "--add", "y"],
+        &["name", "base", "base-2"],
+        &["tag", "base-2", "--remove", "x"],
+    ] {
+        let e = env.json(args, 0);
+        assert_eq!(e["replaces"], printed.last().unwrap().as_str(), "{e}");
+        printed.push(id(&e));
+    }
+    let now = printed.last().unwrap().clone();
+    assert_eq!(record_files(&env.repo).len(), 2);
+    let l = listed(&env);
+    assert_eq!(id(&l[0]), now);
+    assert_eq!(l[1]["parent"], now.as_str(), "the parent as listed now");
+    for (i, p) in printed.iter().enumerate() {
+        for q in [p.as_str(), &p[..8]] {
+            let d = env.json(&["diff", q, "latest"], 0);
+            assert_eq!(d["from"], now.as_str(), "id {i} ({q}) finds the snapshot");
+        }
+    }
+    // And a tag later still.
+    env.json(&["tag", &printed[1][..8], "--add", "z"], 0);
+    for p in &printed {
+        env.json(&["ls", p], 0);
+    }
+}
+
+/// A copy of an edit while another command holds the destination (a backup there): the
+/// copy goes through, says that the older record stays, and the listing shows the
+/// snapshot once; the next edit there removes the older record.
+#[test]
+fn a_copy_of_an_edit_beside_a_busy_destination_keeps_the_older_record_hidden() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let dst = env.root.join("dst");
+    let dst_s = dst.to_str().unwrap();
+    let first = id(&env.backup(&fx, &["--name", "base"]));
+    env.json(&["copy", "--to", dst_s, "--init"], 0);
+    let now = id(&env.json(&["tag", "base", "--add", "keep"], 0));
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(dst.join("locks/repo"))
+        .unwrap();
+    lock.lock_shared().unwrap();
+    let out = env.expect(&["--json", "copy", "--to", dst_s], 0);
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["superseded_removed"], serde_json::json!([]), "{c}");
+    assert!(
+        s(&out.stderr).contains("stay in") && s(&out.stderr).contains("locked"),
+        "{}",
+        s(&out.stderr)
+    );
+    drop(lock);
+    let mut both = vec![first.clone(), now.clone()];
+    both.sort();
+    assert_eq!(record_files(&dst), both);
+    let there = common::env::Cmd::at_repo(&dst, &["snapshots"]).json(0);
+    assert_eq!(there.as_array().unwrap().len(), 1, "{there}");
+    assert_eq!(id(&there[0]), now);
+    let newer = id(&common::env::Cmd::at_repo(&dst, &["tag", &first[..8], "--add", "x"]).json(0));
+    assert_eq!(record_files(&dst), vec![newer]);
 }

@@ -14,13 +14,17 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<ExitCode, Error> {
     let filter = Filter::new(&a.tags, a.name.as_deref(), a.latest)?;
     let repo = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&repo, ctx.out);
-    let (snaps, bad) = repo.snapshots()?;
-    let snaps = filter.apply(snaps);
+    let (all, bad) = repo.snapshots()?;
+    let snaps = filter.apply(all.clone());
     for e in &bad {
         ctx.out.warn(&e.to_string());
     }
-    ctx.out
-        .json_with(|| json!(snaps.iter().map(snapshot_json).collect::<Vec<_>>()));
+    ctx.out.json_with(|| {
+        json!(snaps
+            .iter()
+            .map(|s| snapshot_json(s, &all))
+            .collect::<Vec<_>>())
+    });
     if !ctx.out.json {
         ctx.out.data(&snapshots_text(&snaps));
     }
@@ -152,11 +156,17 @@ fn db_capture(r: &SnapshotRecord) -> Vec<&'static str> {
     kinds
 }
 
-fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+/// A snapshot as `snapshots --json` lists it; its parent under the id `all` lists it
+/// by (the record names the id the parent had at the backup, which an edit replaced).
+fn snapshot_json(s: &Snapshot, all: &[Snapshot]) -> serde_json::Value {
     let r = &s.record;
     let mut v = render::record_json(r);
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), json!(s.id.to_hex()));
+        if let Some(p) = r.parent {
+            let p = jellysnap::select::current_id(all, &p).unwrap_or(p);
+            o.insert("parent".into(), json!(p.to_hex()));
+        }
         o.insert("time".into(), json!(jellysnap::timefmt::rfc3339(r.time_ns)));
         o.insert("hook".into(), json!(render::hook(r)));
         o.insert("partial".into(), json!(is_partial(r)));

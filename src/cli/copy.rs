@@ -37,12 +37,28 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
     };
     let r = copy::copy(&src, dest, &opts, ctx.progress)?;
     ctx.progress.finish();
+    // The exclusive lock an edit's deletes need: this run's handle on the destination
+    // (its shared lock) goes first.
+    drop(dst);
+    let retired = match copy::retire_superseded(&to, &r) {
+        Ok(ids) => ids,
+        Err(e) => {
+            // Every snapshot is copied; the older records are hidden and stay findable.
+            out.warn(&format!(
+                "the older record(s) of {} edited snapshot(s) stay in {} (hidden) until the next edit or forget of them there: {e}",
+                r.superseding.len(),
+                a.to.display()
+            ));
+            Vec::new()
+        }
+    };
     out.json_with(|| {
         json!({
             "source": ctx.repo_path.to_string_lossy(),
             "destination": a.to.to_string_lossy(),
             "destination_created": created,
             "report": r,
+            "superseded_removed": retired.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
         })
     });
     if r.chunking_differs {

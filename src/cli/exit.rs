@@ -107,7 +107,8 @@ impl ExitCode {
             Error::NewerFormat { .. } => ExitCode::Version,
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
-            | Error::PathNotInSnapshot { .. } => ExitCode::NoSuchSnapshot,
+            | Error::PathNotInSnapshot { .. }
+            | Error::PathNotSelected { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) | Error::NameTaken { .. } | Error::CopyNameTaken { .. } => {
                 ExitCode::DuplicateName
             }
@@ -123,7 +124,9 @@ impl ExitCode {
             Error::DirsOverlap {
                 from_flag: false, ..
             } => ExitCode::NotJellyfin,
-            Error::TargetNotEmpty(_) => ExitCode::TargetNotEmpty,
+            Error::TargetNotEmpty(_) | Error::TargetHoldsOtherRestore { .. } => {
+                ExitCode::TargetNotEmpty
+            }
             Error::Locked { .. } | Error::DataDirLocked { .. } | Error::LeaseExpired { .. } => {
                 ExitCode::Locked
             }

@@ -344,6 +344,11 @@ pub struct Edit {
     pub n: u64,
     /// When the edit was made (Unix nanoseconds).
     pub time_ns: i64,
+    /// Every other id the snapshot's records had before this one, as the edit knew
+    /// them (sorted; absent when none, as in records written before it was kept): the
+    /// deleted records' ids keep finding the snapshot through any number of edits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_ids")]
+    pub earlier: Vec<SnapshotId>,
 }
 
 /// Snapshot ids as 64 hex digits.
@@ -359,6 +364,26 @@ mod hex_id {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SnapshotId, D::Error> {
         let s = String::deserialize(d)?;
         SnapshotId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("not a snapshot id"))
+    }
+}
+
+/// Lists of snapshot ids as 64 hex digits each.
+mod hex_ids {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::id::SnapshotId;
+
+    pub fn serialize<S: Serializer>(ids: &[SnapshotId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(|i| i.to_hex()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SnapshotId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                SnapshotId::from_hex(s).ok_or_else(|| serde::de::Error::custom("not a snapshot id"))
+            })
+            .collect()
     }
 }
 
@@ -415,15 +440,34 @@ pub struct Snapshot {
     /// an edit cut short, or brought by a copy): hidden from every reader, removed with
     /// the snapshot.
     pub superseded: Vec<SnapshotId>,
+    /// Every other id the snapshot's records ever had, as far as the stored ones tell
+    /// (its first record's, the ones its edits superseded, the superseded records still
+    /// stored): each still finds it. Sorted.
+    pub former: Vec<SnapshotId>,
 }
 
 impl Snapshot {
     pub fn new(id: SnapshotId, record: SnapshotRecord) -> Snapshot {
+        let mut former = Vec::new();
+        if let Some(e) = &record.edit {
+            former.push(e.of);
+            former.push(e.replaces);
+            former.extend(&e.earlier);
+        }
+        former.retain(|f| *f != id);
+        former.sort();
+        former.dedup();
         Snapshot {
             id,
             record,
             superseded: Vec::new(),
+            former,
         }
+    }
+
+    /// Whether `id` is the id of one of the snapshot's records, now or before an edit.
+    pub fn answers_to(&self, id: &SnapshotId) -> bool {
+        self.id == *id || self.former.binary_search(id).is_ok()
     }
 
     /// The id of the snapshot's first record: the same for all its records.
@@ -445,14 +489,11 @@ impl Snapshot {
         ids
     }
 
-    /// Whether `query` (lowercase hex) starts the id of one of its records.
+    /// Whether `query` (lowercase hex) starts the id of one of its records, now or
+    /// before an edit.
     pub fn has_id_prefix(&self, query: &str) -> bool {
         self.id.to_hex().starts_with(query)
-            || self.origin().to_hex().starts_with(query)
-            || self
-                .superseded
-                .iter()
-                .any(|i| i.to_hex().starts_with(query))
+            || self.former.iter().any(|i| i.to_hex().starts_with(query))
     }
 
     /// The repository whose write sequence the record's `seq` counts in, `home` being
@@ -465,6 +506,13 @@ impl Snapshot {
     pub fn written_in(&self, home: &str) -> bool {
         self.writer(home) == home
     }
+}
+
+/// The id `snaps` (current records, see [`current`]) list the snapshot under that had
+/// record `id`, now or before an edit: what to print for an id a record names (a
+/// parent), so that it is the one the listing shows. `None` when no snapshot had it.
+pub fn current_id(snaps: &[Snapshot], id: &SnapshotId) -> Option<SnapshotId> {
+    snaps.iter().find(|s| s.answers_to(id)).map(|s| s.id)
 }
 
 /// The current record of each snapshot (docs/FORMAT.md, "Editing a snapshot"): records
@@ -492,14 +540,18 @@ pub fn current(snaps: Vec<Snapshot>) -> Vec<Snapshot> {
     if best.len() == snaps.len() {
         return snaps;
     }
-    let mut hidden: HashMap<usize, Vec<SnapshotId>> = HashMap::new();
+    // (the superseded records' ids, and every id they knew)
+    let mut hidden: HashMap<usize, (Vec<SnapshotId>, Vec<SnapshotId>)> = HashMap::new();
     let mut keep = vec![false; snaps.len()];
     for (i, s) in snaps.iter().enumerate() {
         let head = best[&(s.origin(), s.record.tree)];
         if head == i {
             keep[i] = true;
         } else {
-            hidden.entry(head).or_default().push(s.id);
+            let (ids, known) = hidden.entry(head).or_default();
+            ids.push(s.id);
+            known.push(s.id);
+            known.extend(&s.former);
         }
     }
     snaps
@@ -507,9 +559,13 @@ pub fn current(snaps: Vec<Snapshot>) -> Vec<Snapshot> {
         .enumerate()
         .filter(|(i, _)| keep[*i])
         .map(|(i, mut s)| {
-            if let Some(mut ids) = hidden.remove(&i) {
+            if let Some((mut ids, known)) = hidden.remove(&i) {
                 ids.sort();
                 s.superseded = ids;
+                let id = s.id;
+                s.former.extend(known.into_iter().filter(|k| *k != id));
+                s.former.sort();
+                s.former.dedup();
             }
             s
         })
@@ -795,6 +851,7 @@ mod tests {
                 replaces: SnapshotId([replaces; 32]),
                 n,
                 time_ns,
+                earlier: Vec::new(),
             });
             Snapshot::new(SnapshotId([id; 32]), r)
         };
@@ -826,6 +883,35 @@ mod tests {
         assert_eq!(current(vec![orig, forged]).len(), 2);
     }
 
+    /// Every id a snapshot's records had finds it: those its current record lists, and
+    /// those a superseded record still stored knew (an edit made elsewhere, copied in).
+    #[test]
+    fn every_earlier_id_finds_the_snapshot() {
+        let base = sample();
+        let ids = |n: &[u8]| n.iter().map(|&b| SnapshotId([b; 32])).collect::<Vec<_>>();
+        let edit = |id: u8, n: u64, replaces: u8, earlier: &[u8]| {
+            let mut r = base.clone();
+            r.tags = vec![format!("e{id}")];
+            r.edit = Some(Edit {
+                of: SnapshotId([1; 32]),
+                replaces: SnapshotId([replaces; 32]),
+                n,
+                time_ns: n as i64,
+                earlier: ids(earlier),
+            });
+            Snapshot::new(SnapshotId([id; 32]), r)
+        };
+        let third = edit(4, 3, 3, &[2]);
+        assert_eq!(third.former, ids(&[1, 2, 3]));
+        assert!(third.answers_to(&SnapshotId([2; 32])) && third.has_id_prefix("0202"));
+        assert!(!third.answers_to(&SnapshotId([5; 32])));
+        // A side edit (7, made in another repository) still stored beside the newest.
+        let cur = current(vec![edit(7, 1, 1, &[]), edit(6, 2, 5, &[]), third]);
+        assert_eq!(cur.len(), 1);
+        assert_eq!(cur[0].id, SnapshotId([4; 32]));
+        assert_eq!(cur[0].former, ids(&[1, 2, 3, 5, 6, 7]));
+    }
+
     #[test]
     fn an_edit_round_trips_with_hex_ids() {
         let mut r = sample();
@@ -834,10 +920,25 @@ mod tests {
             replaces: SnapshotId([0xcd; 32]),
             n: 2,
             time_ns: 5,
+            earlier: vec![SnapshotId([0xef; 32])],
         });
         let bytes = r.encode().unwrap();
         let body = std::str::from_utf8(&bytes[12..]).unwrap();
         assert!(body.contains(&"ab".repeat(32)), "{body}");
+        assert!(
+            body.contains(&format!("\"earlier\":[\"{}\"]", "ef".repeat(32))),
+            "{body}"
+        );
+        // A first edit lists no earlier ids: its bytes are what they were before the
+        // field existed.
+        let mut first = r.clone();
+        if let Some(e) = first.edit.as_mut() {
+            e.earlier.clear();
+        }
+        let first = first.encode().unwrap();
+        assert!(!std::str::from_utf8(&first[12..])
+            .unwrap()
+            .contains("earlier"));
         let id = SnapshotId::of(&bytes);
         assert_eq!(SnapshotRecord::decode(&bytes, &id).unwrap(), r);
     }

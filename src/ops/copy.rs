@@ -95,7 +95,8 @@ pub struct CopyReport {
     pub dry_run: bool,
     /// Copied (with `dry_run`: would be copied), oldest first.
     pub copied: Vec<SnapshotRef>,
-    /// Chosen, but the destination already has them (same id).
+    /// Chosen, but the destination already has them: the same record, or the snapshot
+    /// at the same or a later edit (then named as the destination lists it).
     pub already_present: Vec<SnapshotRef>,
     /// Not copied: a name taken by another snapshot in the destination, damage.
     pub refused: Vec<Refused>,
@@ -108,6 +109,10 @@ pub struct CopyReport {
     /// The destination cuts data with other parameters than the source: the copied
     /// chunks still serve, but the two repositories' own backups share less.
     pub chunking_differs: bool,
+    /// Copied edits of snapshots the destination held an older record of: those
+    /// records are superseded there now, for [`retire_superseded`] to delete.
+    #[serde(skip)]
+    pub superseding: Vec<SnapshotId>,
 }
 
 /// The destination of a copy: a repository, or none yet (a dry run of `--init`).
@@ -230,8 +235,41 @@ pub fn copy(
     };
     let ran = run.each(chosen, &mut names, &mut report);
     run.settle(ran, &mut report)?;
+    let copied: HashSet<&str> = report.copied.iter().map(|c| c.id.as_str()).collect();
+    let superseding = std::mem::take(&mut report.superseding);
+    report.superseding = superseding
+        .into_iter()
+        .filter(|id| copied.contains(id.to_hex().as_str()))
+        .collect();
     progress.finish();
     Ok(report)
+}
+
+/// After a copy: delete, at the destination (`place`), the records the copied edits
+/// (`report.superseding`) supersede there, as a local edit deletes the records it
+/// supersedes once its own is committed, and under the exclusive lock as it does. Only
+/// records whose ids the copied edit lists (its `of`, `replaces`, `earlier`) go: one
+/// it does not know (an edit made at the destination meanwhile) stays, hidden, so that
+/// its id keeps finding the snapshot, until the next edit or forget of it there.
+/// Returns the ids deleted. Takes the destination's exclusive lock: the caller holds
+/// no other handle on it.
+pub fn retire_superseded(place: &Place, report: &CopyReport) -> Result<Vec<SnapshotId>> {
+    let mut removed = Vec::new();
+    if report.dry_run || report.superseding.is_empty() {
+        return Ok(removed);
+    }
+    let dst = Repository::open_as(place, Access::Exclusive, "copy")?;
+    let (snaps, _) = dst.snapshots()?;
+    for s in snaps.iter().filter(|s| report.superseding.contains(&s.id)) {
+        // What the copied record itself knows, not what the stored ones add.
+        let known = Snapshot::new(s.id, s.record.clone());
+        for old in s.superseded.iter().filter(|o| known.answers_to(o)) {
+            if dst.remove_snapshot(old)? {
+                removed.push(*old);
+            }
+        }
+    }
+    Ok(removed)
 }
 
 impl Run<'_> {
@@ -437,12 +475,12 @@ fn current_edits(
         .iter()
         .flat_map(|s| s.superseded.iter().copied())
         .collect();
-    let held: HashMap<(SnapshotId, ChunkId), u64> = match dst {
+    let held: HashMap<(SnapshotId, ChunkId), Snapshot> = match dst {
         Some(d) => d
             .snapshots()?
             .0
-            .iter()
-            .map(|s| ((s.origin(), s.record.tree), s.edits()))
+            .into_iter()
+            .map(|s| ((s.origin(), s.record.tree), s))
             .collect(),
         None => HashMap::new(),
     };
@@ -452,10 +490,15 @@ fn current_edits(
             continue;
         }
         match held.get(&(snap.origin(), snap.record.tree)) {
-            Some(&there) if there >= snap.edits() => {
-                report.already_present.push(SnapshotRef::of(&snap));
+            Some(there) if there.edits() >= snap.edits() => {
+                // Named as the destination lists it: the id (and name) that find it there.
+                report.already_present.push(SnapshotRef::of(there));
             }
-            _ => out.push((snap, bytes)),
+            Some(_) => {
+                report.superseding.push(snap.id);
+                out.push((snap, bytes));
+            }
+            None => out.push((snap, bytes)),
         }
     }
     Ok(out)

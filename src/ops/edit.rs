@@ -108,11 +108,20 @@ pub fn edit(repo: &Repository, query: &str, changes: &Changes, now_ns: i64) -> R
             changed: false,
         });
     }
+    let (of, replaces) = (before.origin(), before.id);
     record.edit = Some(Edit {
-        of: before.origin(),
-        replaces: before.id,
+        of,
+        replaces,
         n: before.edits() + 1,
         time_ns: now_ns,
+        // Every id the snapshot had: the records they name are deleted below, and an id
+        // once printed must keep finding the snapshot.
+        earlier: before
+            .former
+            .iter()
+            .copied()
+            .filter(|i| *i != of && *i != replaces)
+            .collect(),
     });
     let id = repo.commit_edit(&record)?;
     // Superseded records go once the new one is durable; one left by a cut-short run

@@ -267,9 +267,9 @@ fn read_target_mark(text: &str) -> Option<&str> {
 
 /// Whether `id_hex`, as a mark or an intent record wrote it, names `snap`: its first
 /// record's id (what marks are written with: an edit of the snapshot since does not
-/// change it), or any of its records' (marks an earlier jellysnap wrote).
+/// change it), or any id its records had (marks an earlier jellysnap wrote).
 fn names_snapshot(snap: &Snapshot, id_hex: &str) -> bool {
-    snap.origin().to_hex() == id_hex || snap.records().iter().any(|r| r.to_hex() == id_hex)
+    crate::id::SnapshotId::from_hex(id_hex).is_some_and(|id| snap.answers_to(&id))
 }
 
 /// The mark an unfinished in-place restore leaves in a root (see `UNFINISHED_RESTORE`):

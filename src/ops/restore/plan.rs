@@ -22,7 +22,7 @@ use crate::error::{Error, IoContext, OptionError, Result};
 use crate::format::chunker::Chunker;
 use crate::format::snapshot::{Component, DatabaseRecord, Snapshot, SnapshotRecord, Verified};
 use crate::format::tree::{DbCapture, Entry, Node, Tree};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, SnapshotId};
 use crate::jellyfin::layout::{is_media, RESTORE_TARGET, UNFINISHED_RESTORE};
 use crate::jellyfin::{running, Class, Selection};
 use crate::store::repo::Repository;
@@ -37,7 +37,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
     .restricted(&components);
     let roots = map_roots(rec, &opts.destination);
     let paths = PathFilter::new(snap, opts, &roots)?;
-    let resumed = check_destination(snap, opts, &roots, &selection)?;
+    let resumed = check_destination(repo, snap, opts, &roots, &selection)?;
     let in_place = matches!(opts.destination, Destination::InPlace).then(|| {
         let data_dir = PathBuf::from(&rec.data_dir);
         let chosen: Vec<Component> = components.iter().copied().collect();
@@ -69,7 +69,7 @@ pub fn plan(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions) -> Result
         p.root(snap, &root_tree, m)?;
     }
     if let Some(paths) = &paths {
-        paths.apply(snap, &mut p)?;
+        paths.apply(repo, snap, &root_tree, &components, &mut p)?;
     }
     let mut plan = RestorePlan::new(snap, roots, components, p);
     if in_place.is_some() {
@@ -143,7 +143,7 @@ fn prefetch_trees(
 struct PathFilter {
     /// (as given, where it goes)
     include: Vec<(String, PathBuf)>,
-    exclude: Vec<PathBuf>,
+    exclude: Vec<(String, PathBuf)>,
 }
 
 impl PathFilter {
@@ -185,7 +185,7 @@ impl PathFilter {
             exclude: opts
                 .exclude
                 .iter()
-                .map(|q| dest(q))
+                .map(|q| Ok((q.clone(), dest(q)?)))
                 .collect::<Result<_>>()?,
         }))
     }
@@ -193,7 +193,7 @@ impl PathFilter {
     /// Whether `path` is restored: inside an included path (or leading to one, a
     /// directory) and not inside an excluded one.
     fn keeps(&self, path: &Path) -> bool {
-        !self.exclude.iter().any(|e| path.starts_with(e))
+        !self.exclude.iter().any(|(_, e)| path.starts_with(e))
             && (self.include.is_empty()
                 || self
                     .include
@@ -204,21 +204,83 @@ impl PathFilter {
     /// Drop what the filter leaves out of the planner's actions and directories. Every
     /// included path must be in the snapshot. A database is one action: it is restored
     /// whole or not at all.
-    fn apply(&self, snap: &Snapshot, p: &mut Planner) -> Result<()> {
-        for (q, i) in &self.include {
+    fn apply(
+        &self,
+        repo: &Repository,
+        snap: &Snapshot,
+        root_tree: &Tree,
+        components: &BTreeSet<Component>,
+        p: &mut Planner,
+    ) -> Result<()> {
+        // An excluded path, too, must be in what the restore would write: one that is
+        // not (a typo) would otherwise restore what it was meant to leave out.
+        let given = self
+            .include
+            .iter()
+            .map(|(q, i)| (q, i))
+            .chain(self.exclude.iter().map(|(q, e)| (q, e)));
+        for (q, i) in given {
             let found = p.actions.iter().any(|a| a.path().starts_with(i))
                 || p.directories.iter().any(|d| d.path.starts_with(i));
             if !found {
-                return Err(Error::PathNotInSnapshot {
-                    snapshot: snap.id.short(),
-                    path: q.clone(),
-                });
+                return Err(not_restored(repo, snap, root_tree, components, q));
             }
         }
         p.actions.retain(|a| self.keeps(a.path()));
         p.directories.retain(|d| self.keeps(&d.path));
         Ok(())
     }
+}
+
+/// Why `query`, a path the restore was asked to include or exclude, is in none of the
+/// parts it restores: in a component `--components` leaves out, or not in the snapshot.
+fn not_restored(
+    repo: &Repository,
+    snap: &Snapshot,
+    root_tree: &Tree,
+    components: &BTreeSet<Component>,
+    query: &str,
+) -> Error {
+    let q = query.trim_end_matches('/');
+    let (label, rel) = q.split_once('/').unwrap_or((q, ""));
+    let all = Selection {
+        roots: snap.record.roots.clone(),
+        items: snap.record.items.clone(),
+    };
+    if let Class::Include(c) = all.classify(label, rel.as_bytes()) {
+        if !components.contains(&c) && in_tree(repo, root_tree, label, rel) {
+            return Error::PathNotSelected {
+                snapshot: snap.id.short(),
+                path: query.to_string(),
+                component: c.name().to_string(),
+            };
+        }
+    }
+    Error::PathNotInSnapshot {
+        snapshot: snap.id.short(),
+        path: query.to_string(),
+    }
+}
+
+/// Whether the snapshot's tree holds `rel` (`/`-separated) under root `label`. A tree
+/// that cannot be read counts as not holding it (the error is for what was asked).
+fn in_tree(repo: &Repository, root_tree: &Tree, label: &str, rel: &str) -> bool {
+    let Some(mut node) = root_tree.find(label.as_bytes()).map(|e| e.node.clone()) else {
+        return false;
+    };
+    for name in rel.split('/').filter(|n| !n.is_empty()) {
+        let Node::Dir { tree } = node else {
+            return false;
+        };
+        let Ok(t) = repo.load_tree(&tree) else {
+            return false;
+        };
+        match t.find(name.as_bytes()) {
+            Some(e) => node = e.node.clone(),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Media files the plan would delete are a library's, not Jellyfin's (it never writes
@@ -318,6 +380,7 @@ fn map_roots(rec: &SnapshotRecord, destination: &Destination) -> Vec<RootMapping
 /// Whether the restore may go ahead; true when it resumes an interrupted restore of the
 /// same snapshot into the same target (its mark is there).
 fn check_destination(
+    repo: &Repository,
     snap: &Snapshot,
     opts: &RestoreOptions,
     roots: &[RootMapping],
@@ -333,8 +396,10 @@ fn check_destination(
             };
             if !names.is_empty() {
                 let mark = fs::read_to_string(t.join(RESTORE_TARGET)).unwrap_or_default();
-                if read_target_mark(&mark).is_some_and(|m| super::names_snapshot(snap, m)) {
-                    return Ok(true);
+                match read_target_mark(&mark) {
+                    Some(m) if super::names_snapshot(snap, m) => return Ok(true),
+                    Some(m) => return Err(other_restore(repo, snap, t, m)),
+                    None => {}
                 }
                 // Only what a restore killed before its mark was durable left (the
                 // mark's own temp file): nothing of anyone's, finished as a resume, which
@@ -368,6 +433,39 @@ fn check_destination(
         }
     }
     Ok(false)
+}
+
+/// The refusal of a target that holds an unfinished restore of another snapshot (its
+/// mark names `other_hex`): names that one, how to finish it, and how to start over.
+fn other_restore(repo: &Repository, snap: &Snapshot, target: &Path, other_hex: &str) -> Error {
+    let other = SnapshotId::from_hex(other_hex).and_then(|id| {
+        let (snaps, _) = repo.snapshots().ok()?;
+        snaps.into_iter().find(|s| s.answers_to(&id))
+    });
+    let describe = |s: &Snapshot| match &s.record.name {
+        Some(n) => format!("{} ({n})", s.id.short()),
+        None => s.id.short(),
+    };
+    let (other, finish) = match &other {
+        Some(o) => (
+            describe(o),
+            format!(
+                "finish it by running that restore again, with the options it had (`jellysnap restore {} --target {}`)",
+                o.record.name.clone().unwrap_or_else(|| o.id.short()),
+                target.display()
+            ),
+        ),
+        None => (
+            other_hex.get(..8).unwrap_or(other_hex).to_string(),
+            "that snapshot is no longer in this repository, so it cannot be finished".into(),
+        ),
+    };
+    Error::TargetHoldsOtherRestore {
+        path: target.to_path_buf(),
+        other,
+        snapshot: describe(snap),
+        finish,
+    }
 }
 
 /// A root of an in-place restore that is missing or empty is most likely a disk that is
