@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::env::{files_under, s, Env};
@@ -271,5 +271,59 @@ fn gc_keeps_a_pack_whose_trailer_is_damaged() {
         fs::read(&pack).unwrap(),
         before,
         "the pack is kept as it is"
+    );
+}
+
+/// A database whose capture needs a damaged chunk is captured again by the next backup,
+/// even when its files are exactly as recorded (a capture that would otherwise be
+/// reused whole, without opening the database).
+#[test]
+fn an_unchanged_database_whose_capture_is_damaged_is_captured_again_and_healed() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &[]);
+    // Only the database changes: the next backup's new data pack holds its dump alone.
+    common::sqlcli::sqlite3(
+        &fx.db_path,
+        "CREATE TABLE heal_me(b BLOB); INSERT INTO heal_me VALUES (randomblob(300000));",
+    );
+    // Backups dated well after the write: the database's state counts as settled, so
+    // the next backup could reuse the capture as a whole.
+    let later = fs::metadata(&fx.db_path).unwrap().mtime() + 60;
+    let data = fx.data_dir.to_str().unwrap().to_string();
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["backup", "--data-dir", data.as_str()];
+        args.extend_from_slice(extra);
+        env.cmd(&args).clock_at(later).json(0)
+    };
+    let before = data_packs(&env.repo);
+    backup(&["--name", "with-the-table"]);
+    let new: Vec<PathBuf> = data_packs(&env.repo).difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    damage_first_record(&new[0]);
+    let c = env.json(&["check", "--read-data"], 18);
+    assert!(
+        affected_paths(&c, "affected")
+            .iter()
+            .any(|p| p.ends_with("jellyfin.db")),
+        "{c}"
+    );
+    // The database is untouched since: without the damage record, its capture would be
+    // reused, and the damaged chunk with it.
+    let b = backup(&[]);
+    let reuse = &b["snapshot"]["databases"][0]["reused"];
+    assert_ne!(reuse.as_str(), Some("capture"), "{b}");
+    let c = env.json(&["check"], 0);
+    assert!(
+        affected_paths(&c, "healed")
+            .iter()
+            .any(|p| p.ends_with("jellyfin.db")),
+        "{c}"
+    );
+    env.json(&["check", "--read-data"], 0);
+    let (restored, _) = env.restore_to("with-the-table", "r");
+    assert_eq!(
+        common::sqlcli::dump_of(&restored.join("data/jellyfin.db")),
+        common::sqlcli::dump_of(&fx.db_path)
     );
 }

@@ -302,9 +302,13 @@ fn parent_capture(
             dump_blake3,
             digest,
         },
-        // Needed only to reuse the capture, which needs a recorded state.
+        // Needed only to reuse the capture, which needs a recorded state. A capture that
+        // needs a chunk found damaged is not reused: the database is captured again, and
+        // its dump stores that chunk anew if it still holds that content.
         node: match record.source {
-            Some(_) => parent_node(repo, parent.root, root, rel)?,
+            Some(_) => {
+                parent_node(repo, parent.root, root, rel)?.filter(|node| !repo.needs_damaged(node))
+            }
             None => None,
         },
     }))
