@@ -404,6 +404,15 @@ impl Error {
         ) && source.raw_os_error() != Some(libc::EIO)
     }
 
+    /// What a read of a stored chunk fails with when the stored bytes are damaged or gone
+    /// (not a refusal, not a network error).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::ChunkMissing { .. } | Error::PackMissing { .. }
+        )
+    }
+
     /// The object asked for is not there (a local file or a remote object): for a pack
     /// a record names, that is damage; for a marker or a lease, an answer.
     pub fn is_not_found(&self) -> bool {

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::env::{files_under, s, Env};
-use common::fixture::{Fixture, Rng};
+use common::fixture::{tree_digest, Fixture, Rng};
 use serde_json::Value;
 
 fn data_packs(repo: &Path) -> BTreeSet<PathBuf> {
@@ -325,5 +325,58 @@ fn an_unchanged_database_whose_capture_is_damaged_is_captured_again_and_healed()
     assert_eq!(
         common::sqlcli::dump_of(&restored.join("data/jellyfin.db")),
         common::sqlcli::dump_of(&fx.db_path)
+    );
+}
+
+/// A parent snapshot whose listing of a directory cannot be read does not stop the
+/// backups that follow: that directory is read again and its listing stored anew, which
+/// also heals the parent (the index now places the listing in a good copy).
+#[test]
+fn a_damaged_parent_listing_is_read_again_and_stored_anew() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    env.backup(&fx, &["--name", "first"]);
+    // The first record of each tree pack is a leaf directory's listing (trees are written
+    // bottom-up): one byte of its payload flipped, as a disk would.
+    let trees = files_under(&env.repo.join("trees"));
+    assert!(!trees.is_empty());
+    for t in &trees {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(t)
+            .unwrap();
+        let at = 12 + 52 + 8;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+    }
+    env.expect(&["check"], 18);
+
+    let b = env.backup(&fx, &["--name", "second"]);
+    let damaged: Vec<&Value> = b["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "parent-listing-damaged")
+        .collect();
+    // (At least one per damaged listing: directories with equal content share one.)
+    assert!(damaged.len() >= trees.len(), "{b}");
+    assert!(
+        damaged[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("check --read-data"),
+        "{b}"
+    );
+    // The next one has a whole parent: nothing to say.
+    let c = env.backup(&fx, &[]);
+    assert!(c["notices"].as_array().unwrap().is_empty(), "{c}");
+    env.json(&["check"], 0);
+    let (second, _) = env.restore_to("second", "r2");
+    let (first, _) = env.restore_to("first", "r1");
+    assert_eq!(
+        tree_digest(&first, &[]).unwrap(),
+        tree_digest(&second, &[]).unwrap()
     );
 }

@@ -212,8 +212,20 @@ fn backup_in_pool(
     let home = &repo.config().repo_id;
     let parent = parent_for(&snapshots, &hostname(), &source.selection.roots, home);
 
-    let parent_root = match parent {
-        Some(p) => Some(repo.load_tree(&p.record.tree)?),
+    // A parent whose root listing cannot be read is no parent: everything is read again
+    // and the listing stored anew (see `walk::prev_tree`).
+    let parent_root = match parent.map(|p| repo.load_tree(&p.record.tree)) {
+        Some(Ok(tree)) => Some(tree),
+        Some(Err(e)) if e.is_damage() => {
+            if let Some(p) = parent {
+                repo.note_damaged_copy(&p.record.tree);
+            }
+            progress.warn(&format!(
+                "the parent snapshot's root listing cannot be read ({e}): every file is read again; run `jellysnap check --read-data` to see what else is damaged"
+            ));
+            None
+        }
+        Some(Err(e)) => return Err(e),
         None => None,
     };
     let earlier = parent

@@ -58,6 +58,12 @@ pub struct Repository {
     damaged_packs: HashSet<PackId>,
     /// A writer's damage records: copies not to deduplicate against.
     damaged_copies: Damaged,
+    /// Copies this handle found damaged when it read them (no record yet): chunk and the
+    /// pack of the copy, not to deduplicate against either.
+    found_damaged: Mutex<HashMap<ChunkId, PackId>>,
+    /// Whether `found_damaged` holds anything (the pack writer's check takes no lock
+    /// until then).
+    found_any: AtomicBool,
     /// The repository's local state: index, locks, scratch (see [`Place::state_dir`]).
     state: PathBuf,
     store: Arc<dyn Store>,
@@ -465,6 +471,8 @@ impl Repository {
             unhealed,
             damaged_packs,
             damaged_copies,
+            found_damaged: Mutex::new(HashMap::new()),
+            found_any: AtomicBool::new(false),
             state,
             store,
             config,
@@ -513,6 +521,8 @@ impl Repository {
             unhealed: HashSet::new(),
             damaged_packs: HashSet::new(),
             damaged_copies: Damaged::new(),
+            found_damaged: Mutex::new(HashMap::new()),
+            found_any: AtomicBool::new(false),
             state: path.to_path_buf(),
             store,
             config,
@@ -559,6 +569,8 @@ impl Repository {
             unhealed: HashSet::new(),
             damaged_packs: HashSet::new(),
             damaged_copies: Damaged::new(),
+            found_damaged: Mutex::new(HashMap::new()),
+            found_any: AtomicBool::new(false),
             state: path.to_path_buf(),
             store,
             config,
@@ -1165,6 +1177,22 @@ impl Repository {
         self.damaged_copies
             .get(pack)
             .is_some_and(|b| b.contains(id))
+            || (self.found_any.load(Ordering::Acquire)
+                && self
+                    .found_damaged
+                    .lock()
+                    .map_or(true, |found| found.get(id) == Some(pack)))
+    }
+
+    /// Note that the indexed copy of `id` could not be read back as stored (a backup met
+    /// it reading its parent snapshot): this handle's pack writer stores the chunk again
+    /// rather than deduplicate against that copy, and the new copy's index entry replaces
+    /// it.
+    pub fn note_damaged_copy(&self, id: &ChunkId) {
+        if let (Ok(Some(e)), Ok(mut found)) = (self.index().get(id), self.found_damaged.lock()) {
+            found.insert(*id, e.pack);
+            self.found_any.store(true, Ordering::Release);
+        }
     }
 
     /// The damage records (`check --read-data` wrote them): each pack with its chunks

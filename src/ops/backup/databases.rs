@@ -306,9 +306,12 @@ fn parent_capture(
         // needs a chunk found damaged is not reused: the database is captured again, and
         // its dump stores that chunk anew if it still holds that content.
         node: match record.source {
-            Some(_) => {
-                parent_node(repo, parent.root, root, rel)?.filter(|node| !repo.needs_damaged(node))
-            }
+            // (A parent listing on the way that cannot be read: nothing to reuse.)
+            Some(_) => match parent_node(repo, parent.root, root, rel) {
+                Ok(node) => node.filter(|node| !repo.needs_damaged(node)),
+                Err(e) if e.is_damage() => None,
+                Err(e) => return Err(e),
+            },
             None => None,
         },
     }))

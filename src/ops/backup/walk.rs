@@ -34,7 +34,7 @@ pub(super) fn walk_roots(ctx: &Ctx, parent_root: Option<&Tree>) -> Result<(Chunk
         let path = PathBuf::from(&root.path);
         let meta = Stat::from(&fs::symlink_metadata(&path).at(&path)?);
         let prev = parent_root.and_then(|t| t.find(root.label.as_bytes()));
-        let parent_sub = prev_tree(ctx, prev)?;
+        let parent_sub = prev_tree(ctx, &mut tally, &path, prev)?;
         let dir = Dir {
             root: &root.label,
             path: &path,
@@ -60,21 +60,39 @@ struct ParentTree {
     bytes: Vec<u8>,
 }
 
-/// The parent snapshot's tree for a directory, when it was a directory there.
-fn prev_tree(ctx: &Ctx, prev: Option<&Entry>) -> Result<Option<ParentTree>> {
-    match prev {
-        Some(Entry {
-            node: Node::Dir { tree },
-            ..
-        }) => {
-            let (decoded, bytes) = ctx.repo.load_tree_bytes(tree)?;
-            Ok(Some(ParentTree {
-                id: *tree,
-                tree: decoded,
-                bytes,
-            }))
+/// The parent snapshot's tree for a directory `path`, when it was a directory there. A
+/// tree whose stored copy is damaged or gone is no parent: the directory is walked as a
+/// new one (its files read again), and its tree is stored anew rather than matched to
+/// that copy, so this snapshot is whole and the parent heals. A refused read still ends
+/// the backup.
+fn prev_tree(
+    ctx: &Ctx,
+    tally: &mut Tally,
+    path: &Path,
+    prev: Option<&Entry>,
+) -> Result<Option<ParentTree>> {
+    let Some(Entry {
+        node: Node::Dir { tree },
+        ..
+    }) = prev
+    else {
+        return Ok(None);
+    };
+    match ctx.repo.load_tree_bytes(tree) {
+        Ok((decoded, bytes)) => Ok(Some(ParentTree {
+            id: *tree,
+            tree: decoded,
+            bytes,
+        })),
+        Err(e) if e.is_damage() => {
+            ctx.repo.note_damaged_copy(tree);
+            let detail = format!(
+                "the parent snapshot's listing of this directory cannot be read ({e}): its files are read again and the listing stored anew; run `jellysnap check --read-data` to see what else is damaged"
+            );
+            ctx.notice(tally, "parent-listing-damaged", path, detail);
+            Ok(None)
         }
-        _ => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -258,7 +276,7 @@ fn child(ctx: &Ctx, dir: &Dir, f: Found, tally: &mut Tally) -> Result<Option<Ent
             ctx.notice(tally, "repository-skipped", &path, detail);
             return Ok(None);
         }
-        let prev_tree = prev_tree(ctx, prev)?;
+        let prev_tree = prev_tree(ctx, tally, &path, prev)?;
         let sub = Dir {
             root: dir.root,
             path: &path,
