@@ -472,3 +472,36 @@ fn an_in_place_restore_refuses_to_delete_media() {
     env.json(&["restore", "latest", "--in-place", "--force"], 0);
     assert!(!lib.join("new-poster.jpg").exists() && lib.join("old.mkv").is_file());
 }
+
+/// A directory tree as deep as a path can be long: the walk, the count and the restore
+/// go through every level (a walk thread's stack once overflowed from ~400 levels: the
+/// backup aborted, with no snapshot and no path named).
+#[test]
+fn a_directory_tree_as_deep_as_a_path_allows_is_backed_up_and_restored() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let mut deep = fx.metadata_dir.join("library");
+    // ~3,800 bytes of path below the metadata dir, under PATH_MAX with the temp dir's.
+    for _ in 0..1900 {
+        deep.push("a");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom.nfo"), b"<movie/>").unwrap();
+    let b = env.backup(&fx, &["--name", "deep"]);
+    assert!(
+        b["snapshot"]["summary"]["errors"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{b}"
+    );
+    // Unchanged: the parent's trees are reused level by level.
+    env.backup(&fx, &[]);
+    let (target, _) = env.restore_to("deep", "r");
+    let rel = deep.strip_prefix(&fx.data_dir).unwrap();
+    assert_eq!(
+        fs::read(target.join(rel).join("bottom.nfo")).unwrap(),
+        b"<movie/>"
+    );
+    env.json(&["check"], 0);
+}

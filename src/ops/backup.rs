@@ -305,6 +305,7 @@ fn walk_counted(
         if ctx.progress.shows_totals() {
             let _ = std::thread::Builder::new()
                 .name("backup-count".into())
+                .stack_size(crate::ops::parallel::WALK_STACK)
                 .spawn_scoped(s, || scan::count(ctx, &stop));
         }
         let walked = walk::walk_roots(ctx, parent_root);

@@ -29,11 +29,18 @@ pub fn io_threads() -> usize {
 /// is not what they wait on), so memory one thread frees is there for the others.
 const MALLOC_ARENAS: i32 = 2;
 
+/// The stack of a thread that walks a directory tree: the walk recurses once per level
+/// (with a thread's stolen work on top), and a tree may go as deep as a path can be long
+/// (PATH_MAX, 4096 bytes: ~2,000 levels of one-letter names), which overflowed the
+/// default 2 MiB from ~400 levels. Address space only: pages are used as the stack grows.
+pub const WALK_STACK: usize = 64 << 20;
+
 /// Run `f` inside a pool of [`io_threads`] threads (falls back to the global pool).
 pub fn in_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     crate::sys::limit_malloc_arenas(MALLOC_ARENAS);
     match rayon::ThreadPoolBuilder::new()
         .num_threads(io_threads())
+        .stack_size(WALK_STACK)
         .thread_name(|i| format!("jellysnap-io-{i}"))
         .build()
     {
