@@ -380,3 +380,41 @@ fn a_damaged_parent_listing_is_read_again_and_stored_anew() {
         tree_digest(&second, &[]).unwrap()
     );
 }
+
+/// A check whose scratch space fills while it rebuilds a database says so and ends; it
+/// does not call the snapshot's database damaged.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_check_whose_scratch_space_is_full_reports_no_damage() {
+    common::env::need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let disk = env.root.join("disk");
+    let mounted = common::env::SmallDisk::mount(&disk, "32m");
+    let repo = disk.join("repo");
+    let cmd = |args: &[&str]| common::env::Cmd::at_repo(&repo, args);
+    let data = fx.data_dir.to_str().unwrap();
+    cmd(&["backup", "--init", "--data-dir", data]).expect(0);
+    // Everything but 16 KiB taken: the rebuild of the database cannot fit.
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![1u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(16 << 10)).unwrap();
+    }
+    let out = cmd(&["check", "--read-data"]).output();
+    let (stdout, stderr) = (s(&out.stdout), s(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_ne!(out.status.code(), Some(18), "{stdout}{stderr}");
+    assert!(stderr.contains("check.db"), "{stderr}");
+    assert!(
+        !stdout.contains("affected") && !stderr.contains("affected"),
+        "{stdout}{stderr}"
+    );
+    fs::remove_file(&filler).unwrap();
+    cmd(&["check", "--read-data"]).expect(0);
+    drop(mounted);
+}

@@ -275,6 +275,7 @@ fn db_diff_text(db: &jellysnap::browse::DbDiff) -> String {
 /// database is rebuilt in the system's temp dir first.
 pub fn dump(ctx: &Ctx, snapshot: &str, path: &str) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
+    report_rebuild(&repo, ctx.out);
     let snap = repo.resolve(snapshot)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -675,6 +675,12 @@ fn check_databases(
             ) else {
                 continue;
             };
+            // Where the rebuild is made, not what it is made from: a full scratch file
+            // system or a refused read says nothing about the snapshot, and ends the
+            // check as what it is.
+            if crate::ops::restore::no_space(&e).is_some() || e.is_refusal() {
+                return Err(e);
+            }
             let users = users.iter().filter(|u| u.2 == proof);
             let detail = match e {
                 Error::NewerFormat {

@@ -335,7 +335,7 @@ fn side_path(db: &Path, suffix: &str) -> PathBuf {
 /// Why a write into the destination can go no further, if that is the error: the file
 /// system is full, over quota or read-only. The restore stops at the first of these
 /// instead of failing file after file.
-fn no_space(e: &crate::error::Error) -> Option<&'static str> {
+pub(crate) fn no_space(e: &crate::error::Error) -> Option<&'static str> {
     use std::io::ErrorKind;
     let crate::error::Error::Io { source, .. } = e else {
         return None;
