@@ -21,12 +21,16 @@ fn data_packs(repo: &Path) -> BTreeSet<PathBuf> {
 
 /// Flip one byte inside the payload of the first record of `pack`, as a disk would.
 fn damage_first_record(pack: &Path) {
+    flip_byte(pack, 12 + 52 + 100);
+}
+
+/// Flip the byte at `at` of `pack`.
+fn flip_byte(pack: &Path, at: u64) {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(pack)
         .unwrap();
-    let at = 12 + 52 + 100;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
@@ -341,15 +345,7 @@ fn a_damaged_parent_listing_is_read_again_and_stored_anew() {
     let trees = files_under(&env.repo.join("trees"));
     assert!(!trees.is_empty());
     for t in &trees {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(t)
-            .unwrap();
-        let at = 12 + 52 + 8;
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, at).unwrap();
-        f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+        flip_byte(t, 12 + 52 + 8);
     }
     env.expect(&["check"], 18);
 
@@ -417,4 +413,79 @@ fn a_check_whose_scratch_space_is_full_reports_no_damage() {
     fs::remove_file(&filler).unwrap();
     cmd(&["check", "--read-data"]).expect(0);
     drop(mounted);
+}
+
+/// A lost pack (a file gone from a NAS, an object from a bucket) or one cut short (a
+/// partial copy) found by `check --read-data` is recorded like a damaged one: the next
+/// backup reads again the unchanged files (and captures again the unchanged database)
+/// whose chunks it held and stores them anew, so the new snapshot restores whole, and
+/// the old ones heal.
+#[test]
+fn a_lost_or_cut_short_pack_found_by_check_is_recorded_and_healed_by_the_next_backup() {
+    let lose = |p: &Path| fs::remove_file(p).unwrap();
+    let cut = |p: &Path| {
+        let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+    };
+    for (what, damage) in [("lost", &lose as &dyn Fn(&Path)), ("cut short", &cut)] {
+        lost_or_cut_short(what, damage);
+    }
+}
+
+fn lost_or_cut_short(what: &str, damage: &dyn Fn(&Path)) {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    // Backups dated well after every file's write: unchanged files (and the database)
+    // count as settled, and are reused from the parent without being read.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 120;
+    let data = fx.data_dir.to_str().unwrap().to_string();
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["backup", "--data-dir", data.as_str()];
+        args.extend_from_slice(extra);
+        env.cmd(&args).clock_at(later).json(0)
+    };
+    backup(&["--init", "--name", "first"]);
+    let (expected, _) = env.restore_to("first", "before");
+    let expected = tree_digest(&expected, &[]).unwrap();
+    // Every data pack: the database's dump is in one of them.
+    let packs = data_packs(&env.repo);
+    for p in &packs {
+        damage(p);
+    }
+
+    let c = env.json(&["check", "--read-data"], 18);
+    assert!(!c["affected"].as_array().unwrap().is_empty(), "{what}: {c}");
+    for p in &packs {
+        let id = p.file_name().unwrap();
+        assert!(env.repo.join("damaged").join(id).exists(), "{what}: {c}");
+    }
+
+    let b = backup(&["--name", "second"]);
+    assert!(
+        b["snapshot"]["summary"]["files_read"].as_u64().unwrap() >= 1,
+        "{what}: {b}"
+    );
+    let (second, _) = env.restore_to("second", "r2");
+    assert_eq!(tree_digest(&second, &[]).unwrap(), expected, "{what}");
+    // The first snapshot's chunks have a good copy again: no snapshot is affected (a
+    // pack cut short is still reported, as a damaged pack no snapshot needs), and the
+    // first restores whole too.
+    let c = env.json(&["check"], if what == "lost" { 0 } else { 18 });
+    assert!(c["affected"].as_array().unwrap().is_empty(), "{what}: {c}");
+    let (first, _) = env.restore_to("first", "r1");
+    assert_eq!(tree_digest(&first, &[]).unwrap(), expected, "{what}");
+    if what != "lost" {
+        return;
+    }
+    // The records of the lost packs go once every chunk has a good copy.
+    env.json(&["gc", "--max-unused", "0"], 0);
+    assert!(
+        !env.repo.join("damaged").exists() || files_under(&env.repo.join("damaged")).is_empty(),
+        "{what}"
+    );
+    env.json(&["check", "--read-data"], 0);
 }

@@ -287,7 +287,12 @@ impl Checker<'_> {
             let size = sizes.get(&key).copied().unwrap_or(0);
             let entries = self.trailer(key)?;
             let here = located.remove(&id).unwrap_or_default();
-            self.check_located(&id, size, entries.as_deref(), here, &failed);
+            let misplaced = self.check_located(&id, size, entries.as_deref(), here, &failed);
+            // Recorded as damage by a check that reads data, like a lost pack's chunks
+            // (a pack cut short, its trailer gone with its end, is never read whole).
+            if !misplaced.is_empty() && !matches!(read_data, ReadData::None) {
+                self.found.entry(id).or_default().extend(misplaced);
+            }
             if let Some(entries) = entries.filter(|_| chosen.contains(&id)) {
                 self.read_pack_data(key, &entries, progress)?;
             }
@@ -297,6 +302,21 @@ impl Checker<'_> {
         for (pack, chunks) in missing {
             let chunks: Vec<ChunkId> = chunks.iter().map(|l| l.id).collect();
             self.bad.extend(chunks.iter().copied());
+            // A check that reads data records a lost pack as damage, like a damaged one,
+            // so that writers store its chunks again (their files are read again). Only
+            // once the pack is asked for by name and is not there: a listing that missed
+            // it is not enough. A record of a pack that comes back is cleared by the
+            // next check that reads it.
+            let store = self.repo.store();
+            if !matches!(read_data, ReadData::None)
+                && !store.exists(Key::Pack(pack))?
+                && !store.exists(Key::TreePack(pack))?
+            {
+                self.found
+                    .entry(pack)
+                    .or_default()
+                    .extend(chunks.iter().copied());
+            }
             self.report.problems.push(problem(
                 "pack",
                 Some(&pack),
@@ -393,9 +413,9 @@ impl Checker<'_> {
         entries: Option<&[PackEntry]>,
         here: Vec<Located>,
         failed: &HashMap<ChunkId, String>,
-    ) {
+    ) -> Vec<ChunkId> {
         if here.is_empty() {
-            return;
+            return Vec::new();
         }
         let listed: Option<HashSet<(ChunkId, u64)>> =
             entries.map(|es| es.iter().map(|e| (e.id, e.offset)).collect());
@@ -421,10 +441,11 @@ impl Checker<'_> {
             self.report.problems.push(problem(
                 "pack",
                 Some(id),
-                misplaced,
+                misplaced.clone(),
                 format!("pack is truncated or does not hold these chunks (size {size})"),
             ));
         }
+        misplaced
     }
 
     /// Read, decompress and hash every chunk of one pack; damaged ones are a problem.

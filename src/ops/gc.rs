@@ -383,6 +383,21 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
             report.packs_deleted += 1;
         }
     }
+    // The record of a pack that is gone (lost, not deleted here) once every chunk it
+    // names has a good copy indexed elsewhere: it has nothing left to say. One whose
+    // chunks have no other copy stays, for `check` to report what needs them.
+    for (id, chunks) in repo.damaged()? {
+        if repo.store().exists(Key::Pack(id))? || repo.store().exists(Key::TreePack(id))? {
+            continue;
+        }
+        let mut healed = true;
+        for c in &chunks {
+            healed &= repo.index().get(c)?.is_some_and(|e| e.pack != id);
+        }
+        if healed {
+            repo.forget_damaged(id)?;
+        }
+    }
     report.bytes_freed = plan.bytes_freed;
     report.scratch_files_removed = repo.store().remove_leftovers()?;
     repo.store().delete(Key::GcMarker)?;
