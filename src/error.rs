@@ -142,6 +142,9 @@ pub enum Error {
         component: String,
     },
 
+    #[error("--include and --exclude leave nothing of snapshot {snapshot} to restore ({given}); exclude less, or list what the snapshot holds with `jellysnap ls {snapshot} -r`")]
+    NothingSelected { snapshot: String, given: String },
+
     #[error("data dir {0} does not exist; pass the Jellyfin data dir with --data-dir (e.g. /var/lib/jellyfin, or /config in Docker)")]
     SourceMissing(PathBuf),
 
@@ -298,6 +301,9 @@ pub enum OptionError {
 
     #[error("invalid option: forget needs snapshots to remove or a policy (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within); an empty policy would remove everything")]
     NothingToForget,
+
+    #[error("invalid option: --keep-tag keeps tagged snapshots from a policy's rules but is no rule itself (alone it would remove every snapshot not tagged): add one of --keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within")]
+    KeepTagAlone,
 
     #[error("invalid option: give either snapshots to remove or a keep policy, not both")]
     SnapshotsAndPolicy,

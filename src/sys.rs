@@ -48,6 +48,16 @@ pub fn start_writeback(f: &File) {
 /// The bytes an unprivileged writer may still use on the file system holding `path`
 /// (`statvfs`: available blocks times the fragment size).
 pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
+    statvfs(path).map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// The files (inodes) an unprivileged writer may still create on the file system holding
+/// `path`; `None` when that file system does not count them (it reports 0 in all).
+pub fn free_inodes(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    statvfs(path).map(|st| (st.f_files > 0).then_some(st.f_favail))
+}
+
+fn statvfs(path: &std::path::Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
@@ -58,7 +68,7 @@ pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok(st)
 }
 
 /// This process's effective user id (for messages about what it may see).

@@ -304,6 +304,16 @@ fn hard_links_come_back_as_hard_links() {
     let live_ino = |p: &Path| fs::metadata(p).unwrap().ino();
     assert_eq!(live_ino(&b), live_ino(&lib.join("a/poster.jpg")));
     assert_eq!(fs::read(&b).unwrap(), b"one poster, two names");
+
+    // In place, the group's first name gone and the others kept: it comes back as a link
+    // to the kept ones, not as a file of its own.
+    let a = lib.join("a/poster.jpg");
+    fs::remove_file(&a).unwrap();
+    env.json(&["restore", "latest", "--in-place"], 0);
+    assert_eq!(live_ino(&a), live_ino(&b));
+    assert_eq!(live_ino(&a), live_ino(&lib.join("b/same.jpg")));
+    assert_eq!(fs::metadata(&a).unwrap().nlink(), 3);
+    assert_eq!(fs::read(&a).unwrap(), b"one poster, two names");
 }
 
 const DAY: i64 = 86_400;

@@ -287,6 +287,42 @@ fn a_full_restore_target_is_20() {
 
 #[test]
 #[ignore = "needs root: mounts a small tmpfs"]
+fn a_restore_target_with_no_room_for_its_mark_or_no_inodes_is_20() {
+    common::env::need_root("mounts a small tmpfs");
+    let (env, _fx) = one_snapshot();
+    // Not a byte left: the target's mark, the first thing written, does not fit.
+    let disk = env.root.join("disk");
+    let mounted = common::env::SmallDisk::mount(&disk, "64k");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(disk.join("filler")).unwrap();
+        while f.write_all(&[1u8; 4096]).is_ok() {}
+    }
+    let t = disk.join("restored");
+    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
+    drop(mounted);
+    expect(&out, 20);
+    assert!(
+        s(&out.stderr).contains("Nothing was changed"),
+        "{}",
+        s(&out.stderr)
+    );
+    // Room for bytes but not for files: said as such.
+    let disk = env.root.join("few-inodes");
+    let mounted = common::env::SmallDisk::mount(&disk, "64m,nr_inodes=24");
+    let t = disk.join("restored");
+    let out = env.run(&["restore", "one", "--target", t.to_str().unwrap()]);
+    drop(mounted);
+    expect(&out, 20);
+    assert!(
+        s(&out.stderr).contains("no free inodes"),
+        "{}",
+        s(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
 fn a_rollback_leaving_jellyfin_less_than_2_gib_is_24() {
     common::env::need_root("mounts a small tmpfs");
     let env = Env::new();

@@ -395,6 +395,8 @@ fn an_in_place_restore_killed_at_any_step_of_the_database_swap_is_old_new_or_mar
         }
         let words: Vec<&str> = finish.split_whitespace().collect();
         assert_eq!(words[0], "jellysnap");
+        // Run with --force, the restore is finished with it too.
+        assert_eq!(words.last(), Some(&"--force"), "{point}: {finish}");
         Cmd::new(&words[1..]).expect(0);
         assert!(!intent.exists(), "{point}: finished, the record goes");
         let (integrity, dump) = as_server_sees_it(&fx.db_path);

@@ -295,6 +295,14 @@ fn snapshots_and_forget_select_by_tag_name_and_age() {
     env.json(&["forget", "--tag", "nightly", "--keep-last", "1"], 0);
     assert_eq!(ids(&[]), [a.as_str(), c.as_str(), d.as_str()]);
     env.expect(&["forget", "--tag", "nightly", &a[..8]], 2);
+    // --keep-tag alone is no policy: it would remove every snapshot not tagged.
+    let out = env.expect(&["forget", "--keep-tag", "keep"], 2);
+    assert!(
+        s(&out.stderr).contains("is no rule itself"),
+        "{}",
+        s(&out.stderr)
+    );
+    assert_eq!(ids(&[]), [a.as_str(), c.as_str(), d.as_str()]);
     // --keep-tag keeps tagged snapshots as --name keeps named ones.
     let f = env.json(
         &[
@@ -421,6 +429,20 @@ fn restore_include_and_exclude_restore_part_of_a_snapshot() {
         &["restore", "latest", "--target", n, "--include", "other/x"],
         12,
     );
+    // A combination that leaves nothing to restore is a slip, said as such.
+    for args in [
+        vec!["--exclude", "data"],
+        vec!["--include", "data/metadata", "--exclude", "data/metadata"],
+    ] {
+        let mut all = vec!["restore", "latest", "--target", n];
+        all.extend(args);
+        let out = env.expect(&all, 12);
+        assert!(
+            s(&out.stderr).contains("leave nothing of snapshot"),
+            "{}",
+            s(&out.stderr)
+        );
+    }
     // A path of a component --components leaves out is named as such, included or
     // excluded; an excluded path the restore would not write anyway (a typo, which
     // would restore what it meant to leave out) is refused as an included one is.

@@ -67,7 +67,7 @@ impl ExitCode {
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
             ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory; or a command that writes (backup, forget, gc, repair, copy into it) on a repository that cannot be written here (read-only file system or directory)",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
-            ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix (or one snapshot's name and another's id prefix), or path not in the snapshot",
+            ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix (or one snapshot's name and another's id prefix), path not in the snapshot (or in a component not selected), or `--include`/`--exclude` leaving nothing to restore",
             ExitCode::DuplicateName => "a snapshot with that name already exists (for `name`: another snapshot has it; for `copy`: another snapshot has it in the destination)",
             ExitCode::NotJellyfin => "data dir missing or not a Jellyfin data dir (also an in-place restore into a missing or empty one, without `--force`), system.xml's MetadataPath holds or lies inside another of its directories, an in-place restore would delete media files (a library overlaps Jellyfin's directories), or database.xml names a database other than Jellyfin's SQLite",
             ExitCode::TargetNotEmpty => "restore target is not empty (and holds no mark of an interrupted restore of the same snapshot)",
@@ -108,7 +108,8 @@ impl ExitCode {
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. }
-            | Error::PathNotSelected { .. } => ExitCode::NoSuchSnapshot,
+            | Error::PathNotSelected { .. }
+            | Error::NothingSelected { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) | Error::NameTaken { .. } | Error::CopyNameTaken { .. } => {
                 ExitCode::DuplicateName
             }

@@ -42,6 +42,11 @@ const FUTURE_TOLERANCE_NS: i64 = 10 * 60 * NS;
 
 impl Policy {
     pub fn is_empty(&self) -> bool {
+        self.rules_empty() && self.keep_tags.is_empty()
+    }
+
+    /// Whether no rule keeps a snapshot by its place or date (`--keep-tag` aside).
+    fn rules_empty(&self) -> bool {
         self.last == 0
             && self.hourly == 0
             && self.daily == 0
@@ -49,7 +54,6 @@ impl Policy {
             && self.monthly == 0
             && self.yearly == 0
             && self.within_secs.is_none()
-            && self.keep_tags.is_empty()
     }
 
     /// Whether a rule goes by the snapshots' dates (all but `--keep-last`, which goes by
@@ -82,6 +86,11 @@ pub enum Selection {
 
 impl Selection {
     pub fn new(snapshots: Vec<String>, policy: Policy) -> Result<Selection, OptionError> {
+        // `--keep-tag` shields snapshots from a policy's rules; alone it is no rule, and
+        // would remove every snapshot not tagged.
+        if !policy.keep_tags.is_empty() && policy.rules_empty() {
+            return Err(OptionError::KeepTagAlone);
+        }
         match (snapshots.is_empty(), policy.is_empty()) {
             (true, true) => Err(OptionError::NothingToForget),
             (false, false) => Err(OptionError::SnapshotsAndPolicy),
@@ -454,6 +463,14 @@ mod tests {
         assert!(matches!(
             Selection::new(vec![], Policy::default()),
             Err(OptionError::NothingToForget)
+        ));
+        let tag_alone = Policy {
+            keep_tags: vec!["keep".into()],
+            ..Policy::default()
+        };
+        assert!(matches!(
+            Selection::new(vec![], tag_alone),
+            Err(OptionError::KeepTagAlone)
         ));
         assert!(matches!(
             Selection::new(vec!["a".into()], daily.clone()),

@@ -97,6 +97,7 @@ fn execute_in_pool(
                 &plan.origin,
                 &plan.components,
                 swaps(&ready),
+                plan.force,
             )
             .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
             #[cfg(feature = "test-hooks")]
@@ -154,8 +155,9 @@ fn into_target(
     // same restore recognises and finishes.
     let mark = plan.target.as_ref().map(|t| t.join(RESTORE_TARGET));
     if let (Some(t), Some(mark)) = (&plan.target, &mark) {
-        durable::create_dir_durable(t)?;
-        write_mark(mark, &super::target_mark(&plan.origin))?;
+        durable::create_dir_durable(t)
+            .and_then(|()| write_mark(mark, &super::target_mark(&plan.origin)))
+            .map_err(|e| stopped(plan, e, plan.write_bytes, false))?;
     }
     let stop = AtomicBool::new(false);
     let mut report = RestoreReport::default();
@@ -355,7 +357,7 @@ fn written_file_systems(plan: &RestorePlan) -> Vec<PathBuf> {
 /// destination holds now (`changed`: whether anything in it has changed); any other
 /// error is returned as it is.
 fn stopped(plan: &RestorePlan, e: Error, to_write: u64, changed: bool) -> Error {
-    let Some(reason) = no_space(&e) else {
+    let Some(mut reason) = no_space(&e) else {
         return e;
     };
     let (path, source) = match e {
@@ -365,6 +367,19 @@ fn stopped(plan: &RestorePlan, e: Error, to_write: u64, changed: bool) -> Error 
     let free = path
         .ancestors()
         .find_map(|p| crate::sys::free_space(p).ok());
+    // The same error when no more files can be made while bytes are left (no free
+    // inodes; the count may have recovered by now, as the restore's temp files went):
+    // said as what it is, not as a full disk with room to spare.
+    let no_inodes = path
+        .ancestors()
+        .find_map(|p| crate::sys::free_inodes(p).ok())
+        .flatten()
+        == Some(0);
+    if source.kind() == std::io::ErrorKind::StorageFull
+        && (no_inodes || free.is_some_and(|f| f >= to_write))
+    {
+        reason = "the file system can hold no more files (no free inodes left)";
+    }
     let state = if !changed {
         "Nothing was changed: free space there (or make it writable) and run the restore again."
             .to_string()
@@ -646,13 +661,15 @@ fn batch_small_files<'a>(repo: &Repository, files: &[&'a Action]) -> Vec<Work<'a
     work
 }
 
-/// The files of the plan that were hard links of a file written (or kept) before them
-/// in the plan, each with that file's path. Only entries of the same file (device and
+/// The files of the plan to write as other names of a hard-link group, each with the
+/// name to link them to (see `source` below). Only entries of the same file (device and
 /// inode at backup) with the same content and metadata are linked: a file that changed
 /// between the backup's reads of its names is restored as the snapshot has each.
 fn link_groups(plan: &RestorePlan) -> HashMap<&Path, &Path> {
-    let mut first: HashMap<(u64, u64), (&Path, &Entry)> = HashMap::new();
-    let mut links = HashMap::new();
+    // Each group's source: a name kept as it is (on disk, it already is the snapshot's
+    // file) when the group has one, else its first name written. Linking to a kept name
+    // keeps the group one file when an in-place restore writes only some of its names.
+    let mut source: HashMap<(u64, u64), (&Path, &Entry, bool)> = HashMap::new();
     for a in &plan.actions {
         let (path, entry, write) = match a {
             Action::Write { path, entry, .. } => (path, entry, true),
@@ -660,14 +677,24 @@ fn link_groups(plan: &RestorePlan) -> HashMap<&Path, &Path> {
             _ => continue,
         };
         let Some(dev) = entry.link else { continue };
-        match first.get(&(dev, entry.inode)) {
-            None => {
-                first.insert((dev, entry.inode), (path, entry));
+        match source.get(&(dev, entry.inode)) {
+            Some((_, _, false)) => {}
+            Some((_, _, true)) if write => {}
+            _ => {
+                source.insert((dev, entry.inode), (path.as_path(), entry, write));
             }
-            Some((to, e)) if write && same_file(e, entry) => {
+        }
+    }
+    let mut links = HashMap::new();
+    for a in &plan.actions {
+        let Action::Write { path, entry, .. } = a else {
+            continue;
+        };
+        let Some(dev) = entry.link else { continue };
+        if let Some((to, e, _)) = source.get(&(dev, entry.inode)) {
+            if *to != path.as_path() && same_file(e, entry) {
                 links.insert(path.as_path(), *to);
             }
-            Some(_) => {}
         }
     }
     links

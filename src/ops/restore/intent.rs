@@ -30,6 +30,10 @@ struct Intent {
     components: Vec<String>,
     /// The databases being swapped, in order.
     databases: Vec<Swap>,
+    /// Whether the restore was run with `--force`: the command that finishes it carries
+    /// it too (it failed its checks once already). Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    force: bool,
 }
 
 /// One database of the swap: the file replaced, the prepared file that replaces it, and
@@ -52,6 +56,7 @@ pub(super) fn begin(
     snapshot: &str,
     components: &[Component],
     databases: Vec<Swap>,
+    force: bool,
 ) -> Result<PathBuf> {
     let path = data_dir.join(INTENT_NAME);
     let intent = Intent {
@@ -61,6 +66,7 @@ pub(super) fn begin(
         repository: lossy(&std::path::absolute(repository).unwrap_or_else(|_| repository.to_path_buf())),
         components: components.iter().map(|c| c.name().to_string()).collect(),
         databases,
+        force,
     };
     let bytes = serde_json::to_vec_pretty(&intent)
         .map_err(|e| Error::internal(format!("cannot encode the restore intent: {e}")))?;
@@ -125,10 +131,11 @@ fn interrupted(data_dir: &Path, path: &Path, intent: Option<&Intent>) -> Error {
         };
     };
     let finish = format!(
-        "jellysnap --repo {} restore {} --in-place --components {}",
+        "jellysnap --repo {} restore {} --in-place --components {}{}",
         shell_word(&i.repository),
         i.snapshot,
-        i.components.join(",")
+        i.components.join(","),
+        if i.force { " --force" } else { "" }
     );
     // The database swap can be undone while the prepared file has not replaced the old
     // database yet: the set-aside side files go back, the prepared file goes.

@@ -228,6 +228,30 @@ impl PathFilter {
         }
         p.actions.retain(|a| self.keeps(a.path()));
         p.directories.retain(|d| self.keeps(&d.path));
+        // What is left of the snapshot: a combination that leaves nothing (an exclude of
+        // a whole root, an include excluded again) is a slip, not an empty restore.
+        // (Directories kept only on the way to an included path do not count.)
+        let inside = |path: &Path| {
+            self.include.is_empty() || self.include.iter().any(|(_, i)| path.starts_with(i))
+        };
+        let chosen = p
+            .actions
+            .iter()
+            .any(|a| !matches!(a, Action::Mkdir { .. }) || inside(a.path()))
+            || p.directories.iter().any(|d| inside(&d.path));
+        if !chosen {
+            let given = self
+                .include
+                .iter()
+                .map(|(q, _)| format!("--include {q}"))
+                .chain(self.exclude.iter().map(|(q, _)| format!("--exclude {q}")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(Error::NothingSelected {
+                snapshot: snap.id.short(),
+                given,
+            });
+        }
         Ok(())
     }
 }
