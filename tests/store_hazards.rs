@@ -192,6 +192,35 @@ fn a_first_backup_fits_a_small_disk() {
     assert_same(&describe(&t, &[]), &expected_state(&fx));
 }
 
+/// A database whose copy does not fit the repository's file system: the backup says that
+/// file system is full (not that the source database failed), and the repository keeps
+/// what it had.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_database_copy_that_does_not_fit_says_the_repository_is_full() {
+    need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "8m");
+    let repo = disk.path().join("repo");
+    let data = fx.data_dir.to_str().unwrap();
+    Cmd::at_repo(&repo, &["backup", "--init", "--data-dir", data]).expect(0);
+    common::sqlcli::sqlite3(
+        &fx.db_path,
+        "CREATE TABLE big(b BLOB); INSERT INTO big SELECT randomblob(1048576) FROM \
+         (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 12) \
+         SELECT x FROM c);",
+    );
+    let out = Cmd::at_repo(&repo, &["backup", "--data-dir", data]).expect(1);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("the file system holding the repository is full"),
+        "{err}"
+    );
+    assert!(!err.contains("database capture of"), "{err}");
+    Cmd::at_repo(&repo, &["check"]).expect(0);
+}
+
 /// Two first backups into one new repository at once: the first writes the config (it is
 /// held just before, at `init-before-config`), the second waits for it and backs up into
 /// that repository instead of writing a config of its own, which the first then replaced.

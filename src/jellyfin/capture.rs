@@ -33,11 +33,28 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
     let source = livedb::open(src, tmp_dir).map_err(fail)?;
     let mut dest =
         Connection::open(&tmp).map_err(|e| fail(format!("cannot create the copy: {e}")))?;
+    // SQLite's "database or disk is full" here is the copy's file system, the
+    // repository's: said as that, not as the source database failing.
+    let copy_err = |e: rusqlite::Error| {
+        match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => Error::io(
+            tmp_dir,
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "the file system holding the repository is full: the copy of {} does not fit; free space there and run the backup again",
+                    src.display()
+                ),
+            ),
+        ),
+        _ => fail(e.to_string()),
+    }
+    };
     {
-        let backup = Backup::new(&source, &mut dest).map_err(|e| fail(e.to_string()))?;
+        let backup = Backup::new(&source, &mut dest).map_err(copy_err)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            match backup.step(-1).map_err(|e| fail(e.to_string()))? {
+            match backup.step(-1).map_err(copy_err)? {
                 StepResult::Done => break,
                 StepResult::Busy | StepResult::Locked | StepResult::More
                     if Instant::now() < deadline =>
@@ -52,7 +69,7 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
             }
         }
     }
-    dest.close().map_err(|(_, e)| fail(e.to_string()))?;
+    dest.close().map_err(|(_, e)| copy_err(e))?;
     source.finish().map_err(fail)?;
     Ok(tmp)
 }

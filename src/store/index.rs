@@ -215,6 +215,20 @@ impl RocksIndex {
     }
 
     fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+        // A full file system is said as what it is: rebuilding the index would not help.
+        let text = e.to_string();
+        if ["No space left on device", "Disk quota exceeded"]
+            .iter()
+            .any(|full| text.contains(full))
+        {
+            return Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("the file system holding the repository's index is full ({text}); free space there and run the command again"),
+                ),
+            );
+        }
         Error::Index {
             path: path.to_path_buf(),
             detail: format!(
@@ -536,6 +550,22 @@ impl ChunkIndex for RocksIndex {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_disk_under_the_index_is_said_as_such_not_as_a_broken_index() {
+        let p = std::path::Path::new("/r/index");
+        let full = super::RocksIndex::err(
+            p,
+            "IO error: No space left on device: While appending to file: /r/index/000012.log",
+        );
+        assert!(
+            matches!(&full, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
+            "{full}"
+        );
+        assert!(!full.to_string().contains("repair index"), "{full}");
+        let other = super::RocksIndex::err(p, "Corruption: block checksum mismatch");
+        assert!(other.to_string().contains("repair index"), "{other}");
+    }
+
     use super::*;
 
     fn entry(n: u8) -> IndexEntry {
