@@ -386,12 +386,13 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
     // The record of a pack that is gone (lost, not deleted here) once every chunk it
     // names has a good copy indexed elsewhere: it has nothing left to say. One whose
     // chunks have no other copy stays, for `check` to report what needs them.
-    for (id, chunks) in repo.damaged()? {
+    let deleted: HashSet<PackId> = doomed.iter().filter_map(|p| p.id).collect();
+    for (&id, chunks) in damaged.iter().filter(|(id, _)| !deleted.contains(id)) {
         if repo.store().exists(Key::Pack(id))? || repo.store().exists(Key::TreePack(id))? {
             continue;
         }
         let mut healed = true;
-        for c in &chunks {
+        for c in chunks {
             healed &= repo.index().get(c)?.is_some_and(|e| e.pack != id);
         }
         if healed {
