@@ -45,6 +45,22 @@ pub fn start_writeback(f: &File) {
     let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
+/// Turn `O_DIRECT` off on an open file, so that its later writes go through the page
+/// cache (for a file system that accepted the flag at open but refuses such writes).
+pub fn clear_direct(f: &File) -> std::io::Result<()> {
+    // SAFETY: the fd is valid for the life of `f`; F_GETFL/F_SETFL take and return ints.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The bytes an unprivileged writer may still use on the file system holding `path`
 /// (`statvfs`: available blocks times the fragment size).
 pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {

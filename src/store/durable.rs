@@ -25,11 +25,178 @@ use crate::error::{Error, IoContext, Result};
 pub trait FsFile: Write + Send {
     /// Make the file's bytes durable (fsync).
     fn sync(&mut self) -> io::Result<()>;
+
+    /// Whether the file gathers small writes itself (no buffer is needed in front of it).
+    fn buffers(&self) -> bool {
+        false
+    }
 }
 
 impl FsFile for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_all()
+    }
+}
+
+/// A new file written with `O_DIRECT`: its bytes go from an aligned buffer of ours
+/// straight to the device, not through the page cache. A pack is written once, in
+/// sequence, and not read back by the run that writes it; through the page cache every
+/// byte is first copied into a fresh cache page, which on a virtual machine's disk cost
+/// about as much CPU as chunking and hashing it (2 GB written and synced by `dd`: 7.1 s
+/// buffered, 1.9 s direct). Durable only after [`FsFile::sync`], like any file.
+///
+/// Writes are whole aligned blocks at aligned offsets; the tail is written padded with
+/// zeros and the file cut back to its length. Where the file system refuses a direct
+/// write (`EINVAL`), the file falls back to the page cache and carries on.
+pub struct DirectFile {
+    file: File,
+    buf: Vec<u8>,
+    /// Where the aligned part of `buf` starts.
+    start: usize,
+    /// Bytes gathered in the buffer, not yet written as a whole block.
+    filled: usize,
+    /// Bytes of the file written as whole blocks (a multiple of [`DIRECT_ALIGN`] while
+    /// direct).
+    pos: u64,
+    direct: bool,
+}
+
+/// The alignment of a direct write's buffer, offset and length: the largest logical
+/// block size of common devices.
+const DIRECT_ALIGN: usize = 4096;
+/// The size of one direct write.
+const DIRECT_BLOCK: usize = 1 << 20;
+
+impl DirectFile {
+    /// `path` opened again with `O_DIRECT`; `None` where the file system refuses the flag.
+    fn open(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()?;
+        let buf = vec![0u8; DIRECT_BLOCK + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        (start < DIRECT_ALIGN).then_some(DirectFile {
+            file,
+            buf,
+            start,
+            filled: 0,
+            pos: 0,
+            direct: true,
+        })
+    }
+
+    /// Write the gathered bytes at `pos`: a whole block moves `pos` on; a tail (at sync)
+    /// is written padded and the file cut to its length, and stays gathered, so that
+    /// bytes written after it rewrite that block whole.
+    fn write_out(&mut self) -> io::Result<()> {
+        let whole = self.filled == DIRECT_BLOCK;
+        let len = if self.direct {
+            self.filled.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
+        } else {
+            self.filled
+        };
+        self.buf[self.start + self.filled..self.start + len].fill(0);
+        let block = &self.buf[self.start..self.start + len];
+        match self.file.write_all_at(block, self.pos) {
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                crate::sys::clear_direct(&self.file)?;
+                self.direct = false;
+                return self.write_out();
+            }
+            r => r?,
+        }
+        if whole {
+            self.pos += DIRECT_BLOCK as u64;
+            self.filled = 0;
+        } else if len != self.filled {
+            self.file.set_len(self.pos + self.filled as u64)?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest content [`write_new_direct`] writes.
+pub const DIRECT_WHOLE_MAX: usize = DIRECT_BLOCK;
+
+/// Write `bytes` (at most [`DIRECT_WHOLE_MAX`]) as the whole content of the new, empty
+/// file at `path`, with `O_DIRECT` (see [`DirectFile`] for why), from an aligned buffer
+/// the calling thread keeps. `Ok(false)` when nothing was written because the file
+/// system takes no direct writes (or the bytes are too many): the caller writes them
+/// through the page cache. Durable, like any write, only once synced.
+pub fn write_new_direct(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    thread_local! {
+        static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if bytes.len() > DIRECT_WHOLE_MAX {
+        return Ok(false);
+    }
+    let Ok(file) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    else {
+        return Ok(false);
+    };
+    ALIGNED.with(|cell| {
+        let buf = &mut *cell.borrow_mut();
+        if buf.is_empty() {
+            *buf = vec![0u8; DIRECT_WHOLE_MAX + DIRECT_ALIGN];
+        }
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let len = bytes.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let Some(block) = buf.get_mut(start..start + len) else {
+            return Ok(false);
+        };
+        let (data, pad) = block.split_at_mut(bytes.len());
+        data.copy_from_slice(bytes);
+        pad.fill(0);
+        match file.write_all_at(block, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Refused; anything a partial write left goes, for the caller's write.
+                file.set_len(0)?;
+                return Ok(false);
+            }
+            r => r?,
+        }
+        if len != bytes.len() {
+            file.set_len(bytes.len() as u64)?;
+        }
+        Ok(true)
+    })
+}
+
+impl Write for DirectFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = bytes.len().min(DIRECT_BLOCK - self.filled);
+        let at = self.start + self.filled;
+        self.buf[at..at + n].copy_from_slice(&bytes[..n]);
+        self.filled += n;
+        if self.filled == DIRECT_BLOCK {
+            self.write_out()?;
+        }
+        Ok(n)
+    }
+
+    /// Nothing: the gathered tail is written by [`FsFile::sync`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FsFile for DirectFile {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            self.write_out()?;
+        }
+        self.file.sync_all()
+    }
+
+    fn buffers(&self) -> bool {
+        true
     }
 }
 
@@ -57,6 +224,15 @@ pub enum EntryKind {
 pub trait Fs: Send + Sync {
     /// A new file in `dir` with a unique name starting with `prefix`, open for writing.
     fn create_temp(&self, dir: &Path, prefix: &str) -> io::Result<(Box<dyn FsFile>, PathBuf)>;
+    /// [`Fs::create_temp`] for a large file written once in sequence and not read back
+    /// soon (a pack): where the file system allows, one that skips the page cache.
+    fn create_temp_direct(
+        &self,
+        dir: &Path,
+        prefix: &str,
+    ) -> io::Result<(Box<dyn FsFile>, PathBuf)> {
+        self.create_temp(dir, prefix)
+    }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync a directory, so that the entries created, renamed or removed in it are durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -93,6 +269,17 @@ impl Fs for StdFs {
             .tempfile_in(dir)?
             .into_parts();
         Ok((Box::new(file), path.keep().map_err(|e| e.error)?))
+    }
+    fn create_temp_direct(
+        &self,
+        dir: &Path,
+        prefix: &str,
+    ) -> io::Result<(Box<dyn FsFile>, PathBuf)> {
+        let (file, path) = self.create_temp(dir, prefix)?;
+        match DirectFile::open(&path) {
+            Some(direct) => Ok((Box::new(direct), path)),
+            None => Ok((file, path)),
+        }
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
@@ -221,6 +408,51 @@ mod tests {
         write_atomic(&StdFs, &p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_direct_temp_file_holds_exactly_what_was_written() {
+        let block = DIRECT_BLOCK;
+        // Empty, under a block, aligned, whole blocks, blocks and a tail; written in
+        // pieces that straddle the block boundaries.
+        for total in [0, 1, 4095, 4096, 4097, block, block + 1, 2 * block + 12345] {
+            for dir in [std::env::temp_dir(), PathBuf::from("/dev/shm")] {
+                if !dir.is_dir() {
+                    continue;
+                }
+                let dir = tempfile::tempdir_in(dir).unwrap();
+                let (mut f, path) = StdFs.create_temp_direct(dir.path(), "pack-").unwrap();
+                let bytes: Vec<u8> = (0..total).map(|i| (i * 7 + i / 4096) as u8).collect();
+                for piece in bytes.chunks(100_003) {
+                    f.write_all(piece).unwrap();
+                }
+                f.sync().unwrap();
+                assert_eq!(fs::read(&path).unwrap(), bytes, "{total} bytes");
+                // Bytes written after a sync land after the ones before it.
+                f.write_all(b"more").unwrap();
+                f.sync().unwrap();
+                let mut want = bytes.clone();
+                want.extend_from_slice(b"more");
+                assert_eq!(fs::read(&path).unwrap(), want, "{total} bytes and more");
+            }
+        }
+    }
+
+    #[test]
+    fn a_direct_write_the_file_system_refuses_goes_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, path) = StdFs.create_temp(dir.path(), "pack-").unwrap();
+        let Some(mut f) = DirectFile::open(&path) else {
+            return; // no O_DIRECT here at all
+        };
+        // A buffer off the alignment is refused (EINVAL) by a file system that does
+        // direct writes, as a file system that does none refuses aligned ones.
+        f.start += 1;
+        let bytes: Vec<u8> = (0..DIRECT_BLOCK + 5000).map(|i| (i % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        f.sync().unwrap();
+        assert!(!f.direct, "the misaligned write was not refused");
+        assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Store for LocalStore {
     }
 
     fn stage(&self, scratch: &Path) -> Result<Staged> {
-        Staged::create(self.fs.clone(), scratch)
+        Staged::create_direct(self.fs.clone(), scratch)
     }
 
     fn put_staged(&self, key: Key, staged: Staged) -> Result<()> {

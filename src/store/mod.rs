@@ -212,15 +212,28 @@ impl Staged {
     /// A new, empty scratch file in `dir` on `fs`.
     pub fn create(fs: Arc<dyn Fs>, dir: &Path) -> Result<Self> {
         let (file, path) = fs.create_temp(dir, "pack-").at(dir)?;
-        Ok(Staged {
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
+        Ok(Self::over(fs, file, path))
+    }
+
+    /// [`Staged::create`] for an object that is renamed into place, never read back by
+    /// this run: where the file system allows, its bytes skip the page cache
+    /// ([`Fs::create_temp_direct`]).
+    pub fn create_direct(fs: Arc<dyn Fs>, dir: &Path) -> Result<Self> {
+        let (file, path) = fs.create_temp_direct(dir, "pack-").at(dir)?;
+        Ok(Self::over(fs, file, path))
+    }
+
+    fn over(fs: Arc<dyn Fs>, file: Box<dyn FsFile>, path: PathBuf) -> Self {
+        let capacity = if file.buffers() { 0 } else { 1 << 20 };
+        Staged {
+            file: std::io::BufWriter::with_capacity(capacity, file),
             tmp: TempName {
                 fs,
                 path: Some(path),
             },
             len: 0,
             hook: None,
-        })
+        }
     }
 
     /// Run `hook` before every write (the test store's faults).
