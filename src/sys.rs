@@ -57,6 +57,12 @@ pub fn free_inodes(path: &std::path::Path) -> std::io::Result<Option<u64>> {
     statvfs(path).map(|st| (st.f_files > 0).then_some(st.f_favail))
 }
 
+/// Whether the file system holding `path` can hold no more files (it counts them and
+/// has none left for an unprivileged writer).
+pub fn out_of_inodes(path: &std::path::Path) -> bool {
+    matches!(free_inodes(path), Ok(Some(0)))
+}
+
 fn statvfs(path: &std::path::Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
