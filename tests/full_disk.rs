@@ -217,3 +217,57 @@ fn a_restore_whose_database_rebuild_does_not_fit_is_20() {
         let _ = fs::remove_dir_all(&t);
     }
 }
+
+/// gc and a copy into a full repository stop the same way (exit code 20, naming the
+/// repository written to, each with its next step) and leave it as it was; once space
+/// is freed each succeeds.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn gc_and_copy_on_a_full_repository_are_20() {
+    need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "48m");
+    let repo = disk.path().join("repo");
+    let data = fx.data_dir.to_str().unwrap();
+    let cmd = |args: &[&str]| Cmd::at_repo(&repo, args);
+    // A file whose second half changes: once the first snapshot is forgotten, its pack
+    // is half unused, and gc must write the live half anew to reclaim the rest.
+    let file = fx.metadata_dir.join("library/halves.jpg");
+    let mut content = random(6 << 20, 11);
+    fs::write(&file, &content).unwrap();
+    cmd(&["backup", "--init", "--data-dir", data, "--name", "one"]).expect(0);
+    content[3 << 20..].copy_from_slice(&random(3 << 20, 12));
+    fs::write(&file, &content).unwrap();
+    cmd(&["backup", "--data-dir", data]).expect(0);
+    cmd(&["forget", "one"]).expect(0);
+
+    let filler = fill_bytes(disk.path(), 1 << 20);
+    let err = expect(&cmd(&["gc", "--max-unused", "0"]).output(), 20);
+    assert!(
+        err.contains(&format!("repository {}", repo.display())),
+        "{err}"
+    );
+    assert!(err.contains("is full"), "{err}");
+    assert!(err.contains("gc --max-unused 100"), "{err}");
+    tmp_is_empty(&repo);
+    fs::remove_file(&filler).unwrap();
+    cmd(&["check"]).expect(0);
+
+    // A copy into a repository on the full disk names that repository.
+    let dest = disk.path().join("copy");
+    let to = dest.to_str().unwrap();
+    let filler = fill_bytes(disk.path(), 1 << 20);
+    let err = expect(&cmd(&["copy", "--to", to, "--init"]).output(), 20);
+    says_repository_full(&err, &dest, "is full");
+    tmp_is_empty(&dest);
+    fs::remove_file(&filler).unwrap();
+    Cmd::at_repo(&dest, &["check"]).expect(0);
+    cmd(&["copy", "--to", to]).expect(0);
+    Cmd::at_repo(&dest, &["check", "--read-data"]).expect(0);
+    cmd(&["gc", "--max-unused", "0"]).expect(0);
+    cmd(&["check", "--read-data"]).expect(0);
+    let t = env.root.join("restored");
+    cmd(&["restore", "latest", "--target", t.to_str().unwrap()]).expect(0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+}
