@@ -222,6 +222,13 @@ fn a_database_copy_that_does_not_fit_says_the_repository_is_full() {
         "{err}"
     );
     assert!(!err.contains("database capture of"), "{err}");
+    // The copy that did not fit is gone with the run.
+    let left: Vec<_> = fs::read_dir(repo.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in tmp/: {left:?}");
     Cmd::at_repo(&repo, &["check"]).expect(0);
 }
 
