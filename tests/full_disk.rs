@@ -271,3 +271,26 @@ fn gc_and_copy_on_a_full_repository_are_20() {
     cmd(&["restore", "latest", "--target", t.to_str().unwrap()]).expect(0);
     assert_same(&describe(&t, &[]), &expected_state(&fx));
 }
+
+/// A repository that cannot be created for want of room says so (no snapshots to forget
+/// there yet), and is created by the same command once there is room.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn an_init_on_a_full_file_system_is_20_and_a_rerun_creates_it() {
+    need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "8m,nr_inodes=64");
+    let repo = disk.path().join("repo");
+    let filler = fill_inodes(disk.path(), 2);
+    let err = expect(&Cmd::at_repo(&repo, &["init"]).output(), 20);
+    assert!(
+        err.contains(&format!("repository {}", repo.display())),
+        "{err}"
+    );
+    assert!(err.contains("no free inodes"), "{err}");
+    assert!(err.contains("was not created"), "{err}");
+    assert!(!err.contains("jellysnap forget"), "{err}");
+    fs::remove_dir_all(filler).unwrap();
+    Cmd::at_repo(&repo, &["init"]).expect(0);
+    Cmd::at_repo(&repo, &["check"]).expect(0);
+}
