@@ -46,7 +46,7 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path) -> Result<()> {
     // (the command names the repository), not as the source database failing.
     let full = |e: &rusqlite::Error| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) => true,
-        Some(rusqlite::ErrorCode::CannotOpen) => crate::sys::out_of_inodes(tmp_dir),
+        Some(rusqlite::ErrorCode::CannotOpen) => crate::sys::nearly_full(tmp_dir),
         _ => false,
     };
     let copy_err = |e: rusqlite::Error| {

@@ -120,8 +120,7 @@ fn rebuild_beside(
     // "unable to open" or an I/O error: told from a dump that does not rebuild by the
     // file system, looked at before the rebuild's files are removed.
     let dir = crate::store::durable::parent_dir(&tmp);
-    let out_of_room = built.is_err()
-        && (crate::sys::out_of_inodes(dir) || crate::sys::free_space(dir).is_ok_and(|f| f == 0));
+    let out_of_room = built.is_err() && crate::sys::nearly_full(dir);
     capture::remove_side_files(&tmp);
     if let Err(e) = built {
         return Err(match (stream.err.take(), e) {
