@@ -48,7 +48,7 @@ pub fn repository_full(e: Error, place: &Place, command: &str) -> Error {
     let next = match command {
         _ if !created => format!("The repository was not created (its config is not written). Free space on that file system, or pick a repository on another one; then run {command} again"),
         "gc" => "Every snapshot is intact; what gc did not finish, the next gc does. gc writes the live part of a pack anew before it deletes the pack: run `jellysnap gc --max-unused 100` first (it deletes the packs nothing uses and writes no new pack), or free space on that file system, or move the repository to a larger disk; then run gc again".to_string(),
-        "check" => "check stopped before it finished: this says nothing about the snapshots. check --read-data rebuilds each database in the repository's tmp dir: free space on that file system (at least the size of the largest database), then run check again".to_string(),
+        "check" if path.parent().and_then(Path::file_name) == Some("tmp".as_ref()) => "check stopped before it finished: this says nothing about the snapshots. check --read-data rebuilds each database in the repository's tmp dir: free space on that file system (at least the size of the largest database), then run check again".to_string(),
         _ => format!("Nothing was committed: the repository holds what it held before, and the temp files of this run are removed. Free space on that file system (remove snapshots you no longer need with `jellysnap forget`, then `jellysnap gc --max-unused 100`, which deletes the packs nothing uses and writes no new pack), or move the repository to a larger disk; then run {command} again"),
     };
     Error::RepositoryFull {
