@@ -219,6 +219,20 @@ pub enum Error {
         state: String,
     },
 
+    /// A write into the repository (or into a remote repository's local state) met a
+    /// full file system, an exhausted quota or no free inodes.
+    #[error("repository {repo}: the file system it is written to {reason}; writing {} failed, {} free there now. {next}", at.display(), free.map(bytes).unwrap_or_else(|| "unknown".into()))]
+    RepositoryFull {
+        repo: String,
+        at: PathBuf,
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+        free: Option<u64>,
+        /// What the repository holds now and what to do next.
+        next: String,
+    },
+
     /// `database.xml` names a database jellysnap cannot capture.
     #[error("{path}: {detail}")]
     UnsupportedDatabase { path: PathBuf, detail: String },
@@ -461,7 +475,7 @@ impl Error {
 }
 
 /// A byte count as messages show it (KiB, MiB, ... with one decimal).
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -93,6 +93,11 @@ pub mod gc {
     };
 }
 
+/// A write into the repository that met a full file system, said as such.
+pub mod full {
+    pub use crate::ops::full::repository_full;
+}
+
 /// Removing snapshots by policy or by name.
 pub mod forget {
     pub use crate::ops::forget::{

@@ -73,6 +73,15 @@ pub fn free_inodes(path: &std::path::Path) -> std::io::Result<Option<u64>> {
     statvfs(path).map(|st| (st.f_files > 0).then_some(st.f_favail))
 }
 
+/// Whether the file system holding `path` is (all but) out of room: fewer than 64 files
+/// (inodes) or 64 KiB left. What SQLite reports as a file it cannot open or write is
+/// told from other causes by this, looked at just after: other writers beside it may
+/// have given back a few by then.
+pub fn nearly_full(path: &std::path::Path) -> bool {
+    matches!(free_inodes(path), Ok(Some(n)) if n < 64)
+        || free_space(path).is_ok_and(|f| f < 64 << 10)
+}
+
 fn statvfs(path: &std::path::Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())

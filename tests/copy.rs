@@ -377,10 +377,16 @@ fn a_failed_destination_write_ends_the_run_and_a_rerun_finishes() {
     let dst = Env::new();
     copy(&src, &dst.repo, &["base", "--init"], 0);
     let out = copy_cmd(&src, &dst.repo, &[]).fault("write:3:28").output();
-    common::env::assert_exit(&out, 1, &"copy onto a full disk");
+    common::env::assert_exit(&out, 20, &"copy onto a full disk");
     let err = s(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
-    assert!(err.contains(dst.repo.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains(&format!(
+            "repository {}: the file system",
+            dst.repo.display()
+        )),
+        "{err}"
+    );
     assert_eq!(listing(&dst).len(), 1);
     dst.json(&["check", "--read-data"], 0);
     let rest = copy(&src, &dst.repo, &[], 0);

@@ -1336,8 +1336,9 @@ fn full_disk_during_backup_loses_nothing_and_recovers() {
         .expect(0);
     let expected = restored("small", "expected");
 
-    let out = run(&["backup", "--data-dir", data]).expect(1);
+    let out = run(&["backup", "--data-dir", data]).expect(20);
     let err = s(&out.stderr);
+    assert!(err.contains("is full"), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert!(
         err.contains(repo.to_str().unwrap()),

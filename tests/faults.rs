@@ -29,10 +29,11 @@ fn failed_writes_and_fsyncs_lose_nothing() {
     let mut snapshots = 1;
     let mut triggered = 0;
     let mut round = 1;
-    for (op, errno, message) in [
-        ("write", 28, "No space left on device"),
-        ("write", 5, "Input/output error"),
-        ("fsync", 5, "Input/output error"),
+    // A full file system is exit code 20 (naming the repository), a failing disk 1.
+    for (op, errno, message, code) in [
+        ("write", 28, "No space left on device", 20),
+        ("write", 5, "Input/output error", 1),
+        ("fsync", 5, "Input/output error", 1),
     ] {
         for n in [1, 2, 3, 5, 8, 13, 21, 34, 55] {
             // Something new to store in every attempt: a backup that succeeds leaves
@@ -47,7 +48,7 @@ fn failed_writes_and_fsyncs_lose_nothing() {
             }
             triggered += 1;
             let err = s(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{op}:{n}: {err}");
+            assert_eq!(out.status.code(), Some(code), "{op}:{n}: {err}");
             assert!(err.contains(message), "{op}:{n}: {err}");
             assert!(
                 err.contains(env.repo.to_str().unwrap()),

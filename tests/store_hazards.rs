@@ -211,13 +211,24 @@ fn a_database_copy_that_does_not_fit_says_the_repository_is_full() {
          (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 12) \
          SELECT x FROM c);",
     );
-    let out = Cmd::at_repo(&repo, &["backup", "--data-dir", data]).expect(1);
+    let out = Cmd::at_repo(&repo, &["backup", "--data-dir", data]).expect(20);
     let err = s(&out.stderr);
     assert!(
-        err.contains("the file system holding the repository is full"),
+        err.contains(&format!("repository {}: the file system", repo.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("is full") && err.contains("does not fit"),
         "{err}"
     );
     assert!(!err.contains("database capture of"), "{err}");
+    // The copy that did not fit is gone with the run.
+    let left: Vec<_> = fs::read_dir(repo.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in tmp/: {left:?}");
     Cmd::at_repo(&repo, &["check"]).expect(0);
 }
 

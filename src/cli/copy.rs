@@ -4,13 +4,18 @@ use serde_json::json;
 
 use jellysnap::copy::{self, CopyOptions, CopyReport, Destination};
 use jellysnap::progress::Progress;
-use jellysnap::{Access, Error, Repository};
+use jellysnap::{Access, Error, Place, Repository};
 
 use super::args::CopyArgs;
 use super::exit::ExitCode;
 use super::{paren_name, render, report_rebuild, Ctx};
 
 pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
+    let to = super::args::place(&a.to)?;
+    copy_to(ctx, a, &to).map_err(|e| jellysnap::full::repository_full(e, &to, "copy"))
+}
+
+fn copy_to(ctx: &Ctx, a: &CopyArgs, to: &Place) -> Result<ExitCode, Error> {
     let opts = CopyOptions {
         snapshots: a.snapshots.clone(),
         dry_run: a.dry_run,
@@ -18,8 +23,7 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
     let out = ctx.out;
     let src = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&src, out);
-    let to = super::args::place(&a.to)?;
-    let (dst, created) = copy::open_destination(&to, &src, a.init, a.dry_run)?;
+    let (dst, created) = copy::open_destination(to, &src, a.init, a.dry_run)?;
     if created {
         // Also under -q: a new repository where one may have been expected is news.
         out.err(&format!(
@@ -40,7 +44,7 @@ pub fn copy(ctx: &Ctx, a: &CopyArgs) -> Result<ExitCode, Error> {
     // The exclusive lock an edit's deletes need: this run's handle on the destination
     // (its shared lock) goes first.
     drop(dst);
-    let retired = match copy::retire_superseded(&to, &r) {
+    let retired = match copy::retire_superseded(to, &r) {
         Ok(ids) => ids,
         Err(e) => {
             // Every snapshot is copied; the older records are hidden and stay findable.

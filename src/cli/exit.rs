@@ -75,7 +75,7 @@ impl ExitCode {
             ExitCode::ServerRunning => "Jellyfin is running, or whether it is cannot be told (in-place restore without `--force`); or a backup while Jellyfin runs with database.xml's `lockingmode` EXCLUSIVE",
             ExitCode::Damaged => "repository data is damaged (corrupt pack, record or chunk; gc refuses while a snapshot record is unreadable; copy leaves out a snapshot whose chunks are damaged)",
             ExitCode::DatabaseRestore => "a database could not be restored; nothing was changed",
-            ExitCode::NoSpace => "the restore target is full, over quota or read-only: the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it)",
+            ExitCode::NoSpace => "a file system written to is full, over quota or out of inodes. A restore target (or read-only): the restore stopped at the first such error, naming the file system and how much is still to write (in place, rerunning the same restore finishes it). The repository (or a remote one's local state) under a command that writes to it (backup, copy, gc, repair, forget) or `check --read-data`'s scratch space in it: the message names the repository and what to free, and the repository keeps what it had",
             ExitCode::RestoreInterrupted => "an in-place restore of this data dir was interrupted (its intent record is in the data dir): backups and other restores refuse until it is finished (the message gives the command) or undone",
             ExitCode::Remote => "the object store refused (credentials, permission, bucket) or could not be reached after retries: the message names the object, the HTTP status and what to do; nothing stored was damaged",
             ExitCode::ConfigFile => "the configuration file (`--config`, `$JELLYSNAP_CONFIG`, else `/etc/jellysnap/jellysnap.toml` for root and `~/.config/jellysnap/jellysnap.toml` for a user) is malformed or unreadable, or was named and is missing: the message names the file and the line",
@@ -139,7 +139,7 @@ impl ExitCode {
             | Error::PackMissing { .. }
             | Error::SnapshotUnreadable { .. } => ExitCode::Damaged,
             Error::DatabaseRestore { .. } => ExitCode::DatabaseRestore,
-            Error::NoSpace { .. } => ExitCode::NoSpace,
+            Error::NoSpace { .. } | Error::RepositoryFull { .. } => ExitCode::NoSpace,
             Error::TooLittleSpaceLeft { .. } => ExitCode::LowSpace,
             Error::RestoreInterrupted { .. } => ExitCode::RestoreInterrupted,
             Error::Remote {

@@ -479,7 +479,8 @@ fn guard_snapshot(
         naming,
         tags: vec![format!("hook:{hook}")],
     };
-    let o = guard::snapshot(&ctx.place, &opts, ctx.progress)?;
+    let o = guard::snapshot(&ctx.place, &opts, ctx.progress)
+        .map_err(|e| jellysnap::full::repository_full(e, &ctx.place, "backup"))?;
     let id = o.id.to_hex();
     ctx.out.json_with(|| {
         json!({

@@ -150,6 +150,35 @@ fn clap_exit(e: &clap::Error, json: bool) -> ExitCode {
 }
 
 fn dispatch(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
+    // A write into the repository that met a full file system is said as that, whichever
+    // write met it first.
+    run_command(ctx, command)
+        .map_err(|e| jellysnap::full::repository_full(e, &ctx.place, command_name(command)))
+}
+
+/// The command as the user typed it, for messages.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Init => "init",
+        Command::Backup(_) | Command::Hook { .. } => "backup",
+        Command::Copy(_) => "copy",
+        Command::Snapshots(_) => "snapshots",
+        Command::Ls { .. } => "ls",
+        Command::Diff { .. } => "diff",
+        Command::Dump { .. } => "dump",
+        Command::Restore(_) => "restore",
+        Command::Forget(_) => "forget",
+        Command::Gc(_) => "gc",
+        Command::Tag(_) => "tag",
+        Command::Name(_) => "name",
+        Command::Check(_) => "check",
+        Command::Repair { .. } => "repair",
+        Command::Stats { .. } => "stats",
+        Command::Setup(_) => "setup",
+    }
+}
+
+fn run_command(ctx: &Ctx, command: &Command) -> Result<ExitCode, Error> {
     match command {
         Command::Init => backup::init(ctx),
         Command::Backup(a) => backup::backup(ctx, a),

@@ -21,35 +21,55 @@ use crate::jellyfin::sqlite::open_private;
 /// Capture `src` into a new temporary file in `tmp_dir`. The file is removed when the
 /// returned path is dropped.
 pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
-    let fail = |detail: String| Error::DatabaseCapture {
-        path: src.to_path_buf(),
-        detail,
-    };
     let tmp = tempfile::Builder::new()
         .prefix("db-capture-")
         .tempfile_in(tmp_dir)
         .at(tmp_dir)?
         .into_temp_path();
+    // A copy that fails takes its journal with it (the copy itself goes with `tmp`).
+    if let Err(e) = copy_into(src, &tmp, tmp_dir) {
+        remove_side_files(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Copy `src` into the file `tmp` (in `tmp_dir`); every connection is closed on return.
+fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path) -> Result<()> {
+    let fail = |detail: String| Error::DatabaseCapture {
+        path: src.to_path_buf(),
+        detail,
+    };
     let source = livedb::open(src, tmp_dir).map_err(fail)?;
-    let mut dest =
-        Connection::open(&tmp).map_err(|e| fail(format!("cannot create the copy: {e}")))?;
     // SQLite's "database or disk is full" here is the copy's file system, the
-    // repository's: said as that, not as the source database failing.
+    // repository's, as is a copy it cannot create while no inodes are left: said as that
+    // (the command names the repository), not as the source database failing.
+    let full = |e: &rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => true,
+        Some(rusqlite::ErrorCode::CannotOpen) => crate::sys::nearly_full(tmp_dir),
+        _ => false,
+    };
     let copy_err = |e: rusqlite::Error| {
-        match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => Error::io(
-            tmp_dir,
+        if !full(&e) {
+            return fail(e.to_string());
+        }
+        let size = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+        Error::io(
+            tmp.to_path_buf(),
             std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 format!(
-                    "the file system holding the repository is full: the copy of {} does not fit; free space there and run the backup again",
-                    src.display()
+                    "the copy of {} ({}) does not fit: {e}",
+                    src.display(),
+                    crate::error::bytes(size)
                 ),
             ),
-        ),
-        _ => fail(e.to_string()),
-    }
+        )
     };
+    let mut dest = Connection::open(tmp).map_err(|e| match full(&e) {
+        true => copy_err(e),
+        false => fail(format!("cannot create the copy: {e}")),
+    })?;
     {
         let backup = Backup::new(&source, &mut dest).map_err(copy_err)?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -71,7 +91,7 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
     }
     dest.close().map_err(|(_, e)| copy_err(e))?;
     source.finish().map_err(fail)?;
-    Ok(tmp)
+    Ok(())
 }
 
 /// A dump in a temporary file, with the blake3 of its bytes.

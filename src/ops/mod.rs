@@ -9,6 +9,7 @@ pub mod copy;
 pub mod dump;
 pub mod edit;
 pub mod forget;
+pub mod full;
 pub mod gc;
 pub mod guard;
 pub mod options;

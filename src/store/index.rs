@@ -216,18 +216,14 @@ impl RocksIndex {
 
     fn err(path: &Path, e: impl std::fmt::Display) -> Error {
         // A full file system is said as what it is: rebuilding the index would not help.
+        // (The command reports it as a full repository, `ops::full`.)
         let text = e.to_string();
-        if ["No space left on device", "Disk quota exceeded"]
-            .iter()
-            .any(|full| text.contains(full))
-        {
-            return Error::io(
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    format!("the file system holding the repository's index is full ({text}); free space there and run the command again"),
-                ),
-            );
+        let full = [
+            ("No space left on device", std::io::ErrorKind::StorageFull),
+            ("Disk quota exceeded", std::io::ErrorKind::QuotaExceeded),
+        ];
+        if let Some((_, kind)) = full.iter().find(|(t, _)| text.contains(t)) {
+            return Error::io(path, std::io::Error::new(*kind, text));
         }
         Error::Index {
             path: path.to_path_buf(),

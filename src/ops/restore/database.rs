@@ -116,6 +116,11 @@ fn rebuild_beside(
     fs::remove_file(&tmp).at(&tmp)?;
     let mut stream = ChunkStream::new(repo, chunks.iter().map(|c| c.id).collect(), progress);
     let built = logical::rebuild(&mut stream, &tmp);
+    // SQLite says a file it cannot create (no inodes left) or write (no bytes left) as
+    // "unable to open" or an I/O error: told from a dump that does not rebuild by the
+    // file system, looked at before the rebuild's files are removed.
+    let dir = crate::store::durable::parent_dir(&tmp);
+    let out_of_room = built.is_err() && crate::sys::nearly_full(dir);
     capture::remove_side_files(&tmp);
     if let Err(e) = built {
         return Err(match (stream.err.take(), e) {
@@ -125,9 +130,20 @@ fn rebuild_beside(
                 Error::newer_format("database dump", dump_location(path), found, supported)
             }
             (None, logical::LogicalError::Sqlite(e))
-                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                    || (out_of_room
+                        && matches!(
+                            e.sqlite_error_code(),
+                            Some(
+                                rusqlite::ErrorCode::CannotOpen
+                                    | rusqlite::ErrorCode::SystemIoFailure
+                            )
+                        )) =>
             {
-                Error::io(path, std::io::ErrorKind::StorageFull.into())
+                Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
+                )
             }
             (None, e) => fail(format!(
                 "its logical dump does not rebuild with SQLite {}: {e}",
@@ -332,7 +348,12 @@ fn dump_location(path: &Path) -> String {
 /// reports it as such).
 fn database_error(plan: &RestorePlan, path: &Path, e: Error) -> Error {
     if super::no_space(&e).is_some() {
-        return e;
+        // Named by the database it was making ready (a temp file's error names the
+        // directory).
+        return match e {
+            Error::Io { source, .. } => Error::io(path, source),
+            e => e,
+        };
     }
     let snapshot = plan.snapshot.get(..8).unwrap_or(&plan.snapshot).to_string();
     let detail = match e {
