@@ -424,6 +424,14 @@ impl Error {
         ) && source.raw_os_error() != Some(libc::EIO)
     }
 
+    /// A write that met a full file system or an exhausted quota.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+
     /// What a read of a stored chunk fails with when the stored bytes are damaged or gone
     /// (not a refusal, not a network error).
     pub fn is_damage(&self) -> bool {

@@ -294,3 +294,41 @@ fn an_init_on_a_full_file_system_is_20_and_a_rerun_creates_it() {
     Cmd::at_repo(&repo, &["init"]).expect(0);
     Cmd::at_repo(&repo, &["check"]).expect(0);
 }
+
+/// A full repository stays readable: when its index is gone (a `repair index` that did
+/// not fit drops it first) and cannot be written there, `snapshots` and a restore
+/// elsewhere read it from the packs into memory and say so. Each command's error
+/// gives a next step that command can take: forget's does not send the user to forget.
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_full_repository_whose_index_could_not_be_rebuilt_is_still_read_and_restored() {
+    need_root("mounts a small tmpfs");
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let disk = SmallDisk::mount(&env.root.join("disk"), "32m");
+    let repo = disk.path().join("repo");
+    let data = fx.data_dir.to_str().unwrap();
+    let cmd = |args: &[&str]| Cmd::at_repo(&repo, args);
+    cmd(&["backup", "--init", "--data-dir", data, "--name", "one"]).expect(0);
+    // What a `repair index` that did not fit leaves (a small index may still fit: the
+    // state is made here): an index with nothing in it, on a full file system.
+    fs::remove_dir_all(repo.join("index")).unwrap();
+    fs::create_dir(repo.join("index")).unwrap();
+    let filler = fill_bytes(disk.path(), 0);
+    let err = expect(&cmd(&["forget", "one"]).output(), 20);
+    assert!(!err.contains("jellysnap forget"), "{err}");
+    assert!(err.contains("outside the repository"), "{err}");
+
+    let out = cmd(&["snapshots"]).output();
+    let warn = expect(&out, 0);
+    assert!(warn.contains("file system is full"), "{warn}");
+    assert!(s(&out.stdout).contains("one"), "{}", s(&out.stdout));
+    let t = env.root.join("restored");
+    cmd(&["restore", "one", "--target", t.to_str().unwrap()]).expect(0);
+    assert_same(&describe(&t, &[]), &expected_state(&fx));
+
+    // With room again, the next writer writes the index and all is as before.
+    fs::remove_file(filler).unwrap();
+    cmd(&["backup", "--data-dir", data]).expect(0);
+    cmd(&["check", "--read-data"]).expect(0);
+}

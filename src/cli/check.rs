@@ -14,7 +14,8 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<ExitCode, Error> {
     let repo = Repository::open(&ctx.place, Access::Read)?;
     report_rebuild(&repo, ctx.out);
     let r = check::check(&repo, &mode, ctx.progress).inspect_err(|e| {
-        if e.is_refusal() {
+        // (A full file system is said by the error itself, with its own next step.)
+        if e.is_refusal() && !e.is_storage_full() {
             ctx.out.err(
                 "jellysnap: check stopped: the system refused a read (below); that says nothing about the repository's data. Give this user read access to the whole repository (or run as its owner) and run check again",
             );

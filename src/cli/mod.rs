@@ -241,7 +241,12 @@ pub(crate) fn report_rebuild(repo: &Repository, out: &Out) {
             ro.why
         ));
     } else if let Some(r) = &repo.index_rebuilt {
-        if r.packs > 0 {
+        if r.in_memory_for_full {
+            out.warn(&format!(
+                "the repository's file system is full: its index, missing or outdated, could not be written there; read from {} pack(s) into memory for this run (free space there and the next command writes it)",
+                r.packs
+            ));
+        } else if r.packs > 0 {
             out.warn(&format!(
                 "the repository index was missing or outdated; rebuilt it from {} pack(s), {} chunk(s)",
                 r.packs, r.chunks

@@ -135,6 +135,10 @@ pub struct RebuildReport {
     pub chunks: u64,
     /// Packs whose trailer was damaged and whose records were recovered by a scan.
     pub recovered_by_scan: Vec<String>,
+    /// Read into memory because the repository's file system is full (the index could
+    /// not be written there).
+    #[serde(skip)]
+    pub in_memory_for_full: bool,
 }
 
 const LOCK_WAIT_WRITER: Duration = Duration::from_secs(3600);
@@ -409,36 +413,52 @@ impl Repository {
                         // it under the writer lock, then close it and read through a
                         // read-only view, so that a backup can start while this command
                         // runs.
-                        let _w = lock::lock(
-                            &locks_dir.join("writer"),
-                            LockMode::Exclusive,
-                            LOCK_WAIT_WRITER,
-                        )?;
-                        {
-                            let (idx, current) = RocksIndex::open(&index_path)?;
-                            if !current {
-                                let damaged = read_damaged(store.as_ref())?;
-                                index_rebuilt =
-                                    Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
-                            } else if seen.is_some() {
-                                let doomed: HashSet<PackId> = match read_gc_pending(store.as_ref())?
-                                {
-                                    Some(g) => g
-                                        .pack_ids(&store.describe(Key::GcPending))?
-                                        .into_iter()
-                                        .collect(),
-                                    None => HashSet::new(),
-                                };
-                                reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
+                        let on_disk = (|| -> Result<RocksIndex> {
+                            let _w = lock::lock(
+                                &locks_dir.join("writer"),
+                                LockMode::Exclusive,
+                                LOCK_WAIT_WRITER,
+                            )?;
+                            {
+                                let (idx, current) = RocksIndex::open(&index_path)?;
+                                if !current {
+                                    let damaged = read_damaged(store.as_ref())?;
+                                    index_rebuilt =
+                                        Some(rebuild_into(&packs, &idx, seen.as_ref(), &damaged)?);
+                                } else if seen.is_some() {
+                                    let doomed: HashSet<PackId> =
+                                        match read_gc_pending(store.as_ref())? {
+                                            Some(g) => g
+                                                .pack_ids(&store.describe(Key::GcPending))?
+                                                .into_iter()
+                                                .collect(),
+                                            None => HashSet::new(),
+                                        };
+                                    reconciled = reconcile(&packs, &idx, seen.as_ref(), &doomed)?;
+                                }
                             }
-                        }
-                        let idx = RocksIndex::open_read_only(&index_path)?.ok_or_else(|| {
-                            Error::Index {
+                            RocksIndex::open_read_only(&index_path)?.ok_or_else(|| Error::Index {
                                 path: index_path.clone(),
                                 detail: "the index just rebuilt does not open read-only; run `jellysnap repair index`".into(),
+                            })
+                        })();
+                        match on_disk {
+                            Ok(idx) => Arc::new(idx),
+                            // A full file system: the index cannot be written there now.
+                            // A reader reads it from the packs into memory for this run,
+                            // as where nothing can be written; the next writer with room
+                            // rebuilds it on disk (it is not marked complete).
+                            Err(e) if e.is_storage_full() => {
+                                let idx = MemIndex::default();
+                                let damaged = read_damaged(store.as_ref())?;
+                                let mut r = rebuild_in_memory(&packs, &idx, &damaged)?;
+                                r.in_memory_for_full = true;
+                                index_rebuilt = Some(r);
+                                reconciled = None;
+                                Arc::new(idx)
                             }
-                        })?;
-                        Arc::new(idx)
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
             }
