@@ -265,15 +265,9 @@ fn a_sparse_file_comes_back_sparse() {
 
 /// Bytes no compressor shrinks and no chunker cuts alike by chance, from `seed`.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut b = vec![0u8; len];
+    fixture::Rng::new(seed).fill(&mut b);
+    b
 }
 
 #[test]
