@@ -47,6 +47,11 @@ pub enum Error {
     #[error("no jellysnap repository at {0} (is the backup disk mounted?); to create one there, pass `--init` to backup or run `jellysnap --repo {0} init`")]
     NoRepository(PathBuf),
 
+    /// The repository path is a symbolic link to nothing: a repository is not created
+    /// through it (the disk it points to is most likely not mounted).
+    #[error("the repository path {path} is a symbolic link to {}, which does not exist (is the backup disk mounted?); mount it or create that directory, then run the command again", target.display())]
+    RepositoryLinkDangling { path: PathBuf, target: PathBuf },
+
     /// A record of a newer format than this jellysnap reads (docs/FORMAT.md, "Versions"):
     /// not damage; a newer jellysnap reads it.
     #[error("{what} {location} was written by a newer jellysnap (format {found}, this one reads up to {supported}): upgrade jellysnap to read it")]

@@ -136,6 +136,28 @@ fn repository_problems_are_10() {
         s(&out.stderr)
     );
     assert_eq!(fs::read(full.join("notes.txt")).unwrap(), b"mine");
+    // A repository path that links to a directory not there (a backup disk not
+    // mounted): nothing is created, the link is named with where it points.
+    let link = env.root.join("link");
+    let gone = env.root.join("mnt/usb/jellysnap");
+    std::os::unix::fs::symlink(&gone, &link).unwrap();
+    let fx = env.small_fixture();
+    let data = fx.data_dir.to_str().unwrap();
+    for args in [vec!["init"], vec!["backup", "--init", "--data-dir", data]] {
+        let out = Command::new(BIN)
+            .arg("--repo")
+            .arg(&link)
+            .args(&args)
+            .output()
+            .unwrap();
+        expect(&out, 10);
+        let err = s(&out.stderr);
+        assert!(
+            err.contains("symbolic link") && err.contains(gone.to_str().unwrap()),
+            "{err}"
+        );
+    }
+    assert!(!gone.exists());
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl ExitCode {
             ExitCode::Failure => "I/O or internal error (the message names the path)",
             ExitCode::Usage => "bad command line (unknown flag or component, invalid value or name; a metadata or config dir that holds or lies inside another; a forget policy while a snapshot is dated in the future, without `--force`; a `copy` into the repository itself; no data dir from the flags or the configuration file; `setup` over an existing configuration file without `--force`)",
             ExitCode::Partial => "partial: a backup could not read some files or find a component's directory, or a restore could not restore some files (listed on stderr)",
-            ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), not a repository, or `init` on an existing repository or a non-empty directory; or a command that writes (backup, forget, gc, repair, copy into it) on a repository that cannot be written here (read-only file system or directory)",
+            ExitCode::Repository => "no jellysnap repository at the path (a backup or copy without `--init`: is the backup disk mounted?), a repository path that is a symbolic link to nothing (not created through it), not a repository, or `init` on an existing repository or a non-empty directory; or a command that writes (backup, forget, gc, repair, copy into it) on a repository that cannot be written here (read-only file system or directory)",
             ExitCode::Version => "the repository, or a record in it (snapshot, tree, pack, database dump), was written by a newer jellysnap: upgrade jellysnap to read it",
             ExitCode::NoSuchSnapshot => "no such snapshot, ambiguous id prefix (or one snapshot's name and another's id prefix), path not in the snapshot (or in a component not selected), or `--include`/`--exclude` leaving nothing to restore",
             ExitCode::DuplicateName => "a snapshot with that name already exists (for `name`: another snapshot has it; for `copy`: another snapshot has it in the destination)",
@@ -100,6 +100,7 @@ impl ExitCode {
             | Error::CopyIntoItself { .. } => ExitCode::Usage,
             Error::NotARepository(_)
             | Error::NoRepository(_)
+            | Error::RepositoryLinkDangling { .. }
             | Error::AlreadyInitialized { .. }
             | Error::InitNotEmpty(_)
             | Error::CopyNoRepository(_)

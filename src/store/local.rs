@@ -208,6 +208,15 @@ impl Store for LocalStore {
 
     fn init(&self) -> Result<()> {
         let path = &self.root;
+        // A link to nothing: the repository would not be made where the link points.
+        if let (Ok(target), Err(e)) = (std::fs::read_link(path), std::fs::metadata(path)) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Err(Error::RepositoryLinkDangling {
+                    path: path.clone(),
+                    target,
+                });
+            }
+        }
         let exists = match self.fs.kind(path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
