@@ -73,6 +73,22 @@ pub fn free_inodes(path: &std::path::Path) -> std::io::Result<Option<u64>> {
     statvfs(path).map(|st| (st.f_files > 0).then_some(st.f_favail))
 }
 
+/// Whether a write to the file system holding `path` (or its nearest existing ancestor:
+/// the file that failed may be gone) that met ENOSPC met the end of its inodes rather
+/// than of its bytes: none left, or fewer than 64 with bytes to spare (by the time the
+/// error is reported, temp files removed since have given a few back). Free bytes alone
+/// do not tell it: what failed may have needed more than is free.
+pub fn out_of_inodes(path: &std::path::Path) -> bool {
+    let Some(at) = path.ancestors().find(|p| p.exists()) else {
+        return false;
+    };
+    match free_inodes(at) {
+        Ok(Some(0)) => true,
+        Ok(Some(n)) => n < 64 && free_space(at).is_ok_and(|f| f >= 1 << 20),
+        _ => false,
+    }
+}
+
 /// Whether the file system holding `path` is (all but) out of room: fewer than 64 files
 /// (inodes) or 64 KiB left. What SQLite reports as a file it cannot open or write is
 /// told from other causes by this, looked at just after: other writers beside it may

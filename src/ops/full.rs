@@ -9,11 +9,6 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::store::Place;
 
-/// Fewer free inodes than this, with free bytes to spare, is read as "no inodes left":
-/// by the time the error is reported the run's temp files are gone and have given a few
-/// back.
-const FEW_INODES: u64 = 64;
-
 /// `e` as [`Error::RepositoryFull`] when it is a write into `place`'s local files (the
 /// repository itself, or a remote repository's local state) that met a full file system;
 /// any other error as it is. `command` is what the user ran (`backup`, `gc`, ...).
@@ -34,15 +29,9 @@ pub fn repository_full(e: Error, place: &Place, command: &str) -> Error {
         return Error::Io { path, source };
     }
     let free = existing(&path).and_then(|p| crate::sys::free_space(p).ok());
-    let inodes = existing(&path).and_then(|p| crate::sys::free_inodes(p).ok().flatten());
-    let reason = match inodes {
-        Some(n)
-            if source.kind() == ErrorKind::StorageFull
-                && (n == 0 || (n < FEW_INODES && free.is_some_and(|f| f >= 1 << 20))) =>
-        {
-            "can hold no more files (no free inodes left)"
-        }
-        _ => reason,
+    let reason = match source.kind() == ErrorKind::StorageFull && crate::sys::out_of_inodes(&path) {
+        true => "can hold no more files (no free inodes left)",
+        false => reason,
     };
     // A repository being created (no config yet) has no snapshots to forget.
     let local = place.location.local_path();

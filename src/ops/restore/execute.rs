@@ -368,17 +368,8 @@ fn stopped(plan: &RestorePlan, e: Error, to_write: u64, changed: bool) -> Error 
         .ancestors()
         .find_map(|p| crate::sys::free_space(p).ok());
     // The same error when no more files can be made while bytes are left (no free
-    // inodes; the count may have recovered by now, as the restore's temp files went):
-    // said as what it is, not as a full disk with room to spare.
-    // (Bytes to spare alone do not tell it: a database's rebuild needs more room than
-    // its size.)
-    let inodes = path
-        .ancestors()
-        .find_map(|p| crate::sys::free_inodes(p).ok())
-        .flatten();
-    let no_inodes =
-        inodes == Some(0) || inodes.is_some_and(|n| n < 64) && free.is_some_and(|f| f >= 1 << 20);
-    if source.kind() == std::io::ErrorKind::StorageFull && no_inodes {
+    // inodes): said as what it is, not as a full disk with room to spare.
+    if source.kind() == std::io::ErrorKind::StorageFull && crate::sys::out_of_inodes(&path) {
         reason = "the file system can hold no more files (no free inodes left)";
     }
     let state = if !changed {
