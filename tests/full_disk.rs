@@ -80,6 +80,18 @@ fn says_repository_full(err: &str, repo: &Path, full: &str) {
     assert!(!err.contains("database capture of"), "{err}");
 }
 
+/// Once there is room again: the next backup succeeds, every pack reads back, and the
+/// newest snapshot restores exactly.
+#[track_caller]
+fn backs_up_and_restores_exactly(env: &Env, repo: &Path, fx: &fixture::Fixture) {
+    let cmd = |args: &[&str]| Cmd::at_repo(repo, args);
+    cmd(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]).expect(0);
+    cmd(&["check", "--read-data"]).expect(0);
+    let t = env.root.join("restored");
+    cmd(&["restore", "latest", "--target", t.to_str().unwrap()]).expect(0);
+    assert_same(&describe(&t, &[]), &expected_state(fx));
+}
+
 /// What the backup left in the repository's tmp dir: nothing (its temp files are gone).
 #[track_caller]
 fn tmp_is_empty(repo: &Path) {
@@ -118,11 +130,7 @@ fn a_backup_into_a_full_repository_is_20_and_changes_nothing() {
     assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
 
     fs::remove_file(filler).unwrap();
-    cmd(&["backup", "--data-dir", data]).expect(0);
-    cmd(&["check", "--read-data"]).expect(0);
-    let t = env.root.join("restored");
-    cmd(&["restore", "latest", "--target", t.to_str().unwrap()]).expect(0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    backs_up_and_restores_exactly(&env, &repo, &fx);
 }
 
 /// The same with room for bytes but no inodes left: said as no inodes, exit code 20.
@@ -154,11 +162,7 @@ fn a_backup_into_a_repository_out_of_inodes_is_20_and_changes_nothing() {
         let snaps = cmd(&["snapshots"]).json(0);
         assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
     }
-    cmd(&["backup", "--data-dir", data]).expect(0);
-    cmd(&["check", "--read-data"]).expect(0);
-    let t = env.root.join("restored");
-    cmd(&["restore", "latest", "--target", t.to_str().unwrap()]).expect(0);
-    assert_same(&describe(&t, &[]), &expected_state(&fx));
+    backs_up_and_restores_exactly(&env, &repo, &fx);
 }
 
 /// A restore whose database rebuild meets a full target (no bytes, or no inodes left)
