@@ -22,7 +22,8 @@ missing() {
     command -v make >/dev/null || echo "make: the build of RocksDB's and SQLite's C sources"
     # bindgen loads libclang.so itself (libclang-cpp, which some images carry, is not it).
     compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null ||
-        compgen -G "/usr/lib/*/libclang*.so*" >/dev/null ||
+        compgen -G "/usr/lib/*/libclang.so*" >/dev/null ||
+        compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null ||
         echo "libclang-dev: the build generates RocksDB's Rust bindings with it"
     if [[ $with_tests == test ]]; then
         command -v sqlite3 >/dev/null ||
