@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::env::Env;
 use common::fixture::{self, FixtureSpec, Layout};
 use common::server::Server;
-use common::sqlcli::{dump_of, side, sqlite3};
+use common::sqlcli::{dump_of, live_dump, side, sqlite3};
 use serde_json::Value;
 
 /// The backups of one test, with a clock that moves forward from well after the files
@@ -97,18 +97,6 @@ impl Run {
             );
         }
     }
-}
-
-/// `sqlite3 .dump` of the database as a reader sees it now (its `-wal` included), taken
-/// from a copy so that nothing is written beside the source.
-fn live_dump(db: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("copy.db");
-    fs::copy(db, &copy).unwrap();
-    if side(db, "-wal").exists() {
-        fs::copy(side(db, "-wal"), side(&copy, "-wal")).unwrap();
-    }
-    sqlite3(&copy, ".dump")
 }
 
 type Stamp = (u64, u64, i64, i64, i64, i64);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -532,6 +533,64 @@ impl Dirs {
         not_found
     }
 
+    /// What plugins keep in the data dir: each entry of the data path that is not
+    /// Jellyfin's own, and each SQLite database found in those and in `plugins/`
+    /// (`true`: a database). Directories that are another of the install's (metadata,
+    /// config, cache) are left to them.
+    fn plugin_data(&self) -> Vec<(PathBuf, bool)> {
+        let data_path = self.data.join("data");
+        let Ok(rd) = std::fs::read_dir(&data_path) else {
+            return Vec::new();
+        };
+        let theirs = |p: &Path| {
+            [
+                Some(&self.metadata),
+                Some(&self.config),
+                self.cache.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|d| same_dir(p, d))
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![self.data.join("plugins")];
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let n = name.as_bytes();
+            let own = DATA_PATH_OWN.iter().any(|o| o.as_bytes() == n)
+                || glob_match(b".jellyfin-*", n)
+                || excluded_name(n)
+                || n.ends_with(b".old")
+                || n == UNFINISHED_RESTORE.as_bytes()
+                || n == RESTORE_TARGET.as_bytes();
+            let p = e.path();
+            if own || theirs(&p) {
+                continue;
+            }
+            // Followed when a link, as the walk follows an item's own path.
+            let Ok(meta) = std::fs::metadata(&p) else {
+                out.push((p, false));
+                continue;
+            };
+            if meta.is_file() && is_sqlite_db(&p) {
+                out.push((p, true));
+                continue;
+            }
+            if meta.is_dir() {
+                dirs.push(p.clone());
+            }
+            out.push((p, false));
+        }
+        let mut budget = PLUGIN_SCAN_BUDGET;
+        let mut dbs = Vec::new();
+        for d in dirs {
+            find_databases(&d, 1, &theirs, &mut budget, &mut dbs);
+        }
+        out.extend(dbs.into_iter().map(|p| (p, true)));
+        out.sort();
+        out
+    }
+
     /// The items of `components`, innermost first.
     fn items(&self, components: &BTreeSet<Component>, roots: &Roots) -> Vec<Item> {
         let mut items = Vec::new();
@@ -570,6 +629,18 @@ impl Dirs {
         for p in CONFIG_ITEMS {
             add(d(p), Component::Config, vec![]);
         }
+        // What plugins keep beside Jellyfin's own state: config state, with each SQLite
+        // database in it captured as a database (a live one's WAL would be lost by a copy).
+        let mut never = vec![self.metadata.clone(), self.config.clone()];
+        never.extend(self.cache.clone());
+        for (p, is_db) in self.plugin_data() {
+            let component = if is_db {
+                Component::Database
+            } else {
+                Component::Config
+            };
+            add(p, component, never.clone());
+        }
         if components.contains(&Component::Metadata) {
             let excludes = self.cache.iter().cloned().collect();
             add(self.metadata.clone(), Component::Metadata, excludes);
@@ -584,6 +655,85 @@ impl Dirs {
         // Items inside another item's tree take precedence: check them first.
         items.sort_by_key(|i| std::cmp::Reverse(i.rel.len()));
         items
+    }
+}
+
+/// Jellyfin's own entries in its data path (`data/`): a component's, config state, or
+/// never state. Anything else there is a plugin's (Playback Reporting's
+/// `playback_reporting.db`, a plugin's folder) and part of the config state.
+const DATA_PATH_OWN: [&str; 17] = [
+    "jellyfin.db",
+    "library.db",
+    "subtitles",
+    "attachments",
+    "trickplay",
+    "collections",
+    "playlists",
+    "ScheduledTasks",
+    "device.txt",
+    "livetv",
+    "splashscreen.png",
+    "backups",
+    "SQLiteBackups",
+    "cache",
+    "log",
+    "logs",
+    "transcodes",
+];
+
+/// How many entries the search for plugins' databases looks at, at most: plugin folders
+/// are small, and a huge tree someone put there is copied as files beyond this.
+const PLUGIN_SCAN_BUDGET: usize = 20_000;
+
+/// How deep below a plugin's entry the search for databases goes.
+const PLUGIN_SCAN_DEPTH: usize = 6;
+
+/// Whether `p` is an SQLite database by name (`.db`, `.sqlite`, `.sqlite3`, `.db3`) and
+/// by its header.
+fn is_sqlite_db(p: &Path) -> bool {
+    let named = p.extension().is_some_and(|x| {
+        ["db", "sqlite", "sqlite3", "db3"]
+            .iter()
+            .any(|e| x.eq_ignore_ascii_case(e))
+    });
+    if !named {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
+}
+
+/// Regular files below `dir` (links not followed; directories for which `skip` holds
+/// left out) that are SQLite databases, within `budget` entries and
+/// [`PLUGIN_SCAN_DEPTH`] levels.
+fn find_databases(
+    dir: &Path,
+    depth: usize,
+    skip: &dyn Fn(&Path) -> bool,
+    budget: &mut usize,
+    out: &mut Vec<PathBuf>,
+) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let name = e.file_name();
+        if excluded_name(name.as_bytes()) {
+            continue;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        let p = e.path();
+        if t.is_file() && is_sqlite_db(&p) {
+            out.push(p);
+        } else if t.is_dir() && depth < PLUGIN_SCAN_DEPTH && !skip(&p) {
+            find_databases(&p, depth + 1, skip, budget, out);
+        }
     }
 }
 
@@ -778,6 +928,64 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn plugin_data_is_what_is_not_jellyfins_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("jf");
+        let dp = data.join("data");
+        let sqlite = |p: &Path| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let c = rusqlite::Connection::open(p).unwrap();
+            c.execute_batch("CREATE TABLE t (x)").unwrap();
+        };
+        for own in [
+            "jellyfin.db",
+            "library.db",
+            "users.db.old",
+            "SQLiteBackups/a.db",
+        ] {
+            sqlite(&dp.join(own));
+        }
+        for own in [
+            "trickplay/x",
+            "transcodes/a.ts",
+            ".jellyfin-data",
+            "device.txt",
+        ] {
+            std::fs::create_dir_all(dp.join(own).parent().unwrap()).unwrap();
+            std::fs::write(dp.join(own), b"x").unwrap();
+        }
+        sqlite(&dp.join("playback_reporting.db"));
+        sqlite(&dp.join("skipper/deep/one.sqlite"));
+        sqlite(&data.join("plugins/configurations/P/p.db3"));
+        std::fs::write(dp.join("skipper/settings.json"), b"{}").unwrap();
+        std::fs::write(dp.join("lite.db"), b"LiteDB, not SQLite").unwrap();
+        // Metadata kept inside the data path is the metadata component's, not a plugin's.
+        std::fs::create_dir_all(dp.join("meta/library")).unwrap();
+        let dirs = Dirs {
+            data: data.clone(),
+            config: tmp.path().join("config"),
+            metadata: dp.join("meta"),
+            metadata_configured: true,
+            cache: None,
+            db: None,
+        };
+        let got: Vec<(String, bool)> = dirs
+            .plugin_data()
+            .into_iter()
+            .map(|(p, db)| (p.strip_prefix(&data).unwrap().display().to_string(), db))
+            .collect();
+        let want = [
+            ("data/lite.db", false),
+            ("data/playback_reporting.db", true),
+            ("data/skipper", false),
+            ("data/skipper/deep/one.sqlite", true),
+            ("plugins/configurations/P/p.db3", true),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(p, d)| (p.to_string(), *d)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

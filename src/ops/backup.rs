@@ -251,8 +251,12 @@ fn backup_in_pool(
     tally.add(walked);
     media_in_metadata(&ctx, &mut tally);
     // A database the walk did not reach (unreadable parent dir) still reports its error.
+    // A plugin's that could not be captured was reported where the walk reached it.
     for p in ctx.captures.paths() {
-        ctx.captures.wait(&p, progress, &mut tally)?;
+        match ctx.captures.wait(&p, progress, &mut tally) {
+            Err(Error::DatabaseCapture { .. }) if ctx.captures.is_plugin(&p) => {}
+            r => drop(r?),
+        }
     }
     let version = jellyfin_version(&source, ctx.captures.jellyfin_version()?);
     let Ctx {

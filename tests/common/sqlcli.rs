@@ -33,6 +33,18 @@ pub fn dump_of(db: &Path) -> String {
     sqlite3_on_copy(db, ".dump")
 }
 
+/// `sqlite3 .dump` of the database as a reader sees it now (its `-wal` included), taken
+/// from a copy so that nothing is written beside the source.
+pub fn live_dump(db: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    fs::copy(db, &copy).unwrap();
+    if side(db, "-wal").exists() {
+        fs::copy(side(db, "-wal"), side(&copy, "-wal")).unwrap();
+    }
+    sqlite3(&copy, ".dump")
+}
+
 /// `db` with `suffix` appended (`-wal`, `-shm`, `-journal`).
 pub fn side(db: &Path, suffix: &str) -> PathBuf {
     let mut p = db.as_os_str().to_os_string();

@@ -36,6 +36,9 @@ pub(super) struct Captures {
 struct DbSlot {
     root: String,
     rel: String,
+    /// A plugin's database, not Jellyfin's own: one that cannot be captured is left out
+    /// of the snapshot and said so (a partial backup), rather than ending the backup.
+    plugin: bool,
     state: Mutex<Capture>,
 }
 
@@ -135,6 +138,7 @@ impl Captures {
             // Named by its place in the data dir: the link's target may be named otherwise.
             let is_jellyfin_db =
                 path == source.jellyfin_db || path.file_name().is_some_and(|n| n == "jellyfin.db");
+            let plugin = !is_jellyfin_db && path != source.data_dir.join("data/library.db");
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {
                     parent_capture(repo, p, &item.root, &item.rel)?
@@ -166,6 +170,7 @@ impl Captures {
             let slot = DbSlot {
                 root: item.root.clone(),
                 rel: item.rel.clone(),
+                plugin,
                 state: Mutex::new(state),
             };
             slots.insert(path, slot);
@@ -175,6 +180,11 @@ impl Captures {
 
     pub(super) fn contains(&self, path: &Path) -> bool {
         self.slots.contains_key(path)
+    }
+
+    /// Whether the database at `path` is a plugin's rather than Jellyfin's own.
+    pub(super) fn is_plugin(&self, path: &Path) -> bool {
+        self.slots.get(path).is_some_and(|s| s.plugin)
     }
 
     /// The paths of all databases being captured.

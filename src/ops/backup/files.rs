@@ -143,10 +143,19 @@ fn stored(ctx: &Ctx, path: &Path, read: Read, tally: &mut Tally) -> Result<Node>
 
 /// A captured database: chunked from the capture's temp file, or the parent snapshot's
 /// node when the database is unchanged since (nothing read).
-pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Node> {
-    let (captured, kind) = ctx.captures.wait(path, ctx.progress, tally)?;
+pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Node>> {
+    let (captured, kind) = match ctx.captures.wait(path, ctx.progress, tally) {
+        // A plugin's database SQLite cannot copy (locked, damaged, not readable by this
+        // user) is left out and said so; Jellyfin's own ends the backup.
+        Err(Error::DatabaseCapture { detail, .. }) if ctx.captures.is_plugin(path) => {
+            let what = format!("a plugin's database, not captured: {detail}");
+            ctx.report(tally, path, &what);
+            return Ok(None);
+        }
+        r => r?,
+    };
     let tmp = match captured {
-        Captured::Parent(node) => return Ok(node),
+        Captured::Parent(node) => return Ok(Some(node)),
         Captured::File(f) => f,
     };
     let tmp_path: &Path = &tmp;
@@ -158,13 +167,13 @@ pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result
     let (chunks, n) = chunk_file(ctx, chunker, &mut f, true, true)?.at(tmp_path)?;
     tally.db_bytes += n;
     let (chunks, indirect) = store_chunk_list(ctx, chunks)?;
-    Ok(Node::File {
+    Ok(Some(Node::File {
         size: n,
         chunks,
         indirect,
         trusted: false,
         database: kind,
-    })
+    }))
 }
 
 /// A long chunk list becomes list chunks (tree kind, so they are durable before the tree

@@ -352,7 +352,13 @@ fn leaf_node(
         // Counted by the file's size, as the count ahead of the walk saw it: what was
         // chunked is its capture, whose size is known only once it is made.
         ctx.progress.advance(meta.size);
-        node
+        match node {
+            Some(n) => n,
+            None => {
+                tally.not_captured(NotCapturedKind::File, leaf.root, leaf.rel, leaf.path);
+                return Ok(None);
+            }
+        }
     } else {
         match file_node(ctx, leaf.path, meta, prev, tally)? {
             Some(n) => n,

@@ -1,0 +1,214 @@
+//! What plugins keep in Jellyfin's data path (Playback Reporting's `playback_reporting.db`,
+//! a plugin's own folder, a database under `plugins/configurations/`) is part of every
+//! snapshot, through the binary: each SQLite database among it is captured with the
+//! backup API like jellyfin.db (rows still only in its WAL come back), the rest as files;
+//! Jellyfin's own leftovers there stay out; a plugin's database that cannot be captured is
+//! left out and said so, and the rest of the snapshot is kept.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::env::{s, Env};
+use common::fixture::Fixture;
+use common::sqlcli::{commit_to_wal_and_die, dump_of, live_dump, side, sqlite3};
+use serde_json::Value;
+
+/// A plugin's state beside the fixture's Jellyfin state. Returns the plugin databases
+/// (relative to the data dir) and the plain files that must come back.
+fn add_plugin_state(fx: &Fixture) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let dp = fx.data_path();
+    let base = &fx.data_dir;
+    // Playback Reporting: a WAL database whose newest rows are only in its -wal.
+    let reporting = dp.join("playback_reporting.db");
+    sqlite3(
+        &reporting,
+        "PRAGMA journal_mode=WAL; CREATE TABLE PlaybackActivity (DateCreated DATETIME NOT NULL, UserId TEXT, ItemId TEXT, ItemName TEXT, PlayDuration INT); INSERT INTO PlaybackActivity VALUES ('2026-11-30 20:00:00', 'u1', 'i1', 'A Film', 5400);",
+    );
+    commit_to_wal_and_die(
+        &reporting,
+        &[
+            "INSERT INTO PlaybackActivity VALUES ('2026-12-01 21:00:00', 'u1', 'i2', 'Another Film', 6100)",
+            "INSERT INTO PlaybackActivity VALUES ('2026-12-02 19:30:00', 'u2', 'i3', 'A Series', 1500)",
+        ],
+    );
+    // A plugin's folder: a rollback-journal database, its settings, and a LiteDB-style
+    // `.db` file that is not SQLite (kept as a file).
+    let skipper = dp.join("introskipper");
+    fs::create_dir_all(skipper.join("cache")).unwrap();
+    sqlite3(
+        &skipper.join("introskipper.db"),
+        "CREATE TABLE DbSegment (ItemId TEXT, Type INT, Start REAL, End REAL, PRIMARY KEY (ItemId, Type)); INSERT INTO DbSegment VALUES ('i2', 0, 12.5, 95.0), ('i3', 0, 0.0, 61.25);",
+    );
+    fs::write(
+        skipper.join("settings.json"),
+        b"{\"MinimumIntroDuration\": 15}\n",
+    )
+    .unwrap();
+    fs::write(skipper.join("cache/i2.bin"), vec![7u8; 70_000]).unwrap();
+    fs::write(dp.join("LiteStore.db"), b"\x00\x00LiteDB not SQLite\n").unwrap();
+    // A database under plugins/configurations.
+    let conf = base.join("plugins/configurations/SomePlugin");
+    fs::create_dir_all(&conf).unwrap();
+    sqlite3(
+        &conf.join("history.sqlite"),
+        "CREATE TABLE h (id INTEGER PRIMARY KEY, at TEXT); INSERT INTO h VALUES (1, 'then'), (2, 'now');",
+    );
+    // Jellyfin's own leftovers and never-state: not plugin data.
+    sqlite3(&dp.join("users.db.old"), "CREATE TABLE t (x);");
+    fs::create_dir_all(dp.join("transcodes")).unwrap();
+    fs::write(dp.join("transcodes/abc.ts"), vec![1u8; 5000]).unwrap();
+    let rel = |p: PathBuf| p.strip_prefix(base).unwrap().to_path_buf();
+    (
+        vec![
+            rel(reporting),
+            rel(skipper.join("introskipper.db")),
+            rel(conf.join("history.sqlite")),
+        ],
+        vec![
+            rel(skipper.join("settings.json")),
+            rel(skipper.join("cache/i2.bin")),
+            rel(dp.join("LiteStore.db")),
+        ],
+    )
+}
+
+fn database_rels(b: &Value) -> Vec<String> {
+    b["snapshot"]["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rel"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_plugins_databases_and_files_come_back_with_the_snapshot() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let (dbs, files) = add_plugin_state(&fx);
+    let dumps: Vec<String> = dbs
+        .iter()
+        .map(|d| live_dump(&fx.data_dir.join(d)))
+        .collect();
+    assert!(
+        dumps[0].contains("Another Film") && dumps[0].contains("A Series"),
+        "the newest rows are only in the -wal: {}",
+        dumps[0]
+    );
+
+    let b = env.backup(&fx, &[]);
+    let captured = database_rels(&b);
+    for d in &dbs {
+        let d = d.to_str().unwrap();
+        assert!(captured.iter().any(|c| c == d), "{d} in {captured:?}");
+    }
+    for d in b["snapshot"]["databases"].as_array().unwrap() {
+        assert_eq!(d["capture"], "logical", "{d}");
+    }
+    // The live plugin database is as it was: nothing checkpointed or removed its -wal.
+    assert!(
+        fs::metadata(side(&fx.data_dir.join(&dbs[0]), "-wal"))
+            .unwrap()
+            .len()
+            > 0
+    );
+
+    let (target, _) = env.restore_to("latest", "restored");
+    for (d, want) in dbs.iter().zip(&dumps) {
+        let got = dump_of(&target.join(d));
+        assert!(
+            got == *want,
+            "{}: restored\n{got}\nwanted\n{want}",
+            d.display()
+        );
+        assert!(!side(&target.join(d), "-wal").exists());
+    }
+    for f in &files {
+        assert_eq!(
+            fs::read(target.join(f)).unwrap(),
+            fs::read(fx.data_dir.join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+    let dp = fx.data_path();
+    let rel = |p: &str| target.join(dp.strip_prefix(&fx.data_dir).unwrap()).join(p);
+    assert!(!rel("users.db.old").exists(), "a migration leftover");
+    assert!(!rel("transcodes").exists(), "transcodes are never state");
+
+    // A plugin that wrote on after the snapshot is rolled back with the server, its
+    // newer rows in the -wal included.
+    let reporting = fx.data_dir.join(&dbs[0]);
+    sqlite3(
+        &reporting,
+        "DELETE FROM PlaybackActivity WHERE UserId = 'u2'",
+    );
+    fs::write(fx.data_dir.join(&files[0]), b"{\"changed\": true}\n").unwrap();
+    env.backup(&fx, &[]);
+    commit_to_wal_and_die(
+        &reporting,
+        &["INSERT INTO PlaybackActivity VALUES ('2026-12-03 10:00:00', 'u9', 'i9', 'Later', 1)"],
+    );
+    let first = b["id"].as_str().unwrap();
+    env.expect(&["restore", first, "--in-place"], 0);
+    let now = live_dump(&reporting);
+    assert!(now == dumps[0], "rolled back in place: {now}");
+    assert_eq!(
+        fs::read(fx.data_dir.join(&files[0])).unwrap(),
+        fs::read(target.join(&files[0])).unwrap()
+    );
+}
+
+#[test]
+fn a_plugins_database_that_cannot_be_captured_is_left_out_and_said_so() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let dp = fx.data_path();
+    // SQLite's header over bytes that are not a database: the backup API refuses it.
+    let mut broken = b"SQLite format 3\0".to_vec();
+    broken.extend((0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    fs::write(dp.join("broken.db"), &broken).unwrap();
+    let good = dp.join("good.db");
+    sqlite3(&good, "CREATE TABLE g (x); INSERT INTO g VALUES (42);");
+
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["--json", "backup", "--data-dir", data], 3);
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("broken.db") && err.contains("plugin's database, not captured"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing = v["snapshot"]["not_captured"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{v}");
+    assert!(missing[0]["rel"]
+        .as_str()
+        .unwrap()
+        .ends_with("data/broken.db"));
+    let captured = database_rels(&v);
+    assert!(
+        captured.iter().any(|c| c.ends_with("data/jellyfin.db")),
+        "{captured:?}"
+    );
+    assert!(
+        captured.iter().any(|c| c.ends_with("data/good.db")),
+        "{captured:?}"
+    );
+
+    let (target, _) = env.restore_to("latest", "restored");
+    let in_target = target.join(dp.strip_prefix(&fx.data_dir).unwrap());
+    assert!(!in_target.join("broken.db").exists());
+    assert_eq!(
+        sqlite3(&in_target.join("good.db"), "SELECT x FROM g"),
+        "42\n"
+    );
+    let st = Command::new("sqlite3")
+        .arg(in_target.join("jellyfin.db"))
+        .arg("PRAGMA integrity_check")
+        .output()
+        .unwrap();
+    assert_eq!(s(&st.stdout), "ok\n");
+}
