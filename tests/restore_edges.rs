@@ -286,6 +286,20 @@ fn a_file_whose_later_chunks_were_stored_first_comes_back_whole() {
     let mut b = noise(2, 70_000);
     b.extend_from_slice(&tail);
     fs::write(dir.join("b.bin"), &b).unwrap();
+    // The same under 1 MiB, where a file's chunks are gathered in memory and written
+    // whole: one without a zero block, and one with zero blocks (kept as a hole).
+    let small_tail = noise(8, 800_000);
+    let mut c = noise(3, 70_000);
+    c.extend_from_slice(&small_tail);
+    fs::write(dir.join("c.bin"), &c).unwrap();
+    let mut z = noise(4, 300_000);
+    z.extend_from_slice(&vec![0u8; 200_000]);
+    z.extend_from_slice(&noise(5, 300_000));
+    fs::write(dir.join("z.bin"), &z).unwrap();
+    env.backup(&fx, &[]);
+    let mut d = noise(6, 70_000);
+    d.extend_from_slice(&small_tail);
+    fs::write(dir.join("d.bin"), &d).unwrap();
     env.backup(&fx, &[]);
 
     env.assert_restores("latest", "restored", &expected_state(&fx));

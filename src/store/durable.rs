@@ -121,19 +121,74 @@ impl DirectFile {
 /// The largest content [`write_new_direct`] writes.
 pub const DIRECT_WHOLE_MAX: usize = DIRECT_BLOCK;
 
+/// A file's whole content (at most [`DIRECT_WHOLE_MAX`] bytes) at a block-aligned place
+/// in a buffer that also holds its padding to the next block: what [`write_new_direct`]
+/// writes without copying it again.
+pub struct DirectContent {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl DirectContent {
+    /// `len` zero bytes (and zero padding).
+    pub fn zeroed(len: usize) -> DirectContent {
+        let buf = vec![0u8; len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        DirectContent { buf, start, len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.buf
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let (start, len) = (self.start, self.len);
+        self.buf.get_mut(start..start + len).unwrap_or_default()
+    }
+
+    /// The content with its zero padding, as whole blocks; `None` if the buffer could
+    /// not be aligned.
+    fn blocks(&mut self) -> Option<&[u8]> {
+        let padded = self.len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let (start, len) = (self.start, self.len);
+        let block = self.buf.get_mut(start..start + padded)?;
+        // Zero since made, unless the caller wrote past the content through a bug.
+        block.get_mut(len..)?.fill(0);
+        (block.as_ptr().align_offset(DIRECT_ALIGN) == 0).then_some(&*block)
+    }
+}
+
 /// Write `bytes` (at most [`DIRECT_WHOLE_MAX`]) as the whole content of the new, empty
 /// file at `path`, with `O_DIRECT` (see [`DirectFile`] for why), from an aligned buffer
 /// the calling thread keeps. `Ok(false)` when nothing was written because the file
 /// system takes no direct writes (or the bytes are too many): the caller writes them
 /// through the page cache. Durable, like any write, only once synced.
 pub fn write_new_direct(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
     thread_local! {
-        static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static ALIGNED: std::cell::RefCell<Option<DirectContent>> = const { std::cell::RefCell::new(None) };
     }
     if bytes.len() > DIRECT_WHOLE_MAX {
         return Ok(false);
     }
+    ALIGNED.with(|cell| {
+        let slot = &mut *cell.borrow_mut();
+        let content = slot.get_or_insert_with(|| DirectContent::zeroed(DIRECT_WHOLE_MAX));
+        content.len = bytes.len();
+        content.bytes_mut().copy_from_slice(bytes);
+        write_content_direct(path, content)
+    })
+}
+
+/// [`write_new_direct`] of content gathered in place.
+pub fn write_content_direct(path: &Path, content: &mut DirectContent) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let len = content.len;
+    let Some(block) = content.blocks() else {
+        return Ok(false);
+    };
     let Ok(file) = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
@@ -141,32 +196,18 @@ pub fn write_new_direct(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     else {
         return Ok(false);
     };
-    ALIGNED.with(|cell| {
-        let buf = &mut *cell.borrow_mut();
-        if buf.is_empty() {
-            *buf = vec![0u8; DIRECT_WHOLE_MAX + DIRECT_ALIGN];
-        }
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        let len = bytes.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-        let Some(block) = buf.get_mut(start..start + len) else {
+    match file.write_all_at(block, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Refused; anything a partial write left goes, for the caller's write.
+            file.set_len(0)?;
             return Ok(false);
-        };
-        let (data, pad) = block.split_at_mut(bytes.len());
-        data.copy_from_slice(bytes);
-        pad.fill(0);
-        match file.write_all_at(block, 0) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // Refused; anything a partial write left goes, for the caller's write.
-                file.set_len(0)?;
-                return Ok(false);
-            }
-            r => r?,
         }
-        if len != bytes.len() {
-            file.set_len(bytes.len() as u64)?;
-        }
-        Ok(true)
-    })
+        r => r?,
+    }
+    if block.len() != len {
+        file.set_len(len as u64)?;
+    }
+    Ok(true)
 }
 
 impl Write for DirectFile {

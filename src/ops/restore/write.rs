@@ -15,7 +15,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{ChunkRef, Entry, Node};
 use crate::id::ChunkId;
 use crate::ops::progress::Progress;
-use crate::store::durable::{write_new_direct, DIRECT_WHOLE_MAX};
+use crate::store::durable::{
+    write_content_direct, write_new_direct, DirectContent, DIRECT_WHOLE_MAX,
+};
 use crate::store::repo::Repository;
 
 /// This process as the owner of the temp names it makes (see `sys::owner_tag`).
@@ -162,7 +164,14 @@ struct Piece {
     failed: bool,
     /// A chunk written so far ended in a run of zeros that was seeked over.
     hole: bool,
+    /// The file's content gathered in memory, to be written whole with `O_DIRECT` once
+    /// every chunk came (see [`direct_fits`]); `None`: written chunk by chunk.
+    gathered: Option<DirectContent>,
 }
+
+/// How many bytes of files still missing chunks one batch gathers in memory at most (a
+/// file's chunks mostly come one after another, so little is ever held).
+const GATHER_MAX: usize = 4 << 20;
 
 /// A file entry of a batch, at its path, with its chunks.
 pub(super) type BatchFile<'a> = (&'a Path, &'a Entry, &'a [ChunkRef]);
@@ -197,8 +206,10 @@ pub(super) fn write_batch(
             len: at,
             failed: false,
             hole: false,
+            gathered: None,
         });
     }
+    let mut gathering = 0usize;
     repo.read_chunks(&ids, &mut |i, r| {
         let (Some(&(f, at, len)), Some(&(path, entry, _))) =
             (owner.get(i), owner.get(i).and_then(|o| files.get(o.0)))
@@ -215,6 +226,42 @@ pub(super) fn write_batch(
                     path.display().to_string(),
                     format!("a chunk of {} bytes where the tree says {len}", bytes.len()),
                 ));
+            }
+            // A file of several chunks small enough to be written whole with O_DIRECT
+            // is gathered first (its first chunk decides: nothing of it is written yet).
+            let first = piece.tmp.is_none() && piece.gathered.is_none();
+            let size = piece.len as usize;
+            if first
+                && piece.left > 1
+                && (DIRECT_FROM..=DIRECT_WHOLE_MAX).contains(&size)
+                && gathering + size <= GATHER_MAX
+            {
+                gathering += size;
+                piece.gathered = Some(DirectContent::zeroed(size));
+            }
+            if let Some(g) = piece.gathered.as_mut() {
+                let part = at as usize..at as usize + bytes.len();
+                let Some(place) = g.bytes_mut().get_mut(part) else {
+                    return Err(Error::internal("a chunk past the end of its file"));
+                };
+                place.copy_from_slice(bytes);
+                progress.advance(len as u64);
+                piece.left -= 1;
+                if piece.left > 0 {
+                    return Ok(None);
+                }
+                let Some(mut content) = piece.gathered.take() else {
+                    return Err(Error::internal("a gathered file without its content"));
+                };
+                gathering -= size;
+                let (mut file, tmp) = temp_beside(path)?.into_parts();
+                let direct = direct_fits(content.bytes())
+                    && write_content_direct(&tmp, &mut content).at(path)?;
+                if !direct && write_sparse(&mut file, content.bytes(), 0).at(path)? {
+                    file.set_len(piece.len).at(path)?;
+                }
+                install(file, tmp, path, entry, is_root)?;
+                return Ok(Some(piece.len));
             }
             let (mut file, tmp) = match piece.tmp.take() {
                 Some(t) => match fs::OpenOptions::new().write(true).open(&t) {
@@ -259,6 +306,9 @@ pub(super) fn write_batch(
             Err(e) => {
                 piece.failed = true;
                 piece.tmp = None;
+                if let Some(g) = piece.gathered.take() {
+                    gathering -= g.bytes().len();
+                }
                 done(path, Err(e))
             }
         }
