@@ -13,6 +13,10 @@
 #   limit-read  every file of the backed-up set read once (4 readers in parallel)
 #   limit-copy  `cp -a` of the backed-up set to the repositories' disk, then `sync`
 #               (what any backup or restore of incompressible data must at least do)
+#   limit-disk  the disk's bandwidth for moving the set: jellysnap's packs read with
+#               O_DIRECT (2 readers) while as many bytes are written with O_DIRECT and
+#               fsync'd (taken after the cold backup, which made the packs); no page
+#               cache, no per-file work: no backup or restore of these bytes can be faster
 #
 # Environment:
 #   SCALE_MIB   dataset size in MiB (default 3072)
@@ -203,6 +207,19 @@ run_timed limit-copy bash -c "$(declare -p RESTIC_PATHS LIMIT_COPY); $(declare -
 rm -rf -- "$LIMIT_COPY"
 
 backup_both cold
+
+limit_disk() {
+    local bytes
+    bytes=$(du -sb "$JS_REPO/packs" | awk '{print $1}')
+    find "$JS_REPO/packs" -type f -print0 |
+        xargs -0 -r -n64 -P2 sh -c 'for f; do dd if="$f" of=/dev/null bs=1M iflag=direct status=none; done' _ &
+    dd if=/dev/zero of="$LIMIT_COPY" bs=1M count=$((bytes >> 20)) oflag=direct conv=fsync status=none
+    local rc=$?
+    wait || rc=1
+    rm -f -- "$LIMIT_COPY"
+    return $rc
+}
+run_timed limit-disk bash -c "$(declare -p JS_REPO LIMIT_COPY); $(declare -f limit_disk); limit_disk"
 backup_both no-change
 backup_warm no-change-warm
 
@@ -245,19 +262,20 @@ echo "- dataset: $(tree_stats "$SRC") in total (incl. cache/log that are not bac
 echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); page caches dropped between runs: $DROP_CACHES"
 echo "- jellysnap: $("$JS" --version 2>/dev/null || echo '?'); restic: $("$RESTIC" version 2>/dev/null | head -n1)"
 echo
-LIM_READ=$(secs limit-read); LIM_COPY=$(secs limit-copy)
+LIM_READ=$(secs limit-read); LIM_COPY=$(secs limit-copy); LIM_DISK=$(secs limit-disk)
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a > 0) printf "%.0f%%", 100 * b / a; else print "-" }'; }
-echo "| scenario | jellysnap s | restic s | ratio (restic/jellysnap) | jellysnap vs copy limit | jellysnap max RSS MB | restic max RSS MB | jellysnap repo MiB | restic repo MiB |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| scenario | jellysnap s | restic s | ratio (restic/jellysnap) | jellysnap vs copy limit | jellysnap share of disk limit | jellysnap max RSS MB | restic max RSS MB | jellysnap repo MiB | restic repo MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for s in cold no-change no-change-warm day restore; do
     js=$(secs "js-$s"); rs=$(secs "rs-$s")
-    lim=-
-    [[ $s == cold || $s == restore ]] && lim=$(pct "$js" "$LIM_COPY")
-    echo "| $s | $js | $rs | $(ratio "$js" "$rs") | $lim | $(mb "$(val "$TIMES/js-$s.rss" "?")") | $(mb "$(val "$TIMES/rs-$s.rss" "?")") | $(mib "$(val "$TIMES/js-$s.size" "?")") | $(mib "$(val "$TIMES/rs-$s.size" "?")") |"
+    lim=- disk=-
+    [[ $s == cold || $s == restore ]] && lim=$(pct "$js" "$LIM_COPY") && disk=$(pct "$js" "$LIM_DISK")
+    echo "| $s | $js | $rs | $(ratio "$js" "$rs") | $lim | $disk | $(mb "$(val "$TIMES/js-$s.rss" "?")") | $(mb "$(val "$TIMES/rs-$s.rss" "?")") | $(mib "$(val "$TIMES/js-$s.size" "?")") | $(mib "$(val "$TIMES/rs-$s.size" "?")") |"
 done
 echo
 echo "- machine limits on the backed-up set, same run: read ${LIM_READ} s, copy (\`cp -a\` + \`sync\`) ${LIM_COPY} s;"
-echo "  \"vs copy limit\" is the copy's time over jellysnap's (100% = as fast as a plain copy of the same files)"
+echo "  \"vs copy limit\" is the copy's time over jellysnap's (100% = as fast as a plain copy of the same files);"
+echo "  disk limit (packs read while as many bytes are written, all O_DIRECT) ${LIM_DISK} s: \"share of disk limit\" is its time over jellysnap's"
 echo
 echo "- restored by jellysnap: $(tree_stats "$BENCH_DIR/restore-jellysnap"); by restic: $(tree_stats "$BENCH_DIR/restore-restic")"
 # How the no-change snapshot stored the database (its capture reused, or captured again).
