@@ -99,7 +99,24 @@ fn a_plugins_databases_and_files_come_back_with_the_snapshot() {
         dumps[0]
     );
 
+    // A link to a directory elsewhere (here a media folder) is not followed.
+    let media = env.root.join("media");
+    fs::create_dir_all(&media).unwrap();
+    fs::write(media.join("film.mkv"), vec![3u8; 10_000]).unwrap();
+    std::os::unix::fs::symlink(&media, fx.data_path().join("recordings")).unwrap();
+
     let b = env.backup(&fx, &[]);
+    let linked: Vec<&Value> = b["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "linked-dir-skipped")
+        .collect();
+    assert_eq!(linked.len(), 1, "{b}");
+    assert!(linked[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("data/recordings"));
     let captured = database_rels(&b);
     for d in &dbs {
         let d = d.to_str().unwrap();
@@ -138,6 +155,10 @@ fn a_plugins_databases_and_files_come_back_with_the_snapshot() {
     let rel = |p: &str| target.join(dp.strip_prefix(&fx.data_dir).unwrap()).join(p);
     assert!(!rel("users.db.old").exists(), "a migration leftover");
     assert!(!rel("transcodes").exists(), "transcodes are never state");
+    assert!(
+        !rel("recordings").exists(),
+        "a link to a directory is not followed"
+    );
 
     // A plugin that wrote on after the snapshot is rolled back with the server, its
     // newer rows in the -wal included.

@@ -33,6 +33,9 @@ pub struct Source {
     /// Selected components whose directory is not there (a disk not mounted): left out
     /// of `components`, so the snapshot does not claim them.
     pub missing: Vec<NotCaptured>,
+    /// Entries of the data path that are not Jellyfin's own but links to a directory:
+    /// not followed, so left out (said at each backup).
+    pub linked_out: Vec<PathBuf>,
     /// `database.xml`, when the config dir has one.
     pub db_config: Option<DbConfig>,
     /// Where jellyfin.db is: `data/jellyfin.db`, or where `database.xml` relocates it.
@@ -264,7 +267,8 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         components.remove(c);
     }
     let roots = Roots::of(&dirs, &components);
-    let items = dirs.items(&components, &roots);
+    let (plugin_data, linked_out) = dirs.plugin_data();
+    let items = dirs.items(&components, &roots, &plugin_data);
     let missing = not_found
         .into_iter()
         .map(|(component, p)| {
@@ -300,6 +304,7 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
             items,
         },
         missing,
+        linked_out,
     })
 }
 
@@ -536,11 +541,12 @@ impl Dirs {
     /// What plugins keep in the data dir: each entry of the data path that is not
     /// Jellyfin's own, and each SQLite database found in those and in `plugins/`
     /// (`true`: a database). Directories that are another of the install's (metadata,
-    /// config, cache) are left to them.
-    fn plugin_data(&self) -> Vec<(PathBuf, bool)> {
+    /// config, cache) are left to them. The second list: entries that are links to a
+    /// directory, left out (one could lead anywhere: a media library, another disk).
+    fn plugin_data(&self) -> (Vec<(PathBuf, bool)>, Vec<PathBuf>) {
         let data_path = self.data.join("data");
         let Ok(rd) = std::fs::read_dir(&data_path) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let theirs = |p: &Path| {
             [
@@ -553,6 +559,7 @@ impl Dirs {
             .any(|d| same_dir(p, d))
         };
         let mut out = Vec::new();
+        let mut linked_dirs = Vec::new();
         let mut dirs = vec![self.data.join("plugins")];
         for e in rd.flatten() {
             let name = e.file_name();
@@ -567,11 +574,16 @@ impl Dirs {
             if own || theirs(&p) {
                 continue;
             }
-            // Followed when a link, as the walk follows an item's own path.
+            // A link to a database is captured through it, as jellyfin.db is; a link to
+            // anything else but a directory is stored as the link.
             let Ok(meta) = std::fs::metadata(&p) else {
                 out.push((p, false));
                 continue;
             };
+            if meta.is_dir() && e.file_type().is_ok_and(|t| t.is_symlink()) {
+                linked_dirs.push(p);
+                continue;
+            }
             if meta.is_file() && is_sqlite_db(&p) {
                 out.push((p, true));
                 continue;
@@ -588,11 +600,17 @@ impl Dirs {
         }
         out.extend(dbs.into_iter().map(|p| (p, true)));
         out.sort();
-        out
+        linked_dirs.sort();
+        (out, linked_dirs)
     }
 
     /// The items of `components`, innermost first.
-    fn items(&self, components: &BTreeSet<Component>, roots: &Roots) -> Vec<Item> {
+    fn items(
+        &self,
+        components: &BTreeSet<Component>,
+        roots: &Roots,
+        plugin_data: &[(PathBuf, bool)],
+    ) -> Vec<Item> {
         let mut items = Vec::new();
         let mut add = |p: PathBuf, component: Component, excludes: Vec<PathBuf>| {
             if let Some((root, rel)) = roots.rel_of(&p) {
@@ -633,13 +651,13 @@ impl Dirs {
         // database in it captured as a database (a live one's WAL would be lost by a copy).
         let mut never = vec![self.metadata.clone(), self.config.clone()];
         never.extend(self.cache.clone());
-        for (p, is_db) in self.plugin_data() {
-            let component = if is_db {
+        for (p, is_db) in plugin_data {
+            let component = if *is_db {
                 Component::Database
             } else {
                 Component::Config
             };
-            add(p, component, never.clone());
+            add(p.clone(), component, never.clone());
         }
         if components.contains(&Component::Metadata) {
             let excludes = self.cache.iter().cloned().collect();
@@ -972,8 +990,11 @@ mod tests {
             cache: None,
             db: None,
         };
-        let got: Vec<(String, bool)> = dirs
-            .plugin_data()
+        std::os::unix::fs::symlink(tmp.path(), dp.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dp.join("lite.db"), dp.join("to-file")).unwrap();
+        let (found, linked) = dirs.plugin_data();
+        assert_eq!(linked, vec![dp.join("elsewhere")]);
+        let got: Vec<(String, bool)> = found
             .into_iter()
             .map(|(p, db)| (p.strip_prefix(&data).unwrap().display().to_string(), db))
             .collect();
@@ -982,6 +1003,7 @@ mod tests {
             ("data/playback_reporting.db", true),
             ("data/skipper", false),
             ("data/skipper/deep/one.sqlite", true),
+            ("data/to-file", false),
             ("plugins/configurations/P/p.db3", true),
         ];
         let want: Vec<(String, bool)> = want.iter().map(|(p, d)| (p.to_string(), *d)).collect();

@@ -384,7 +384,8 @@ fn check_name(snapshots: &[Snapshot], name: Option<&str>) -> Result<()> {
 }
 
 /// The tally a backup starts with: the selected components whose directory is not
-/// there, reported and recorded as not captured.
+/// there, reported and recorded as not captured; and a notice for each link to a
+/// directory where plugins keep their data, which is not followed.
 fn missing_components(ctx: &Ctx) -> Tally {
     let mut tally = Tally::default();
     for m in &ctx.source.missing {
@@ -398,6 +399,14 @@ fn missing_components(ctx: &Ctx) -> Tally {
     tally
         .not_captured
         .extend(ctx.source.missing.iter().cloned());
+    for p in &ctx.source.linked_out {
+        let to = fs::read_link(p).unwrap_or_default();
+        let detail = format!(
+            "a link to the directory {}, beside Jellyfin's own state: not followed, so not in this snapshot (it could lead to a media library or another disk); if a plugin keeps its state there, back that directory up as well",
+            to.display()
+        );
+        ctx.notice(&mut tally, "linked-dir-skipped", p, detail);
+    }
     tally
 }
 
