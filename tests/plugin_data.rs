@@ -7,7 +7,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -56,6 +58,15 @@ fn add_plugin_state(fx: &Fixture) -> (Vec<PathBuf>, Vec<PathBuf>) {
         &conf.join("history.sqlite"),
         "CREATE TABLE h (id INTEGER PRIMARY KEY, at TEXT); INSERT INTO h VALUES (1, 'then'), (2, 'now');",
     );
+    // Found at any depth, and by the -wal beside it whatever its name.
+    let deep = dp.join("deepplug/1/2/3/4/5/6/7/deep.db");
+    fs::create_dir_all(deep.parent().unwrap()).unwrap();
+    let unnamed = dp.join("zplug/state");
+    fs::create_dir_all(unnamed.parent().unwrap()).unwrap();
+    for db in [&deep, &unnamed] {
+        sqlite3(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (x);");
+        commit_to_wal_and_die(db, &["INSERT INTO t VALUES ('only in the wal')"]);
+    }
     // Jellyfin's own leftovers and never-state: not plugin data.
     sqlite3(&dp.join("users.db.old"), "CREATE TABLE t (x);");
     fs::create_dir_all(dp.join("transcodes")).unwrap();
@@ -66,6 +77,8 @@ fn add_plugin_state(fx: &Fixture) -> (Vec<PathBuf>, Vec<PathBuf>) {
             rel(reporting),
             rel(skipper.join("introskipper.db")),
             rel(conf.join("history.sqlite")),
+            rel(deep),
+            rel(unnamed),
         ],
         vec![
             rel(skipper.join("settings.json")),
@@ -194,21 +207,50 @@ fn a_plugins_database_that_cannot_be_captured_is_left_out_and_said_so() {
     fs::write(dp.join("broken.db"), &broken).unwrap();
     let good = dp.join("good.db");
     sqlite3(&good, "CREATE TABLE g (x); INSERT INTO g VALUES (42);");
+    // Named like the server's database, in a plugin's folder: still a plugin's.
+    fs::create_dir_all(dp.join("plug")).unwrap();
+    fs::write(dp.join("plug/jellyfin.db"), &broken).unwrap();
+    // Names a snapshot cannot hold: left out and said so, never stored without their -wal.
+    let odd = OsStr::from_bytes(b"caf\xe9.db");
+    for db in [dp.join(odd), dp.join("plug").join(odd)] {
+        sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t (x);");
+        commit_to_wal_and_die(&db, &["INSERT INTO t VALUES (1)"]);
+    }
 
     let data = fx.data_dir.to_str().unwrap();
     let out = env.expect(&["--json", "backup", "--data-dir", data], 3);
     let err = s(&out.stderr);
-    assert!(
-        err.contains("broken.db") && err.contains("plugin's database, not captured"),
-        "{err}"
-    );
+    for name in ["broken.db", "plug/jellyfin.db"] {
+        assert!(
+            err.contains(&format!("{name}: a plugin's database, not captured")),
+            "{name}: {err}"
+        );
+    }
+    for name in ["data/caf\u{fffd}.db", "plug/caf\u{fffd}.db"] {
+        assert!(
+            err.contains(&format!("{name}: a plugin's data whose name is not UTF-8")),
+            "{name}: {err}"
+        );
+    }
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let missing = v["snapshot"]["not_captured"].as_array().unwrap();
-    assert_eq!(missing.len(), 1, "{v}");
-    assert!(missing[0]["rel"]
-        .as_str()
+    let mut missing: Vec<String> = v["snapshot"]["not_captured"]
+        .as_array()
         .unwrap()
-        .ends_with("data/broken.db"));
+        .iter()
+        .map(|m| m["rel"].as_str().unwrap().to_string())
+        .collect();
+    missing.sort();
+    let data_path = dp.strip_prefix(&fx.data_dir).unwrap().to_str().unwrap();
+    let want: Vec<String> = [
+        "broken.db",
+        "caf\u{fffd}.db",
+        "plug/caf\u{fffd}.db",
+        "plug/jellyfin.db",
+    ]
+    .iter()
+    .map(|n| format!("{data_path}/{n}"))
+    .collect();
+    assert_eq!(missing, want, "{v}");
     let captured = database_rels(&v);
     assert!(
         captured.iter().any(|c| c.ends_with("data/jellyfin.db")),
@@ -222,6 +264,8 @@ fn a_plugins_database_that_cannot_be_captured_is_left_out_and_said_so() {
     let (target, _) = env.restore_to("latest", "restored");
     let in_target = target.join(dp.strip_prefix(&fx.data_dir).unwrap());
     assert!(!in_target.join("broken.db").exists());
+    assert!(!in_target.join("plug/jellyfin.db").exists());
+    assert!(!in_target.join(odd).exists() && !in_target.join("plug").join(odd).exists());
     assert_eq!(
         sqlite3(&in_target.join("good.db"), "SELECT x FROM g"),
         "42\n"

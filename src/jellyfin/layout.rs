@@ -33,13 +33,39 @@ pub struct Source {
     /// Selected components whose directory is not there (a disk not mounted): left out
     /// of `components`, so the snapshot does not claim them.
     pub missing: Vec<NotCaptured>,
-    /// Entries of the data path that are not Jellyfin's own but links to a directory:
-    /// not followed, so left out (said at each backup).
-    pub linked_out: Vec<PathBuf>,
+    /// Plugins' data left out of the snapshot (said at each backup).
+    pub left_out: Vec<LeftOut>,
     /// `database.xml`, when the config dir has one.
     pub db_config: Option<DbConfig>,
     /// Where jellyfin.db is: `data/jellyfin.db`, or where `database.xml` relocates it.
     pub jellyfin_db: PathBuf,
+}
+
+/// Plugins' data a snapshot leaves out, where it is and why.
+#[derive(Debug, Clone)]
+pub struct LeftOut {
+    pub root: String,
+    pub rel: Vec<u8>,
+    pub path: PathBuf,
+    pub why: LeftOutWhy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LeftOutWhy {
+    /// An entry of the data path that is a link to a directory: not followed.
+    LinkedDir,
+    /// A name that is not UTF-8, which a snapshot's items cannot hold: a database
+    /// there would be stored without its `-wal`, so it is not stored at all.
+    NameNotUtf8,
+}
+
+impl Source {
+    /// Whether `path` is a file the walk leaves out (see [`LeftOutWhy::NameNotUtf8`]).
+    pub fn leaves_out(&self, path: &Path) -> bool {
+        self.left_out
+            .iter()
+            .any(|l| l.why == LeftOutWhy::NameNotUtf8 && l.path == path)
+    }
 }
 
 /// Roots and items of a snapshot; decides for each path whether it is part of it.
@@ -267,8 +293,21 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
         components.remove(c);
     }
     let roots = Roots::of(&dirs, &components);
-    let (plugin_data, linked_out) = dirs.plugin_data();
-    let items = dirs.items(&components, &roots, &plugin_data);
+    let plugins = dirs.plugin_data();
+    let items = dirs.items(&components, &roots, &plugins.found);
+    let left_out = plugins
+        .left_out
+        .into_iter()
+        .map(|(path, why)| {
+            let (root, rel) = roots.rel_bytes(&path);
+            LeftOut {
+                root,
+                rel,
+                path,
+                why,
+            }
+        })
+        .collect();
     let missing = not_found
         .into_iter()
         .map(|(component, p)| {
@@ -304,7 +343,7 @@ pub fn detect(opts: &SourceOptions) -> Result<Source> {
             items,
         },
         missing,
-        linked_out,
+        left_out,
     })
 }
 
@@ -381,6 +420,14 @@ fn holds(a: &Path, b: &Path) -> bool {
         return false;
     };
     b.ancestors().any(|p| identity(p) == Some(a))
+}
+
+/// What plugins keep in the data dir (see [`Dirs::plugin_data`]).
+struct PluginData {
+    /// Each entry or database, `true` for a database.
+    found: Vec<(PathBuf, bool)>,
+    /// What is left out, and why.
+    left_out: Vec<(PathBuf, LeftOutWhy)>,
 }
 
 /// The directories of an install.
@@ -541,13 +588,9 @@ impl Dirs {
     /// What plugins keep in the data dir: each entry of the data path that is not
     /// Jellyfin's own, and each SQLite database found in those and in `plugins/`
     /// (`true`: a database). Directories that are another of the install's (metadata,
-    /// config, cache) are left to them. The second list: entries that are links to a
-    /// directory, left out (one could lead anywhere: a media library, another disk).
-    fn plugin_data(&self) -> (Vec<(PathBuf, bool)>, Vec<PathBuf>) {
-        let data_path = self.data.join("data");
-        let Ok(rd) = std::fs::read_dir(&data_path) else {
-            return (Vec::new(), Vec::new());
-        };
+    /// config, cache) are left to them.
+    fn plugin_data(&self) -> PluginData {
+        let (entries, names) = listing(&self.data.join("data"));
         let theirs = |p: &Path| {
             [
                 Some(&self.metadata),
@@ -559,9 +602,9 @@ impl Dirs {
             .any(|d| same_dir(p, d))
         };
         let mut out = Vec::new();
-        let mut linked_dirs = Vec::new();
+        let mut left_out = Vec::new();
         let mut dirs = vec![self.data.join("plugins")];
-        for e in rd.flatten() {
+        for e in entries {
             let name = e.file_name();
             let n = name.as_bytes();
             let own = DATA_PATH_OWN.iter().any(|o| o.as_bytes() == n)
@@ -574,34 +617,47 @@ impl Dirs {
             if own || theirs(&p) {
                 continue;
             }
+            // A link to a directory could lead anywhere (a media library, another disk).
+            let linked = e.file_type().is_ok_and(|t| t.is_symlink());
+            let meta = std::fs::metadata(&p);
+            if linked && meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                left_out.push((p, LeftOutWhy::LinkedDir));
+                continue;
+            }
+            // A snapshot's items are named in UTF-8.
+            if std::str::from_utf8(n).is_err() {
+                left_out.push((p, LeftOutWhy::NameNotUtf8));
+                continue;
+            }
             // A link to a database is captured through it, as jellyfin.db is; a link to
-            // anything else but a directory is stored as the link.
-            let Ok(meta) = std::fs::metadata(&p) else {
-                out.push((p, false));
-                continue;
-            };
-            if meta.is_dir() && e.file_type().is_ok_and(|t| t.is_symlink()) {
-                linked_dirs.push(p);
-                continue;
-            }
-            if meta.is_file() && is_sqlite_db(&p) {
-                out.push((p, true));
-                continue;
-            }
-            if meta.is_dir() {
-                dirs.push(p.clone());
+            // anything else is stored as the link.
+            match meta {
+                Ok(m) if m.is_file() && is_sqlite_db(&p, &names) => {
+                    out.push((p, true));
+                    continue;
+                }
+                Ok(m) if m.is_dir() => dirs.push(p.clone()),
+                _ => {}
             }
             out.push((p, false));
         }
-        let mut budget = PLUGIN_SCAN_BUDGET;
         let mut dbs = Vec::new();
         for d in dirs {
-            find_databases(&d, 1, &theirs, &mut budget, &mut dbs);
+            find_databases(&d, &theirs, &mut dbs);
         }
-        out.extend(dbs.into_iter().map(|p| (p, true)));
+        for p in dbs {
+            if std::str::from_utf8(p.as_os_str().as_bytes()).is_ok() {
+                out.push((p, true));
+            } else {
+                left_out.push((p, LeftOutWhy::NameNotUtf8));
+            }
+        }
         out.sort();
-        linked_dirs.sort();
-        (out, linked_dirs)
+        left_out.sort();
+        PluginData {
+            found: out,
+            left_out,
+        }
     }
 
     /// The items of `components`, innermost first.
@@ -699,22 +755,23 @@ const DATA_PATH_OWN: [&str; 17] = [
     "transcodes",
 ];
 
-/// How many entries the search for plugins' databases looks at, at most: plugin folders
-/// are small, and a huge tree someone put there is copied as files beyond this.
-const PLUGIN_SCAN_BUDGET: usize = 20_000;
-
-/// How deep below a plugin's entry the search for databases goes.
-const PLUGIN_SCAN_DEPTH: usize = 6;
-
-/// Whether `p` is an SQLite database by name (`.db`, `.sqlite`, `.sqlite3`, `.db3`) and
-/// by its header.
-fn is_sqlite_db(p: &Path) -> bool {
+/// Whether `p` is an SQLite database: by its header, looked at when its name says so
+/// (`.db`, `.sqlite`, `.sqlite3`, `.db3`) or a `-wal` or `-journal` lies beside it
+/// (`names`: the names in its directory).
+fn is_sqlite_db(p: &Path, names: &std::collections::HashSet<std::ffi::OsString>) -> bool {
     let named = p.extension().is_some_and(|x| {
         ["db", "sqlite", "sqlite3", "db3"]
             .iter()
             .any(|e| x.eq_ignore_ascii_case(e))
     });
-    if !named {
+    let beside = |suffix: &str| {
+        p.file_name().is_some_and(|n| {
+            let mut side = n.to_os_string();
+            side.push(suffix);
+            names.contains(&side)
+        })
+    };
+    if !(named || beside("-wal") || beside("-journal")) {
         return false;
     }
     let mut head = [0u8; 16];
@@ -723,34 +780,40 @@ fn is_sqlite_db(p: &Path) -> bool {
         .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
 
-/// Regular files below `dir` (links not followed; directories for which `skip` holds
-/// left out) that are SQLite databases, within `budget` entries and
-/// [`PLUGIN_SCAN_DEPTH`] levels.
-fn find_databases(
+/// The names in `dir`, with each entry (empty when it cannot be read).
+fn listing(
     dir: &Path,
-    depth: usize,
-    skip: &dyn Fn(&Path) -> bool,
-    budget: &mut usize,
-    out: &mut Vec<PathBuf>,
+) -> (
+    Vec<std::fs::DirEntry>,
+    std::collections::HashSet<std::ffi::OsString>,
 ) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
-        let name = e.file_name();
-        if excluded_name(name.as_bytes()) {
-            continue;
-        }
-        let Ok(t) = e.file_type() else { continue };
-        let p = e.path();
-        if t.is_file() && is_sqlite_db(&p) {
-            out.push(p);
-        } else if t.is_dir() && depth < PLUGIN_SCAN_DEPTH && !skip(&p) {
-            find_databases(&p, depth + 1, skip, budget, out);
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().collect())
+        .unwrap_or_default();
+    let names = entries.iter().map(|e| e.file_name()).collect();
+    (entries, names)
+}
+
+/// Regular files below `dir`, at any depth (links not followed; directories for which
+/// `skip` holds left out), that are SQLite databases. Every directory it lists is one
+/// the backup walks anyway, and only names are read (a header only where a name or a
+/// `-wal` beside it says "database"): a plugin with a large folder costs one more
+/// listing of it, and never hides another plugin's database.
+fn find_databases(dir: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let (entries, names) = listing(&dir);
+        for e in entries {
+            if excluded_name(e.file_name().as_bytes()) {
+                continue;
+            }
+            let Ok(t) = e.file_type() else { continue };
+            let p = e.path();
+            if t.is_file() && is_sqlite_db(&p, &names) {
+                out.push(p);
+            } else if t.is_dir() && !skip(&p) {
+                todo.push(p);
+            }
         }
     }
 }
@@ -804,6 +867,17 @@ impl Roots {
                 .into_owned();
             (l.clone(), rel)
         })
+    }
+
+    /// [`Roots::rel_of`] with the path's own bytes (its name may not be UTF-8).
+    fn rel_bytes(&self, p: &Path) -> (String, Vec<u8>) {
+        match self.0.iter().find(|(_, r)| p.starts_with(r)) {
+            Some((label, r)) => {
+                let rel = p.strip_prefix(r).unwrap_or(Path::new(""));
+                (label.clone(), rel.as_os_str().as_bytes().to_vec())
+            }
+            None => (String::new(), p.as_os_str().as_bytes().to_vec()),
+        }
     }
 
     fn records(self) -> Vec<Root> {
@@ -992,8 +1066,23 @@ mod tests {
         };
         std::os::unix::fs::symlink(tmp.path(), dp.join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dp.join("lite.db"), dp.join("to-file")).unwrap();
-        let (found, linked) = dirs.plugin_data();
-        assert_eq!(linked, vec![dp.join("elsewhere")]);
+        // Found however deep, and by a -wal beside it whatever its name.
+        sqlite(&dp.join("skipper/1/2/3/4/5/6/7/8/deep.db"));
+        sqlite(&dp.join("skipper/state"));
+        std::fs::write(dp.join("skipper/state-wal"), b"").unwrap();
+        // Names a snapshot's items cannot hold.
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.db");
+        sqlite(&dp.join(odd));
+        sqlite(&dp.join("skipper").join(odd));
+        let PluginData { found, left_out } = dirs.plugin_data();
+        assert_eq!(
+            left_out,
+            vec![
+                (dp.join(odd), LeftOutWhy::NameNotUtf8),
+                (dp.join("elsewhere"), LeftOutWhy::LinkedDir),
+                (dp.join("skipper").join(odd), LeftOutWhy::NameNotUtf8),
+            ]
+        );
         let got: Vec<(String, bool)> = found
             .into_iter()
             .map(|(p, db)| (p.strip_prefix(&data).unwrap().display().to_string(), db))
@@ -1002,7 +1091,9 @@ mod tests {
             ("data/lite.db", false),
             ("data/playback_reporting.db", true),
             ("data/skipper", false),
+            ("data/skipper/1/2/3/4/5/6/7/8/deep.db", true),
             ("data/skipper/deep/one.sqlite", true),
+            ("data/skipper/state", true),
             ("data/to-file", false),
             ("plugins/configurations/P/p.db3", true),
         ];

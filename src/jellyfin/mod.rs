@@ -17,4 +17,4 @@ pub mod server;
 pub mod sqlite;
 pub mod version;
 
-pub use layout::{detect, Class, Selection, Source, SourceOptions};
+pub use layout::{detect, Class, LeftOutWhy, Selection, Source, SourceOptions};

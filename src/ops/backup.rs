@@ -22,10 +22,12 @@ pub use self::tally::Notice;
 use self::tally::{Findings, Tally, Written};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
-use crate::format::snapshot::{parent_for, validate_name, Snapshot, SnapshotRecord};
+use crate::format::snapshot::{
+    parent_for, validate_name, NotCapturedKind, Snapshot, SnapshotRecord,
+};
 use crate::format::timefmt;
 use crate::id::{ChunkId, SnapshotId};
-use crate::jellyfin::{self, Source, SourceOptions};
+use crate::jellyfin::{self, LeftOutWhy, Source, SourceOptions};
 use crate::ops::clock::{self, stat_ns};
 use crate::ops::progress::Progress;
 use crate::store::packer::ChunkSink;
@@ -399,13 +401,26 @@ fn missing_components(ctx: &Ctx) -> Tally {
     tally
         .not_captured
         .extend(ctx.source.missing.iter().cloned());
-    for p in &ctx.source.linked_out {
-        let to = fs::read_link(p).unwrap_or_default();
-        let detail = format!(
-            "a link to the directory {}, beside Jellyfin's own state: not followed, so not in this snapshot (it could lead to a media library or another disk); if a plugin keeps its state there, back that directory up as well",
-            to.display()
-        );
-        ctx.notice(&mut tally, "linked-dir-skipped", p, detail);
+    for l in &ctx.source.left_out {
+        let p = &l.path;
+        match l.why {
+            LeftOutWhy::LinkedDir => {
+                let to = fs::read_link(p).unwrap_or_default();
+                let detail = format!(
+                    "a link to the directory {}, beside Jellyfin's own state: not followed, so not in this snapshot (it could lead to a media library or another disk); if a plugin keeps its state there, back that directory up as well",
+                    to.display()
+                );
+                ctx.notice(&mut tally, "linked-dir-skipped", p, detail);
+            }
+            LeftOutWhy::NameNotUtf8 => {
+                ctx.report(
+                    &mut tally,
+                    p,
+                    "a plugin's data whose name is not UTF-8, which a snapshot cannot name: not captured; rename it (the plugin's folder or file) to back it up",
+                );
+                tally.not_captured(NotCapturedKind::File, &l.root, &l.rel, p);
+            }
+        }
     }
     tally
 }

@@ -135,9 +135,10 @@ impl Captures {
             // A database linked into the data dir is read where it lives: its -wal and
             // -shm sit beside the link's target, not beside the link.
             let src = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-            // Named by its place in the data dir: the link's target may be named otherwise.
-            let is_jellyfin_db =
-                path == source.jellyfin_db || path.file_name().is_some_and(|n| n == "jellyfin.db");
+            // Known by its place in the data dir (or database.xml's), not by its name: the
+            // link's target may be named otherwise, and a plugin's folder may hold a file
+            // of the same name.
+            let is_jellyfin_db = path == source.jellyfin_db;
             let plugin = !is_jellyfin_db && path != source.data_dir.join("data/library.db");
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {

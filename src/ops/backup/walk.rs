@@ -290,6 +290,10 @@ fn child(ctx: &Ctx, dir: &Dir, f: Found, tally: &mut Tally) -> Result<Option<Ent
         let Class::Include(component) = class else {
             return Ok(None);
         };
+        // Reported once, at the start (see `jellyfin::LeftOutWhy::NameNotUtf8`).
+        if !ctx.source.left_out.is_empty() && ctx.source.leaves_out(&path) {
+            return Ok(None);
+        }
         let leaf = Leaf {
             root: dir.root,
             rel: &rel,
