@@ -31,7 +31,9 @@ fn main() {
 
     let mut copy = None;
     time("physical capture (backup API copy)", &mut || {
-        copy = Some(database::capture(&db, scratch.path()).expect("capture"))
+        copy = Some(
+            database::capture(&db, scratch.path(), database::PATIENCE_SERVER).expect("capture"),
+        )
     });
     let copy = copy.expect("copy");
     let mut dump = None;

@@ -769,7 +769,7 @@ struct Captured {
 
 fn capture_both(db: &Path, tmp: &Path) -> Result<Captured> {
     let t = Instant::now();
-    let copy = database::capture(db, tmp)?;
+    let copy = database::capture(db, tmp, database::PATIENCE_SERVER)?;
     let capture_s = t.elapsed().as_secs_f64();
     let physical = fs::read(&copy)?;
     drop(copy);

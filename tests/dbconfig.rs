@@ -5,13 +5,11 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::env::{s, Env};
 use common::fixture::Fixture;
-use common::sqlcli::{dump_of, sqlite3};
+use common::sqlcli::{dump_of, hold, sqlite3};
 
 /// Write `database.xml` as the server serialises its options: `DatabaseType` and the
 /// custom options given.
@@ -41,31 +39,6 @@ fn database_xml(fx: &Fixture, database_type: &str, options: &[(&str, &str)]) {
         ),
     )
     .unwrap();
-}
-
-/// A stand-in server (Python's SQLite) with `db` open in SQLite locking mode `mode`,
-/// once it has read it.
-fn hold(db: &Path, mode: &str) -> Child {
-    let mut server = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1])\n\
-             c.execute('PRAGMA locking_mode={mode}')\n\
-             c.execute('SELECT count(*) FROM Users').fetchall()\n\
-             print('held', flush=True)\n\
-             time.sleep(300)\n"
-        ))
-        .arg(db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
-    server
 }
 
 fn users(db: &Path) -> String {
@@ -111,7 +84,7 @@ fn a_relocated_database_is_captured_and_restored_where_it_lives() {
     sqlite3(&db, "DELETE FROM Users;");
     assert_ne!(users(&db), before_users);
     // While a server has it open, an in-place restore refuses, as for one in the data dir.
-    let mut server = hold(&db, "NORMAL");
+    let mut server = hold(&db, "NORMAL", "SELECT count(*) FROM Users");
     let out = env.expect(&["restore", "before", "--in-place"], 17);
     server.kill().unwrap();
     server.wait().unwrap();
@@ -156,7 +129,7 @@ fn exclusive_locking_on_a_running_server_is_reported_with_the_fix() {
     database_xml(&fx, "Jellyfin-SQLite", &[("lockingmode", "EXCLUSIVE")]);
     // A server holding the database as SQLite's EXCLUSIVE mode does: from its first
     // read until it exits.
-    let mut server = hold(&fx.db_path, "EXCLUSIVE");
+    let mut server = hold(&fx.db_path, "EXCLUSIVE", "SELECT count(*) FROM Users");
     let data = fx.data_dir.to_str().unwrap();
     let out = env.expect(&["backup", "--data-dir", data], 17);
     server.kill().unwrap();

@@ -15,7 +15,8 @@ use std::process::Command;
 
 use common::env::{s, Env};
 use common::fixture::Fixture;
-use common::sqlcli::{commit_to_wal_and_die, dump_of, live_dump, side, sqlite3};
+use common::server::Server;
+use common::sqlcli::{commit_to_wal_and_die, dump_of, hold, live_dump, side, sqlite3};
 use serde_json::Value;
 
 /// A plugin's state beside the fixture's Jellyfin state. Returns the plugin databases
@@ -276,4 +277,50 @@ fn a_plugins_database_that_cannot_be_captured_is_left_out_and_said_so() {
         .output()
         .unwrap();
     assert_eq!(s(&st.stdout), "ok\n");
+}
+
+/// A process that keeps a plugin's database in SQLite's exclusive locking mode lets no
+/// reader in while it runs: the backup waits for it a short while only, leaves it out and
+/// says why and what to do; the rest is backed up.
+#[test]
+fn a_plugins_database_held_exclusively_is_left_out_with_the_reason() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let db = fx.data_path().join("locked.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t (x);");
+    let mut holder = hold(&db, "EXCLUSIVE", "INSERT INTO t VALUES (1)");
+
+    let data = fx.data_dir.to_str().unwrap();
+    let out = env.expect(&["--json", "backup", "--data-dir", data], 3);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("locked.db: a plugin's database, not captured")
+            && err.contains("exclusive locking mode")
+            && err.contains("stop that process"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(database_rels(&v)
+        .iter()
+        .any(|c| c.ends_with("data/jellyfin.db")));
+}
+
+/// An in-place restore goes ahead only when nothing holds any of the snapshot's
+/// databases open, a plugin's below `plugins/` included.
+#[test]
+fn an_in_place_restore_waits_for_a_plugins_database_in_use() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let db = fx.data_dir.join("plugins/configurations/Q/q.db");
+    fs::create_dir_all(db.parent().unwrap()).unwrap();
+    sqlite3(&db, "CREATE TABLE t (x); INSERT INTO t VALUES (1);");
+    env.backup(&fx, &[]);
+    let server = Server::start(&db, 10, Some("plugin-host"));
+    let out = env.expect(&["restore", "latest", "--in-place"], 17);
+    assert!(s(&out.stderr).contains("q.db"), "{}", s(&out.stderr));
+    drop(server);
+    env.expect(&["restore", "latest", "--in-place"], 0);
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM t"), "1\n");
 }

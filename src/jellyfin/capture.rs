@@ -18,16 +18,23 @@ use crate::error::{Error, IoContext, Result};
 use crate::jellyfin::livedb;
 use crate::jellyfin::sqlite::open_private;
 
-/// Capture `src` into a new temporary file in `tmp_dir`. The file is removed when the
-/// returned path is dropped.
-pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
+/// How long a capture waits for a database another process keeps locked: the server's
+/// own is waited for long (a long write transaction ends), a plugin's less (one kept in
+/// SQLite's exclusive locking mode is never let go while its process runs, and each
+/// backup would wait for it).
+pub const PATIENCE_SERVER: Duration = Duration::from_secs(120);
+pub const PATIENCE_PLUGIN: Duration = Duration::from_secs(15);
+
+/// Capture `src` into a new temporary file in `tmp_dir`, waiting at most `patience` for a
+/// database kept busy. The file is removed when the returned path is dropped.
+pub fn capture(src: &Path, tmp_dir: &Path, patience: Duration) -> Result<tempfile::TempPath> {
     let tmp = tempfile::Builder::new()
         .prefix("db-capture-")
         .tempfile_in(tmp_dir)
         .at(tmp_dir)?
         .into_temp_path();
     // A copy that fails takes its journal with it (the copy itself goes with `tmp`).
-    if let Err(e) = copy_into(src, &tmp, tmp_dir) {
+    if let Err(e) = copy_into(src, &tmp, tmp_dir, patience) {
         remove_side_files(&tmp);
         return Err(e);
     }
@@ -35,7 +42,7 @@ pub fn capture(src: &Path, tmp_dir: &Path) -> Result<tempfile::TempPath> {
 }
 
 /// Copy `src` into the file `tmp` (in `tmp_dir`); every connection is closed on return.
-fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path) -> Result<()> {
+fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Result<()> {
     let fail = |detail: String| Error::DatabaseCapture {
         path: src.to_path_buf(),
         detail,
@@ -72,7 +79,7 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path) -> Result<()> {
     })?;
     {
         let backup = Backup::new(&source, &mut dest).map_err(copy_err)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + patience;
         loop {
             match backup.step(-1).map_err(copy_err)? {
                 StepResult::Done => break,
@@ -83,7 +90,8 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path) -> Result<()> {
                 }
                 other => {
                     return Err(fail(format!(
-                        "the server kept the database busy for 120 s ({other:?}); retry"
+                        "another process kept the database locked for {} s ({other:?}): one that holds it in SQLite's exclusive locking mode lets no reader in while it runs; stop that process (or its plugin) for a complete backup, or retry",
+                        patience.as_secs()
                     )))
                 }
             }

@@ -110,7 +110,7 @@ pub fn excluded_name(name: &[u8]) -> bool {
     // `*.bakN` leftovers of database migrations.
     if let Some(pos) = name.windows(4).rposition(|w| w == b".bak") {
         let tail = &name[pos + 4..];
-        return tail.iter().all(u8::is_ascii_digit);
+        return !tail.is_empty() && tail.iter().all(u8::is_ascii_digit);
     }
     false
 }
@@ -970,11 +970,12 @@ mod tests {
             "jellyfin.db-shm",
             "library.db.old",
             "jellyfin.db.bak3",
-            "x.bak",
         ] {
             assert!(excluded_name(n.as_bytes()), "{n}");
         }
-        for n in ["jellyfin.db", "backup.xml", "bakery"] {
+        // `.bak` without a number is someone's copy (a plugin's settings.bak), not a
+        // migration's leftover.
+        for n in ["jellyfin.db", "backup.xml", "bakery", "settings.bak"] {
             assert!(!excluded_name(n.as_bytes()), "{n}");
         }
     }

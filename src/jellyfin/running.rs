@@ -60,11 +60,13 @@ pub fn ensure_stopped(data_dir: &Path, elsewhere: &[PathBuf]) -> Result<()> {
 ///
 /// Probes the locks of every `data/*.db`: this process must hold no SQLite connection to
 /// any of them while it runs (see [`probe_locks`]). The databases `elsewhere` (relocated
-/// by `database.xml`) are probed the same way.
+/// by `database.xml`, or a snapshot's other databases) are probed the same way.
 pub fn server_state(data_dir: &Path, elsewhere: &[PathBuf]) -> ServerState {
     let data = data_dir.join("data");
     let mut dbs = databases(&data);
     dbs.extend(elsewhere.iter().filter(|p| p.is_file()).cloned());
+    dbs.sort();
+    dbs.dedup();
     let locks: Vec<LockProbe> = dbs.iter().map(|db| probe_locks(db)).collect();
     let mut watched = Vec::new();
     for db in &dbs {

@@ -74,3 +74,30 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert_eq!(st.signal(), Some(9), "the writer was to be killed: {st}");
     assert!(fs::metadata(side(db, "-wal")).unwrap().len() > 0);
 }
+
+/// A stand-in process (Python's SQLite) with `db` open in SQLite locking mode `mode`,
+/// once it has run `sql` on it; it holds it until killed.
+pub fn hold(db: &Path, mode: &str, sql: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode={mode}')\n\
+             c.execute(sys.argv[2]).fetchall()\n\
+             print('held', flush=True)\n\
+             time.sleep(300)\n"
+        ))
+        .arg(db)
+        .arg(sql)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    holder
+}

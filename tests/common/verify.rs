@@ -138,7 +138,7 @@ pub fn expected_state(fx: &fixture::Fixture) -> State {
         let s = p.to_string_lossy();
         let leftover = s.ends_with("library.db.old")
             || s.rsplit_once(".bak")
-                .is_some_and(|(_, n)| n.chars().all(|c| c.is_ascii_digit()));
+                .is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
         !(s.ends_with("-wal") || s.ends_with("-shm") || leftover)
     });
     d

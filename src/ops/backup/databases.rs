@@ -153,6 +153,7 @@ impl Captures {
                     let proven = earlier.map(|e| e.proven);
                     let job = Job {
                         is_jellyfin_db,
+                        plugin,
                         mode,
                         settled_before_ns: time_ns - super::TIMESTAMP_GRANULARITY_NS,
                     };
@@ -390,6 +391,8 @@ fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
 /// How one database is captured.
 struct Job {
     is_jellyfin_db: bool,
+    /// A plugin's database (see [`DbSlot::plugin`]).
+    plugin: bool,
     mode: DbCaptureMode,
     /// The source's state is recorded only when every time in it is before this.
     settled_before_ns: i64,
@@ -407,7 +410,11 @@ fn capture_db(
 ) -> Result<CapturedDb> {
     // Before any connection to it exists (see `dbstate`); the version is filled in below.
     let before = dbstate::read(src, None);
-    let copy = capture::capture(src, tmp_dir)?;
+    let patience = match job.plugin {
+        true => capture::PATIENCE_PLUGIN,
+        false => capture::PATIENCE_SERVER,
+    };
+    let copy = capture::capture(src, tmp_dir, patience)?;
     let after = dbstate::read(src, None);
     let size = fs::metadata(&copy).ok().map(|m| m.len());
     let version = if job.is_jellyfin_db {

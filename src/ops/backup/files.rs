@@ -148,7 +148,10 @@ pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result
         // A plugin's database SQLite cannot copy (locked, damaged, not readable by this
         // user) is left out and said so; Jellyfin's own ends the backup.
         Err(Error::DatabaseCapture { detail, .. }) if ctx.captures.is_plugin(path) => {
-            let what = format!("a plugin's database, not captured: {detail}");
+            let what = format!(
+                "a plugin's database, not captured: {detail} (the rest of the snapshot is complete; `sqlite3 {} 'PRAGMA integrity_check'` tells whether the file itself is damaged)",
+                path.display()
+            );
             ctx.report(tally, path, &what);
             return Ok(None);
         }

@@ -442,11 +442,12 @@ fn check_destination(
                         ensure_not_empty(&m.to)?;
                     }
                 }
-                // Databases `database.xml` keeps outside the data dir.
+                // Databases `database.xml` keeps outside the data dir, and plugins'
+                // databases below `data/` (the check probes each `data/*.db` itself).
                 let elsewhere: Vec<PathBuf> = rec
                     .items
                     .iter()
-                    .filter(|i| i.component == Component::Database && i.root == "database")
+                    .filter(|i| i.component == Component::Database)
                     .filter_map(|i| {
                         let root = rec.roots.iter().find(|r| r.label == i.root)?;
                         Some(Path::new(&root.path).join(&i.rel))
