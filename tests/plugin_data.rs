@@ -324,3 +324,39 @@ fn an_in_place_restore_waits_for_a_plugins_database_in_use() {
     env.expect(&["restore", "latest", "--in-place"], 0);
     assert_eq!(sqlite3(&db, "SELECT count(*) FROM t"), "1\n");
 }
+
+/// A plugin's folder moved to another disk, a link left in its place: an in-place
+/// restore of a snapshot that had the folder replaces the link with the snapshot's
+/// folder and never writes or deletes anything through it.
+#[test]
+fn an_in_place_restore_never_writes_through_a_plugins_link() {
+    let env = Env::new();
+    let fx = env.small_fixture();
+    let here = fx.data_path().join("movedplug");
+    fs::create_dir_all(&here).unwrap();
+    fs::write(here.join("m.txt"), b"as in the snapshot").unwrap();
+    env.backup(&fx, &[]);
+
+    let there = env.root.join("otherdisk/movedplug");
+    fs::create_dir_all(there.parent().unwrap()).unwrap();
+    fs::rename(&here, &there).unwrap();
+    std::os::unix::fs::symlink(&there, &here).unwrap();
+    fs::write(there.join("m.txt"), b"newer, on the other disk").unwrap();
+    fs::write(there.join("new.txt"), b"new on the other disk").unwrap();
+
+    env.expect(&["restore", "latest", "--in-place"], 0);
+    assert_eq!(
+        fs::read(there.join("m.txt")).unwrap(),
+        b"newer, on the other disk"
+    );
+    assert_eq!(
+        fs::read(there.join("new.txt")).unwrap(),
+        b"new on the other disk"
+    );
+    let now = fs::symlink_metadata(&here).unwrap();
+    assert!(
+        now.is_dir(),
+        "the link is replaced by the snapshot's folder"
+    );
+    assert_eq!(fs::read(here.join("m.txt")).unwrap(), b"as in the snapshot");
+}

@@ -48,6 +48,10 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Resu
         detail,
     };
     let source = livedb::open(src, tmp_dir).map_err(fail)?;
+    // Each step waits for a busy database by itself: no longer than the whole patience.
+    source
+        .busy_timeout(patience.min(Duration::from_secs(30)))
+        .map_err(|e| fail(e.to_string()))?;
     // SQLite's "database or disk is full" here is the copy's file system, the
     // repository's, as is a copy it cannot create while no inodes are left: said as that
     // (the command names the repository), not as the source database failing.

@@ -607,14 +607,8 @@ impl Dirs {
         for e in entries {
             let name = e.file_name();
             let n = name.as_bytes();
-            let own = DATA_PATH_OWN.iter().any(|o| o.as_bytes() == n)
-                || glob_match(b".jellyfin-*", n)
-                || excluded_name(n)
-                || n.ends_with(b".old")
-                || n == UNFINISHED_RESTORE.as_bytes()
-                || n == RESTORE_TARGET.as_bytes();
             let p = e.path();
-            if own || theirs(&p) {
+            if jellyfins_own(n) || theirs(&p) {
                 continue;
             }
             // A link to a directory could lead anywhere (a media library, another disk).
@@ -755,11 +749,32 @@ const DATA_PATH_OWN: [&str; 17] = [
     "transcodes",
 ];
 
+/// Whether an entry of the data path named `n` is Jellyfin's own (a component's, config
+/// state or never state) rather than a plugin's.
+fn jellyfins_own(n: &[u8]) -> bool {
+    DATA_PATH_OWN.iter().any(|o| o.as_bytes() == n)
+        || glob_match(b".jellyfin-*", n)
+        || excluded_name(n)
+        || n.ends_with(b".old")
+        || n == UNFINISHED_RESTORE.as_bytes()
+        || n == RESTORE_TARGET.as_bytes()
+}
+
+/// Whether `path` is an entry of the data path of the data dir `data_dir` that is a
+/// plugin's, not Jellyfin's own. A restore never follows such an entry that is a link:
+/// a backup does not either (see [`LeftOutWhy::LinkedDir`]).
+pub fn is_plugin_entry(data_dir: &Path, path: &Path) -> bool {
+    path.parent() == Some(&data_dir.join("data"))
+        && path
+            .file_name()
+            .is_some_and(|n| !jellyfins_own(n.as_bytes()))
+}
+
 /// Whether `p` is an SQLite database: by its header, looked at when its name says so
-/// (`.db`, `.sqlite`, `.sqlite3`, `.db3`) or a `-wal` or `-journal` lies beside it
-/// (`names`: the names in its directory).
+/// (`.db`, `.sqlite`, `.sqlite3`, `.db3`, or no extension at all) or a `-wal` or
+/// `-journal` lies beside it (`names`: the names in its directory).
 fn is_sqlite_db(p: &Path, names: &std::collections::HashSet<std::ffi::OsString>) -> bool {
-    let named = p.extension().is_some_and(|x| {
+    let named = p.extension().is_none_or(|x| {
         ["db", "sqlite", "sqlite3", "db3"]
             .iter()
             .any(|e| x.eq_ignore_ascii_case(e))
@@ -1071,6 +1086,9 @@ mod tests {
         sqlite(&dp.join("skipper/1/2/3/4/5/6/7/8/deep.db"));
         sqlite(&dp.join("skipper/state"));
         std::fs::write(dp.join("skipper/state-wal"), b"").unwrap();
+        sqlite(&dp.join("skipper/idle"));
+        sqlite(&dp.join("skipper/other.dat"));
+        std::fs::write(dp.join("skipper/README"), b"not a database").unwrap();
         // Names a snapshot's items cannot hold.
         let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.db");
         sqlite(&dp.join(odd));
@@ -1094,6 +1112,7 @@ mod tests {
             ("data/skipper", false),
             ("data/skipper/1/2/3/4/5/6/7/8/deep.db", true),
             ("data/skipper/deep/one.sqlite", true),
+            ("data/skipper/idle", true),
             ("data/skipper/state", true),
             ("data/to-file", false),
             ("plugins/configurations/P/p.db3", true),

@@ -148,9 +148,19 @@ pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result
         // A plugin's database SQLite cannot copy (locked, damaged, not readable by this
         // user) is left out and said so; Jellyfin's own ends the backup.
         Err(Error::DatabaseCapture { detail, .. }) if ctx.captures.is_plugin(path) => {
+            // SQLite's own words for a file that is not (or no longer) a database.
+            let damaged = ["not a database", "malformed", "corrupt"]
+                .iter()
+                .any(|w| detail.contains(w));
+            let check = match damaged {
+                true => format!(
+                    "; `sqlite3 {} 'PRAGMA integrity_check'` tells whether the file itself is damaged",
+                    path.display()
+                ),
+                false => String::new(),
+            };
             let what = format!(
-                "a plugin's database, not captured: {detail} (the rest of the snapshot is complete; `sqlite3 {} 'PRAGMA integrity_check'` tells whether the file itself is damaged)",
-                path.display()
+                "a plugin's database, not captured: {detail} (the rest of the snapshot is complete{check})"
             );
             ctx.report(tally, path, &what);
             return Ok(None);

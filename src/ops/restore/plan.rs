@@ -568,6 +568,8 @@ impl RestorePlan {
 
 struct Planner<'a> {
     repo: &'a Repository,
+    /// The snapshot's data dir (see `current`).
+    data_dir: &'a Path,
     databases: &'a [DatabaseRecord],
     selection: &'a Selection,
     actions: Vec<Action>,
@@ -639,6 +641,7 @@ impl<'a> Planner<'a> {
         }
         Planner {
             repo,
+            data_dir: Path::new(&rec.data_dir),
             databases: &rec.databases,
             selection,
             actions: Vec::new(),
@@ -786,11 +789,13 @@ impl<'a> Planner<'a> {
 
     /// What is at `path` now. A directory of the snapshot that is a symlink to a
     /// directory at the destination (metadata/ on another disk) is restored through the
-    /// link.
+    /// link; a plugin's entry of the data path never is (a backup does not follow it
+    /// either: it may lead to a media library): the link is replaced.
     fn current(&self, root: &str, e: &Entry, path: &Path, rel: &[u8]) -> Option<fs::Metadata> {
         let cur = fs::symlink_metadata(path).ok();
         if matches!(e.node, Node::Dir { .. })
             && cur.as_ref().is_some_and(|m| m.file_type().is_symlink())
+            && !crate::jellyfin::layout::is_plugin_entry(self.data_dir, path)
         {
             if let Ok(m) = fs::metadata(path) {
                 if m.is_dir() && self.selection.is_anchor(root, rel) {
