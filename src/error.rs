@@ -140,6 +140,9 @@ pub enum Error {
     #[error("path `{path}` does not exist in snapshot {snapshot}; see `jellysnap ls {snapshot}`")]
     PathNotInSnapshot { snapshot: String, path: String },
 
+    #[error("path `{path}` was not captured by snapshot {snapshot}: the backup could not read it (its reason is in `jellysnap snapshots --json`, `not_captured`); an earlier or later snapshot may hold it")]
+    PathNotCaptured { snapshot: String, path: String },
+
     #[error("path `{path}` of snapshot {snapshot} is in component {component}, which --components does not select; add {component} to --components, or leave --components out to restore every component")]
     PathNotSelected {
         snapshot: String,

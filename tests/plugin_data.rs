@@ -262,6 +262,17 @@ fn a_plugins_database_that_cannot_be_captured_is_left_out_and_said_so() {
         "{captured:?}"
     );
 
+    // `dump` of what was not captured says so, with the same code as an unknown path.
+    let out = env.expect(
+        &["dump", "latest", &format!("data/{data_path}/broken.db")],
+        12,
+    );
+    assert!(
+        s(&out.stderr).contains("was not captured by snapshot"),
+        "{}",
+        s(&out.stderr)
+    );
+
     let (target, _) = env.restore_to("latest", "restored");
     let in_target = target.join(dp.strip_prefix(&fx.data_dir).unwrap());
     assert!(!in_target.join("broken.db").exists());

@@ -109,6 +109,7 @@ impl ExitCode {
             Error::SnapshotNotFound(_)
             | Error::SnapshotAmbiguous { .. }
             | Error::PathNotInSnapshot { .. }
+            | Error::PathNotCaptured { .. }
             | Error::PathNotSelected { .. }
             | Error::NothingSelected { .. } => ExitCode::NoSuchSnapshot,
             Error::DuplicateName(_) | Error::NameTaken { .. } | Error::CopyNameTaken { .. } => {

@@ -57,9 +57,21 @@ pub fn dump(
 
 /// The entry at `path`.
 fn find(repo: &Repository, snap: &Snapshot, path: &str) -> Result<Entry> {
-    let not_found = || Error::PathNotInSnapshot {
-        snapshot: snap.id.short(),
-        path: path.to_string(),
+    // A path the backup recorded as not captured is said to be that, not unknown.
+    let wanted = path.trim_matches('/');
+    let not_captured = snap.record.not_captured.iter().any(|n| {
+        let at = format!("{}/{}", n.root, n.rel);
+        at.trim_matches('/') == wanted
+    });
+    let not_found = || match not_captured {
+        true => Error::PathNotCaptured {
+            snapshot: snap.id.short(),
+            path: path.to_string(),
+        },
+        false => Error::PathNotInSnapshot {
+            snapshot: snap.id.short(),
+            path: path.to_string(),
+        },
     };
     let mut tree = repo.load_tree(&snap.record.tree)?;
     let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
