@@ -52,7 +52,7 @@ fn main() {
     });
     let rebuilt = scratch.path().join("rebuilt.db");
     time("rebuild the dump", &mut || {
-        let mut f = std::io::BufReader::new(std::fs::File::open(&dump.file).expect("dump file"));
+        let mut f = std::io::BufReader::new(std::fs::File::open(&**dump.file).expect("dump file"));
         database::rebuild(&mut f, &rebuilt).expect("rebuild");
     });
     let mut again = None;
@@ -84,7 +84,8 @@ fn main() {
 
     time(
         "dump + proof as a backup runs them",
-        &mut || match database::dump_and_prove(&copy, scratch.path(), None).expect("prove") {
+        &mut || match database::dump_and_prove(&copy, scratch.path(), None, &|_| {}).expect("prove")
+        {
             database::Logical::Exact { .. } => {}
             database::Logical::Refused(why) => panic!("refused: {why}"),
         },
@@ -95,7 +96,7 @@ fn main() {
     };
     time(
         "dump + the earlier proof of the same dump",
-        &mut || match database::dump_and_prove(&copy, scratch.path(), Some(&earlier))
+        &mut || match database::dump_and_prove(&copy, scratch.path(), Some(&earlier), &|_| {})
             .expect("prove")
         {
             database::Logical::Exact {

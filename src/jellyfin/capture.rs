@@ -106,9 +106,11 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Resu
     Ok(())
 }
 
-/// A dump in a temporary file, with the blake3 of its bytes.
+/// A dump in a temporary file, with the blake3 of its bytes. The file is shared: a
+/// backup chunks it while its proof runs (see [`dump_and_prove`]), and it is removed
+/// once the last holder drops it.
 pub struct Dump {
-    pub file: tempfile::TempPath,
+    pub file: std::sync::Arc<tempfile::TempPath>,
     pub blake3: [u8; 32],
 }
 
@@ -135,7 +137,7 @@ pub fn dump_logical(copy: &Path, tmp_dir: &Path) -> Result<std::result::Result<D
         Ok(_) => {
             let blake3 = *out.hasher.finalize().as_bytes();
             Ok(Ok(Dump {
-                file: tmp.into_temp_path(),
+                file: std::sync::Arc::new(tmp.into_temp_path()),
                 blake3,
             }))
         }
@@ -237,7 +239,16 @@ pub struct Proven {
 /// observation equals the proven one, needs no rebuild: rebuilding the same bytes with
 /// the same SQLite gives what the proof saw, and that is what the copy shows. Anything
 /// else is proven as without it. Only repository I/O failures are errors.
-pub fn dump_and_prove(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> Result<Logical> {
+///
+/// `written` is given a dump that is to be rebuilt as soon as it is written, before its
+/// proof: a backup chunks it while the proof runs, and stores it only if the proof
+/// holds (a dump equal to `earlier`'s is not given: its proof is about to be reused).
+pub fn dump_and_prove(
+    copy: &Path,
+    scratch: &Path,
+    earlier: Option<&Proven>,
+    written: &dyn Fn(&Dump),
+) -> Result<Logical> {
     let outcome = std::thread::scope(|s| -> Result<Logical> {
         let observer = std::thread::Builder::new()
             .name("jellysnap-db-observe".into())
@@ -249,11 +260,14 @@ pub fn dump_and_prove(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> 
                 Ok(d) => d,
                 Err(why) => return Ok(Err(why)),
             };
-            if let Some(p) = earlier.filter(|p| p.dump_blake3 == dump.blake3) {
-                source_seen = joined(observer.take());
-                if matches!(&source_seen, Some(Ok(o)) if o.digest() == p.digest) {
-                    return Ok(Ok((dump, None)));
+            match earlier.filter(|p| p.dump_blake3 == dump.blake3) {
+                Some(p) => {
+                    source_seen = joined(observer.take());
+                    if matches!(&source_seen, Some(Ok(o)) if o.digest() == p.digest) {
+                        return Ok(Ok((dump, None)));
+                    }
                 }
+                None => written(&dump),
             }
             let rebuilt = match rebuild_file(&dump.file, scratch)? {
                 Ok(r) => r,
@@ -349,7 +363,7 @@ mod tests {
     use super::*;
 
     fn proven(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> (Dump, [u8; 32], bool) {
-        match dump_and_prove(copy, scratch, earlier).unwrap() {
+        match dump_and_prove(copy, scratch, earlier, &|_| {}).unwrap() {
             Logical::Exact {
                 dump,
                 digest,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::tally::Tally;
 use crate::error::{Error, Result};
@@ -40,6 +40,52 @@ struct DbSlot {
     /// of the snapshot and said so (a partial backup), rather than ending the backup.
     plugin: bool,
     state: Mutex<Capture>,
+    early: Arc<Early>,
+}
+
+/// A logical dump handed to the walk as soon as it is written, while its proof runs:
+/// the walk chunks it meanwhile, and keeps those chunks only if the proof holds. The
+/// proof (a rebuild and its observation) is most of a changed database's time, and the
+/// walk would otherwise wait for it and then chunk the dump after it.
+struct Early {
+    state: Mutex<EarlyState>,
+    given: Condvar,
+}
+
+enum EarlyState {
+    Waiting,
+    Dump(Arc<tempfile::TempPath>),
+    /// No dump comes before the capture ends (a physical capture, a refused dump, a
+    /// failure, a dump whose earlier proof is being reused).
+    Nothing,
+}
+
+impl Early {
+    fn new(state: EarlyState) -> Arc<Self> {
+        Arc::new(Early {
+            state: Mutex::new(state),
+            given: Condvar::new(),
+        })
+    }
+
+    fn give(&self, state: EarlyState) {
+        if let Ok(mut s) = self.state.lock() {
+            if matches!(*s, EarlyState::Waiting) {
+                *s = state;
+            }
+            self.given.notify_all();
+        }
+    }
+}
+
+/// Gives the walk `Nothing` when the capture thread ends without a dump to give early,
+/// however it ends (an error, a panic).
+struct NothingEarly(Arc<Early>);
+
+impl Drop for NothingEarly {
+    fn drop(&mut self) {
+        self.0.give(EarlyState::Nothing);
+    }
 }
 
 enum Capture {
@@ -73,7 +119,7 @@ struct CapturedDb {
 /// What a capture holds.
 enum Content {
     /// A temp file holding a logical dump or a physical copy.
-    File(tempfile::TempPath),
+    File(Arc<tempfile::TempPath>),
     /// The parent snapshot's node: the database is as it was then.
     Parent(Node),
 }
@@ -146,20 +192,35 @@ impl Captures {
                 }
                 _ => None,
             };
+            let early = Early::new(EarlyState::Waiting);
             let state = match earlier.as_ref().and_then(|e| unchanged(e, &src)) {
-                Some(db) => Capture::Ready(db),
+                Some(db) => {
+                    early.give(EarlyState::Nothing);
+                    Capture::Ready(db)
+                }
                 None => {
                     let tmp_dir = repo.tmp_dir();
-                    let proven = earlier.map(|e| e.proven);
+                    let (proven, parent_dump) = match earlier {
+                        Some(e) => (Some(e.proven), e.node),
+                        None => (None, None),
+                    };
                     let job = Job {
                         is_jellyfin_db,
                         plugin,
                         mode,
                         settled_before_ns: time_ns - super::TIMESTAMP_GRANULARITY_NS,
                     };
+                    let nothing = NothingEarly(Arc::clone(&early));
                     let handle = std::thread::Builder::new()
                         .name("jellysnap-db-capture".into())
-                        .spawn(move || capture_db(&src, &tmp_dir, job, proven.as_ref()))
+                        .spawn(move || {
+                            let early = Arc::clone(&nothing.0);
+                            let written = move |d: &capture::Dump| {
+                                early.give(EarlyState::Dump(Arc::clone(&d.file)));
+                            };
+                            let earlier = proven.as_ref().map(|p| (p, parent_dump));
+                            capture_db(&src, &tmp_dir, job, earlier, &written)
+                        })
                         .map_err(|e| {
                             let at = path.display();
                             Error::internal(format!(
@@ -174,6 +235,7 @@ impl Captures {
                 rel: item.rel.clone(),
                 plugin,
                 state: Mutex::new(state),
+                early,
             };
             slots.insert(path, slot);
         }
@@ -192,6 +254,26 @@ impl Captures {
     /// The paths of all databases being captured.
     pub(super) fn paths(&self) -> Vec<PathBuf> {
         self.slots.keys().cloned().collect()
+    }
+
+    /// Wait until the capture of `path` either has a logical dump to prove, written and
+    /// not yet proven (see [`Early`]), or has ended. The dump is the one [`Captures::wait`]
+    /// gives (a path equal to its `Captured::File`) only if the proof holds.
+    pub(super) fn early_dump(&self, path: &Path) -> Result<Option<Arc<tempfile::TempPath>>> {
+        let at = path.display();
+        let slot = self
+            .slots
+            .get(path)
+            .ok_or_else(|| Error::internal(format!("no capture was started for {at}")))?;
+        let poisoned = || Error::internal(format!("the capture state of {at} is poisoned"));
+        let mut s = slot.early.state.lock().map_err(|_| poisoned())?;
+        while matches!(*s, EarlyState::Waiting) {
+            s = slot.early.given.wait(s).map_err(|_| poisoned())?;
+        }
+        Ok(match &*s {
+            EarlyState::Dump(d) => Some(Arc::clone(d)),
+            _ => None,
+        })
     }
 
     /// Wait for the capture of `path` and return what it gives the walk. The first wait
@@ -314,17 +396,14 @@ fn parent_capture(
             dump_blake3,
             digest,
         },
-        // Needed only to reuse the capture, which needs a recorded state. A capture that
-        // needs a chunk found damaged is not reused: the database is captured again, and
-        // its dump stores that chunk anew if it still holds that content.
-        node: match record.source {
-            // (A parent listing on the way that cannot be read: nothing to reuse.)
-            Some(_) => match parent_node(repo, parent.root, root, rel) {
-                Ok(node) => node.filter(|node| !repo.needs_damaged(node)),
-                Err(e) if e.is_damage() => None,
-                Err(e) => return Err(e),
-            },
-            None => None,
+        // To reuse the capture, or the stored dump when a capture dumps the same bytes. A
+        // node that needs a chunk found damaged is not reused: the dump is chunked again,
+        // and stores that chunk anew if it still holds that content. (A parent listing on
+        // the way that cannot be read: nothing to reuse.)
+        node: match parent_node(repo, parent.root, root, rel) {
+            Ok(node) => node.filter(|node| !repo.needs_damaged(node)),
+            Err(e) if e.is_damage() => None,
+            Err(e) => return Err(e),
         },
     }))
 }
@@ -401,13 +480,19 @@ struct Job {
 /// Capture one database (runs on its own thread). The backup API gives a consistent copy
 /// of the live database; the logical dump is then taken from that private copy, never
 /// the live file. `earlier` is the parent's proof, which a dump equal to the one it
-/// proved reuses.
+/// proved reuses, with the parent's node for that dump when it can be stored as it is.
+/// `written` is given a dump to be proven as soon as it is written.
 fn capture_db(
     src: &Path,
     tmp_dir: &Path,
     job: Job,
-    earlier: Option<&capture::Proven>,
+    earlier: Option<(&capture::Proven, Option<Node>)>,
+    written: &dyn Fn(&capture::Dump),
 ) -> Result<CapturedDb> {
+    let (earlier, parent_dump) = match earlier {
+        Some((p, node)) => (Some(p), node),
+        None => (None, None),
+    };
     // Before any connection to it exists (see `dbstate`); the version is filled in below.
     let before = dbstate::read(src, None);
     let patience = match job.plugin {
@@ -438,33 +523,41 @@ fn capture_db(
         DbCaptureMode::Physical => None,
         // Stored only once proven: rebuilt in scratch space and compared with the copy in
         // everything an application can observe (or shown equal to a proven dump).
-        DbCaptureMode::Logical => match capture::dump_and_prove(&copy, tmp_dir, earlier)? {
-            capture::Logical::Exact {
-                dump,
-                digest,
-                proof_reused,
-            } => {
-                return Ok(CapturedDb {
-                    content: Content::File(dump.file),
-                    kind: DbCapture::Logical,
-                    fallback: None,
-                    verified: Some(digest),
-                    dump: Some(DumpProof {
-                        version: dump::VERSION,
-                        blake3: crate::id::hex(&dump.blake3),
-                        observation: observe::VERSION,
-                    }),
-                    source,
-                    reused: proof_reused.then_some(DbReuse::Proof),
-                    version,
-                    size,
-                });
+        DbCaptureMode::Logical => {
+            match capture::dump_and_prove(&copy, tmp_dir, earlier, written)? {
+                capture::Logical::Exact {
+                    dump,
+                    digest,
+                    proof_reused,
+                } => {
+                    // The dump the parent proved is the dump the parent stored: its node
+                    // is this one's, and nothing needs chunking.
+                    let content = match parent_dump {
+                        Some(node) if proof_reused => Content::Parent(node),
+                        _ => Content::File(dump.file),
+                    };
+                    return Ok(CapturedDb {
+                        content,
+                        kind: DbCapture::Logical,
+                        fallback: None,
+                        verified: Some(digest),
+                        dump: Some(DumpProof {
+                            version: dump::VERSION,
+                            blake3: crate::id::hex(&dump.blake3),
+                            observation: observe::VERSION,
+                        }),
+                        source,
+                        reused: proof_reused.then_some(DbReuse::Proof),
+                        version,
+                        size,
+                    });
+                }
+                capture::Logical::Refused(why) => Some(why),
             }
-            capture::Logical::Refused(why) => Some(why),
-        },
+        }
     };
     Ok(CapturedDb {
-        content: Content::File(copy),
+        content: Content::File(Arc::new(copy)),
         kind: DbCapture::Physical,
         fallback: refused,
         verified: None,

@@ -144,6 +144,17 @@ fn stored(ctx: &Ctx, path: &Path, read: Read, tally: &mut Tally) -> Result<Node>
 /// A captured database: chunked from the capture's temp file, or the parent snapshot's
 /// node when the database is unchanged since (nothing read).
 pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Node>> {
+    // A logical dump is chunked while its proof runs; the chunks are this snapshot's
+    // only if the proof holds (else they are unreferenced, like an interrupted backup's).
+    let early = match ctx.captures.early_dump(path)? {
+        Some(dump) => {
+            let at: &Path = &dump;
+            let mut f = File::open(at).at(at)?;
+            let chunked = chunk_file(ctx, &ctx.db_chunker, &mut f, true, true)?.at(at)?;
+            Some((dump, chunked))
+        }
+        None => None,
+    };
     let (captured, kind) = match ctx.captures.wait(path, ctx.progress, tally) {
         // A plugin's database SQLite cannot copy (locked, damaged, not readable by this
         // user) is left out and said so; Jellyfin's own ends the backup.
@@ -172,12 +183,17 @@ pub(super) fn database_node(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result
         Captured::File(f) => f,
     };
     let tmp_path: &Path = &tmp;
-    let mut f = File::open(tmp_path).at(tmp_path)?;
-    let chunker = match kind {
-        DbCapture::Logical => &ctx.db_chunker,
-        _ => &ctx.db_physical_chunker,
+    let (chunks, n) = match early {
+        Some((dump, chunked)) if kind == DbCapture::Logical && **dump == *tmp_path => chunked,
+        _ => {
+            let mut f = File::open(tmp_path).at(tmp_path)?;
+            let chunker = match kind {
+                DbCapture::Logical => &ctx.db_chunker,
+                _ => &ctx.db_physical_chunker,
+            };
+            chunk_file(ctx, chunker, &mut f, true, true)?.at(tmp_path)?
+        }
     };
-    let (chunks, n) = chunk_file(ctx, chunker, &mut f, true, true)?.at(tmp_path)?;
     tally.db_bytes += n;
     let (chunks, indirect) = store_chunk_list(ctx, chunks)?;
     Ok(Some(Node::File {
