@@ -84,7 +84,8 @@ fn main() {
 
     time(
         "dump + proof as a backup runs them",
-        &mut || match database::dump_and_prove(&copy, scratch.path(), None, &|_| {}).expect("prove")
+        &mut || match database::dump_and_prove(&copy, scratch.path(), None, None, &|_| {})
+            .expect("prove")
         {
             database::Logical::Exact { .. } => {}
             database::Logical::Refused(why) => panic!("refused: {why}"),
@@ -96,11 +97,12 @@ fn main() {
     };
     time(
         "dump + the earlier proof of the same dump",
-        &mut || match database::dump_and_prove(&copy, scratch.path(), Some(&earlier), &|_| {})
+        &mut || match database::dump_and_prove(&copy, scratch.path(), Some(&earlier), None, &|_| {})
             .expect("prove")
         {
             database::Logical::Exact {
-                proof_reused: true, ..
+                rebuild: database::Rebuild::Reused,
+                ..
             } => {}
             _ => panic!("the earlier proof was not reused"),
         },

@@ -183,7 +183,7 @@ pub mod clock {
 pub mod database {
     pub use crate::jellyfin::capture::{
         capture, dump_and_prove, dump_logical, observe_file, observe_file_as, observe_file_split,
-        remove_side_files, sqlite_version, Dump, Logical, Proven, PATIENCE_SERVER,
+        remove_side_files, sqlite_version, Dump, Logical, Proven, Rebuild, PATIENCE_SERVER,
     };
     pub use crate::jellyfin::logical::{dump, rebuild};
     pub use crate::jellyfin::observe::{Observation, VERSION as OBSERVATION_VERSION};

@@ -45,6 +45,19 @@ pub fn start_writeback(f: &File) {
     let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
+/// Ask the kernel to read the file at `path` into the page cache in the background: for
+/// a file about to be read whole that is likely cold. Best effort.
+pub fn prefetch(path: &std::path::Path) {
+    use std::os::unix::io::AsRawFd;
+    if let Ok(f) = File::open(path) {
+        // SAFETY: the descriptor is open for the call; the call only gives the kernel
+        // advice and reads nothing into our memory.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+}
+
 /// Turn `O_DIRECT` off on an open file, so that its later writes go through the page
 /// cache (for a file system that accepted the flag at open but refuses such writes).
 pub fn clear_direct(f: &File) -> std::io::Result<()> {

@@ -74,6 +74,18 @@ impl Run {
         self.remember(&b)
     }
 
+    /// A backup `secs` later, not remembered, whose text summary is returned.
+    fn text_backup_after(&mut self, secs: i64) -> String {
+        self.clock += secs;
+        let data = self.fx.data_dir.to_str().unwrap();
+        let out = self
+            .env
+            .cmd(&["backup", "--data-dir", data])
+            .clock_at(self.clock)
+            .expect(0);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn remember(&mut self, b: &Value) -> (Value, Option<String>) {
         let errors = &b["snapshot"]["summary"]["errors"];
         assert!(errors.as_array().is_some_and(|e| e.is_empty()), "{b}");
@@ -144,14 +156,7 @@ fn an_unchanged_database_reuses_its_capture_and_stays_verifiable() {
         assert!(!side(run.db(), suffix).exists(), "{suffix}");
     }
     // The text summary says so.
-    let data = run.fx.data_dir.to_str().unwrap();
-    run.clock += 10;
-    let out = run
-        .env
-        .cmd(&["backup", "--data-dir", data])
-        .clock_at(run.clock)
-        .expect(0);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run.text_backup_after(10);
     assert!(
         text.contains("unchanged since the parent snapshot"),
         "{text}"
@@ -306,5 +311,103 @@ fn an_in_place_rollback_is_captured_again_then_reused() {
     let (d, how) = run.backup_after(10);
     assert_eq!(how.as_deref(), Some("capture"), "{d}");
     assert!(run.taken.last().unwrap().1 == a_dump);
+    run.assert_all_restore();
+}
+
+/// How a backup's proof of the database made its rebuild (`proofs` in its output).
+fn rebuild_of(b: &Value) -> &str {
+    let proofs = b["proofs"].as_array().unwrap();
+    assert_eq!(proofs.len(), 1, "{b}");
+    assert_eq!(proofs[0]["database"], "data/data/jellyfin.db", "{b}");
+    proofs[0]["rebuild"].as_str().unwrap()
+}
+
+/// The files in the repository's `rebuilds/` (the kept rebuild and its record).
+fn kept_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(repo.join("rebuilds"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_changed_database_is_proven_by_bringing_the_last_rebuild_up_to_date() {
+    let mut run = Run::new();
+    let db = run.db().to_path_buf();
+    let (b, _) = run.backup_after(0);
+    assert_eq!(rebuild_of(&b), "whole");
+    let kept = kept_files(&run.env.repo);
+    assert_eq!(kept.len(), 2, "a rebuild and its record: {kept:?}");
+    let rebuilt = kept
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .unwrap();
+    let mode = fs::metadata(rebuilt).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds what the database holds");
+
+    // A day of use, written by another SQLite: rows changed, added and deleted.
+    sqlite3(
+        &db,
+        r#"UPDATE UserData SET PlayCount = PlayCount + 1, Played = 1 WHERE rowid % 7 = 0;
+           DELETE FROM UserData WHERE rowid % 11 = 0;
+           UPDATE Probe SET v = 'bbbbbbbb'; INSERT INTO Probe VALUES ('new row');"#,
+    );
+    let (b, how) = run.backup_after(10);
+    assert_eq!((how.as_deref(), rebuild_of(&b)), (None, "updated"), "{b}");
+    // Unchanged: nothing rebuilt; changed again: updated again.
+    let (b, how) = run.backup_after(10);
+    assert_eq!((how.as_deref(), rebuild_of(&b)), (Some("capture"), "none"));
+    sqlite3(&db, "UPDATE Probe SET v = 'cccccccc' WHERE v = 'new row';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "updated", "{b}");
+
+    // A migration changes the schema: rebuilt whole, and that rebuild kept.
+    sqlite3(&db, "CREATE INDEX IX_Probe_v ON Probe (v);");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "whole", "{b}");
+    sqlite3(&db, "UPDATE Probe SET v = 'dddddddd' WHERE v = 'cccccccc';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "updated", "{b}");
+
+    // The kept rebuild written behind jellysnap's back: not used.
+    let rebuilt = kept_files(&run.env.repo)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .unwrap();
+    sqlite3(&rebuilt, "UPDATE Probe SET v = 'tampered';");
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(side(&rebuilt, suffix));
+    }
+    sqlite3(&db, "UPDATE Probe SET v = 'eeeeeeee' WHERE v = 'dddddddd';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "whole", "{b}");
+
+    // Its record gone (a backup killed while updating it removes the record first): not
+    // used either.
+    for p in kept_files(&run.env.repo) {
+        if p.extension().is_some_and(|e| e == "json") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    sqlite3(&db, "UPDATE Probe SET v = 'ffffffff' WHERE v = 'eeeeeeee';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "whole", "{b}");
+
+    // The text summary says how the proof was made.
+    sqlite3(&db, "UPDATE Probe SET v = 'gggggggg' WHERE v = 'ffffffff';");
+    let text = run.text_backup_after(10);
+    assert!(
+        text.contains("the last proof's rebuild brought up to date"),
+        "{text}"
+    );
+    sqlite3(&db, "UPDATE Probe SET v = 'hhhhhhhh' WHERE v = 'gggggggg';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "updated", "{b}");
+
+    // Nothing else changed in the repository: `check` reads and rebuilds every
+    // snapshot's database, and every snapshot restores to the dump its source had.
+    let check = run.env.json(&["check", "--read-data"], 0);
+    assert!(check["databases_rebuilt"].as_u64() >= Some(8), "{check}");
     run.assert_all_restore();
 }

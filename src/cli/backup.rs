@@ -143,6 +143,7 @@ fn print_backup(out: &Out, repo_path: &Path, created: bool, o: &BackupOutcome) {
         "partial": o.is_partial(),
         "notices": o.notices,
         "repository_inside_data": o.repository_inside_data.as_ref().map(|p| p.to_string_lossy()),
+        "proofs": o.proofs,
         "snapshot": render::record_json(r),
     }));
     out.text(&summary_text(o));
@@ -209,10 +210,21 @@ fn summary_text(o: &BackupOutcome) -> String {
                     "logical dump, equal to the parent's: its proof reused (SQLite {})",
                     d.sqlite_version
                 ),
-                None => format!(
-                    "logical dump, proven to rebuild exactly (SQLite {})",
-                    d.sqlite_version
-                ),
+                None => {
+                    let name = format!("{}/{}", d.root, d.rel);
+                    let updated = o
+                        .proofs
+                        .iter()
+                        .any(|p| p.database == name && p.rebuild == "updated");
+                    format!(
+                        "logical dump, proven to rebuild exactly (SQLite {}{})",
+                        d.sqlite_version,
+                        match updated {
+                            true => "; the last proof's rebuild brought up to date",
+                            false => "",
+                        }
+                    )
+                }
             },
             (_, Some(why)) => format!("physical copy, because {why}"),
             _ => "physical copy".to_string(),

@@ -15,6 +15,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
+use crate::jellyfin::kept::Kept;
 use crate::jellyfin::livedb;
 use crate::jellyfin::sqlite::open_private;
 
@@ -210,17 +211,27 @@ pub fn observe_file_split(
 /// A logical capture of a copy, and whether it is proven exact.
 pub enum Logical {
     /// The dump rebuilds into a database that looks exactly like the source: the dump,
-    /// the source's observation digest, and whether that was shown by an earlier proof
-    /// of the same dump (`Proven`) rather than by a rebuild.
+    /// the source's observation digest, and how the rebuild that showed it was made.
     Exact {
         dump: Dump,
         digest: [u8; 32],
-        proof_reused: bool,
+        rebuild: Rebuild,
     },
     /// The dump refused the database, or the rebuild is not (or could not be shown to
     /// be) exact: why, in words. The caller keeps the physical copy, exact by
     /// construction.
     Refused(String),
+}
+
+/// How a proof's rebuild of the dump was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// None: an earlier proof of the same dump (`Proven`) shows it.
+    Reused,
+    /// The dump rebuilt whole.
+    Whole,
+    /// The last proof's kept rebuild brought up to date (`kept`, `logical::update`).
+    Updated,
 }
 
 /// An earlier proof: a dump (by its blake3) that was rebuilt and observed, by this
@@ -243,10 +254,15 @@ pub struct Proven {
 /// `written` is given a dump that is to be rebuilt as soon as it is written, before its
 /// proof: a backup chunks it while the proof runs, and stores it only if the proof
 /// holds (a dump equal to `earlier`'s is not given: its proof is about to be reused).
+///
+/// With `kept`, the rebuild kept there when it is of `earlier`'s dump is brought up to
+/// date (`logical::update`) instead of rebuilding the dump whole, and the rebuild of a
+/// dump proven exact is kept there for the next proof (see `kept`).
 pub fn dump_and_prove(
     copy: &Path,
     scratch: &Path,
     earlier: Option<&Proven>,
+    kept: Option<&Kept>,
     written: &dyn Fn(&Dump),
 ) -> Result<Logical> {
     let outcome = std::thread::scope(|s| -> Result<Logical> {
@@ -269,15 +285,30 @@ pub fn dump_and_prove(
                 }
                 None => written(&dump),
             }
-            let rebuilt = match rebuild_file(&dump.file, scratch)? {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
+            let updated = match (kept, earlier) {
+                (Some(k), Some(p)) => k
+                    .take(p)
+                    .filter(|base| update_file(&dump.file, base).is_ok()),
+                _ => None,
+            };
+            let rebuilt = match updated {
+                Some(base) => Rebuilt::Kept(base.to_path_buf()),
+                None => {
+                    // The kept one is of no more use, nor the room it takes.
+                    if let Some(k) = kept {
+                        k.clear();
+                    }
+                    match rebuild_file(&dump.file, scratch)? {
+                        Ok(r) => Rebuilt::Fresh(r),
+                        Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
+                    }
+                }
             };
             // The copy's observation ran beside the dump and the rebuild and is about
             // done: the rebuild's takes both cores.
-            let seen = observe_file_split(&rebuilt, crate::jellyfin::observe::VERSION);
-            remove_side_files(&rebuilt);
-            Ok(Ok((dump, Some(seen))))
+            let seen = observe_file_split(rebuilt.path(), crate::jellyfin::observe::VERSION);
+            remove_side_files(rebuilt.path());
+            Ok(Ok((dump, Some((seen, rebuilt)))))
         })();
         let source = match joined(observer.take()) {
             Some(s) => s,
@@ -296,20 +327,62 @@ pub fn dump_and_prove(
                 )))
             }
         };
-        Ok(match rebuilt {
-            None => Logical::Exact {
-                dump,
-                digest: source.digest(),
-                proof_reused: true,
-            },
-            Some(Err(e)) => Logical::Refused(format!("the rebuilt database cannot be read: {e}")),
-            Some(Ok(r)) => match source.difference(&r) {
-                Some(d) => Logical::Refused(format!("a rebuild would not be exact: {d}")),
-                None => Logical::Exact {
+        let (seen, rebuilt) = match rebuilt {
+            None => {
+                return Ok(Logical::Exact {
                     dump,
                     digest: source.digest(),
-                    proof_reused: false,
-                },
+                    rebuild: Rebuild::Reused,
+                })
+            }
+            Some(r) => r,
+        };
+        let judge = |seen: Observed| match seen {
+            Err(e) => Some(format!("the rebuilt database cannot be read: {e}")),
+            Ok(r) => source
+                .difference(&r)
+                .map(|d| format!("a rebuild would not be exact: {d}")),
+        };
+        let mut refused = judge(seen);
+        let mut rebuilt = rebuilt;
+        if refused.is_some() && matches!(rebuilt, Rebuilt::Kept(_)) {
+            // A kept rebuild brought up to date that does not prove is not trusted to
+            // refuse the dump (it may have been damaged since it was kept): the dump is
+            // rebuilt whole, and that decides.
+            if let Some(k) = kept {
+                k.clear();
+            }
+            refused = match rebuild_file(&dump.file, scratch)? {
+                Ok(r) => {
+                    let seen = observe_file_split(&r, crate::jellyfin::observe::VERSION);
+                    remove_side_files(&r);
+                    rebuilt = Rebuilt::Fresh(r);
+                    judge(seen)
+                }
+                Err(e) => Some(format!("the dump does not rebuild: {e}")),
+            };
+        }
+        if let Some(why) = refused {
+            // Captured physically: no later proof starts from this dump.
+            if let Some(k) = kept {
+                k.clear();
+            }
+            return Ok(Logical::Refused(why));
+        }
+        let digest = source.digest();
+        if let Some(k) = kept {
+            let proven = Proven {
+                dump_blake3: dump.blake3,
+                digest,
+            };
+            k.keep(rebuilt.path(), &proven);
+        }
+        Ok(Logical::Exact {
+            dump,
+            digest,
+            rebuild: match rebuilt {
+                Rebuilt::Kept(_) => Rebuild::Updated,
+                Rebuilt::Fresh(_) => Rebuild::Whole,
             },
         })
     });
@@ -329,6 +402,41 @@ fn joined(
             .unwrap_or_else(|_| Err("the observing thread panicked".into())),
         Err(e) => Err(format!("cannot start a thread: {e}")),
     })
+}
+
+/// A rebuild being proven: a new file in scratch space, or the kept one brought up to
+/// date.
+enum Rebuilt {
+    Fresh(tempfile::TempPath),
+    Kept(std::path::PathBuf),
+}
+
+impl Rebuilt {
+    fn path(&self) -> &Path {
+        match self {
+            Rebuilt::Fresh(p) => p,
+            Rebuilt::Kept(p) => p,
+        }
+    }
+}
+
+/// Rows of a changed table that an update holds in memory at most; past this (a
+/// migration that rewrote a table, say), the dump is rebuilt whole.
+const UPDATE_BUDGET: usize = 32 << 20;
+
+/// Bring the kept rebuild `base` to what rebuilding `dump` would make (see
+/// `logical::update`). An error (why, in words) when it cannot be done that way, or
+/// failed: the caller rebuilds instead, which decides what becomes of the dump.
+fn update_file(dump: &Path, base: &Path) -> std::result::Result<(), String> {
+    use crate::jellyfin::logical::{self, Updated};
+    let mut f = std::io::BufReader::new(std::fs::File::open(dump).map_err(|e| e.to_string())?);
+    let updated = logical::update(&mut f, base, UPDATE_BUDGET);
+    remove_side_files(base);
+    match updated {
+        Ok(Updated::Done) => Ok(()),
+        Ok(Updated::Not(why)) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Rebuild the dump in file `dump` into a new temporary file in `scratch`.
@@ -363,14 +471,99 @@ mod tests {
     use super::*;
 
     fn proven(copy: &Path, scratch: &Path, earlier: Option<&Proven>) -> (Dump, [u8; 32], bool) {
-        match dump_and_prove(copy, scratch, earlier, &|_| {}).unwrap() {
+        let (dump, digest, rebuild) = proven_kept(copy, scratch, earlier, None);
+        (dump, digest, rebuild == Rebuild::Reused)
+    }
+
+    fn proven_kept(
+        copy: &Path,
+        scratch: &Path,
+        earlier: Option<&Proven>,
+        kept: Option<&Kept>,
+    ) -> (Dump, [u8; 32], Rebuild) {
+        match dump_and_prove(copy, scratch, earlier, kept, &|_| {}).unwrap() {
             Logical::Exact {
                 dump,
                 digest,
-                proof_reused,
-            } => (dump, digest, proof_reused),
+                rebuild,
+            } => (dump, digest, rebuild),
             Logical::Refused(why) => panic!("refused: {why}"),
         }
+    }
+
+    #[test]
+    fn a_kept_rebuild_is_brought_up_to_date_and_one_that_does_not_prove_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        let c = Connection::open(&copy).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(k TEXT, v); CREATE INDEX tk ON t(k);
+             INSERT INTO t VALUES ('apple', 1), ('berry', 2), ('cherry', 3);",
+        )
+        .unwrap();
+        drop(c);
+        let change = |sql: &str| {
+            let c = Connection::open(&copy).unwrap();
+            c.execute_batch(sql).unwrap();
+        };
+        let kept = Kept::new(&dir.path().join("rebuilds"), "db");
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), None, Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
+        let earlier = |dump: &Dump, digest| Proven {
+            dump_blake3: dump.blake3,
+            digest,
+        };
+
+        // A change: the kept rebuild is brought up to date, and kept again.
+        change("UPDATE t SET v = 20 WHERE k = 'berry'; INSERT INTO t VALUES ('date', 4);");
+        let last = earlier(&dump, digest);
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Updated);
+
+        // The kept rebuild damaged in a way its record cannot see (the bytes of an index
+        // entry of a row that does not change, as a disk might): brought up to date, it
+        // does not prove; the dump is rebuilt whole, proves, and that rebuild is kept.
+        crate::jellyfin::observe::tests::damage_index(kept.file(), "tk", b"apple", b"apqle");
+        kept.restamp();
+        change("UPDATE t SET v = 30 WHERE k = 'cherry';");
+        let last = earlier(&dump, digest);
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
+        change("UPDATE t SET v = 31 WHERE k = 'cherry';");
+        let last = earlier(&dump, digest);
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Updated, "the new rebuild was kept");
+
+        // Damaged where the update must write (the entry of a changed row): the update
+        // fails, and the dump is rebuilt whole.
+        crate::jellyfin::observe::tests::damage_index(kept.file(), "tk", b"cherry", b"aherry");
+        kept.restamp();
+        change("UPDATE t SET v = 32 WHERE k = 'cherry';");
+        let last = earlier(&dump, digest);
+        let (_, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
+
+        // Kept for another proof than the parent's: not used.
+        change("UPDATE t SET v = 40 WHERE k = 'apple';");
+        let other = Proven {
+            dump_blake3: [9; 32],
+            digest,
+        };
+        let (_, _, how) = proven_kept(&copy, dir.path(), Some(&other), Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
+
+        // Written since it was kept (its ctime moved): not used.
+        change("UPDATE t SET v = 41 WHERE k = 'apple';");
+        let (dump, digest, _) = proven_kept(&copy, dir.path(), None, Some(&kept));
+        let c = Connection::open(kept.file()).unwrap();
+        c.execute_batch("UPDATE t SET v = 'edited' WHERE k = 'date';")
+            .unwrap();
+        drop(c);
+        remove_side_files(kept.file());
+        change("UPDATE t SET v = 42 WHERE k = 'apple';");
+        let last = earlier(&dump, digest);
+        let (_, _, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
     }
 
     #[test]

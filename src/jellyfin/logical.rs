@@ -417,6 +417,236 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
     Ok(reader.stats().clone())
 }
 
+/// What [`update`] did.
+#[derive(Debug)]
+pub enum Updated {
+    /// The database now holds what `rebuild` of the dump would make.
+    Done,
+    /// It cannot be brought there by changing rows (why, in words); nothing was changed.
+    Not(String),
+}
+
+/// Bring `db`, a database that [`rebuild`] (or an earlier update) made from another dump,
+/// to the state `rebuild(dump)` would make, by changing only the rows that differ: a
+/// later dump of the same database rebuilt at the cost of what changed.
+///
+/// The same SQLite makes the same rows from the same values, and maintains an index as
+/// it builds one, so the result holds the same rows, index entries, schema and settings
+/// as a fresh rebuild, in another page layout. It is done the way a rebuild inserts
+/// (nothing enforced or triggered: foreign keys off, CHECK constraints ignored, triggers
+/// disabled) and in an order a rebuild could have taken: every changed or vanished row
+/// of a table is deleted before the changed and new rows are inserted, so a value moved
+/// between rows of a UNIQUE column conflicts only as the same rows would in a rebuild.
+/// A row is kept only when it equals the dump's row value for value (storage class and
+/// bytes); a kept value was stored by this SQLite through the same column, and storing
+/// it again would give it back unchanged. The internal tables and WITHOUT ROWID tables
+/// (ordered by a collation, not a rowid) are rewritten whole; tables the dump has no rows
+/// for are emptied, as a rebuild leaves them.
+///
+/// `Not` when the schema (with its rowids) or a setting differs, the database is UTF-16,
+/// a table's rows are not in rowid order, or the rows to write exceed `budget` bytes:
+/// the caller rebuilds instead. Errors are SQLite's or the dump's, as for `rebuild`.
+pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated> {
+    let (header, mut reader) = Reader::open(BufReader::with_capacity(1 << 16, dump))?;
+    let mut conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+        false,
+    )?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = OFF;
+         PRAGMA ignore_check_constraints = ON; PRAGMA cache_size = -65536;",
+    )?;
+    let settings = read_settings(&conn)?;
+    if settings != header.settings {
+        return Ok(Updated::Not("its settings differ from the dump's".into()));
+    }
+    if settings.utf16() {
+        return Ok(Updated::Not("it is a UTF-16 database".into()));
+    }
+    if read_schema(&conn)? != header.schema {
+        return Ok(Updated::Not("its schema differs from the dump's".into()));
+    }
+    let tx = conn.transaction()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut spent = 0usize;
+    let mut row = Row::default();
+    while let Some(table) = reader.next_table()? {
+        let name = table.name.clone();
+        let shape = table_shape(&tx, &name)?;
+        if shape.header.without_rowid != table.without_rowid
+            || shape.header.columns != table.columns
+            || (table.alias != 0 && shape.header.alias != table.alias)
+        {
+            return Err(LogicalError::Mismatch(format!(
+                "table {name}: columns or key differ from the schema"
+            )));
+        }
+        seen.insert(name.clone());
+        let mut insert = tx.prepare(&insert_sql(&shape, false))?;
+        if table.without_rowid || is_internal(&name) {
+            tx.execute(&format!("DELETE FROM main.{}", quote(&name)), [])?;
+            while reader.next_row(&mut row)? {
+                bind_row(&mut insert, &row, false)?;
+                insert.raw_execute()?;
+            }
+            continue;
+        }
+        let Some((gone, new)) =
+            differences(&tx, &shape, &mut reader, &mut row, budget, &mut spent)?
+        else {
+            return Ok(Updated::Not(format!(
+                "more than {} MiB of rows changed, or rows out of order, in table {name}",
+                budget >> 20
+            )));
+        };
+        let mut delete = tx.prepare(&format!(
+            "DELETE FROM main.{} WHERE {} = ?1",
+            quote(&name),
+            shape.rowid_name
+        ))?;
+        for rowid in gone {
+            delete.execute([rowid])?;
+        }
+        for r in &new {
+            bind_row(&mut insert, r, false)?;
+            insert.raw_execute()?;
+        }
+    }
+    for t in tables_in_order(&header.schema) {
+        if !seen.contains(&t.name) {
+            tx.execute(&format!("DELETE FROM main.{}", quote(&t.name)), [])?;
+        }
+    }
+    tx.commit()?;
+    if settings.wal {
+        // Into the file itself, leaving no -wal: the file is what is observed and kept.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    check_schema(&conn, &header.schema)?;
+    if read_settings(&conn)? != header.settings {
+        return Err(LogicalError::Mismatch(
+            "settings changed by the update".into(),
+        ));
+    }
+    conn.close().map_err(|(_, e)| LogicalError::Sqlite(e))?;
+    Ok(Updated::Done)
+}
+
+/// The rows of one rowid table that differ between `db` and the dump's section being
+/// read: the rowids to delete (changed or gone) and the rows to insert (changed or new).
+/// `None` when their size takes `spent` past `budget`, or the dump's rows are not in
+/// ascending rowid order.
+fn differences<R: Read>(
+    tx: &Connection,
+    shape: &TableShape,
+    reader: &mut Reader<R>,
+    d: &mut Row,
+    budget: usize,
+    spent: &mut usize,
+) -> Result<Option<(Vec<i64>, Vec<Row>)>> {
+    let h = &shape.header;
+    let mut cols = vec![shape.rowid_name.to_string()];
+    cols.extend(h.columns.iter().map(|c| quote(c)));
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {} FROM main.{} ORDER BY {}",
+        cols.join(","),
+        quote(&h.name),
+        shape.rowid_name
+    ))?;
+    let (mut gone, mut new) = (Vec::new(), Vec::new());
+    let mut last: Option<i64> = None;
+    let mut disorder = false;
+    // The rowid of the dump's next row, read into `d`; `None` after the last one, or
+    // after a row that is not past the one before it (`disorder`).
+    let mut next = |d: &mut Row, disorder: &mut bool| -> Result<Option<i64>> {
+        if !reader.next_row(d)? {
+            return Ok(None);
+        }
+        let id = d
+            .rowid
+            .ok_or_else(|| LogicalError::Format("a row of a rowid table without a rowid".into()))?;
+        if last.is_some_and(|l| l >= id) {
+            *disorder = true;
+            return Ok(None);
+        }
+        last = Some(id);
+        Ok(Some(id))
+    };
+    let cost = |r: &Row| -> usize {
+        16 + r
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Text(b) | Value::Blob(b) | Value::RawText(b) => 16 + b.len(),
+                _ => 16,
+            })
+            .sum::<usize>()
+    };
+    let mut want = next(d, &mut disorder)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        while want.is_some_and(|w| w < id) {
+            *spent += cost(d);
+            new.push(d.clone());
+            want = next(d, &mut disorder)?;
+        }
+        if disorder {
+            return Ok(None);
+        }
+        if want == Some(id) {
+            let mut same = true;
+            for (i, v) in d.values.iter().enumerate() {
+                if !same_value(r.get_ref(i + 1)?, v) {
+                    same = false;
+                    break;
+                }
+            }
+            if !same {
+                *spent += 8 + cost(d);
+                gone.push(id);
+                new.push(d.clone());
+            }
+            want = next(d, &mut disorder)?;
+        } else {
+            *spent += 8;
+            gone.push(id);
+        }
+        if *spent > budget {
+            return Ok(None);
+        }
+    }
+    while want.is_some() {
+        *spent += cost(d);
+        new.push(d.clone());
+        if *spent > budget {
+            return Ok(None);
+        }
+        want = next(d, &mut disorder)?;
+    }
+    if disorder {
+        return Ok(None);
+    }
+    Ok(Some((gone, new)))
+}
+
+/// Whether a value read from a table is the dump's value: the same storage class and
+/// the same bytes (a REAL by its bits).
+fn same_value(read: ValueRef<'_>, dumped: &Value<Vec<u8>>) -> bool {
+    match (read, dumped) {
+        (ValueRef::Null, Value::Null) => true,
+        (ValueRef::Integer(a), Value::Integer(b)) => a == *b,
+        (ValueRef::Real(a), Value::Real(b)) => a.to_bits() == b.to_bits(),
+        (ValueRef::Text(a), Value::Text(b)) => a == b.as_slice(),
+        (ValueRef::Blob(a), Value::Blob(b)) => a == b.as_slice(),
+        _ => false,
+    }
+}
+
 /// Create `dest` with the settings that must be chosen before the first table.
 fn create_database(dest: &Path, settings: &Settings) -> Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -702,6 +932,13 @@ impl ToSql for Bind<'_> {
 mod tests {
     use super::*;
     use crate::format::dump::{MAGIC, VERSION};
+    use std::fs;
+
+    fn side(path: &Path, suffix: &str) -> std::path::PathBuf {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        p.into()
+    }
 
     const SCHEMA: &str = r#"
         CREATE TABLE "__EFMigrationsHistory" (
@@ -832,6 +1069,124 @@ mod tests {
         .unwrap()
         .collect::<rusqlite::Result<Vec<_>>>()
         .unwrap()
+    }
+
+    /// Rebuild `dump` into a new file `name` in `dir`.
+    fn rebuilt(dir: &Path, name: &str, dump: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        rebuild(&mut &dump[..], &path).unwrap();
+        path
+    }
+
+    fn observed(path: &Path) -> crate::jellyfin::observe::Observation {
+        let o = crate::jellyfin::capture::observe_file(path).unwrap();
+        crate::jellyfin::capture::remove_side_files(path);
+        o
+    }
+
+    #[test]
+    fn an_update_gives_what_a_rebuild_of_the_later_dump_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = sample(dir.path());
+        let (first, _) = dump_bytes(&src);
+        let kept = rebuilt(dir.path(), "kept.db", &first);
+        let conn = Connection::open(&src).unwrap();
+        // A UNIQUE value moved down: a later row's value to an earlier row (rows are visited in rowid
+        // order, so writing each changed row as it is met would collide).
+        let moved: String = conn
+            .query_row(
+                r#"SELECT "Msg" FROM "Logs" WHERE "Msg" IS NOT NULL ORDER BY "Id" DESC LIMIT 1"#,
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute(
+            r#"UPDATE "Logs" SET "Msg" = NULL WHERE "Msg" = ?1"#,
+            [&moved],
+        )
+        .unwrap();
+        conn.execute(
+            r#"UPDATE "Logs" SET "Msg" = ?1 WHERE "Id" = (SELECT min("Id") FROM "Logs")"#,
+            [&moved],
+        )
+        .unwrap();
+        conn.execute_batch(
+            r#"PRAGMA foreign_keys = OFF;
+               -- changed values, storage classes and sizes; a row gone, rows new (the
+               -- trigger adds log rows in the source: data to the update, never fired)
+               UPDATE "Items" SET "Name" = "Name" || ' (edited)', "Year" = 1999
+                   WHERE rowid % 13 = 1;
+               UPDATE "Items" SET "Rating" = 'not a number' WHERE rowid = 8;
+               UPDATE "Items" SET "Image" = zeroblob(70000) WHERE rowid = 9;
+               DELETE FROM "Items" WHERE rowid IN (3, 4, 200);
+               INSERT INTO "Items" ("Id", "Name") VALUES ('NEW-1', 'new one'), ('NEW-2', NULL);
+               -- WITHOUT ROWID, plain rowid tables, generated columns
+               DELETE FROM "Kv" WHERE "N" = 2;
+               INSERT INTO "Kv" VALUES ('k9', 9, 'nine');
+               UPDATE plain SET a = '1' WHERE a = 1;
+               INSERT INTO plain(rowid, a) VALUES (-9000000000, 'first');
+               UPDATE gen SET a = 40 WHERE a = 5;
+               DELETE FROM "weird ""name""";
+               UPDATE sqlite_sequence SET seq = seq + 5 WHERE name = 'Logs';
+               ANALYZE;"#,
+        )
+        .unwrap();
+        drop(conn);
+        let (second, _) = dump_bytes(&src);
+        assert_ne!(first, second);
+
+        let kept_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&kept).unwrap());
+        match update(&mut &second[..], &kept, 64 << 20).unwrap() {
+            Updated::Done => {}
+            Updated::Not(why) => panic!("not updated: {why}"),
+        }
+        let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&kept).unwrap());
+        assert_eq!(inode, kept_ino, "updated in place");
+        assert!(!side(&kept, "-wal").exists(), "no -wal left beside it");
+        let fresh = rebuilt(dir.path(), "fresh.db", &second);
+        let (updated, fresh) = (observed(&kept), observed(&fresh));
+        assert_eq!(updated.difference(&fresh), None);
+        assert_eq!(updated.digest(), fresh.digest());
+        assert_eq!(dump_bytes(&kept).0, second, "it dumps as the source does");
+        assert_eq!(updated.digest(), observed(&src).digest());
+    }
+
+    #[test]
+    fn an_update_refuses_another_schema_or_too_many_changes_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = sample(dir.path());
+        let (first, _) = dump_bytes(&src);
+        let kept = rebuilt(dir.path(), "kept.db", &first);
+        let conn = Connection::open(&src).unwrap();
+        conn.execute_batch(r#"UPDATE "Items" SET "Name" = 'renamed' WHERE rowid < 100;"#)
+            .unwrap();
+        drop(conn);
+        let (changed, _) = dump_bytes(&src);
+        // 99 changed rows are more than 1 KiB of rows to write.
+        assert!(matches!(
+            update(&mut &changed[..], &kept, 1 << 10).unwrap(),
+            Updated::Not(_)
+        ));
+        assert_eq!(dump_bytes(&kept).0, first, "nothing changed");
+
+        let conn = Connection::open(&src).unwrap();
+        conn.execute_batch(r#"CREATE INDEX "IX_Items_Year" ON "Items" ("Year");"#)
+            .unwrap();
+        drop(conn);
+        let (migrated, _) = dump_bytes(&src);
+        match update(&mut &migrated[..], &kept, 64 << 20).unwrap() {
+            Updated::Not(why) => assert!(why.contains("schema"), "{why}"),
+            Updated::Done => panic!("updated across a schema change"),
+        }
+        assert_eq!(dump_bytes(&kept).0, first, "nothing changed");
+        let conn = Connection::open(&src).unwrap();
+        conn.execute_batch("PRAGMA user_version = 43").unwrap();
+        drop(conn);
+        let (settings, _) = dump_bytes(&src);
+        assert!(matches!(
+            update(&mut &settings[..], &kept, 64 << 20).unwrap(),
+            Updated::Not(_)
+        ));
     }
 
     #[test]

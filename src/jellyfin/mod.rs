@@ -7,6 +7,7 @@ pub mod dbconfig;
 pub mod dbstate;
 pub mod install;
 pub mod installed;
+pub mod kept;
 pub mod layout;
 pub mod livedb;
 pub mod logical;

@@ -717,7 +717,7 @@ fn first_lines(v: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn obs(sql: &str) -> Observation {
@@ -871,7 +871,9 @@ mod tests {
     }
 
     /// Overwrite the first occurrence of `from` in index `index`'s root page with `to`.
-    fn damage_index(path: &std::path::Path, index: &str, from: &[u8], to: &[u8]) {
+    /// Replace the bytes `from` with `to` in the root page of `index` in the file at
+    /// `path`: an index entry damaged on disk.
+    pub(crate) fn damage_index(path: &std::path::Path, index: &str, from: &[u8], to: &[u8]) {
         let (root, page_size): (i64, i64) = {
             let c = Connection::open(path).unwrap();
             let root = c

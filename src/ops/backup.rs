@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use self::databases::Captures;
-pub use self::tally::Notice;
+pub use self::tally::{DbProof, Notice};
 use self::tally::{Findings, Tally, Written};
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
@@ -64,6 +64,8 @@ pub struct BackupOutcome {
     /// a disk failure takes both, and only the repository's own protection keeps an
     /// in-place restore from rolling it back.
     pub repository_inside_data: Option<PathBuf>,
+    /// How each logical capture was proven.
+    pub proofs: Vec<DbProof>,
 }
 
 impl BackupOutcome {
@@ -278,6 +280,7 @@ fn backup_in_pool(
     let findings = tally.finish(written, started.elapsed().as_millis() as u64);
     let parent = parent.map(|p| p.id);
     let notices = findings.notices.clone();
+    let proofs = findings.proofs.clone();
     let mut record = snapshot_record(opts, &source, time_ns, tree, parent, findings);
     if let Some(found) = version {
         let (shown, evidence) = found.to_record();
@@ -295,6 +298,7 @@ fn backup_in_pool(
         parent,
         notices,
         repository_inside_data,
+        proofs,
     })
 }
 

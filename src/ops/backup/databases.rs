@@ -27,6 +27,10 @@ use crate::jellyfin::{self, capture, dbstate, observe, Source};
 use crate::ops::progress::Progress;
 use crate::store::repo::Repository;
 
+/// The directory of the repository's local state where each database's last proven
+/// rebuild is kept (`jellyfin::kept`).
+pub(super) const REBUILDS_DIR: &str = "rebuilds";
+
 /// The captures of one backup, by the database's path in the source.
 pub(super) struct Captures {
     slots: HashMap<PathBuf, DbSlot>,
@@ -114,6 +118,8 @@ struct CapturedDb {
     version: Option<jellyfin::version::Range>,
     /// The database file's size as captured (the online backup copy's).
     size: Option<u64>,
+    /// For a logical capture: how its proof's rebuild was made (`None`: none was).
+    rebuild: Option<capture::Rebuild>,
 }
 
 /// What a capture holds.
@@ -210,6 +216,13 @@ impl Captures {
                         mode,
                         settled_before_ns: time_ns - super::TIMESTAMP_GRANULARITY_NS,
                     };
+                    // Where the last proof's rebuild of this database is kept, by the
+                    // path it is read at (two data dirs backed up into one repository
+                    // each have their own).
+                    let kept = jellyfin::kept::Kept::new(
+                        &repo.state_dir().join(REBUILDS_DIR),
+                        &src.to_string_lossy(),
+                    );
                     let nothing = NothingEarly(Arc::clone(&early));
                     let handle = std::thread::Builder::new()
                         .name("jellysnap-db-capture".into())
@@ -219,7 +232,7 @@ impl Captures {
                                 early.give(EarlyState::Dump(Arc::clone(&d.file)));
                             };
                             let earlier = proven.as_ref().map(|p| (p, parent_dump));
-                            capture_db(&src, &tmp_dir, job, earlier, &written)
+                            capture_db(&src, &tmp_dir, job, earlier, &kept, &written)
                         })
                         .map_err(|e| {
                             let at = path.display();
@@ -347,6 +360,16 @@ fn record(slot: &DbSlot, path: &Path, db: &CapturedDb, progress: &dyn Progress, 
         progress.warn(&msg);
         tally.db_physical.push(msg);
     }
+    if db.kind == DbCapture::Logical {
+        tally.proofs.push(super::tally::DbProof {
+            database: format!("{}/{}", slot.root, slot.rel),
+            rebuild: match db.rebuild {
+                None | Some(capture::Rebuild::Reused) => "none",
+                Some(capture::Rebuild::Whole) => "whole",
+                Some(capture::Rebuild::Updated) => "updated",
+            },
+        });
+    }
     tally.databases.push(DatabaseRecord {
         root: slot.root.clone(),
         rel: slot.rel.clone(),
@@ -464,6 +487,7 @@ fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
         reused: Some(DbReuse::Capture),
         version,
         size: parent.record.size,
+        rebuild: None,
     })
 }
 
@@ -481,18 +505,23 @@ struct Job {
 /// of the live database; the logical dump is then taken from that private copy, never
 /// the live file. `earlier` is the parent's proof, which a dump equal to the one it
 /// proved reuses, with the parent's node for that dump when it can be stored as it is.
-/// `written` is given a dump to be proven as soon as it is written.
+/// `written` is given a dump to be proven as soon as it is written; `kept` is where the
+/// last proof's rebuild of this database is kept.
 fn capture_db(
     src: &Path,
     tmp_dir: &Path,
     job: Job,
     earlier: Option<(&capture::Proven, Option<Node>)>,
+    kept: &jellyfin::kept::Kept,
     written: &dyn Fn(&capture::Dump),
 ) -> Result<CapturedDb> {
     let (earlier, parent_dump) = match earlier {
         Some((p, node)) => (Some(p), node),
         None => (None, None),
     };
+    if earlier.is_some() && job.mode == DbCaptureMode::Logical {
+        kept.prefetch();
+    }
     // Before any connection to it exists (see `dbstate`); the version is filled in below.
     let before = dbstate::read(src, None);
     let patience = match job.plugin {
@@ -524,12 +553,13 @@ fn capture_db(
         // Stored only once proven: rebuilt in scratch space and compared with the copy in
         // everything an application can observe (or shown equal to a proven dump).
         DbCaptureMode::Logical => {
-            match capture::dump_and_prove(&copy, tmp_dir, earlier, written)? {
+            match capture::dump_and_prove(&copy, tmp_dir, earlier, Some(kept), written)? {
                 capture::Logical::Exact {
                     dump,
                     digest,
-                    proof_reused,
+                    rebuild,
                 } => {
+                    let proof_reused = rebuild == capture::Rebuild::Reused;
                     // The dump the parent proved is the dump the parent stored: its node
                     // is this one's, and nothing needs chunking.
                     let content = match parent_dump {
@@ -550,6 +580,7 @@ fn capture_db(
                         reused: proof_reused.then_some(DbReuse::Proof),
                         version,
                         size,
+                        rebuild: Some(rebuild),
                     });
                 }
                 capture::Logical::Refused(why) => Some(why),
@@ -566,5 +597,6 @@ fn capture_db(
         reused: None,
         version,
         size,
+        rebuild: None,
     })
 }

@@ -32,6 +32,8 @@ pub(super) struct Tally {
     /// Paths of the selection whose content is not in the snapshot.
     pub(super) not_captured: Vec<NotCaptured>,
     pub(super) databases: Vec<DatabaseRecord>,
+    /// How each logical capture's proof was made.
+    pub(super) proofs: Vec<DbProof>,
     /// What the admin should know that is not an error (already warned about).
     pub(super) notices: Vec<Notice>,
     /// Files in the metadata dir that Jellyfin never writes there (media), reported
@@ -50,6 +52,17 @@ pub struct Notice {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
     pub detail: String,
+}
+
+/// How a backup proved a database's logical capture: reported, not recorded (a
+/// snapshot's proof is the digest its record holds, however the rebuild was made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbProof {
+    /// The database, as `root/rel` of the snapshot.
+    pub database: String,
+    /// `none` (the parent's capture or proof reused), `whole` (the dump rebuilt) or
+    /// `updated` (the last proof's rebuild brought up to date).
+    pub rebuild: &'static str,
 }
 
 /// The chunks a backup added to the repository.
@@ -77,6 +90,8 @@ pub(super) struct Findings {
     pub(super) not_captured: Vec<NotCaptured>,
     /// Sorted by root and path.
     pub(super) databases: Vec<DatabaseRecord>,
+    /// Sorted by database.
+    pub(super) proofs: Vec<DbProof>,
     pub(super) notices: Vec<Notice>,
 }
 
@@ -95,6 +110,7 @@ impl Tally {
         self.db_physical.extend(other.db_physical);
         self.not_captured.extend(other.not_captured);
         self.databases.extend(other.databases);
+        self.proofs.extend(other.proofs);
         self.notices.extend(other.notices);
         self.foreign_in_metadata.extend(other.foreign_in_metadata);
     }
@@ -121,9 +137,11 @@ impl Tally {
         let Tally {
             mut not_captured,
             mut databases,
+            mut proofs,
             notices,
             ..
         } = self;
+        proofs.sort_by(|a, b| a.database.cmp(&b.database));
         not_captured.sort();
         not_captured.dedup();
         databases.sort_by(|a, b| (&a.root, &a.rel).cmp(&(&b.root, &b.rel)));
@@ -147,6 +165,7 @@ impl Tally {
             summary,
             not_captured,
             databases,
+            proofs,
             notices,
         }
     }

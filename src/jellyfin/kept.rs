@@ -1,0 +1,151 @@
+//! A database's last proven rebuild, kept between backups so that the next proof can
+//! bring it up to date (`logical::update`) instead of rebuilding the whole dump: the
+//! rebuild then costs what changed, not what the database holds.
+//!
+//! Each database has a slot in a directory the caller gives (the repository's local
+//! state, `rebuilds/`): the rebuilt file, and a record of what it is the rebuild of (the
+//! dump's blake3 and the observation digest its proof found, by this jellysnap's dump,
+//! observation and SQLite versions) with the file's device, inode, size, mtime and ctime
+//! once it was proven. A rebuild is used only when its record names the proof the parent
+//! snapshot holds and the file is as recorded: one written since (any write moves its
+//! ctime, which nothing can set back), replaced, or left half updated by a backup that
+//! was killed is not used (the record is removed before the file is changed, and
+//! written again only once a proof holds). Whatever a kept rebuild holds, the update
+//! compares every one of its rows with the dump's and rewrites those that differ, and
+//! the result is proven against the source like a fresh rebuild; one that does not
+//! prove is not trusted to refuse the dump (see `capture::dump_and_prove`). Nothing
+//! here is needed: a slot that is missing, stale or unreadable costs one full rebuild.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::dump;
+use crate::jellyfin::capture::{sqlite_version, Proven};
+use crate::jellyfin::observe;
+
+/// The slot of one database.
+pub struct Kept {
+    file: PathBuf,
+    record: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Record {
+    /// What the file is the rebuild of: the dump's blake3 and the proven digest (hex).
+    dump_blake3: String,
+    digest: String,
+    dump_version: u8,
+    observation: u32,
+    sqlite: String,
+    /// The file as it was kept: (device, inode, size, mtime ns, ctime ns).
+    file: (u64, u64, u64, i64, i64),
+}
+
+impl Record {
+    /// The record of a rebuild of the dump `proven` proved, by this jellysnap, whose
+    /// file is as `file` says.
+    fn of(proven: &Proven, file: (u64, u64, u64, i64, i64)) -> Record {
+        Record {
+            dump_blake3: crate::id::hex(&proven.dump_blake3),
+            digest: crate::id::hex(&proven.digest),
+            dump_version: dump::VERSION,
+            observation: observe::VERSION,
+            sqlite: sqlite_version().to_string(),
+            file,
+        }
+    }
+}
+
+impl Kept {
+    /// The slot of the database `name` names (a path in the selection) in `dir`.
+    pub fn new(dir: &Path, name: &str) -> Kept {
+        let key = crate::id::hex(&blake3::hash(name.as_bytes()).as_bytes()[..16]);
+        Kept {
+            file: dir.join(format!("{key}.db")),
+            record: dir.join(format!("{key}.json")),
+        }
+    }
+
+    /// Start reading the kept rebuild, if there is one, into the page cache: an update
+    /// reads every row of it, and it is likely cold since the last backup.
+    pub fn prefetch(&self) {
+        if self.record.exists() {
+            crate::sys::prefetch(&self.file);
+        }
+    }
+
+    /// The kept rebuild of the dump `proven` proved, to be changed by the caller: its
+    /// record is removed first, so that only a later [`Kept::keep`] vouches for it again.
+    /// `None` when there is none, or it is not exactly what its record says.
+    pub fn take(&self, proven: &Proven) -> Option<&Path> {
+        let record: Record = serde_json::from_slice(&fs::read(&self.record).ok()?).ok()?;
+        let _ = fs::remove_file(&self.record);
+        (record == Record::of(proven, stamp(&self.file).ok()?)).then_some(&self.file)
+    }
+
+    /// Keep `rebuilt` (moved into the slot unless it is the slot's own file) as the
+    /// rebuild of the dump `proven` proved. Best effort: a slot that cannot be written is
+    /// left empty.
+    pub fn keep(&self, rebuilt: &Path, proven: &Proven) {
+        if self.try_keep(rebuilt, proven).is_err() {
+            self.clear();
+        }
+    }
+
+    fn try_keep(&self, rebuilt: &Path, proven: &Proven) -> std::io::Result<()> {
+        let _ = fs::remove_file(&self.record);
+        // It holds what the database holds (as the repository's packs do): for its
+        // owner alone, whatever the umask SQLite created it under.
+        fs::set_permissions(rebuilt, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if rebuilt != self.file {
+            if let Some(dir) = self.file.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            fs::rename(rebuilt, &self.file)?;
+        }
+        let record = Record::of(proven, stamp(&self.file)?);
+        let mut tmp = self.record.clone();
+        tmp.set_extension("json.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
+        drop(f);
+        fs::rename(&tmp, &self.record)
+    }
+
+    /// The file a rebuild is kept in.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Make the record say the file is as it is now: what a change to its bytes that
+    /// leaves its times as they were (a disk's) would look like.
+    #[cfg(test)]
+    pub(crate) fn restamp(&self) {
+        let mut record: Record = serde_json::from_slice(&fs::read(&self.record).unwrap()).unwrap();
+        record.file = stamp(&self.file).unwrap();
+        fs::write(&self.record, serde_json::to_vec(&record).unwrap()).unwrap();
+    }
+
+    /// Empty the slot.
+    pub fn clear(&self) {
+        let _ = fs::remove_file(&self.record);
+        let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// What changes when a file is written or replaced.
+fn stamp(path: &Path) -> std::io::Result<(u64, u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path)?;
+    Ok((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    ))
+}
