@@ -280,6 +280,11 @@ echo
 echo "- restored by jellysnap: $(tree_stats "$BENCH_DIR/restore-jellysnap"); by restic: $(tree_stats "$BENCH_DIR/restore-restic")"
 # How the no-change snapshot stored the database (its capture reused, or captured again).
 echo "- no-change database: $(grep -m1 -E '^ +database [^0-9]' "$LOGS/js-no-change.log" 2>/dev/null | sed 's/^ *//')"
+# How the day's snapshot proved the changed database (its last rebuild brought up to date,
+# or rebuilt whole).
+echo "- day database: $(grep -m1 -E '^ +database [^0-9]' "$LOGS/js-day.log" 2>/dev/null | sed 's/^ *//')"
+# The repository's local state holds the last proven rebuild of each database.
+echo "- jellysnap repo size includes rebuilds/ (the database's last proven rebuild, local state): $(mib "$(du -sb "$JS_REPO/rebuilds" 2>/dev/null | cut -f1)") MiB"
 echo "- source size: $(mib "$SRC_BYTES") MiB; logs: $LOGS (kept only with KEEP=1 or BENCH_DIR)"
 echo "- repo size is \`du -sb\` after the step; restic's cache ($RESTIC_CACHE_DIR) is not counted."
 
