@@ -562,8 +562,23 @@ mod tests {
         remove_side_files(kept.file());
         change("UPDATE t SET v = 42 WHERE k = 'apple';");
         let last = earlier(&dump, digest);
-        let (_, _, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
         assert_eq!(how, Rebuild::Whole);
+
+        // A journal beside it (an update killed before it finished): not used, and gone
+        // once a new rebuild is kept (SQLite would replay it into that one).
+        let mut journal = kept.file().as_os_str().to_os_string();
+        journal.push("-journal");
+        std::fs::write(&journal, b"an update that did not finish").unwrap();
+        change("UPDATE t SET v = 43 WHERE k = 'apple';");
+        let last = earlier(&dump, digest);
+        let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Whole);
+        assert!(!Path::new(&journal).exists());
+        change("UPDATE t SET v = 44 WHERE k = 'apple';");
+        let last = earlier(&dump, digest);
+        let (_, _, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
+        assert_eq!(how, Rebuild::Updated);
     }
 
     #[test]

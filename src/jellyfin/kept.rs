@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::format::dump;
-use crate::jellyfin::capture::{sqlite_version, Proven};
+use crate::jellyfin::capture::{remove_side_files, sqlite_version, Proven};
 use crate::jellyfin::observe;
 
 /// The slot of one database.
@@ -83,7 +83,12 @@ impl Kept {
     pub fn take(&self, proven: &Proven) -> Option<&Path> {
         let record: Record = serde_json::from_slice(&fs::read(&self.record).ok()?).ok()?;
         let _ = fs::remove_file(&self.record);
-        (record == Record::of(proven, stamp(&self.file).ok()?)).then_some(&self.file)
+        // A journal or WAL beside it is an update that did not finish (a backup killed
+        // while it wrote): SQLite would replay it into the file at its next open.
+        let unfinished = ["-journal", "-wal"]
+            .iter()
+            .any(|s| side(&self.file, s).exists());
+        (!unfinished && record == Record::of(proven, stamp(&self.file).ok()?)).then_some(&self.file)
     }
 
     /// Keep `rebuilt` (moved into the slot unless it is the slot's own file) as the
@@ -104,6 +109,9 @@ impl Kept {
             if let Some(dir) = self.file.parent() {
                 fs::create_dir_all(dir)?;
             }
+            // Never beside the side files of the one it replaces (a hot journal would be
+            // replayed into it).
+            remove_side_files(&self.file);
             fs::rename(rebuilt, &self.file)?;
         }
         let record = Record::of(proven, stamp(&self.file)?);
@@ -134,7 +142,15 @@ impl Kept {
     pub fn clear(&self) {
         let _ = fs::remove_file(&self.record);
         let _ = fs::remove_file(&self.file);
+        remove_side_files(&self.file);
     }
+}
+
+/// `path` with `suffix` appended.
+fn side(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_os_string();
+    p.push(suffix);
+    p.into()
 }
 
 /// What changes when a file is written or replaced.
