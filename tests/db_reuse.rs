@@ -411,3 +411,57 @@ fn a_changed_database_is_proven_by_bringing_the_last_rebuild_up_to_date() {
     assert!(check["databases_rebuilt"].as_u64() >= Some(8), "{check}");
     run.assert_all_restore();
 }
+
+#[test]
+fn a_kept_rebuild_goes_with_its_database_and_with_the_last_snapshot_of_it() {
+    let run = Run::new();
+    let plugin = run.fx.data_dir.join("data/plugin.db");
+    sqlite3(
+        &plugin,
+        "CREATE TABLE p (a INTEGER PRIMARY KEY, b); INSERT INTO p VALUES (1, 'x');",
+    );
+    let data = run.fx.data_dir.to_str().unwrap();
+    let mut clock = run.clock;
+    let mut backup = || {
+        clock += 10;
+        let b = run
+            .env
+            .cmd(&["backup", "--init", "--data-dir", data])
+            .clock_at(clock)
+            .json(0);
+        b["id"].as_str().unwrap().to_string()
+    };
+    let first = backup();
+    assert_eq!(
+        kept_files(&run.env.repo).len(),
+        4,
+        "two databases, two slots"
+    );
+
+    // The plugin is removed: its rebuild goes with the next backup.
+    fs::remove_file(&plugin).unwrap();
+    sqlite3(run.db(), "UPDATE Probe SET v = 'bbbbbbbb';");
+    let second = backup();
+    assert_eq!(
+        kept_files(&run.env.repo).len(),
+        2,
+        "{:?}",
+        kept_files(&run.env.repo)
+    );
+
+    // Every snapshot forgotten: gc leaves no copy of the database behind.
+    run.env.expect(&["forget", &first], 0);
+    run.env.expect(&["gc"], 0);
+    assert_eq!(
+        kept_files(&run.env.repo).len(),
+        2,
+        "the second snapshot still holds it"
+    );
+    run.env.expect(&["forget", &second], 0);
+    run.env.expect(&["gc"], 0);
+    assert!(
+        kept_files(&run.env.repo).is_empty(),
+        "{:?}",
+        kept_files(&run.env.repo)
+    );
+}

@@ -62,11 +62,16 @@ impl Record {
 impl Kept {
     /// The slot of the database `name` names (a path in the selection) in `dir`.
     pub fn new(dir: &Path, name: &str) -> Kept {
-        let key = crate::id::hex(&blake3::hash(name.as_bytes()).as_bytes()[..16]);
+        let key = Kept::key(name);
         Kept {
             file: dir.join(format!("{key}.db")),
             record: dir.join(format!("{key}.json")),
         }
+    }
+
+    /// The key of the slot of the database `name` names: the names of its files.
+    pub fn key(name: &str) -> String {
+        crate::id::hex(&blake3::hash(name.as_bytes()).as_bytes()[..16])
     }
 
     /// Start reading the kept rebuild, if there is one, into the page cache: an update
@@ -107,8 +112,12 @@ impl Kept {
         fs::set_permissions(rebuilt, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         if rebuilt != self.file {
             if let Some(dir) = self.file.parent() {
+                if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                    remove_any(dir);
+                }
                 fs::create_dir_all(dir)?;
             }
+            remove_any(&self.file);
             // Never beside the side files of the one it replaces (a hot journal would be
             // replayed into it).
             remove_side_files(&self.file);
@@ -117,6 +126,8 @@ impl Kept {
         let record = Record::of(proven, stamp(&self.file)?);
         let mut tmp = self.record.clone();
         tmp.set_extension("json.tmp");
+        remove_any(&tmp);
+        remove_any(&self.record);
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
         drop(f);
@@ -140,9 +151,53 @@ impl Kept {
 
     /// Empty the slot.
     pub fn clear(&self) {
-        let _ = fs::remove_file(&self.record);
-        let _ = fs::remove_file(&self.file);
+        remove_any(&self.record);
+        remove_any(&self.file);
         remove_side_files(&self.file);
+    }
+}
+
+/// Remove from `dir` every slot that `keep` (given a slot's key and, when its record is
+/// readable, the dump blake3 and digest it names, in hex) does not keep, with whatever
+/// else is there that is not a slot's file. Best effort.
+pub fn prune(dir: &Path, keep: impl Fn(&str, Option<(&str, &str)>) -> bool) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        remove_any(dir);
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = name.split('.').next().unwrap_or_default().to_string();
+        let record: Option<Record> = fs::read(dir.join(format!("{key}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let proof = record
+            .as_ref()
+            .map(|r| (r.dump_blake3.as_str(), r.digest.as_str()));
+        let ours = key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ours || !keep(&key, proof) {
+            remove_any(&path);
+        }
+    }
+}
+
+/// Remove a file, or a directory with what it holds (what a slot's name may have become).
+fn remove_any(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+        }
+        Err(_) => {}
     }
 }
 

@@ -7,6 +7,7 @@
 //! abort the snapshot; repository errors do.
 
 mod databases;
+pub use self::databases::REBUILDS_DIR;
 mod files;
 mod scan;
 mod tally;

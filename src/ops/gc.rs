@@ -340,6 +340,7 @@ impl GcPlan {
 
 pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Result<GcReport> {
     let mut report = GcReport::default();
+    forget_rebuilds(repo)?;
     if plan.two_phase {
         sweep_two_phase(repo, plan, progress, &mut report)?;
         progress.finish();
@@ -408,6 +409,22 @@ pub fn sweep(repo: &Repository, plan: &GcPlan, progress: &dyn Progress) -> Resul
 
 /// Copy the live chunks of the packs to repack into new packs, durable and indexed;
 /// returns the packs written.
+/// Remove the kept rebuilds (`jellyfin::kept`) of proofs no snapshot holds any more: a
+/// database whose every snapshot was forgotten leaves no copy of itself behind.
+fn forget_rebuilds(repo: &Repository) -> Result<()> {
+    let (snaps, _) = repo.snapshots()?;
+    let proven: HashSet<(String, String)> = snaps
+        .iter()
+        .flat_map(|s| &s.record.databases)
+        .filter_map(|d| Some((d.dump.as_ref()?.blake3.clone(), d.verified.clone()?)))
+        .collect();
+    let dir = repo.state_dir().join(crate::ops::backup::REBUILDS_DIR);
+    crate::jellyfin::kept::prune(&dir, |_, proof| {
+        proof.is_some_and(|(dump, digest)| proven.contains(&(dump.to_string(), digest.to_string())))
+    });
+    Ok(())
+}
+
 fn repack(
     repo: &Repository,
     plan: &GcPlan,

@@ -29,7 +29,7 @@ use crate::store::repo::Repository;
 
 /// The directory of the repository's local state where each database's last proven
 /// rebuild is kept (`jellyfin::kept`).
-pub(super) const REBUILDS_DIR: &str = "rebuilds";
+pub const REBUILDS_DIR: &str = "rebuilds";
 
 /// The captures of one backup, by the database's path in the source.
 pub(super) struct Captures {
@@ -173,6 +173,8 @@ impl Captures {
         time_ns: i64,
     ) -> Result<Self> {
         let mut slots = HashMap::new();
+        let rebuilds = repo.state_dir().join(REBUILDS_DIR);
+        let mut keys = std::collections::HashSet::new();
         let databases = source
             .selection
             .items
@@ -192,6 +194,7 @@ impl Captures {
             // of the same name.
             let is_jellyfin_db = path == source.jellyfin_db;
             let plugin = !is_jellyfin_db && path != source.data_dir.join("data/library.db");
+            keys.insert(jellyfin::kept::Kept::key(&src.to_string_lossy()));
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {
                     parent_capture(repo, p, &item.root, &item.rel)?
@@ -219,10 +222,7 @@ impl Captures {
                     // Where the last proof's rebuild of this database is kept, by the
                     // path it is read at (two data dirs backed up into one repository
                     // each have their own).
-                    let kept = jellyfin::kept::Kept::new(
-                        &repo.state_dir().join(REBUILDS_DIR),
-                        &src.to_string_lossy(),
-                    );
+                    let kept = jellyfin::kept::Kept::new(&rebuilds, &src.to_string_lossy());
                     let nothing = NothingEarly(Arc::clone(&early));
                     let handle = std::thread::Builder::new()
                         .name("jellysnap-db-capture".into())
@@ -252,6 +252,10 @@ impl Captures {
             };
             slots.insert(path, slot);
         }
+        // Only this backup's databases keep a rebuild: one that is gone (a plugin
+        // removed, a data dir moved) leaves no copy behind. (Two data dirs backed up into
+        // one repository each rebuild whole.)
+        jellyfin::kept::prune(&rebuilds, |key, _| keys.contains(key));
         Ok(Captures { slots })
     }
 
@@ -343,6 +347,28 @@ impl Captures {
             }
         }
         Ok(None)
+    }
+}
+
+impl Drop for Captures {
+    /// A backup that ends early (a full disk, say) waits for the captures still running,
+    /// so that their temp files are removed before it exits, as its error says.
+    fn drop(&mut self) {
+        for slot in self.slots.values() {
+            let running = match slot.state.lock() {
+                Ok(mut state) => match std::mem::replace(&mut *state, Capture::Taken) {
+                    Capture::Running(h) => Some(h),
+                    other => {
+                        *state = other;
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            if let Some(h) = running {
+                let _ = h.join();
+            }
+        }
     }
 }
 
