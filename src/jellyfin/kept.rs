@@ -208,10 +208,11 @@ fn side(path: &Path, suffix: &str) -> PathBuf {
     p.into()
 }
 
-/// What changes when a file is written or replaced.
+/// What changes when a file is written or replaced (a link put in its place is not
+/// followed: its own stamp never matches a kept file's).
 fn stamp(path: &Path) -> std::io::Result<(u64, u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path)?;
+    let m = fs::symlink_metadata(path)?;
     Ok((
         m.dev(),
         m.ino(),
