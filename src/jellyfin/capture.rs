@@ -570,11 +570,14 @@ mod tests {
         let mut journal = kept.file().as_os_str().to_os_string();
         journal.push("-journal");
         std::fs::write(&journal, b"an update that did not finish").unwrap();
+        let mut wal = kept.file().as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::create_dir(&wal).unwrap(); // whatever it has become
         change("UPDATE t SET v = 43 WHERE k = 'apple';");
         let last = earlier(&dump, digest);
         let (dump, digest, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));
         assert_eq!(how, Rebuild::Whole);
-        assert!(!Path::new(&journal).exists());
+        assert!(!Path::new(&journal).exists() && !Path::new(&wal).exists());
         change("UPDATE t SET v = 44 WHERE k = 'apple';");
         let last = earlier(&dump, digest);
         let (_, _, how) = proven_kept(&copy, dir.path(), Some(&last), Some(&kept));

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::format::dump;
-use crate::jellyfin::capture::{remove_side_files, sqlite_version, Proven};
+use crate::jellyfin::capture::{sqlite_version, Proven};
 use crate::jellyfin::observe;
 
 /// The slot of one database.
@@ -120,7 +120,7 @@ impl Kept {
             remove_any(&self.file);
             // Never beside the side files of the one it replaces (a hot journal would be
             // replayed into it).
-            remove_side_files(&self.file);
+            self.clear_side_files();
             fs::rename(rebuilt, &self.file)?;
         }
         let record = Record::of(proven, stamp(&self.file)?);
@@ -153,7 +153,14 @@ impl Kept {
     pub fn clear(&self) {
         remove_any(&self.record);
         remove_any(&self.file);
-        remove_side_files(&self.file);
+        self.clear_side_files();
+    }
+
+    /// Remove what SQLite may leave beside the file, whatever it has become.
+    fn clear_side_files(&self) {
+        for suffix in ["-journal", "-wal", "-shm"] {
+            remove_any(&side(&self.file, suffix));
+        }
     }
 }
 
