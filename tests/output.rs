@@ -83,9 +83,13 @@ fn json_ids_times_fields_and_errors() {
             ("partial", "bool"),
             ("notices", "array"),
             ("repository_inside_data", "null|string"),
+            ("proofs", "array"),
             ("snapshot", "object"),
         ],
     );
+    for proof in second["proofs"].as_array().unwrap() {
+        pinned(proof, &[("database", "string"), ("rebuild", "string")]);
+    }
     assert!(is_hex(&second["id"], 64), "{second}");
     assert_eq!(second["parent"], first["id"]);
     assert!(is_hex(&second["snapshot"]["tree"], 64), "{second}");
