@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use crate::format::dump;
 use crate::jellyfin::capture::{sqlite_version, Proven};
 use crate::jellyfin::observe;
+use crate::jellyfin::running::side_file;
+
+/// A file's device, inode, size, mtime and ctime (ns).
+type Stamp = (u64, u64, u64, i64, i64);
 
 /// The slot of one database.
 pub struct Kept {
@@ -40,14 +44,14 @@ struct Record {
     dump_version: u8,
     observation: u32,
     sqlite: String,
-    /// The file as it was kept: (device, inode, size, mtime ns, ctime ns).
-    file: (u64, u64, u64, i64, i64),
+    /// The file as it was kept.
+    file: Stamp,
 }
 
 impl Record {
     /// The record of a rebuild of the dump `proven` proved, by this jellysnap, whose
     /// file is as `file` says.
-    fn of(proven: &Proven, file: (u64, u64, u64, i64, i64)) -> Record {
+    fn of(proven: &Proven, file: Stamp) -> Record {
         Record {
             dump_blake3: crate::id::hex(&proven.dump_blake3),
             digest: crate::id::hex(&proven.digest),
@@ -92,7 +96,7 @@ impl Kept {
         // while it wrote): SQLite would replay it into the file at its next open.
         let unfinished = ["-journal", "-wal"]
             .iter()
-            .any(|s| side(&self.file, s).exists());
+            .any(|s| side_file(&self.file, s).exists());
         (!unfinished && record == Record::of(proven, stamp(&self.file).ok()?)).then_some(&self.file)
     }
 
@@ -159,7 +163,7 @@ impl Kept {
     /// Remove what SQLite may leave beside the file, whatever it has become.
     fn clear_side_files(&self) {
         for suffix in ["-journal", "-wal", "-shm"] {
-            remove_any(&side(&self.file, suffix));
+            remove_any(&side_file(&self.file, suffix));
         }
     }
 }
@@ -208,16 +212,9 @@ fn remove_any(path: &Path) {
     }
 }
 
-/// `path` with `suffix` appended.
-fn side(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_os_string();
-    p.push(suffix);
-    p.into()
-}
-
 /// What changes when a file is written or replaced (a link put in its place is not
 /// followed: its own stamp never matches a kept file's).
-fn stamp(path: &Path) -> std::io::Result<(u64, u64, u64, i64, i64)> {
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(path)?;
     Ok((

@@ -932,13 +932,8 @@ impl ToSql for Bind<'_> {
 mod tests {
     use super::*;
     use crate::format::dump::{MAGIC, VERSION};
+    use crate::jellyfin::running::side_file as side;
     use std::fs;
-
-    fn side(path: &Path, suffix: &str) -> std::path::PathBuf {
-        let mut p = path.as_os_str().to_os_string();
-        p.push(suffix);
-        p.into()
-    }
 
     const SCHEMA: &str = r#"
         CREATE TABLE "__EFMigrationsHistory" (
