@@ -15,8 +15,9 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::Connection;
 
 use crate::error::{Error, IoContext, Result};
-use crate::jellyfin::kept::Kept;
+use crate::jellyfin::kept::{Kept, Taken};
 use crate::jellyfin::livedb;
+use crate::jellyfin::rowlist;
 use crate::jellyfin::sqlite::open_private;
 
 /// How long a capture waits for a database another process keeps locked: the server's
@@ -82,6 +83,9 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Resu
         true => copy_err(e),
         false => fail(format!("cannot create the copy: {e}")),
     })?;
+    // Scratch, read back from the page cache and gone with the backup: not synced.
+    dest.execute_batch("PRAGMA synchronous = OFF")
+        .map_err(copy_err)?;
     {
         let backup = Backup::new(&source, &mut dest).map_err(copy_err)?;
         let deadline = Instant::now() + patience;
@@ -286,20 +290,21 @@ pub fn dump_and_prove(
                 None => written(&dump),
             }
             let updated = match (kept, earlier) {
-                (Some(k), Some(p)) => k
-                    .take(p)
-                    .filter(|base| update_file(&dump.file, base).is_ok()),
+                (Some(k), Some(p)) => k.take(p).and_then(|taken| {
+                    let listed = update_file(&dump.file, &taken, scratch).ok()?;
+                    Some((taken.file.to_path_buf(), listed))
+                }),
                 _ => None,
             };
-            let rebuilt = match updated {
-                Some(base) => Rebuilt::Kept(base.to_path_buf()),
+            let (rebuilt, listed) = match updated {
+                Some((base, listed)) => (Rebuilt::Kept(base), Some(listed)),
                 None => {
                     // The kept one is of no more use, nor the room it takes.
                     if let Some(k) = kept {
                         k.clear();
                     }
-                    match rebuild_file(&dump.file, scratch)? {
-                        Ok(r) => Rebuilt::Fresh(r),
+                    match rebuild_file(&dump.file, scratch, kept.is_some())? {
+                        Ok((r, listed)) => (Rebuilt::Fresh(r), listed),
                         Err(e) => return Ok(Err(format!("the dump does not rebuild: {e}"))),
                     }
                 }
@@ -308,7 +313,7 @@ pub fn dump_and_prove(
             // done: the rebuild's takes both cores.
             let seen = observe_file_split(rebuilt.path(), crate::jellyfin::observe::VERSION);
             remove_side_files(rebuilt.path());
-            Ok(Ok((dump, Some((seen, rebuilt)))))
+            Ok(Ok((dump, Some((seen, rebuilt, listed)))))
         })();
         let source = match joined(observer.take()) {
             Some(s) => s,
@@ -327,7 +332,7 @@ pub fn dump_and_prove(
                 )))
             }
         };
-        let (seen, rebuilt) = match rebuilt {
+        let (seen, rebuilt, listed) = match rebuilt {
             None => {
                 return Ok(Logical::Exact {
                     dump,
@@ -344,7 +349,7 @@ pub fn dump_and_prove(
                 .map(|d| format!("a rebuild would not be exact: {d}")),
         };
         let mut refused = judge(seen);
-        let mut rebuilt = rebuilt;
+        let (mut rebuilt, mut listed) = (rebuilt, listed);
         if refused.is_some() && matches!(rebuilt, Rebuilt::Kept(_)) {
             // A kept rebuild brought up to date that does not prove is not trusted to
             // refuse the dump (it may have been damaged since it was kept): the dump is
@@ -352,11 +357,12 @@ pub fn dump_and_prove(
             if let Some(k) = kept {
                 k.clear();
             }
-            refused = match rebuild_file(&dump.file, scratch)? {
-                Ok(r) => {
+            refused = match rebuild_file(&dump.file, scratch, kept.is_some())? {
+                Ok((r, l)) => {
                     let seen = observe_file_split(&r, crate::jellyfin::observe::VERSION);
                     remove_side_files(&r);
                     rebuilt = Rebuilt::Fresh(r);
+                    listed = l;
                     judge(seen)
                 }
                 Err(e) => Some(format!("the dump does not rebuild: {e}")),
@@ -370,12 +376,12 @@ pub fn dump_and_prove(
             return Ok(Logical::Refused(why));
         }
         let digest = source.digest();
-        if let Some(k) = kept {
+        if let (Some(k), Some(l)) = (kept, &listed) {
             let proven = Proven {
                 dump_blake3: dump.blake3,
                 digest,
             };
-            k.keep(rebuilt.path(), &proven);
+            k.keep(rebuilt.path(), &l.file, &l.blake3, &proven);
         }
         Ok(Logical::Exact {
             dump,
@@ -424,26 +430,66 @@ impl Rebuilt {
 /// migration that rewrote a table, say), the dump is rebuilt whole.
 const UPDATE_BUDGET: usize = 32 << 20;
 
-/// Bring the kept rebuild `base` to what rebuilding `dump` would make (see
-/// `logical::update`). An error (why, in words) when it cannot be done that way, or
-/// failed: the caller rebuilds instead, which decides what becomes of the dump.
-fn update_file(dump: &Path, base: &Path) -> std::result::Result<(), String> {
-    use crate::jellyfin::logical::{self, Updated};
-    let mut f = std::io::BufReader::new(std::fs::File::open(dump).map_err(|e| e.to_string())?);
-    let updated = logical::update(&mut f, base, UPDATE_BUDGET);
-    remove_side_files(base);
-    match updated {
-        Ok(Updated::Done) => Ok(()),
-        Ok(Updated::Not(why)) => Err(why),
-        Err(e) => Err(e.to_string()),
-    }
+/// A dump's row list (`rowlist`) in a temporary file, and the list's blake3.
+struct Listed {
+    file: tempfile::TempPath,
+    blake3: [u8; 32],
 }
 
-/// Rebuild the dump in file `dump` into a new temporary file in `scratch`.
+/// A new row list in `scratch`, written through `write`.
+fn list_into<E: From<std::io::Error>>(
+    scratch: &Path,
+    write: impl FnOnce(&mut ListWriter) -> std::result::Result<(), E>,
+) -> std::result::Result<Listed, E> {
+    let tmp = tempfile::Builder::new()
+        .prefix("db-rows-")
+        .tempfile_in(scratch)?;
+    let (file, path) = tmp.into_parts();
+    let mut list = rowlist::Writer::new(std::io::BufWriter::with_capacity(1 << 16, file))?;
+    write(&mut list)?;
+    let (out, blake3) = list.finish()?;
+    drop(out.into_inner().map_err(|e| e.into_error())?);
+    Ok(Listed { file: path, blake3 })
+}
+
+type ListWriter = rowlist::Writer<std::io::BufWriter<std::fs::File>>;
+
+/// Bring the kept rebuild `taken` to what rebuilding `dump` would make (see
+/// `logical::update`), with the dump's row list. An error (why, in words) when it
+/// cannot be done that way, or failed: the caller rebuilds instead, which decides what
+/// becomes of the dump.
+fn update_file(
+    dump: &Path,
+    taken: &Taken<'_>,
+    scratch: &Path,
+) -> std::result::Result<Listed, String> {
+    use crate::jellyfin::logical::{self, LogicalError, Updated};
+    let mut f = std::io::BufReader::new(std::fs::File::open(dump).map_err(|e| e.to_string())?);
+    let old = std::fs::File::open(taken.rows).map_err(|e| format!("its row list: {e}"))?;
+    let listed = list_into(scratch, |list| -> std::result::Result<(), LogicalError> {
+        match logical::update(
+            &mut f,
+            taken.file,
+            old,
+            &taken.rows_blake3,
+            list,
+            UPDATE_BUDGET,
+        )? {
+            Updated::Done => Ok(()),
+            Updated::Not(why) => Err(LogicalError::Unsupported(why)),
+        }
+    });
+    remove_side_files(taken.file);
+    listed.map_err(|e| e.to_string())
+}
+
+/// Rebuild the dump in file `dump` into a new temporary file in `scratch`, with the
+/// dump's row list when `list`.
 fn rebuild_file(
     dump: &Path,
     scratch: &Path,
-) -> Result<std::result::Result<tempfile::TempPath, String>> {
+    list: bool,
+) -> Result<std::result::Result<(tempfile::TempPath, Option<Listed>), String>> {
     use crate::jellyfin::logical::{self, LogicalError};
     let dest = tempfile::Builder::new()
         .prefix("db-rebuild-")
@@ -453,8 +499,15 @@ fn rebuild_file(
     // rebuild() creates the file itself; the reserved name is ours until dropped.
     std::fs::remove_file(&dest).at(&dest)?;
     let mut f = std::io::BufReader::new(std::fs::File::open(dump).at(dump)?);
-    match logical::rebuild(&mut f, &dest) {
-        Ok(_) => Ok(Ok(dest)),
+    let rebuilt = match list {
+        true => list_into(scratch, |l| {
+            logical::rebuild_listing(&mut f, &dest, Some(l)).map(drop)
+        })
+        .map(Some),
+        false => logical::rebuild(&mut f, &dest).map(|_| None),
+    };
+    match rebuilt {
+        Ok(listed) => Ok(Ok((dest, listed))),
         Err(LogicalError::Io(e)) => {
             remove_side_files(&dest);
             Err(Error::io(&dest, e))

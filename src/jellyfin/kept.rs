@@ -3,17 +3,18 @@
 //! rebuild then costs what changed, not what the database holds.
 //!
 //! Each database has a slot in a directory the caller gives (the repository's local
-//! state, `rebuilds/`): the rebuilt file, and a record of what it is the rebuild of (the
-//! dump's blake3 and the observation digest its proof found, by this jellysnap's dump,
-//! observation and SQLite versions) with the file's device, inode, size, mtime and ctime
-//! once it was proven. A rebuild is used only when its record names the proof the parent
+//! state, `rebuilds/`): the rebuilt file, the row list (`rowlist`) of the dump it is the
+//! rebuild of, and a record of what it is the rebuild of (the dump's blake3 and the
+//! observation digest its proof found, by this jellysnap's dump, observation and SQLite
+//! versions) with the file's device, inode, size, mtime and ctime once it was proven and
+//! the row list's blake3. A rebuild is used only when its record names the proof the parent
 //! snapshot holds and the file is as recorded: one written since (any write moves its
 //! ctime, which nothing can set back), replaced, or left half updated by a backup that
 //! was killed is not used (the record is removed before the file is changed, and
-//! written again only once a proof holds). Whatever a kept rebuild holds, the update
-//! compares every one of its rows with the dump's and rewrites those that differ, and
-//! the result is proven against the source like a fresh rebuild; one that does not
-//! prove is not trusted to refuse the dump (see `capture::dump_and_prove`). Nothing
+//! written again only once a proof holds). The update rewrites the rows whose digest in
+//! the new dump differs from the row list's, and whatever the kept rebuild and its list
+//! hold, the result is proven against the source like a fresh rebuild; one that does
+//! not prove is not trusted to refuse the dump (see `capture::dump_and_prove`). Nothing
 //! here is needed: a slot that is missing, stale or unreadable costs one full rebuild.
 
 use std::fs;
@@ -33,7 +34,17 @@ type Stamp = (u64, u64, u64, i64, i64);
 /// The slot of one database.
 pub struct Kept {
     file: PathBuf,
+    /// The row list (`rowlist`) of the dump the file is the rebuild of.
+    rows: PathBuf,
     record: PathBuf,
+}
+
+/// A kept rebuild taken to be brought up to date.
+pub struct Taken<'a> {
+    pub file: &'a Path,
+    /// Its row list, and the blake3 the record names for it.
+    pub rows: &'a Path,
+    pub rows_blake3: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -46,12 +57,14 @@ struct Record {
     sqlite: String,
     /// The file as it was kept.
     file: Stamp,
+    /// The blake3 of the row list (hex).
+    rows: String,
 }
 
 impl Record {
     /// The record of a rebuild of the dump `proven` proved, by this jellysnap, whose
-    /// file is as `file` says.
-    fn of(proven: &Proven, file: Stamp) -> Record {
+    /// file is as `file` says and whose row list has the blake3 `rows`.
+    fn of(proven: &Proven, file: Stamp, rows: &[u8; 32]) -> Record {
         Record {
             dump_blake3: crate::id::hex(&proven.dump_blake3),
             digest: crate::id::hex(&proven.digest),
@@ -59,6 +72,7 @@ impl Record {
             observation: observe::VERSION,
             sqlite: sqlite_version().to_string(),
             file,
+            rows: crate::id::hex(rows),
         }
     }
 }
@@ -69,6 +83,7 @@ impl Kept {
         let key = Kept::key(name);
         Kept {
             file: dir.join(format!("{key}.db")),
+            rows: dir.join(format!("{key}.rows")),
             record: dir.join(format!("{key}.json")),
         }
     }
@@ -78,8 +93,10 @@ impl Kept {
         crate::id::hex(&blake3::hash(name.as_bytes()).as_bytes()[..16])
     }
 
-    /// Start reading the kept rebuild, if there is one, into the page cache: an update
-    /// reads every row of it, and it is likely cold since the last backup.
+    /// Start reading the kept rebuild, if there is one, into the page cache: it is likely
+    /// cold since the last backup, and an update reads the pages of the rows it changes
+    /// (one sequential read in the background costs the disk less than those scattered
+    /// reads would).
     pub fn prefetch(&self) {
         if self.record.exists() {
             crate::sys::prefetch(&self.file);
@@ -88,8 +105,9 @@ impl Kept {
 
     /// The kept rebuild of the dump `proven` proved, to be changed by the caller: its
     /// record is removed first, so that only a later [`Kept::keep`] vouches for it again.
-    /// `None` when there is none, or it is not exactly what its record says.
-    pub fn take(&self, proven: &Proven) -> Option<&Path> {
+    /// `None` when there is none, or it is not exactly what its record says (its row
+    /// list is checked by the update that reads it).
+    pub fn take(&self, proven: &Proven) -> Option<Taken<'_>> {
         let record: Record = serde_json::from_slice(&fs::read(&self.record).ok()?).ok()?;
         let _ = fs::remove_file(&self.record);
         // A journal or WAL beside it is an update that did not finish (a backup killed
@@ -97,19 +115,32 @@ impl Kept {
         let unfinished = ["-journal", "-wal"]
             .iter()
             .any(|s| side_file(&self.file, s).exists());
-        (!unfinished && record == Record::of(proven, stamp(&self.file).ok()?)).then_some(&self.file)
+        let rows_blake3: [u8; 32] = crate::id::unhex(&record.rows)?.try_into().ok()?;
+        let expected = Record::of(proven, stamp(&self.file).ok()?, &rows_blake3);
+        (!unfinished && record == expected).then_some(Taken {
+            file: &self.file,
+            rows: &self.rows,
+            rows_blake3,
+        })
     }
 
     /// Keep `rebuilt` (moved into the slot unless it is the slot's own file) as the
-    /// rebuild of the dump `proven` proved. Best effort: a slot that cannot be written is
+    /// rebuild of the dump `proven` proved, with that dump's row list `rows` (moved into
+    /// the slot) of blake3 `rows_blake3`. Best effort: a slot that cannot be written is
     /// left empty.
-    pub fn keep(&self, rebuilt: &Path, proven: &Proven) {
-        if self.try_keep(rebuilt, proven).is_err() {
+    pub fn keep(&self, rebuilt: &Path, rows: &Path, rows_blake3: &[u8; 32], proven: &Proven) {
+        if self.try_keep(rebuilt, rows, rows_blake3, proven).is_err() {
             self.clear();
         }
     }
 
-    fn try_keep(&self, rebuilt: &Path, proven: &Proven) -> std::io::Result<()> {
+    fn try_keep(
+        &self,
+        rebuilt: &Path,
+        rows: &Path,
+        rows_blake3: &[u8; 32],
+        proven: &Proven,
+    ) -> std::io::Result<()> {
         let _ = fs::remove_file(&self.record);
         // It holds what the database holds (as the repository's packs do): for its
         // owner alone, whatever the umask SQLite created it under.
@@ -127,7 +158,10 @@ impl Kept {
             self.clear_side_files();
             fs::rename(rebuilt, &self.file)?;
         }
-        let record = Record::of(proven, stamp(&self.file)?);
+        fs::set_permissions(rows, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        remove_any(&self.rows);
+        fs::rename(rows, &self.rows)?;
+        let record = Record::of(proven, stamp(&self.file)?, rows_blake3);
         let mut tmp = self.record.clone();
         tmp.set_extension("json.tmp");
         remove_any(&tmp);
@@ -157,6 +191,7 @@ impl Kept {
     pub fn clear(&self) {
         remove_any(&self.record);
         remove_any(&self.file);
+        remove_any(&self.rows);
         self.clear_side_files();
     }
 

@@ -40,6 +40,7 @@ use crate::format::dump::{
     is_internal, tables_in_order, DumpError, DumpStats, Reader, Row, SchemaEntry, Settings,
     TableHeader, Value, Writer,
 };
+use crate::jellyfin::rowlist;
 use crate::jellyfin::sqlite::quote;
 
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +383,16 @@ fn column_value<'r>(row: &'r rusqlite::Row<'_>, i: usize, utf16: bool) -> Result
 /// count); whether it equals the source is for `observe` to say. `dest` is left behind on
 /// error; build into a temporary path.
 pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
+    rebuild_listing::<std::io::Sink>(dump, dest, None)
+}
+
+/// [`rebuild`], writing the dump's row list (`rowlist`) into `rows` as the rows go in:
+/// what a later [`update`] of the result compares the next dump with.
+pub fn rebuild_listing<W: Write>(
+    dump: &mut impl Read,
+    dest: &Path,
+    rows: Option<&mut rowlist::Writer<W>>,
+) -> Result<DumpStats> {
     if dest.exists() {
         return Err(LogicalError::Io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
@@ -395,7 +406,7 @@ pub fn rebuild(dump: &mut impl Read, dest: &Path) -> Result<DumpStats> {
     for s in schema.iter().filter(|s| s.kind == "table") {
         create_table(&tx, s)?;
     }
-    insert_rows(&mut reader, &tx, settings.utf16())?;
+    insert_rows(&mut reader, &tx, settings.utf16(), rows)?;
     for s in schema.iter().filter(|s| s.kind != "table") {
         match (&s.sql, s.kind.as_str()) {
             (Some(sql), "index" | "view" | "trigger") => exec_create(&tx, sql)?,
@@ -437,16 +448,30 @@ pub enum Updated {
 /// disabled) and in an order a rebuild could have taken: every changed or vanished row
 /// of a table is deleted before the changed and new rows are inserted, so a value moved
 /// between rows of a UNIQUE column conflicts only as the same rows would in a rebuild.
-/// A row is kept only when it equals the dump's row value for value (storage class and
-/// bytes); a kept value was stored by this SQLite through the same column, and storing
-/// it again would give it back unchanged. The internal tables and WITHOUT ROWID tables
-/// (ordered by a collation, not a rowid) are rewritten whole; tables the dump has no rows
-/// for are emptied, as a rebuild leaves them.
+/// A row is kept only when the dump's row has the digest the kept rebuild's row list
+/// (`rowlist`, written as the earlier dump went in) gives its rowid: the earlier dump
+/// held those values at that rowid, and the kept rebuild holds what this SQLite made of
+/// them, which is what it would make of them again. The kept rebuild's other rows are
+/// not read. The internal tables and WITHOUT ROWID tables (ordered by a collation, not
+/// a rowid) are rewritten whole; tables the dump has no rows for are emptied, as a
+/// rebuild leaves them. The new dump's row list is written into `list` as the dump is
+/// read.
 ///
 /// `Not` when the schema (with its rowids) or a setting differs, the database is UTF-16,
-/// a table's rows are not in rowid order, or the rows to write exceed `budget` bytes:
-/// the caller rebuilds instead. Errors are SQLite's or the dump's, as for `rebuild`.
-pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated> {
+/// the row list `old` is not readable, not the dump's tables, or not the file of blake3
+/// `old_blake3`, a table's rows are not in rowid order, or the rows to write exceed
+/// `budget` bytes: the caller rebuilds instead. Errors are SQLite's, the dump's or
+/// writing `list`'s, as for `rebuild`. A list that is not the kept rebuild's (or a
+/// digest that matches by accident) gives a database that is not the rebuild: for the
+/// proof that follows to find.
+pub fn update<L: Read, W: Write>(
+    dump: &mut impl Read,
+    db: &Path,
+    old: L,
+    old_blake3: &[u8; 32],
+    list: &mut rowlist::Writer<W>,
+    budget: usize,
+) -> Result<Updated> {
     let (header, mut reader) = Reader::open(BufReader::with_capacity(1 << 16, dump))?;
     let mut conn = Connection::open_with_flags(
         db,
@@ -456,9 +481,12 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
         false,
     )?;
+    // Not synced: a kept rebuild is used only while its record vouches for it, and
+    // whatever it holds is proven before anything relies on it.
     conn.execute_batch(
         "PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = OFF;
-         PRAGMA ignore_check_constraints = ON; PRAGMA cache_size = -65536;",
+         PRAGMA ignore_check_constraints = ON; PRAGMA cache_size = -65536;
+         PRAGMA synchronous = OFF;",
     )?;
     let settings = read_settings(&conn)?;
     if settings != header.settings {
@@ -470,6 +498,11 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
     if read_schema(&conn)? != header.schema {
         return Ok(Updated::Not("its schema differs from the dump's".into()));
     }
+    let unlisted = |e: std::io::Error| Updated::Not(format!("its {e}"));
+    let mut old = match rowlist::Reader::new(BufReader::with_capacity(1 << 16, old)) {
+        Ok(r) => r,
+        Err(e) => return Ok(unlisted(e)),
+    };
     let tx = conn.transaction()?;
     let mut seen = std::collections::HashSet::new();
     let mut spent = 0usize;
@@ -487,7 +520,7 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
         }
         seen.insert(name.clone());
         let mut insert = tx.prepare(&insert_sql(&shape, false))?;
-        if table.without_rowid || is_internal(&name) {
+        if !listed(table.without_rowid, &name) {
             tx.execute(&format!("DELETE FROM main.{}", quote(&name)), [])?;
             while reader.next_row(&mut row)? {
                 bind_row(&mut insert, &row, false)?;
@@ -495,14 +528,16 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
             }
             continue;
         }
-        let Some((gone, new)) =
-            differences(&tx, &shape, &mut reader, &mut row, budget, &mut spent)?
-        else {
-            return Ok(Updated::Not(format!(
-                "more than {} MiB of rows changed, or rows out of order, in table {name}",
-                budget >> 20
-            )));
-        };
+        if let Err(e) = old.table(&name) {
+            return Ok(unlisted(e));
+        }
+        list.table(&name)?;
+        let (gone, new) =
+            match differences(&mut reader, &mut row, &mut old, list, budget, &mut spent)? {
+                Ok(d) => d,
+                Err(why) => return Ok(Updated::Not(format!("table {name}: {why}"))),
+            };
+        list.end_table()?;
         let mut delete = tx.prepare(&format!(
             "DELETE FROM main.{} WHERE {} = ?1",
             quote(&name),
@@ -521,6 +556,15 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
             tx.execute(&format!("DELETE FROM main.{}", quote(&t.name)), [])?;
         }
     }
+    match old.finish() {
+        Ok(b) if b == *old_blake3 => {}
+        Ok(_) => {
+            return Ok(Updated::Not(
+                "its row list is not the one its record names".into(),
+            ))
+        }
+        Err(e) => return Ok(unlisted(e)),
+    }
     tx.commit()?;
     if settings.wal {
         // Into the file itself, leaving no -wal: the file is what is observed and kept.
@@ -536,33 +580,30 @@ pub fn update(dump: &mut impl Read, db: &Path, budget: usize) -> Result<Updated>
     Ok(Updated::Done)
 }
 
-/// The rows of one rowid table that differ between `db` and the dump's section being
-/// read: the rowids to delete (changed or gone) and the rows to insert (changed or new).
-/// `None` when their size takes `spent` past `budget`, or the dump's rows are not in
-/// ascending rowid order.
-fn differences<R: Read>(
-    tx: &Connection,
-    shape: &TableShape,
+/// The rowids to delete from a table and the rows to insert into it.
+type Differences = (Vec<i64>, Vec<Row>);
+
+/// The rows of one rowid table that differ between the kept rebuild, as its row list
+/// `old` gives them, and the dump's section being read: the rowids to delete (changed or
+/// gone) and the rows to insert (changed or new). Every row of the section is listed in
+/// `list`. `Err` (why) when their size takes `spent` past `budget`, the dump's rows are
+/// not in ascending rowid order, or `old` is not readable.
+fn differences<R: Read, L: Read, W: Write>(
     reader: &mut Reader<R>,
     d: &mut Row,
+    old: &mut rowlist::Reader<L>,
+    list: &mut rowlist::Writer<W>,
     budget: usize,
     spent: &mut usize,
-) -> Result<Option<(Vec<i64>, Vec<Row>)>> {
-    let h = &shape.header;
-    let mut cols = vec![shape.rowid_name.to_string()];
-    cols.extend(h.columns.iter().map(|c| quote(c)));
-    let mut stmt = tx.prepare(&format!(
-        "SELECT {} FROM main.{} ORDER BY {}",
-        cols.join(","),
-        quote(&h.name),
-        shape.rowid_name
-    ))?;
+) -> Result<std::result::Result<Differences, String>> {
     let (mut gone, mut new) = (Vec::new(), Vec::new());
     let mut last: Option<i64> = None;
     let mut disorder = false;
-    // The rowid of the dump's next row, read into `d`; `None` after the last one, or
-    // after a row that is not past the one before it (`disorder`).
-    let mut next = |d: &mut Row, disorder: &mut bool| -> Result<Option<i64>> {
+    let too_much = || format!("more than {} MiB of rows changed", budget >> 20);
+    let out_of_order = || "rows out of rowid order".to_string();
+    // The dump's next row, read into `d` and listed: its rowid and digest. `None` after
+    // the last one, or after a row that is not past the one before it (`disorder`).
+    let mut next = |d: &mut Row, disorder: &mut bool| -> Result<Option<(i64, u64)>> {
         if !reader.next_row(d)? {
             return Ok(None);
         }
@@ -574,7 +615,7 @@ fn differences<R: Read>(
             return Ok(None);
         }
         last = Some(id);
-        Ok(Some(id))
+        Ok(Some((id, list.row(d)?)))
     };
     let cost = |r: &Row| -> usize {
         16 + r
@@ -587,64 +628,50 @@ fn differences<R: Read>(
             .sum::<usize>()
     };
     let mut want = next(d, &mut disorder)?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        while want.is_some_and(|w| w < id) {
+    loop {
+        let (id, was) = match old.row() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => return Ok(Err(format!("its {e}"))),
+        };
+        while want.is_some_and(|(w, _)| w < id) {
             *spent += cost(d);
             new.push(d.clone());
             want = next(d, &mut disorder)?;
         }
         if disorder {
-            return Ok(None);
+            return Ok(Err(out_of_order()));
         }
-        if want == Some(id) {
-            let mut same = true;
-            for (i, v) in d.values.iter().enumerate() {
-                if !same_value(r.get_ref(i + 1)?, v) {
-                    same = false;
-                    break;
+        match want {
+            Some((w, digest)) if w == id => {
+                if digest != was {
+                    *spent += 8 + cost(d);
+                    gone.push(id);
+                    new.push(d.clone());
                 }
+                want = next(d, &mut disorder)?;
             }
-            if !same {
-                *spent += 8 + cost(d);
+            _ => {
+                *spent += 8;
                 gone.push(id);
-                new.push(d.clone());
             }
-            want = next(d, &mut disorder)?;
-        } else {
-            *spent += 8;
-            gone.push(id);
         }
         if *spent > budget {
-            return Ok(None);
+            return Ok(Err(too_much()));
         }
     }
     while want.is_some() {
         *spent += cost(d);
         new.push(d.clone());
         if *spent > budget {
-            return Ok(None);
+            return Ok(Err(too_much()));
         }
         want = next(d, &mut disorder)?;
     }
     if disorder {
-        return Ok(None);
+        return Ok(Err(out_of_order()));
     }
-    Ok(Some((gone, new)))
-}
-
-/// Whether a value read from a table is the dump's value: the same storage class and
-/// the same bytes (a REAL by its bits).
-fn same_value(read: ValueRef<'_>, dumped: &Value<Vec<u8>>) -> bool {
-    match (read, dumped) {
-        (ValueRef::Null, Value::Null) => true,
-        (ValueRef::Integer(a), Value::Integer(b)) => a == *b,
-        (ValueRef::Real(a), Value::Real(b)) => a.to_bits() == b.to_bits(),
-        (ValueRef::Text(a), Value::Text(b)) => a == b.as_slice(),
-        (ValueRef::Blob(a), Value::Blob(b)) => a == b.as_slice(),
-        _ => false,
-    }
+    Ok(Ok((gone, new)))
 }
 
 /// Create `dest` with the settings that must be chosen before the first table.
@@ -828,7 +855,12 @@ fn finish_settings(conn: &Connection, settings: &Settings) -> Result<()> {
 }
 
 /// The table sections of a dump, inserted into the tables `create_table` made.
-fn insert_rows<R: Read>(reader: &mut Reader<R>, tx: &Connection, utf16: bool) -> Result<()> {
+fn insert_rows<R: Read, W: Write>(
+    reader: &mut Reader<R>,
+    tx: &Connection,
+    utf16: bool,
+    mut rows: Option<&mut rowlist::Writer<W>>,
+) -> Result<()> {
     let mut row = Row::default();
     while let Some(table) = reader.next_table()? {
         let name = &table.name;
@@ -846,12 +878,30 @@ fn insert_rows<R: Read>(reader: &mut Reader<R>, tx: &Connection, utf16: bool) ->
             tx.execute(&format!("DELETE FROM main.{}", quote(name)), [])?;
         }
         let mut stmt = tx.prepare(&insert_sql(&shape, utf16))?;
+        let mut list = rows
+            .as_deref_mut()
+            .filter(|_| listed(table.without_rowid, name));
+        if let Some(l) = list.as_deref_mut() {
+            l.table(name)?;
+        }
         while reader.next_row(&mut row)? {
             bind_row(&mut stmt, &row, utf16)?;
             stmt.raw_execute()?;
+            if let Some(l) = list.as_deref_mut() {
+                l.row(&row)?;
+            }
+        }
+        if let Some(l) = list {
+            l.end_table()?;
         }
     }
     Ok(())
+}
+
+/// Whether a table's rows are in a row list (`rowlist`): those an update changes row by
+/// row.
+fn listed(without_rowid: bool, name: &str) -> bool {
+    !without_rowid && !is_internal(name)
 }
 
 /// The INSERT of one row: the rowid (unless WITHOUT ROWID), then each stored column. In
@@ -1067,10 +1117,21 @@ mod tests {
     }
 
     /// Rebuild `dump` into a new file `name` in `dir`.
-    fn rebuilt(dir: &Path, name: &str, dump: &[u8]) -> std::path::PathBuf {
+    /// A rebuild, its row list and the list's blake3.
+    fn rebuilt_listed(dir: &Path, name: &str, dump: &[u8]) -> (std::path::PathBuf, Listed) {
         let path = dir.join(name);
-        rebuild(&mut &dump[..], &path).unwrap();
-        path
+        let mut list = rowlist::Writer::new(Vec::new()).unwrap();
+        rebuild_listing(&mut &dump[..], &path, Some(&mut list)).unwrap();
+        (path, list.finish().unwrap())
+    }
+
+    type Listed = (Vec<u8>, [u8; 32]);
+
+    /// Update `kept`, listed as `old`, with `dump`: what it did, and the new list.
+    fn update_listed(dump: &[u8], kept: &Path, old: &Listed, budget: usize) -> (Updated, Listed) {
+        let mut list = rowlist::Writer::new(Vec::new()).unwrap();
+        let done = update(&mut &dump[..], kept, &old.0[..], &old.1, &mut list, budget).unwrap();
+        (done, list.finish().unwrap())
     }
 
     fn observed(path: &Path) -> crate::jellyfin::observe::Observation {
@@ -1084,7 +1145,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sample(dir.path());
         let (first, _) = dump_bytes(&src);
-        let kept = rebuilt(dir.path(), "kept.db", &first);
+        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first);
         let conn = Connection::open(&src).unwrap();
         // A UNIQUE value moved down: a later row's value to an earlier row (rows are visited in rowid
         // order, so writing each changed row as it is met would collide).
@@ -1131,14 +1192,19 @@ mod tests {
         assert_ne!(first, second);
 
         let kept_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&kept).unwrap());
-        match update(&mut &second[..], &kept, 64 << 20).unwrap() {
-            Updated::Done => {}
-            Updated::Not(why) => panic!("not updated: {why}"),
+        let (done, relisted) = update_listed(&second, &kept, &listed, 64 << 20);
+        if let Updated::Not(why) = done {
+            panic!("not updated: {why}");
         }
         let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&kept).unwrap());
         assert_eq!(inode, kept_ino, "updated in place");
         assert!(!side(&kept, "-wal").exists(), "no -wal left beside it");
-        let fresh = rebuilt(dir.path(), "fresh.db", &second);
+        let (fresh, fresh_listed) = rebuilt_listed(dir.path(), "fresh.db", &second);
+        assert_eq!(
+            relisted, fresh_listed,
+            "the update lists the dump as a rebuild does"
+        );
+        assert_ne!(relisted.1, listed.1);
         let (updated, fresh) = (observed(&kept), observed(&fresh));
         assert_eq!(updated.difference(&fresh), None);
         assert_eq!(updated.digest(), fresh.digest());
@@ -1151,7 +1217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sample(dir.path());
         let (first, _) = dump_bytes(&src);
-        let kept = rebuilt(dir.path(), "kept.db", &first);
+        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first);
         let conn = Connection::open(&src).unwrap();
         conn.execute_batch(r#"UPDATE "Items" SET "Name" = 'renamed' WHERE rowid < 100;"#)
             .unwrap();
@@ -1159,17 +1225,32 @@ mod tests {
         let (changed, _) = dump_bytes(&src);
         // 99 changed rows are more than 1 KiB of rows to write.
         assert!(matches!(
-            update(&mut &changed[..], &kept, 1 << 10).unwrap(),
+            update_listed(&changed, &kept, &listed, 1 << 10).0,
             Updated::Not(_)
         ));
         assert_eq!(dump_bytes(&kept).0, first, "nothing changed");
+        // A row list that is not the one the record names, damaged or cut short.
+        let mut other = listed.clone();
+        other.1[0] ^= 1;
+        let mut damaged = listed.clone();
+        let at = damaged.0.len() / 2;
+        damaged.0[at] ^= 0x40;
+        let mut short = listed.clone();
+        short.0.truncate(short.0.len() - 20);
+        for (what, list) in [("named", &other), ("damaged", &damaged), ("cut", &short)] {
+            match update_listed(&changed, &kept, list, 64 << 20).0 {
+                Updated::Not(why) => assert!(why.contains("row list"), "{what}: {why}"),
+                Updated::Done => panic!("updated by a list not {what}"),
+            }
+            assert_eq!(dump_bytes(&kept).0, first, "nothing changed ({what})");
+        }
 
         let conn = Connection::open(&src).unwrap();
         conn.execute_batch(r#"CREATE INDEX "IX_Items_Year" ON "Items" ("Year");"#)
             .unwrap();
         drop(conn);
         let (migrated, _) = dump_bytes(&src);
-        match update(&mut &migrated[..], &kept, 64 << 20).unwrap() {
+        match update_listed(&migrated, &kept, &listed, 64 << 20).0 {
             Updated::Not(why) => assert!(why.contains("schema"), "{why}"),
             Updated::Done => panic!("updated across a schema change"),
         }
@@ -1179,7 +1260,7 @@ mod tests {
         drop(conn);
         let (settings, _) = dump_bytes(&src);
         assert!(matches!(
-            update(&mut &settings[..], &kept, 64 << 20).unwrap(),
+            update_listed(&settings, &kept, &listed, 64 << 20).0,
             Updated::Not(_)
         ));
     }

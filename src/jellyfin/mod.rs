@@ -13,6 +13,7 @@ pub mod livedb;
 pub mod logical;
 pub mod observe;
 pub mod releases;
+pub mod rowlist;
 pub mod running;
 pub mod server;
 pub mod sqlite;
