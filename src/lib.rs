@@ -185,6 +185,7 @@ pub mod database {
         capture, dump_and_prove, dump_logical, observe_file, observe_file_as, observe_file_split,
         remove_side_files, sqlite_version, Dump, Logical, Proven, Rebuild, PATIENCE_SERVER,
     };
+    pub use crate::jellyfin::kept::Kept;
     pub use crate::jellyfin::logical::{dump, rebuild};
     pub use crate::jellyfin::observe::{Observation, VERSION as OBSERVATION_VERSION};
 }
