@@ -111,7 +111,7 @@ fn main() {
     // every table loses about 1 row in 50 and sees 1 in 50 changed, and the changed
     // copy is proven by bringing the kept rebuild up to date, then (slot emptied) whole.
     let kept_dir = scratch.path().join("rebuilds");
-    let kept = database::Kept::new(&kept_dir, "db");
+    let kept = database::Kept::new(&kept_dir, "db", "data");
     let first = match database::dump_and_prove(&copy, scratch.path(), None, Some(&kept), &|_| {})
         .expect("prove")
     {

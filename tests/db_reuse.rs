@@ -489,3 +489,50 @@ fn a_kept_rebuild_goes_with_its_database_and_with_the_last_snapshot_of_it() {
         kept_files(&run.env.repo)
     );
 }
+
+#[test]
+fn two_data_dirs_backed_up_into_one_repository_each_keep_their_rebuild() {
+    let mut run = Run::new();
+    let mut spec = FixtureSpec::small(Layout::Docker);
+    spec.db_rows = 500;
+    let other = fixture::generate(&run.env.root.join("other"), &spec).unwrap();
+    sqlite3(
+        &other.db_path,
+        "CREATE TABLE Probe (v TEXT); INSERT INTO Probe VALUES ('aaaaaaaa');",
+    );
+    let backup_other = |env: &Env, data: &Path, clock: i64| -> Value {
+        env.cmd(&["backup", "--data-dir", data.to_str().unwrap()])
+            .clock_at(clock)
+            .json(0)
+    };
+    let (b, _) = run.backup_after(0);
+    assert_eq!(rebuild_of(&b), "whole");
+    let b = backup_other(&run.env, &other.data_dir, run.clock + 5);
+    assert_eq!(rebuild_of(&b), "whole", "{b}");
+    assert_eq!(kept_files(&run.env.repo).len(), 6, "two slots");
+
+    // Each is brought up to date in turn: neither backup takes the other's slot away.
+    for round in ["bbbbbbbb", "cccccccc"] {
+        sqlite3(run.db(), &format!("UPDATE Probe SET v = '{round}';"));
+        let (b, _) = run.backup_after(10);
+        assert_eq!(rebuild_of(&b), "updated", "{b}");
+        sqlite3(&other.db_path, &format!("UPDATE Probe SET v = '{round}';"));
+        let b = backup_other(&run.env, &other.data_dir, run.clock + 5);
+        assert_eq!(rebuild_of(&b), "updated", "{b}");
+    }
+
+    // The other data dir moved away: the next backup of this one leaves no copy of its
+    // database behind.
+    let moved = run.env.root.join("moved");
+    fs::rename(&other.root, &moved).unwrap();
+    sqlite3(run.db(), "UPDATE Probe SET v = 'dddddddd';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "updated", "{b}");
+    assert_eq!(
+        kept_files(&run.env.repo).len(),
+        3,
+        "{:?}",
+        kept_files(&run.env.repo)
+    );
+    run.assert_all_restore();
+}

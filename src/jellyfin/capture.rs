@@ -559,7 +559,7 @@ mod tests {
             let c = Connection::open(&copy).unwrap();
             c.execute_batch(sql).unwrap();
         };
-        let kept = Kept::new(&dir.path().join("rebuilds"), "db");
+        let kept = Kept::new(&dir.path().join("rebuilds"), "db", "data");
         let (dump, digest, how) = proven_kept(&copy, dir.path(), None, Some(&kept));
         assert_eq!(how, Rebuild::Whole);
         let earlier = |dump: &Dump, digest| Proven {

@@ -6,8 +6,8 @@
 //! state, `rebuilds/`): the rebuilt file, the row list (`rowlist`) of the dump it is the
 //! rebuild of, and a record of what it is the rebuild of (the dump's blake3 and the
 //! observation digest its proof found, by this jellysnap's dump, observation and SQLite
-//! versions) with the file's device, inode, size, mtime and ctime once it was proven and
-//! the row list's blake3. A rebuild is used only when its record names the proof the parent
+//! versions) with the file's device, inode, size, mtime and ctime once it was proven,
+//! the row list's blake3, and the database's path with the data dir that keeps it. A rebuild is used only when its record names the proof the parent
 //! snapshot holds and the file is as recorded: one written since (any write moves its
 //! ctime, which nothing can set back), replaced, or left half updated by a backup that
 //! was killed is not used (the record is removed before the file is changed, and
@@ -33,6 +33,9 @@ type Stamp = (u64, u64, u64, i64, i64);
 
 /// The slot of one database.
 pub struct Kept {
+    /// The database's path, and the data dir whose backups keep it.
+    path: String,
+    owner: String,
     file: PathBuf,
     /// The row list (`rowlist`) of the dump the file is the rebuild of.
     rows: PathBuf,
@@ -59,12 +62,15 @@ struct Record {
     file: Stamp,
     /// The blake3 of the row list (hex).
     rows: String,
+    /// The database's path, and the data dir whose backups keep it.
+    path: String,
+    owner: String,
 }
 
 impl Record {
-    /// The record of a rebuild of the dump `proven` proved, by this jellysnap, whose
-    /// file is as `file` says and whose row list has the blake3 `rows`.
-    fn of(proven: &Proven, file: Stamp, rows: &[u8; 32]) -> Record {
+    /// The record of slot `kept` holding a rebuild of the dump `proven` proved, by this
+    /// jellysnap, whose file is as `file` says and whose row list has the blake3 `rows`.
+    fn of(kept: &Kept, proven: &Proven, file: Stamp, rows: &[u8; 32]) -> Record {
         Record {
             dump_blake3: crate::id::hex(&proven.dump_blake3),
             digest: crate::id::hex(&proven.digest),
@@ -73,15 +79,20 @@ impl Record {
             sqlite: sqlite_version().to_string(),
             file,
             rows: crate::id::hex(rows),
+            path: kept.path.clone(),
+            owner: kept.owner.clone(),
         }
     }
 }
 
 impl Kept {
-    /// The slot of the database `name` names (a path in the selection) in `dir`.
-    pub fn new(dir: &Path, name: &str) -> Kept {
+    /// The slot in `dir` of the database at `name` (the path it is read at), kept by the
+    /// backups of data dir `owner`.
+    pub fn new(dir: &Path, name: &str, owner: &str) -> Kept {
         let key = Kept::key(name);
         Kept {
+            path: name.to_string(),
+            owner: owner.to_string(),
             file: dir.join(format!("{key}.db")),
             rows: dir.join(format!("{key}.rows")),
             record: dir.join(format!("{key}.json")),
@@ -116,7 +127,7 @@ impl Kept {
             .iter()
             .any(|s| side_file(&self.file, s).exists());
         let rows_blake3: [u8; 32] = crate::id::unhex(&record.rows)?.try_into().ok()?;
-        let expected = Record::of(proven, stamp(&self.file).ok()?, &rows_blake3);
+        let expected = Record::of(self, proven, stamp(&self.file).ok()?, &rows_blake3);
         (!unfinished && record == expected).then_some(Taken {
             file: &self.file,
             rows: &self.rows,
@@ -161,7 +172,7 @@ impl Kept {
         fs::set_permissions(rows, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         remove_any(&self.rows);
         fs::rename(rows, &self.rows)?;
-        let record = Record::of(proven, stamp(&self.file)?, rows_blake3);
+        let record = Record::of(self, proven, stamp(&self.file)?, rows_blake3);
         let mut tmp = self.record.clone();
         tmp.set_extension("json.tmp");
         remove_any(&tmp);
@@ -203,10 +214,19 @@ impl Kept {
     }
 }
 
-/// Remove from `dir` every slot that `keep` (given a slot's key and, when its record is
-/// readable, the dump blake3 and digest it names, in hex) does not keep, with whatever
-/// else is there that is not a slot's file. Best effort.
-pub fn prune(dir: &Path, keep: impl Fn(&str, Option<(&str, &str)>) -> bool) {
+/// What a slot's record says of it, for [`prune`] to decide on.
+pub struct Slot<'a> {
+    pub key: &'a str,
+    /// The dump blake3 and digest it names (hex), the database's path and the data dir
+    /// that keeps it; `None` when its record is not readable.
+    pub proof: Option<(&'a str, &'a str)>,
+    pub path: Option<&'a str>,
+    pub owner: Option<&'a str>,
+}
+
+/// Remove from `dir` every slot that `keep` does not keep, with whatever else is there
+/// that is not a slot's file. Best effort.
+pub fn prune(dir: &Path, keep: impl Fn(&Slot<'_>) -> bool) {
     let Ok(meta) = fs::symlink_metadata(dir) else {
         return;
     };
@@ -224,11 +244,16 @@ pub fn prune(dir: &Path, keep: impl Fn(&str, Option<(&str, &str)>) -> bool) {
         let record: Option<Record> = fs::read(dir.join(format!("{key}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let proof = record
-            .as_ref()
-            .map(|r| (r.dump_blake3.as_str(), r.digest.as_str()));
+        let slot = Slot {
+            key: &key,
+            proof: record
+                .as_ref()
+                .map(|r| (r.dump_blake3.as_str(), r.digest.as_str())),
+            path: record.as_ref().map(|r| r.path.as_str()),
+            owner: record.as_ref().map(|r| r.owner.as_str()),
+        };
         let ours = key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
-        if !ours || !keep(&key, proof) {
+        if !ours || !keep(&slot) {
             remove_any(&path);
         }
     }

@@ -419,8 +419,9 @@ fn forget_rebuilds(repo: &Repository) -> Result<()> {
         .filter_map(|d| Some((d.dump.as_ref()?.blake3.clone(), d.verified.clone()?)))
         .collect();
     let dir = repo.state_dir().join(crate::ops::backup::REBUILDS_DIR);
-    crate::jellyfin::kept::prune(&dir, |_, proof| {
-        proof.is_some_and(|(dump, digest)| proven.contains(&(dump.to_string(), digest.to_string())))
+    crate::jellyfin::kept::prune(&dir, |slot| {
+        slot.proof
+            .is_some_and(|(dump, digest)| proven.contains(&(dump.to_string(), digest.to_string())))
     });
     Ok(())
 }

@@ -174,6 +174,11 @@ impl Captures {
     ) -> Result<Self> {
         let mut slots = HashMap::new();
         let rebuilds = repo.state_dir().join(REBUILDS_DIR);
+        // The data dir whose backups keep the rebuilds of these databases.
+        let owner = std::fs::canonicalize(&source.data_dir)
+            .unwrap_or_else(|_| source.data_dir.clone())
+            .to_string_lossy()
+            .into_owned();
         let mut keys = std::collections::HashSet::new();
         let databases = source
             .selection
@@ -222,7 +227,7 @@ impl Captures {
                     // Where the last proof's rebuild of this database is kept, by the
                     // path it is read at (two data dirs backed up into one repository
                     // each have their own).
-                    let kept = jellyfin::kept::Kept::new(&rebuilds, &src.to_string_lossy());
+                    let kept = jellyfin::kept::Kept::new(&rebuilds, &src.to_string_lossy(), &owner);
                     let nothing = NothingEarly(Arc::clone(&early));
                     let handle = std::thread::Builder::new()
                         .name("jellysnap-db-capture".into())
@@ -252,10 +257,15 @@ impl Captures {
             };
             slots.insert(path, slot);
         }
-        // Only this backup's databases keep a rebuild: one that is gone (a plugin
-        // removed, a data dir moved) leaves no copy behind. (Two data dirs backed up into
-        // one repository each rebuild whole.)
-        jellyfin::kept::prune(&rebuilds, |key, _| keys.contains(key));
+        // Of this data dir, only this backup's databases keep a rebuild: one that is gone
+        // (a plugin removed) leaves no copy behind. Another data dir backed up into this
+        // repository keeps its own while its database is there (one moved away leaves
+        // none); `gc` removes those no snapshot's proof holds.
+        jellyfin::kept::prune(&rebuilds, |slot| {
+            keys.contains(slot.key)
+                || slot.owner.is_some_and(|o| o != owner)
+                    && slot.path.is_some_and(|p| Path::new(p).is_file())
+        });
         Ok(Captures { slots })
     }
 
