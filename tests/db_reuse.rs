@@ -536,3 +536,41 @@ fn two_data_dirs_backed_up_into_one_repository_each_keep_their_rebuild() {
     );
     run.assert_all_restore();
 }
+
+/// The scratch files of database proofs in the repository's `tmp/`.
+fn proof_scratch(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(repo.join("tmp"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("db-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_backup_killed_once_its_proof_held_leaves_no_scratch_behind() {
+    let mut run = Run::new();
+    let data = run.fx.data_dir.to_str().unwrap().to_string();
+    // Killed with its capture, dump, rebuild and row list in `tmp/`: first a proof that
+    // rebuilt whole, then one that brought the kept rebuild up to date (whose record it
+    // had removed: the next backup rebuilds whole).
+    for change in ["bbbbbbbb", "cccccccc"] {
+        sqlite3(run.db(), &format!("UPDATE Probe SET v = '{change}';"));
+        run.clock += 10;
+        run.env
+            .cmd(&["backup", "--init", "--data-dir", &data])
+            .clock_at(run.clock)
+            .crash_at("backup-db-proven")
+            .crashes();
+        let left = proof_scratch(&run.env.repo);
+        assert!(left.iter().any(|n| n.starts_with("db-rows-")), "{left:?}");
+        let (b, _) = run.backup_after(10);
+        assert_eq!(rebuild_of(&b), "whole", "{b}");
+        let left = proof_scratch(&run.env.repo);
+        assert!(left.is_empty(), "{change}: {left:?}");
+    }
+    run.assert_all_restore();
+}

@@ -227,6 +227,16 @@ pub enum Logical {
     Refused(String),
 }
 
+/// A stage of [`dump_and_prove`], as it is reached.
+pub enum Stage<'a> {
+    /// A dump that is to be rebuilt, as soon as it is written, before its proof (a dump
+    /// equal to the earlier proven one is not given: its proof is about to be reused).
+    Written(&'a Dump),
+    /// The proof held; the rebuild is about to be kept (with its row list, both still in
+    /// scratch space until then).
+    Proven,
+}
+
 /// How a proof's rebuild of the dump was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rebuild {
@@ -255,9 +265,8 @@ pub struct Proven {
 /// the same SQLite gives what the proof saw, and that is what the copy shows. Anything
 /// else is proven as without it. Only repository I/O failures are errors.
 ///
-/// `written` is given a dump that is to be rebuilt as soon as it is written, before its
-/// proof: a backup chunks it while the proof runs, and stores it only if the proof
-/// holds (a dump equal to `earlier`'s is not given: its proof is about to be reused).
+/// `on` is told of the proof's stages ([`Stage`]): a backup chunks a dump it is given
+/// while the proof runs, and stores it only if the proof holds.
 ///
 /// With `kept`, the rebuild kept there when it is of `earlier`'s dump is brought up to
 /// date (`logical::update`) instead of rebuilding the dump whole, and the rebuild of a
@@ -267,7 +276,7 @@ pub fn dump_and_prove(
     scratch: &Path,
     earlier: Option<&Proven>,
     kept: Option<&Kept>,
-    written: &dyn Fn(&Dump),
+    on: &dyn Fn(Stage<'_>),
 ) -> Result<Logical> {
     let outcome = std::thread::scope(|s| -> Result<Logical> {
         let observer = std::thread::Builder::new()
@@ -287,7 +296,7 @@ pub fn dump_and_prove(
                         return Ok(Ok((dump, None)));
                     }
                 }
-                None => written(&dump),
+                None => on(Stage::Written(&dump)),
             }
             let updated = match (kept, earlier) {
                 (Some(k), Some(p)) => k.take(p).and_then(|taken| {
@@ -376,6 +385,7 @@ pub fn dump_and_prove(
             return Ok(Logical::Refused(why));
         }
         let digest = source.digest();
+        on(Stage::Proven);
         if let (Some(k), Some(l)) = (kept, &listed) {
             let proven = Proven {
                 dump_blake3: dump.blake3,

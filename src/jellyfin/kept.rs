@@ -7,11 +7,12 @@
 //! rebuild of, and a record of what it is the rebuild of (the dump's blake3 and the
 //! observation digest its proof found, by this jellysnap's dump, observation and SQLite
 //! versions) with the file's device, inode, size, mtime and ctime once it was proven,
-//! the row list's blake3, and the database's path with the data dir that keeps it. A rebuild is used only when its record names the proof the parent
-//! snapshot holds and the file is as recorded: one written since (any write moves its
-//! ctime, which nothing can set back), replaced, or left half updated by a backup that
-//! was killed is not used (the record is removed before the file is changed, and
-//! written again only once a proof holds). The update rewrites the rows whose digest in
+//! the row list's blake3, and the database's path with the data dir that keeps it. A
+//! rebuild is used only when its record names the proof the parent snapshot holds and
+//! the file is as recorded: one written since (any write moves its ctime, which nothing
+//! can set back), replaced, or left half updated by a backup that was killed is not used
+//! (the record is removed before the file is changed, and written again only once a
+//! proof holds). The update rewrites the rows whose digest in
 //! the new dump differs from the row list's, and whatever the kept rebuild and its list
 //! hold, the result is proven against the source like a fresh rebuild; one that does
 //! not prove is not trusted to refuse the dump (see `capture::dump_and_prove`). Nothing

@@ -358,12 +358,18 @@ impl Store for LocalStore {
 }
 
 /// Empty a repository's scratch directory of what a process that died left: packs being
-/// staged, database captures, their rebuilds and private copies.
+/// staged, database captures, their rebuilds, row lists and private copies.
 pub fn clear_scratch_on(fs: &dyn Fs, scratch: &Path) {
     remove_matching(
         fs,
         scratch,
-        &["pack-", "db-capture-", "db-rebuild-", "db-source-"],
+        &[
+            "pack-",
+            "db-capture-",
+            "db-rebuild-",
+            "db-rows-",
+            "db-source-",
+        ],
     );
 }
 
@@ -479,6 +485,7 @@ pub(crate) mod tests {
             "db-capture-2",
             "db-rebuild-3",
             "db-rebuild-3-journal",
+            "db-rows-5",
             "keep",
         ] {
             fs::write(scratch.join(f), b"x").unwrap();

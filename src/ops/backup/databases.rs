@@ -233,11 +233,17 @@ impl Captures {
                         .name("jellysnap-db-capture".into())
                         .spawn(move || {
                             let early = Arc::clone(&nothing.0);
-                            let written = move |d: &capture::Dump| {
-                                early.give(EarlyState::Dump(Arc::clone(&d.file)));
+                            let on = move |stage: capture::Stage<'_>| match stage {
+                                capture::Stage::Written(d) => {
+                                    early.give(EarlyState::Dump(Arc::clone(&d.file)))
+                                }
+                                capture::Stage::Proven => {
+                                    #[cfg(feature = "test-hooks")]
+                                    crate::store::testing::point("backup-db-proven");
+                                }
                             };
                             let earlier = proven.as_ref().map(|p| (p, parent_dump));
-                            capture_db(&src, &tmp_dir, job, earlier, &kept, &written)
+                            capture_db(&src, &tmp_dir, job, earlier, &kept, &on)
                         })
                         .map_err(|e| {
                             let at = path.display();
@@ -541,15 +547,15 @@ struct Job {
 /// of the live database; the logical dump is then taken from that private copy, never
 /// the live file. `earlier` is the parent's proof, which a dump equal to the one it
 /// proved reuses, with the parent's node for that dump when it can be stored as it is.
-/// `written` is given a dump to be proven as soon as it is written; `kept` is where the
-/// last proof's rebuild of this database is kept.
+/// `on` is told of the proof's stages (a dump to be proven, given as soon as it is
+/// written); `kept` is where the last proof's rebuild of this database is kept.
 fn capture_db(
     src: &Path,
     tmp_dir: &Path,
     job: Job,
     earlier: Option<(&capture::Proven, Option<Node>)>,
     kept: &jellyfin::kept::Kept,
-    written: &dyn Fn(&capture::Dump),
+    on: &dyn Fn(capture::Stage<'_>),
 ) -> Result<CapturedDb> {
     let (earlier, parent_dump) = match earlier {
         Some((p, node)) => (Some(p), node),
@@ -589,7 +595,7 @@ fn capture_db(
         // Stored only once proven: rebuilt in scratch space and compared with the copy in
         // everything an application can observe (or shown equal to a proven dump).
         DbCaptureMode::Logical => {
-            match capture::dump_and_prove(&copy, tmp_dir, earlier, Some(kept), written)? {
+            match capture::dump_and_prove(&copy, tmp_dir, earlier, Some(kept), on)? {
                 capture::Logical::Exact {
                     dump,
                     digest,
