@@ -521,6 +521,24 @@ fn two_data_dirs_backed_up_into_one_repository_each_keep_their_rebuild() {
         assert_eq!(rebuild_of(&b), "updated", "{b}");
     }
 
+    // The other data dir's database moved and linked back: it is read, and kept, at its
+    // new path; the next backup of this one removes the slot of the old one.
+    let moved_db = other.root.join("moved.db");
+    fs::rename(&other.db_path, &moved_db).unwrap();
+    std::os::unix::fs::symlink(&moved_db, &other.db_path).unwrap();
+    sqlite3(run.db(), "UPDATE Probe SET v = 'cccccccd';");
+    let (b, _) = run.backup_after(10);
+    assert_eq!(rebuild_of(&b), "updated", "{b}");
+    assert_eq!(
+        kept_files(&run.env.repo).len(),
+        3,
+        "the moved one's slot goes"
+    );
+    sqlite3(&moved_db, "UPDATE Probe SET v = 'moved';");
+    let b = backup_other(&run.env, &other.data_dir, run.clock + 5);
+    assert_eq!(rebuild_of(&b), "whole", "{b}");
+    assert_eq!(kept_files(&run.env.repo).len(), 6, "kept at its new path");
+
     // The other data dir moved away: the next backup of this one leaves no copy of its
     // database behind.
     let moved = run.env.root.join("moved");
@@ -573,4 +591,42 @@ fn a_backup_killed_once_its_proof_held_leaves_no_scratch_behind() {
         assert!(left.is_empty(), "{change}: {left:?}");
     }
     run.assert_all_restore();
+}
+
+#[test]
+fn a_database_reached_by_two_paths_is_proven_twice_with_one_slot() {
+    let mut run = Run::new();
+    // A plugin folder's link to the server's database: the selection reads it twice.
+    let link = run.fx.data_dir.join("data/linked.db");
+    std::os::unix::fs::symlink(run.db(), &link).unwrap();
+    let data = run.fx.data_dir.to_str().unwrap().to_string();
+    let proofs = |change: &str, run: &mut Run| -> Vec<String> {
+        sqlite3(run.db(), &format!("UPDATE Probe SET v = '{change}';"));
+        run.clock += 10;
+        let b = run
+            .env
+            .cmd(&["backup", "--init", "--data-dir", &data])
+            .clock_at(run.clock)
+            .json(0);
+        let mut how: Vec<String> = b["proofs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rebuild"].as_str().unwrap().to_string())
+            .collect();
+        how.sort();
+        how
+    };
+    assert_eq!(proofs("bbbbbbbb", &mut run), ["whole", "whole"]);
+    assert_eq!(kept_files(&run.env.repo).len(), 3, "one slot");
+    for change in ["cccccccc", "dddddddd"] {
+        assert_eq!(proofs(change, &mut run), ["updated", "whole"], "{change}");
+        assert_eq!(kept_files(&run.env.repo).len(), 3, "one slot");
+    }
+    let check = run.env.json(&["check", "--read-data"], 0);
+    assert_eq!(
+        check["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{check}"
+    );
 }

@@ -199,7 +199,10 @@ impl Captures {
             // of the same name.
             let is_jellyfin_db = path == source.jellyfin_db;
             let plugin = !is_jellyfin_db && path != source.data_dir.join("data/library.db");
-            keys.insert(jellyfin::kept::Kept::key(&src.to_string_lossy()));
+            // One database reached by two paths (a link to another one in the selection)
+            // is captured twice: only the first capture has its slot, so that no two
+            // threads ever change one kept rebuild.
+            let own_slot = keys.insert(jellyfin::kept::Kept::key(&src.to_string_lossy()));
             let earlier = match (mode, parent) {
                 (DbCaptureMode::Logical, Some(p)) => {
                     parent_capture(repo, p, &item.root, &item.rel)?
@@ -227,7 +230,9 @@ impl Captures {
                     // Where the last proof's rebuild of this database is kept, by the
                     // path it is read at (two data dirs backed up into one repository
                     // each have their own).
-                    let kept = jellyfin::kept::Kept::new(&rebuilds, &src.to_string_lossy(), &owner);
+                    let kept = own_slot.then(|| {
+                        jellyfin::kept::Kept::new(&rebuilds, &src.to_string_lossy(), &owner)
+                    });
                     let nothing = NothingEarly(Arc::clone(&early));
                     let handle = std::thread::Builder::new()
                         .name("jellysnap-db-capture".into())
@@ -243,7 +248,7 @@ impl Captures {
                                 }
                             };
                             let earlier = proven.as_ref().map(|p| (p, parent_dump));
-                            capture_db(&src, &tmp_dir, job, earlier, &kept, &on)
+                            capture_db(&src, &tmp_dir, job, earlier, kept.as_ref(), &on)
                         })
                         .map_err(|e| {
                             let at = path.display();
@@ -269,8 +274,7 @@ impl Captures {
         // none); `gc` removes those no snapshot's proof holds.
         jellyfin::kept::prune(&rebuilds, |slot| {
             keys.contains(slot.key)
-                || slot.owner.is_some_and(|o| o != owner)
-                    && slot.path.is_some_and(|p| Path::new(p).is_file())
+                || slot.owner.is_some_and(|o| o != owner) && slot.path.is_some_and(still_a_database)
         });
         Ok(Captures { slots })
     }
@@ -533,6 +537,14 @@ fn unchanged(parent: &ParentCapture, src: &Path) -> Option<CapturedDb> {
     })
 }
 
+/// Whether a kept rebuild's database (`path`, as a backup read it: absolute, links
+/// resolved) is still where it was: a file, not a link to one (a database moved and
+/// linked back is read at its new path, and kept under that).
+fn still_a_database(path: &str) -> bool {
+    let path = Path::new(path);
+    path.is_absolute() && fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// How one database is captured.
 struct Job {
     is_jellyfin_db: bool,
@@ -548,21 +560,22 @@ struct Job {
 /// the live file. `earlier` is the parent's proof, which a dump equal to the one it
 /// proved reuses, with the parent's node for that dump when it can be stored as it is.
 /// `on` is told of the proof's stages (a dump to be proven, given as soon as it is
-/// written); `kept` is where the last proof's rebuild of this database is kept.
+/// written); `kept` is where the last proof's rebuild of this database is kept (none
+/// for a database another path of the selection leads to as well).
 fn capture_db(
     src: &Path,
     tmp_dir: &Path,
     job: Job,
     earlier: Option<(&capture::Proven, Option<Node>)>,
-    kept: &jellyfin::kept::Kept,
+    kept: Option<&jellyfin::kept::Kept>,
     on: &dyn Fn(capture::Stage<'_>),
 ) -> Result<CapturedDb> {
     let (earlier, parent_dump) = match earlier {
         Some((p, node)) => (Some(p), node),
         None => (None, None),
     };
-    if earlier.is_some() && job.mode == DbCaptureMode::Logical {
-        kept.prefetch();
+    if let Some(k) = kept.filter(|_| earlier.is_some() && job.mode == DbCaptureMode::Logical) {
+        k.prefetch();
     }
     // Before any connection to it exists (see `dbstate`); the version is filled in below.
     let before = dbstate::read(src, None);
@@ -595,7 +608,7 @@ fn capture_db(
         // Stored only once proven: rebuilt in scratch space and compared with the copy in
         // everything an application can observe (or shown equal to a proven dump).
         DbCaptureMode::Logical => {
-            match capture::dump_and_prove(&copy, tmp_dir, earlier, Some(kept), on)? {
+            match capture::dump_and_prove(&copy, tmp_dir, earlier, kept, on)? {
                 capture::Logical::Exact {
                     dump,
                     digest,
