@@ -403,7 +403,15 @@ pub struct Reader<R: Read> {
     stats: DumpStats,
     /// The table whose rows are being read.
     current: Option<Current>,
+    /// Buffers of values read before, for the next ones: a row's text and blobs are not
+    /// each a new allocation.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Buffers kept for reuse ([`Reader::spare`]): as many as a wide row has values, none
+/// larger than a typical value (a rare large one is not held for the rest of the dump).
+const SPARE_BUFFERS: usize = 256;
+const SPARE_CAPACITY: usize = 64 << 10;
 
 struct Current {
     without_rowid: bool,
@@ -422,6 +430,7 @@ impl<R: Read> Reader<R> {
             seen: HashSet::new(),
             stats: DumpStats::default(),
             current: None,
+            spare: Vec::new(),
         };
         let version = d.version()?;
         let settings = d.settings()?;
@@ -615,7 +624,14 @@ impl<R: Read> Reader<R> {
             ROW => {}
             t => return bad(format!("bad row tag {t}")),
         }
-        row.values.clear();
+        for v in row.values.drain(..) {
+            if let Value::Text(mut b) | Value::Blob(mut b) | Value::RawText(mut b) = v {
+                if self.spare.len() < SPARE_BUFFERS && b.capacity() <= SPARE_CAPACITY {
+                    b.clear();
+                    self.spare.push(b);
+                }
+            }
+        }
         row.rowid = None;
         if !without_rowid {
             let rowid = prev.wrapping_add(self.zigzag()?);
@@ -691,7 +707,8 @@ impl<R: Read> Reader<R> {
         if len > max {
             return bad(format!("length {len} exceeds the limit {max}"));
         }
-        let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
+        let mut out = self.spare.pop().unwrap_or_default();
+        out.reserve(len.min(1 << 20) as usize);
         let got = (&mut self.r).take(len).read_to_end(&mut out)?;
         if got as u64 != len {
             return bad("truncated");

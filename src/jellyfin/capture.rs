@@ -446,16 +446,17 @@ struct Listed {
     blake3: [u8; 32],
 }
 
-/// A new row list in `scratch`, written through `write`.
+/// A new row list in `scratch` with digests under `seed`, written through `write`.
 fn list_into<E: From<std::io::Error>>(
     scratch: &Path,
+    seed: u64,
     write: impl FnOnce(&mut ListWriter) -> std::result::Result<(), E>,
 ) -> std::result::Result<Listed, E> {
     let tmp = tempfile::Builder::new()
         .prefix("db-rows-")
         .tempfile_in(scratch)?;
     let (file, path) = tmp.into_parts();
-    let mut list = rowlist::Writer::new(std::io::BufWriter::with_capacity(1 << 16, file))?;
+    let mut list = rowlist::Writer::new(std::io::BufWriter::with_capacity(1 << 16, file), seed)?;
     write(&mut list)?;
     let (out, blake3) = list.finish()?;
     drop(out.into_inner().map_err(|e| e.into_error())?);
@@ -476,19 +477,26 @@ fn update_file(
     use crate::jellyfin::logical::{self, LogicalError, Updated};
     let mut f = std::io::BufReader::new(std::fs::File::open(dump).map_err(|e| e.to_string())?);
     let old = std::fs::File::open(taken.rows).map_err(|e| format!("its row list: {e}"))?;
-    let listed = list_into(scratch, |list| -> std::result::Result<(), LogicalError> {
-        match logical::update(
-            &mut f,
-            taken.file,
-            old,
-            &taken.rows_blake3,
-            list,
-            UPDATE_BUDGET,
-        )? {
-            Updated::Done => Ok(()),
-            Updated::Not(why) => Err(LogicalError::Unsupported(why)),
-        }
-    });
+    let old = rowlist::Reader::new(std::io::BufReader::with_capacity(1 << 16, old))
+        .map_err(|e| format!("its {e}"))?;
+    let seed = old.seed();
+    let listed = list_into(
+        scratch,
+        seed,
+        |list| -> std::result::Result<(), LogicalError> {
+            match logical::update(
+                &mut f,
+                taken.file,
+                old,
+                &taken.rows_blake3,
+                list,
+                UPDATE_BUDGET,
+            )? {
+                Updated::Done => Ok(()),
+                Updated::Not(why) => Err(LogicalError::Unsupported(why)),
+            }
+        },
+    );
     remove_side_files(taken.file);
     listed.map_err(|e| e.to_string())
 }
@@ -510,7 +518,7 @@ fn rebuild_file(
     std::fs::remove_file(&dest).at(&dest)?;
     let mut f = std::io::BufReader::new(std::fs::File::open(dump).at(dump)?);
     let rebuilt = match list {
-        true => list_into(scratch, |l| {
+        true => list_into(scratch, rowlist::new_seed(), |l| {
             logical::rebuild_listing(&mut f, &dest, Some(l)).map(drop)
         })
         .map(Some),

@@ -455,7 +455,7 @@ pub enum Updated {
 /// not read. The internal tables and WITHOUT ROWID tables (ordered by a collation, not
 /// a rowid) are rewritten whole; tables the dump has no rows for are emptied, as a
 /// rebuild leaves them. The new dump's row list is written into `list` as the dump is
-/// read.
+/// read, under the seed of `old` (opened, its seed read, by the caller).
 ///
 /// `Not` when the schema (with its rowids) or a setting differs, the database is UTF-16,
 /// the row list `old` is not readable, not the dump's tables, or not the file of blake3
@@ -467,7 +467,7 @@ pub enum Updated {
 pub fn update<L: Read, W: Write>(
     dump: &mut impl Read,
     db: &Path,
-    old: L,
+    mut old: rowlist::Reader<L>,
     old_blake3: &[u8; 32],
     list: &mut rowlist::Writer<W>,
     budget: usize,
@@ -498,11 +498,12 @@ pub fn update<L: Read, W: Write>(
     if read_schema(&conn)? != header.schema {
         return Ok(Updated::Not("its schema differs from the dump's".into()));
     }
+    if old.seed() != list.seed() {
+        return Err(LogicalError::Mismatch(
+            "the new row list is not under the old one's seed".into(),
+        ));
+    }
     let unlisted = |e: std::io::Error| Updated::Not(format!("its {e}"));
-    let mut old = match rowlist::Reader::new(BufReader::with_capacity(1 << 16, old)) {
-        Ok(r) => r,
-        Err(e) => return Ok(unlisted(e)),
-    };
     let tx = conn.transaction()?;
     let mut seen = std::collections::HashSet::new();
     let mut spent = 0usize;
@@ -1116,11 +1117,16 @@ mod tests {
         .unwrap()
     }
 
-    /// Rebuild `dump` into a new file `name` in `dir`.
-    /// A rebuild, its row list and the list's blake3.
-    fn rebuilt_listed(dir: &Path, name: &str, dump: &[u8]) -> (std::path::PathBuf, Listed) {
+    /// Rebuild `dump` into a new file `name` in `dir`, listing its rows under `seed`: the
+    /// rebuild, its row list and the list's blake3.
+    fn rebuilt_listed(
+        dir: &Path,
+        name: &str,
+        dump: &[u8],
+        seed: u64,
+    ) -> (std::path::PathBuf, Listed) {
         let path = dir.join(name);
-        let mut list = rowlist::Writer::new(Vec::new()).unwrap();
+        let mut list = rowlist::Writer::new(Vec::new(), seed).unwrap();
         rebuild_listing(&mut &dump[..], &path, Some(&mut list)).unwrap();
         (path, list.finish().unwrap())
     }
@@ -1129,8 +1135,9 @@ mod tests {
 
     /// Update `kept`, listed as `old`, with `dump`: what it did, and the new list.
     fn update_listed(dump: &[u8], kept: &Path, old: &Listed, budget: usize) -> (Updated, Listed) {
-        let mut list = rowlist::Writer::new(Vec::new()).unwrap();
-        let done = update(&mut &dump[..], kept, &old.0[..], &old.1, &mut list, budget).unwrap();
+        let old_list = rowlist::Reader::new(&old.0[..]).unwrap();
+        let mut list = rowlist::Writer::new(Vec::new(), old_list.seed()).unwrap();
+        let done = update(&mut &dump[..], kept, old_list, &old.1, &mut list, budget).unwrap();
         (done, list.finish().unwrap())
     }
 
@@ -1145,7 +1152,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sample(dir.path());
         let (first, _) = dump_bytes(&src);
-        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first);
+        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first, rowlist::new_seed());
         let conn = Connection::open(&src).unwrap();
         // A UNIQUE value moved down: a later row's value to an earlier row (rows are visited in rowid
         // order, so writing each changed row as it is met would collide).
@@ -1199,7 +1206,9 @@ mod tests {
         let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&kept).unwrap());
         assert_eq!(inode, kept_ino, "updated in place");
         assert!(!side(&kept, "-wal").exists(), "no -wal left beside it");
-        let (fresh, fresh_listed) = rebuilt_listed(dir.path(), "fresh.db", &second);
+        // Listed under the seed the update kept: the same list.
+        let seed = rowlist::Reader::new(&listed.0[..]).unwrap().seed();
+        let (fresh, fresh_listed) = rebuilt_listed(dir.path(), "fresh.db", &second, seed);
         assert_eq!(
             relisted, fresh_listed,
             "the update lists the dump as a rebuild does"
@@ -1217,7 +1226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sample(dir.path());
         let (first, _) = dump_bytes(&src);
-        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first);
+        let (kept, listed) = rebuilt_listed(dir.path(), "kept.db", &first, rowlist::new_seed());
         let conn = Connection::open(&src).unwrap();
         conn.execute_batch(r#"UPDATE "Items" SET "Name" = 'renamed' WHERE rowid < 100;"#)
             .unwrap();

@@ -3,23 +3,25 @@
 //! this list instead of reading the kept rebuild's every row.
 //!
 //! A list holds, for every table that has a rowid and is not one of SQLite's own, in the
-//! dump's order, the table's name and each row's rowid with the first 8 bytes of the
-//! blake3 of the row's values (storage class and bytes). Those are the tables an update
-//! changes row by row; the others it rewrites whole. A digest that matched by accident,
-//! or a list that is not the kept rebuild's, makes an update that does not prove, and
-//! the dump is then rebuilt whole (`capture::dump_and_prove`): the list makes the update
-//! fast, never the proof.
+//! dump's order, the table's name and each row's rowid with a 64-bit digest of the row's
+//! values (storage class and bytes). Those are the tables an update changes row by row;
+//! the others it rewrites whole. A digest that matched by accident, or a list that is not
+//! the kept rebuild's, makes an update that does not prove, and the dump is then rebuilt
+//! whole (`capture::dump_and_prove`): the list makes the update fast, never the proof.
+//! So the digest need not be cryptographic: it is XXH3-64, seeded with a random number
+//! each list carries (an update's new list keeps its old list's seed, to compare with
+//! it), so that rows cannot be chosen to match another's digest without that seed.
 //!
-//! The file: `jellysnap rows 1\n`, then per table the byte 1, the name's length (u32 LE)
-//! and bytes; per row the byte 2, the rowid and the digest (8 bytes LE each); the byte 3
-//! ending the table, the byte 0 ending the list. The writer and the reader each give the
-//! blake3 of the whole file, which the kept record holds.
+//! The file: `jellysnap rows 2\n` and the seed (u64 LE), then per table the byte 1, the
+//! name's length (u32 LE) and bytes; per row the byte 2, the rowid and the digest (8
+//! bytes LE each); the byte 3 ending the table, the byte 0 ending the list. The writer
+//! and the reader each give the blake3 of the whole file, which the kept record holds.
 
 use std::io::{self, Read, Write};
 
 use crate::format::dump::{Row, Value};
 
-const MAGIC: &[u8] = b"jellysnap rows 1\n";
+const MAGIC: &[u8] = b"jellysnap rows 2\n";
 const TABLE: u8 = 1;
 const ROW: u8 = 2;
 const TABLE_END: u8 = 3;
@@ -28,9 +30,16 @@ const END: u8 = 0;
 /// Longest table name a list is read with (SQLite's own limit is far below).
 const MAX_NAME: usize = 1 << 20;
 
-/// The digest of a dumped row: its rowid and each value by storage class and bytes.
-/// `buf` is scratch space, reused from row to row.
-pub fn digest(row: &Row, buf: &mut Vec<u8>) -> u64 {
+/// A new list's seed.
+pub fn new_seed() -> u64 {
+    let mut b = [0u8; 8];
+    crate::sys::getrandom(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// The digest of a dumped row under `seed`: its rowid and each value by storage class
+/// and bytes. `buf` is scratch space, reused from row to row.
+pub fn digest(row: &Row, seed: u64, buf: &mut Vec<u8>) -> u64 {
     buf.clear();
     buf.extend_from_slice(&row.rowid.unwrap_or_default().to_le_bytes());
     for v in &row.values {
@@ -54,28 +63,35 @@ pub fn digest(row: &Row, buf: &mut Vec<u8>) -> u64 {
         buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         buf.extend_from_slice(bytes);
     }
-    let h = blake3::hash(buf);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&h.as_bytes()[..8]);
-    u64::from_le_bytes(first)
+    xxhash_rust::xxh3::xxh3_64_with_seed(buf, seed)
 }
 
 /// Writes a list, hashing what it writes.
 pub struct Writer<W: Write> {
     w: W,
     hasher: blake3::Hasher,
+    seed: u64,
     buf: Vec<u8>,
 }
 
 impl<W: Write> Writer<W> {
-    pub fn new(w: W) -> io::Result<Writer<W>> {
+    /// A list whose digests are under `seed` ([`new_seed`], or the seed of the list it
+    /// is to be compared with).
+    pub fn new(w: W, seed: u64) -> io::Result<Writer<W>> {
         let mut writer = Writer {
             w,
             hasher: blake3::Hasher::new(),
+            seed,
             buf: Vec::new(),
         };
         writer.put(MAGIC)?;
+        writer.put(&seed.to_le_bytes())?;
         Ok(writer)
+    }
+
+    /// The seed of the list's digests.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
@@ -92,7 +108,7 @@ impl<W: Write> Writer<W> {
     /// Add a row of the current table; its digest, for the caller to compare.
     pub fn row(&mut self, row: &Row) -> io::Result<u64> {
         let mut buf = std::mem::take(&mut self.buf);
-        let d = digest(row, &mut buf);
+        let d = digest(row, self.seed, &mut buf);
         self.buf = buf;
         self.entry(row.rowid.unwrap_or_default(), d)?;
         Ok(d)
@@ -123,6 +139,7 @@ impl<W: Write> Writer<W> {
 pub struct Reader<R: Read> {
     r: R,
     hasher: blake3::Hasher,
+    seed: u64,
     in_table: bool,
     last: Option<i64>,
 }
@@ -132,15 +149,24 @@ impl<R: Read> Reader<R> {
         let mut reader = Reader {
             r,
             hasher: blake3::Hasher::new(),
+            seed: 0,
             in_table: false,
             last: None,
         };
         let mut magic = [0u8; MAGIC.len()];
         reader.get(&mut magic)?;
         if magic != MAGIC {
-            return Err(bad("not a row list"));
+            return Err(bad("not a row list of this version"));
         }
+        let mut seed = [0u8; 8];
+        reader.get(&mut seed)?;
+        reader.seed = u64::from_le_bytes(seed);
         Ok(reader)
+    }
+
+    /// The seed of the list's digests: a list compared with this one is written with it.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     fn get(&mut self, b: &mut [u8]) -> io::Result<()> {
@@ -240,7 +266,7 @@ mod tests {
             row(1, vec![Value::Integer(1), Value::Text(b"a".to_vec())]),
             row(5, vec![Value::Null, Value::Blob(vec![0, 1])]),
         ];
-        let mut w = Writer::new(Vec::new()).unwrap();
+        let mut w = Writer::new(Vec::new(), 7).unwrap();
         w.table("t").unwrap();
         let digests: Vec<u64> = rows.iter().map(|r| w.row(r).unwrap()).collect();
         w.end_table().unwrap();
@@ -249,6 +275,7 @@ mod tests {
         let (bytes, written) = w.finish().unwrap();
 
         let mut r = Reader::new(bytes.as_slice()).unwrap();
+        assert_eq!(r.seed(), 7);
         assert!(
             r.table("u").is_err(),
             "the tables come in the order written"
@@ -296,11 +323,17 @@ mod tests {
             ),
         ];
         let digests: std::collections::HashSet<u64> =
-            rows.iter().map(|r| digest(r, &mut buf)).collect();
+            rows.iter().map(|r| digest(r, 1, &mut buf)).collect();
         assert_eq!(digests.len(), rows.len());
         assert_eq!(
-            digest(&rows[0], &mut buf),
-            digest(&rows[0].clone(), &mut buf)
+            digest(&rows[0], 1, &mut buf),
+            digest(&rows[0].clone(), 1, &mut buf)
+        );
+        let reseeded: std::collections::HashSet<u64> =
+            rows.iter().map(|r| digest(r, 2, &mut buf)).collect();
+        assert!(
+            digests.is_disjoint(&reseeded),
+            "another seed, other digests"
         );
     }
 }
