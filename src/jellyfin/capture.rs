@@ -117,6 +117,9 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Resu
 pub struct Dump {
     pub file: std::sync::Arc<tempfile::TempPath>,
     pub blake3: [u8; 32],
+    /// The observation's digests of the tables the dump read with the observation's
+    /// own query (`logical::dump_observing`).
+    pub observed: Vec<crate::jellyfin::observe::TableDigest>,
 }
 
 /// Write the logical dump (`logical::dump`) of a captured copy into a new temporary file
@@ -138,12 +141,14 @@ pub fn dump_logical(copy: &Path, tmp_dir: &Path) -> Result<std::result::Result<D
         inner: tmp.as_file_mut(),
         hasher: blake3::Hasher::new(),
     };
-    match logical::dump(&conn, &mut out) {
+    let mut observed = Vec::new();
+    match logical::dump_observing(&conn, &mut out, &mut observed) {
         Ok(_) => {
             let blake3 = *out.hasher.finalize().as_bytes();
             Ok(Ok(Dump {
                 file: std::sync::Arc::new(tmp.into_temp_path()),
                 blake3,
+                observed,
             }))
         }
         Err(LogicalError::Io(e)) => Err(crate::error::Error::io(tmp.path(), e)),
@@ -258,7 +263,9 @@ pub struct Proven {
 /// Dump the captured copy at `copy` logically and prove the dump: rebuild it in
 /// `scratch`, observe both with the same SQLite and compare everything an application
 /// can see (see `observe`). Observing the copy runs beside the dump and the rebuild (two
-/// cores halve the wall time; the copy is private, so the two readers see one state).
+/// cores halve the wall time; the copy is private, so the two readers see one state),
+/// but for the tables the dump digests as it reads them with the observation's query
+/// (`logical::dump_observing`): their rows are read once for both.
 ///
 /// With `earlier`, a dump byte for byte equal to the proven one, of a copy whose
 /// observation equals the proven one, needs no rebuild: rebuilding the same bytes with
@@ -281,7 +288,7 @@ pub fn dump_and_prove(
     let outcome = std::thread::scope(|s| -> Result<Logical> {
         let observer = std::thread::Builder::new()
             .name("jellysnap-db-observe".into())
-            .spawn_scoped(s, || observe_file(copy));
+            .spawn_scoped(s, || observe_copy_but_dumped(copy));
         let mut observer = Some(observer);
         let mut source_seen = None;
         let built = (|| -> Result<std::result::Result<_, String>> {
@@ -291,7 +298,7 @@ pub fn dump_and_prove(
             };
             match earlier.filter(|p| p.dump_blake3 == dump.blake3) {
                 Some(p) => {
-                    source_seen = joined(observer.take());
+                    source_seen = joined(observer.take()).map(|o| completed(o, &dump, copy));
                     if matches!(&source_seen, Some(Ok(o)) if o.digest() == p.digest) {
                         return Ok(Ok((dump, None)));
                     }
@@ -324,13 +331,14 @@ pub fn dump_and_prove(
             remove_side_files(rebuilt.path());
             Ok(Ok((dump, Some((seen, rebuilt, listed)))))
         })();
-        let source = match joined(observer.take()) {
-            Some(s) => s,
-            None => source_seen.unwrap_or_else(|| Err("the copy was not observed".into())),
-        };
+        let partial = joined(observer.take());
         let (dump, rebuilt) = match built? {
             Ok(x) => x,
             Err(why) => return Ok(Logical::Refused(why)),
+        };
+        let source = match partial {
+            Some(o) => completed(o, &dump, copy),
+            None => source_seen.unwrap_or_else(|| Err("the copy was not observed".into())),
         };
         let source = match source {
             Ok(o) => o,
@@ -407,11 +415,30 @@ pub fn dump_and_prove(
 }
 
 type Observed = std::result::Result<crate::jellyfin::observe::Observation, String>;
+type PartlyObserved = std::result::Result<crate::jellyfin::observe::Partial, String>;
+
+/// The copy's observation but for the rows its dump digests as it reads them
+/// (`observe::Partial`): taken beside the dump, so that those rows are read once.
+fn observe_copy_but_dumped(copy: &Path) -> PartlyObserved {
+    let conn = open_private(copy).map_err(|e| e.to_string())?;
+    crate::jellyfin::observe::observe_but_dumped(&conn, crate::jellyfin::observe::VERSION)
+        .map_err(|e| e.to_string())
+}
+
+/// The copy's whole observation: `partial` with the digests `dump` made. Should the dump
+/// not have digested a table the observation left to it, the copy is observed whole.
+fn completed(partial: PartlyObserved, dump: &Dump, copy: &Path) -> Observed {
+    partial?
+        .complete(&dump.observed)
+        .or_else(|_| observe_file(copy))
+}
 
 /// The observation of the observing thread, once it ends (`None` when it was joined).
-fn joined(
-    observer: Option<std::io::Result<std::thread::ScopedJoinHandle<'_, Observed>>>,
-) -> Option<Observed> {
+fn joined<T>(
+    observer: Option<
+        std::io::Result<std::thread::ScopedJoinHandle<'_, std::result::Result<T, String>>>,
+    >,
+) -> Option<std::result::Result<T, String>> {
     Some(match observer? {
         Ok(h) => h
             .join()
@@ -559,6 +586,69 @@ mod tests {
                 rebuild,
             } => (dump, digest, rebuild),
             Logical::Refused(why) => panic!("refused: {why}"),
+        }
+    }
+
+    /// The copy's observation taken beside its dump (the rows of the tables the dump
+    /// reads with the observation's query digested by the dump) is the observation taken
+    /// whole, and the dump digests exactly those tables.
+    #[test]
+    fn an_observation_completed_by_the_dump_is_the_whole_observation() {
+        let dir = tempfile::tempdir().unwrap();
+        let schemas = [
+            // Jellyfin-like: rowid alias, plain and unique indexes, AUTOINCREMENT, stats.
+            "CREATE TABLE items(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, year INT, w REAL, img BLOB);
+             CREATE INDEX items_name ON items(name COLLATE NOCASE);
+             CREATE UNIQUE INDEX items_w ON items(w, id);
+             INSERT INTO items(name, year, w, img) VALUES ('a', 1999, -0.0, x'00ff'), (NULL, NULL, 1.5, NULL),
+                ('été', 2024, 0.0, x''), ('', -1, 1e300, 'text in a blob column');
+             DELETE FROM items WHERE id = 2;
+             ANALYZE;",
+            // WITHOUT ROWID, a column named rowid, generated columns, an expression and a
+            // partial index, an empty table.
+            r#"CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+             INSERT INTO kv VALUES ('b', 2), ('a', x'01'), ('c', NULL);
+             CREATE TABLE odd("rowid" TEXT, x);
+             INSERT INTO odd VALUES ('r1', 1), ('r2', 2.5);
+             CREATE TABLE gen(a INT, b INT GENERATED ALWAYS AS (a * 2) STORED, c GENERATED ALWAYS AS (a + 1));
+             INSERT INTO gen(a) VALUES (1), (2), (NULL);
+             CREATE TABLE e(a TEXT, b INT);
+             CREATE INDEX e_lower ON e(lower(a));
+             CREATE INDEX e_part ON e(b) WHERE b > 1;
+             INSERT INTO e VALUES ('X', 1), ('y', 2), ('Z', 3);
+             CREATE TABLE empty(a, b);"#,
+            // A UTF-16 database: no table is read alike.
+            "PRAGMA encoding = 'UTF-16le';
+             CREATE TABLE t(a TEXT, b);
+             INSERT INTO t VALUES ('é', 1), (x'41', 'two');",
+        ];
+        for (i, sql) in schemas.iter().enumerate() {
+            let path = dir.path().join(format!("db{i}.db"));
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(sql).unwrap();
+            drop(c);
+            let whole = observe_file(&path).unwrap();
+            let dump = dump_logical(&path, dir.path()).unwrap().unwrap();
+            let partial = observe_copy_but_dumped(&path).unwrap();
+            let completed = partial.complete(&dump.observed).unwrap();
+            assert_eq!(completed, whole, "schema {i}");
+            assert_eq!(completed.digest(), whole.digest(), "schema {i}");
+            let mut names: Vec<&str> = dump.observed.iter().map(|d| d.name.as_str()).collect();
+            names.sort();
+            match i {
+                0 => assert_eq!(
+                    names,
+                    ["items", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"]
+                ),
+                1 => assert_eq!(names, ["e", "empty", "kv", "odd"]),
+                _ => assert!(names.is_empty(), "{names:?}"),
+            }
+            // An observation whose dump did not digest a table it left out is not whole.
+            if let Some((_, fewer)) = dump.observed.split_first() {
+                let partial = observe_copy_but_dumped(&path).unwrap();
+                assert!(partial.complete(fewer).is_err(), "schema {i}");
+            }
+            remove_side_files(&path);
         }
     }
 

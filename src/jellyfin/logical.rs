@@ -40,6 +40,7 @@ use crate::format::dump::{
     is_internal, tables_in_order, DumpError, DumpStats, Reader, Row, SchemaEntry, Settings,
     TableHeader, Value, Writer,
 };
+use crate::jellyfin::observe::TableDigest;
 use crate::jellyfin::rowlist;
 use crate::jellyfin::sqlite::quote;
 
@@ -262,6 +263,27 @@ pub fn dump(conn: &Connection, out: &mut impl Write) -> Result<DumpStats> {
 /// [`dump`], with the journal mode given by the caller: a connection opened with
 /// `immutable=1` (which never uses a WAL) reports `delete` for a WAL-mode file.
 pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Result<DumpStats> {
+    dump_with(conn, out, wal, None)
+}
+
+/// [`dump`] of a private copy, pushing into `observed` the digest an observation makes
+/// of each table the dump reads with the observation's own query
+/// ([`dumped_as_observed`]): the copy's observation need not read those rows again
+/// (`observe::observe_but_dumped`).
+pub fn dump_observing(
+    conn: &Connection,
+    out: &mut impl Write,
+    observed: &mut Vec<TableDigest>,
+) -> Result<DumpStats> {
+    dump_with(conn, out, None, Some(observed))
+}
+
+fn dump_with(
+    conn: &Connection,
+    out: &mut impl Write,
+    wal: Option<bool>,
+    mut observed: Option<&mut Vec<TableDigest>>,
+) -> Result<DumpStats> {
     let tx = if conn.is_autocommit() {
         let tx = conn.unchecked_transaction()?;
         // Start the read transaction now (BEGIN is deferred).
@@ -278,7 +300,10 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
     let out = BufWriter::with_capacity(1 << 16, out);
     let mut w = Writer::new(out, &settings, &schema)?;
     for t in tables_in_order(&schema) {
-        dump_table(conn, &mut w, &t.name, settings.utf16())?;
+        let digest = dump_table(conn, &mut w, &t.name, settings.utf16(), observed.is_some())?;
+        if let (Some(all), Some(d)) = (observed.as_deref_mut(), digest) {
+            all.push(d);
+        }
     }
     let stats = w.finish()?;
     if let Some(tx) = tx {
@@ -287,15 +312,34 @@ pub fn dump_as(conn: &Connection, out: &mut impl Write, wal: Option<bool>) -> Re
     Ok(stats)
 }
 
-/// One table section: its head and every row in key order.
+/// Whether the dump reads table `name`'s rows with the very query an observation reads
+/// them with (`observe::select_all`): a UTF-8 database's table without generated
+/// columns. Those rows a dump can digest for the observation as it reads them.
+/// A table either query cannot be made for (one a dump refuses) is not.
+pub fn dumped_as_observed(conn: &Connection, name: &str, utf16: bool) -> bool {
+    let (Ok(info), Ok(shape)) = (TableInfo::read(conn, name), table_shape(conn, name)) else {
+        return false;
+    };
+    crate::jellyfin::observe::select_all(&info, utf16)
+        .is_ok_and(|q| q == select_rows(&shape, utf16))
+}
+
+/// One table section: its head and every row in key order. With `observing`, the
+/// observation's digest of the rows when the query is the observation's own
+/// ([`dumped_as_observed`]).
 fn dump_table<W: Write>(
     conn: &Connection,
     w: &mut Writer<W>,
     name: &str,
     utf16: bool,
-) -> Result<()> {
+    observing: bool,
+) -> Result<Option<TableDigest>> {
     let shape = table_shape(conn, name)?;
     w.table(&shape.header)?;
+    let mut observed = match observing && dumped_as_observed(conn, name, utf16) {
+        true => Some(crate::jellyfin::observe::dumped_digest(name)),
+        false => None,
+    };
     let mut stmt = conn.prepare(&select_rows(&shape, utf16))?;
     let mut rows = stmt.query([])?;
     let without_rowid = shape.header.without_rowid;
@@ -311,9 +355,12 @@ fn dump_table<W: Write>(
             .map(|i| column_value(row, first + i * width, utf16))
             .collect::<Result<Vec<_>>>()?;
         w.row(rowid, &values)?;
+        if let Some(o) = &mut observed {
+            o.row(rowid, &values);
+        }
     }
     w.end_table()?;
-    Ok(())
+    Ok(observed.map(|o| o.finish()))
 }
 
 /// The query of a table's rows in key order: the rowid (unless WITHOUT ROWID), then each

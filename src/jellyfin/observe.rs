@@ -99,10 +99,100 @@ pub fn observe_as(
 ) -> Result<Observation, LogicalError> {
     known(version)?;
     let tx = conn.unchecked_transaction()?;
-    let contents = observe_contents(&tx, wal)?;
+    let contents = observe_contents(&tx, wal, false)?;
     let checks = observe_checks(&tx, version)?;
     tx.commit()?;
     Ok(Observation::of(contents, checks, version))
+}
+
+/// An observation of a private copy but for the rows a dump of the same copy digests as
+/// it reads them ([`dumped_digest`]): read beside the dump, so that the copy's rows are
+/// read once for both. [`Partial::complete`] adds the dump's digests.
+pub struct Partial {
+    contents: Contents,
+    checks: Checks,
+    version: u32,
+}
+
+/// [`observe_as`] of a private file but for the tables its dump digests (see [`Partial`]).
+pub fn observe_but_dumped(conn: &Connection, version: u32) -> Result<Partial, LogicalError> {
+    known(version)?;
+    let tx = conn.unchecked_transaction()?;
+    let contents = observe_contents(&tx, None, true)?;
+    let checks = observe_checks(&tx, version)?;
+    tx.commit()?;
+    Ok(Partial {
+        contents,
+        checks,
+        version,
+    })
+}
+
+impl Partial {
+    /// The whole observation, with the digests a dump of the same file made of the tables
+    /// left out. `Err` (the table) when one of them is not among `dumped`.
+    pub fn complete(self, dumped: &[TableDigest]) -> Result<Observation, String> {
+        let mut contents = self.contents;
+        for name in std::mem::take(&mut contents.dumped) {
+            match dumped.iter().find(|d| d.name == name) {
+                Some(d) => contents.tables.push(d.clone()),
+                None => return Err(format!("the dump did not digest table {name}")),
+            }
+        }
+        contents
+            .tables
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(Observation::of(contents, self.checks, self.version))
+    }
+}
+
+/// The digest of a table's rows given one by one, as a dump reads them with the
+/// observation's own query (`logical::dumped_as_observed`): what [`table_digest`] gives
+/// reading the same rows.
+pub struct DumpedDigest {
+    name: String,
+    h: Buffered,
+    rows: u64,
+}
+
+/// A [`DumpedDigest`] of table `name`.
+pub fn dumped_digest(name: &str) -> DumpedDigest {
+    DumpedDigest {
+        name: name.to_string(),
+        h: Buffered::new(),
+        rows: 0,
+    }
+}
+
+impl DumpedDigest {
+    /// The next row: its rowid (none in a WITHOUT ROWID table) and values, as read.
+    pub fn row(&mut self, rowid: Option<i64>, values: &[crate::format::dump::Value<&[u8]>]) {
+        use crate::format::dump::Value;
+        self.h.update(b"R");
+        if let Some(id) = rowid {
+            hash_value(&mut self.h, ValueRef::Integer(id), false);
+        }
+        for v in values {
+            let (v, text_flag) = match *v {
+                Value::Null => (ValueRef::Null, false),
+                Value::Integer(n) => (ValueRef::Integer(n), false),
+                Value::Real(f) => (ValueRef::Real(f), false),
+                Value::Text(t) => (ValueRef::Text(t), false),
+                Value::Blob(b) => (ValueRef::Blob(b), false),
+                Value::RawText(b) => (ValueRef::Blob(b), true),
+            };
+            hash_value(&mut self.h, v, text_flag);
+        }
+        self.rows += 1;
+    }
+
+    pub fn finish(self) -> TableDigest {
+        TableDigest {
+            name: self.name,
+            rows: self.rows,
+            digest: *self.h.finalize().as_bytes(),
+        }
+    }
 }
 
 /// Whether this build can observe by `version` (a record of a newer jellysnap may name
@@ -144,7 +234,7 @@ pub fn observe_private(
             return observe_as(conn, None, version);
         };
         let tx = conn.unchecked_transaction()?;
-        let contents = observe_contents(&tx, None)?;
+        let contents = observe_contents(&tx, None, false)?;
         tx.commit()?;
         let checks = checks.join().unwrap_or_else(|_| {
             Err(LogicalError::Io(std::io::Error::other(
@@ -159,7 +249,10 @@ pub fn observe_private(
 struct Contents {
     settings: Settings,
     schema: Vec<SchemaEntry>,
+    /// By name (bytes), every table's but those in `dumped`.
     tables: Vec<TableDigest>,
+    /// Tables whose digests a dump gives ([`Partial`]).
+    dumped: Vec<String>,
     partial_indexes: Vec<(String, i64)>,
 }
 
@@ -170,17 +263,30 @@ struct Checks {
     indexes: Vec<TableDigest>,
 }
 
-fn observe_contents(tx: &Connection, wal: Option<bool>) -> Result<Contents, LogicalError> {
+/// The contents of `tx`'s database. With `dumped`, the tables a dump reads with the
+/// observation's own query (`logical::dumped_as_observed`) are not read: their names are
+/// left in `Contents::dumped`, for the dump's digests of them ([`Partial::complete`]).
+fn observe_contents(
+    tx: &Connection,
+    wal: Option<bool>,
+    dumped: bool,
+) -> Result<Contents, LogicalError> {
     let mut settings = logical::read_settings(tx)?;
     if let Some(wal) = wal {
         settings.wal = wal;
     }
     let schema = logical::read_schema(tx)?;
     let mut tables = Vec::new();
+    let mut left = Vec::new();
+    let utf16 = settings.text_encoding != 1;
     let mut names: Vec<&SchemaEntry> = schema.iter().filter(|s| s.kind == "table").collect();
     names.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     for t in names {
-        tables.push(table_digest(tx, &t.name, settings.text_encoding != 1)?);
+        if dumped && logical::dumped_as_observed(tx, &t.name, utf16) {
+            left.push(t.name.clone());
+        } else {
+            tables.push(table_digest(tx, &t.name, utf16)?);
+        }
     }
     let mut partial_indexes = Vec::new();
     for e in schema.iter().filter(|e| e.kind == "index") {
@@ -202,6 +308,7 @@ fn observe_contents(tx: &Connection, wal: Option<bool>) -> Result<Contents, Logi
         settings,
         schema,
         tables,
+        dumped: left,
         partial_indexes,
     })
 }
@@ -473,7 +580,7 @@ fn table_digest(conn: &Connection, name: &str, utf16: bool) -> Result<TableDiges
 /// The query of every row of a table in key order: the rowid (unless WITHOUT ROWID),
 /// then every column but hidden ones. In a UTF-16 database a column is its text as stored
 /// (not converted to UTF-8, which is lossy for invalid UTF-16) and a flag "is text".
-fn select_all(info: &TableInfo, utf16: bool) -> Result<String, LogicalError> {
+pub fn select_all(info: &TableInfo, utf16: bool) -> Result<String, LogicalError> {
     let mut select: Vec<String> = Vec::new();
     let order = if info.without_rowid {
         let key: Vec<String> = info.key().into_iter().map(quote).collect();
