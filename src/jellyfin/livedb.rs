@@ -65,12 +65,13 @@ impl LiveDb {
         let Some(before) = self.stamp else {
             return Ok(());
         };
-        // A server that started meanwhile may have written within the timestamp
-        // granularity of the stamp: its locks give it away.
+        // A process that wrote meanwhile (one that started, or a rollback-journal writer
+        // that held no lock when the mode was chosen) may have done so within the
+        // timestamp granularity of the stamp: its locks give it away.
         if Stamp::of(&self.path).ok() != Some(before) || probe_locks(&self.path) != LockProbe::Free
         {
             return Err(format!(
-                "a server started using {} while it was read without locks; retry",
+                "another process wrote to {} while it was read without locks (no process held its locks when the backup began); retry",
                 self.path.display()
             ));
         }
