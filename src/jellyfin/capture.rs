@@ -35,21 +35,46 @@ pub fn capture(src: &Path, tmp_dir: &Path, patience: Duration) -> Result<tempfil
         .tempfile_in(tmp_dir)
         .at(tmp_dir)?
         .into_temp_path();
-    // A copy that fails takes its journal with it (the copy itself goes with `tmp`).
-    if let Err(e) = copy_into(src, &tmp, tmp_dir, patience) {
+    // A process that wrote while the file was read without locks (a rollback-journal
+    // database whose writer held none between two commits when the backup looked) has
+    // the copy made again, this time under SQLite's locks (`livedb::open_locking`).
+    let mut copied = copy_into(src, &tmp, tmp_dir, patience, false);
+    if let Ok(Some(_)) = &copied {
         remove_side_files(&tmp);
-        return Err(e);
+        copied = copy_into(src, &tmp, tmp_dir, patience, true);
     }
-    Ok(tmp)
+    let failed = match copied {
+        Ok(None) => return Ok(tmp),
+        Ok(Some(why)) => Error::DatabaseCapture {
+            path: src.to_path_buf(),
+            detail: why,
+        },
+        Err(e) => e,
+    };
+    // A copy that fails takes its journal with it (the copy itself goes with `tmp`).
+    remove_side_files(&tmp);
+    Err(failed)
 }
 
-/// Copy `src` into the file `tmp` (in `tmp_dir`); every connection is closed on return.
-fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Result<()> {
+/// Copy `src` into the file `tmp` (in `tmp_dir`), under SQLite's locks when `locking`;
+/// every connection is closed on return. `Some(why)` when it was read without locks and
+/// another process wrote it meanwhile: the copy is not to be used.
+fn copy_into(
+    src: &Path,
+    tmp: &Path,
+    tmp_dir: &Path,
+    patience: Duration,
+    locking: bool,
+) -> Result<Option<String>> {
     let fail = |detail: String| Error::DatabaseCapture {
         path: src.to_path_buf(),
         detail,
     };
-    let source = livedb::open(src, tmp_dir).map_err(fail)?;
+    let source = match locking {
+        true => livedb::open_locking(src, tmp_dir),
+        false => livedb::open(src, tmp_dir),
+    }
+    .map_err(fail)?;
     // Each step waits for a busy database by itself: no longer than the whole patience.
     source
         .busy_timeout(patience.min(Duration::from_secs(30)))
@@ -107,8 +132,12 @@ fn copy_into(src: &Path, tmp: &Path, tmp_dir: &Path, patience: Duration) -> Resu
         }
     }
     dest.close().map_err(|(_, e)| copy_err(e))?;
-    source.finish().map_err(fail)?;
-    Ok(())
+    let lock_free = source.lock_free();
+    match source.finish() {
+        Ok(()) => Ok(None),
+        Err(why) if lock_free => Ok(Some(why)),
+        Err(why) => Err(fail(why)),
+    }
 }
 
 /// A dump in a temporary file, with the blake3 of its bytes. The file is shared: a

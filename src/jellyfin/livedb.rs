@@ -17,7 +17,9 @@
 //!
 //! `immutable=1` reads the file with no locks, so the file's identity, size, mtime and
 //! ctime are compared once the copy is made ([`LiveDb::finish`]): a server that started
-//! and wrote meanwhile fails the capture instead of tearing it. With `readonly_shm=1` the
+//! and wrote meanwhile fails the copy instead of tearing it, and the caller makes it again
+//! with [`open_locking`] (a rollback-journal writer holds no lock between two commits, so
+//! the file looked unused: it is then read under SQLite's read lock). With `readonly_shm=1` the
 //! `-shm` is mapped read-only: a live server's WAL-index is used as it is; without a live
 //! one SQLite rebuilds the index in private memory from the `-wal`. Either way only read
 //! locks are taken and neither side file is written. Every connection sets
@@ -58,6 +60,12 @@ impl std::ops::Deref for LiveDb {
 }
 
 impl LiveDb {
+    /// Whether the database is read without taking any lock (`immutable=1`): then
+    /// [`finish`](LiveDb::finish) checks nothing wrote it meanwhile.
+    pub fn lock_free(&self) -> bool {
+        self.stamp.is_some()
+    }
+
     /// Close the connection, and fail if the database may have changed under a read that
     /// took no locks.
     pub fn finish(self) -> Result<(), String> {
@@ -85,7 +93,24 @@ impl LiveDb {
 /// Contract: this process holds no other SQLite connection to `db` (the lock probe opens
 /// and closes the files, which would drop that connection's POSIX locks).
 pub fn open(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
-    let query = match choose_mode(db)? {
+    open_as(db, scratch, false)
+}
+
+/// [`open`] after a read without locks was written under ([`LiveDb::finish`]): a
+/// database in rollback-journal mode is then read under SQLite's locks, as when its
+/// writer holds them (the writer commits while no lock is held between its
+/// transactions, so the file looked unused). A WAL database is opened as [`open`] does:
+/// a writer that started left a `-shm` to read through.
+pub fn open_locking(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
+    open_as(db, scratch, true)
+}
+
+fn open_as(db: &Path, scratch: &Path, locking: bool) -> Result<LiveDb, String> {
+    let mode = match choose_mode(db)? {
+        Mode::Immutable if locking && rollback_journal(db) => Mode::ReadOnly,
+        mode => mode,
+    };
+    let query = match mode {
         Mode::Immutable => "mode=ro&immutable=1",
         Mode::ReadOnlyShm => "mode=ro&readonly_shm=1",
         Mode::PrivateCopy => return open_private_copy(db, scratch),
@@ -106,6 +131,17 @@ pub fn open(db: &Path, scratch: &Path) -> Result<LiveDb, String> {
         stamp,
         _private: None,
     })
+}
+
+/// Whether `db`'s header says rollback-journal mode (file format versions 1, not 2: WAL).
+fn rollback_journal(db: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(db)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok()
+        && header[18] == 1
+        && header[19] == 1
 }
 
 /// How `db` can be read: decided from its side files and whether anyone holds its locks.
