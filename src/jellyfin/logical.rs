@@ -221,7 +221,12 @@ struct TableShape {
 }
 
 fn table_shape(conn: &Connection, name: &str) -> Result<TableShape> {
-    let info = TableInfo::read(conn, name)?;
+    shape_of(&TableInfo::read(conn, name)?)
+}
+
+/// [`table_shape`] of a table already described.
+fn shape_of(info: &TableInfo) -> Result<TableShape> {
+    let name = &info.name;
     if info.columns.iter().any(|c| c.hidden == 1) {
         return Err(LogicalError::Unsupported(format!(
             "table {name} has hidden columns"
@@ -317,11 +322,15 @@ fn dump_with(
 /// columns. Those rows a dump can digest for the observation as it reads them.
 /// A table either query cannot be made for (one a dump refuses) is not.
 pub fn dumped_as_observed(conn: &Connection, name: &str, utf16: bool) -> bool {
-    let (Ok(info), Ok(shape)) = (TableInfo::read(conn, name), table_shape(conn, name)) else {
+    let Ok(info) = TableInfo::read(conn, name) else {
         return false;
     };
-    crate::jellyfin::observe::select_all(&info, utf16)
-        .is_ok_and(|q| q == select_rows(&shape, utf16))
+    shape_of(&info).is_ok_and(|shape| same_query(&info, &shape, utf16))
+}
+
+/// Whether the dump's query of table `info` (of shape `shape`) is the observation's.
+fn same_query(info: &TableInfo, shape: &TableShape, utf16: bool) -> bool {
+    crate::jellyfin::observe::select_all(info, utf16).is_ok_and(|q| q == select_rows(shape, utf16))
 }
 
 /// One table section: its head and every row in key order. With `observing`, the
@@ -334,9 +343,10 @@ fn dump_table<W: Write>(
     utf16: bool,
     observing: bool,
 ) -> Result<Option<TableDigest>> {
-    let shape = table_shape(conn, name)?;
+    let info = TableInfo::read(conn, name)?;
+    let shape = shape_of(&info)?;
     w.table(&shape.header)?;
-    let mut observed = match observing && dumped_as_observed(conn, name, utf16) {
+    let mut observed = match observing && same_query(&info, &shape, utf16) {
         true => Some(crate::jellyfin::observe::dumped_digest(name)),
         false => None,
     };
