@@ -453,6 +453,27 @@ fn database_captured_consistently_while_written() {
     assert_eq!(items, 3000);
 }
 
+/// A writer of `Ledger` and `Totals` (argv: database, stop file, count file): a row and
+/// the running total in each transaction, until the stop file appears.
+const LEDGER_WRITER: &str = r#"
+import os, sqlite3, sys, time
+db, stop, count = sys.argv[1:4]
+c = sqlite3.connect(db, timeout=30, isolation_level=None)
+c.execute("PRAGMA synchronous=OFF")
+i = 0
+while not os.path.exists(stop):
+    i += 1
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("INSERT INTO Ledger (Amount) VALUES (?)", (i,))
+    c.execute("UPDATE Totals SET Total = Total + ?", (i,))
+    c.execute("COMMIT")
+    with open(count + ".tmp", "w") as f:
+        f.write(str(i))
+    os.replace(count + ".tmp", count)
+    time.sleep(0.001)
+c.close()
+"#;
+
 /// A rollback-journal database whose writer commits without pause holds no lock between
 /// two commits, so a backup may find it unused and read it without locks; a commit
 /// during that read has the copy made again under SQLite's locks rather than the backup
@@ -468,42 +489,38 @@ fn a_rollback_journal_database_written_without_pause_is_captured_consistently() 
          INSERT INTO Totals VALUES (1, 0);",
     );
     drop(c);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let writer = {
-        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
-        std::thread::spawn(move || {
-            let mut c = rusqlite::Connection::open(&db).unwrap();
-            c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
-            // Quick commits a millisecond apart: the file is mostly without locks, and
-            // written again within any read of it.
-            c.execute_batch("PRAGMA synchronous=OFF").unwrap();
-            let mut i = 0i64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                i += 1;
-                let tx = c.transaction().unwrap();
-                tx.execute("INSERT INTO Ledger (Amount) VALUES (?1)", [i])
-                    .unwrap();
-                tx.execute("UPDATE Totals SET Total = Total + ?1", [i])
-                    .unwrap();
-                tx.commit().unwrap();
-                committed.store(i, std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            i
-        })
+    // The writer is another SQLite than jellysnap's, as a plugin's is: Python's, the
+    // system's. Quick commits a millisecond apart: the file is mostly without locks, and
+    // written again within any read of it. It says how far it got in `count`.
+    let (stop, count) = (env.root.join("stop"), env.root.join("count"));
+    let mut writer = Command::new("python3")
+        .args(["-c", LEDGER_WRITER])
+        .args([&db, &stop, &count])
+        .spawn()
+        .expect("python3 (with its sqlite3 module) runs the writer");
+    let committed = || -> i64 {
+        fs::read_to_string(&count)
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0)
     };
-    while committed.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+    let waited = Instant::now();
+    while committed() < 200 {
+        assert!(
+            waited.elapsed().as_secs() < 60,
+            "the writer did not start committing"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let mut before = 0;
     for round in 0..3 {
-        before = committed.load(std::sync::atomic::Ordering::SeqCst);
+        before = committed();
         let out = env.run(&["backup", "--data-dir", fx.data_dir.to_str().unwrap()]);
         assert!(out.status.success(), "backup {round}: {}", s(&out.stderr));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let total = writer.join().unwrap();
+    fs::write(&stop, b"").unwrap();
+    assert!(writer.wait().unwrap().success(), "the writer failed");
+    let total = committed();
     assert!(total > before, "the writer kept writing during the backups");
     let target = env.root.join("restored");
     env.json(
