@@ -84,6 +84,45 @@ pub fn clear_direct(f: &File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the start of `f` is in the page cache: a read of its first byte that may not
+/// wait for the disk. `true` also where the kernel cannot tell (an older kernel, a file
+/// system without such reads), so that the caller keeps reading through the cache.
+pub fn start_cached(f: &File) -> bool {
+    cached_at(f, 0)
+}
+
+/// Whether the byte of `f` at `offset` is in the page cache, as [`start_cached`] tells
+/// for the first (`true` at or past the end of the file).
+pub fn cached_at(f: &File, offset: u64) -> bool {
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return true;
+    };
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: the fd is valid for the life of `f`; the one iovec points at a live byte.
+    let rc = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+}
+
+/// Turn `O_DIRECT` on for an open file: its reads then go from the disk into the
+/// caller's buffer, not through the page cache. An error where the file system refuses.
+pub fn set_direct(f: &File) -> std::io::Result<()> {
+    // SAFETY: the fd is valid for the life of `f`; F_GETFL/F_SETFL take and return ints.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_DIRECT) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The bytes an unprivileged writer may still use on the file system holding `path`
 /// (`statvfs`: available blocks times the fragment size).
 pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {

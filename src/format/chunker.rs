@@ -94,25 +94,36 @@ impl Chunker {
 
     /// Stream `reader` through the chunker, calling `f` with each chunk. `buf` is reused
     /// across calls (grown to a few times the max chunk size). Returns bytes read.
-    pub fn chunk_reader<R: Read, E>(
+    ///
+    /// Each refill asks the reader for whole pages into a page-aligned part of `buf`
+    /// ([`READ_ALIGN`]), so that a reader that reads with `O_DIRECT` can read into it
+    /// without a buffer of its own; the bytes not yet cut are moved to just before it.
+    pub fn chunk_reader<R: Read + ?Sized, E>(
         &self,
         reader: &mut R,
         buf: &mut Vec<u8>,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<std::io::Result<u64>, E> {
-        let want = (self.params.max as usize * 4).max(1 << 20);
+        let max = self.params.max as usize;
+        // The part before `head` holds what is left uncut (less than `max`); reads go to
+        // `head..tail`.
+        let head_len = max.div_ceil(READ_ALIGN) * READ_ALIGN;
+        let read_len = (max * 3).max(1 << 20).div_ceil(READ_ALIGN) * READ_ALIGN;
+        let want = READ_ALIGN + head_len + read_len;
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        let max = self.params.max as usize;
-        let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+        let head = buf.as_ptr().align_offset(READ_ALIGN).min(READ_ALIGN) + head_len;
+        let tail = head + read_len;
+        let (mut start, mut end, mut eof, mut total) = (head, head, false, 0u64);
         loop {
             if !eof && end - start < max {
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-                while end < buf.len() {
-                    match reader.read(&mut buf[end..]) {
+                let left = end - start;
+                buf.copy_within(start..end, head - left);
+                start = head - left;
+                end = head;
+                while end < tail {
+                    match reader.read(&mut buf[end..tail]) {
                         Ok(0) => {
                             eof = true;
                             break;
@@ -135,6 +146,11 @@ impl Chunker {
         }
     }
 }
+
+/// The alignment of the part of its buffer [`Chunker::chunk_reader`] reads into, and of
+/// each read's length while the reads are whole: a page, the largest logical block size
+/// of common devices.
+pub const READ_ALIGN: usize = 4096;
 
 #[cfg(test)]
 mod tests {

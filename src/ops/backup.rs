@@ -10,6 +10,7 @@ mod databases;
 pub use self::databases::REBUILDS_DIR;
 mod files;
 mod scan;
+mod source;
 mod tally;
 mod walk;
 

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::databases::Captured;
+use super::source;
 use super::tally::Tally;
 use super::{ctime_ns, mtime_ns, Ctx, READ_ATTEMPTS};
 use crate::error::{Error, IoContext, Result};
@@ -91,7 +92,7 @@ fn read_once(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Read>> 
     let opened = File::open(path);
     #[cfg(feature = "test-hooks")]
     let opened = crate::store::testing::source_open().and(opened);
-    let mut f = match opened {
+    let f = match opened {
         Ok(f) => f,
         Err(e) => {
             ctx.report(tally, path, &format!("cannot read: {e}"));
@@ -99,7 +100,10 @@ fn read_once(ctx: &Ctx, path: &Path, tally: &mut Tally) -> Result<Option<Read>> 
         }
     };
     let before = Stat::from(&f.metadata().at(path)?);
-    let (chunks, n) = match chunk_file(ctx, &ctx.chunker, &mut f, true, false)? {
+    let chunked = source::with_reader(&f, before.size, |r| {
+        chunk_file(ctx, &ctx.chunker, r, true, false)
+    });
+    let (chunks, n) = match chunked? {
         Ok(r) => r,
         Err(e) => {
             ctx.report(tally, path, &format!("read failed: {e}"));
@@ -217,7 +221,7 @@ fn store_chunk_list(ctx: &Ctx, chunks: Vec<ChunkRef>) -> Result<(Vec<ChunkRef>, 
 fn chunk_file(
     ctx: &Ctx,
     chunker: &Chunker,
-    f: &mut File,
+    f: &mut dyn std::io::Read,
     compressible_default: bool,
     database: bool,
 ) -> Result<std::io::Result<(Vec<ChunkRef>, u64)>> {
