@@ -313,6 +313,19 @@ pub trait Store: Send + Sync {
     /// `buf.len()` bytes of an object from `offset` (a chunk of a pack).
     fn read_at(&self, key: Key, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// `len` bytes of an object from `offset`, read into `buf` (grown as needed, only what
+    /// it grows by is zeroed); returns where in `buf` they start. A store may read a
+    /// little more around them: a local one reads bytes that are not in the page cache
+    /// as whole blocks straight into `buf` ([`local`]).
+    fn read_into(&self, key: Key, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<usize> {
+        if buf.capacity() < len {
+            buf.reserve_exact(len - buf.len());
+        }
+        buf.resize(len, 0);
+        self.read_at(key, offset, buf)?;
+        Ok(0)
+    }
+
     /// How reads of many records are best grouped (see `store::reads`).
     fn read_shape(&self) -> ReadShape;
 

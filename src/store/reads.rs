@@ -232,19 +232,12 @@ fn read_opened(
         };
         let result = match &gone {
             Some(err) => Err(again(err)),
-            None => {
-                // Only what the buffer grows by is zeroed: the read overwrites it all.
-                if read.capacity() < want {
-                    read.reserve_exact(want - read.len());
-                }
-                read.resize(want, 0);
-                store.read_at(key, start, read)
-            }
+            None => store.read_into(key, start, want, read),
         };
         match result {
-            Ok(()) => {
+            Ok(base) => {
                 for (k, (e, l)) in run.iter().enumerate() {
-                    let at = (e.offset - start) as usize;
+                    let at = base + (e.offset - start) as usize;
                     let bytes = read.get(at..at + l).unwrap_or_default();
                     open_or_again(i + k, e, bytes, f)?;
                 }

@@ -319,6 +319,12 @@ impl Store for FaultStore {
         self.inner.read_at(key, offset, buf)
     }
 
+    fn read_into(&self, key: Key, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<usize> {
+        self.request("read_at");
+        READS.with(|n| n.set(n.get() + 1));
+        self.inner.read_into(key, offset, len, buf)
+    }
+
     fn size(&self, key: Key) -> Result<u64> {
         self.request("size");
         self.inner.size(key)
