@@ -269,7 +269,7 @@ struct ReadFile {
     file: File,
     path: PathBuf,
     /// The same file opened again with `O_DIRECT`, at its first uncached read; `None`
-    /// where the file system refuses the flag or a direct read.
+    /// where the file system refuses the flag, or a direct read failed.
     direct: std::sync::OnceLock<std::sync::Mutex<Option<Arc<File>>>>,
 }
 
@@ -280,6 +280,7 @@ impl FsRead for ReadFile {
 
     fn read_uncached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<Option<usize>> {
         use std::os::unix::fs::OpenOptionsExt;
+        // Never an error: a direct read that fails is done again through the cache.
         let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64)
             && buf.len().is_multiple_of(DIRECT_ALIGN)
             && buf.as_ptr().align_offset(DIRECT_ALIGN) == 0;
@@ -297,13 +298,15 @@ impl FsRead for ReadFile {
             return Ok(None);
         };
         match FileExt::read_at(&*direct, buf, offset) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok(n) => Ok(Some(n)),
+            // Refused (EINVAL), or failed: read through the cache instead, which meets a
+            // failure of the disk itself again and reports it as before.
+            Err(_) => {
                 if let Ok(mut d) = slot.lock() {
                     *d = None;
                 }
                 Ok(None)
             }
-            r => r.map(Some),
         }
     }
 }

@@ -11,8 +11,9 @@
 //! aligned offset ([`Chunker::chunk_reader`] does), so no byte is copied on the way. A
 //! short read is the end of the file, or where the file system stops reading directly:
 //! whatever follows is read through the cache, as is the whole file where the file
-//! system refuses the flag or a direct read (`EINVAL`). The bytes returned are the file's
-//! either way.
+//! system refuses the flag, and the rest of it from a direct read that fails (`EINVAL`
+//! or any other error: the read is made again through the cache, which returns a
+//! failure of the disk itself again). The bytes returned are the file's either way.
 //!
 //! [`Chunker::chunk_reader`]: crate::format::chunker::Chunker::chunk_reader
 
@@ -59,14 +60,15 @@ impl Read for SourceReader<'_> {
                 false => Err(io::Error::from_raw_os_error(libc::EINVAL)),
             };
             match direct {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    crate::sys::clear_direct(self.file)?;
-                    self.direct = false;
-                }
-                r => {
-                    let n = r?;
+                Ok(n) => {
                     self.pos += n as u64;
                     return Ok(n);
+                }
+                // Refused (EINVAL), or failed: the same read goes through the cache,
+                // which meets a failure of the disk itself again and returns it.
+                Err(_) => {
+                    crate::sys::clear_direct(self.file)?;
+                    self.direct = false;
                 }
             }
         }
