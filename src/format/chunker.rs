@@ -153,10 +153,11 @@ impl Chunker {
 pub const READ_ALIGN: usize = 4096;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn seeded(len: usize, mut seed: u64) -> Vec<u8> {
+    /// `len` pseudo-random bytes (xorshift from `seed`), for tests of chunking.
+    pub(crate) fn seeded(len: usize, mut seed: u64) -> Vec<u8> {
         (0..len)
             .map(|_| {
                 seed ^= seed << 13;

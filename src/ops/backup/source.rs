@@ -84,15 +84,7 @@ mod tests {
     use crate::format::chunker::{Chunker, ChunkerParams};
 
     fn content(len: usize) -> Vec<u8> {
-        let mut seed = len as u64 | 1;
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 24) as u8
-            })
-            .collect()
+        crate::format::chunker::tests::seeded(len, len as u64 | 1)
     }
 
     /// Files of every size around the block boundaries are chunked into the very chunks
